@@ -1,0 +1,1 @@
+"""execgw-server: the execution gateway."""

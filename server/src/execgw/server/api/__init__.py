@@ -1,0 +1,1 @@
+"""The gRPC layer: thin servicers that translate messages and call the core."""

@@ -1,0 +1,190 @@
+"""Translation between execgw.v1 messages and domain objects. No logic lives here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from execgw.server import domain
+from execgw.server.bus import BusEvent
+from execgw.server.validation import RawIntent
+from execgw.v1 import market_data_pb2, orders_pb2
+
+_SIDE = {orders_pb2.SIDE_BUY: domain.Side.BUY, orders_pb2.SIDE_SELL: domain.Side.SELL}
+_ORDER_TYPE = {
+    orders_pb2.ORDER_TYPE_MARKET: domain.OrderType.MARKET,
+    orders_pb2.ORDER_TYPE_LIMIT: domain.OrderType.LIMIT,
+    orders_pb2.ORDER_TYPE_SL: domain.OrderType.SL,
+    orders_pb2.ORDER_TYPE_SL_M: domain.OrderType.SL_M,
+}
+_PRODUCT = {
+    orders_pb2.PRODUCT_MIS: domain.Product.MIS,
+    orders_pb2.PRODUCT_NRML: domain.Product.NRML,
+    orders_pb2.PRODUCT_CNC: domain.Product.CNC,
+}
+_VALIDITY = {
+    orders_pb2.VALIDITY_DAY: domain.Validity.DAY,
+    orders_pb2.VALIDITY_IOC: domain.Validity.IOC,
+}
+_STATUS = {
+    orders_pb2.ORDER_STATUS_PLACED: domain.OrderStatus.PLACED,
+    orders_pb2.ORDER_STATUS_REJECTED: domain.OrderStatus.REJECTED,
+    orders_pb2.ORDER_STATUS_FILLED: domain.OrderStatus.FILLED,
+    orders_pb2.ORDER_STATUS_PARTIAL: domain.OrderStatus.PARTIAL,
+    orders_pb2.ORDER_STATUS_CANCELLED: domain.OrderStatus.CANCELLED,
+}
+_SIDE_PB = {v: k for k, v in _SIDE.items()}
+_ORDER_TYPE_PB = {v: k for k, v in _ORDER_TYPE.items()}
+_PRODUCT_PB = {v: k for k, v in _PRODUCT.items()}
+_VALIDITY_PB = {v: k for k, v in _VALIDITY.items()}
+_STATUS_PB = {v: k for k, v in _STATUS.items()}
+
+
+def raw_intent(msg: orders_pb2.OrderIntent) -> RawIntent:
+    return RawIntent(
+        symbol=msg.symbol,
+        strategy_code=msg.strategy_code,
+        side=_SIDE.get(msg.side),
+        qty=msg.qty,
+        order_type=_ORDER_TYPE.get(msg.order_type),
+        product=_PRODUCT.get(msg.product),
+        validity=_VALIDITY.get(msg.validity),
+        price=msg.price if msg.HasField("price") else None,
+        trigger_price=msg.trigger_price if msg.HasField("trigger_price") else None,
+        tag=msg.tag,
+        reason=msg.reason,
+        confidence=msg.confidence if msg.HasField("confidence") else None,
+        metadata=json_format.MessageToDict(msg.metadata) if msg.HasField("metadata") else {},
+    )
+
+
+def status(value: int) -> domain.OrderStatus | None:
+    """A status filter; UNSPECIFIED (or unknown) means any."""
+    return _STATUS.get(value)
+
+
+def timestamp(when: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when.astimezone(UTC))
+    return ts
+
+
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if data:
+        s.update(data)
+    return s
+
+
+def result(order: domain.Order) -> orders_pb2.ExecutionResult:
+    intent = order.intent
+    msg = orders_pb2.ExecutionResult(
+        order_id=order.order_id,
+        client_order_id=order.client_order_id,
+        status=_STATUS_PB[order.status],
+        symbol=intent.symbol,
+        side=_SIDE_PB[intent.side],
+        qty=intent.qty,
+        filled_qty=order.filled_qty,
+        message=order.message,
+        reject_reason=(
+            orders_pb2.RejectReason.Value("REJECT_REASON_" + order.reject_reason.value)
+            if order.reject_reason is not None
+            else orders_pb2.REJECT_REASON_UNSPECIFIED
+        ),
+        raw=_struct(order.raw),
+        timestamp=timestamp(order.updated_at),
+        created_at=timestamp(order.created_at),
+        strategy_code=intent.strategy_code,
+        dry_run=order.dry_run,
+        order_type=_ORDER_TYPE_PB[intent.order_type],
+        product=_PRODUCT_PB[intent.product],
+        validity=_VALIDITY_PB[intent.validity],
+        tag=intent.tag,
+    )
+    avg = order.avg_price
+    if avg is not None:
+        msg.avg_price = float(avg)
+    if intent.price is not None:
+        msg.price = float(intent.price)
+    if intent.trigger_price is not None:
+        msg.trigger_price = float(intent.trigger_price)
+    return msg
+
+
+def fill(f: domain.Fill) -> orders_pb2.Fill:
+    return orders_pb2.Fill(
+        fill_id=f.fill_id,
+        order_id=f.order_id,
+        client_order_id=f.client_order_id,
+        strategy_code=f.strategy_code,
+        symbol=f.symbol,
+        side=_SIDE_PB[f.side],
+        product=_PRODUCT_PB[f.product],
+        qty=f.qty,
+        price=float(f.price),
+        timestamp=timestamp(f.timestamp),
+    )
+
+
+def position(p: domain.PositionView) -> orders_pb2.Position:
+    msg = orders_pb2.Position(
+        strategy_code=p.strategy_code,
+        symbol=p.symbol,
+        product=_PRODUCT_PB[p.product],
+        net_qty=p.net_qty,
+        avg_price=float(p.avg_price),
+        realized_pnl=float(p.realized_pnl),
+        unrealized_pnl=float(p.unrealized_pnl),
+        buy_qty=p.buy_qty,
+        sell_qty=p.sell_qty,
+        realized_pnl_decimal=_plain(p.realized_pnl),
+        unrealized_pnl_decimal=_plain(p.unrealized_pnl),
+    )
+    if p.last_price is not None:
+        msg.last_price = float(p.last_price)
+    return msg
+
+
+def _plain(value: Decimal) -> str:
+    """Fixed-point text, never exponent notation."""
+    return f"{value:f}"
+
+
+def event(e: BusEvent) -> orders_pb2.ExecutionEvent:
+    msg = orders_pb2.ExecutionEvent(sequence=e.sequence, timestamp=timestamp(e.timestamp))
+    if isinstance(e.payload, domain.Fill):
+        msg.fill.CopyFrom(fill(e.payload))
+    else:
+        msg.order_update.CopyFrom(result(e.payload))
+    return msg
+
+
+def quote_in(msg: market_data_pb2.Quote, now: datetime) -> domain.Quote:
+    when = msg.timestamp.ToDatetime(tzinfo=UTC) if msg.HasField("timestamp") else now
+    return domain.Quote(
+        symbol=msg.symbol,
+        ltp=Decimal(repr(msg.ltp)),
+        bid=Decimal(repr(msg.bid)),
+        ask=Decimal(repr(msg.ask)),
+        bid_qty=msg.bid_qty,
+        ask_qty=msg.ask_qty,
+        volume=msg.volume,
+        timestamp=when,
+    )
+
+
+def quote_out(q: domain.Quote) -> market_data_pb2.Quote:
+    return market_data_pb2.Quote(
+        symbol=q.symbol,
+        ltp=float(q.ltp),
+        bid=float(q.bid),
+        ask=float(q.ask),
+        bid_qty=q.bid_qty,
+        ask_qty=q.ask_qty,
+        volume=q.volume,
+        timestamp=timestamp(q.timestamp),
+    )

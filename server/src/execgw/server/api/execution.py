@@ -1,0 +1,117 @@
+"""ExecutionGateway servicer: validates and translates, then awaits the core."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+
+from execgw.server.api import convert
+from execgw.server.api.errors import streaming, unary
+from execgw.server.bus import BusEvent
+from execgw.server.core import GatewayCore
+from execgw.server.domain import Order
+from execgw.server.instruments import InstrumentRegistry
+from execgw.server.validation import InvalidRequest, validate_client_order_id, validate_intent
+from execgw.v1 import gateway_pb2, gateway_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+tracer = trace.get_tracer("execgw.server")
+
+
+class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
+    def __init__(self, core: GatewayCore, instruments: InstrumentRegistry) -> None:
+        self._core = core
+        self._instruments = instruments
+
+    @unary
+    async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: gateway_pb2.SubmitOrderRequest, context: Context
+    ) -> gateway_pb2.SubmitOrderResponse:
+        with tracer.start_as_current_span("execgw.SubmitOrder") as span:
+            span.set_attribute("execgw.client_order_id", request.client_order_id)
+            if not request.HasField("intent"):
+                raise InvalidRequest("intent", "is required")
+            validate_client_order_id(request.client_order_id)
+            intent = validate_intent(convert.raw_intent(request.intent), self._instruments)
+            span.set_attribute("execgw.symbol", intent.symbol)
+            span.set_attribute("execgw.strategy_code", intent.strategy_code)
+            order = await self._core.submit(intent, request.client_order_id)
+            span.set_attribute("execgw.order_id", order.order_id)
+            span.set_attribute("execgw.status", order.status.value)
+            if order.reject_reason is not None:
+                span.set_attribute("execgw.reject_reason", order.reject_reason.value)
+            return gateway_pb2.SubmitOrderResponse(result=convert.result(order))
+
+    @unary
+    async def CancelOrder(  # noqa: N802
+        self, request: gateway_pb2.CancelOrderRequest, context: Context
+    ) -> gateway_pb2.CancelOrderResponse:
+        _require_order_id(request.order_id)
+        order = await self._core.cancel(request.order_id)
+        return gateway_pb2.CancelOrderResponse(result=convert.result(order))
+
+    @unary
+    async def GetOrder(  # noqa: N802
+        self, request: gateway_pb2.GetOrderRequest, context: Context
+    ) -> gateway_pb2.GetOrderResponse:
+        _require_order_id(request.order_id)
+        order = self._core.get_order(request.order_id)
+        return gateway_pb2.GetOrderResponse(result=convert.result(order))
+
+    @unary
+    async def ListOrders(  # noqa: N802
+        self, request: gateway_pb2.ListOrdersRequest, context: Context
+    ) -> gateway_pb2.ListOrdersResponse:
+        orders = self._core.list_orders(
+            strategy_code=request.strategy_code,
+            status=convert.status(request.status),
+            symbol=request.symbol,
+        )
+        return gateway_pb2.ListOrdersResponse(results=[convert.result(o) for o in orders])
+
+    @unary
+    async def GetPositions(  # noqa: N802
+        self, request: gateway_pb2.GetPositionsRequest, context: Context
+    ) -> gateway_pb2.GetPositionsResponse:
+        positions = self._core.positions(request.strategy_code)
+        return gateway_pb2.GetPositionsResponse(
+            positions=[convert.position(p) for p in positions]
+        )
+
+    @streaming
+    async def StreamFills(  # noqa: N802
+        self, request: gateway_pb2.StreamFillsRequest, context: Context
+    ) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
+        if request.from_sequence:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "from_sequence: replay is not available yet; subscribe with 0 for live events",
+            )
+        strategies = frozenset(request.strategy_codes)
+        symbols = frozenset(request.symbols)
+        include_updates = request.include_order_updates
+
+        def wanted(event: BusEvent) -> bool:
+            if isinstance(event.payload, Order) and not include_updates:
+                return False
+            if strategies and event.strategy_code not in strategies:
+                return False
+            return not symbols or event.symbol in symbols
+
+        subscription = self._core.bus.subscribe(wanted)
+        try:
+            while True:
+                event = await subscription.next()
+                if event is None:
+                    return
+                yield gateway_pb2.StreamFillsResponse(event=convert.event(event))
+        finally:
+            subscription.unsubscribe()
+
+
+def _require_order_id(order_id: str) -> None:
+    if not order_id:
+        raise InvalidRequest("order_id", "must not be empty")

@@ -1,0 +1,152 @@
+"""Assembles a gateway from its config and runs it as a grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from execgw.server.api.execution import ExecutionGatewayServicer
+from execgw.server.api.market_data import MarketDataServicer
+from execgw.server.bus import EventBus
+from execgw.server.clock import Clock, SystemClock
+from execgw.server.config import GatewayConfig
+from execgw.server.core import GatewayCore, IdSource
+from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
+from execgw.server.ledger import Ledger
+from execgw.server.marketdata import SyntheticFeed
+from execgw.server.quotes import QuoteBook
+from execgw.server.simulator import SmartFillSimulator
+from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    gateway_pb2.DESCRIPTOR.services_by_name["ExecutionGateway"].full_name,
+    market_data_pb2.DESCRIPTOR.services_by_name["MarketData"].full_name,
+)
+
+
+def build_instruments(config: GatewayConfig) -> InstrumentRegistry:
+    section = config.instruments
+    loaded = load_kite_instruments(Path(section.csv)) if section.csv else []
+    return InstrumentRegistry(
+        loaded,
+        default_tick=Decimal(repr(section.default_tick_size)),
+        default_lot=section.default_lot_size,
+    )
+
+
+class Gateway:
+    """One running gateway: core, feed and gRPC server, started and stopped together."""
+
+    def __init__(self, config: GatewayConfig, *, clock: Clock | None = None) -> None:
+        if config.mode != "paper":
+            raise NotImplementedError("live mode is not available yet; use mode: paper")
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.instruments = build_instruments(config)
+        ids = IdSource()
+        self.core = GatewayCore(
+            clock=self.clock,
+            ledger=Ledger(),
+            quotes=QuoteBook(),
+            simulator=SmartFillSimulator(
+                slippage_bps=Decimal(repr(config.execution.slippage_bps)),
+                instruments=self.instruments,
+                next_fill_id=ids.fill_id,
+            ),
+            bus=EventBus(),
+            ids=ids,
+        )
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port (useful with port 0)."""
+        server = grpc.aio.server(
+            options=[
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        gateway_pb2_grpc.add_ExecutionGatewayServicer_to_server(
+            ExecutionGatewayServicer(self.core, self.instruments), server
+        )
+        market_data_pb2_grpc.add_MarketDataServicer_to_server(
+            MarketDataServicer(self.core, self.clock), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(self.config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        self.core.start()
+        await server.start()
+        self._server = server
+        if self.config.market_data.source == "synthetic":
+            feed_config = self.config.market_data.synthetic
+            feed = SyntheticFeed(
+                start_prices=feed_config.symbols,
+                instruments=self.instruments,
+                clock=self.clock,
+                seed=feed_config.seed,
+                volatility_bps=feed_config.volatility_bps,
+            )
+            self._feed_task = asyncio.create_task(
+                feed.run(self.core.apply_quotes, feed_config.interval_ms / 1000), name="feed"
+            )
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, serving)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the core."""
+        await self.health.enter_graceful_shutdown()
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed_task
+        if self._server is not None:
+            # Streams end when the bus closes; unary calls get the grace period.
+            stopping = asyncio.create_task(
+                self._server.stop(self.config.server.shutdown_grace_s if grace is None else grace)
+            )
+            await self.core.stop()
+            await stopping
+        else:
+            await self.core.stop()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: GatewayConfig) -> None:
+    gateway = Gateway(config)
+    port = await gateway.start()
+    host = config.listen.rpartition(":")[0]
+    log.info("execgw serving on %s:%d (mode=%s)", host, port, config.mode)
+    print(f"execgw listening on {host}:{port} mode={config.mode}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await gateway.stop()
+    print("execgw stopped", flush=True)

@@ -1,0 +1,135 @@
+"""Typed configuration. Unknown keys, wrong types and out-of-range values stop start-up
+with a message that names the key, because a silently ignored risk limit is worse
+than a gateway that refuses to start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Section(BaseModel):
+    # strict: YAML `true` or "50" where a number belongs is a mistake, not a value.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class JournalConfig(_Section):
+    path: str = "var/journal.db"
+
+
+class SyntheticFeedConfig(_Section):
+    # A seeded random walk: the same seed gives the same quotes.
+    seed: int = 42
+    interval_ms: int = Field(default=250, ge=1, le=60_000)
+    volatility_bps: float = Field(default=8.0, ge=0.0, le=1_000.0)
+    symbols: dict[str, float] = Field(
+        default_factory=lambda: {
+            "NSE:INFY": 1500.0,
+            "NSE:RELIANCE": 2900.0,
+            "NSE:TCS": 4100.0,
+            "NSE:HDFCBANK": 1650.0,
+            "NSE:SBIN": 820.0,
+        }
+    )
+
+    @field_validator("symbols")
+    @classmethod
+    def _positive_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for symbol, price in value.items():
+            if ":" not in symbol:
+                raise ValueError(f"symbol {symbol!r} must be EXCHANGE:TRADINGSYMBOL")
+            if not price > 0:
+                raise ValueError(f"starting price of {symbol} must be > 0")
+        return value
+
+
+class MarketDataConfig(_Section):
+    source: Literal["synthetic", "external"] = "synthetic"
+    synthetic: SyntheticFeedConfig = SyntheticFeedConfig()
+
+
+class InstrumentsConfig(_Section):
+    # Kite's instrument dump (GET /instruments); symbols not in it use the defaults.
+    csv: str | None = None
+    default_tick_size: float = Field(default=0.05, gt=0)
+    default_lot_size: int = Field(default=1, ge=1)
+
+
+class CircuitBreakersConfig(_Section):
+    max_daily_loss_rupees: float = Field(default=5000.0, gt=0)
+    max_daily_drawdown_pct: float = Field(default=0.02, gt=0, le=1)
+    max_trades_per_day: int = Field(default=100, ge=1)
+    max_trades_per_strategy_per_day: int = Field(default=50, ge=1)
+    max_loss_streak: int = Field(default=5, ge=1)
+
+
+class ExecutionConfig(_Section):
+    dry_run: bool = False
+    slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
+    circuit_breakers: CircuitBreakersConfig = CircuitBreakersConfig()
+
+
+class ServerConfig(_Section):
+    # Seconds in-flight RPCs get to finish on SIGTERM before they are cancelled.
+    shutdown_grace_s: float = Field(default=5.0, ge=0, le=300)
+    max_workers: int = Field(default=8, ge=1, le=256)
+
+
+class GatewayConfig(_Section):
+    mode: Literal["paper", "live"] = "paper"
+    listen: str = "127.0.0.1:50051"
+    journal: JournalConfig = JournalConfig()
+    market_data: MarketDataConfig = MarketDataConfig()
+    instruments: InstrumentsConfig = InstrumentsConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    server: ServerConfig = ServerConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, got {value!r}")
+        return value
+
+    def with_overrides(self, **changes: Any) -> GatewayConfig:
+        data = self.model_dump()
+        data.update(changes)
+        return parse_config(data, source="overrides")
+
+
+def parse_config(data: object, *, source: str) -> GatewayConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.append(f"{key}: {message}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(data, source=str(path))

@@ -1,0 +1,183 @@
+"""The gateway's domain vocabulary, free of gRPC and protobuf.
+
+Values mirror the execgw.v1 enums by name, so translation is mechanical and the
+domain code can be tested and reasoned about without a wire format.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+class Side(enum.Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class OrderType(enum.Enum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    SL = "SL"
+    SL_M = "SL_M"
+
+
+class Product(enum.Enum):
+    MIS = "MIS"
+    NRML = "NRML"
+    CNC = "CNC"
+
+
+class Validity(enum.Enum):
+    DAY = "DAY"
+    IOC = "IOC"
+
+
+class OrderStatus(enum.Enum):
+    PLACED = "PLACED"
+    REJECTED = "REJECTED"
+    FILLED = "FILLED"
+    PARTIAL = "PARTIAL"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (OrderStatus.PLACED, OrderStatus.PARTIAL)
+
+
+class RejectReason(enum.Enum):
+    NO_MARKET_DATA = "NO_MARKET_DATA"
+    HALTED = "HALTED"
+    MAX_DAILY_LOSS = "MAX_DAILY_LOSS"
+    MAX_DAILY_DRAWDOWN = "MAX_DAILY_DRAWDOWN"
+    MAX_TRADES_PER_DAY = "MAX_TRADES_PER_DAY"
+    MAX_TRADES_PER_STRATEGY_PER_DAY = "MAX_TRADES_PER_STRATEGY_PER_DAY"
+    MAX_LOSS_STREAK = "MAX_LOSS_STREAK"
+    MAX_ORDER_QTY = "MAX_ORDER_QTY"
+    MAX_ORDER_NOTIONAL = "MAX_ORDER_NOTIONAL"
+    PRICE_COLLAR = "PRICE_COLLAR"
+    ORDER_RATE = "ORDER_RATE"
+    DUPLICATE_ORDER = "DUPLICATE_ORDER"
+    SYMBOL_NOT_ALLOWED = "SYMBOL_NOT_ALLOWED"
+    PRODUCT_NOT_ALLOWED = "PRODUCT_NOT_ALLOWED"
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    MIS_SQUARE_OFF = "MIS_SQUARE_OFF"
+    REDUCE_ONLY = "REDUCE_ONLY"
+    STRATEGY_HALTED = "STRATEGY_HALTED"
+    FREEZE_QTY = "FREEZE_QTY"
+    BROKER = "BROKER"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """What a strategy asks for. Prices are exact decimals already checked against the tick."""
+
+    symbol: str
+    strategy_code: str
+    side: Side
+    qty: int
+    order_type: OrderType
+    product: Product
+    validity: Validity
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    tag: str = ""
+    reason: str = ""
+    confidence: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """Identity of the order a client asked for, used to tell a retry from a key reuse."""
+        return (
+            self.symbol,
+            self.strategy_code,
+            self.side,
+            self.qty,
+            self.order_type,
+            self.product,
+            self.validity,
+            self.price,
+            self.trigger_price,
+            self.tag,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    symbol: str
+    ltp: Decimal
+    timestamp: datetime
+    bid: Decimal = Decimal(0)
+    ask: Decimal = Decimal(0)
+    bid_qty: int = 0
+    ask_qty: int = 0
+    volume: int = 0
+
+
+@dataclass(slots=True)
+class Order:
+    """One order and where it stands; mutated only by the ledger as events are applied."""
+
+    order_id: str
+    client_order_id: str
+    intent: OrderIntent
+    status: OrderStatus
+    created_at: datetime
+    updated_at: datetime
+    filled_qty: int = 0
+    filled_value: Decimal = Decimal(0)
+    reject_reason: RejectReason | None = None
+    message: str = ""
+    triggered: bool = False
+    dry_run: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        if self.filled_qty == 0:
+            return None
+        return self.filled_value / self.filled_qty
+
+    @property
+    def remaining_qty(self) -> int:
+        return self.intent.qty - self.filled_qty
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    fill_id: str
+    order_id: str
+    client_order_id: str
+    strategy_code: str
+    symbol: str
+    side: Side
+    product: Product
+    qty: int
+    price: Decimal
+    timestamp: datetime
+
+
+PositionKey = tuple[str, str, Product]
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """A position as reported, with PnL marked to the last traded price."""
+
+    strategy_code: str
+    symbol: str
+    product: Product
+    net_qty: int
+    avg_price: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    last_price: Decimal | None
+    buy_qty: int
+    sell_qty: int

@@ -1,0 +1,66 @@
+"""Events: the only things that change gateway state.
+
+The ledger's state is a fold over these, in sequence, so replaying a journal of
+them rebuilds the state exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from execgw.server.domain import Fill, OrderIntent, Quote, RejectReason
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAccepted:
+    order_id: str
+    client_order_id: str
+    intent: OrderIntent
+    timestamp: datetime
+    dry_run: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRejected:
+    order_id: str
+    client_order_id: str
+    intent: OrderIntent
+    timestamp: datetime
+    reason: RejectReason
+    message: str
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTriggered:
+    """A stop order's trigger was crossed; from now on it behaves as LIMIT or MARKET."""
+
+    order_id: str
+    timestamp: datetime
+    trigger_ltp: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFilled:
+    fill: Fill
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancelled:
+    order_id: str
+    timestamp: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteApplied:
+    """A quote that moved the book; journaled when it caused fills."""
+
+    quote: Quote
+
+
+Event = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled | QuoteApplied

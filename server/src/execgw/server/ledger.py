@@ -1,0 +1,203 @@
+"""The ledger: orders, fills and positions, as a fold over events.
+
+Accounting is exact. A position keeps its open cost (signed, in rupees) rather than
+an average price, so unrealized PnL is `ltp * net_qty - open_cost` with no division,
+and closing a whole position realizes `proceeds - open_cost` exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from execgw.server.domain import (
+    Fill,
+    Order,
+    OrderStatus,
+    PositionKey,
+    PositionView,
+)
+from execgw.server.events import (
+    Event,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderTriggered,
+    QuoteApplied,
+)
+
+ZERO = Decimal(0)
+
+
+class LedgerError(RuntimeError):
+    """An event that cannot apply to the current state: a bug or a corrupt journal."""
+
+
+@dataclass(slots=True)
+class PositionState:
+    net_qty: int = 0
+    open_cost: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    buy_qty: int = 0
+    sell_qty: int = 0
+
+    @property
+    def avg_price(self) -> Decimal:
+        return self.open_cost / self.net_qty if self.net_qty else ZERO
+
+    def unrealized(self, ltp: Decimal | None) -> Decimal:
+        if ltp is None or self.net_qty == 0:
+            return ZERO
+        return ltp * self.net_qty - self.open_cost
+
+    def apply(self, signed_qty: int, price: Decimal) -> Decimal:
+        """Apply a fill; returns the PnL it realized."""
+        if signed_qty > 0:
+            self.buy_qty += signed_qty
+        else:
+            self.sell_qty -= signed_qty
+        if self.net_qty == 0 or (self.net_qty > 0) == (signed_qty > 0):
+            self.net_qty += signed_qty
+            self.open_cost += price * signed_qty
+            return ZERO
+        closing = min(abs(signed_qty), abs(self.net_qty))
+        direction = 1 if self.net_qty > 0 else -1
+        if closing == abs(self.net_qty):
+            removed_cost = self.open_cost
+        else:
+            removed_cost = self.open_cost * closing / abs(self.net_qty)
+        realized = price * closing * direction - removed_cost
+        self.realized_pnl += realized
+        self.net_qty -= closing * direction
+        self.open_cost -= removed_cost
+        opening = abs(signed_qty) - closing
+        if opening:
+            self.net_qty = -direction * opening
+            self.open_cost = price * self.net_qty
+        return realized
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._orders: dict[str, Order] = {}
+        self._by_client_id: dict[str, str] = {}
+        self._positions: dict[PositionKey, PositionState] = {}
+        self._fills: list[Fill] = []
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case OrderAccepted() | OrderRejected():
+                self._open(event)
+            case OrderFilled(fill=fill):
+                self._fill(fill)
+            case OrderTriggered(order_id=order_id, timestamp=ts):
+                order = self._require(order_id)
+                order.triggered = True
+                order.updated_at = ts
+            case OrderCancelled(order_id=order_id, timestamp=ts, message=message):
+                order = self._require(order_id)
+                if not order.status.is_open:
+                    raise LedgerError(f"cancel of {order_id} in status {order.status.value}")
+                order.status = OrderStatus.CANCELLED
+                order.message = message
+                order.updated_at = ts
+            case QuoteApplied():
+                pass
+
+    def order(self, order_id: str) -> Order | None:
+        return self._orders.get(order_id)
+
+    def order_for_client_id(self, client_order_id: str) -> Order | None:
+        order_id = self._by_client_id.get(client_order_id)
+        return None if order_id is None else self._orders[order_id]
+
+    def orders(self) -> Iterator[Order]:
+        return iter(self._orders.values())
+
+    def open_orders(self) -> list[Order]:
+        return [o for o in self._orders.values() if o.status.is_open]
+
+    def fills(self) -> list[Fill]:
+        return list(self._fills)
+
+    def position(self, key: PositionKey) -> PositionState | None:
+        return self._positions.get(key)
+
+    def positions(
+        self, mark: Callable[[str], Decimal | None], strategy_code: str | None = None
+    ) -> list[PositionView]:
+        views = []
+        for (strategy, symbol, product), state in sorted(
+            self._positions.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2].value)
+        ):
+            if strategy_code and strategy != strategy_code:
+                continue
+            ltp = mark(symbol)
+            views.append(
+                PositionView(
+                    strategy_code=strategy,
+                    symbol=symbol,
+                    product=product,
+                    net_qty=state.net_qty,
+                    avg_price=state.avg_price,
+                    realized_pnl=state.realized_pnl,
+                    unrealized_pnl=state.unrealized(ltp),
+                    last_price=ltp,
+                    buy_qty=state.buy_qty,
+                    sell_qty=state.sell_qty,
+                )
+            )
+        return views
+
+    def snapshot(self, order_id: str) -> Order:
+        """A copy that later events will not change, for replies and subscribers."""
+        order = self._require(order_id)
+        return dataclasses.replace(order)
+
+    def _open(self, event: OrderAccepted | OrderRejected) -> None:
+        if event.order_id in self._orders:
+            raise LedgerError(f"duplicate order id {event.order_id}")
+        rejected = isinstance(event, OrderRejected)
+        order = Order(
+            order_id=event.order_id,
+            client_order_id=event.client_order_id,
+            intent=event.intent,
+            status=OrderStatus.REJECTED if rejected else OrderStatus.PLACED,
+            created_at=event.timestamp,
+            updated_at=event.timestamp,
+            dry_run=event.dry_run,
+        )
+        if isinstance(event, OrderRejected):
+            order.reject_reason = event.reason
+            order.message = event.message
+        else:
+            order.raw = dict(event.raw)
+        self._orders[event.order_id] = order
+        if event.client_order_id:
+            self._by_client_id[event.client_order_id] = event.order_id
+
+    def _fill(self, fill: Fill) -> None:
+        order = self._require(fill.order_id)
+        if not order.status.is_open or fill.qty > order.remaining_qty:
+            raise LedgerError(
+                f"fill {fill.fill_id} of {fill.qty} does not fit order {order.order_id} "
+                f"({order.status.value}, {order.remaining_qty} remaining)"
+            )
+        order.filled_qty += fill.qty
+        order.filled_value += fill.price * fill.qty
+        order.status = OrderStatus.FILLED if order.remaining_qty == 0 else OrderStatus.PARTIAL
+        order.updated_at = fill.timestamp
+        key = (fill.strategy_code, fill.symbol, fill.product)
+        state = self._positions.setdefault(key, PositionState())
+        state.apply(fill.side.sign * fill.qty, fill.price)
+        self._fills.append(fill)
+
+    def _require(self, order_id: str) -> Order:
+        order = self._orders.get(order_id)
+        if order is None:
+            raise LedgerError(f"unknown order id {order_id}")
+        return order
+
