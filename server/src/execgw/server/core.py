@@ -334,4 +334,3 @@ class GatewayCore:
 
     def _order_update(self, order_id: str, now: Any) -> BusEvent:
         return BusEvent(self._bus.next_sequence(), now, self._ledger.snapshot(order_id))
-

@@ -200,4 +200,3 @@ class Ledger:
         if order is None:
             raise LedgerError(f"unknown order id {order_id}")
         return order
-

@@ -61,7 +61,7 @@ def raw_intent(msg: orders_pb2.OrderIntent) -> RawIntent:
     )
 
 
-def status(value: int) -> domain.OrderStatus | None:
+def status(value: orders_pb2.OrderStatus.ValueType) -> domain.OrderStatus | None:
     """A status filter; UNSPECIFIED (or unknown) means any."""
     return _STATUS.get(value)
 

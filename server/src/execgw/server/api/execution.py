@@ -77,9 +77,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.GetPositionsRequest, context: Context
     ) -> gateway_pb2.GetPositionsResponse:
         positions = self._core.positions(request.strategy_code)
-        return gateway_pb2.GetPositionsResponse(
-            positions=[convert.position(p) for p in positions]
-        )
+        return gateway_pb2.GetPositionsResponse(positions=[convert.position(p) for p in positions])
 
     @streaming
     async def StreamFills(  # noqa: N802

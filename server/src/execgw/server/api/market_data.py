@@ -28,7 +28,9 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
 
     @unary
     async def PublishQuotes(  # noqa: N802 - gRPC method names are fixed by the proto
-        self, request_iterator: AsyncIterator[market_data_pb2.PublishQuotesRequest], context: Context
+        self,
+        request_iterator: AsyncIterator[market_data_pb2.PublishQuotesRequest],
+        context: Context,
     ) -> market_data_pb2.PublishQuotesResponse:
         accepted = 0
         index = 0

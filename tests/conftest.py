@@ -1,0 +1,79 @@
+"""Shared fixtures: a real gateway on loopback, in its own thread and event loop, so
+tests can drive it with the blocking client as well as the asyncio one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from execgw.server.app import Gateway
+from execgw.server.clock import ManualClock
+from execgw.server.config import GatewayConfig, parse_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# 10:00 IST on a Friday: inside the NSE session.
+MARKET_OPEN = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+
+class RunningGateway:
+    """A Gateway served from a background thread; `call` runs a coroutine on its loop."""
+
+    def __init__(self, config: GatewayConfig, clock: ManualClock) -> None:
+        self.config = config
+        self.clock = clock
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.gateway: Gateway = self.call(self._build())
+        self.port: int = self.call(self.gateway.start())
+        self.target = f"127.0.0.1:{self.port}"
+
+    async def _build(self) -> Gateway:
+        return Gateway(self.config, clock=self.clock)
+
+    def call(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout=30)
+
+    def stop(self) -> None:
+        try:
+            self.call(self.gateway.stop(grace=1.0))
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> GatewayConfig:
+    data: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "market_data": {"source": "external"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_config(data, source="test")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(MARKET_OPEN)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, clock: ManualClock) -> Iterator[RunningGateway]:
+    running = RunningGateway(make_config(tmp_path), clock)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,64 @@
+"""Position accounting is exact: Decimal all the way, no float drift."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from execgw.server.ledger import PositionState
+
+D = Decimal
+
+
+def test_round_trip_realizes_exact_loss() -> None:
+    pos = PositionState()
+    pos.apply(10, D("1500.75"))
+    realized = pos.apply(-10, D("1499.25"))
+    assert realized == D("-15.00")
+    assert pos.realized_pnl == D("-15.00")
+    assert pos.net_qty == 0
+    assert pos.open_cost == 0
+    assert (pos.buy_qty, pos.sell_qty) == (10, 10)
+
+
+def test_average_price_and_unrealized_marked_to_ltp() -> None:
+    pos = PositionState()
+    pos.apply(10, D("100.05"))
+    pos.apply(20, D("100.10"))
+    assert pos.avg_price == D("3002.50") / 30
+    assert pos.unrealized(D("101.00")) == D("101.00") * 30 - D("3002.50")
+    assert pos.unrealized(None) == 0
+
+
+def test_partial_close_keeps_average_of_remaining() -> None:
+    pos = PositionState()
+    pos.apply(30, D("100.00"))
+    assert pos.apply(-10, D("110.00")) == D("100.00")
+    assert pos.net_qty == 20
+    assert pos.avg_price == D("100.00")
+    assert pos.open_cost == D("2000.00")
+
+
+def test_flip_from_long_to_short_opens_at_fill_price() -> None:
+    pos = PositionState()
+    pos.apply(5, D("200.00"))
+    assert pos.apply(-8, D("190.00")) == D("-50.00")
+    assert pos.net_qty == -3
+    assert pos.avg_price == D("190.00")
+    assert pos.unrealized(D("180.00")) == D("30.00")
+
+
+def test_short_then_cover_realizes_gain() -> None:
+    pos = PositionState()
+    pos.apply(-4, D("50.05"))
+    assert pos.apply(4, D("49.95")) == D("0.40")
+
+
+@pytest.mark.parametrize("n", [3, 7, 13])
+def test_many_small_fills_sum_without_drift(n: int) -> None:
+    pos = PositionState()
+    for _ in range(n):
+        pos.apply(1, D("0.10"))
+    pos.apply(-n, D("0.30"))
+    assert pos.realized_pnl == D("0.20") * n
