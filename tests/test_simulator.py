@@ -18,7 +18,7 @@ from execgw.server.domain import (
     Side,
     Validity,
 )
-from execgw.server.events import OrderCancelled, OrderFilled, OrderTriggered
+from execgw.server.events import Event, OrderCancelled, OrderFilled, OrderTriggered
 from execgw.server.instruments import Instrument, InstrumentRegistry
 from execgw.server.simulator import SmartFillSimulator
 
@@ -26,12 +26,33 @@ D = Decimal
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
 
 
-def simulator(bps: str = "5") -> SmartFillSimulator:
-    ids = count(1)
-    instruments = InstrumentRegistry([Instrument("NSE:IDEA", D("0.01"), 1)])
-    return SmartFillSimulator(
-        slippage_bps=D(bps), instruments=instruments, next_fill_id=lambda: f"F{next(ids)}"
-    )
+class Sim:
+    """The simulator with fill ids and the clock filled in."""
+
+    def __init__(self, bps: str) -> None:
+        instruments = InstrumentRegistry([Instrument("NSE:IDEA", D("0.01"), 1)])
+        self.inner = SmartFillSimulator(slippage_bps=D(bps), instruments=instruments)
+        ids = count(1)
+        self.fill_id = lambda: f"F{next(ids)}"
+
+    def on_new_order(self, o: Order, q: Quote, now: datetime) -> list[Event]:
+        return self.inner.on_new_order(o, q, now, self.fill_id)
+
+    def on_quote(self, q: Quote, now: datetime) -> list[Event]:
+        return self.inner.on_quote(q, now, self.fill_id)
+
+    def working_order_ids(self) -> list[str]:
+        return self.inner.working_order_ids()
+
+    def cancel(self, order_id: str, symbol: str) -> bool:
+        return self.inner.cancel(order_id, symbol)
+
+    def restore(self, orders: list[Order]) -> None:
+        self.inner.restore(orders)
+
+
+def simulator(bps: str = "5") -> Sim:
+    return Sim(bps)
 
 
 def order(
@@ -62,7 +83,7 @@ def quote(ltp: str, symbol: str = "NSE:INFY") -> Quote:
     return Quote(symbol=symbol, ltp=D(ltp), timestamp=NOW)
 
 
-def fill_price(events: list[object]) -> Decimal:
+def fill_price(events: list[Event]) -> Decimal:
     fills = [e for e in events if isinstance(e, OrderFilled)]
     assert len(fills) == 1
     return fills[0].fill.price

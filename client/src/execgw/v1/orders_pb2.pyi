@@ -599,6 +599,7 @@ class ExecutionEvent(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     FILL_FIELD_NUMBER: _builtins.int
     ORDER_UPDATE_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Gateway-wide sequence number: gap-free, increasing, one per event."""
     @_builtins.property
@@ -611,7 +612,13 @@ class ExecutionEvent(_message.Message):
 
     @_builtins.property
     def order_update(self) -> Global___ExecutionResult:
-        """An order changed state (accepted, rejected, cancelled, filled)."""
+        """An order changed state: accepted, rejected, triggered or cancelled."""
+
+    @_builtins.property
+    def order(self) -> Global___ExecutionResult:
+        """On fill events: the order as this fill left it (status, filled_qty, avg_price),
+        so a subscriber needs no GetOrder round trip.
+        """
 
     def __init__(
         self,
@@ -620,10 +627,11 @@ class ExecutionEvent(_message.Message):
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         fill: Global___Fill | None = ...,
         order_update: Global___ExecutionResult | None = ...,
+        order: Global___ExecutionResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order_update", b"order_update", "payload", b"payload", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order_update", b"order_update", "payload", b"payload", "sequence", b"sequence", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "sequence", b"sequence", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["fill", "order_update"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015

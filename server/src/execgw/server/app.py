@@ -18,9 +18,9 @@ from execgw.server.api.market_data import MarketDataServicer
 from execgw.server.bus import EventBus
 from execgw.server.clock import Clock, SystemClock
 from execgw.server.config import GatewayConfig
-from execgw.server.core import GatewayCore, IdSource
+from execgw.server.core import CoreSettings, GatewayCore
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
-from execgw.server.ledger import Ledger
+from execgw.server.journal import Journal
 from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import QuoteBook
 from execgw.server.simulator import SmartFillSimulator
@@ -53,22 +53,32 @@ class Gateway:
         self.config = config
         self.clock = clock or SystemClock()
         self.instruments = build_instruments(config)
-        ids = IdSource()
-        self.core = GatewayCore(
-            clock=self.clock,
-            ledger=Ledger(),
-            quotes=QuoteBook(),
-            simulator=SmartFillSimulator(
-                slippage_bps=Decimal(repr(config.execution.slippage_bps)),
-                instruments=self.instruments,
-                next_fill_id=ids.fill_id,
-            ),
-            bus=EventBus(),
-            ids=ids,
-        )
         self.health = health.aio.HealthServicer()
+        self.journal = Journal(Path(config.journal.path))
+        try:
+            self.core = GatewayCore(
+                clock=self.clock,
+                journal=self.journal,
+                quotes=QuoteBook(),
+                simulator=SmartFillSimulator(
+                    slippage_bps=Decimal(repr(config.execution.slippage_bps)),
+                    instruments=self.instruments,
+                ),
+                bus=EventBus(),
+                settings=CoreSettings(
+                    max_batch=config.journal.max_batch,
+                    snapshot_every=config.journal.snapshot_every,
+                    probe_interval_s=config.journal.probe_interval_s,
+                ),
+                on_health=self._health_changed,
+            )
+        except BaseException:
+            self.journal.close()
+            raise
         self._server: grpc.aio.Server | None = None
         self._feed_task: asyncio.Task[None] | None = None
+        self._health_tasks: set[asyncio.Future[None]] = set()
+        self._stopping = False
         self.port = 0
 
     async def start(self) -> int:
@@ -109,13 +119,25 @@ class Gateway:
             self._feed_task = asyncio.create_task(
                 feed.run(self.core.apply_quotes, feed_config.interval_ms / 1000), name="feed"
             )
-        serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, serving)
+        await self._set_serving(self.core.healthy)
         return self.port
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    def _health_changed(self, healthy: bool) -> None:
+        if self._server is not None and not self._stopping:
+            self._health_tasks.add(asyncio.ensure_future(self._set_serving(healthy)))
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the core."""
+        self._stopping = True
         await self.health.enter_graceful_shutdown()
         if self._feed_task is not None:
             self._feed_task.cancel()
@@ -130,6 +152,7 @@ class Gateway:
             await stopping
         else:
             await self.core.stop()
+        self.journal.close()
 
     async def wait_closed(self) -> None:
         if self._server is not None:

@@ -13,25 +13,29 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from execgw.server.domain import Fill, Order
-
-Payload = Fill | Order
+from execgw.server.events import Event, OrderFilled
 
 
 @dataclass(frozen=True, slots=True)
 class BusEvent:
+    """One journaled event as subscribers see it: the event and the order it left behind."""
+
     sequence: int
     timestamp: datetime
-    payload: Payload
+    event: Event
+    order: Order
+
+    @property
+    def fill(self) -> Fill | None:
+        return self.event.fill if isinstance(self.event, OrderFilled) else None
 
     @property
     def strategy_code(self) -> str:
-        p = self.payload
-        return p.strategy_code if isinstance(p, Fill) else p.intent.strategy_code
+        return self.order.intent.strategy_code
 
     @property
     def symbol(self) -> str:
-        p = self.payload
-        return p.symbol if isinstance(p, Fill) else p.intent.symbol
+        return self.order.intent.symbol
 
 
 class SubscriberOverflow(Exception):
@@ -90,23 +94,14 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, *, queue_size: int = 10_000, start_sequence: int = 0) -> None:
+    def __init__(self, *, queue_size: int = 10_000) -> None:
         self._queue_size = queue_size
-        self._sequence = start_sequence
         self._subscribers: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
 
     @property
-    def head_sequence(self) -> int:
-        return self._sequence
-
-    @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
-
-    def next_sequence(self) -> int:
-        self._sequence += 1
-        return self._sequence
 
     def subscribe(self, accepts: Callable[[BusEvent], bool]) -> Subscription:
         sid = next(self._ids)

@@ -22,6 +22,12 @@ class _Section(BaseModel):
 
 class JournalConfig(_Section):
     path: str = "var/journal.db"
+    # Commands per durable commit at most; 1 gives one fsync per order (slow, for comparison).
+    max_batch: int = Field(default=512, ge=1, le=100_000)
+    # Events between state snapshots; bounds how much a restart replays.
+    snapshot_every: int = Field(default=10_000, ge=1)
+    # Seconds between write probes while the journal is failing.
+    probe_interval_s: float = Field(default=0.5, gt=0, le=60)
 
 
 class SyntheticFeedConfig(_Section):

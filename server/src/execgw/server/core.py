@@ -3,15 +3,19 @@
 Commands arrive on one queue and are executed one at a time by one asyncio task,
 so the domain code needs no locks and every state change has a total order. The
 task drains whatever is queued into a batch, executes it, makes the batch's events
-durable together (group commit), and only then answers callers and publishes the
-events. A caller is never told about a state change that could still be lost.
+durable in one journal transaction (group commit), and only then answers callers
+and publishes the events. A caller is never told about a change that could be lost.
+
+If the journal write fails, the batch's callers get UNAVAILABLE and the in-memory
+state is rebuilt from the journal, so memory never holds what the disk does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +33,15 @@ from execgw.server.events import (
     Event,
     OrderAccepted,
     OrderCancelled,
-    OrderFilled,
     OrderRejected,
-    OrderTriggered,
-    QuoteApplied,
+    event_order_id,
 )
-from execgw.server.ledger import Ledger
+from execgw.server.journal import Journal, JournalRecord
 from execgw.server.quotes import QuoteBook
+from execgw.server.recovery import GatewayState, rebuild, state_to_json
 from execgw.server.simulator import SmartFillSimulator
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH = 512
 
 
 class GatewayError(Exception):
@@ -63,29 +64,14 @@ class GatewayUnavailable(GatewayError):
     pass
 
 
-class IdSource:
-    """Deterministic ids: a restart continues the counters from the journal."""
-
-    def __init__(self, next_order: int = 1, next_fill: int = 1) -> None:
-        self.next_order = next_order
-        self.next_fill = next_fill
-
-    def order_id(self) -> str:
-        value = f"O{self.next_order:010d}"
-        self.next_order += 1
-        return value
-
-    def fill_id(self) -> str:
-        value = f"F{self.next_fill:010d}"
-        self.next_fill += 1
-        return value
-
-
-EventSink = Callable[[list[Event]], Awaitable[None]]
-
-
-async def _discard(events: list[Event]) -> None:
-    return None
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    # Commands committed per journal transaction at most; 1 means one fsync per command.
+    max_batch: int = 512
+    # Take a snapshot after this many events, so start-up replays a bounded tail.
+    snapshot_every: int = 10_000
+    # While the journal is failing, how often to retry a write without traffic.
+    probe_interval_s: float = 0.5
 
 
 @dataclass(slots=True)
@@ -103,24 +89,29 @@ class GatewayCore:
         self,
         *,
         clock: Clock,
-        ledger: Ledger,
+        journal: Journal,
         quotes: QuoteBook,
         simulator: SmartFillSimulator,
         bus: EventBus,
-        ids: IdSource,
-        persist: EventSink = _discard,
+        settings: CoreSettings = CoreSettings(),
+        on_health: Callable[[bool], None] = lambda healthy: None,
     ) -> None:
         self._clock = clock
-        self._ledger = ledger
+        self._journal = journal
         self._quotes = quotes
         self._simulator = simulator
         self._bus = bus
-        self._ids = ids
-        self._persist = persist
+        self._settings = settings
+        self._on_health = on_health
+        self._state = rebuild(journal)
+        self._simulator.restore(self._state.ledger.open_orders())
+        self._last_snapshot = self._state.sequence
         self._inbox: asyncio.Queue[_Command | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._accepting = False
-        self._unpublished: list[BusEvent] = []
+        self._healthy = True
+        self._pending: list[JournalRecord] = []
 
     # -- lifecycle -------------------------------------------------------
 
@@ -132,11 +123,27 @@ class GatewayCore:
     async def stop(self) -> None:
         """Finish every queued command, then stop."""
         self._accepting = False
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         if self._task is not None:
             self._inbox.put_nowait(_STOP)
             await self._task
             self._task = None
         self._bus.close()
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @property
+    def head_sequence(self) -> int:
+        return self._state.sequence
+
+    @property
+    def bus(self) -> EventBus:
+        return self._bus
 
     # -- commands (the only way state changes) ------------------------------
 
@@ -155,10 +162,10 @@ class GatewayCore:
     # -- reads ------------------------------------------------------------
 
     def get_order(self, order_id: str) -> Order:
-        order = self._ledger.order(order_id)
-        if order is None:
+        ledger = self._state.ledger
+        if ledger.order(order_id) is None:
             raise OrderNotFound(f"order {order_id!r} not found")
-        return self._ledger.snapshot(order_id)
+        return ledger.snapshot(order_id)
 
     def list_orders(
         self,
@@ -167,23 +174,20 @@ class GatewayCore:
         status: OrderStatus | None = None,
         symbol: str = "",
     ) -> list[Order]:
+        ledger = self._state.ledger
         return [
-            self._ledger.snapshot(o.order_id)
-            for o in self._ledger.orders()
+            ledger.snapshot(o.order_id)
+            for o in ledger.orders()
             if (not strategy_code or o.intent.strategy_code == strategy_code)
             and (status is None or o.status is status)
             and (not symbol or o.intent.symbol == symbol)
         ]
 
     def positions(self, strategy_code: str = "") -> list[PositionView]:
-        return self._ledger.positions(self._quotes.ltp, strategy_code or None)
+        return self._state.ledger.positions(self._quotes.ltp, strategy_code or None)
 
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
-
-    @property
-    def bus(self) -> EventBus:
-        return self._bus
 
     # -- the single writer ----------------------------------------------------
 
@@ -202,7 +206,7 @@ class GatewayCore:
                 return
             batch = [first]
             stop_after = False
-            while len(batch) < MAX_BATCH and not self._inbox.empty():
+            while len(batch) < self._settings.max_batch and not self._inbox.empty():
                 item = self._inbox.get_nowait()
                 if item is _STOP:
                     stop_after = True
@@ -213,30 +217,40 @@ class GatewayCore:
                 return
 
     async def _execute_batch(self, batch: list[_Command]) -> None:
-        events: list[Event] = []
         outcomes: list[tuple[_Command, Any, BaseException | None]] = []
+        crashed: Exception | None = None
         for command in batch:
-            emitted: list[Event] = []
             try:
-                value = self._execute(command, emitted)
-                outcomes.append((command, value, None))
+                outcomes.append((command, self._execute(command), None))
             except GatewayError as e:
                 outcomes.append((command, None, e))
-            except Exception as e:  # a bug: fail the command, keep the gateway up
+            except Exception as e:  # a bug: may have left a command half-applied
                 log.exception("command %s failed", command.kind)
+                crashed = e
                 outcomes.append((command, None, e))
-            events.extend(emitted)
-        published, self._unpublished = self._unpublished, []
-        if events:
+        records, self._pending = self._pending, []
+        if crashed is not None:
+            # Never journal a half-applied command: drop the batch, rebuild from disk.
+            await self._reload()
+            outcomes = [(c, None, crashed) for c, _, _ in outcomes]
+            records = []
+        if records:
             try:
-                await self._persist(events)
-            except Exception:
-                log.exception("persisting %d events failed", len(events))
-                failure = GatewayUnavailable("journal write failed; nothing was acknowledged")
+                await asyncio.to_thread(self._journal.append, records)
+            except Exception as e:
+                await self._journal_failed(e)
+                failure = GatewayUnavailable(
+                    "the journal cannot be written, so nothing was placed; retry with the "
+                    "same client_order_id once the gateway reports SERVING"
+                )
                 outcomes = [(c, None, failure) for c, _, _ in outcomes]
-                published = []
-        for event in published:
-            self._bus.publish(event)
+                records = []
+            else:
+                self._set_healthy(True)
+        for record in records:
+            self._bus.publish(
+                BusEvent(record.sequence, record.timestamp, record.event, record.order)
+            )
         for command, value, error in outcomes:
             if command.future.done():
                 continue
@@ -244,33 +258,80 @@ class GatewayCore:
                 command.future.set_result(value)
             else:
                 command.future.set_exception(error)
+        if records:
+            await self._maybe_snapshot()
 
-    def _execute(self, command: _Command, emitted: list[Event]) -> Any:
+    async def _journal_failed(self, error: Exception) -> None:
+        log.error("journal write failed; failing closed: %s", error)
+        self._set_healthy(False)
+        await self._reload()
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_writable(), name="journal-probe")
+
+    async def _reload(self) -> None:
+        """Memory may hold effects the disk does not: rebuild from what is durable."""
+        self._state = await asyncio.to_thread(rebuild, self._journal)
+        self._simulator.reset()
+        self._simulator.restore(self._state.ledger.open_orders())
+
+    async def _probe_until_writable(self) -> None:
+        while not self._healthy and self._accepting:
+            await asyncio.sleep(self._settings.probe_interval_s)
+            try:
+                await asyncio.to_thread(self._journal.probe_writable)
+            except Exception as e:
+                log.warning("journal still not writable: %s", e)
+            else:
+                log.info("journal writable again")
+                self._set_healthy(True)
+
+    def _set_healthy(self, healthy: bool) -> None:
+        if healthy != self._healthy:
+            self._healthy = healthy
+            self._on_health(healthy)
+
+    async def _maybe_snapshot(self) -> None:
+        if self._state.sequence - self._last_snapshot < self._settings.snapshot_every:
+            return
+        sequence = self._state.sequence
+        body = state_to_json(self._state)
+        try:
+            await asyncio.to_thread(self._journal.write_snapshot, sequence, body)
+        except Exception as e:
+            log.warning(
+                "snapshot at %d failed (events are safe, start-up is slower): %s", sequence, e
+            )
+            return
+        self._last_snapshot = sequence
+
+    def _execute(self, command: _Command) -> Any:
         if command.kind == "submit":
-            return self._submit(*command.args, emitted=emitted)
+            return self._submit(*command.args)
         if command.kind == "cancel":
-            return self._cancel(*command.args, emitted=emitted)
+            return self._cancel(*command.args)
         if command.kind == "quotes":
-            return self._quotes_in(*command.args, emitted=emitted)
+            return self._quotes_in(*command.args)
         raise AssertionError(f"unknown command {command.kind}")
 
-    def _emit(self, event: Event, emitted: list[Event]) -> None:
-        self._ledger.apply(event)
-        emitted.append(event)
-        # Snapshot now: subscribers must see the order as this event left it.
-        self._unpublished.extend(self._bus_events(event))
+    def _emit(self, event: Event) -> None:
+        state: GatewayState = self._state
+        state.ledger.apply(event)
+        state.sequence += 1
+        after = state.ledger.snapshot(event_order_id(event))
+        self._pending.append(JournalRecord(state.sequence, self._clock.now(), event, after))
 
-    def _submit(self, intent: OrderIntent, client_order_id: str, *, emitted: list[Event]) -> Order:
+    def _submit(self, intent: OrderIntent, client_order_id: str) -> Order:
+        ledger = self._state.ledger
         if client_order_id:
-            existing = self._ledger.order_for_client_id(client_order_id)
+            existing = ledger.order_for_client_id(client_order_id)
             if existing is not None:
                 if existing.intent.fingerprint() != intent.fingerprint():
                     raise IdempotencyConflict(
                         f"client_order_id {client_order_id!r} was already used for a different "
                         f"order ({existing.order_id}); use a new id for a new order"
                     )
-                return self._ledger.snapshot(existing.order_id)
-        order_id = self._ids.order_id()
+                return ledger.snapshot(existing.order_id)
+        order_id = self._state.ids.order_id()
         client_order_id = client_order_id or f"auto-{order_id}"
         now = self._clock.now()
         quote = self._quotes.get(intent.symbol)
@@ -283,19 +344,19 @@ class GatewayCore:
                     now,
                     RejectReason.NO_MARKET_DATA,
                     f"no quote for {intent.symbol}; the venue cannot price the order",
-                ),
-                emitted,
+                )
             )
-            return self._ledger.snapshot(order_id)
-        self._emit(OrderAccepted(order_id, client_order_id, intent, now), emitted)
-        order = self._ledger.order(order_id)
+            return ledger.snapshot(order_id)
+        self._emit(OrderAccepted(order_id, client_order_id, intent, now))
+        order = ledger.order(order_id)
         assert order is not None
-        for event in self._simulator.on_new_order(order, quote, now):
-            self._emit(event, emitted)
-        return self._ledger.snapshot(order_id)
+        for event in self._simulator.on_new_order(order, quote, now, self._state.ids.fill_id):
+            self._emit(event)
+        return ledger.snapshot(order_id)
 
-    def _cancel(self, order_id: str, *, emitted: list[Event]) -> Order:
-        order = self._ledger.order(order_id)
+    def _cancel(self, order_id: str) -> Order:
+        ledger = self._state.ledger
+        order = ledger.order(order_id)
         if order is None:
             raise OrderNotFound(f"order {order_id!r} not found")
         if not order.status.is_open:
@@ -303,34 +364,16 @@ class GatewayCore:
                 f"order {order_id} is {order.status.value} and can no longer be cancelled"
             )
         self._simulator.cancel(order_id, order.intent.symbol)
-        self._emit(OrderCancelled(order_id, self._clock.now(), "cancelled by client"), emitted)
-        return self._ledger.snapshot(order_id)
+        self._emit(OrderCancelled(order_id, self._clock.now(), "cancelled by client"))
+        return ledger.snapshot(order_id)
 
-    def _quotes_in(self, quotes: Iterable[Quote], *, emitted: list[Event]) -> int:
+    def _quotes_in(self, quotes: Iterable[Quote]) -> int:
         count = 0
         for quote in quotes:
             self._quotes.update(quote)
             count += 1
-            caused = self._simulator.on_quote(quote, self._clock.now())
-            if caused:
-                self._emit(QuoteApplied(quote), emitted)
-                for event in caused:
-                    self._emit(event, emitted)
+            for event in self._simulator.on_quote(
+                quote, self._clock.now(), self._state.ids.fill_id
+            ):
+                self._emit(event)
         return count
-
-    def _bus_events(self, event: Event) -> list[BusEvent]:
-        now = self._clock.now()
-        match event:
-            case OrderFilled(fill=fill):
-                return [
-                    BusEvent(self._bus.next_sequence(), fill.timestamp, fill),
-                    self._order_update(fill.order_id, now),
-                ]
-            case OrderAccepted() | OrderRejected() | OrderTriggered() | OrderCancelled():
-                return [self._order_update(event.order_id, now)]
-            case QuoteApplied():
-                return []
-        return []
-
-    def _order_update(self, order_id: str, now: Any) -> BusEvent:
-        return BusEvent(self._bus.next_sequence(), now, self._ledger.snapshot(order_id))

@@ -47,6 +47,8 @@ class OrderTriggered:
 @dataclass(frozen=True, slots=True)
 class OrderFilled:
     fill: Fill
+    # The quote the fill was priced against, kept for the audit trail.
+    quote: Quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +58,8 @@ class OrderCancelled:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteApplied:
-    """A quote that moved the book; journaled when it caused fills."""
-
-    quote: Quote
+Event = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled
 
 
-Event = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled | QuoteApplied
+def event_order_id(event: Event) -> str:
+    return event.fill.order_id if isinstance(event, OrderFilled) else event.order_id

@@ -26,7 +26,6 @@ from execgw.server.events import (
     OrderFilled,
     OrderRejected,
     OrderTriggered,
-    QuoteApplied,
 )
 
 ZERO = Decimal(0)
@@ -85,7 +84,6 @@ class Ledger:
         self._orders: dict[str, Order] = {}
         self._by_client_id: dict[str, str] = {}
         self._positions: dict[PositionKey, PositionState] = {}
-        self._fills: list[Fill] = []
 
     def apply(self, event: Event) -> None:
         match event:
@@ -104,8 +102,6 @@ class Ledger:
                 order.status = OrderStatus.CANCELLED
                 order.message = message
                 order.updated_at = ts
-            case QuoteApplied():
-                pass
 
     def order(self, order_id: str) -> Order | None:
         return self._orders.get(order_id)
@@ -119,9 +115,6 @@ class Ledger:
 
     def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if o.status.is_open]
-
-    def fills(self) -> list[Fill]:
-        return list(self._fills)
 
     def position(self, key: PositionKey) -> PositionState | None:
         return self._positions.get(key)
@@ -151,6 +144,21 @@ class Ledger:
                 )
             )
         return views
+
+    def export(self) -> tuple[list[Order], list[tuple[PositionKey, PositionState]]]:
+        return list(self._orders.values()), list(self._positions.items())
+
+    @classmethod
+    def restore(
+        cls, orders: list[Order], positions: list[tuple[PositionKey, PositionState]]
+    ) -> Ledger:
+        ledger = cls()
+        for order in orders:
+            ledger._orders[order.order_id] = order
+            if order.client_order_id:
+                ledger._by_client_id[order.client_order_id] = order.order_id
+        ledger._positions = dict(positions)
+        return ledger
 
     def snapshot(self, order_id: str) -> Order:
         """A copy that later events will not change, for replies and subscribers."""
@@ -193,7 +201,6 @@ class Ledger:
         key = (fill.strategy_code, fill.symbol, fill.product)
         state = self._positions.setdefault(key, PositionState())
         state.apply(fill.side.sign * fill.qty, fill.price)
-        self._fills.append(fill)
 
     def _require(self, order_id: str) -> Order:
         order = self._orders.get(order_id)

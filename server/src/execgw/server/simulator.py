@@ -38,14 +38,15 @@ class SmartFillSimulator:
         *,
         slippage_bps: Decimal,
         instruments: InstrumentRegistry,
-        next_fill_id: Callable[[], str],
     ) -> None:
         if slippage_bps < 0:
             raise ValueError("slippage_bps must be >= 0")
         self._slippage = slippage_bps / _BPS
         self._instruments = instruments
-        self._next_fill_id = next_fill_id
         self._working: dict[str, dict[str, _Working]] = {}
+
+    def reset(self) -> None:
+        self._working.clear()
 
     def working_order_ids(self) -> list[str]:
         return [oid for book in self._working.values() for oid in book]
@@ -63,7 +64,9 @@ class SmartFillSimulator:
             return instrument.snap_up(ltp * (1 + self._slippage))
         return instrument.snap_down(ltp * (1 - self._slippage))
 
-    def on_new_order(self, order: Order, quote: Quote, now: datetime) -> list[Event]:
+    def on_new_order(
+        self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
+    ) -> list[Event]:
         """The immediate outcome of an accepted order: fill, rest, trigger or cancel."""
         intent = order.intent
         if intent.order_type in (OrderType.SL, OrderType.SL_M):
@@ -71,10 +74,12 @@ class SmartFillSimulator:
                 self._rest(order, triggered=False)
                 return []
             triggered: list[Event] = [OrderTriggered(order.order_id, now, quote.ltp)]
-            return triggered + self._execute(order, quote, now, resting_allowed=True)
-        return self._execute(order, quote, now, resting_allowed=intent.validity is Validity.DAY)
+            return triggered + self._execute(order, quote, now, next_fill_id, resting_allowed=True)
+        return self._execute(
+            order, quote, now, next_fill_id, resting_allowed=intent.validity is Validity.DAY
+        )
 
-    def on_quote(self, quote: Quote, now: datetime) -> list[Event]:
+    def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
         book = self._working.get(quote.symbol)
         if not book:
             return []
@@ -89,16 +94,20 @@ class SmartFillSimulator:
                 events.append(OrderTriggered(order_id, now, quote.ltp))
                 if order.intent.order_type is OrderType.SL_M:
                     self._remove(order)
-                    events.append(self._fill(order, self._slipped(order, quote), now))
+                    events.append(
+                        self._fill(next_fill_id, order, self._slipped(order, quote), quote, now)
+                    )
                     continue
                 if self._limit_marketable(order, quote.ltp):
                     self._remove(order)
-                    events.append(self._fill(order, self._capped(order, quote), now))
+                    events.append(
+                        self._fill(next_fill_id, order, self._capped(order, quote), quote, now)
+                    )
                 continue
             if self._limit_reached(order, quote.ltp):
                 self._remove(order)
                 assert order.intent.price is not None
-                events.append(self._fill(order, order.intent.price, now))
+                events.append(self._fill(next_fill_id, order, order.intent.price, quote, now))
         return events
 
     def cancel(self, order_id: str, symbol: str) -> bool:
@@ -109,13 +118,19 @@ class SmartFillSimulator:
         return True
 
     def _execute(
-        self, order: Order, quote: Quote, now: datetime, *, resting_allowed: bool
+        self,
+        order: Order,
+        quote: Quote,
+        now: datetime,
+        next_fill_id: Callable[[], str],
+        *,
+        resting_allowed: bool,
     ) -> list[Event]:
         intent = order.intent
         if intent.order_type in (OrderType.MARKET, OrderType.SL_M):
-            return [self._fill(order, self._slipped(order, quote), now)]
+            return [self._fill(next_fill_id, order, self._slipped(order, quote), quote, now)]
         if self._limit_marketable(order, quote.ltp):
-            return [self._fill(order, self._capped(order, quote), now)]
+            return [self._fill(next_fill_id, order, self._capped(order, quote), quote, now)]
         if resting_allowed:
             self._rest(order, triggered=True)
             return []
@@ -151,11 +166,18 @@ class SmartFillSimulator:
         assert trigger is not None
         return ltp >= trigger if order.intent.side is Side.BUY else ltp <= trigger
 
-    def _fill(self, order: Order, price: Decimal, now: datetime) -> OrderFilled:
+    def _fill(
+        self,
+        next_fill_id: Callable[[], str],
+        order: Order,
+        price: Decimal,
+        quote: Quote,
+        now: datetime,
+    ) -> OrderFilled:
         intent = order.intent
         return OrderFilled(
             Fill(
-                fill_id=self._next_fill_id(),
+                fill_id=next_fill_id(),
                 order_id=order.order_id,
                 client_order_id=order.client_order_id,
                 strategy_code=intent.strategy_code,
@@ -165,7 +187,8 @@ class SmartFillSimulator:
                 qty=order.remaining_qty,
                 price=price,
                 timestamp=now,
-            )
+            ),
+            quote,
         )
 
     def _rest(self, order: Order, *, triggered: bool) -> None:

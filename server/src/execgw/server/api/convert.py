@@ -156,10 +156,11 @@ def _plain(value: Decimal) -> str:
 
 def event(e: BusEvent) -> orders_pb2.ExecutionEvent:
     msg = orders_pb2.ExecutionEvent(sequence=e.sequence, timestamp=timestamp(e.timestamp))
-    if isinstance(e.payload, domain.Fill):
-        msg.fill.CopyFrom(fill(e.payload))
+    if e.fill is not None:
+        msg.fill.CopyFrom(fill(e.fill))
+        msg.order.CopyFrom(result(e.order))
     else:
-        msg.order_update.CopyFrom(result(e.payload))
+        msg.order_update.CopyFrom(result(e.order))
     return msg
 
 

@@ -12,7 +12,6 @@ from execgw.server.api import convert
 from execgw.server.api.errors import streaming, unary
 from execgw.server.bus import BusEvent
 from execgw.server.core import GatewayCore
-from execgw.server.domain import Order
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.validation import InvalidRequest, validate_client_order_id, validate_intent
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc
@@ -93,7 +92,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         include_updates = request.include_order_updates
 
         def wanted(event: BusEvent) -> bool:
-            if isinstance(event.payload, Order) and not include_updates:
+            if event.fill is None and not include_updates:
                 return False
             if strategies and event.strategy_code not in strategies:
                 return False

@@ -1,0 +1,226 @@
+"""asyncio client: the same API as ``ExecutionClient``, awaited."""
+
+# ASYNC109 prefers asyncio.timeout() over timeout parameters, but a gRPC deadline
+# travels to the server and the API must match the sync client's.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+import grpc.aio
+
+from execgw.client._common import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    ChannelOptions,
+    RequestErrors,
+    RetryPolicy,
+    StatusLike,
+    StreamCursor,
+    aquote_requests,
+    check_timeout,
+    client_order_id_or_new,
+    list_orders_request,
+    quote_batch_size,
+    stream_fills_request,
+)
+from execgw.client._common import channel_options as merge_channel_options
+from execgw.client.errors import Unavailable, from_rpc_error, rpc_error_code
+from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
+from execgw.v1.market_data_pb2 import Quote
+from execgw.v1.orders_pb2 import ExecutionEvent, ExecutionResult, OrderIntent, Position
+
+__all__ = ["AsyncExecutionClient"]
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class AsyncExecutionClient:
+    """asyncio client of the execgw gateway; see ``ExecutionClient`` for the semantics.
+
+    Create it inside the event loop that will use it: a grpc.aio channel is bound
+    to the loop it was first used on.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        retry_deadline_exceeded: bool = False,
+        channel_options: ChannelOptions | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        check_timeout(timeout)
+        self.target = target
+        self.timeout = timeout
+        self.retry_policy = RetryPolicy(
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            retry_deadline_exceeded=retry_deadline_exceeded,
+        )
+        self._sleep = sleep
+        self._channel = grpc.aio.insecure_channel(
+            target, options=merge_channel_options(channel_options)
+        )
+        self._gateway = gateway_pb2_grpc.ExecutionGatewayStub(self._channel)
+        self._market = market_data_pb2_grpc.MarketDataStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncExecutionClient({self.target!r}, timeout={self.timeout})"
+
+    async def close(self) -> None:
+        """Close the channel; open streams end with CANCELLED."""
+        await self._channel.close()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the channel is connected; raise Unavailable after ``timeout`` seconds."""
+        check_timeout(timeout)
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except TimeoutError:
+            raise Unavailable(f"{self.target} not ready after {timeout}s") from None
+
+    async def _unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        timeout: float | None,
+    ) -> _Resp:
+        check_timeout(timeout)
+        deadline = self.timeout if timeout is None else timeout
+        retries_done = 0
+        while True:
+            try:
+                return await method(request, timeout=deadline)
+            except grpc.RpcError as exc:
+                if not self.retry_policy.should_retry(rpc_error_code(exc), retries_done):
+                    raise from_rpc_error(exc) from exc
+            await self._sleep(self.retry_policy.delay(retries_done))
+            retries_done += 1
+
+    async def submit(
+        self,
+        intent: OrderIntent,
+        client_order_id: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> ExecutionResult:
+        """Submit an order; a rejected order is a result with status REJECTED, not an error.
+
+        Every retry sends the same ``client_order_id`` (generated when not given),
+        so the gateway places the order at most once however often it is retried.
+        """
+        request = gateway_pb2.SubmitOrderRequest(
+            intent=intent, client_order_id=client_order_id_or_new(client_order_id)
+        )
+        return (await self._unary(self._gateway.SubmitOrder, request, timeout)).result
+
+    async def cancel(self, order_id: str, *, timeout: float | None = None) -> ExecutionResult:
+        """Cancel a resting order; the result says whether it took effect."""
+        request = gateway_pb2.CancelOrderRequest(order_id=order_id)
+        return (await self._unary(self._gateway.CancelOrder, request, timeout)).result
+
+    async def get_order(self, order_id: str, *, timeout: float | None = None) -> ExecutionResult:
+        request = gateway_pb2.GetOrderRequest(order_id=order_id)
+        return (await self._unary(self._gateway.GetOrder, request, timeout)).result
+
+    async def list_orders(
+        self,
+        *,
+        strategy_code: str | None = None,
+        status: StatusLike | None = None,
+        symbol: str | None = None,
+        timeout: float | None = None,
+    ) -> list[ExecutionResult]:
+        """Today's orders, oldest first; None filters match everything."""
+        request = list_orders_request(strategy_code, status, symbol)
+        return list((await self._unary(self._gateway.ListOrders, request, timeout)).results)
+
+    async def positions(
+        self, strategy_code: str | None = None, *, timeout: float | None = None
+    ) -> list[Position]:
+        request = gateway_pb2.GetPositionsRequest(strategy_code=strategy_code or "")
+        return list((await self._unary(self._gateway.GetPositions, request, timeout)).positions)
+
+    async def get_quote(self, symbol: str, *, timeout: float | None = None) -> Quote:
+        request = market_data_pb2.GetQuoteRequest(symbol=symbol)
+        return (await self._unary(self._market.GetQuote, request, timeout)).quote
+
+    def stream_fills(
+        self,
+        *,
+        strategy_codes: Iterable[str] = (),
+        symbols: Iterable[str] = (),
+        from_sequence: int = 0,
+        include_order_updates: bool = False,
+    ) -> AsyncIterator[ExecutionEvent]:
+        """Async-iterate fills (and order updates if asked) as they happen, with no deadline.
+
+        Not retried: a dropped stream raises (e.g. Unavailable). Resume by calling
+        again with ``from_sequence`` one past the last ``event.sequence`` you saw.
+        Wrap in ``contextlib.aclosing`` to cancel the call promptly when you stop early.
+        """
+        cursor = StreamCursor(
+            stream_fills_request(strategy_codes, symbols, from_sequence, include_order_updates)
+        )
+        return self._stream_fills(cursor)
+
+    async def _stream_fills(self, cursor: StreamCursor) -> AsyncIterator[ExecutionEvent]:
+        call = self._gateway.StreamFills(cursor.request)
+        try:
+            async for response in call:
+                cursor.delivered(response.event)
+                yield response.event
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
+
+    async def publish_quotes(
+        self,
+        quotes: Iterable[Quote] | AsyncIterable[Quote],
+        *,
+        batch_size: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Stream quotes to the gateway; return how many it applied.
+
+        No deadline unless ``timeout`` is given and no retry, as in
+        ``ExecutionClient.publish_quotes``.
+        """
+        check_timeout(timeout)
+        errors = RequestErrors()
+        requests = errors.awatch(aquote_requests(quotes, quote_batch_size(quotes, batch_size)))
+        try:
+            response = await self._market.PublishQuotes(requests, timeout=timeout)
+        except (grpc.RpcError, asyncio.CancelledError) as exc:
+            errors.reraise()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise from_rpc_error(exc) from exc
+        return response.accepted

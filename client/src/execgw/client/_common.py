@@ -1,0 +1,262 @@
+"""Transport-independent parts of the sync and async clients.
+
+Everything here is pure (no I/O), so both clients share one definition of
+retry timing, channel options and request shapes.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+
+from execgw.client._convert import coerce_enum
+from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF = 0.05
+DEFAULT_MAX_BACKOFF = 1.0
+MAX_CLIENT_ORDER_ID_LEN = 64
+QUOTE_BATCH_SIZE = 100
+
+_T = TypeVar("_T")
+
+ChannelOptions: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]]
+StatusLike: TypeAlias = orders_pb2.OrderStatus.ValueType | int | str
+
+DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
+    # Find a dead gateway (host gone, NAT dropped the flow) within ~40s even while
+    # a fill stream is quiet. The server must allow pings this often, or it will
+    # answer with GOAWAY "too_many_pings".
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    # Without this, core stops pinging after two pings with no data, which is
+    # exactly the quiet-stream case keepalive is for.
+    "grpc.http2.max_pings_without_data": 0,
+    # Core's defaults (1s first, 120s max) would leave a client idle for up to two
+    # minutes after a gateway restart, failing every call with UNAVAILABLE.
+    "grpc.initial_reconnect_backoff_ms": 250,
+    "grpc.max_reconnect_backoff_ms": 5_000,
+}
+
+
+def channel_options(extra: ChannelOptions | None) -> list[tuple[str, Any]]:
+    """Defaults overlaid with the caller's options; the caller wins on a shared key."""
+    merged = dict(DEFAULT_CHANNEL_OPTIONS)
+    if extra is not None:
+        merged.update(extra.items() if isinstance(extra, Mapping) else extra)
+    return list(merged.items())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When to retry a unary call and how long to wait first.
+
+    Only UNAVAILABLE is retried by default: it means the call never reached the
+    gateway's handler or the gateway asked to be called again. DEADLINE_EXCEEDED
+    is opt-in because the gateway may have acted; that is still safe for every
+    call here (submit reuses its client_order_id, the rest are reads or a
+    cancel), but it multiplies the caller's worst-case latency by the attempts.
+    """
+
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+    retry_deadline_exceeded: bool = False
+    jitter: Callable[[], float] = field(default=random.random, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("backoff and max_backoff must be >= 0")
+
+    @property
+    def codes(self) -> frozenset[grpc.StatusCode]:
+        if self.retry_deadline_exceeded:
+            return frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+        return frozenset({grpc.StatusCode.UNAVAILABLE})
+
+    def should_retry(self, code: grpc.StatusCode, retries_done: int) -> bool:
+        return retries_done < self.retries and code in self.codes
+
+    def delay(self, retries_done: int) -> float:
+        """Seconds to wait before retry number ``retries_done + 1``.
+
+        "Equal jitter": half the exponential step is fixed and half random, so
+        waits still grow attempt over attempt (until the cap) while clients that
+        failed together do not retry in lockstep.
+        """
+        ceiling = min(self.max_backoff, self.backoff * 2.0 ** min(retries_done, 60))
+        return ceiling / 2 + ceiling / 2 * self.jitter()
+
+
+def check_timeout(timeout: float | None, name: str = "timeout") -> None:
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {timeout!r}")
+
+
+def new_client_order_id() -> str:
+    """A fresh idempotency key: 32 hex chars, unique without coordination."""
+    return uuid.uuid4().hex
+
+
+def client_order_id_or_new(client_order_id: str | None) -> str:
+    if client_order_id is None:
+        return new_client_order_id()
+    if not isinstance(client_order_id, str) or not client_order_id:
+        raise ValueError(f"client_order_id must be a non-empty string, got {client_order_id!r}")
+    if len(client_order_id) > MAX_CLIENT_ORDER_ID_LEN:
+        raise ValueError(
+            f"client_order_id is {len(client_order_id)} chars; "
+            f"at most {MAX_CLIENT_ORDER_ID_LEN} are allowed"
+        )
+    return client_order_id
+
+
+def list_orders_request(
+    strategy_code: str | None, status: StatusLike | None, symbol: str | None
+) -> gateway_pb2.ListOrdersRequest:
+    return gateway_pb2.ListOrdersRequest(
+        strategy_code=strategy_code or "",
+        status=(
+            orders_pb2.ORDER_STATUS_UNSPECIFIED
+            if status is None
+            else coerce_enum(orders_pb2.OrderStatus, status, "status", allow_unspecified=True)
+        ),
+        symbol=symbol or "",
+    )
+
+
+def stream_fills_request(
+    strategy_codes: Iterable[str],
+    symbols: Iterable[str],
+    from_sequence: int,
+    include_order_updates: bool,
+) -> gateway_pb2.StreamFillsRequest:
+    # A bare string is an Iterable[str] of characters: almost certainly a mistake.
+    for name, value in (("strategy_codes", strategy_codes), ("symbols", symbols)):
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a collection of strings, not one string")
+    if from_sequence < 0:
+        raise ValueError(f"from_sequence must be >= 0, got {from_sequence}")
+    return gateway_pb2.StreamFillsRequest(
+        strategy_codes=list(strategy_codes),
+        symbols=list(symbols),
+        from_sequence=from_sequence,
+        include_order_updates=include_order_updates,
+    )
+
+
+class StreamCursor:
+    """Where a fill stream got to, so a reconnect can resume right after it."""
+
+    __slots__ = ("last_sequence", "request")
+
+    def __init__(self, request: gateway_pb2.StreamFillsRequest) -> None:
+        self.request = request
+        self.last_sequence = 0
+
+    def delivered(self, event: orders_pb2.ExecutionEvent) -> None:
+        self.last_sequence = event.sequence
+
+    def resume_request(self) -> gateway_pb2.StreamFillsRequest:
+        """The original request, replaying from the event after the last one delivered."""
+        request = gateway_pb2.StreamFillsRequest()
+        request.CopyFrom(self.request)
+        if self.last_sequence:
+            request.from_sequence = self.last_sequence + 1
+        return request
+
+
+def quote_batch_size(quotes: object, batch_size: int | None) -> int:
+    """Quotes per request.
+
+    An in-memory collection is sent in batches of 100. Anything else may be a
+    live feed, where waiting for 100 quotes would deliver stale prices, so each
+    quote goes out as soon as it is produced.
+    """
+    if batch_size is None:
+        return QUOTE_BATCH_SIZE if isinstance(quotes, Collection) else 1
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return batch_size
+
+
+class RequestErrors:
+    """Keeps an exception raised by the caller's request iterator.
+
+    gRPC swallows it and fails the call with a bare CANCELLED/UNKNOWN, hiding
+    the caller's own bug; the clients re-raise the original instead.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def watch(self, requests: Iterator[_T]) -> Iterator[_T]:
+        try:
+            yield from requests
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    async def awatch(self, requests: AsyncIterator[_T]) -> AsyncIterator[_T]:
+        try:
+            async for request in requests:
+                yield request
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def quote_requests(
+    quotes: Iterable[market_data_pb2.Quote], batch_size: int
+) -> Iterator[market_data_pb2.PublishQuotesRequest]:
+    batch: list[market_data_pb2.Quote] = []
+    for quote in quotes:
+        batch.append(quote)
+        if len(batch) >= batch_size:
+            yield market_data_pb2.PublishQuotesRequest(quotes=batch)
+            batch = []
+    if batch:
+        yield market_data_pb2.PublishQuotesRequest(quotes=batch)
+
+
+async def aquote_requests(
+    quotes: Iterable[market_data_pb2.Quote] | AsyncIterable[market_data_pb2.Quote],
+    batch_size: int,
+) -> AsyncIterator[market_data_pb2.PublishQuotesRequest]:
+    if not isinstance(quotes, AsyncIterable):
+        for request in quote_requests(quotes, batch_size):
+            yield request
+        return
+    batch: list[market_data_pb2.Quote] = []
+    async for quote in quotes:
+        batch.append(quote)
+        if len(batch) >= batch_size:
+            yield market_data_pb2.PublishQuotesRequest(quotes=batch)
+            batch = []
+    if batch:
+        yield market_data_pb2.PublishQuotesRequest(quotes=batch)

@@ -1,0 +1,226 @@
+"""Blocking client, for strategies that run in threads or plain scripts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+
+from execgw.client._common import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    ChannelOptions,
+    RequestErrors,
+    RetryPolicy,
+    StatusLike,
+    StreamCursor,
+    check_timeout,
+    client_order_id_or_new,
+    list_orders_request,
+    quote_batch_size,
+    quote_requests,
+    stream_fills_request,
+)
+from execgw.client._common import channel_options as merge_channel_options
+from execgw.client.errors import Unavailable, from_rpc_error, rpc_error_code
+from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
+from execgw.v1.market_data_pb2 import Quote
+from execgw.v1.orders_pb2 import ExecutionEvent, ExecutionResult, OrderIntent, Position
+
+__all__ = ["ExecutionClient"]
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class ExecutionClient:
+    """Blocking client of the execgw gateway; one instance per process is enough.
+
+    ``timeout`` is the deadline of each attempt of a unary call. Unary calls are
+    retried ``retries`` times after UNAVAILABLE (and DEADLINE_EXCEEDED when
+    ``retry_deadline_exceeded``), waiting an exponentially growing, jittered
+    ``backoff`` capped at ``max_backoff``; ``sleep`` is injectable so tests do not
+    wait. Failures raise ``execgw.client.errors.ExecgwError`` subclasses.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        retry_deadline_exceeded: bool = False,
+        channel_options: ChannelOptions | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        check_timeout(timeout)
+        self.target = target
+        self.timeout = timeout
+        self.retry_policy = RetryPolicy(
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            retry_deadline_exceeded=retry_deadline_exceeded,
+        )
+        self._sleep = sleep
+        self._channel = grpc.insecure_channel(
+            target, options=merge_channel_options(channel_options)
+        )
+        self._gateway = gateway_pb2_grpc.ExecutionGatewayStub(self._channel)
+        self._market = market_data_pb2_grpc.MarketDataStub(self._channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ExecutionClient({self.target!r}, timeout={self.timeout})"
+
+    def close(self) -> None:
+        """Close the channel; open streams end with CANCELLED."""
+        self._channel.close()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the channel is connected; raise Unavailable after ``timeout`` seconds."""
+        check_timeout(timeout)
+        future = grpc.channel_ready_future(self._channel)
+        try:
+            future.result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            future.cancel()  # otherwise it keeps a connectivity subscription alive
+            raise Unavailable(f"{self.target} not ready after {timeout}s") from None
+
+    def _unary(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        timeout: float | None,
+    ) -> _Resp:
+        check_timeout(timeout)
+        deadline = self.timeout if timeout is None else timeout
+        retries_done = 0
+        while True:
+            try:
+                return method(request, timeout=deadline)
+            except grpc.RpcError as exc:
+                if not self.retry_policy.should_retry(rpc_error_code(exc), retries_done):
+                    raise from_rpc_error(exc) from exc
+            self._sleep(self.retry_policy.delay(retries_done))
+            retries_done += 1
+
+    def submit(
+        self,
+        intent: OrderIntent,
+        client_order_id: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> ExecutionResult:
+        """Submit an order; a rejected order is a result with status REJECTED, not an error.
+
+        Every retry sends the same ``client_order_id`` (generated when not given),
+        so the gateway places the order at most once however often it is retried.
+        """
+        request = gateway_pb2.SubmitOrderRequest(
+            intent=intent, client_order_id=client_order_id_or_new(client_order_id)
+        )
+        return self._unary(self._gateway.SubmitOrder, request, timeout).result
+
+    def cancel(self, order_id: str, *, timeout: float | None = None) -> ExecutionResult:
+        """Cancel a resting order; the result says whether it took effect."""
+        request = gateway_pb2.CancelOrderRequest(order_id=order_id)
+        return self._unary(self._gateway.CancelOrder, request, timeout).result
+
+    def get_order(self, order_id: str, *, timeout: float | None = None) -> ExecutionResult:
+        request = gateway_pb2.GetOrderRequest(order_id=order_id)
+        return self._unary(self._gateway.GetOrder, request, timeout).result
+
+    def list_orders(
+        self,
+        *,
+        strategy_code: str | None = None,
+        status: StatusLike | None = None,
+        symbol: str | None = None,
+        timeout: float | None = None,
+    ) -> list[ExecutionResult]:
+        """Today's orders, oldest first; None filters match everything."""
+        request = list_orders_request(strategy_code, status, symbol)
+        return list(self._unary(self._gateway.ListOrders, request, timeout).results)
+
+    def positions(
+        self, strategy_code: str | None = None, *, timeout: float | None = None
+    ) -> list[Position]:
+        request = gateway_pb2.GetPositionsRequest(strategy_code=strategy_code or "")
+        return list(self._unary(self._gateway.GetPositions, request, timeout).positions)
+
+    def get_quote(self, symbol: str, *, timeout: float | None = None) -> Quote:
+        request = market_data_pb2.GetQuoteRequest(symbol=symbol)
+        return self._unary(self._market.GetQuote, request, timeout).quote
+
+    def stream_fills(
+        self,
+        *,
+        strategy_codes: Iterable[str] = (),
+        symbols: Iterable[str] = (),
+        from_sequence: int = 0,
+        include_order_updates: bool = False,
+    ) -> Iterator[ExecutionEvent]:
+        """Yield fills (and order updates if asked) as they happen, with no deadline.
+
+        Not retried: a dropped stream raises (e.g. Unavailable). Resume by calling
+        again with ``from_sequence`` one past the last ``event.sequence`` you saw.
+        Breaking out of the loop cancels the call.
+        """
+        cursor = StreamCursor(
+            stream_fills_request(strategy_codes, symbols, from_sequence, include_order_updates)
+        )
+        return self._stream_fills(cursor)
+
+    def _stream_fills(self, cursor: StreamCursor) -> Iterator[ExecutionEvent]:
+        # Separate generator so argument errors raise at the call, not at first next().
+        call = self._gateway.StreamFills(cursor.request)
+        try:
+            for response in call:
+                cursor.delivered(response.event)
+                yield response.event
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
+
+    def publish_quotes(
+        self,
+        quotes: Iterable[Quote],
+        *,
+        batch_size: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Stream quotes to the gateway; return how many it applied.
+
+        ``quotes`` may be a live feed (a generator), so there is no deadline unless
+        ``timeout`` is given, and the call is not retried: a replayed quote could
+        fill resting orders a second time. See ``quote_batch_size`` for batching.
+        """
+        check_timeout(timeout)
+        errors = RequestErrors()
+        requests = errors.watch(quote_requests(quotes, quote_batch_size(quotes, batch_size)))
+        try:
+            response = self._market.PublishQuotes(requests, timeout=timeout)
+        except grpc.RpcError as exc:
+            errors.reraise()
+            raise from_rpc_error(exc) from exc
+        return response.accepted

@@ -1,0 +1,263 @@
+"""The durable journal: an append-only, hash-chained event log in embedded SQLite.
+
+WAL mode with synchronous=FULL: a committed batch survives kill -9 and power loss,
+and the caller is answered only after the commit returns. Every row carries the
+hash of the row before it, so any edit, deletion or reordering is detectable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from execgw.server import codec
+from execgw.server.domain import Order
+from execgw.server.events import Event
+
+SCHEMA_VERSION = 1
+GENESIS_HASH = "0" * 64
+
+
+class JournalError(Exception):
+    """The journal cannot be used; the message says why and what to do."""
+
+
+class JournalCorrupt(JournalError):
+    pass
+
+
+class JournalWriteFailed(JournalError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One event with the order as that event left it (the after-image)."""
+
+    sequence: int
+    timestamp: datetime
+    event: Event
+    order: Order
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    sequence: int
+    kind: str
+    timestamp: str
+    body: str
+    prev_hash: str
+    hash: str
+
+    def decode(self) -> JournalRecord:
+        try:
+            data = codec.json_loads(self.body)
+            event = codec.event_from_json(self.kind, data["event"])
+            order = codec.order_from_json(data["order"])
+            return JournalRecord(
+                self.sequence, datetime.fromisoformat(self.timestamp), event, order
+            )
+        except (codec.CodecError, KeyError, TypeError, ValueError) as e:
+            raise JournalCorrupt(f"journal row {self.sequence} cannot be decoded: {e}") from e
+
+
+def chain_hash(sequence: int, kind: str, timestamp: str, body: str, prev_hash: str) -> str:
+    text = f"{sequence}|{kind}|{timestamp}|{prev_hash}|{body}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def encode(record: JournalRecord) -> tuple[str, str, str]:
+    body = codec.dumps(
+        {"event": codec.event_to_json(record.event), "order": codec.order_to_json(record.order)}
+    )
+    return codec.event_kind(record.event), record.timestamp.isoformat(), body
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    sequence: int
+    body: str
+
+
+class Journal:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{path}?mode={'ro' if read_only else 'rwc'}"
+        try:
+            # The writer is used from one worker thread at a time, never concurrently.
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            if not read_only:
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode != "wal":
+                    raise JournalError(f"{path}: cannot switch to WAL mode (got {mode})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._check_or_create_schema(read_only)
+        except sqlite3.DatabaseError as e:
+            raise JournalCorrupt(
+                f"{path} is not a readable execgw journal ({e}); refusing to start. "
+                "Move it aside and restore from backup, or run `execgw journal verify`."
+            ) from None
+        self.head_sequence, self.head_hash = self._head()
+
+    def _check_or_create_schema(self, read_only: bool) -> None:
+        tables = {
+            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if "meta" not in tables:
+            if read_only:
+                raise JournalError(f"{self.path} has no execgw journal schema")
+            self._db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    ts TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    prev_hash TEXT NOT NULL,
+                    hash TEXT NOT NULL
+                );
+                CREATE TABLE snapshots (
+                    seq INTEGER PRIMARY KEY,
+                    body TEXT NOT NULL,
+                    body_hash TEXT NOT NULL
+                );
+                COMMIT;
+                """
+            )
+            self._db.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            return
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            raise JournalCorrupt(f"{self.path}: journal has no schema_version; refusing to start")
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path} was written by a newer execgw (journal schema {version}, this "
+                f"build understands {SCHEMA_VERSION}); refusing to start rather than guess"
+            )
+        missing = {"events", "snapshots"} - tables
+        if missing:
+            raise JournalCorrupt(f"{self.path}: journal tables missing: {sorted(missing)}")
+
+    def _head(self) -> tuple[int, str]:
+        row = self._db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+    # -- writing ----------------------------------------------------------
+
+    def append(self, records: list[JournalRecord]) -> None:
+        """Append a batch in one transaction: all of it is durable, or none of it is."""
+        rows = []
+        seq, prev = self.head_sequence, self.head_hash
+        for record in records:
+            if record.sequence != seq + 1:
+                raise JournalWriteFailed(
+                    f"sequence {record.sequence} does not follow journal head {seq}"
+                )
+            kind, ts, body = encode(record)
+            digest = chain_hash(record.sequence, kind, ts, body, prev)
+            rows.append((record.sequence, kind, ts, body, prev, digest))
+            seq, prev = record.sequence, digest
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise JournalWriteFailed(f"journal write failed: {e}") from e
+        self.head_sequence, self.head_hash = seq, prev
+
+    def probe_writable(self) -> None:
+        """A real write transaction, so a recovered disk is noticed without traffic."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('last_probe', ?)",
+                    (str(self.head_sequence),),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise JournalWriteFailed(f"journal not writable: {e}") from e
+
+    def write_snapshot(self, sequence: int, body: str) -> None:
+        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, body, digest)
+            )
+            # Older snapshots are never read again; events stay for audit and replay.
+            self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise JournalWriteFailed(f"snapshot write failed: {e}") from e
+
+    # -- reading ----------------------------------------------------------
+
+    def latest_snapshot(self) -> Snapshot | None:
+        row = self._db.execute(
+            "SELECT seq, body, body_hash FROM snapshots ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        seq, body, digest = int(row[0]), str(row[1]), str(row[2])
+        if hashlib.sha256(body.encode("utf-8")).hexdigest() != digest:
+            raise JournalCorrupt(f"{self.path}: snapshot at {seq} fails its checksum")
+        return Snapshot(seq, body)
+
+    def rows(self, after: int = 0, batch: int = 1000) -> Iterator[StoredRow]:
+        """Rows with sequence > after, in order, read in batches."""
+        last = after
+        while True:
+            chunk = self._db.execute(
+                "SELECT seq, kind, ts, body, prev_hash, hash FROM events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, batch),
+            ).fetchall()
+            if not chunk:
+                return
+            for r in chunk:
+                yield StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5])
+            last = int(chunk[-1][0])
+
+    def row(self, sequence: int) -> StoredRow | None:
+        r = self._db.execute(
+            "SELECT seq, kind, ts, body, prev_hash, hash FROM events WHERE seq = ?", (sequence,)
+        ).fetchone()
+        return None if r is None else StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5])
+
+    def oldest_sequence(self) -> int:
+        row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
+        return 0 if row[0] is None else int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def check_link(row: StoredRow, expected_seq: int, expected_prev: str) -> None:
+    """Raise JournalCorrupt unless row continues the chain at expected_seq."""
+    if row.sequence != expected_seq:
+        raise JournalCorrupt(f"journal gap: expected sequence {expected_seq}, found {row.sequence}")
+    if row.prev_hash != expected_prev:
+        raise JournalCorrupt(f"journal chain broken at sequence {row.sequence}: prev_hash mismatch")
+    if chain_hash(row.sequence, row.kind, row.timestamp, row.body, row.prev_hash) != row.hash:
+        raise JournalCorrupt(f"journal row {row.sequence} fails its hash: it was altered")
