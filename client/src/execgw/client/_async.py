@@ -210,17 +210,19 @@ class AsyncExecutionClient:
     ) -> int:
         """Stream quotes to the gateway; return how many it applied.
 
-        No deadline unless ``timeout`` is given and no retry, as in
-        ``ExecutionClient.publish_quotes``.
+        Batching, deadline and retry behave as in ``ExecutionClient.publish_quotes``;
+        an async iterable counts as a live feed.
         """
         check_timeout(timeout)
         errors = RequestErrors()
         requests = errors.awatch(aquote_requests(quotes, quote_batch_size(quotes, batch_size)))
         try:
             response = await self._market.PublishQuotes(requests, timeout=timeout)
-        except (grpc.RpcError, asyncio.CancelledError) as exc:
+        except asyncio.CancelledError:
+            # grpc.aio cancels the call when the request iterator raises.
             errors.reraise()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            raise
+        except grpc.RpcError as exc:
+            errors.reraise()
             raise from_rpc_error(exc) from exc
         return response.accepted

@@ -19,21 +19,13 @@ _V = TypeVar("_V", bound=int)
 # "SIDE_BUY"), or a Python Enum member whose value is such a name.
 EnumLike: TypeAlias = int | str | enum.Enum
 
-_PREFIXES: dict[str, str] = {
-    "Side": "SIDE_",
-    "OrderType": "ORDER_TYPE_",
-    "Product": "PRODUCT_",
-    "Validity": "VALIDITY_",
-    "OrderStatus": "ORDER_STATUS_",
-    "RejectReason": "REJECT_REASON_",
-}
-
 # Struct numbers are doubles; integers beyond this lose precision, so they stay floats.
 _MAX_EXACT_INT = 2**53
 
 
 def _prefix(wrapper: _EnumTypeWrapper[Any]) -> str:
-    return _PREFIXES[wrapper.DESCRIPTOR.name]
+    # buf's lint makes every zero value <PREFIX>UNSPECIFIED, so it names the prefix.
+    return wrapper.DESCRIPTOR.values_by_number[0].name.removesuffix("UNSPECIFIED")
 
 
 def choices(wrapper: _EnumTypeWrapper[Any]) -> str:

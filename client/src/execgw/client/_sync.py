@@ -213,7 +213,10 @@ class ExecutionClient:
 
         ``quotes`` may be a live feed (a generator), so there is no deadline unless
         ``timeout`` is given, and the call is not retried: a replayed quote could
-        fill resting orders a second time. See ``quote_batch_size`` for batching.
+        fill resting orders a second time. A collection (list, tuple) goes out 100
+        quotes per request; any other iterable one per request, so a live feed is
+        never held back waiting for a batch to fill. ``batch_size`` overrides both.
+        An exception raised by ``quotes`` propagates as itself.
         """
         check_timeout(timeout)
         errors = RequestErrors()
