@@ -56,13 +56,27 @@ def make_config(tmp_path: Path, **overrides: Any) -> GatewayConfig:
         "listen": "127.0.0.1:0",
         "journal": {"path": str(tmp_path / "journal.db")},
         "market_data": {"source": "external"},
+        # Tests that are not about risk must not trip over the throttle or trade counts;
+        # the ManualClock never refills a rate bucket on its own.
+        "execution": {
+            "pre_trade": {"orders_per_second": 1_000_000.0, "order_burst": 1_000_000},
+            "circuit_breakers": {
+                "max_trades_per_day": 1_000_000,
+                "max_trades_per_strategy_per_day": 1_000_000,
+            },
+        },
     }
+    return parse_config(_merge(data, overrides), source="test")
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
         else:
-            data[key] = value
-    return parse_config(data, source="test")
+            merged[key] = value
+    return merged
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ D = Decimal
 def test_round_trip_realizes_exact_loss() -> None:
     pos = PositionState()
     pos.apply(10, D("1500.75"))
-    realized = pos.apply(-10, D("1499.25"))
+    realized, round_trip = pos.apply(-10, D("1499.25"))
+    assert round_trip == D("-15.00")
     assert realized == D("-15.00")
     assert pos.realized_pnl == D("-15.00")
     assert pos.net_qty == 0
@@ -34,7 +35,7 @@ def test_average_price_and_unrealized_marked_to_ltp() -> None:
 def test_partial_close_keeps_average_of_remaining() -> None:
     pos = PositionState()
     pos.apply(30, D("100.00"))
-    assert pos.apply(-10, D("110.00")) == D("100.00")
+    assert pos.apply(-10, D("110.00")) == (D("100.00"), None)
     assert pos.net_qty == 20
     assert pos.avg_price == D("100.00")
     assert pos.open_cost == D("2000.00")
@@ -43,7 +44,7 @@ def test_partial_close_keeps_average_of_remaining() -> None:
 def test_flip_from_long_to_short_opens_at_fill_price() -> None:
     pos = PositionState()
     pos.apply(5, D("200.00"))
-    assert pos.apply(-8, D("190.00")) == D("-50.00")
+    assert pos.apply(-8, D("190.00")) == (D("-50.00"), D("-50.00"))
     assert pos.net_qty == -3
     assert pos.avg_price == D("190.00")
     assert pos.unrealized(D("180.00")) == D("30.00")
@@ -52,7 +53,7 @@ def test_flip_from_long_to_short_opens_at_fill_price() -> None:
 def test_short_then_cover_realizes_gain() -> None:
     pos = PositionState()
     pos.apply(-4, D("50.05"))
-    assert pos.apply(4, D("49.95")) == D("0.40")
+    assert pos.apply(4, D("49.95")) == (D("0.40"), D("0.40"))
 
 
 @pytest.mark.parametrize("n", [3, 7, 13])

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from execgw.v1 import orders_pb2 as _orders_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -275,10 +276,13 @@ class StreamFillsRequest(_message.Message):
     SYMBOLS_FIELD_NUMBER: _builtins.int
     FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
     INCLUDE_ORDER_UPDATES_FIELD_NUMBER: _builtins.int
+    INCLUDE_RISK_EVENTS_FIELD_NUMBER: _builtins.int
     from_sequence: _builtins.int
     """Replay from this sequence number; 0 means live events only."""
     include_order_updates: _builtins.bool
     """Also send order state changes, not just fills."""
+    include_risk_events: _builtins.bool
+    """Also send risk events (breakers, halts, resumes, day rollover)."""
     @_builtins.property
     def strategy_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events of these strategies; empty means all."""
@@ -294,10 +298,11 @@ class StreamFillsRequest(_message.Message):
         symbols: _abc.Iterable[_builtins.str] | None = ...,
         from_sequence: _builtins.int = ...,
         include_order_updates: _builtins.bool = ...,
+        include_risk_events: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence", "include_order_updates", b"include_order_updates", "strategy_codes", b"strategy_codes", "symbols", b"symbols"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence", "include_order_updates", b"include_order_updates", "include_risk_events", b"include_risk_events", "strategy_codes", b"strategy_codes", "symbols", b"symbols"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,3 +331,385 @@ class StreamFillsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamFillsResponse: _TypeAlias = StreamFillsResponse  # noqa: Y015
+
+@_typing.final
+class GetRiskStateRequest(_message.Message):
+    """GetRiskStateRequest asks for the risk picture."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_CODE_FIELD_NUMBER: _builtins.int
+    strategy_code: _builtins.str
+    """Only this strategy's state in `strategies`; empty means every strategy seen today."""
+    def __init__(
+        self,
+        *,
+        strategy_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_code", b"strategy_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRiskStateRequest: _TypeAlias = GetRiskStateRequest  # noqa: Y015
+
+@_typing.final
+class BreakerStatus(_message.Message):
+    """BreakerStatus is one circuit breaker in one scope."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STRATEGY_CODE_FIELD_NUMBER: _builtins.int
+    TRIPPED_FIELD_NUMBER: _builtins.int
+    TRIPS_TO_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    TRIPPED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The breaker's config key, e.g. "max_daily_loss_rupees", or "kill_switch"."""
+    strategy_code: _builtins.str
+    """The strategy for strategy-scoped breakers; empty for the account."""
+    tripped: _builtins.bool
+    """True once tripped, until the day rolls over or an operator resumes."""
+    trips_to: _orders_pb2.TradingState.ValueType
+    """The state the scope is put in when this breaker trips."""
+    value: _builtins.float
+    """The current value of what the breaker watches (loss in rupees, trades, ...)."""
+    limit: _builtins.float
+    """The configured limit."""
+    message: _builtins.str
+    """Why it tripped; empty while not tripped."""
+    @_builtins.property
+    def tripped_at(self) -> _timestamp_pb2.Timestamp:
+        """When it tripped; absent while not tripped."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        strategy_code: _builtins.str = ...,
+        tripped: _builtins.bool = ...,
+        trips_to: _orders_pb2.TradingState.ValueType = ...,
+        value: _builtins.float = ...,
+        limit: _builtins.float = ...,
+        tripped_at: _timestamp_pb2.Timestamp | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tripped_at", b"tripped_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "message", b"message", "name", b"name", "strategy_code", b"strategy_code", "tripped", b"tripped", "tripped_at", b"tripped_at", "trips_to", b"trips_to", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreakerStatus: _TypeAlias = BreakerStatus  # noqa: Y015
+
+@_typing.final
+class StrategyRiskState(_message.Message):
+    """StrategyRiskState is the risk picture of one strategy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_CODE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TRADES_TODAY_FIELD_NUMBER: _builtins.int
+    LOSS_STREAK_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    strategy_code: _builtins.str
+    """The strategy."""
+    state: _orders_pb2.TradingState.ValueType
+    """Its effective trading state (the stricter of its own and the account's)."""
+    trades_today: _builtins.int
+    """Orders accepted today."""
+    loss_streak: _builtins.int
+    """Consecutive losing round trips."""
+    realized_pnl: _builtins.float
+    """Realized PnL today, in rupees."""
+    def __init__(
+        self,
+        *,
+        strategy_code: _builtins.str = ...,
+        state: _orders_pb2.TradingState.ValueType = ...,
+        trades_today: _builtins.int = ...,
+        loss_streak: _builtins.int = ...,
+        realized_pnl: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss_streak", b"loss_streak", "realized_pnl", b"realized_pnl", "state", b"state", "strategy_code", b"strategy_code", "trades_today", b"trades_today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StrategyRiskState: _TypeAlias = StrategyRiskState  # noqa: Y015
+
+@_typing.final
+class GetRiskStateResponse(_message.Message):
+    """GetRiskStateResponse is the risk picture now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    TRADING_DAY_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    UNREALIZED_PNL_FIELD_NUMBER: _builtins.int
+    EQUITY_FIELD_NUMBER: _builtins.int
+    PEAK_EQUITY_FIELD_NUMBER: _builtins.int
+    DRAWDOWN_PCT_FIELD_NUMBER: _builtins.int
+    TRADES_TODAY_FIELD_NUMBER: _builtins.int
+    BREAKERS_FIELD_NUMBER: _builtins.int
+    STRATEGIES_FIELD_NUMBER: _builtins.int
+    MIS_ENTRIES_CLOSED_FIELD_NUMBER: _builtins.int
+    state: _orders_pb2.TradingState.ValueType
+    """The account's trading state."""
+    trading_day: _builtins.str
+    """The trading day (YYYY-MM-DD) in the configured time zone."""
+    realized_pnl: _builtins.float
+    """Realized PnL today across the account, in rupees."""
+    unrealized_pnl: _builtins.float
+    """Unrealized PnL of open positions marked to LTP, in rupees."""
+    equity: _builtins.float
+    """capital_rupees plus today's PnL."""
+    peak_equity: _builtins.float
+    """The day's highest equity."""
+    drawdown_pct: _builtins.float
+    """(peak_equity - equity) / peak_equity."""
+    trades_today: _builtins.int
+    """Orders accepted today across the account."""
+    mis_entries_closed: _builtins.bool
+    """True after the MIS square-off time: new MIS entries are rejected."""
+    @_builtins.property
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___BreakerStatus]:
+        """Every breaker with its value and limit, tripped or not."""
+
+    @_builtins.property
+    def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyRiskState]:
+        """Per-strategy counters and states."""
+
+    def __init__(
+        self,
+        *,
+        state: _orders_pb2.TradingState.ValueType = ...,
+        trading_day: _builtins.str = ...,
+        realized_pnl: _builtins.float = ...,
+        unrealized_pnl: _builtins.float = ...,
+        equity: _builtins.float = ...,
+        peak_equity: _builtins.float = ...,
+        drawdown_pct: _builtins.float = ...,
+        trades_today: _builtins.int = ...,
+        breakers: _abc.Iterable[Global___BreakerStatus] | None = ...,
+        strategies: _abc.Iterable[Global___StrategyRiskState] | None = ...,
+        mis_entries_closed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRiskStateResponse: _TypeAlias = GetRiskStateResponse  # noqa: Y015
+
+@_typing.final
+class HaltTradingRequest(_message.Message):
+    """HaltTradingRequest engages the kill switch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    STRATEGY_CODE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why; recorded in the journal and sent to subscribers."""
+    actor: _builtins.str
+    """Who; recorded with the halt. Defaults to the caller's peer address."""
+    strategy_code: _builtins.str
+    """Halt only this strategy; empty halts the whole account."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        strategy_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "reason", b"reason", "strategy_code", b"strategy_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HaltTradingRequest: _TypeAlias = HaltTradingRequest  # noqa: Y015
+
+@_typing.final
+class HaltTradingResponse(_message.Message):
+    """HaltTradingResponse confirms the halt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    CANCELLED_ORDERS_FIELD_NUMBER: _builtins.int
+    state: _orders_pb2.TradingState.ValueType
+    """The scope's trading state now (HALTED)."""
+    cancelled_orders: _builtins.int
+    """How many resting orders the halt cancelled."""
+    def __init__(
+        self,
+        *,
+        state: _orders_pb2.TradingState.ValueType = ...,
+        cancelled_orders: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_orders", b"cancelled_orders", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HaltTradingResponse: _TypeAlias = HaltTradingResponse  # noqa: Y015
+
+@_typing.final
+class ResumeTradingRequest(_message.Message):
+    """ResumeTradingRequest releases the kill switch and the scope's tripped breakers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    STRATEGY_CODE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why; recorded in the journal and sent to subscribers."""
+    actor: _builtins.str
+    """Who; recorded with the resume. Defaults to the caller's peer address."""
+    strategy_code: _builtins.str
+    """Resume only this strategy; empty resumes the account scope."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        strategy_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "reason", b"reason", "strategy_code", b"strategy_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTradingRequest: _TypeAlias = ResumeTradingRequest  # noqa: Y015
+
+@_typing.final
+class ResumeTradingResponse(_message.Message):
+    """ResumeTradingResponse reports the state after the resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    STILL_TRIPPED_FIELD_NUMBER: _builtins.int
+    state: _orders_pb2.TradingState.ValueType
+    """The scope's trading state now; not ACTIVE if a breaker's condition still holds."""
+    @_builtins.property
+    def still_tripped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which breakers re-tripped at once because their condition still holds."""
+
+    def __init__(
+        self,
+        *,
+        state: _orders_pb2.TradingState.ValueType = ...,
+        still_tripped: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "still_tripped", b"still_tripped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTradingResponse: _TypeAlias = ResumeTradingResponse  # noqa: Y015
+
+@_typing.final
+class PreviewOrderRequest(_message.Message):
+    """PreviewOrderRequest carries the intent to check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def intent(self) -> _orders_pb2.OrderIntent:
+        """The intent, as it would be submitted."""
+
+    def __init__(
+        self,
+        *,
+        intent: _orders_pb2.OrderIntent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["intent", b"intent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent", b"intent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewOrderRequest: _TypeAlias = PreviewOrderRequest  # noqa: Y015
+
+@_typing.final
+class CheckResult(_message.Message):
+    """CheckResult is the verdict of one check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The check's name, e.g. "price_collar"."""
+    passed: _builtins.bool
+    """True when the intent passes it."""
+    message: _builtins.str
+    """The limit and the value when it fails."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        passed: _builtins.bool = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "name", b"name", "passed", b"passed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckResult: _TypeAlias = CheckResult  # noqa: Y015
+
+@_typing.final
+class PreviewOrderResponse(_message.Message):
+    """PreviewOrderResponse is the verdict without side effects."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REJECT_REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.bool
+    """True when SubmitOrder would accept the intent now."""
+    reject_reason: _orders_pb2.RejectReason.ValueType
+    """The first failing rule, as SubmitOrder would report it."""
+    message: _builtins.str
+    """The first failure's message."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckResult]:
+        """Every check in order, passed or not."""
+
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.bool = ...,
+        reject_reason: _orders_pb2.RejectReason.ValueType = ...,
+        message: _builtins.str = ...,
+        checks: _abc.Iterable[Global___CheckResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "checks", b"checks", "message", b"message", "reject_reason", b"reject_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewOrderResponse: _TypeAlias = PreviewOrderResponse  # noqa: Y015

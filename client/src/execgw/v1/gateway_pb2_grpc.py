@@ -65,6 +65,26 @@ class ExecutionGatewayStub:
                 request_serializer=execgw_dot_v1_dot_gateway__pb2.StreamFillsRequest.SerializeToString,
                 response_deserializer=execgw_dot_v1_dot_gateway__pb2.StreamFillsResponse.FromString,
                 _registered_method=True)
+        self.GetRiskState = channel.unary_unary(
+                '/execgw.v1.ExecutionGateway/GetRiskState',
+                request_serializer=execgw_dot_v1_dot_gateway__pb2.GetRiskStateRequest.SerializeToString,
+                response_deserializer=execgw_dot_v1_dot_gateway__pb2.GetRiskStateResponse.FromString,
+                _registered_method=True)
+        self.HaltTrading = channel.unary_unary(
+                '/execgw.v1.ExecutionGateway/HaltTrading',
+                request_serializer=execgw_dot_v1_dot_gateway__pb2.HaltTradingRequest.SerializeToString,
+                response_deserializer=execgw_dot_v1_dot_gateway__pb2.HaltTradingResponse.FromString,
+                _registered_method=True)
+        self.ResumeTrading = channel.unary_unary(
+                '/execgw.v1.ExecutionGateway/ResumeTrading',
+                request_serializer=execgw_dot_v1_dot_gateway__pb2.ResumeTradingRequest.SerializeToString,
+                response_deserializer=execgw_dot_v1_dot_gateway__pb2.ResumeTradingResponse.FromString,
+                _registered_method=True)
+        self.PreviewOrder = channel.unary_unary(
+                '/execgw.v1.ExecutionGateway/PreviewOrder',
+                request_serializer=execgw_dot_v1_dot_gateway__pb2.PreviewOrderRequest.SerializeToString,
+                response_deserializer=execgw_dot_v1_dot_gateway__pb2.PreviewOrderResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionGatewayServicer:
@@ -114,6 +134,34 @@ class ExecutionGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRiskState(self, request, context):
+        """GetRiskState reports trading states, every counter next to its limit, and tripped breakers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HaltTrading(self, request, context):
+        """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTrading(self, request, context):
+        """ResumeTrading clears the halt and the tripped breakers of a scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewOrder(self, request, context):
+        """PreviewOrder runs every check on an intent without placing or counting anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +194,26 @@ def add_ExecutionGatewayServicer_to_server(servicer, server):
                     servicer.StreamFills,
                     request_deserializer=execgw_dot_v1_dot_gateway__pb2.StreamFillsRequest.FromString,
                     response_serializer=execgw_dot_v1_dot_gateway__pb2.StreamFillsResponse.SerializeToString,
+            ),
+            'GetRiskState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRiskState,
+                    request_deserializer=execgw_dot_v1_dot_gateway__pb2.GetRiskStateRequest.FromString,
+                    response_serializer=execgw_dot_v1_dot_gateway__pb2.GetRiskStateResponse.SerializeToString,
+            ),
+            'HaltTrading': grpc.unary_unary_rpc_method_handler(
+                    servicer.HaltTrading,
+                    request_deserializer=execgw_dot_v1_dot_gateway__pb2.HaltTradingRequest.FromString,
+                    response_serializer=execgw_dot_v1_dot_gateway__pb2.HaltTradingResponse.SerializeToString,
+            ),
+            'ResumeTrading': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTrading,
+                    request_deserializer=execgw_dot_v1_dot_gateway__pb2.ResumeTradingRequest.FromString,
+                    response_serializer=execgw_dot_v1_dot_gateway__pb2.ResumeTradingResponse.SerializeToString,
+            ),
+            'PreviewOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewOrder,
+                    request_deserializer=execgw_dot_v1_dot_gateway__pb2.PreviewOrderRequest.FromString,
+                    response_serializer=execgw_dot_v1_dot_gateway__pb2.PreviewOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +379,114 @@ class ExecutionGateway:
             '/execgw.v1.ExecutionGateway/StreamFills',
             execgw_dot_v1_dot_gateway__pb2.StreamFillsRequest.SerializeToString,
             execgw_dot_v1_dot_gateway__pb2.StreamFillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRiskState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execgw.v1.ExecutionGateway/GetRiskState',
+            execgw_dot_v1_dot_gateway__pb2.GetRiskStateRequest.SerializeToString,
+            execgw_dot_v1_dot_gateway__pb2.GetRiskStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HaltTrading(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execgw.v1.ExecutionGateway/HaltTrading',
+            execgw_dot_v1_dot_gateway__pb2.HaltTradingRequest.SerializeToString,
+            execgw_dot_v1_dot_gateway__pb2.HaltTradingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTrading(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execgw.v1.ExecutionGateway/ResumeTrading',
+            execgw_dot_v1_dot_gateway__pb2.ResumeTradingRequest.SerializeToString,
+            execgw_dot_v1_dot_gateway__pb2.ResumeTradingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/execgw.v1.ExecutionGateway/PreviewOrder',
+            execgw_dot_v1_dot_gateway__pb2.PreviewOrderRequest.SerializeToString,
+            execgw_dot_v1_dot_gateway__pb2.PreviewOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

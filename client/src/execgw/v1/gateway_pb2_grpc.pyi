@@ -47,6 +47,14 @@ class ExecutionGatewayStub:
     """GetPositions returns net positions with realized and unrealized PnL."""
     StreamFills: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]
     """StreamFills streams fills (and optionally order updates) as they happen."""
+    GetRiskState: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetRiskStateRequest, _gateway_pb2.GetRiskStateResponse]
+    """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
+    HaltTrading: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.HaltTradingRequest, _gateway_pb2.HaltTradingResponse]
+    """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled."""
+    ResumeTrading: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ResumeTradingRequest, _gateway_pb2.ResumeTradingResponse]
+    """ResumeTrading clears the halt and the tripped breakers of a scope."""
+    PreviewOrder: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PreviewOrderRequest, _gateway_pb2.PreviewOrderResponse]
+    """PreviewOrder runs every check on an intent without placing or counting anything."""
 
 @_typing.type_check_only
 class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
@@ -67,6 +75,14 @@ class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
     """GetPositions returns net positions with realized and unrealized PnL."""
     StreamFills: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]  # type: ignore[assignment]
     """StreamFills streams fills (and optionally order updates) as they happen."""
+    GetRiskState: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetRiskStateRequest, _gateway_pb2.GetRiskStateResponse]  # type: ignore[assignment]
+    """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
+    HaltTrading: _aio.UnaryUnaryMultiCallable[_gateway_pb2.HaltTradingRequest, _gateway_pb2.HaltTradingResponse]  # type: ignore[assignment]
+    """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled."""
+    ResumeTrading: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ResumeTradingRequest, _gateway_pb2.ResumeTradingResponse]  # type: ignore[assignment]
+    """ResumeTrading clears the halt and the tripped breakers of a scope."""
+    PreviewOrder: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PreviewOrderRequest, _gateway_pb2.PreviewOrderResponse]  # type: ignore[assignment]
+    """PreviewOrder runs every check on an intent without placing or counting anything."""
 
 class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
     """ExecutionGateway is the order path: every order a strategy places goes through it."""
@@ -120,5 +136,37 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamFillsResponse], _abc.AsyncIterator[_gateway_pb2.StreamFillsResponse]]:
         """StreamFills streams fills (and optionally order updates) as they happen."""
+
+    @_abc_1.abstractmethod
+    def GetRiskState(
+        self,
+        request: _gateway_pb2.GetRiskStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetRiskStateResponse, _abc.Awaitable[_gateway_pb2.GetRiskStateResponse]]:
+        """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
+
+    @_abc_1.abstractmethod
+    def HaltTrading(
+        self,
+        request: _gateway_pb2.HaltTradingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.HaltTradingResponse, _abc.Awaitable[_gateway_pb2.HaltTradingResponse]]:
+        """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled."""
+
+    @_abc_1.abstractmethod
+    def ResumeTrading(
+        self,
+        request: _gateway_pb2.ResumeTradingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ResumeTradingResponse, _abc.Awaitable[_gateway_pb2.ResumeTradingResponse]]:
+        """ResumeTrading clears the halt and the tripped breakers of a scope."""
+
+    @_abc_1.abstractmethod
+    def PreviewOrder(
+        self,
+        request: _gateway_pb2.PreviewOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.PreviewOrderResponse, _abc.Awaitable[_gateway_pb2.PreviewOrderResponse]]:
+        """PreviewOrder runs every check on an intent without placing or counting anything."""
 
 def add_ExecutionGatewayServicer_to_server(servicer: ExecutionGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -259,6 +259,120 @@ REJECT_REASON_BROKER: RejectReason.ValueType  # 20
 """The live broker refused the order; `message` carries its text."""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
+class _TradingState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TradingStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TradingState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRADING_STATE_UNSPECIFIED: _TradingState.ValueType  # 0
+    """Not reported."""
+    TRADING_STATE_ACTIVE: _TradingState.ValueType  # 1
+    """Everything passes the breakers."""
+    TRADING_STATE_REDUCING: _TradingState.ValueType  # 2
+    """Only orders that reduce an existing position pass."""
+    TRADING_STATE_HALTED: _TradingState.ValueType  # 3
+    """Nothing new passes; cancels still do."""
+
+class TradingState(_TradingState, metaclass=_TradingStateEnumTypeWrapper):
+    """TradingState is how much trading a scope (the account or one strategy) allows."""
+
+TRADING_STATE_UNSPECIFIED: TradingState.ValueType  # 0
+"""Not reported."""
+TRADING_STATE_ACTIVE: TradingState.ValueType  # 1
+"""Everything passes the breakers."""
+TRADING_STATE_REDUCING: TradingState.ValueType  # 2
+"""Only orders that reduce an existing position pass."""
+TRADING_STATE_HALTED: TradingState.ValueType  # 3
+"""Nothing new passes; cancels still do."""
+Global___TradingState: _TypeAlias = TradingState  # noqa: Y015
+
+class _RiskEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RiskEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RiskEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RISK_EVENT_KIND_UNSPECIFIED: _RiskEventKind.ValueType  # 0
+    """Not set."""
+    RISK_EVENT_KIND_BREAKER_TRIPPED: _RiskEventKind.ValueType  # 1
+    """A circuit breaker tripped."""
+    RISK_EVENT_KIND_HALTED: _RiskEventKind.ValueType  # 2
+    """An operator halted trading (the kill switch)."""
+    RISK_EVENT_KIND_RESUMED: _RiskEventKind.ValueType  # 3
+    """An operator resumed trading, clearing the scope's tripped breakers."""
+    RISK_EVENT_KIND_DAY_ROLLED_OVER: _RiskEventKind.ValueType  # 4
+    """The trading day rolled over: counters reset and breakers cleared."""
+    RISK_EVENT_KIND_MIS_SQUARE_OFF: _RiskEventKind.ValueType  # 5
+    """MIS square-off time was reached: MIS positions are being flattened."""
+
+class RiskEventKind(_RiskEventKind, metaclass=_RiskEventKindEnumTypeWrapper):
+    """RiskEventKind says what happened to trading."""
+
+RISK_EVENT_KIND_UNSPECIFIED: RiskEventKind.ValueType  # 0
+"""Not set."""
+RISK_EVENT_KIND_BREAKER_TRIPPED: RiskEventKind.ValueType  # 1
+"""A circuit breaker tripped."""
+RISK_EVENT_KIND_HALTED: RiskEventKind.ValueType  # 2
+"""An operator halted trading (the kill switch)."""
+RISK_EVENT_KIND_RESUMED: RiskEventKind.ValueType  # 3
+"""An operator resumed trading, clearing the scope's tripped breakers."""
+RISK_EVENT_KIND_DAY_ROLLED_OVER: RiskEventKind.ValueType  # 4
+"""The trading day rolled over: counters reset and breakers cleared."""
+RISK_EVENT_KIND_MIS_SQUARE_OFF: RiskEventKind.ValueType  # 5
+"""MIS square-off time was reached: MIS positions are being flattened."""
+Global___RiskEventKind: _TypeAlias = RiskEventKind  # noqa: Y015
+
+@_typing.final
+class RiskEvent(_message.Message):
+    """RiskEvent is a change in what trading is allowed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    BREAKER_FIELD_NUMBER: _builtins.int
+    STRATEGY_CODE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TRADING_DAY_FIELD_NUMBER: _builtins.int
+    kind: Global___RiskEventKind.ValueType
+    """What happened."""
+    breaker: _builtins.str
+    """The breaker's config key (e.g. "max_daily_loss_rupees"), or "kill_switch"."""
+    strategy_code: _builtins.str
+    """The strategy the event applies to; empty means the whole account."""
+    state: Global___TradingState.ValueType
+    """The scope's trading state after the event."""
+    reason: Global___RejectReason.ValueType
+    """The reject reason orders get while this breaker is tripped."""
+    message: _builtins.str
+    """Human-readable detail: the limit and the value that crossed it."""
+    actor: _builtins.str
+    """Who caused it: the operator for halts and resumes, "gateway" otherwise."""
+    trading_day: _builtins.str
+    """The trading day (YYYY-MM-DD, in the configured time zone)."""
+    def __init__(
+        self,
+        *,
+        kind: Global___RiskEventKind.ValueType = ...,
+        breaker: _builtins.str = ...,
+        strategy_code: _builtins.str = ...,
+        state: Global___TradingState.ValueType = ...,
+        reason: Global___RejectReason.ValueType = ...,
+        message: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        trading_day: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "breaker", b"breaker", "kind", b"kind", "message", b"message", "reason", b"reason", "state", b"state", "strategy_code", b"strategy_code", "trading_day", b"trading_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskEvent: _TypeAlias = RiskEvent  # noqa: Y015
+
 @_typing.final
 class OrderIntent(_message.Message):
     """OrderIntent is what a strategy wants done; the gateway decides what happens."""
@@ -599,6 +713,7 @@ class ExecutionEvent(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     FILL_FIELD_NUMBER: _builtins.int
     ORDER_UPDATE_FIELD_NUMBER: _builtins.int
+    RISK_EVENT_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Gateway-wide sequence number: gap-free, increasing, one per event."""
@@ -615,6 +730,10 @@ class ExecutionEvent(_message.Message):
         """An order changed state: accepted, rejected, triggered or cancelled."""
 
     @_builtins.property
+    def risk_event(self) -> Global___RiskEvent:
+        """Trading was halted, resumed, restricted by a breaker, or the day rolled over."""
+
+    @_builtins.property
     def order(self) -> Global___ExecutionResult:
         """On fill events: the order as this fill left it (status, filled_qty, avg_price),
         so a subscriber needs no GetOrder round trip.
@@ -627,13 +746,14 @@ class ExecutionEvent(_message.Message):
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         fill: Global___Fill | None = ...,
         order_update: Global___ExecutionResult | None = ...,
+        risk_event: Global___RiskEvent | None = ...,
         order: Global___ExecutionResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "risk_event", b"risk_event", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "sequence", b"sequence", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "risk_event", b"risk_event", "sequence", b"sequence", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["fill", "order_update"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["fill", "order_update", "risk_event"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

@@ -23,6 +23,7 @@ from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal
 from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import QuoteBook
+from execgw.server.risk import RiskEngine, TradingCalendar
 from execgw.server.simulator import SmartFillSimulator
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 
@@ -64,6 +65,7 @@ class Gateway:
                     slippage_bps=Decimal(repr(config.execution.slippage_bps)),
                     instruments=self.instruments,
                 ),
+                risk=RiskEngine(config.execution, TradingCalendar(config.trading_day)),
                 bus=EventBus(),
                 settings=CoreSettings(
                     max_batch=config.journal.max_batch,
@@ -104,7 +106,7 @@ class Gateway:
         self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
-        self.core.start()
+        self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
         self._server = server
         if self.config.market_data.source == "synthetic":

@@ -18,12 +18,13 @@ from execgw.server.events import Event, OrderFilled
 
 @dataclass(frozen=True, slots=True)
 class BusEvent:
-    """One journaled event as subscribers see it: the event and the order it left behind."""
+    """One journaled event as subscribers see it: the event and the order it left behind
+    (None for risk events, which are about trading, not an order)."""
 
     sequence: int
     timestamp: datetime
     event: Event
-    order: Order
+    order: Order | None
 
     @property
     def fill(self) -> Fill | None:
@@ -31,11 +32,14 @@ class BusEvent:
 
     @property
     def strategy_code(self) -> str:
-        return self.order.intent.strategy_code
+        """The strategy the event concerns; empty for account-wide risk events."""
+        if self.order is not None:
+            return self.order.intent.strategy_code
+        return getattr(self.event, "strategy_code", "")
 
     @property
     def symbol(self) -> str:
-        return self.order.intent.symbol
+        return "" if self.order is None else self.order.intent.symbol
 
 
 class SubscriberOverflow(Exception):

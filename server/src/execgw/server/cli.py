@@ -25,6 +25,54 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _journal_path(args: argparse.Namespace) -> Path:
+    if args.journal:
+        return Path(args.journal)
+    config = load_config(Path(args.config)) if args.config else GatewayConfig()
+    return Path(config.journal.path)
+
+
+def _journal_verify(args: argparse.Namespace) -> int:
+    from execgw.server.audit import verify
+    from execgw.server.journal import Journal, JournalError
+
+    try:
+        journal = Journal(_journal_path(args), read_only=True)
+        try:
+            report = verify(journal)
+        finally:
+            journal.close()
+    except (JournalError, ConfigError) as e:
+        print(f"execgw: journal verify FAILED: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"journal OK: {report.events} events, head sequence {report.head_sequence}, "
+        f"head hash {report.head_hash}"
+    )
+    return 0
+
+
+def _journal_export(args: argparse.Namespace) -> int:
+    from execgw.server.audit import export
+    from execgw.server.journal import Journal, JournalError
+
+    try:
+        journal = Journal(_journal_path(args), read_only=True)
+        try:
+            if args.output == "-":
+                count = export(journal, sys.stdout, args.format)
+            else:
+                with open(args.output, "w", newline="", encoding="utf-8") as out:
+                    count = export(journal, out, args.format)
+        finally:
+            journal.close()
+    except (JournalError, ConfigError) as e:
+        print(f"execgw: journal export failed: {e}", file=sys.stderr)
+        return 1
+    print(f"exported {count} events", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="execgw", description="execgw execution gateway")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
@@ -33,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
     serve.add_argument("--listen", help="HOST:PORT, overrides the config's listen")
     serve.set_defaults(func=_serve)
+
+    journal = sub.add_parser("journal", help="audit the durable journal")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True)
+    for name, func, text in (
+        ("verify", _journal_verify, "check the hash chain across every event"),
+        ("export", _journal_export, "write the journal out"),
+    ):
+        cmd = journal_sub.add_parser(name, help=text)
+        cmd.add_argument("--config", help="take the journal path from this config")
+        cmd.add_argument("--journal", help="journal file (overrides --config)")
+        cmd.set_defaults(func=func)
+        if name == "export":
+            cmd.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+            cmd.add_argument("--output", "-o", default="-", help="file, or - for stdout")
     return parser
 
 

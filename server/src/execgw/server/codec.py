@@ -7,7 +7,7 @@ equal to the one encoded, and the text is stable enough to hash.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,15 +21,21 @@ from execgw.server.domain import (
     Quote,
     RejectReason,
     Side,
+    TradingState,
     Validity,
 )
 from execgw.server.events import (
+    BreakerTripped,
+    DayRolledOver,
     Event,
+    MisSquareOffStarted,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
     OrderTriggered,
+    TradingHalted,
+    TradingResumed,
 )
 
 Json = dict[str, Any]
@@ -233,6 +239,27 @@ def event_to_json(event: Event) -> Json:
                 "timestamp": _ts(event.timestamp),
                 "message": event.message,
             }
+        case BreakerTripped():
+            return {
+                "breaker": event.breaker,
+                "strategy_code": event.strategy_code,
+                "state": event.state.value,
+                "reason": event.reason.value,
+                "message": event.message,
+                "timestamp": _ts(event.timestamp),
+            }
+        case TradingHalted() | TradingResumed():
+            return {
+                "strategy_code": event.strategy_code,
+                "actor": event.actor,
+                "reason": event.reason,
+                "timestamp": _ts(event.timestamp),
+            }
+        case DayRolledOver() | MisSquareOffStarted():
+            return {
+                "trading_day": event.trading_day.isoformat(),
+                "timestamp": _ts(event.timestamp),
+            }
     raise CodecError(f"cannot encode {event!r}")
 
 
@@ -274,5 +301,27 @@ def _decode_event(kind: str, d: Json) -> Event:
     if kind == "OrderCancelled":
         return OrderCancelled(
             order_id=d["order_id"], timestamp=_unts(d["timestamp"]), message=d["message"]
+        )
+    if kind == "BreakerTripped":
+        return BreakerTripped(
+            breaker=d["breaker"],
+            strategy_code=d["strategy_code"],
+            state=TradingState(d["state"]),
+            reason=RejectReason(d["reason"]),
+            message=d["message"],
+            timestamp=_unts(d["timestamp"]),
+        )
+    if kind in ("TradingHalted", "TradingResumed"):
+        cls = TradingHalted if kind == "TradingHalted" else TradingResumed
+        return cls(
+            strategy_code=d["strategy_code"],
+            actor=d["actor"],
+            reason=d["reason"],
+            timestamp=_unts(d["timestamp"]),
+        )
+    if kind in ("DayRolledOver", "MisSquareOffStarted"):
+        day_cls = DayRolledOver if kind == "DayRolledOver" else MisSquareOffStarted
+        return day_cls(
+            trading_day=date.fromisoformat(d["trading_day"]), timestamp=_unts(d["timestamp"])
         )
     raise CodecError(f"unknown event kind {kind!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -68,18 +69,97 @@ class InstrumentsConfig(_Section):
     default_lot_size: int = Field(default=1, ge=1)
 
 
+TripState = Literal["REDUCING", "HALTED"]
+
+
+class BreakerTripStates(_Section):
+    """The trading state each breaker puts its scope in when it trips."""
+
+    max_daily_loss_rupees: TripState = "REDUCING"
+    max_daily_drawdown_pct: TripState = "REDUCING"
+    max_trades_per_day: TripState = "REDUCING"
+    max_trades_per_strategy_per_day: TripState = "REDUCING"
+    max_loss_streak: TripState = "HALTED"
+
+
 class CircuitBreakersConfig(_Section):
     max_daily_loss_rupees: float = Field(default=5000.0, gt=0)
     max_daily_drawdown_pct: float = Field(default=0.02, gt=0, le=1)
     max_trades_per_day: int = Field(default=100, ge=1)
     max_trades_per_strategy_per_day: int = Field(default=50, ge=1)
     max_loss_streak: int = Field(default=5, ge=1)
+    trip_to: BreakerTripStates = BreakerTripStates()
+
+
+Product = Literal["MIS", "NRML", "CNC"]
+
+
+class StrategyLimits(_Section):
+    """Per-strategy overrides; anything left out uses the account default."""
+
+    max_order_qty: int | None = Field(default=None, ge=1)
+    max_order_notional_rupees: float | None = Field(default=None, gt=0)
+    orders_per_second: float | None = Field(default=None, gt=0)
+    order_burst: int | None = Field(default=None, ge=1)
+    allowed_symbols: list[str] | None = None
+    allowed_products: list[Product] | None = None
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+
+
+class PreTradeConfig(_Section):
+    max_order_qty: int = Field(default=100_000, ge=1)
+    max_order_notional_rupees: float = Field(default=10_000_000.0, gt=0)
+    # A LIMIT or SL price further than this fraction from LTP is a fat finger.
+    price_collar_pct: float = Field(default=0.10, gt=0, le=10)
+    # Token bucket per strategy; 10/s is the SEBI and Kite threshold.
+    orders_per_second: float = Field(default=10.0, gt=0)
+    order_burst: int = Field(default=10, ge=1)
+    # An identical order from the same strategy within this many seconds is rejected; 0 = off.
+    duplicate_window_s: float = Field(default=0.0, ge=0, le=3600)
+    min_confidence: float = Field(default=0.0, ge=0, le=1)
+    strategies: dict[str, StrategyLimits] = Field(default_factory=dict)
 
 
 class ExecutionConfig(_Section):
     dry_run: bool = False
     slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
+    # Equity for the drawdown breaker is capital plus the day's PnL.
+    capital_rupees: float = Field(default=1_000_000.0, gt=0)
     circuit_breakers: CircuitBreakersConfig = CircuitBreakersConfig()
+    pre_trade: PreTradeConfig = PreTradeConfig()
+
+
+def _parse_hhmm(value: str) -> str:
+    hours, sep, minutes = value.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit()):
+        raise ValueError(f"must be HH:MM, got {value!r}")
+    if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+        raise ValueError(f"must be a time of day HH:MM, got {value!r}")
+    return value
+
+
+class TradingDayConfig(_Section):
+    timezone: str = "Asia/Kolkata"
+    # Local time at which one trading day ends and the next begins (counters reset).
+    rollover: str = "08:00"
+    # Local time after which MIS positions are flattened and MIS entries refused.
+    mis_square_off: str = "15:20"
+    # How often the gateway checks the clock for rollover and square-off, in seconds.
+    tick_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("rollover", "mis_square_off")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        return _parse_hhmm(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
 
 
 class ServerConfig(_Section):
@@ -95,6 +175,7 @@ class GatewayConfig(_Section):
     market_data: MarketDataConfig = MarketDataConfig()
     instruments: InstrumentsConfig = InstrumentsConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    trading_day: TradingDayConfig = TradingDayConfig()
     server: ServerConfig = ServerConfig()
 
     @field_validator("listen")

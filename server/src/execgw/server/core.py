@@ -15,53 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
-from execgw.server.domain import (
-    Order,
-    OrderIntent,
-    OrderStatus,
-    PositionView,
-    Quote,
-    RejectReason,
-)
-from execgw.server.events import (
-    Event,
-    OrderAccepted,
-    OrderCancelled,
-    OrderRejected,
-    event_order_id,
-)
-from execgw.server.journal import Journal, JournalRecord
+from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
+from execgw.server.engine import ExecutionEngine, HaltOutcome, Preview, ResumeOutcome
+from execgw.server.errors import GatewayError, GatewayUnavailable, OrderNotFound
+from execgw.server.journal import Journal
 from execgw.server.quotes import QuoteBook
-from execgw.server.recovery import GatewayState, rebuild, state_to_json
+from execgw.server.recovery import rebuild, state_to_json
+from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.simulator import SmartFillSimulator
 
 log = logging.getLogger(__name__)
-
-
-class GatewayError(Exception):
-    """A command the core refused; the API layer maps each subclass to a gRPC status."""
-
-
-class IdempotencyConflict(GatewayError):
-    pass
-
-
-class OrderNotFound(GatewayError):
-    pass
-
-
-class OrderNotCancellable(GatewayError):
-    pass
-
-
-class GatewayUnavailable(GatewayError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +61,7 @@ class GatewayCore:
         journal: Journal,
         quotes: QuoteBook,
         simulator: SmartFillSimulator,
+        risk: RiskEngine,
         bus: EventBus,
         settings: CoreSettings = CoreSettings(),
         on_health: Callable[[bool], None] = lambda healthy: None,
@@ -99,34 +69,38 @@ class GatewayCore:
         self._clock = clock
         self._journal = journal
         self._quotes = quotes
-        self._simulator = simulator
         self._bus = bus
         self._settings = settings
         self._on_health = on_health
-        self._state = rebuild(journal)
-        self._simulator.restore(self._state.ledger.open_orders())
-        self._last_snapshot = self._state.sequence
+        self._engine = ExecutionEngine(
+            state=rebuild(journal), clock=clock, quotes=quotes, simulator=simulator, risk=risk
+        )
+        self._last_snapshot = self._engine.state.sequence
         self._inbox: asyncio.Queue[_Command | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._accepting = False
         self._healthy = True
-        self._pending: list[JournalRecord] = []
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, tick_interval_s: float | None = None) -> None:
+        """Start the writer; with tick_interval_s, also a timer for time-driven events."""
         if self._task is None:
             self._accepting = True
             self._task = asyncio.create_task(self._run(), name="gateway-core")
+            if tick_interval_s is not None:
+                self._ticker = asyncio.create_task(self._tick_every(tick_interval_s), name="tick")
 
     async def stop(self) -> None:
         """Finish every queued command, then stop."""
         self._accepting = False
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._probe, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._task is not None:
             self._inbox.put_nowait(_STOP)
             await self._task
@@ -139,7 +113,7 @@ class GatewayCore:
 
     @property
     def head_sequence(self) -> int:
-        return self._state.sequence
+        return self._engine.state.sequence
 
     @property
     def bus(self) -> EventBus:
@@ -156,13 +130,24 @@ class GatewayCore:
         return result
 
     async def apply_quotes(self, quotes: list[Quote]) -> int:
-        result: int = await self._call("quotes", quotes)
+        result: int = await self._call("apply_quotes", quotes)
+        return result
+
+    async def tick(self) -> None:
+        await self._call("tick")
+
+    async def halt(self, strategy_code: str, actor: str, reason: str) -> HaltOutcome:
+        result: HaltOutcome = await self._call("halt", strategy_code, actor, reason)
+        return result
+
+    async def resume(self, strategy_code: str, actor: str, reason: str) -> ResumeOutcome:
+        result: ResumeOutcome = await self._call("resume", strategy_code, actor, reason)
         return result
 
     # -- reads ------------------------------------------------------------
 
     def get_order(self, order_id: str) -> Order:
-        ledger = self._state.ledger
+        ledger = self._engine.state.ledger
         if ledger.order(order_id) is None:
             raise OrderNotFound(f"order {order_id!r} not found")
         return ledger.snapshot(order_id)
@@ -174,7 +159,7 @@ class GatewayCore:
         status: OrderStatus | None = None,
         symbol: str = "",
     ) -> list[Order]:
-        ledger = self._state.ledger
+        ledger = self._engine.state.ledger
         return [
             ledger.snapshot(o.order_id)
             for o in ledger.orders()
@@ -184,7 +169,13 @@ class GatewayCore:
         ]
 
     def positions(self, strategy_code: str = "") -> list[PositionView]:
-        return self._state.ledger.positions(self._quotes.ltp, strategy_code or None)
+        return self._engine.positions(strategy_code)
+
+    def preview(self, intent: OrderIntent) -> Preview:
+        return self._engine.preview(intent)
+
+    def risk_report(self, strategy_code: str = "") -> RiskReport:
+        return self._engine.risk_report(strategy_code)
 
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
@@ -192,12 +183,16 @@ class GatewayCore:
     # -- the single writer ----------------------------------------------------
 
     async def _call(self, kind: str, *args: Any) -> Any:
+        assert kind in self._KINDS, kind
         if not self._accepting:
             raise GatewayUnavailable("gateway is shutting down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Command(kind, args, future))
         # Shielded: a caller that goes away must not cancel a command mid-batch.
         return await asyncio.shield(future)
+
+    # The engine's command names, checked once so a typo fails loudly in tests.
+    _KINDS = frozenset({"submit", "cancel", "apply_quotes", "tick", "halt", "resume"})
 
     async def _run(self) -> None:
         while True:
@@ -228,7 +223,7 @@ class GatewayCore:
                 log.exception("command %s failed", command.kind)
                 crashed = e
                 outcomes.append((command, None, e))
-        records, self._pending = self._pending, []
+        records = self._engine.take_pending()
         if crashed is not None:
             # Never journal a half-applied command: drop the batch, rebuild from disk.
             await self._reload()
@@ -270,9 +265,7 @@ class GatewayCore:
 
     async def _reload(self) -> None:
         """Memory may hold effects the disk does not: rebuild from what is durable."""
-        self._state = await asyncio.to_thread(rebuild, self._journal)
-        self._simulator.reset()
-        self._simulator.restore(self._state.ledger.open_orders())
+        self._engine.reload(await asyncio.to_thread(rebuild, self._journal))
 
     async def _probe_until_writable(self) -> None:
         while not self._healthy and self._accepting:
@@ -291,10 +284,11 @@ class GatewayCore:
             self._on_health(healthy)
 
     async def _maybe_snapshot(self) -> None:
-        if self._state.sequence - self._last_snapshot < self._settings.snapshot_every:
+        state = self._engine.state
+        if state.sequence - self._last_snapshot < self._settings.snapshot_every:
             return
-        sequence = self._state.sequence
-        body = state_to_json(self._state)
+        sequence = state.sequence
+        body = state_to_json(state)
         try:
             await asyncio.to_thread(self._journal.write_snapshot, sequence, body)
         except Exception as e:
@@ -305,75 +299,13 @@ class GatewayCore:
         self._last_snapshot = sequence
 
     def _execute(self, command: _Command) -> Any:
-        if command.kind == "submit":
-            return self._submit(*command.args)
-        if command.kind == "cancel":
-            return self._cancel(*command.args)
-        if command.kind == "quotes":
-            return self._quotes_in(*command.args)
-        raise AssertionError(f"unknown command {command.kind}")
+        handler = getattr(self._engine, command.kind)
+        return handler(*command.args)
 
-    def _emit(self, event: Event) -> None:
-        state: GatewayState = self._state
-        state.ledger.apply(event)
-        state.sequence += 1
-        after = state.ledger.snapshot(event_order_id(event))
-        self._pending.append(JournalRecord(state.sequence, self._clock.now(), event, after))
-
-    def _submit(self, intent: OrderIntent, client_order_id: str) -> Order:
-        ledger = self._state.ledger
-        if client_order_id:
-            existing = ledger.order_for_client_id(client_order_id)
-            if existing is not None:
-                if existing.intent.fingerprint() != intent.fingerprint():
-                    raise IdempotencyConflict(
-                        f"client_order_id {client_order_id!r} was already used for a different "
-                        f"order ({existing.order_id}); use a new id for a new order"
-                    )
-                return ledger.snapshot(existing.order_id)
-        order_id = self._state.ids.order_id()
-        client_order_id = client_order_id or f"auto-{order_id}"
-        now = self._clock.now()
-        quote = self._quotes.get(intent.symbol)
-        if quote is None:
-            self._emit(
-                OrderRejected(
-                    order_id,
-                    client_order_id,
-                    intent,
-                    now,
-                    RejectReason.NO_MARKET_DATA,
-                    f"no quote for {intent.symbol}; the venue cannot price the order",
-                )
-            )
-            return ledger.snapshot(order_id)
-        self._emit(OrderAccepted(order_id, client_order_id, intent, now))
-        order = ledger.order(order_id)
-        assert order is not None
-        for event in self._simulator.on_new_order(order, quote, now, self._state.ids.fill_id):
-            self._emit(event)
-        return ledger.snapshot(order_id)
-
-    def _cancel(self, order_id: str) -> Order:
-        ledger = self._state.ledger
-        order = ledger.order(order_id)
-        if order is None:
-            raise OrderNotFound(f"order {order_id!r} not found")
-        if not order.status.is_open:
-            raise OrderNotCancellable(
-                f"order {order_id} is {order.status.value} and can no longer be cancelled"
-            )
-        self._simulator.cancel(order_id, order.intent.symbol)
-        self._emit(OrderCancelled(order_id, self._clock.now(), "cancelled by client"))
-        return ledger.snapshot(order_id)
-
-    def _quotes_in(self, quotes: Iterable[Quote]) -> int:
-        count = 0
-        for quote in quotes:
-            self._quotes.update(quote)
-            count += 1
-            for event in self._simulator.on_quote(
-                quote, self._clock.now(), self._state.ids.fill_id
-            ):
-                self._emit(event)
-        return count
+    async def _tick_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.tick()
+            except GatewayError as e:
+                log.warning("tick failed: %s", e)

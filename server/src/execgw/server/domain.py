@@ -52,6 +52,18 @@ class OrderStatus(enum.Enum):
         return self in (OrderStatus.PLACED, OrderStatus.PARTIAL)
 
 
+class TradingState(enum.Enum):
+    """NautilusTrader's trading states, ordered by how much they allow."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+    @property
+    def severity(self) -> int:
+        return {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}[self.value]
+
+
 class RejectReason(enum.Enum):
     NO_MARKET_DATA = "NO_MARKET_DATA"
     HALTED = "HALTED"

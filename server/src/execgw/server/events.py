@@ -7,11 +7,11 @@ them rebuilds the state exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from execgw.server.domain import Fill, OrderIntent, Quote, RejectReason
+from execgw.server.domain import Fill, OrderIntent, Quote, RejectReason, TradingState
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +58,51 @@ class OrderCancelled:
     message: str
 
 
-Event = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled
+@dataclass(frozen=True, slots=True)
+class BreakerTripped:
+    """A breaker latched; it stays tripped until the day rolls over or an operator resumes."""
+
+    breaker: str
+    strategy_code: str  # empty for the account scope
+    state: TradingState
+    reason: RejectReason
+    message: str
+    timestamp: datetime
 
 
-def event_order_id(event: Event) -> str:
+@dataclass(frozen=True, slots=True)
+class TradingHalted:
+    strategy_code: str  # empty for the account scope
+    actor: str
+    reason: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TradingResumed:
+    strategy_code: str  # empty for the account scope
+    actor: str
+    reason: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DayRolledOver:
+    trading_day: date
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MisSquareOffStarted:
+    trading_day: date
+    timestamp: datetime
+
+
+OrderEvent = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled
+RiskEvent = BreakerTripped | TradingHalted | TradingResumed | DayRolledOver | MisSquareOffStarted
+Event = OrderEvent | RiskEvent
+ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderTriggered, OrderFilled, OrderCancelled)
+
+
+def event_order_id(event: OrderEvent) -> str:
     return event.fill.order_id if isinstance(event, OrderFilled) else event.order_id

@@ -36,12 +36,13 @@ class JournalWriteFailed(JournalError):
 
 @dataclass(frozen=True, slots=True)
 class JournalRecord:
-    """One event with the order as that event left it (the after-image)."""
+    """One event with the order as that event left it (the after-image); risk events
+    have no order."""
 
     sequence: int
     timestamp: datetime
     event: Event
-    order: Order
+    order: Order | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class StoredRow:
         try:
             data = codec.json_loads(self.body)
             event = codec.event_from_json(self.kind, data["event"])
-            order = codec.order_from_json(data["order"])
+            order = None if data["order"] is None else codec.order_from_json(data["order"])
             return JournalRecord(
                 self.sequence, datetime.fromisoformat(self.timestamp), event, order
             )
@@ -72,7 +73,10 @@ def chain_hash(sequence: int, kind: str, timestamp: str, body: str, prev_hash: s
 
 def encode(record: JournalRecord) -> tuple[str, str, str]:
     body = codec.dumps(
-        {"event": codec.event_to_json(record.event), "order": codec.order_to_json(record.order)}
+        {
+            "event": codec.event_to_json(record.event),
+            "order": None if record.order is None else codec.order_to_json(record.order),
+        }
     )
     return codec.event_kind(record.event), record.timestamp.isoformat(), body
 
@@ -91,7 +95,9 @@ class Journal:
         uri = f"file:{path}?mode={'ro' if read_only else 'rwc'}"
         try:
             # The writer is used from one worker thread at a time, never concurrently.
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False, timeout=1.0
+            )
             if not read_only:
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if mode != "wal":

@@ -35,6 +35,17 @@ class LedgerError(RuntimeError):
     """An event that cannot apply to the current state: a bug or a corrupt journal."""
 
 
+@dataclass(frozen=True, slots=True)
+class FillOutcome:
+    """What a fill did to its position, for the risk engine."""
+
+    key: PositionKey
+    realized: Decimal
+    # Set when the fill closed the position (to flat or through it): the PnL of that
+    # round trip, from the fill that opened it to this one.
+    round_trip_pnl: Decimal | None
+
+
 @dataclass(slots=True)
 class PositionState:
     net_qty: int = 0
@@ -42,6 +53,8 @@ class PositionState:
     realized_pnl: Decimal = ZERO
     buy_qty: int = 0
     sell_qty: int = 0
+    # Realized PnL since the position was last opened from flat.
+    trip_pnl: Decimal = ZERO
 
     @property
     def avg_price(self) -> Decimal:
@@ -52,8 +65,8 @@ class PositionState:
             return ZERO
         return ltp * self.net_qty - self.open_cost
 
-    def apply(self, signed_qty: int, price: Decimal) -> Decimal:
-        """Apply a fill; returns the PnL it realized."""
+    def apply(self, signed_qty: int, price: Decimal) -> tuple[Decimal, Decimal | None]:
+        """Apply a fill; returns the PnL it realized and, if it closed one, the round trip's."""
         if signed_qty > 0:
             self.buy_qty += signed_qty
         else:
@@ -61,7 +74,7 @@ class PositionState:
         if self.net_qty == 0 or (self.net_qty > 0) == (signed_qty > 0):
             self.net_qty += signed_qty
             self.open_cost += price * signed_qty
-            return ZERO
+            return ZERO, None
         closing = min(abs(signed_qty), abs(self.net_qty))
         direction = 1 if self.net_qty > 0 else -1
         if closing == abs(self.net_qty):
@@ -72,11 +85,15 @@ class PositionState:
         self.realized_pnl += realized
         self.net_qty -= closing * direction
         self.open_cost -= removed_cost
+        self.trip_pnl += realized
+        round_trip: Decimal | None = None
+        if self.net_qty == 0:
+            round_trip, self.trip_pnl = self.trip_pnl, ZERO
         opening = abs(signed_qty) - closing
         if opening:
             self.net_qty = -direction * opening
             self.open_cost = price * self.net_qty
-        return realized
+        return realized, round_trip
 
 
 class Ledger:
@@ -85,12 +102,13 @@ class Ledger:
         self._by_client_id: dict[str, str] = {}
         self._positions: dict[PositionKey, PositionState] = {}
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event) -> FillOutcome | None:
+        """Fold one event in; events that are not about orders leave the ledger alone."""
         match event:
             case OrderAccepted() | OrderRejected():
                 self._open(event)
             case OrderFilled(fill=fill):
-                self._fill(fill)
+                return self._fill(fill)
             case OrderTriggered(order_id=order_id, timestamp=ts):
                 order = self._require(order_id)
                 order.triggered = True
@@ -102,6 +120,7 @@ class Ledger:
                 order.status = OrderStatus.CANCELLED
                 order.message = message
                 order.updated_at = ts
+        return None
 
     def order(self, order_id: str) -> Order | None:
         return self._orders.get(order_id)
@@ -118,6 +137,9 @@ class Ledger:
 
     def position(self, key: PositionKey) -> PositionState | None:
         return self._positions.get(key)
+
+    def position_items(self) -> list[tuple[PositionKey, PositionState]]:
+        return list(self._positions.items())
 
     def positions(
         self, mark: Callable[[str], Decimal | None], strategy_code: str | None = None
@@ -187,7 +209,7 @@ class Ledger:
         if event.client_order_id:
             self._by_client_id[event.client_order_id] = event.order_id
 
-    def _fill(self, fill: Fill) -> None:
+    def _fill(self, fill: Fill) -> FillOutcome:
         order = self._require(fill.order_id)
         if not order.status.is_open or fill.qty > order.remaining_qty:
             raise LedgerError(
@@ -200,7 +222,8 @@ class Ledger:
         order.updated_at = fill.timestamp
         key = (fill.strategy_code, fill.symbol, fill.product)
         state = self._positions.setdefault(key, PositionState())
-        state.apply(fill.side.sign * fill.qty, fill.price)
+        realized, round_trip = state.apply(fill.side.sign * fill.qty, fill.price)
+        return FillOutcome(key, realized, round_trip)
 
     def _require(self, order_id: str) -> Order:
         order = self._orders.get(order_id)

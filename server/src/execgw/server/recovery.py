@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from execgw.server import codec
-from execgw.server.domain import Product
+from execgw.server.domain import Product, RejectReason, TradingState
 from execgw.server.events import Event, OrderAccepted, OrderFilled, OrderRejected
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
 from execgw.server.ledger import Ledger, LedgerError, PositionState
+from execgw.server.risk import RiskBook, Trip
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,71 @@ class IdSource:
 @dataclass(slots=True)
 class GatewayState:
     ledger: Ledger
+    risk: RiskBook
     ids: IdSource
     sequence: int
     head_hash: str
+    # Events replayed after the snapshot at the last rebuild (start-up cost).
+    replayed: int = 0
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into every part of the state; the one path for live and replay."""
+        outcome = self.ledger.apply(event)
+        self.risk.apply(event, outcome)
+        self.ids.observe(event)
+
+
+def _risk_to_json(book: RiskBook) -> dict[str, object]:
+    return {
+        "day": None if book.day is None else book.day.isoformat(),
+        "trades_total": book.trades_total,
+        "trades_by_strategy": book.trades_by_strategy,
+        "realized_total": str(book.realized_total),
+        "realized_by_strategy": {k: str(v) for k, v in book.realized_by_strategy.items()},
+        "loss_streak": book.loss_streak,
+        "trips": [
+            {
+                "breaker": t.breaker,
+                "strategy_code": t.strategy_code,
+                "state": t.state.value,
+                "reason": t.reason.value,
+                "message": t.message,
+                "at": t.at.isoformat(),
+            }
+            for t in book.trips.values()
+        ],
+        "squared_off_day": None
+        if book.squared_off_day is None
+        else book.squared_off_day.isoformat(),
+        "peak_equity": None if book.peak_equity is None else str(book.peak_equity),
+    }
+
+
+def _risk_from_json(d: dict[str, Any]) -> RiskBook:
+    trips = [
+        Trip(
+            t["breaker"],
+            t["strategy_code"],
+            TradingState(t["state"]),
+            RejectReason(t["reason"]),
+            t["message"],
+            datetime.fromisoformat(t["at"]),
+        )
+        for t in d["trips"]
+    ]
+    return RiskBook(
+        day=None if d["day"] is None else date.fromisoformat(d["day"]),
+        trades_total=int(d["trades_total"]),
+        trades_by_strategy={k: int(v) for k, v in d["trades_by_strategy"].items()},
+        realized_total=Decimal(d["realized_total"]),
+        realized_by_strategy={k: Decimal(v) for k, v in d["realized_by_strategy"].items()},
+        loss_streak={k: int(v) for k, v in d["loss_streak"].items()},
+        trips={(t.breaker, t.strategy_code): t for t in trips},
+        squared_off_day=(
+            None if d["squared_off_day"] is None else date.fromisoformat(d["squared_off_day"])
+        ),
+        peak_equity=None if d["peak_equity"] is None else Decimal(d["peak_equity"]),
+    )
 
 
 def state_to_json(state: GatewayState) -> str:
@@ -57,6 +122,7 @@ def state_to_json(state: GatewayState) -> str:
         {
             "sequence": state.sequence,
             "ids": {"next_order": state.ids.next_order, "next_fill": state.ids.next_fill},
+            "risk": _risk_to_json(state.risk),
             "orders": [codec.order_to_json(o) for o in orders],
             "positions": [
                 {
@@ -68,6 +134,7 @@ def state_to_json(state: GatewayState) -> str:
                     "realized_pnl": str(p.realized_pnl),
                     "buy_qty": p.buy_qty,
                     "sell_qty": p.sell_qty,
+                    "trip_pnl": str(p.trip_pnl),
                 }
                 for key, p in positions
             ],
@@ -75,7 +142,7 @@ def state_to_json(state: GatewayState) -> str:
     )
 
 
-def _state_from_json(body: str) -> tuple[int, Ledger, IdSource]:
+def _state_from_json(body: str) -> tuple[int, Ledger, RiskBook, IdSource]:
     data = codec.json_loads(body)
     orders = [codec.order_from_json(o) for o in data["orders"]]
     positions = [
@@ -87,42 +154,46 @@ def _state_from_json(body: str) -> tuple[int, Ledger, IdSource]:
                 realized_pnl=Decimal(p["realized_pnl"]),
                 buy_qty=int(p["buy_qty"]),
                 sell_qty=int(p["sell_qty"]),
+                trip_pnl=Decimal(p["trip_pnl"]),
             ),
         )
         for p in data["positions"]
     ]
     ids = IdSource(int(data["ids"]["next_order"]), int(data["ids"]["next_fill"]))
-    return int(data["sequence"]), Ledger.restore(orders, positions), ids
+    risk = _risk_from_json(data["risk"])
+    return int(data["sequence"]), Ledger.restore(orders, positions), risk, ids
 
 
 def rebuild(journal: Journal) -> GatewayState:
     snapshot = journal.latest_snapshot()
     if snapshot is None:
-        sequence, ledger, ids, prev_hash = 0, Ledger(), IdSource(), GENESIS_HASH
+        sequence, ledger, risk, ids = 0, Ledger(), RiskBook(), IdSource()
+        prev_hash = GENESIS_HASH
     else:
         try:
-            sequence, ledger, ids = _state_from_json(snapshot.body)
+            sequence, ledger, risk, ids = _state_from_json(snapshot.body)
         except (codec.CodecError, KeyError, TypeError, ValueError, ArithmeticError) as e:
             raise JournalCorrupt(f"snapshot at {snapshot.sequence} cannot be decoded: {e}") from e
         anchor = journal.row(sequence)
         if anchor is None:
             raise JournalCorrupt(f"snapshot at {sequence} has no matching journal row")
         prev_hash = anchor.hash
+    state = GatewayState(ledger=ledger, risk=risk, ids=ids, sequence=sequence, head_hash=prev_hash)
     replayed = 0
     for row in journal.rows(after=sequence):
-        check_link(row, sequence + 1, prev_hash)
+        check_link(row, state.sequence + 1, state.head_hash)
         record = row.decode()
         try:
-            ledger.apply(record.event)
+            state.apply(record.event)
         except LedgerError as e:
             raise JournalCorrupt(f"journal row {row.sequence} does not apply: {e}") from e
-        ids.observe(record.event)
-        sequence, prev_hash = row.sequence, row.hash
+        state.sequence, state.head_hash = row.sequence, row.hash
         replayed += 1
     log.info(
         "recovered state at sequence %d (snapshot %s, %d events replayed)",
-        sequence,
+        state.sequence,
         "none" if snapshot is None else snapshot.sequence,
         replayed,
     )
-    return GatewayState(ledger=ledger, ids=ids, sequence=sequence, head_hash=prev_hash)
+    state.replayed = replayed
+    return state

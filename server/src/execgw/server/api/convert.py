@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,8 +10,17 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from execgw.server import domain
 from execgw.server.bus import BusEvent
+from execgw.server.events import (
+    BreakerTripped,
+    DayRolledOver,
+    Event,
+    MisSquareOffStarted,
+    TradingHalted,
+    TradingResumed,
+)
+from execgw.server.risk import RiskReport
 from execgw.server.validation import RawIntent
-from execgw.v1 import market_data_pb2, orders_pb2
+from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 _SIDE = {orders_pb2.SIDE_BUY: domain.Side.BUY, orders_pb2.SIDE_SELL: domain.Side.SELL}
 _ORDER_TYPE = {
@@ -90,11 +99,7 @@ def result(order: domain.Order) -> orders_pb2.ExecutionResult:
         qty=intent.qty,
         filled_qty=order.filled_qty,
         message=order.message,
-        reject_reason=(
-            orders_pb2.RejectReason.Value("REJECT_REASON_" + order.reject_reason.value)
-            if order.reject_reason is not None
-            else orders_pb2.REJECT_REASON_UNSPECIFIED
-        ),
+        reject_reason=reject_reason(order.reject_reason),
         raw=_struct(order.raw),
         timestamp=timestamp(order.updated_at),
         created_at=timestamp(order.created_at),
@@ -154,13 +159,66 @@ def _plain(value: Decimal) -> str:
     return f"{value:f}"
 
 
-def event(e: BusEvent) -> orders_pb2.ExecutionEvent:
+def event(e: BusEvent, trading_day: date | None = None) -> orders_pb2.ExecutionEvent:
     msg = orders_pb2.ExecutionEvent(sequence=e.sequence, timestamp=timestamp(e.timestamp))
-    if e.fill is not None:
+    if e.order is None:
+        msg.risk_event.CopyFrom(risk_event(e.event, trading_day))
+    elif e.fill is not None:
         msg.fill.CopyFrom(fill(e.fill))
         msg.order.CopyFrom(result(e.order))
     else:
         msg.order_update.CopyFrom(result(e.order))
+    return msg
+
+
+_RISK_KINDS = {
+    "BreakerTripped": orders_pb2.RISK_EVENT_KIND_BREAKER_TRIPPED,
+    "TradingHalted": orders_pb2.RISK_EVENT_KIND_HALTED,
+    "TradingResumed": orders_pb2.RISK_EVENT_KIND_RESUMED,
+    "DayRolledOver": orders_pb2.RISK_EVENT_KIND_DAY_ROLLED_OVER,
+    "MisSquareOffStarted": orders_pb2.RISK_EVENT_KIND_MIS_SQUARE_OFF,
+}
+
+
+def trading_state(state: domain.TradingState) -> orders_pb2.TradingState.ValueType:
+    return orders_pb2.TradingState.Value("TRADING_STATE_" + state.value)
+
+
+def reject_reason(reason: domain.RejectReason | None) -> orders_pb2.RejectReason.ValueType:
+    if reason is None:
+        return orders_pb2.REJECT_REASON_UNSPECIFIED
+    return orders_pb2.RejectReason.Value("REJECT_REASON_" + reason.value)
+
+
+def risk_event(event: Event, trading_day: date | None) -> orders_pb2.RiskEvent:
+    msg = orders_pb2.RiskEvent(kind=_RISK_KINDS[type(event).__name__], actor="gateway")
+    match event:
+        case BreakerTripped():
+            msg.breaker = event.breaker
+            msg.strategy_code = event.strategy_code
+            msg.state = trading_state(event.state)
+            msg.reason = reject_reason(event.reason)
+            msg.message = event.message
+        case TradingHalted() | TradingResumed():
+            halted = isinstance(event, TradingHalted)
+            msg.breaker = "kill_switch"
+            msg.strategy_code = event.strategy_code
+            msg.actor = event.actor
+            msg.message = event.reason
+            msg.state = trading_state(
+                domain.TradingState.HALTED if halted else domain.TradingState.ACTIVE
+            )
+            if halted:
+                msg.reason = reject_reason(
+                    domain.RejectReason.STRATEGY_HALTED
+                    if event.strategy_code
+                    else domain.RejectReason.HALTED
+                )
+        case DayRolledOver() | MisSquareOffStarted():
+            msg.trading_day = event.trading_day.isoformat()
+            msg.state = trading_state(domain.TradingState.ACTIVE)
+    if not msg.trading_day and trading_day is not None:
+        msg.trading_day = trading_day.isoformat()
     return msg
 
 
@@ -189,3 +247,42 @@ def quote_out(q: domain.Quote) -> market_data_pb2.Quote:
         volume=q.volume,
         timestamp=timestamp(q.timestamp),
     )
+
+
+def _money(value: Decimal) -> float:
+    return float(value)
+
+
+def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
+    msg = gateway_pb2.GetRiskStateResponse(
+        state=trading_state(report.state),
+        trading_day="" if report.trading_day is None else report.trading_day.isoformat(),
+        realized_pnl=_money(report.realized_pnl),
+        unrealized_pnl=_money(report.unrealized_pnl),
+        equity=_money(report.equity),
+        peak_equity=_money(report.peak_equity),
+        drawdown_pct=float(report.drawdown_pct),
+        trades_today=report.trades_today,
+        mis_entries_closed=report.mis_entries_closed,
+    )
+    for b in report.breakers:
+        status = msg.breakers.add(
+            name=b.name,
+            strategy_code=b.strategy_code,
+            tripped=b.trip is not None,
+            trips_to=trading_state(b.trips_to),
+            value=float(b.value),
+            limit=float(b.limit),
+        )
+        if b.trip is not None:
+            status.tripped_at.CopyFrom(timestamp(b.trip.at))
+            status.message = b.trip.message
+    for st in report.strategies:
+        msg.strategies.add(
+            strategy_code=st.strategy_code,
+            state=trading_state(st.state),
+            trades_today=st.trades_today,
+            loss_streak=st.loss_streak,
+            realized_pnl=_money(st.realized_pnl),
+        )
+    return msg

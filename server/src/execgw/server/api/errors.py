@@ -9,7 +9,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from execgw.server.core import (
+from execgw.server.errors import (
     GatewayError,
     GatewayUnavailable,
     IdempotencyConflict,

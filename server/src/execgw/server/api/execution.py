@@ -90,8 +90,14 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         strategies = frozenset(request.strategy_codes)
         symbols = frozenset(request.symbols)
         include_updates = request.include_order_updates
+        include_risk = request.include_risk_events
 
         def wanted(event: BusEvent) -> bool:
+            if event.order is None:
+                # Account-wide risk events concern every strategy.
+                return include_risk and (
+                    not strategies or not event.strategy_code or event.strategy_code in strategies
+                )
             if event.fill is None and not include_updates:
                 return False
             if strategies and event.strategy_code not in strategies:
@@ -104,9 +110,65 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
                 event = await subscription.next()
                 if event is None:
                     return
-                yield gateway_pb2.StreamFillsResponse(event=convert.event(event))
+                yield gateway_pb2.StreamFillsResponse(
+                    event=convert.event(event, self._core.risk_report().trading_day)
+                )
         finally:
             subscription.unsubscribe()
+
+    @unary
+    async def GetRiskState(  # noqa: N802
+        self, request: gateway_pb2.GetRiskStateRequest, context: Context
+    ) -> gateway_pb2.GetRiskStateResponse:
+        return convert.risk_state(self._core.risk_report(request.strategy_code))
+
+    @unary
+    async def HaltTrading(  # noqa: N802
+        self, request: gateway_pb2.HaltTradingRequest, context: Context
+    ) -> gateway_pb2.HaltTradingResponse:
+        actor = request.actor or context.peer()
+        reason = request.reason or "no reason given"
+        with tracer.start_as_current_span("execgw.HaltTrading") as span:
+            span.set_attribute("execgw.actor", actor)
+            span.set_attribute("execgw.strategy_code", request.strategy_code)
+            outcome = await self._core.halt(request.strategy_code, actor, reason)
+        return gateway_pb2.HaltTradingResponse(
+            state=convert.trading_state(outcome.state),
+            cancelled_orders=outcome.cancelled_orders,
+        )
+
+    @unary
+    async def ResumeTrading(  # noqa: N802
+        self, request: gateway_pb2.ResumeTradingRequest, context: Context
+    ) -> gateway_pb2.ResumeTradingResponse:
+        actor = request.actor or context.peer()
+        reason = request.reason or "no reason given"
+        with tracer.start_as_current_span("execgw.ResumeTrading") as span:
+            span.set_attribute("execgw.actor", actor)
+            span.set_attribute("execgw.strategy_code", request.strategy_code)
+            outcome = await self._core.resume(request.strategy_code, actor, reason)
+        return gateway_pb2.ResumeTradingResponse(
+            state=convert.trading_state(outcome.state), still_tripped=outcome.still_tripped
+        )
+
+    @unary
+    async def PreviewOrder(  # noqa: N802
+        self, request: gateway_pb2.PreviewOrderRequest, context: Context
+    ) -> gateway_pb2.PreviewOrderResponse:
+        if not request.HasField("intent"):
+            raise InvalidRequest("intent", "is required")
+        intent = validate_intent(convert.raw_intent(request.intent), self._instruments)
+        preview = self._core.preview(intent)
+        failed = preview.first_failure
+        return gateway_pb2.PreviewOrderResponse(
+            accepted=failed is None,
+            reject_reason=convert.reject_reason(None if failed is None else failed.reason),
+            message="" if failed is None else failed.message,
+            checks=[
+                gateway_pb2.CheckResult(name=c.name, passed=c.passed, message=c.message)
+                for c in preview.checks
+            ],
+        )
 
 
 def _require_order_id(order_id: str) -> None:

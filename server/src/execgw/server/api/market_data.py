@@ -10,7 +10,8 @@ import grpc
 from execgw.server.api import convert
 from execgw.server.api.errors import unary
 from execgw.server.clock import Clock
-from execgw.server.core import GatewayCore, OrderNotFound
+from execgw.server.core import GatewayCore
+from execgw.server.errors import OrderNotFound
 from execgw.server.validation import InvalidRequest, validate_quote
 from execgw.v1 import market_data_pb2, market_data_pb2_grpc
 

@@ -1,0 +1,334 @@
+"""The execution engine: what each command does to state.
+
+Plain synchronous code with no I/O: the core's single writer calls it one command at
+a time, then makes the records it produced durable. Every state change goes through
+`_emit`, which folds the event into the state (the same fold recovery replays) and
+queues the journal record with the order as the event left it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from execgw.server.clock import Clock
+from execgw.server.domain import (
+    Order,
+    OrderIntent,
+    OrderType,
+    PositionView,
+    Product,
+    Quote,
+    RejectReason,
+    Side,
+    TradingState,
+    Validity,
+)
+from execgw.server.errors import IdempotencyConflict, OrderNotCancellable, OrderNotFound
+from execgw.server.events import (
+    ORDER_EVENTS,
+    Event,
+    MisSquareOffStarted,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    TradingHalted,
+    TradingResumed,
+    event_order_id,
+)
+from execgw.server.journal import JournalRecord
+from execgw.server.quotes import QuoteBook
+from execgw.server.recovery import GatewayState
+from execgw.server.risk import ACCOUNT, Check, RiskEngine, RiskReport, reduces
+from execgw.server.simulator import SmartFillSimulator
+
+log = logging.getLogger(__name__)
+
+SQUARE_OFF_TAG = "MIS_SQUAREOFF"
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class HaltOutcome:
+    state: TradingState
+    cancelled_orders: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeOutcome:
+    state: TradingState
+    still_tripped: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    checks: list[Check]
+
+    @property
+    def first_failure(self) -> Check | None:
+        return next((c for c in self.checks if not c.passed), None)
+
+
+class ExecutionEngine:
+    def __init__(
+        self,
+        *,
+        state: GatewayState,
+        clock: Clock,
+        quotes: QuoteBook,
+        simulator: SmartFillSimulator,
+        risk: RiskEngine,
+    ) -> None:
+        self._clock = clock
+        self._quotes = quotes
+        self._simulator = simulator
+        self._risk = risk
+        self._pending: list[JournalRecord] = []
+        self.state = state
+        self.reload(state)
+
+    def reload(self, state: GatewayState) -> None:
+        """Adopt state rebuilt from the journal, dropping anything not yet durable."""
+        self.state = state
+        self._risk.book = state.risk
+        self._pending.clear()
+        self._simulator.reset()
+        self._simulator.restore(state.ledger.open_orders())
+
+    def take_pending(self) -> list[JournalRecord]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    # -- commands ---------------------------------------------------------
+
+    def submit(self, intent: OrderIntent, client_order_id: str) -> Order:
+        ledger = self.state.ledger
+        if client_order_id:
+            existing = ledger.order_for_client_id(client_order_id)
+            if existing is not None:
+                if existing.intent.fingerprint() != intent.fingerprint():
+                    raise IdempotencyConflict(
+                        f"client_order_id {client_order_id!r} was already used for a different "
+                        f"order ({existing.order_id}); use a new id for a new order"
+                    )
+                return ledger.snapshot(existing.order_id)
+        now = self._advance_time()
+        order_id = self._place(intent, client_order_id, now, checked=True)
+        self._after_change(now)
+        return ledger.snapshot(order_id)
+
+    def cancel(self, order_id: str) -> Order:
+        ledger = self.state.ledger
+        order = ledger.order(order_id)
+        if order is None:
+            raise OrderNotFound(f"order {order_id!r} not found")
+        if not order.status.is_open:
+            raise OrderNotCancellable(
+                f"order {order_id} is {order.status.value} and can no longer be cancelled"
+            )
+        now = self._advance_time()
+        self._cancel_resting(order, now, "cancelled by client")
+        return ledger.snapshot(order_id)
+
+    def apply_quotes(self, quotes: list[Quote]) -> int:
+        now = self._advance_time()
+        for quote in quotes:
+            self._quotes.update(quote)
+            for event in self._simulator.on_quote(quote, now, self.state.ids.fill_id):
+                self._emit(event, now)
+        self._after_change(now)
+        return len(quotes)
+
+    def tick(self) -> None:
+        """Time passing: day rollover, MIS square-off, breakers on moved marks."""
+        now = self._advance_time()
+        self._after_change(now)
+
+    def halt(self, strategy_code: str, actor: str, reason: str) -> HaltOutcome:
+        now = self._advance_time()
+        self._emit(TradingHalted(strategy_code, actor, reason, now), now)
+        cancelled = self._cancel_scope(strategy_code, now, f"cancelled by halt: {reason}")
+        return HaltOutcome(self._risk.book.state(strategy_code), cancelled)
+
+    def resume(self, strategy_code: str, actor: str, reason: str) -> ResumeOutcome:
+        now = self._advance_time()
+        self._emit(TradingResumed(strategy_code, actor, reason, now), now)
+        self._after_change(now)
+        still = sorted(
+            breaker for (breaker, code) in self._risk.book.trips if code == strategy_code
+        )
+        return ResumeOutcome(self._risk.book.state(strategy_code), still)
+
+    # -- reads ------------------------------------------------------------
+
+    def preview(self, intent: OrderIntent) -> Preview:
+        now = self._clock.now()
+        checks = self._risk.check(
+            intent,
+            ltp=self._quotes.ltp(intent.symbol),
+            position_qty=self._position_qty(intent),
+            now=now,
+            consume=False,
+        )
+        if self._quotes.get(intent.symbol) is None:
+            checks.append(
+                Check(
+                    "market_data",
+                    False,
+                    f"no quote for {intent.symbol}; the venue cannot price the order",
+                    RejectReason.NO_MARKET_DATA,
+                )
+            )
+        else:
+            checks.append(Check("market_data", True))
+        return Preview(checks)
+
+    def risk_report(self, strategy_code: str = "") -> RiskReport:
+        return self._risk.report(self._clock.now(), self._unrealized(), strategy_code)
+
+    def positions(self, strategy_code: str = "") -> list[PositionView]:
+        return self.state.ledger.positions(self._quotes.ltp, strategy_code or None)
+
+    # -- the order path -----------------------------------------------------
+
+    def _place(
+        self, intent: OrderIntent, client_order_id: str, now: datetime, *, checked: bool
+    ) -> str:
+        """Risk, then the venue. Returns the new order's id, accepted or rejected."""
+        order_id = self.state.ids.order_id()
+        client_order_id = client_order_id or f"auto-{order_id}"
+        quote = self._quotes.get(intent.symbol)
+        if checked:
+            checks = self._risk.check(
+                intent,
+                ltp=None if quote is None else quote.ltp,
+                position_qty=self._position_qty(intent),
+                now=now,
+                consume=True,
+            )
+            failed = next((c for c in checks if not c.passed), None)
+            if failed is not None:
+                assert failed.reason is not None
+                self._emit(
+                    OrderRejected(
+                        order_id, client_order_id, intent, now, failed.reason, failed.message
+                    ),
+                    now,
+                )
+                return order_id
+        if quote is None:
+            self._emit(
+                OrderRejected(
+                    order_id,
+                    client_order_id,
+                    intent,
+                    now,
+                    RejectReason.NO_MARKET_DATA,
+                    f"no quote for {intent.symbol}; the venue cannot price the order",
+                ),
+                now,
+            )
+            return order_id
+        self._emit(OrderAccepted(order_id, client_order_id, intent, now), now)
+        order = self.state.ledger.order(order_id)
+        assert order is not None
+        for event in self._simulator.on_new_order(order, quote, now, self.state.ids.fill_id):
+            self._emit(event, now)
+        return order_id
+
+    def _emit(self, event: Event, now: datetime) -> None:
+        state = self.state
+        state.apply(event)
+        state.sequence += 1
+        after = (
+            state.ledger.snapshot(event_order_id(event))
+            if isinstance(event, ORDER_EVENTS)
+            else None
+        )
+        self._pending.append(JournalRecord(state.sequence, now, event, after))
+
+    def _advance_time(self) -> datetime:
+        now = self._clock.now()
+        for event in self._risk.due(now):
+            self._emit(event, now)
+            if isinstance(event, MisSquareOffStarted):
+                self._cancel_where(
+                    lambda o: o.intent.product is Product.MIS, now, "cancelled at MIS square-off"
+                )
+        if self._risk.calendar.mis_closed(now) and self._risk.book.squared_off_day is not None:
+            self._flatten_mis(now)
+        return now
+
+    def _after_change(self, now: datetime) -> None:
+        """Trip any breaker whose condition now holds, and enforce what it trips to."""
+        for event in self._risk.evaluate(now, self._unrealized()):
+            self._emit(event, now)
+            why = f"cancelled: {event.message}"
+            if event.state is TradingState.HALTED:
+                self._cancel_scope(event.strategy_code, now, why)
+            else:
+                self._cancel_where(self._adds_exposure_in(event.strategy_code), now, why)
+
+    def _adds_exposure_in(self, strategy_code: str) -> Callable[[Order], bool]:
+        def adds_exposure(order: Order) -> bool:
+            return _in_scope(order, strategy_code) and not reduces(
+                order.intent, self._position_qty(order.intent)
+            )
+
+        return adds_exposure
+
+    def _flatten_mis(self, now: datetime) -> None:
+        ledger = self.state.ledger
+        working = {
+            (o.intent.strategy_code, o.intent.symbol)
+            for o in ledger.open_orders()
+            if o.intent.tag == SQUARE_OFF_TAG
+        }
+        for (code, symbol, product), position in ledger.position_items():
+            if product is not Product.MIS or position.net_qty == 0 or (code, symbol) in working:
+                continue
+            if self._quotes.get(symbol) is None:
+                continue  # retried on a later tick, once there is a price to flatten at
+            intent = OrderIntent(
+                symbol=symbol,
+                strategy_code=code,
+                side=Side.SELL if position.net_qty > 0 else Side.BUY,
+                qty=abs(position.net_qty),
+                order_type=OrderType.MARKET,
+                product=Product.MIS,
+                validity=Validity.DAY,
+                tag=SQUARE_OFF_TAG,
+                reason=f"MIS square-off at {self._risk.calendar.square_off:%H:%M}",
+            )
+            order_id = self._place(intent, "", now, checked=False)
+            log.info("MIS square-off %s %s %s: order %s", code, symbol, intent.qty, order_id)
+
+    def _cancel_scope(self, strategy_code: str, now: datetime, message: str) -> int:
+        return self._cancel_where(lambda o: _in_scope(o, strategy_code), now, message)
+
+    def _cancel_where(self, wanted: Callable[[Order], bool], now: datetime, message: str) -> int:
+        doomed = [o for o in self.state.ledger.open_orders() if wanted(o)]
+        for order in doomed:
+            self._cancel_resting(order, now, message)
+        return len(doomed)
+
+    def _cancel_resting(self, order: Order, now: datetime, message: str) -> None:
+        self._simulator.cancel(order.order_id, order.intent.symbol)
+        self._emit(OrderCancelled(order.order_id, now, message), now)
+
+    def _position_qty(self, intent: OrderIntent) -> int:
+        position = self.state.ledger.position((intent.strategy_code, intent.symbol, intent.product))
+        return 0 if position is None else position.net_qty
+
+    def _unrealized(self) -> Decimal:
+        total = ZERO
+        for (_, symbol, _), position in self.state.ledger.position_items():
+            total += position.unrealized(self._quotes.ltp(symbol))
+        return total
+
+
+def _in_scope(order: Order, strategy_code: str) -> bool:
+    return strategy_code == ACCOUNT or order.intent.strategy_code == strategy_code

@@ -1,0 +1,23 @@
+"""Refusals of the gateway core; the API layer maps each to a gRPC status."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """A command the engine refused; the API layer maps each subclass to a gRPC status."""
+
+
+class IdempotencyConflict(GatewayError):
+    pass
+
+
+class OrderNotFound(GatewayError):
+    pass
+
+
+class OrderNotCancellable(GatewayError):
+    pass
+
+
+class GatewayUnavailable(GatewayError):
+    pass

@@ -1,0 +1,553 @@
+"""Pre-trade risk and circuit breakers.
+
+Two parts, like NautilusTrader's RiskEngine:
+- `RiskBook` is journaled state, a fold over events: the trading day, trade counters,
+  realized PnL, loss streaks and tripped breakers. It survives restarts.
+- `RiskEngine` owns a RiskBook plus transient state (rate buckets, the duplicate
+  window) and answers two questions: does this order pass (`check`), and has a
+  breaker's condition just become true (`evaluate`)?
+
+A breaker latches: once tripped it stays tripped until the day rolls over or an
+operator resumes its scope. A trade is an order the gateway accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from execgw.server.config import ExecutionConfig, StrategyLimits, TradingDayConfig
+from execgw.server.domain import OrderIntent, RejectReason, Side, TradingState
+from execgw.server.events import (
+    BreakerTripped,
+    DayRolledOver,
+    Event,
+    MisSquareOffStarted,
+    OrderAccepted,
+    OrderFilled,
+    TradingHalted,
+    TradingResumed,
+)
+from execgw.server.ledger import FillOutcome
+
+ZERO = Decimal(0)
+ACCOUNT = ""
+KILL_SWITCH = "kill_switch"
+BREAKER_REASONS = {
+    "max_daily_loss_rupees": RejectReason.MAX_DAILY_LOSS,
+    "max_daily_drawdown_pct": RejectReason.MAX_DAILY_DRAWDOWN,
+    "max_trades_per_day": RejectReason.MAX_TRADES_PER_DAY,
+    "max_trades_per_strategy_per_day": RejectReason.MAX_TRADES_PER_STRATEGY_PER_DAY,
+    "max_loss_streak": RejectReason.MAX_LOSS_STREAK,
+}
+
+
+def _hhmm(value: str) -> time:
+    hours, _, minutes = value.partition(":")
+    return time(int(hours), int(minutes))
+
+
+class TradingCalendar:
+    """Trading days in the exchange's time zone, rolling at a session boundary."""
+
+    def __init__(self, config: TradingDayConfig) -> None:
+        self.zone = ZoneInfo(config.timezone)
+        self.rollover = _hhmm(config.rollover)
+        self.square_off = _hhmm(config.mis_square_off)
+
+    def trading_day(self, now: datetime) -> date:
+        local = now.astimezone(self.zone)
+        if local.time() < self.rollover:
+            return local.date() - timedelta(days=1)
+        return local.date()
+
+    def square_off_at(self, day: date) -> datetime:
+        at = datetime.combine(day, self.square_off, self.zone)
+        if self.square_off < self.rollover:
+            at += timedelta(days=1)
+        return at
+
+    def mis_closed(self, now: datetime) -> bool:
+        return now >= self.square_off_at(self.trading_day(now))
+
+
+@dataclass(slots=True)
+class Trip:
+    breaker: str
+    strategy_code: str
+    state: TradingState
+    reason: RejectReason
+    message: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class RiskBook:
+    """The journaled part of risk state."""
+
+    day: date | None = None
+    trades_total: int = 0
+    trades_by_strategy: dict[str, int] = field(default_factory=dict)
+    realized_total: Decimal = ZERO
+    realized_by_strategy: dict[str, Decimal] = field(default_factory=dict)
+    loss_streak: dict[str, int] = field(default_factory=dict)
+    trips: dict[tuple[str, str], Trip] = field(default_factory=dict)
+    squared_off_day: date | None = None
+    peak_equity: Decimal | None = None
+
+    def apply(self, event: Event, outcome: FillOutcome | None) -> None:
+        match event:
+            case DayRolledOver(trading_day=day):
+                self.day = day
+                self.trades_total = 0
+                self.trades_by_strategy.clear()
+                self.realized_total = ZERO
+                self.realized_by_strategy.clear()
+                self.loss_streak.clear()
+                self.trips.clear()
+                self.peak_equity = None
+            case OrderAccepted(intent=intent):
+                self.trades_total += 1
+                code = intent.strategy_code
+                self.trades_by_strategy[code] = self.trades_by_strategy.get(code, 0) + 1
+            case OrderFilled(fill=fill) if outcome is not None:
+                code = fill.strategy_code
+                self.realized_total += outcome.realized
+                self.realized_by_strategy[code] = (
+                    self.realized_by_strategy.get(code, ZERO) + outcome.realized
+                )
+                if outcome.round_trip_pnl is not None:
+                    if outcome.round_trip_pnl < 0:
+                        self.loss_streak[code] = self.loss_streak.get(code, 0) + 1
+                    else:
+                        self.loss_streak[code] = 0
+            case BreakerTripped():
+                self.trips[(event.breaker, event.strategy_code)] = Trip(
+                    event.breaker,
+                    event.strategy_code,
+                    event.state,
+                    event.reason,
+                    event.message,
+                    event.timestamp,
+                )
+            case TradingHalted(strategy_code=code, actor=actor, reason=why):
+                self.trips[(KILL_SWITCH, code)] = Trip(
+                    KILL_SWITCH,
+                    code,
+                    TradingState.HALTED,
+                    RejectReason.STRATEGY_HALTED if code else RejectReason.HALTED,
+                    f"halted by {actor}: {why}",
+                    event.timestamp,
+                )
+            case TradingResumed(strategy_code=code):
+                for key in [k for k in self.trips if k[1] == code]:
+                    del self.trips[key]
+                if code:
+                    self.loss_streak[code] = 0
+            case MisSquareOffStarted(trading_day=day):
+                self.squared_off_day = day
+
+    def state(self, strategy_code: str = ACCOUNT) -> TradingState:
+        """The strictest state among the scope's trips (account trips bind every strategy)."""
+        worst = TradingState.ACTIVE
+        for (_, code), trip in self.trips.items():
+            if (code in (ACCOUNT, strategy_code)) and trip.state.severity > worst.severity:
+                worst = trip.state
+        return worst
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    passed: bool
+    message: str = ""
+    reason: RejectReason | None = None
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerReport:
+    name: str
+    strategy_code: str
+    trips_to: TradingState
+    value: Decimal
+    limit: Decimal
+    trip: Trip | None
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyReport:
+    strategy_code: str
+    state: TradingState
+    trades_today: int
+    loss_streak: int
+    realized_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RiskReport:
+    state: TradingState
+    trading_day: date | None
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    equity: Decimal
+    peak_equity: Decimal
+    drawdown_pct: Decimal
+    trades_today: int
+    breakers: list[BreakerReport]
+    strategies: list[StrategyReport]
+    mis_entries_closed: bool
+
+
+class RiskEngine:
+    def __init__(self, config: ExecutionConfig, calendar: TradingCalendar) -> None:
+        self.calendar = calendar
+        self.book = RiskBook()
+        self._cb = config.circuit_breakers
+        self._pre = config.pre_trade
+        self._capital = Decimal(repr(config.capital_rupees))
+        self._max_loss = Decimal(repr(self._cb.max_daily_loss_rupees))
+        self._max_drawdown = Decimal(repr(self._cb.max_daily_drawdown_pct))
+        self._collar = Decimal(repr(self._pre.price_collar_pct))
+        self._buckets: dict[str, _Bucket] = {}
+        self._recent: dict[tuple[object, ...], datetime] = {}
+
+    # -- the fold ---------------------------------------------------------
+
+    def apply(self, event: Event, outcome: FillOutcome | None) -> None:
+        self.book.apply(event, outcome)
+
+    def due(self, now: datetime) -> list[Event]:
+        """Time-driven events: the day rolling over, then MIS square-off."""
+        events: list[Event] = []
+        day = self.calendar.trading_day(now)
+        if self.book.day != day:
+            events.append(DayRolledOver(day, now))
+        if self.calendar.mis_closed(now) and self.book.squared_off_day != day:
+            events.append(MisSquareOffStarted(day, now))
+        return events
+
+    # -- breakers ---------------------------------------------------------
+
+    def _limits(self, code: str) -> StrategyLimits:
+        return self._pre.strategies.get(code) or StrategyLimits()
+
+    def _trip_state(self, breaker: str) -> TradingState:
+        return TradingState(getattr(self._cb.trip_to, breaker))
+
+    def breaker_values(self, unrealized: Decimal) -> list[BreakerReport]:
+        book = self.book
+        pnl = book.realized_total + unrealized
+        equity = self._capital + pnl
+        peak = max(book.peak_equity or equity, equity)
+        drawdown = (peak - equity) / peak if peak > 0 else ZERO
+        rows: list[tuple[str, str, Decimal, Decimal]] = [
+            ("max_daily_loss_rupees", ACCOUNT, -pnl, self._max_loss),
+            ("max_daily_drawdown_pct", ACCOUNT, drawdown, self._max_drawdown),
+            (
+                "max_trades_per_day",
+                ACCOUNT,
+                Decimal(book.trades_total),
+                Decimal(self._cb.max_trades_per_day),
+            ),
+        ]
+        for code in sorted(set(book.trades_by_strategy) | set(book.loss_streak)):
+            rows.append(
+                (
+                    "max_trades_per_strategy_per_day",
+                    code,
+                    Decimal(book.trades_by_strategy.get(code, 0)),
+                    Decimal(self._cb.max_trades_per_strategy_per_day),
+                )
+            )
+            rows.append(
+                (
+                    "max_loss_streak",
+                    code,
+                    Decimal(book.loss_streak.get(code, 0)),
+                    Decimal(self._cb.max_loss_streak),
+                )
+            )
+        return [
+            BreakerReport(
+                name, code, self._trip_state(name), value, limit, book.trips.get((name, code))
+            )
+            for name, code, value, limit in rows
+        ]
+
+    def evaluate(self, now: datetime, unrealized: Decimal) -> list[BreakerTripped]:
+        """BreakerTripped for every breaker whose condition holds and that is not tripped."""
+        book = self.book
+        equity = self._capital + book.realized_total + unrealized
+        if book.peak_equity is None or equity > book.peak_equity:
+            book.peak_equity = equity
+        events: list[BreakerTripped] = []
+        for b in self.breaker_values(unrealized):
+            if b.trip is not None or b.value < b.limit:
+                continue
+            events.append(
+                BreakerTripped(
+                    breaker=b.name,
+                    strategy_code=b.strategy_code,
+                    state=b.trips_to,
+                    reason=BREAKER_REASONS[b.name],
+                    message=_trip_message(b),
+                    timestamp=now,
+                )
+            )
+        return events
+
+    # -- pre-trade --------------------------------------------------------
+
+    def check(
+        self,
+        intent: OrderIntent,
+        *,
+        ltp: Decimal | None,
+        position_qty: int,
+        now: datetime,
+        consume: bool,
+    ) -> list[Check]:
+        """Every check in order. With consume=True and all passing, the order uses a
+        rate token and enters the duplicate window."""
+        code = intent.strategy_code
+        limits = self._limits(code)
+        reducing = reduces(intent, position_qty)
+        checks = [self._breaker_check(code, reducing)]
+
+        closed = intent.product.value == "MIS" and self.calendar.mis_closed(now) and not reducing
+        checks.append(
+            Check(
+                "mis_square_off",
+                not closed,
+                f"MIS entries are closed after {self.calendar.square_off:%H:%M} "
+                f"{self.calendar.zone.key}"
+                if closed
+                else "",
+                RejectReason.MIS_SQUARE_OFF,
+            )
+        )
+        allowed = limits.allowed_symbols
+        ok = allowed is None or intent.symbol in allowed
+        checks.append(
+            Check(
+                "allowed_symbols",
+                ok,
+                "" if ok else f"strategy {code} may not trade {intent.symbol} (allowed: {allowed})",
+                RejectReason.SYMBOL_NOT_ALLOWED,
+            )
+        )
+        products = limits.allowed_products
+        ok = products is None or intent.product.value in products
+        checks.append(
+            Check(
+                "allowed_products",
+                ok,
+                ""
+                if ok
+                else f"strategy {code} may not use {intent.product.value} (allowed: {products})",
+                RejectReason.PRODUCT_NOT_ALLOWED,
+            )
+        )
+        floor = (
+            limits.min_confidence if limits.min_confidence is not None else self._pre.min_confidence
+        )
+        ok = floor == 0 or (intent.confidence is not None and intent.confidence >= floor)
+        checks.append(
+            Check(
+                "min_confidence",
+                ok,
+                ""
+                if ok
+                else f"min_confidence {floor} not met by confidence {intent.confidence} "
+                f"for strategy {code}",
+                RejectReason.LOW_CONFIDENCE,
+            )
+        )
+        max_qty = limits.max_order_qty or self._pre.max_order_qty
+        ok = intent.qty <= max_qty
+        checks.append(
+            Check(
+                "max_order_qty",
+                ok,
+                ""
+                if ok
+                else f"max_order_qty {max_qty} exceeded by qty {intent.qty} for strategy {code}",
+                RejectReason.MAX_ORDER_QTY,
+            )
+        )
+        reference = intent.price if intent.price is not None else ltp
+        max_notional = Decimal(
+            repr(limits.max_order_notional_rupees or self._pre.max_order_notional_rupees)
+        )
+        notional = None if reference is None else reference * intent.qty
+        ok = notional is None or notional <= max_notional
+        checks.append(
+            Check(
+                "max_order_notional",
+                ok,
+                ""
+                if ok
+                else f"max_order_notional_rupees {max_notional} exceeded by notional "
+                f"{notional} for strategy {code}",
+                RejectReason.MAX_ORDER_NOTIONAL,
+            )
+        )
+        checks.append(self._collar_check(intent, ltp))
+        checks.append(self._rate_check(code, limits, now))
+        checks.append(self._duplicate_check(intent, now))
+        if consume and all(c.passed for c in checks):
+            self._take_token(code, limits, now)
+            if self._pre.duplicate_window_s > 0:
+                self._recent[_dup_key(intent)] = now
+        return checks
+
+    def _breaker_check(self, code: str, reducing: bool) -> Check:
+        trips = [t for (_, c), t in self.book.trips.items() if c in (ACCOUNT, code)]
+        trips.sort(key=lambda t: (-t.state.severity, t.strategy_code != ACCOUNT, t.at))
+        for trip in trips:
+            if trip.state is TradingState.HALTED or not reducing:
+                scope = "account" if trip.strategy_code == ACCOUNT else f"strategy {code}"
+                return Check(
+                    "circuit_breakers",
+                    False,
+                    f"{scope} is {trip.state.value} ({trip.breaker}): {trip.message}",
+                    trip.reason,
+                )
+        return Check("circuit_breakers", True)
+
+    def _collar_check(self, intent: OrderIntent, ltp: Decimal | None) -> Check:
+        if intent.price is None or ltp is None or ltp <= 0:
+            return Check("price_collar", True)
+        away = abs(intent.price - ltp) / ltp
+        ok = away <= self._collar
+        return Check(
+            "price_collar",
+            ok,
+            ""
+            if ok
+            else f"price_collar_pct {self._collar} exceeded: price {intent.price} is "
+            f"{away:.4f} away from LTP {ltp}",
+            RejectReason.PRICE_COLLAR,
+        )
+
+    def _bucket(self, code: str, limits: StrategyLimits, now: datetime) -> _Bucket:
+        rate = limits.orders_per_second or self._pre.orders_per_second
+        burst = float(limits.order_burst or self._pre.order_burst)
+        bucket = self._buckets.get(code)
+        if bucket is None:
+            bucket = self._buckets[code] = _Bucket(burst, now)
+        elapsed = max((now - bucket.at).total_seconds(), 0.0)
+        bucket.tokens = min(burst, bucket.tokens + elapsed * rate)
+        bucket.at = now
+        return bucket
+
+    def _rate_check(self, code: str, limits: StrategyLimits, now: datetime) -> Check:
+        bucket = self._bucket(code, limits, now)
+        ok = bucket.tokens >= 1.0
+        rate = limits.orders_per_second or self._pre.orders_per_second
+        return Check(
+            "order_rate",
+            ok,
+            "" if ok else f"orders_per_second {rate} exceeded for strategy {code}",
+            RejectReason.ORDER_RATE,
+        )
+
+    def _take_token(self, code: str, limits: StrategyLimits, now: datetime) -> None:
+        self._bucket(code, limits, now).tokens -= 1.0
+
+    def _duplicate_check(self, intent: OrderIntent, now: datetime) -> Check:
+        window = self._pre.duplicate_window_s
+        if window <= 0:
+            return Check("duplicate_order", True)
+        horizon = now - timedelta(seconds=window)
+        if len(self._recent) > 10_000:
+            self._recent = {k: t for k, t in self._recent.items() if t > horizon}
+        seen = self._recent.get(_dup_key(intent))
+        if seen is None or seen <= horizon:
+            return Check("duplicate_order", True)
+        age = (now - seen).total_seconds()
+        return Check(
+            "duplicate_order",
+            False,
+            f"duplicate_window_s {window}: an identical order from strategy "
+            f"{intent.strategy_code} was accepted {age:.3f}s ago",
+            RejectReason.DUPLICATE_ORDER,
+        )
+
+    # -- reporting --------------------------------------------------------
+
+    def report(self, now: datetime, unrealized: Decimal, strategy_code: str = "") -> RiskReport:
+        book = self.book
+        pnl = book.realized_total + unrealized
+        equity = self._capital + pnl
+        peak = max(book.peak_equity or equity, equity)
+        codes = sorted(
+            set(book.trades_by_strategy) | set(book.loss_streak) | {c for _, c in book.trips if c}
+        )
+        if strategy_code:
+            codes = [strategy_code]
+        return RiskReport(
+            state=book.state(),
+            trading_day=book.day,
+            realized_pnl=book.realized_total,
+            unrealized_pnl=unrealized,
+            equity=equity,
+            peak_equity=peak,
+            drawdown_pct=(peak - equity) / peak if peak > 0 else ZERO,
+            trades_today=book.trades_total,
+            breakers=self.breaker_values(unrealized)
+            + [
+                BreakerReport(KILL_SWITCH, code, TradingState.HALTED, ZERO, ZERO, trip)
+                for (name, code), trip in sorted(book.trips.items())
+                if name == KILL_SWITCH
+            ],
+            strategies=[
+                StrategyReport(
+                    code,
+                    book.state(code),
+                    book.trades_by_strategy.get(code, 0),
+                    book.loss_streak.get(code, 0),
+                    book.realized_by_strategy.get(code, ZERO),
+                )
+                for code in codes
+            ],
+            mis_entries_closed=self.calendar.mis_closed(now),
+        )
+
+
+def reduces(intent: OrderIntent, position_qty: int) -> bool:
+    """True when the order only shrinks an existing position (never flips it)."""
+    if position_qty == 0:
+        return False
+    opposite = (position_qty > 0) == (intent.side is Side.SELL)
+    return opposite and intent.qty <= abs(position_qty)
+
+
+def _dup_key(intent: OrderIntent) -> tuple[object, ...]:
+    return (
+        intent.strategy_code,
+        intent.symbol,
+        intent.side,
+        intent.qty,
+        intent.order_type,
+        intent.product,
+        intent.price,
+        intent.trigger_price,
+    )
+
+
+def _trip_message(b: BreakerReport) -> str:
+    scope = f" for strategy {b.strategy_code}" if b.strategy_code else ""
+    if b.name == "max_daily_loss_rupees":
+        return f"max_daily_loss_rupees {b.limit} reached{scope}: day loss {b.value:.2f}"
+    if b.name == "max_daily_drawdown_pct":
+        return f"max_daily_drawdown_pct {b.limit} reached{scope}: drawdown {b.value:.4f}"
+    return f"{b.name} {b.limit} reached{scope}"
