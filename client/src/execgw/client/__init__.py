@@ -47,7 +47,10 @@ from execgw.v1.orders_pb2 import (
     Position,
     Product,
     RejectReason,
+    RiskEvent,
+    RiskEventKind,
     Side,
+    TradingState,
     Validity,
 )
 
@@ -74,7 +77,10 @@ __all__ = [
     "Quote",
     "RejectReason",
     "ResourceExhausted",
+    "RiskEvent",
+    "RiskEventKind",
     "Side",
+    "TradingState",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -149,6 +149,7 @@ def stream_fills_request(
     symbols: Iterable[str],
     from_sequence: int,
     include_order_updates: bool,
+    include_risk_events: bool = False,
 ) -> gateway_pb2.StreamFillsRequest:
     # A bare string is an Iterable[str] of characters: almost certainly a mistake.
     for name, value in (("strategy_codes", strategy_codes), ("symbols", symbols)):
@@ -161,6 +162,7 @@ def stream_fills_request(
         symbols=list(symbols),
         from_sequence=from_sequence,
         include_order_updates=include_order_updates,
+        include_risk_events=include_risk_events,
     )
 
 

@@ -167,6 +167,48 @@ class ExecutionClient:
         request = gateway_pb2.GetPositionsRequest(strategy_code=strategy_code or "")
         return list(self._unary(self._gateway.GetPositions, request, timeout).positions)
 
+    def risk_state(
+        self, strategy_code: str | None = None, *, timeout: float | None = None
+    ) -> gateway_pb2.GetRiskStateResponse:
+        """Trading states, every counter next to its limit, and tripped breakers."""
+        request = gateway_pb2.GetRiskStateRequest(strategy_code=strategy_code or "")
+        return self._unary(self._gateway.GetRiskState, request, timeout)
+
+    def halt(
+        self,
+        reason: str,
+        *,
+        actor: str = "",
+        strategy_code: str | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.HaltTradingResponse:
+        """The kill switch: nothing new passes, resting orders in scope are cancelled."""
+        request = gateway_pb2.HaltTradingRequest(
+            reason=reason, actor=actor, strategy_code=strategy_code or ""
+        )
+        return self._unary(self._gateway.HaltTrading, request, timeout)
+
+    def resume(
+        self,
+        reason: str,
+        *,
+        actor: str = "",
+        strategy_code: str | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.ResumeTradingResponse:
+        """Clear the halt and the tripped breakers of the account or one strategy."""
+        request = gateway_pb2.ResumeTradingRequest(
+            reason=reason, actor=actor, strategy_code=strategy_code or ""
+        )
+        return self._unary(self._gateway.ResumeTrading, request, timeout)
+
+    def preview(
+        self, intent: OrderIntent, *, timeout: float | None = None
+    ) -> gateway_pb2.PreviewOrderResponse:
+        """Every check SubmitOrder would run, with nothing placed or counted."""
+        request = gateway_pb2.PreviewOrderRequest(intent=intent)
+        return self._unary(self._gateway.PreviewOrder, request, timeout)
+
     def get_quote(self, symbol: str, *, timeout: float | None = None) -> Quote:
         request = market_data_pb2.GetQuoteRequest(symbol=symbol)
         return self._unary(self._market.GetQuote, request, timeout).quote
@@ -178,6 +220,7 @@ class ExecutionClient:
         symbols: Iterable[str] = (),
         from_sequence: int = 0,
         include_order_updates: bool = False,
+        include_risk_events: bool = False,
     ) -> Iterator[ExecutionEvent]:
         """Yield fills (and order updates if asked) as they happen, with no deadline.
 
@@ -186,7 +229,9 @@ class ExecutionClient:
         Breaking out of the loop cancels the call.
         """
         cursor = StreamCursor(
-            stream_fills_request(strategy_codes, symbols, from_sequence, include_order_updates)
+            stream_fills_request(
+                strategy_codes, symbols, from_sequence, include_order_updates, include_risk_events
+            )
         )
         return self._stream_fills(cursor)
 
