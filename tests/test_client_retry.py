@@ -703,13 +703,27 @@ async def test_async_stream_fills_yields_events(
     ]
 
 
-async def test_async_stream_fills_error_is_mapped(
+async def test_async_stream_fills_error_is_mapped_without_reconnect(
     async_gateway: Harness, async_client: AsyncExecutionClient
 ) -> None:
     async_gateway.script.fail("StreamFills", grpc.StatusCode.UNAVAILABLE, 1, "draining")
     with pytest.raises(Unavailable, match="draining"):
-        [e async for e in async_client.stream_fills()]
+        [e async for e in async_client.stream_fills(reconnect=False)]
     assert len(async_gateway.script.requests("StreamFills")) == 1
+
+
+async def test_async_stream_fills_reconnects_after_unavailable(
+    async_gateway: Harness, async_client: AsyncExecutionClient
+) -> None:
+    async_gateway.script.fail("StreamFills", grpc.StatusCode.UNAVAILABLE, 2, "draining")
+    async_gateway.script.events = _events()
+    events = [e async for e in async_client.stream_fills(from_sequence=41)]
+    assert events == _events()
+    requests = async_gateway.script.requests("StreamFills")
+    # Nothing was delivered before the failures, so each retry asks for 41 again.
+    assert [r.from_sequence for r in requests] == [41, 41, 41]
+    assert len(async_gateway.sleeps) == 2
+    assert async_gateway.sleeps[1] > 0
 
 
 async def test_async_publish_quotes_accepts_sync_and_async_iterables(

@@ -20,6 +20,7 @@ from execgw.client._common import (
     DEFAULT_RETRIES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    RECONNECT_CODES,
     ChannelOptions,
     RequestErrors,
     RetryPolicy,
@@ -221,11 +222,12 @@ class AsyncExecutionClient:
         from_sequence: int = 0,
         include_order_updates: bool = False,
         include_risk_events: bool = False,
+        reconnect: bool = True,
+        heartbeats: bool = False,
     ) -> AsyncIterator[ExecutionEvent]:
-        """Async-iterate fills (and order updates if asked) as they happen, with no deadline.
+        """Async-iterate fills (and order updates / risk events if asked).
 
-        Not retried: a dropped stream raises (e.g. Unavailable). Resume by calling
-        again with ``from_sequence`` one past the last ``event.sequence`` you saw.
+        Replay, reconnection and heartbeats behave as in ``ExecutionClient.stream_fills``.
         Wrap in ``contextlib.aclosing`` to cancel the call promptly when you stop early.
         """
         cursor = StreamCursor(
@@ -233,18 +235,37 @@ class AsyncExecutionClient:
                 strategy_codes, symbols, from_sequence, include_order_updates, include_risk_events
             )
         )
-        return self._stream_fills(cursor)
+        return self._stream_fills(cursor, reconnect=reconnect, heartbeats=heartbeats)
 
-    async def _stream_fills(self, cursor: StreamCursor) -> AsyncIterator[ExecutionEvent]:
-        call = self._gateway.StreamFills(cursor.request)
-        try:
-            async for response in call:
-                cursor.delivered(response.event)
-                yield response.event
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-        finally:
-            call.cancel()
+    async def _stream_fills(
+        self, cursor: StreamCursor, *, reconnect: bool, heartbeats: bool
+    ) -> AsyncIterator[ExecutionEvent]:
+        attempt = 0
+        while True:
+            call = self._gateway.StreamFills(cursor.resume_request())
+            error: grpc.RpcError | None = None
+            try:
+                async for response in call:
+                    event = response.event
+                    if event.HasField("heartbeat"):
+                        cursor.heartbeat(event.heartbeat.head_sequence)
+                        attempt = 0
+                        if heartbeats:
+                            yield event
+                    elif cursor.is_new(event):
+                        cursor.delivered(event)
+                        attempt = 0
+                        yield event
+            except grpc.RpcError as exc:
+                error = exc
+            finally:
+                call.cancel()
+            if error is None:
+                return  # the gateway ended the stream on purpose
+            if not reconnect or rpc_error_code(error) not in RECONNECT_CODES:
+                raise from_rpc_error(error) from error
+            await self._sleep(self.retry_policy.delay(attempt))
+            attempt += 1
 
     async def publish_quotes(
         self,

@@ -166,24 +166,42 @@ def stream_fills_request(
     )
 
 
-class StreamCursor:
-    """Where a fill stream got to, so a reconnect can resume right after it."""
+# Stream failures worth reconnecting after: the gateway went away, or cut this
+# subscriber off for falling behind (it resumes from the journal).
+RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
-    __slots__ = ("last_sequence", "request")
+
+class StreamCursor:
+    """Where a fill stream got to, so a reconnect resumes right after it and no event
+    is yielded twice.
+
+    ``position`` is the last sequence accounted for: delivered, or covered by a
+    heartbeat's head (everything up to it was sent or filtered out).
+    """
+
+    __slots__ = ("last_sequence", "position", "request")
 
     def __init__(self, request: gateway_pb2.StreamFillsRequest) -> None:
         self.request = request
         self.last_sequence = 0
+        self.position = request.from_sequence - 1 if request.from_sequence else 0
+
+    def is_new(self, event: orders_pb2.ExecutionEvent) -> bool:
+        return event.sequence > self.position
 
     def delivered(self, event: orders_pb2.ExecutionEvent) -> None:
         self.last_sequence = event.sequence
+        self.position = max(self.position, event.sequence)
+
+    def heartbeat(self, head_sequence: int) -> None:
+        self.position = max(self.position, head_sequence)
 
     def resume_request(self) -> gateway_pb2.StreamFillsRequest:
-        """The original request, replaying from the event after the last one delivered."""
+        """The original request, replaying from the event after the last one accounted for."""
         request = gateway_pb2.StreamFillsRequest()
         request.CopyFrom(self.request)
-        if self.last_sequence:
-            request.from_sequence = self.last_sequence + 1
+        if self.position:
+            request.from_sequence = self.position + 1
         return request
 
 

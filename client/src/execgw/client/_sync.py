@@ -15,6 +15,7 @@ from execgw.client._common import (
     DEFAULT_RETRIES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    RECONNECT_CODES,
     ChannelOptions,
     RequestErrors,
     RetryPolicy,
@@ -221,11 +222,16 @@ class ExecutionClient:
         from_sequence: int = 0,
         include_order_updates: bool = False,
         include_risk_events: bool = False,
+        reconnect: bool = True,
+        heartbeats: bool = False,
     ) -> Iterator[ExecutionEvent]:
-        """Yield fills (and order updates if asked) as they happen, with no deadline.
+        """Yield fills (and order updates / risk events if asked), with no deadline.
 
-        Not retried: a dropped stream raises (e.g. Unavailable). Resume by calling
-        again with ``from_sequence`` one past the last ``event.sequence`` you saw.
+        ``from_sequence`` replays from the gateway's journal first. With ``reconnect``
+        (the default) a dropped stream, a gateway restart or a slow-consumer cut-off
+        reconnects with backoff and resumes right after the last event accounted for,
+        never yielding an event twice; OUT_OF_RANGE (history no longer retained) and
+        other errors raise. Heartbeats are consumed unless ``heartbeats`` is set.
         Breaking out of the loop cancels the call.
         """
         cursor = StreamCursor(
@@ -233,19 +239,38 @@ class ExecutionClient:
                 strategy_codes, symbols, from_sequence, include_order_updates, include_risk_events
             )
         )
-        return self._stream_fills(cursor)
+        return self._stream_fills(cursor, reconnect=reconnect, heartbeats=heartbeats)
 
-    def _stream_fills(self, cursor: StreamCursor) -> Iterator[ExecutionEvent]:
+    def _stream_fills(
+        self, cursor: StreamCursor, *, reconnect: bool, heartbeats: bool
+    ) -> Iterator[ExecutionEvent]:
         # Separate generator so argument errors raise at the call, not at first next().
-        call = self._gateway.StreamFills(cursor.request)
-        try:
-            for response in call:
-                cursor.delivered(response.event)
-                yield response.event
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-        finally:
-            call.cancel()
+        attempt = 0
+        while True:
+            call = self._gateway.StreamFills(cursor.resume_request())
+            error: grpc.RpcError | None = None
+            try:
+                for response in call:
+                    event = response.event
+                    if event.HasField("heartbeat"):
+                        cursor.heartbeat(event.heartbeat.head_sequence)
+                        attempt = 0
+                        if heartbeats:
+                            yield event
+                    elif cursor.is_new(event):
+                        cursor.delivered(event)
+                        attempt = 0
+                        yield event
+            except grpc.RpcError as exc:
+                error = exc
+            finally:
+                call.cancel()
+            if error is None:
+                return  # the gateway ended the stream on purpose
+            if not reconnect or rpc_error_code(error) not in RECONNECT_CODES:
+                raise from_rpc_error(error) from error
+            self._sleep(self.retry_policy.delay(attempt))
+            attempt += 1
 
     def publish_quotes(
         self,

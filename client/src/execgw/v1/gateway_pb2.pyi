@@ -277,12 +277,15 @@ class StreamFillsRequest(_message.Message):
     FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
     INCLUDE_ORDER_UPDATES_FIELD_NUMBER: _builtins.int
     INCLUDE_RISK_EVENTS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     from_sequence: _builtins.int
     """Replay from this sequence number; 0 means live events only."""
     include_order_updates: _builtins.bool
     """Also send order state changes, not just fills."""
     include_risk_events: _builtins.bool
     """Also send risk events (breakers, halts, resumes, day rollover)."""
+    heartbeat_interval_ms: _builtins.int
+    """Heartbeat period while idle, in milliseconds; 0 means the server default (5 s)."""
     @_builtins.property
     def strategy_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events of these strategies; empty means all."""
@@ -299,10 +302,11 @@ class StreamFillsRequest(_message.Message):
         from_sequence: _builtins.int = ...,
         include_order_updates: _builtins.bool = ...,
         include_risk_events: _builtins.bool = ...,
+        heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence", "include_order_updates", b"include_order_updates", "include_risk_events", b"include_risk_events", "strategy_codes", b"strategy_codes", "symbols", b"symbols"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence", "heartbeat_interval_ms", b"heartbeat_interval_ms", "include_order_updates", b"include_order_updates", "include_risk_events", b"include_risk_events", "strategy_codes", b"strategy_codes", "symbols", b"symbols"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -128,7 +128,10 @@ class ExecutionGatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamFills(self, request, context):
-        """StreamFills streams fills (and optionally order updates) as they happen.
+        """StreamFills streams fills (and optionally order updates and risk events): events
+        from_sequence onward are replayed from the journal, then live events follow with
+        no gap or duplicate. A subscriber that falls too far behind is ended with
+        RESOURCE_EXHAUSTED naming the sequence to resume from.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

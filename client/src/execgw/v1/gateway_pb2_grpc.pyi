@@ -46,7 +46,11 @@ class ExecutionGatewayStub:
     GetPositions: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetPositionsRequest, _gateway_pb2.GetPositionsResponse]
     """GetPositions returns net positions with realized and unrealized PnL."""
     StreamFills: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]
-    """StreamFills streams fills (and optionally order updates) as they happen."""
+    """StreamFills streams fills (and optionally order updates and risk events): events
+    from_sequence onward are replayed from the journal, then live events follow with
+    no gap or duplicate. A subscriber that falls too far behind is ended with
+    RESOURCE_EXHAUSTED naming the sequence to resume from.
+    """
     GetRiskState: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetRiskStateRequest, _gateway_pb2.GetRiskStateResponse]
     """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
     HaltTrading: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.HaltTradingRequest, _gateway_pb2.HaltTradingResponse]
@@ -74,7 +78,11 @@ class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
     GetPositions: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetPositionsRequest, _gateway_pb2.GetPositionsResponse]  # type: ignore[assignment]
     """GetPositions returns net positions with realized and unrealized PnL."""
     StreamFills: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]  # type: ignore[assignment]
-    """StreamFills streams fills (and optionally order updates) as they happen."""
+    """StreamFills streams fills (and optionally order updates and risk events): events
+    from_sequence onward are replayed from the journal, then live events follow with
+    no gap or duplicate. A subscriber that falls too far behind is ended with
+    RESOURCE_EXHAUSTED naming the sequence to resume from.
+    """
     GetRiskState: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetRiskStateRequest, _gateway_pb2.GetRiskStateResponse]  # type: ignore[assignment]
     """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
     HaltTrading: _aio.UnaryUnaryMultiCallable[_gateway_pb2.HaltTradingRequest, _gateway_pb2.HaltTradingResponse]  # type: ignore[assignment]
@@ -135,7 +143,11 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.StreamFillsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamFillsResponse], _abc.AsyncIterator[_gateway_pb2.StreamFillsResponse]]:
-        """StreamFills streams fills (and optionally order updates) as they happen."""
+        """StreamFills streams fills (and optionally order updates and risk events): events
+        from_sequence onward are replayed from the journal, then live events follow with
+        no gap or duplicate. A subscriber that falls too far behind is ended with
+        RESOURCE_EXHAUSTED naming the sequence to resume from.
+        """
 
     @_abc_1.abstractmethod
     def GetRiskState(

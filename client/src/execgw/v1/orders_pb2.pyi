@@ -704,6 +704,30 @@ class Position(_message.Message):
 Global___Position: _TypeAlias = Position  # noqa: Y015
 
 @_typing.final
+class Heartbeat(_message.Message):
+    """Heartbeat tells an idle subscriber the stream is alive and how far the gateway is."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    head_sequence: _builtins.int
+    """Every event up to this sequence has been sent on this stream or filtered out;
+    resume from head_sequence + 1.
+    """
+    def __init__(
+        self,
+        *,
+        head_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_sequence", b"head_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
 class ExecutionEvent(_message.Message):
     """ExecutionEvent is one entry of the fill stream."""
 
@@ -714,9 +738,15 @@ class ExecutionEvent(_message.Message):
     FILL_FIELD_NUMBER: _builtins.int
     ORDER_UPDATE_FIELD_NUMBER: _builtins.int
     RISK_EVENT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    FILTERED_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Gateway-wide sequence number: gap-free, increasing, one per event."""
+    filtered: _builtins.int
+    """How many events between the previous event sent on this stream and this one the
+    stream's filters left out: the sequence jumps by filtered + 1 and nothing was lost.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the event happened."""
@@ -734,6 +764,10 @@ class ExecutionEvent(_message.Message):
         """Trading was halted, resumed, restricted by a breaker, or the day rolled over."""
 
     @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """Sent when the stream is idle, and once when it goes live; sequence is 0."""
+
+    @_builtins.property
     def order(self) -> Global___ExecutionResult:
         """On fill events: the order as this fill left it (status, filled_qty, avg_price),
         so a subscriber needs no GetOrder round trip.
@@ -747,13 +781,15 @@ class ExecutionEvent(_message.Message):
         fill: Global___Fill | None = ...,
         order_update: Global___ExecutionResult | None = ...,
         risk_event: Global___RiskEvent | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+        filtered: _builtins.int = ...,
         order: Global___ExecutionResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "risk_event", b"risk_event", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "heartbeat", b"heartbeat", "order", b"order", "order_update", b"order_update", "payload", b"payload", "risk_event", b"risk_event", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order", b"order", "order_update", b"order_update", "payload", b"payload", "risk_event", b"risk_event", "sequence", b"sequence", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "filtered", b"filtered", "heartbeat", b"heartbeat", "order", b"order", "order_update", b"order_update", "payload", b"payload", "risk_event", b"risk_event", "sequence", b"sequence", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["fill", "order_update", "risk_event"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["fill", "order_update", "risk_event", "heartbeat"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

@@ -66,11 +66,12 @@ class Gateway:
                     instruments=self.instruments,
                 ),
                 risk=RiskEngine(config.execution, TradingCalendar(config.trading_day)),
-                bus=EventBus(),
+                bus=EventBus(queue_size=config.stream.queue_size),
                 settings=CoreSettings(
                     max_batch=config.journal.max_batch,
                     snapshot_every=config.journal.snapshot_every,
                     probe_interval_s=config.journal.probe_interval_s,
+                    retain_events=config.journal.retain_events,
                 ),
                 on_health=self._health_changed,
             )
@@ -94,7 +95,12 @@ class Gateway:
             ]
         )
         gateway_pb2_grpc.add_ExecutionGatewayServicer_to_server(
-            ExecutionGatewayServicer(self.core, self.instruments), server
+            ExecutionGatewayServicer(
+                self.core,
+                self.instruments,
+                lambda: Journal(Path(self.config.journal.path), read_only=True),
+            ),
+            server,
         )
         market_data_pb2_grpc.add_MarketDataServicer_to_server(
             MarketDataServicer(self.core, self.clock), server

@@ -43,11 +43,7 @@ class BusEvent:
 
 
 class SubscriberOverflow(Exception):
-    """The subscriber fell too far behind; it should resume from `resume_from`."""
-
-    def __init__(self, resume_from: int) -> None:
-        super().__init__(f"subscriber fell behind; resume from sequence {resume_from}")
-        self.resume_from = resume_from
+    """The subscriber fell too far behind and was dropped; it must resume from the journal."""
 
 
 _CLOSED = object()
@@ -58,50 +54,58 @@ class Subscription:
         self._bus = bus
         self.sid = sid
         self._accepts = accepts
-        self._queue: asyncio.Queue[BusEvent | object] = asyncio.Queue(maxsize=size)
-        self._overflow_at: int | None = None
-        self.last_sequence = 0
+        self._queue: asyncio.Queue[BusEvent | object] = asyncio.Queue(maxsize=size + 1)
+        self._size = size
+        self.overflowed = False
 
     def offer(self, event: BusEvent) -> bool:
         """Queue the event if wanted; False means this subscriber must be dropped."""
         if not self._accepts(event):
             return True
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._overflow_at = event.sequence
+        if self._queue.qsize() >= self._size:
             return False
+        self._queue.put_nowait(event)
         return True
 
-    def close(self) -> None:
-        # Room is always left for the sentinel: it is sent at most once, after draining.
-        while True:
-            try:
-                self._queue.put_nowait(_CLOSED)
-                return
-            except asyncio.QueueFull:
+    def close(self, *, overflow: bool = False) -> None:
+        self.overflowed = overflow
+        if overflow:
+            # What is queued is lost to this stream anyway: free it now.
+            while not self._queue.empty():
                 self._queue.get_nowait()
+        self._queue.put_nowait(_CLOSED)
 
-    async def next(self) -> BusEvent | None:
-        """The next event, or None when the bus shut down."""
-        item = await self._queue.get()
-        if item is _CLOSED:
-            if self._overflow_at is not None:
-                raise SubscriberOverflow(self.last_sequence + 1)
+    async def next(self, idle_s: float | None = None) -> BusEvent | None:
+        """The next event; None after idle_s without one. Raises SubscriberOverflow or BusClosed."""
+        try:
+            async with asyncio.timeout(idle_s):
+                item = await self._queue.get()
+        except TimeoutError:
             return None
+        if item is _CLOSED:
+            self._queue.put_nowait(_CLOSED)  # stay closed for any later call
+            if self.overflowed:
+                raise SubscriberOverflow()
+            raise BusClosed()
         assert isinstance(item, BusEvent)
-        self.last_sequence = item.sequence
         return item
 
     def unsubscribe(self) -> None:
         self._bus._remove(self.sid)
 
 
+class BusClosed(Exception):
+    """The gateway is shutting down."""
+
+
 class EventBus:
-    def __init__(self, *, queue_size: int = 10_000) -> None:
+    def __init__(self, *, queue_size: int = 4096, head: int = 0) -> None:
         self._queue_size = queue_size
         self._subscribers: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
+        # The last published sequence: every event up to it is durable and was offered
+        # to every subscriber registered at the time.
+        self.head = head
 
     @property
     def subscriber_count(self) -> int:
@@ -114,10 +118,11 @@ class EventBus:
         return sub
 
     def publish(self, event: BusEvent) -> None:
+        self.head = event.sequence
         for sid, sub in list(self._subscribers.items()):
             if not sub.offer(event):
                 del self._subscribers[sid]
-                sub.close()
+                sub.close(overflow=True)
 
     def close(self) -> None:
         for sub in self._subscribers.values():

@@ -29,6 +29,9 @@ class JournalConfig(_Section):
     snapshot_every: int = Field(default=10_000, ge=1)
     # Seconds between write probes while the journal is failing.
     probe_interval_s: float = Field(default=0.5, gt=0, le=60)
+    # Keep at least this many events for StreamFills replay; older events below the
+    # latest snapshot are pruned. 0 keeps everything.
+    retain_events: int = Field(default=0, ge=0)
 
 
 class SyntheticFeedConfig(_Section):
@@ -162,6 +165,11 @@ class TradingDayConfig(_Section):
         return value
 
 
+class StreamConfig(_Section):
+    # Events a subscriber may fall behind by before it is cut off with a resume point.
+    queue_size: int = Field(default=4096, ge=16, le=1_000_000)
+
+
 class ServerConfig(_Section):
     # Seconds in-flight RPCs get to finish on SIGTERM before they are cancelled.
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=300)
@@ -176,6 +184,7 @@ class GatewayConfig(_Section):
     instruments: InstrumentsConfig = InstrumentsConfig()
     execution: ExecutionConfig = ExecutionConfig()
     trading_day: TradingDayConfig = TradingDayConfig()
+    stream: StreamConfig = StreamConfig()
     server: ServerConfig = ServerConfig()
 
     @field_validator("listen")

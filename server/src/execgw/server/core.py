@@ -41,6 +41,8 @@ class CoreSettings:
     snapshot_every: int = 10_000
     # While the journal is failing, how often to retry a write without traffic.
     probe_interval_s: float = 0.5
+    # Events kept for replay below the head; 0 keeps the whole journal.
+    retain_events: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +78,7 @@ class GatewayCore:
             state=rebuild(journal), clock=clock, quotes=quotes, simulator=simulator, risk=risk
         )
         self._last_snapshot = self._engine.state.sequence
+        self._bus.head = self._engine.state.sequence
         self._inbox: asyncio.Queue[_Command | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -297,6 +300,14 @@ class GatewayCore:
             )
             return
         self._last_snapshot = sequence
+        if self._settings.retain_events:
+            keep_from = min(sequence, sequence - self._settings.retain_events + 1)
+            try:
+                pruned = await asyncio.to_thread(self._journal.prune_before, keep_from)
+            except Exception as e:
+                log.warning("pruning the journal below %d failed: %s", keep_from, e)
+            else:
+                log.info("pruned %d journal events below %d", pruned, keep_from)
 
     def _execute(self, command: _Command) -> Any:
         handler = getattr(self._engine, command.kind)

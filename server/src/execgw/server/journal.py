@@ -251,6 +251,27 @@ class Journal:
         ).fetchone()
         return None if r is None else StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5])
 
+    def records_after(self, sequence: int, limit: int) -> list[JournalRecord]:
+        """Decoded records with sequence > `sequence`, at most `limit` of them."""
+        rows = self._db.execute(
+            "SELECT seq, kind, ts, body, prev_hash, hash FROM events "
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            (sequence, limit),
+        ).fetchall()
+        return [StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5]).decode() for r in rows]
+
+    def prune_before(self, sequence: int) -> int:
+        """Drop events below `sequence` (covered by a snapshot); returns how many."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute("DELETE FROM events WHERE seq < ?", (sequence,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise JournalWriteFailed(f"prune failed: {e}") from e
+        return cursor.rowcount
+
     def oldest_sequence(self) -> int:
         row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
         return 0 if row[0] is None else int(row[0])

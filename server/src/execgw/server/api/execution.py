@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -10,9 +10,10 @@ from opentelemetry import trace
 
 from execgw.server.api import convert
 from execgw.server.api.errors import streaming, unary
-from execgw.server.bus import BusEvent
+from execgw.server.api.streaming import FillStream
 from execgw.server.core import GatewayCore
 from execgw.server.instruments import InstrumentRegistry
+from execgw.server.journal import Journal
 from execgw.server.validation import InvalidRequest, validate_client_order_id, validate_intent
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -21,9 +22,15 @@ tracer = trace.get_tracer("execgw.server")
 
 
 class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
-    def __init__(self, core: GatewayCore, instruments: InstrumentRegistry) -> None:
+    def __init__(
+        self,
+        core: GatewayCore,
+        instruments: InstrumentRegistry,
+        open_journal: Callable[[], Journal],
+    ) -> None:
         self._core = core
         self._instruments = instruments
+        self._open_journal = open_journal
 
     @unary
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -82,39 +89,14 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def StreamFills(  # noqa: N802
         self, request: gateway_pb2.StreamFillsRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
-        if request.from_sequence:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "from_sequence: replay is not available yet; subscribe with 0 for live events",
-            )
-        strategies = frozenset(request.strategy_codes)
-        symbols = frozenset(request.symbols)
-        include_updates = request.include_order_updates
-        include_risk = request.include_risk_events
-
-        def wanted(event: BusEvent) -> bool:
-            if event.order is None:
-                # Account-wide risk events concern every strategy.
-                return include_risk and (
-                    not strategies or not event.strategy_code or event.strategy_code in strategies
-                )
-            if event.fill is None and not include_updates:
-                return False
-            if strategies and event.strategy_code not in strategies:
-                return False
-            return not symbols or event.symbol in symbols
-
-        subscription = self._core.bus.subscribe(wanted)
-        try:
-            while True:
-                event = await subscription.next()
-                if event is None:
-                    return
-                yield gateway_pb2.StreamFillsResponse(
-                    event=convert.event(event, self._core.risk_report().trading_day)
-                )
-        finally:
-            subscription.unsubscribe()
+        stream = FillStream(
+            request,
+            bus=self._core.bus,
+            open_journal=self._open_journal,
+            trading_day=lambda: self._core.risk_report().trading_day,
+        )
+        async for response in stream.run(context):
+            yield response
 
     @unary
     async def GetRiskState(  # noqa: N802

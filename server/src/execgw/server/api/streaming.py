@@ -1,0 +1,174 @@
+"""StreamFills: replay from the journal, then live events, with no gap or duplicate.
+
+The switch from replay to live is the delicate part. The stream first catches up
+from the journal without holding a live subscription (so a long replay cannot
+overflow a queue), then subscribes, reads the journal once more up to the bus head
+at that moment, and only then takes live events, skipping any it already sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import date
+from typing import Any
+
+import grpc
+
+from execgw.server.api import convert
+from execgw.server.bus import BusClosed, BusEvent, EventBus, SubscriberOverflow
+from execgw.server.journal import Journal
+from execgw.server.validation import InvalidRequest
+from execgw.v1 import gateway_pb2, orders_pb2
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+REPLAY_BATCH = 500
+DEFAULT_HEARTBEAT_S = 5.0
+MIN_HEARTBEAT_MS = 50
+RESUME_METADATA_KEY = "execgw-resume-from"
+
+
+def event_filter(request: gateway_pb2.StreamFillsRequest) -> Callable[[BusEvent], bool]:
+    strategies = frozenset(request.strategy_codes)
+    symbols = frozenset(request.symbols)
+    include_updates = request.include_order_updates
+    include_risk = request.include_risk_events
+
+    def wanted(event: BusEvent) -> bool:
+        if event.order is None:
+            # Account-wide risk events concern every strategy.
+            return include_risk and (
+                not strategies or not event.strategy_code or event.strategy_code in strategies
+            )
+        if event.fill is None and not include_updates:
+            return False
+        if strategies and event.strategy_code not in strategies:
+            return False
+        return not symbols or event.symbol in symbols
+
+    return wanted
+
+
+class FillStream:
+    """One subscriber's stream; `run` yields the responses."""
+
+    def __init__(
+        self,
+        request: gateway_pb2.StreamFillsRequest,
+        *,
+        bus: EventBus,
+        open_journal: Callable[[], Journal],
+        trading_day: Callable[[], date | None],
+        default_heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    ) -> None:
+        if request.heartbeat_interval_ms and request.heartbeat_interval_ms < MIN_HEARTBEAT_MS:
+            raise InvalidRequest(
+                "heartbeat_interval_ms", f"must be 0 (default) or >= {MIN_HEARTBEAT_MS}"
+            )
+        self._request = request
+        self._bus = bus
+        self._open_journal = open_journal
+        self._trading_day = trading_day
+        self._heartbeat_s = (
+            request.heartbeat_interval_ms / 1000
+            if request.heartbeat_interval_ms
+            else default_heartbeat_s
+        )
+        self._wanted = event_filter(request)
+        # The last sequence this stream has accounted for (sent or filtered out).
+        self._last = 0
+        self._last_sent = 0
+
+    async def run(self, context: Context) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
+        start = self._request.from_sequence
+        if start:
+            await self._check_range(start, context)
+            self._last = self._last_sent = start - 1
+            async for response in self._replay():
+                yield response
+        else:
+            self._last = self._last_sent = self._bus.head
+        subscription = self._bus.subscribe(self._wanted)
+        try:
+            if start:
+                async for response in self._replay(until=self._bus.head):
+                    yield response
+            yield self._heartbeat()
+            while True:
+                try:
+                    event = await subscription.next(idle_s=self._heartbeat_s)
+                except SubscriberOverflow:
+                    resume = self._last_sent + 1
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"subscriber fell too far behind; resume with from_sequence={resume}",
+                        trailing_metadata=((RESUME_METADATA_KEY, str(resume)),),
+                    )
+                except BusClosed:
+                    # UNAVAILABLE, not OK: a following client should reconnect and resume.
+                    resume = self._last + 1
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"gateway shutting down; resume with from_sequence={resume}",
+                        trailing_metadata=((RESUME_METADATA_KEY, str(resume)),),
+                    )
+                if event is None:
+                    self._last = max(self._last, self._bus.head)
+                    yield self._heartbeat()
+                elif event.sequence > self._last:
+                    yield self._send(event)
+        finally:
+            subscription.unsubscribe()
+
+    async def _check_range(self, start: int, context: Context) -> None:
+        journal = await asyncio.to_thread(self._open_journal)
+        try:
+            oldest = await asyncio.to_thread(journal.oldest_sequence)
+        finally:
+            journal.close()
+        head = self._bus.head
+        if start > head + 1:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"from_sequence {start} is beyond the head sequence {head}",
+            )
+        if oldest and start < oldest:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"from_sequence {start} is older than the retained journal; "
+                f"the oldest sequence available is {oldest}",
+                trailing_metadata=((RESUME_METADATA_KEY, str(oldest)),),
+            )
+
+    async def _replay(
+        self, until: int | None = None
+    ) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
+        journal = await asyncio.to_thread(self._open_journal)
+        try:
+            while until is None or self._last < until:
+                limit = REPLAY_BATCH if until is None else min(REPLAY_BATCH, until - self._last)
+                records = await asyncio.to_thread(journal.records_after, self._last, limit)
+                if not records:
+                    return
+                for record in records:
+                    event = BusEvent(record.sequence, record.timestamp, record.event, record.order)
+                    if self._wanted(event):
+                        yield self._send(event)
+                    else:
+                        self._last = record.sequence
+        finally:
+            journal.close()
+
+    def _send(self, event: BusEvent) -> gateway_pb2.StreamFillsResponse:
+        message = convert.event(event, self._trading_day())
+        message.filtered = event.sequence - self._last_sent - 1
+        self._last = self._last_sent = event.sequence
+        return gateway_pb2.StreamFillsResponse(event=message)
+
+    def _heartbeat(self) -> gateway_pb2.StreamFillsResponse:
+        return gateway_pb2.StreamFillsResponse(
+            event=orders_pb2.ExecutionEvent(
+                heartbeat=orders_pb2.Heartbeat(head_sequence=self._last)
+            )
+        )
