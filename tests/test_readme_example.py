@@ -30,7 +30,7 @@ def served(tmp_path: Path) -> Iterator[str]:
     config = tmp_path / "gw.yaml"
     config.write_text(
         f"listen: {target}\njournal:\n  path: {tmp_path / 'journal.db'}\n"
-        "market_data:\n  synthetic:\n    interval_ms: 20\n",
+        "market_data:\n  synthetic:\n    interval_ms: 60000\n",  # one quote: a steady LTP
         encoding="utf-8",
     )
     proc = subprocess.Popen(
