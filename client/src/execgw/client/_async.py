@@ -7,7 +7,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+)
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -224,7 +230,7 @@ class AsyncExecutionClient:
         include_risk_events: bool = False,
         reconnect: bool = True,
         heartbeats: bool = False,
-    ) -> AsyncIterator[ExecutionEvent]:
+    ) -> AsyncGenerator[ExecutionEvent, None]:
         """Async-iterate fills (and order updates / risk events if asked).
 
         Replay, reconnection and heartbeats behave as in ``ExecutionClient.stream_fills``.
@@ -239,7 +245,7 @@ class AsyncExecutionClient:
 
     async def _stream_fills(
         self, cursor: StreamCursor, *, reconnect: bool, heartbeats: bool
-    ) -> AsyncIterator[ExecutionEvent]:
+    ) -> AsyncGenerator[ExecutionEvent, None]:
         attempt = 0
         while True:
             call = self._gateway.StreamFills(cursor.resume_request())

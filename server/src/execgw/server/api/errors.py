@@ -70,6 +70,8 @@ def streaming(
         except Exception as e:
             if isinstance(e, grpc.aio.AbortError):
                 raise
+            if context.done():
+                return  # the call already ended (client gone, server stopping)
             await abort_for(e, context)
 
     return wrapped

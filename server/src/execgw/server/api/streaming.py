@@ -106,6 +106,8 @@ class FillStream:
                         trailing_metadata=((RESUME_METADATA_KEY, str(resume)),),
                     )
                 except BusClosed:
+                    if context.done():
+                        return
                     # UNAVAILABLE, not OK: a following client should reconnect and resume.
                     resume = self._last + 1
                     await context.abort(

@@ -1,0 +1,241 @@
+"""`make bench`: gateway throughput as ratios against a bare gRPC echo server.
+
+Everything is measured in the same run on the same machine, so the ratios mean
+something even where absolute numbers are noisy. Servers run as subprocesses; the
+load comes from this process through the real asyncio client.
+
+  1. echo:              a bare grpc.aio unary echo of the same request bytes
+  2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
+  3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
+  4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from execgw.client import AsyncExecutionClient, market
+from execgw.v1 import gateway_pb2, market_data_pb2
+
+ECHO_METHOD = "/bench.Echo/Echo"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def echo_server(port: int) -> None:
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(
+                echo, request_deserializer=None, response_serializer=None
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+@contextlib.contextmanager
+def gateway(tmp: Path, name: str, max_batch: int, queue_size: int = 4096) -> Iterator[str]:
+    port = free_port()
+    config = tmp / f"{name}.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"journal:\n  path: {tmp / name}.db\n  max_batch: {max_batch}\n"
+        "market_data:\n  source: external\n"
+        "stream:\n"
+        f"  queue_size: {queue_size}\n"
+        "execution:\n  circuit_breakers:\n    max_trades_per_day: 100000000\n"
+        "    max_trades_per_strategy_per_day: 100000000\n"
+        "  pre_trade:\n    orders_per_second: 100000000.0\n    order_burst: 100000000\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "execgw.server.cli",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def echo_process() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def request_bytes(i: int) -> bytes:
+    intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+    return gateway_pb2.SubmitOrderRequest(
+        intent=intent, client_order_id=f"b{i}"
+    ).SerializeToString()
+
+
+async def run_concurrently(
+    n: int, concurrency: int, call: Callable[[int], Awaitable[None]]
+) -> float:
+    counter = iter(range(n))
+    started = time.perf_counter()
+
+    async def worker() -> None:
+        for i in counter:
+            await call(i)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+async def echo_rate(target: str, n: int, concurrency: int) -> float:
+    async with grpc.aio.insecure_channel(target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+        payloads = [request_bytes(i) for i in range(n)]
+
+        async def call(i: int) -> None:
+            await method(payloads[i], timeout=10)
+
+        await run_concurrently(min(n, 200), concurrency, call)  # warm-up
+        return await run_concurrently(n, concurrency, call)
+
+
+async def publish_quote(client: AsyncExecutionClient) -> None:
+    await client.publish_quotes([market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)])
+
+
+async def submit_rate(target: str, n: int, concurrency: int) -> float:
+    async with AsyncExecutionClient(target, timeout=30) as client:
+        await client.wait_ready(20)
+        await publish_quote(client)
+        run = os.urandom(4).hex()
+
+        async def call(i: int) -> None:
+            intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+            result = await client.submit(intent, f"{run}-{i}")
+            assert result.status, result
+
+        await run_concurrently(min(n, 200), concurrency, call)  # warm-up
+        return await run_concurrently(n, concurrency, call)
+
+
+async def fanout_rate(target: str, subscribers: int, orders: int) -> tuple[float, float]:
+    """Events per second seen by each subscriber, and in total across subscribers."""
+    async with AsyncExecutionClient(target, timeout=30) as client:
+        await client.wait_ready(20)
+        await publish_quote(client)
+        expected = orders * 2  # accepted + filled for each MARKET order
+        ready = asyncio.Barrier(subscribers + 1)
+
+        async def subscribe() -> float:
+            stream = client.stream_fills(include_order_updates=True, heartbeats=True)
+            seen = 0
+            live = False
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if event.HasField("heartbeat"):
+                        if not live:  # the first heartbeat: this stream is live
+                            live = True
+                            await ready.wait()
+                        continue
+                    seen += 1
+                    if seen == expected:
+                        return time.perf_counter()
+            raise RuntimeError("stream ended early")
+
+        tasks = [asyncio.create_task(subscribe()) for _ in range(subscribers)]
+        await ready.wait()
+        started = time.perf_counter()
+        run = os.urandom(4).hex()
+
+        async def call(i: int) -> None:
+            intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+            await client.submit(intent, f"{run}-{i}")
+
+        await run_concurrently(orders, 16, call)
+        finished = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        elapsed = max(finished) - started
+        per_subscriber = expected / elapsed
+        return per_subscriber, per_subscriber * subscribers
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        # Interleaved repeats, reporting medians: machine noise hits every measure alike.
+        echoes, groups, singles = [], [], []
+        for rep in range(args.repeats):
+            with echo_process() as target:
+                echoes.append(await echo_rate(target, args.n, args.concurrency))
+            with gateway(tmp, f"group{rep}", 512) as target:
+                groups.append(await submit_rate(target, args.n, args.concurrency))
+            with gateway(tmp, f"single{rep}", 1) as target:
+                singles.append(await submit_rate(target, args.n, args.concurrency))
+        echo, group, single = (statistics.median(x) for x in (echoes, groups, singles))
+        print(f"medians of {args.repeats} interleaved runs, {args.concurrency} calls in flight")
+        print(f"{'measure':<40}{'per second':>14}{'vs echo':>10}")
+        print(f"{'bare gRPC echo (unary)':<40}{echo:>14.0f}{1.0:>10.3f}")
+        print(f"{'SubmitOrder, group commit':<40}{group:>14.0f}{group / echo:>10.3f}")
+        print(f"{'SubmitOrder, one fsync per order':<40}{single:>14.0f}{single / echo:>10.3f}")
+        print(f"group commit / one fsync per order: {group / single:.1f}x")
+        for subscribers in (1, 10, 100):
+            with gateway(tmp, f"fanout{subscribers}", 512, queue_size=100_000) as target:
+                each, total = await fanout_rate(target, subscribers, args.fanout_orders)
+            print(
+                f"{f'fan-out to {subscribers} subscriber(s)':<40}{total:>14.0f}"
+                f"{total / echo:>10.3f}   ({each:.0f} events/s each)"
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=3000, help="calls per measurement")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--fanout-orders", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    if parsed.echo_server:
+        asyncio.run(echo_server(parsed.echo_server))
+    else:
+        asyncio.run(main(parsed))
