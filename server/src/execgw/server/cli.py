@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from execgw.server.cli_client import add_client_commands
 from execgw.server.config import ConfigError, GatewayConfig, load_config
 
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             cmd.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
             cmd.add_argument("--output", "-o", default="-", help="file, or - for stdout")
+
+    add_client_commands(sub)
     return parser
 
 

@@ -1,0 +1,196 @@
+"""Operator subcommands: thin clients over the same RPCs a strategy uses."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from execgw.client import ExecgwError, ExecutionClient, OrderStatus, limit, market, stop
+from execgw.v1 import orders_pb2
+
+
+def _client(args: argparse.Namespace) -> ExecutionClient:
+    return ExecutionClient(args.target, timeout=args.timeout)
+
+
+def _print_json(message: Message) -> None:
+    print(json.dumps(json_format.MessageToDict(message), sort_keys=True))
+
+
+def _tail(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        stream = client.stream_fills(
+            strategy_codes=args.strategy or (),
+            symbols=args.symbol or (),
+            from_sequence=args.from_sequence,
+            include_order_updates=not args.fills_only,
+            include_risk_events=not args.fills_only,
+        )
+        for count, event in enumerate(stream, start=1):
+            print(_describe(event) if not args.json else _json_line(event), flush=True)
+            if args.limit and count >= args.limit:
+                break
+    return 0
+
+
+def _json_line(message: Message) -> str:
+    return json.dumps(json_format.MessageToDict(message), sort_keys=True)
+
+
+def _describe(event: orders_pb2.ExecutionEvent) -> str:
+    kind = event.WhichOneof("payload")
+    head = f"{event.sequence:>8} {event.timestamp.ToDatetime():%H:%M:%S.%f}"[:-3]
+    if kind == "fill":
+        f = event.fill
+        side = orders_pb2.Side.Name(f.side).removeprefix("SIDE_")
+        return (
+            f"{head} FILL  {f.strategy_code} {side} {f.qty} {f.symbol} @ {f.price:.2f} "
+            f"order {f.order_id}"
+        )
+    if kind == "order_update":
+        o = event.order_update
+        status = OrderStatus.Name(o.status).removeprefix("ORDER_STATUS_")
+        reason = orders_pb2.RejectReason.Name(o.reject_reason).removeprefix("REJECT_REASON_")
+        extra = (
+            f" {reason}: {o.message}" if o.reject_reason else (f" {o.message}" if o.message else "")
+        )
+        return f"{head} ORDER {o.order_id} {o.strategy_code} {o.symbol} {status}{extra}"
+    if kind == "risk_event":
+        r = event.risk_event
+        what = orders_pb2.RiskEventKind.Name(r.kind).removeprefix("RISK_EVENT_KIND_")
+        scope = r.strategy_code or "account"
+        return f"{head} RISK  {what} {scope} {r.breaker} {r.message} (by {r.actor})"
+    return f"{head} {kind}"
+
+
+def _orders(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for result in client.list_orders(strategy_code=args.strategy, symbol=args.symbol):
+            _print_json(result)
+    return 0
+
+
+def _positions(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for position in client.positions(args.strategy):
+            _print_json(position)
+    return 0
+
+
+def _risk(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.risk_state(args.strategy))
+    return 0
+
+
+def _halt(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(
+            client.halt(args.reason, actor=args.actor or _whoami(), strategy_code=args.strategy)
+        )
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(
+            client.resume(args.reason, actor=args.actor or _whoami(), strategy_code=args.strategy)
+        )
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    common: dict[str, Any] = {"strategy_code": args.strategy, "product": args.product}
+    if args.trigger is not None:
+        intent = stop(args.symbol, args.side, args.qty, args.trigger, price=args.price, **common)
+    elif args.price is not None:
+        intent = limit(args.symbol, args.side, args.qty, args.price, **common)
+    else:
+        intent = market(args.symbol, args.side, args.qty, **common)
+    with _client(args) as client:
+        _print_json(client.submit(intent, args.client_order_id))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.cancel(args.order_id))
+    return 0
+
+
+def _whoami() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ExecgwError as e:
+            print(f"execgw: {e.code.name}: {e.details}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+def add_client_commands(sub: Any) -> None:
+    """Register the operator subcommands on the `execgw` parser."""
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
+        parser = sub.add_parser(name, help=text)
+        parser.add_argument("--target", default="127.0.0.1:50051", help="gateway HOST:PORT")
+        parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
+        parser.set_defaults(func=_guarded(func))
+        return parser
+
+    tail = command("tail", _tail, "follow fills, order updates and risk events live")
+    tail.add_argument("--strategy", action="append", help="only this strategy (repeatable)")
+    tail.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
+    tail.add_argument("--from-sequence", type=int, default=0, help="replay from this sequence")
+    tail.add_argument("--fills-only", action="store_true", help="no order updates or risk events")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.add_argument("--limit", type=int, default=0, help="stop after this many events")
+
+    orders = command("orders", _orders, "the day's order book")
+    orders.add_argument("--strategy")
+    orders.add_argument("--symbol")
+
+    positions = command("positions", _positions, "positions with PnL")
+    positions.add_argument("--strategy")
+
+    risk = command("risk", _risk, "breakers, counters and limits")
+    risk.add_argument("--strategy")
+
+    for name, func, text in (
+        ("halt", _halt, "kill switch: stop new orders and cancel resting ones"),
+        ("resume", _resume, "release a halt and tripped breakers"),
+    ):
+        parser = command(name, func, text)
+        parser.add_argument("--reason", required=True, help="recorded in the journal")
+        parser.add_argument("--actor", help="who; defaults to cli:$USER")
+        parser.add_argument("--strategy", help="only this strategy")
+
+    submit = command("submit", _submit, "place an order (MARKET, or LIMIT with --price)")
+    submit.add_argument("symbol")
+    submit.add_argument("side", choices=("BUY", "SELL", "buy", "sell"))
+    submit.add_argument("qty", type=int)
+    submit.add_argument("--strategy", required=True)
+    submit.add_argument("--product", default="MIS", choices=("MIS", "NRML", "CNC"))
+    submit.add_argument("--price", type=float)
+    submit.add_argument("--trigger", type=float, help="stop trigger (SL with --price, else SL-M)")
+    submit.add_argument("--client-order-id")
+
+    cancel = command("cancel", _cancel, "cancel a resting order")
+    cancel.add_argument("order_id")
