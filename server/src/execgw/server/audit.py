@@ -22,9 +22,13 @@ def verify(journal: Journal) -> VerifyReport:
     """Walk every event: contiguous sequences, intact hash chain, decodable bodies."""
     oldest = journal.oldest_sequence()
     if oldest > 1:
-        anchor = journal.row(oldest)
-        assert anchor is not None
-        expected_seq, prev = oldest, anchor.prev_hash
+        # Only pruning may remove the oldest events, and it records where it cut.
+        pruned_below = journal.meta("pruned_below")
+        if pruned_below is None or int(pruned_below) != oldest:
+            raise JournalCorrupt(
+                f"events 1..{oldest - 1} are missing and no pruning record covers them"
+            )
+        expected_seq, prev = oldest, journal.meta("pruned_prev_hash") or ""
     else:
         expected_seq, prev = 1, GENESIS_HASH
     count = 0

@@ -14,6 +14,7 @@ from execgw.server.config import ConfigError, GatewayConfig, load_config
 
 def _serve(args: argparse.Namespace) -> int:
     from execgw.server.app import serve
+    from execgw.server.journal import JournalError
 
     try:
         config = load_config(Path(args.config)) if args.config else GatewayConfig()
@@ -22,7 +23,14 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"execgw: config error: {e}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except JournalError as e:
+        print(f"execgw: journal error: {e}", file=sys.stderr)
+        return 3
+    except OSError as e:
+        print(f"execgw: cannot start: {e}", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -17,13 +17,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
 from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
 from execgw.server.engine import ExecutionEngine, HaltOutcome, Preview, ResumeOutcome
-from execgw.server.errors import GatewayError, GatewayUnavailable, OrderNotFound
+from execgw.server.errors import GatewayError, GatewayUnavailable
 from execgw.server.journal import Journal
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import rebuild, state_to_json
@@ -148,40 +149,41 @@ class GatewayCore:
         return result
 
     # -- reads ------------------------------------------------------------
+    # Reads go through the writer too: a batch answers only after its commit, so a
+    # read never shows an order that could still be lost.
 
-    def get_order(self, order_id: str) -> Order:
-        ledger = self._engine.state.ledger
-        if ledger.order(order_id) is None:
-            raise OrderNotFound(f"order {order_id!r} not found")
-        return ledger.snapshot(order_id)
+    async def get_order(self, order_id: str) -> Order:
+        result: Order = await self._call("get_order", order_id)
+        return result
 
-    def list_orders(
+    async def list_orders(
         self,
         *,
         strategy_code: str = "",
         status: OrderStatus | None = None,
         symbol: str = "",
     ) -> list[Order]:
-        ledger = self._engine.state.ledger
-        return [
-            ledger.snapshot(o.order_id)
-            for o in ledger.orders()
-            if (not strategy_code or o.intent.strategy_code == strategy_code)
-            and (status is None or o.status is status)
-            and (not symbol or o.intent.symbol == symbol)
-        ]
+        result: list[Order] = await self._call("list_orders", strategy_code, status, symbol)
+        return result
 
-    def positions(self, strategy_code: str = "") -> list[PositionView]:
-        return self._engine.positions(strategy_code)
+    async def positions(self, strategy_code: str = "") -> list[PositionView]:
+        result: list[PositionView] = await self._call("positions", strategy_code)
+        return result
 
-    def preview(self, intent: OrderIntent) -> Preview:
-        return self._engine.preview(intent)
+    async def preview(self, intent: OrderIntent) -> Preview:
+        result: Preview = await self._call("preview", intent)
+        return result
 
-    def risk_report(self, strategy_code: str = "") -> RiskReport:
-        return self._engine.risk_report(strategy_code)
+    async def risk_report(self, strategy_code: str = "") -> RiskReport:
+        result: RiskReport = await self._call("risk_report", strategy_code)
+        return result
 
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
+
+    @property
+    def trading_day(self) -> date | None:
+        return self._engine.state.risk.day
 
     # -- the single writer ----------------------------------------------------
 
@@ -195,7 +197,21 @@ class GatewayCore:
         return await asyncio.shield(future)
 
     # The engine's command names, checked once so a typo fails loudly in tests.
-    _KINDS = frozenset({"submit", "cancel", "apply_quotes", "tick", "halt", "resume"})
+    _KINDS = frozenset(
+        {
+            "submit",
+            "cancel",
+            "apply_quotes",
+            "tick",
+            "halt",
+            "resume",
+            "get_order",
+            "list_orders",
+            "positions",
+            "preview",
+            "risk_report",
+        }
+    )
 
     async def _run(self) -> None:
         while True:

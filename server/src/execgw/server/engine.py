@@ -18,6 +18,7 @@ from execgw.server.clock import Clock
 from execgw.server.domain import (
     Order,
     OrderIntent,
+    OrderStatus,
     OrderType,
     PositionView,
     Product,
@@ -164,8 +165,27 @@ class ExecutionEngine:
 
     # -- reads ------------------------------------------------------------
 
+    def get_order(self, order_id: str) -> Order:
+        ledger = self.state.ledger
+        if ledger.order(order_id) is None:
+            raise OrderNotFound(f"order {order_id!r} not found")
+        return ledger.snapshot(order_id)
+
+    def list_orders(
+        self, strategy_code: str, status: OrderStatus | None, symbol: str
+    ) -> list[Order]:
+        ledger = self.state.ledger
+        return [
+            ledger.snapshot(o.order_id)
+            for o in ledger.orders()
+            if (not strategy_code or o.intent.strategy_code == strategy_code)
+            and (status is None or o.status is status)
+            and (not symbol or o.intent.symbol == symbol)
+        ]
+
     def preview(self, intent: OrderIntent) -> Preview:
-        now = self._clock.now()
+        # Time-driven events first, exactly as a submit now would see them.
+        now = self._advance_time()
         checks = self._risk.check(
             intent,
             ltp=self._quotes.ltp(intent.symbol),
@@ -187,7 +207,8 @@ class ExecutionEngine:
         return Preview(checks)
 
     def risk_report(self, strategy_code: str = "") -> RiskReport:
-        return self._risk.report(self._clock.now(), self._unrealized(), strategy_code)
+        now = self._advance_time()
+        return self._risk.report(now, self._unrealized(), strategy_code)
 
     def positions(self, strategy_code: str = "") -> list[PositionView]:
         return self.state.ledger.positions(self._quotes.ltp, strategy_code or None)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from execgw.server import codec
 from execgw.server.domain import Order
 from execgw.server.events import Event
 
 SCHEMA_VERSION = 1
+_T = TypeVar("_T")
 GENESIS_HASH = "0" * 64
 
 
@@ -90,58 +94,65 @@ class Snapshot:
 class Journal:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        # One connection, used from worker threads: the lock keeps the writer and the
+        # health probe from interleaving statements on it.
+        self._lock = threading.Lock()
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{path}?mode={'ro' if read_only else 'rwc'}"
         try:
-            # The writer is used from one worker thread at a time, never concurrently.
             self._db = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=False, timeout=1.0
             )
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot open journal {path}: {e}") from None
+        try:
+            self._check_or_create_schema(read_only)
             if not read_only:
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if mode != "wal":
                     raise JournalError(f"{path}: cannot switch to WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._check_or_create_schema(read_only)
+            self.head_sequence, self.head_hash = self._head()
         except sqlite3.DatabaseError as e:
+            self._db.close()
             raise JournalCorrupt(
                 f"{path} is not a readable execgw journal ({e}); refusing to start. "
-                "Move it aside and restore from backup, or run `execgw journal verify`."
+                "Move it aside and restore from a backup; `execgw journal verify` checks one."
             ) from None
-        self.head_sequence, self.head_hash = self._head()
+        except JournalError:
+            self._db.close()
+            raise
 
     def _check_or_create_schema(self, read_only: bool) -> None:
         tables = {
             r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
-        if "meta" not in tables:
+        if not tables:
             if read_only:
-                raise JournalError(f"{self.path} has no execgw journal schema")
-            self._db.executescript(
-                """
-                BEGIN;
-                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE events (
-                    seq INTEGER PRIMARY KEY,
-                    kind TEXT NOT NULL,
-                    ts TEXT NOT NULL,
-                    body TEXT NOT NULL,
-                    prev_hash TEXT NOT NULL,
-                    hash TEXT NOT NULL
-                );
-                CREATE TABLE snapshots (
-                    seq INTEGER PRIMARY KEY,
-                    body TEXT NOT NULL,
-                    body_hash TEXT NOT NULL
-                );
-                COMMIT;
-                """
+                raise JournalError(f"{self.path} has no execgw journal in it")
+            # One transaction: a crash mid-creation leaves an empty file, never half a schema.
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
+                "ts TEXT NOT NULL, body TEXT NOT NULL, prev_hash TEXT NOT NULL, "
+                "hash TEXT NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, "
+                "body_hash TEXT NOT NULL)"
             )
             self._db.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            self._db.execute("COMMIT")
             return
+        if "meta" not in tables:
+            raise JournalError(
+                f"{self.path} is a SQLite database of something else (tables: "
+                f"{', '.join(sorted(tables))}); refusing to write into it"
+            )
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise JournalCorrupt(f"{self.path}: journal has no schema_version; refusing to start")
@@ -159,6 +170,31 @@ class Journal:
         row = self._db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
+    def _read(self, what: Callable[[], _T]) -> _T:
+        """Run a read, turning SQLite's complaints about the file into JournalCorrupt."""
+        with self._lock:
+            try:
+                return what()
+            except sqlite3.DatabaseError as e:
+                raise JournalCorrupt(f"{self.path}: cannot read the journal: {e}") from None
+
+    def _write(self, statements: Callable[[], _T], failure: str) -> _T:
+        """Run statements in one IMMEDIATE transaction; all or nothing."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = statements()
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back itself (disk full, I/O error).
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise JournalWriteFailed(f"{failure}: {e}") from e
+            return result
+
     # -- writing ----------------------------------------------------------
 
     def append(self, records: list[JournalRecord]) -> None:
@@ -174,55 +210,65 @@ class Journal:
             digest = chain_hash(record.sequence, kind, ts, body, prev)
             rows.append((record.sequence, kind, ts, body, prev, digest))
             seq, prev = record.sequence, digest
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise JournalWriteFailed(f"journal write failed: {e}") from e
+        self._write(
+            lambda: self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows),
+            "journal write failed",
+        )
         self.head_sequence, self.head_hash = seq, prev
 
     def probe_writable(self) -> None:
         """A real write transaction, so a recovered disk is noticed without traffic."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('last_probe', ?)",
-                    (str(self.head_sequence),),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise JournalWriteFailed(f"journal not writable: {e}") from e
+        self._write(
+            lambda: self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_probe', ?)", (str(self.head_sequence),)
+            ),
+            "journal not writable",
+        )
 
     def write_snapshot(self, sequence: int, body: str) -> None:
         digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+
+        def statements() -> None:
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, body, digest)
             )
             # Older snapshots are never read again; events stay for audit and replay.
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
-            self._db.execute("COMMIT")
-        except sqlite3.Error as e:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise JournalWriteFailed(f"snapshot write failed: {e}") from e
+
+        self._write(statements, "snapshot write failed")
+
+    def prune_before(self, sequence: int) -> int:
+        """Drop events below `sequence` (a snapshot must cover them); returns how many.
+
+        The first kept event's prev_hash is recorded, so `verify` can tell a pruned
+        journal from one whose oldest events were deleted behind our back."""
+
+        def statements() -> int:
+            row = self._db.execute(
+                "SELECT seq, prev_hash FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
+                (sequence,),
+            ).fetchone()
+            if row is None:
+                return 0
+            cursor = self._db.execute("DELETE FROM events WHERE seq < ?", (row[0],))
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('pruned_below', ?)", (str(row[0]),)
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('pruned_prev_hash', ?)", (row[1],)
+            )
+            return cursor.rowcount
+
+        return self._write(statements, "prune failed")
 
     # -- reading ----------------------------------------------------------
 
     def latest_snapshot(self) -> Snapshot | None:
-        row = self._db.execute(
-            "SELECT seq, body, body_hash FROM snapshots ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+        row = self._read(
+            lambda: self._db.execute(
+                "SELECT seq, body, body_hash FROM snapshots ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        )
         if row is None:
             return None
         seq, body, digest = int(row[0]), str(row[1]), str(row[2])
@@ -234,50 +280,46 @@ class Journal:
         """Rows with sequence > after, in order, read in batches."""
         last = after
         while True:
-            chunk = self._db.execute(
-                "SELECT seq, kind, ts, body, prev_hash, hash FROM events "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
-                (last, batch),
-            ).fetchall()
+            chunk = self._read(partial(self._rows_after, last, batch))
             if not chunk:
                 return
-            for r in chunk:
-                yield StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5])
-            last = int(chunk[-1][0])
+            yield from chunk
+            last = chunk[-1].sequence
+
+    def _rows_after(self, after: int, limit: int) -> list[StoredRow]:
+        rows = self._db.execute(
+            "SELECT seq, kind, ts, body, prev_hash, hash FROM events "
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     def row(self, sequence: int) -> StoredRow | None:
-        r = self._db.execute(
-            "SELECT seq, kind, ts, body, prev_hash, hash FROM events WHERE seq = ?", (sequence,)
-        ).fetchone()
+        r = self._read(
+            lambda: self._db.execute(
+                "SELECT seq, kind, ts, body, prev_hash, hash FROM events WHERE seq = ?",
+                (sequence,),
+            ).fetchone()
+        )
         return None if r is None else StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5])
 
     def records_after(self, sequence: int, limit: int) -> list[JournalRecord]:
         """Decoded records with sequence > `sequence`, at most `limit` of them."""
-        rows = self._db.execute(
-            "SELECT seq, kind, ts, body, prev_hash, hash FROM events "
-            "WHERE seq > ? ORDER BY seq LIMIT ?",
-            (sequence, limit),
-        ).fetchall()
-        return [StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5]).decode() for r in rows]
-
-    def prune_before(self, sequence: int) -> int:
-        """Drop events below `sequence` (covered by a snapshot); returns how many."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            cursor = self._db.execute("DELETE FROM events WHERE seq < ?", (sequence,))
-            self._db.execute("COMMIT")
-        except sqlite3.Error as e:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise JournalWriteFailed(f"prune failed: {e}") from e
-        return cursor.rowcount
+        return [row.decode() for row in self._read(partial(self._rows_after, sequence, limit))]
 
     def oldest_sequence(self) -> int:
-        row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
+        row = self._read(lambda: self._db.execute("SELECT MIN(seq) FROM events").fetchone())
         return 0 if row[0] is None else int(row[0])
 
+    def meta(self, key: str) -> str | None:
+        row = self._read(
+            lambda: self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 def check_link(row: StoredRow, expected_seq: int, expected_prev: str) -> None:

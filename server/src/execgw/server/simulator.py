@@ -62,7 +62,8 @@ class SmartFillSimulator:
         instrument = self._instruments.get(symbol)
         if side is Side.BUY:
             return instrument.snap_up(ltp * (1 + self._slippage))
-        return instrument.snap_down(ltp * (1 - self._slippage))
+        # Never below one tick: a penny stock sold at market must not fill at zero.
+        return max(instrument.snap_down(ltp * (1 - self._slippage)), instrument.tick_size)
 
     def on_new_order(
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]

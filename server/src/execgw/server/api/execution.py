@@ -64,14 +64,14 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.GetOrderRequest, context: Context
     ) -> gateway_pb2.GetOrderResponse:
         _require_order_id(request.order_id)
-        order = self._core.get_order(request.order_id)
+        order = await self._core.get_order(request.order_id)
         return gateway_pb2.GetOrderResponse(result=convert.result(order))
 
     @unary
     async def ListOrders(  # noqa: N802
         self, request: gateway_pb2.ListOrdersRequest, context: Context
     ) -> gateway_pb2.ListOrdersResponse:
-        orders = self._core.list_orders(
+        orders = await self._core.list_orders(
             strategy_code=request.strategy_code,
             status=convert.status(request.status),
             symbol=request.symbol,
@@ -82,7 +82,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def GetPositions(  # noqa: N802
         self, request: gateway_pb2.GetPositionsRequest, context: Context
     ) -> gateway_pb2.GetPositionsResponse:
-        positions = self._core.positions(request.strategy_code)
+        positions = await self._core.positions(request.strategy_code)
         return gateway_pb2.GetPositionsResponse(positions=[convert.position(p) for p in positions])
 
     @streaming
@@ -93,7 +93,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             request,
             bus=self._core.bus,
             open_journal=self._open_journal,
-            trading_day=lambda: self._core.risk_report().trading_day,
+            trading_day=lambda: self._core.trading_day,
         )
         async for response in stream.run(context):
             yield response
@@ -102,7 +102,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def GetRiskState(  # noqa: N802
         self, request: gateway_pb2.GetRiskStateRequest, context: Context
     ) -> gateway_pb2.GetRiskStateResponse:
-        return convert.risk_state(self._core.risk_report(request.strategy_code))
+        return convert.risk_state(await self._core.risk_report(request.strategy_code))
 
     @unary
     async def HaltTrading(  # noqa: N802
@@ -140,7 +140,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         if not request.HasField("intent"):
             raise InvalidRequest("intent", "is required")
         intent = validate_intent(convert.raw_intent(request.intent), self._instruments)
-        preview = self._core.preview(intent)
+        preview = await self._core.preview(intent)
         failed = preview.first_failure
         return gateway_pb2.PreviewOrderResponse(
             accepted=failed is None,

@@ -1,0 +1,527 @@
+"""Risk domain objects without a server: TradingCalendar, the RiskBook fold, and
+RiskEngine's check / evaluate / due."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from execgw.server.config import ExecutionConfig, TradingDayConfig
+from execgw.server.domain import (
+    Fill,
+    OrderIntent,
+    OrderType,
+    Product,
+    Quote,
+    RejectReason,
+    Side,
+    TradingState,
+    Validity,
+)
+from execgw.server.events import (
+    BreakerTripped,
+    DayRolledOver,
+    Event,
+    MisSquareOffStarted,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    TradingHalted,
+    TradingResumed,
+)
+from execgw.server.ledger import FillOutcome, Ledger
+from execgw.server.recovery import GatewayState, IdSource
+from execgw.server.risk import RiskBook, RiskEngine, TradingCalendar, reduces
+
+IST = ZoneInfo("Asia/Kolkata")
+NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)  # 10:00 IST
+DAY = date(2026, 11, 27)
+D = Decimal
+
+
+def calendar(**settings: Any) -> TradingCalendar:
+    return TradingCalendar(TradingDayConfig.model_validate(settings))
+
+
+def engine(**execution: Any) -> RiskEngine:
+    return RiskEngine(ExecutionConfig.model_validate(execution), calendar())
+
+
+def intent(
+    side: Side = Side.BUY,
+    qty: int = 1,
+    *,
+    strategy: str = "S1",
+    symbol: str = "NSE:INFY",
+    order_type: OrderType = OrderType.MARKET,
+    product: Product = Product.NRML,
+    price: str | None = None,
+    confidence: float | None = None,
+) -> OrderIntent:
+    return OrderIntent(
+        symbol=symbol,
+        strategy_code=strategy,
+        side=side,
+        qty=qty,
+        order_type=order_type,
+        product=product,
+        validity=Validity.DAY,
+        price=None if price is None else D(price),
+        confidence=confidence,
+    )
+
+
+# -- TradingCalendar --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("utc", "day"),
+    [
+        (datetime(2026, 11, 27, 2, 29, 59, 999_999, tzinfo=UTC), date(2026, 11, 26)),  # 07:59:59
+        (datetime(2026, 11, 27, 2, 30, tzinfo=UTC), date(2026, 11, 27)),  # 08:00 IST
+        (datetime(2026, 11, 27, 18, 29, 59, tzinfo=UTC), date(2026, 11, 27)),  # 23:59:59 IST
+        (datetime(2026, 11, 27, 18, 30, tzinfo=UTC), date(2026, 11, 27)),  # 00:00 IST 28th
+        (datetime(2026, 11, 28, 0, 0, tzinfo=UTC), date(2026, 11, 27)),  # UTC midnight
+        (datetime(2026, 11, 28, 2, 30, tzinfo=UTC), date(2026, 11, 28)),
+        # No DST in Asia/Kolkata: the same UTC boundary in summer and winter.
+        (datetime(2026, 7, 15, 2, 29, tzinfo=UTC), date(2026, 7, 14)),
+        (datetime(2026, 7, 15, 2, 30, tzinfo=UTC), date(2026, 7, 15)),
+        (datetime(2026, 1, 15, 2, 29, tzinfo=UTC), date(2026, 1, 14)),
+        (datetime(2026, 1, 15, 2, 30, tzinfo=UTC), date(2026, 1, 15)),
+    ],
+)
+def test_trading_day_rolls_at_0800_ist(utc: datetime, day: date) -> None:
+    assert calendar().trading_day(utc) == day
+
+
+def test_trading_day_accepts_any_aware_datetime() -> None:
+    cal = calendar()
+    local = datetime(2026, 11, 27, 7, 59, tzinfo=IST)
+    assert cal.trading_day(local) == date(2026, 11, 26)
+    assert cal.trading_day(local.astimezone(ZoneInfo("America/New_York"))) == date(2026, 11, 26)
+
+
+def test_rollover_follows_a_zone_with_dst() -> None:
+    cal = calendar(timezone="Europe/London", rollover="08:00")
+    # 08:00 BST is 07:00 UTC in summer; 08:00 GMT is 08:00 UTC in winter.
+    assert cal.trading_day(datetime(2026, 7, 1, 7, 0, tzinfo=UTC)) == date(2026, 7, 1)
+    assert cal.trading_day(datetime(2026, 7, 1, 6, 59, tzinfo=UTC)) == date(2026, 6, 30)
+    assert cal.trading_day(datetime(2026, 1, 15, 7, 59, tzinfo=UTC)) == date(2026, 1, 14)
+    assert cal.trading_day(datetime(2026, 1, 15, 8, 0, tzinfo=UTC)) == date(2026, 1, 15)
+
+
+def test_square_off_at_is_1520_ist_of_the_trading_day() -> None:
+    cal = calendar()
+    at = cal.square_off_at(DAY)
+    assert at == datetime(2026, 11, 27, 9, 50, tzinfo=UTC)
+    assert at.utcoffset() == timedelta(hours=5, minutes=30)
+    assert cal.square_off_at(date(2026, 7, 1)) == datetime(2026, 7, 1, 9, 50, tzinfo=UTC)
+
+
+def test_square_off_before_the_rollover_time_is_on_the_next_calendar_day() -> None:
+    # A day that rolls at 18:00 runs 18:00 -> 18:00; its 15:20 is on the following date.
+    cal = calendar(rollover="18:00", mis_square_off="15:20")
+    assert cal.trading_day(datetime(2026, 11, 27, 12, 30, tzinfo=UTC)) == DAY  # 18:00 IST
+    assert cal.square_off_at(DAY) == datetime(2026, 11, 28, 15, 20, tzinfo=IST)
+    assert not cal.mis_closed(datetime(2026, 11, 28, 15, 19, tzinfo=IST))
+    assert cal.mis_closed(datetime(2026, 11, 28, 15, 20, tzinfo=IST))
+    assert not cal.mis_closed(datetime(2026, 11, 28, 18, 0, tzinfo=IST))  # the next day
+
+
+@pytest.mark.parametrize(
+    ("local", "closed"),
+    [
+        (datetime(2026, 11, 27, 8, 0, tzinfo=IST), False),
+        (datetime(2026, 11, 27, 15, 19, 59, 999_999, tzinfo=IST), False),
+        (datetime(2026, 11, 27, 15, 20, tzinfo=IST), True),
+        (datetime(2026, 11, 27, 23, 0, tzinfo=IST), True),
+        (datetime(2026, 11, 28, 7, 59, tzinfo=IST), True),  # still the 27th's trading day
+        (datetime(2026, 11, 28, 8, 0, tzinfo=IST), False),
+    ],
+)
+def test_mis_closed_from_square_off_until_rollover(local: datetime, closed: bool) -> None:
+    assert calendar().mis_closed(local) is closed
+
+
+# -- RiskBook fold ------------------------------------------------------------------------
+
+
+def _fill(strategy: str = "S1", side: Side = Side.BUY) -> OrderFilled:
+    fill = Fill(
+        fill_id="F1",
+        order_id="O1",
+        client_order_id="c1",
+        strategy_code=strategy,
+        symbol="NSE:INFY",
+        side=side,
+        product=Product.NRML,
+        qty=1,
+        price=D("1000"),
+        timestamp=NOW,
+    )
+    return OrderFilled(fill, Quote("NSE:INFY", D("1000"), NOW))
+
+
+def _outcome(realized: str, round_trip: str | None) -> FillOutcome:
+    return FillOutcome(
+        ("S1", "NSE:INFY", Product.NRML), D(realized), None if round_trip is None else D(round_trip)
+    )
+
+
+def test_book_counts_accepted_orders_only() -> None:
+    book = RiskBook()
+    book.apply(DayRolledOver(DAY, NOW), None)
+    book.apply(OrderAccepted("O1", "c1", intent(strategy="S1"), NOW), None)
+    book.apply(OrderAccepted("O2", "c2", intent(strategy="S2"), NOW), None)
+    book.apply(OrderAccepted("O3", "c3", intent(strategy="S1"), NOW), None)
+    rejected = OrderRejected("O4", "c4", intent(), NOW, RejectReason.ORDER_RATE, "x")
+    book.apply(rejected, None)
+    assert book.trades_total == 3
+    assert book.trades_by_strategy == {"S1": 2, "S2": 1}
+
+
+def test_book_realized_pnl_and_loss_streak() -> None:
+    book = RiskBook()
+    book.apply(_fill(), _outcome("0", None))  # an opening fill
+    assert (book.realized_total, book.loss_streak) == (D(0), {})
+    book.apply(_fill(side=Side.SELL), _outcome("-7.5", "-7.5"))
+    book.apply(_fill(side=Side.SELL), _outcome("-2", None))  # partial close: no round trip
+    assert book.loss_streak == {"S1": 1}
+    book.apply(_fill(side=Side.SELL), _outcome("-1", "-3"))
+    assert book.loss_streak == {"S1": 2}
+    assert book.realized_total == D("-10.5")
+    assert book.realized_by_strategy == {"S1": D("-10.5")}
+    book.apply(_fill(side=Side.SELL), _outcome("4", "4"))  # a win resets
+    assert book.loss_streak == {"S1": 0}
+    assert book.realized_total == D("-6.5")
+    book.apply(_fill(), None)  # a fill the ledger did not apply changes nothing
+    assert book.realized_total == D("-6.5")
+
+
+def test_book_fold_through_the_real_ledger() -> None:
+    """OrderAccepted + OrderFilled events folded by GatewayState, as live and on replay."""
+    state = GatewayState(Ledger(), RiskBook(), IdSource(), 0, "")
+    events: list[Event] = [DayRolledOver(DAY, NOW)]
+    for n, (side, price) in enumerate(
+        [(Side.BUY, "1000"), (Side.SELL, "990"), (Side.BUY, "1000"), (Side.SELL, "985.5")]
+    ):
+        order_id = f"O{n + 1:010d}"
+        events.append(OrderAccepted(order_id, f"c{n}", intent(side, 2), NOW))
+        fill = Fill(
+            f"F{n + 1:010d}",
+            order_id,
+            f"c{n}",
+            "S1",
+            "NSE:INFY",
+            side,
+            Product.NRML,
+            2,
+            D(price),
+            NOW,
+        )
+        events.append(OrderFilled(fill, Quote("NSE:INFY", D(price), NOW)))
+    for event in events:
+        state.apply(event)
+    book = state.risk
+    assert book.trades_total == 4
+    assert book.realized_total == D("-49.0")  # 2 x -10 + 2 x -14.5
+    assert book.loss_streak == {"S1": 2}
+    replayed = GatewayState(Ledger(), RiskBook(), IdSource(), 0, "")
+    for event in events:
+        replayed.apply(event)
+    assert replayed.risk == book
+
+
+def test_book_trips_halts_and_resumes_by_scope() -> None:
+    book = RiskBook()
+    book.apply(
+        BreakerTripped(
+            "max_daily_loss_rupees",
+            "",
+            TradingState.REDUCING,
+            RejectReason.MAX_DAILY_LOSS,
+            "loss",
+            NOW,
+        ),
+        None,
+    )
+    book.apply(TradingHalted("S1", "alice", "bad fills", NOW), None)
+    book.loss_streak["S1"] = 4
+    book.loss_streak["S2"] = 2
+    assert book.state() is TradingState.REDUCING
+    assert book.state("S1") is TradingState.HALTED
+    assert book.state("S2") is TradingState.REDUCING  # account trips bind everyone
+    halt = book.trips[("kill_switch", "S1")]
+    assert halt.message == "halted by alice: bad fills"
+    assert halt.reason is RejectReason.STRATEGY_HALTED
+    book.apply(TradingHalted("", "bob", "all", NOW), None)
+    assert book.trips[("kill_switch", "")].reason is RejectReason.HALTED
+
+    book.apply(TradingResumed("S1", "alice", "ok", NOW), None)
+    assert ("kill_switch", "S1") not in book.trips
+    assert book.loss_streak == {"S1": 0, "S2": 2}
+    assert book.state("S1") is TradingState.HALTED  # the account halt still binds
+    book.apply(TradingResumed("", "bob", "ok", NOW), None)
+    assert book.trips == {}
+    assert book.loss_streak == {"S1": 0, "S2": 2}  # an account resume keeps streaks
+    assert book.state("S2") is TradingState.ACTIVE
+
+
+def test_day_rollover_resets_the_day_but_not_the_square_off_marker() -> None:
+    book = RiskBook()
+    book.apply(DayRolledOver(DAY, NOW), None)
+    book.apply(OrderAccepted("O1", "c1", intent(), NOW), None)
+    book.apply(_fill(side=Side.SELL), _outcome("-5", "-5"))
+    book.apply(TradingHalted("", "ops", "stop", NOW), None)
+    book.apply(MisSquareOffStarted(DAY, NOW), None)
+    book.peak_equity = D("1000100")
+    nxt = DAY + timedelta(days=1)
+    book.apply(DayRolledOver(nxt, NOW + timedelta(days=1)), None)
+    assert book == RiskBook(day=nxt, squared_off_day=DAY)
+
+
+# -- RiskEngine.due ---------------------------------------------------------------------
+
+
+def test_due_rolls_the_day_then_squares_off_once() -> None:
+    risk = engine()
+    assert risk.due(NOW) == [DayRolledOver(DAY, NOW)]
+    risk.apply(DayRolledOver(DAY, NOW), None)
+    assert risk.due(NOW) == []
+    at = datetime(2026, 11, 27, 15, 20, tzinfo=IST)
+    assert risk.due(at) == [MisSquareOffStarted(DAY, at)]
+    risk.apply(MisSquareOffStarted(DAY, at), None)
+    assert risk.due(at + timedelta(hours=3)) == []
+    # Started after a night down: both, in that order.
+    late = datetime(2026, 11, 28, 16, 0, tzinfo=IST)
+    assert risk.due(late) == [
+        DayRolledOver(date(2026, 11, 28), late),
+        MisSquareOffStarted(date(2026, 11, 28), late),
+    ]
+
+
+# -- RiskEngine.check ---------------------------------------------------------------------
+
+
+def _names(checks: list[Any]) -> list[tuple[str, bool]]:
+    return [(c.name, c.passed) for c in checks]
+
+
+def test_check_runs_every_rule_in_order_and_reports_all_failures() -> None:
+    risk = engine(
+        pre_trade={
+            "price_collar_pct": 0.05,
+            "strategies": {
+                "S1": {
+                    "allowed_symbols": ["NSE:TCS"],
+                    "allowed_products": ["CNC"],
+                    "min_confidence": 0.5,
+                    "max_order_qty": 5,
+                    "max_order_notional_rupees": 1000.0,
+                }
+            },
+        }
+    )
+    risk.apply(TradingHalted("", "ops", "stop", NOW), None)
+    bad = intent(
+        qty=10,
+        order_type=OrderType.LIMIT,
+        product=Product.MIS,
+        price="1100",
+        confidence=0.1,
+    )
+    checks = risk.check(
+        bad,
+        ltp=D("1000"),
+        position_qty=0,
+        now=datetime(2026, 11, 27, 16, 0, tzinfo=IST),
+        consume=True,
+    )
+    assert _names(checks) == [
+        ("circuit_breakers", False),
+        ("mis_square_off", False),
+        ("allowed_symbols", False),
+        ("allowed_products", False),
+        ("min_confidence", False),
+        ("max_order_qty", False),
+        ("max_order_notional", False),
+        ("price_collar", False),
+        ("order_rate", True),
+        ("duplicate_order", True),
+    ]
+    reasons = [c.reason for c in checks if not c.passed]
+    assert reasons == [
+        RejectReason.HALTED,
+        RejectReason.MIS_SQUARE_OFF,
+        RejectReason.SYMBOL_NOT_ALLOWED,
+        RejectReason.PRODUCT_NOT_ALLOWED,
+        RejectReason.LOW_CONFIDENCE,
+        RejectReason.MAX_ORDER_QTY,
+        RejectReason.MAX_ORDER_NOTIONAL,
+        RejectReason.PRICE_COLLAR,
+    ]
+    assert checks[0].message == "account is HALTED (kill_switch): halted by ops: stop"
+    assert "max_order_notional_rupees 1000.0 exceeded by notional 11000" in checks[6].message
+
+
+def test_check_consumes_a_token_only_when_everything_passes() -> None:
+    risk = engine(pre_trade={"orders_per_second": 10.0, "order_burst": 3, "max_order_qty": 5})
+    ok, too_big = intent(qty=1), intent(qty=6)
+    for _ in range(20):
+        assert all(
+            c.passed for c in risk.check(ok, ltp=D(1000), position_qty=0, now=NOW, consume=False)
+        )
+        risk.check(too_big, ltp=D(1000), position_qty=0, now=NOW, consume=True)
+    passed = [
+        all(c.passed for c in risk.check(ok, ltp=D(1000), position_qty=0, now=NOW, consume=True))
+        for _ in range(4)
+    ]
+    assert passed == [True, True, True, False]
+
+
+def test_check_duplicate_window_is_keyed_on_the_order_not_its_tag() -> None:
+    risk = engine(pre_trade={"duplicate_window_s": 2.0})
+    first = intent(qty=1)
+
+    def dup(i: OrderIntent, now: datetime) -> bool:
+        checks = risk.check(i, ltp=D(1000), position_qty=0, now=now, consume=True)
+        return not next(c for c in checks if c.name == "duplicate_order").passed
+
+    assert not dup(first, NOW)
+    assert dup(replace(first, tag="other", reason="again"), NOW + timedelta(seconds=1))
+    assert not dup(replace(first, qty=2), NOW + timedelta(seconds=1))
+    assert not dup(replace(first, strategy_code="S2"), NOW + timedelta(seconds=1))
+    assert dup(first, NOW + timedelta(seconds=1.999))
+    assert not dup(first, NOW + timedelta(seconds=2))
+
+
+@pytest.mark.parametrize(
+    ("side", "qty", "position", "expected"),
+    [
+        (Side.SELL, 10, 10, True),
+        (Side.SELL, 1, 10, True),
+        (Side.SELL, 11, 10, False),  # flips short
+        (Side.BUY, 1, 10, False),
+        (Side.BUY, 5, -5, True),
+        (Side.BUY, 6, -5, False),
+        (Side.SELL, 1, -5, False),
+        (Side.SELL, 1, 0, False),
+        (Side.BUY, 1, 0, False),
+    ],
+)
+def test_reduces(side: Side, qty: int, position: int, expected: bool) -> None:
+    assert reduces(intent(side, qty), position) is expected
+
+
+def test_reducing_trip_passes_reductions_and_halted_passes_nothing() -> None:
+    risk = engine()
+    risk.apply(
+        BreakerTripped(
+            "max_daily_loss_rupees",
+            "",
+            TradingState.REDUCING,
+            RejectReason.MAX_DAILY_LOSS,
+            "loss",
+            NOW,
+        ),
+        None,
+    )
+
+    def breaker_check(i: OrderIntent, position: int) -> Any:
+        return risk.check(i, ltp=D(1000), position_qty=position, now=NOW, consume=False)[0]
+
+    assert breaker_check(intent(Side.SELL, 10), 10).passed
+    blocked = breaker_check(intent(Side.BUY, 1), 10)
+    assert not blocked.passed
+    assert blocked.reason is RejectReason.MAX_DAILY_LOSS
+    assert blocked.message == "account is REDUCING (max_daily_loss_rupees): loss"
+    risk.apply(
+        BreakerTripped(
+            "max_loss_streak",
+            "S1",
+            TradingState.HALTED,
+            RejectReason.MAX_LOSS_STREAK,
+            "streak",
+            NOW,
+        ),
+        None,
+    )
+    halted = breaker_check(intent(Side.SELL, 10), 10)
+    assert not halted.passed
+    assert halted.reason is RejectReason.MAX_LOSS_STREAK
+    assert breaker_check(intent(Side.SELL, 10, strategy="S2"), 10).passed
+
+
+# -- RiskEngine.evaluate --------------------------------------------------------------------
+
+
+def test_evaluate_trips_at_the_limit_once() -> None:
+    risk = engine(
+        capital_rupees=100_000.0,
+        circuit_breakers={
+            "max_daily_loss_rupees": 500.0,
+            "max_daily_drawdown_pct": 0.5,
+            "trip_to": {"max_daily_loss_rupees": "HALTED"},
+        },
+    )
+    risk.apply(DayRolledOver(DAY, NOW), None)
+    assert risk.evaluate(NOW, D("-499.99")) == []
+    events = risk.evaluate(NOW, D("-500"))
+    assert events == [
+        BreakerTripped(
+            breaker="max_daily_loss_rupees",
+            strategy_code="",
+            state=TradingState.HALTED,
+            reason=RejectReason.MAX_DAILY_LOSS,
+            message="max_daily_loss_rupees 500.0 reached: day loss 500.00",
+            timestamp=NOW,
+        )
+    ]
+    for event in events:
+        risk.apply(event, None)
+    assert risk.evaluate(NOW, D("-900")) == []  # already tripped: no second event
+
+
+def test_evaluate_tracks_the_peak_for_drawdown() -> None:
+    risk = engine(
+        capital_rupees=100_000.0,
+        circuit_breakers={"max_daily_drawdown_pct": 0.01, "max_daily_loss_rupees": 90_000.0},
+    )
+    risk.apply(DayRolledOver(DAY, NOW), None)
+    assert risk.evaluate(NOW, D("1000")) == []
+    assert risk.book.peak_equity == D("101000")
+    assert risk.evaluate(NOW, D("-9.99")) == []  # 1009.99 / 101000 < 0.01
+    assert risk.book.peak_equity == D("101000")  # the peak never falls
+    [event] = risk.evaluate(NOW, D("-10"))  # 1010 / 101000 = 0.01
+    assert event.breaker == "max_daily_drawdown_pct"
+    assert event.reason is RejectReason.MAX_DAILY_DRAWDOWN
+    assert event.message == "max_daily_drawdown_pct 0.01 reached: drawdown 0.0100"
+
+
+def test_evaluate_trade_and_streak_breakers_are_per_strategy() -> None:
+    risk = engine(
+        circuit_breakers={
+            "max_trades_per_day": 10,
+            "max_trades_per_strategy_per_day": 2,
+            "max_loss_streak": 2,
+        }
+    )
+    risk.apply(DayRolledOver(DAY, NOW), None)
+    for code in ("S1", "S1", "S2"):
+        risk.apply(OrderAccepted("O", "c", intent(strategy=code), NOW), None)
+    risk.book.loss_streak["S2"] = 2
+    tripped = {(e.breaker, e.strategy_code, e.state, e.reason) for e in risk.evaluate(NOW, D(0))}
+    assert tripped == {
+        (
+            "max_trades_per_strategy_per_day",
+            "S1",
+            TradingState.REDUCING,
+            RejectReason.MAX_TRADES_PER_STRATEGY_PER_DAY,
+        ),
+        ("max_loss_streak", "S2", TradingState.HALTED, RejectReason.MAX_LOSS_STREAK),
+    }
