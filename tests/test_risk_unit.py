@@ -26,6 +26,7 @@ from execgw.server.domain import (
 from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
+    EquityPeak,
     Event,
     MisSquareOffStarted,
     OrderAccepted,
@@ -36,12 +37,39 @@ from execgw.server.events import (
 )
 from execgw.server.ledger import FillOutcome, Ledger
 from execgw.server.recovery import GatewayState, IdSource
-from execgw.server.risk import RiskBook, RiskEngine, TradingCalendar, reduces
+from execgw.server.risk import Check, RiskBook, RiskEngine, TradingCalendar, reduces
 
 IST = ZoneInfo("Asia/Kolkata")
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)  # 10:00 IST
 DAY = date(2026, 11, 27)
 D = Decimal
+
+
+def evaluate(risk: RiskEngine, now: datetime, unrealized: Decimal) -> list[BreakerTripped]:
+    """The breakers evaluate() trips. Its EquityPeak events are folded in, as the
+    engine's emit does, and not returned."""
+    events = risk.evaluate(now, unrealized)
+    for event in events:
+        if isinstance(event, EquityPeak):
+            risk.apply(event, None)
+    return [e for e in events if isinstance(e, BreakerTripped)]
+
+
+def check(
+    risk: RiskEngine,
+    order: OrderIntent,
+    *,
+    ltp: Decimal | None,
+    position_qty: int,
+    now: datetime,
+    consume: bool,
+) -> list[Check]:
+    """check(), then record_accepted() when everything passed and consume is set, the
+    way the engine does once the venue accepts the order."""
+    checks = risk.check(order, ltp=ltp, position_qty=position_qty, pending_qty=0, now=now)
+    if consume and all(c.passed for c in checks):
+        risk.record_accepted(order, now)
+    return checks
 
 
 def calendar(**settings: Any) -> TradingCalendar:
@@ -272,7 +300,7 @@ def test_book_trips_halts_and_resumes_by_scope() -> None:
     assert book.state("S2") is TradingState.ACTIVE
 
 
-def test_day_rollover_resets_the_day_but_not_the_square_off_marker() -> None:
+def test_day_rollover_resets_the_day_but_not_the_square_off_marker_or_kill_switch() -> None:
     book = RiskBook()
     book.apply(DayRolledOver(DAY, NOW), None)
     book.apply(OrderAccepted("O1", "c1", intent(), NOW), None)
@@ -281,8 +309,15 @@ def test_day_rollover_resets_the_day_but_not_the_square_off_marker() -> None:
     book.apply(MisSquareOffStarted(DAY, NOW), None)
     book.peak_equity = D("1000100")
     nxt = DAY + timedelta(days=1)
-    book.apply(DayRolledOver(nxt, NOW + timedelta(days=1)), None)
-    assert book == RiskBook(day=nxt, squared_off_day=DAY)
+    halt = book.trips[("kill_switch", "")]
+    book.apply(DayRolledOver(nxt, NOW + timedelta(days=1), D("-250")), None)
+    # An operator's halt outlives the day: only an operator releases it.
+    assert book == RiskBook(
+        day=nxt,
+        squared_off_day=DAY,
+        trips={("kill_switch", ""): halt},
+        baseline_unrealized=D("-250"),
+    )
 
 
 # -- RiskEngine.due ---------------------------------------------------------------------
@@ -290,16 +325,16 @@ def test_day_rollover_resets_the_day_but_not_the_square_off_marker() -> None:
 
 def test_due_rolls_the_day_then_squares_off_once() -> None:
     risk = engine()
-    assert risk.due(NOW) == [DayRolledOver(DAY, NOW)]
+    assert risk.due(NOW, D(0)) == [DayRolledOver(DAY, NOW)]
     risk.apply(DayRolledOver(DAY, NOW), None)
-    assert risk.due(NOW) == []
+    assert risk.due(NOW, D(0)) == []
     at = datetime(2026, 11, 27, 15, 20, tzinfo=IST)
-    assert risk.due(at) == [MisSquareOffStarted(DAY, at)]
+    assert risk.due(at, D(0)) == [MisSquareOffStarted(DAY, at)]
     risk.apply(MisSquareOffStarted(DAY, at), None)
-    assert risk.due(at + timedelta(hours=3)) == []
+    assert risk.due(at + timedelta(hours=3), D(0)) == []
     # Started after a night down: both, in that order.
     late = datetime(2026, 11, 28, 16, 0, tzinfo=IST)
-    assert risk.due(late) == [
+    assert risk.due(late, D(0)) == [
         DayRolledOver(date(2026, 11, 28), late),
         MisSquareOffStarted(date(2026, 11, 28), late),
     ]
@@ -335,7 +370,8 @@ def test_check_runs_every_rule_in_order_and_reports_all_failures() -> None:
         price="1100",
         confidence=0.1,
     )
-    checks = risk.check(
+    checks = check(
+        risk,
         bad,
         ltp=D("1000"),
         position_qty=0,
@@ -374,11 +410,11 @@ def test_check_consumes_a_token_only_when_everything_passes() -> None:
     ok, too_big = intent(qty=1), intent(qty=6)
     for _ in range(20):
         assert all(
-            c.passed for c in risk.check(ok, ltp=D(1000), position_qty=0, now=NOW, consume=False)
+            c.passed for c in check(risk, ok, ltp=D(1000), position_qty=0, now=NOW, consume=False)
         )
-        risk.check(too_big, ltp=D(1000), position_qty=0, now=NOW, consume=True)
+        check(risk, too_big, ltp=D(1000), position_qty=0, now=NOW, consume=True)
     passed = [
-        all(c.passed for c in risk.check(ok, ltp=D(1000), position_qty=0, now=NOW, consume=True))
+        all(c.passed for c in check(risk, ok, ltp=D(1000), position_qty=0, now=NOW, consume=True))
         for _ in range(4)
     ]
     assert passed == [True, True, True, False]
@@ -389,7 +425,7 @@ def test_check_duplicate_window_is_keyed_on_the_order_not_its_tag() -> None:
     first = intent(qty=1)
 
     def dup(i: OrderIntent, now: datetime) -> bool:
-        checks = risk.check(i, ltp=D(1000), position_qty=0, now=now, consume=True)
+        checks = check(risk, i, ltp=D(1000), position_qty=0, now=now, consume=True)
         return not next(c for c in checks if c.name == "duplicate_order").passed
 
     assert not dup(first, NOW)
@@ -433,7 +469,7 @@ def test_reducing_trip_passes_reductions_and_halted_passes_nothing() -> None:
     )
 
     def breaker_check(i: OrderIntent, position: int) -> Any:
-        return risk.check(i, ltp=D(1000), position_qty=position, now=NOW, consume=False)[0]
+        return check(risk, i, ltp=D(1000), position_qty=position, now=NOW, consume=False)[0]
 
     assert breaker_check(intent(Side.SELL, 10), 10).passed
     blocked = breaker_check(intent(Side.BUY, 1), 10)
@@ -470,8 +506,8 @@ def test_evaluate_trips_at_the_limit_once() -> None:
         },
     )
     risk.apply(DayRolledOver(DAY, NOW), None)
-    assert risk.evaluate(NOW, D("-499.99")) == []
-    events = risk.evaluate(NOW, D("-500"))
+    assert evaluate(risk, NOW, D("-499.99")) == []
+    events = evaluate(risk, NOW, D("-500"))
     assert events == [
         BreakerTripped(
             breaker="max_daily_loss_rupees",
@@ -484,7 +520,7 @@ def test_evaluate_trips_at_the_limit_once() -> None:
     ]
     for event in events:
         risk.apply(event, None)
-    assert risk.evaluate(NOW, D("-900")) == []  # already tripped: no second event
+    assert evaluate(risk, NOW, D("-900")) == []  # already tripped: no second event
 
 
 def test_evaluate_tracks_the_peak_for_drawdown() -> None:
@@ -493,11 +529,11 @@ def test_evaluate_tracks_the_peak_for_drawdown() -> None:
         circuit_breakers={"max_daily_drawdown_pct": 0.01, "max_daily_loss_rupees": 90_000.0},
     )
     risk.apply(DayRolledOver(DAY, NOW), None)
-    assert risk.evaluate(NOW, D("1000")) == []
+    assert evaluate(risk, NOW, D("1000")) == []
     assert risk.book.peak_equity == D("101000")
-    assert risk.evaluate(NOW, D("-9.99")) == []  # 1009.99 / 101000 < 0.01
+    assert evaluate(risk, NOW, D("-9.99")) == []  # 1009.99 / 101000 < 0.01
     assert risk.book.peak_equity == D("101000")  # the peak never falls
-    [event] = risk.evaluate(NOW, D("-10"))  # 1010 / 101000 = 0.01
+    [event] = evaluate(risk, NOW, D("-10"))  # 1010 / 101000 = 0.01
     assert event.breaker == "max_daily_drawdown_pct"
     assert event.reason is RejectReason.MAX_DAILY_DRAWDOWN
     assert event.message == "max_daily_drawdown_pct 0.01 reached: drawdown 0.0100"
@@ -515,7 +551,7 @@ def test_evaluate_trade_and_streak_breakers_are_per_strategy() -> None:
     for code in ("S1", "S1", "S2"):
         risk.apply(OrderAccepted("O", "c", intent(strategy=code), NOW), None)
     risk.book.loss_streak["S2"] = 2
-    tripped = {(e.breaker, e.strategy_code, e.state, e.reason) for e in risk.evaluate(NOW, D(0))}
+    tripped = {(e.breaker, e.strategy_code, e.state, e.reason) for e in evaluate(risk, NOW, D(0))}
     assert tripped == {
         (
             "max_trades_per_strategy_per_day",

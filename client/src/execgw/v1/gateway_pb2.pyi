@@ -465,6 +465,7 @@ class GetRiskStateResponse(_message.Message):
     BREAKERS_FIELD_NUMBER: _builtins.int
     STRATEGIES_FIELD_NUMBER: _builtins.int
     MIS_ENTRIES_CLOSED_FIELD_NUMBER: _builtins.int
+    DAY_PNL_FIELD_NUMBER: _builtins.int
     state: _orders_pb2.TradingState.ValueType
     """The account's trading state."""
     trading_day: _builtins.str
@@ -483,6 +484,10 @@ class GetRiskStateResponse(_message.Message):
     """Orders accepted today across the account."""
     mis_entries_closed: _builtins.bool
     """True after the MIS square-off time: new MIS entries are rejected."""
+    day_pnl: _builtins.float
+    """Today's PnL as the loss breaker sees it: realized today plus what open positions
+    moved since the day began (a carried position's earlier loss is not today's).
+    """
     @_builtins.property
     def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___BreakerStatus]:
         """Every breaker with its value and limit, tripped or not."""
@@ -505,10 +510,11 @@ class GetRiskStateResponse(_message.Message):
         breakers: _abc.Iterable[Global___BreakerStatus] | None = ...,
         strategies: _abc.Iterable[Global___StrategyRiskState] | None = ...,
         mis_entries_closed: _builtins.bool = ...,
+        day_pnl: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

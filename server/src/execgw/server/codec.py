@@ -27,6 +27,7 @@ from execgw.server.domain import (
 from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
+    EquityPeak,
     Event,
     MisSquareOffStarted,
     OrderAccepted,
@@ -123,6 +124,7 @@ def order_to_json(o: Order) -> Json:
         "triggered": o.triggered,
         "dry_run": o.dry_run,
         "raw": o.raw,
+        "internal": o.internal,
     }
 
 
@@ -141,6 +143,7 @@ def order_from_json(d: Json) -> Order:
         triggered=bool(d["triggered"]),
         dry_run=bool(d["dry_run"]),
         raw=d["raw"],
+        internal=bool(d.get("internal", False)),
     )
 
 
@@ -214,6 +217,7 @@ def event_to_json(event: Event) -> Json:
                 "timestamp": _ts(event.timestamp),
                 "dry_run": event.dry_run,
                 "raw": event.raw,
+                "internal": event.internal,
             }
         case OrderRejected():
             return {
@@ -224,6 +228,7 @@ def event_to_json(event: Event) -> Json:
                 "reason": event.reason.value,
                 "message": event.message,
                 "dry_run": event.dry_run,
+                "internal": event.internal,
             }
         case OrderTriggered():
             return {
@@ -255,11 +260,19 @@ def event_to_json(event: Event) -> Json:
                 "reason": event.reason,
                 "timestamp": _ts(event.timestamp),
             }
-        case DayRolledOver() | MisSquareOffStarted():
+        case DayRolledOver():
+            return {
+                "trading_day": event.trading_day.isoformat(),
+                "timestamp": _ts(event.timestamp),
+                "baseline_unrealized": str(event.baseline_unrealized),
+            }
+        case MisSquareOffStarted():
             return {
                 "trading_day": event.trading_day.isoformat(),
                 "timestamp": _ts(event.timestamp),
             }
+        case EquityPeak():
+            return {"equity": str(event.equity), "timestamp": _ts(event.timestamp)}
     raise CodecError(f"cannot encode {event!r}")
 
 
@@ -279,6 +292,7 @@ def _decode_event(kind: str, d: Json) -> Event:
             timestamp=_unts(d["timestamp"]),
             dry_run=bool(d["dry_run"]),
             raw=d["raw"],
+            internal=bool(d.get("internal", False)),
         )
     if kind == "OrderRejected":
         return OrderRejected(
@@ -289,6 +303,7 @@ def _decode_event(kind: str, d: Json) -> Event:
             reason=RejectReason(d["reason"]),
             message=d["message"],
             dry_run=bool(d["dry_run"]),
+            internal=bool(d.get("internal", False)),
         )
     if kind == "OrderTriggered":
         return OrderTriggered(
@@ -319,9 +334,16 @@ def _decode_event(kind: str, d: Json) -> Event:
             reason=d["reason"],
             timestamp=_unts(d["timestamp"]),
         )
-    if kind in ("DayRolledOver", "MisSquareOffStarted"):
-        day_cls = DayRolledOver if kind == "DayRolledOver" else MisSquareOffStarted
-        return day_cls(
+    if kind == "DayRolledOver":
+        return DayRolledOver(
+            trading_day=date.fromisoformat(d["trading_day"]),
+            timestamp=_unts(d["timestamp"]),
+            baseline_unrealized=Decimal(d.get("baseline_unrealized", "0")),
+        )
+    if kind == "MisSquareOffStarted":
+        return MisSquareOffStarted(
             trading_day=date.fromisoformat(d["trading_day"]), timestamp=_unts(d["timestamp"])
         )
+    if kind == "EquityPeak":
+        return EquityPeak(equity=Decimal(d["equity"]), timestamp=_unts(d["timestamp"]))
     raise CodecError(f"unknown event kind {kind!r}")

@@ -150,6 +150,7 @@ class Order:
     triggered: bool = False
     dry_run: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
+    internal: bool = False
 
     @property
     def avg_price(self) -> Decimal | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -31,6 +31,8 @@ from execgw.server.domain import (
 from execgw.server.errors import IdempotencyConflict, OrderNotCancellable, OrderNotFound
 from execgw.server.events import (
     ORDER_EVENTS,
+    BreakerTripped,
+    DayRolledOver,
     Event,
     MisSquareOffStarted,
     OrderAccepted,
@@ -50,6 +52,11 @@ log = logging.getLogger(__name__)
 
 SQUARE_OFF_TAG = "MIS_SQUAREOFF"
 ZERO = Decimal(0)
+# Breakers about losing money: tripping them also cancels resting orders that add
+# exposure. Trade-count breakers only stop new orders.
+EXPOSURE_BREAKERS = frozenset(
+    {"max_daily_loss_rupees", "max_daily_drawdown_pct", "max_loss_streak"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +101,7 @@ class ExecutionEngine:
     def reload(self, state: GatewayState) -> None:
         """Adopt state rebuilt from the journal, dropping anything not yet durable."""
         self.state = state
-        self._risk.book = state.risk
+        self._risk.adopt(state.risk)
         self._pending.clear()
         self._simulator.reset()
         self._simulator.restore(state.ledger.open_orders())
@@ -117,7 +124,7 @@ class ExecutionEngine:
                     )
                 return ledger.snapshot(existing.order_id)
         now = self._advance_time()
-        order_id = self._place(intent, client_order_id, now, checked=True)
+        order_id = self._place(intent, client_order_id, now)
         self._after_change(now)
         return ledger.snapshot(order_id)
 
@@ -190,8 +197,8 @@ class ExecutionEngine:
             intent,
             ltp=self._quotes.ltp(intent.symbol),
             position_qty=self._position_qty(intent),
+            pending_qty=self._pending_qty(intent),
             now=now,
-            consume=False,
         )
         if self._quotes.get(intent.symbol) is None:
             checks.append(
@@ -216,44 +223,51 @@ class ExecutionEngine:
     # -- the order path -----------------------------------------------------
 
     def _place(
-        self, intent: OrderIntent, client_order_id: str, now: datetime, *, checked: bool
+        self, intent: OrderIntent, client_order_id: str, now: datetime, *, internal: bool = False
     ) -> str:
-        """Risk, then the venue. Returns the new order's id, accepted or rejected."""
+        """Risk, then the venue. Returns the new order's id, accepted or rejected.
+
+        Internal orders (the gateway's own MIS square-off) skip the pre-trade checks:
+        they only ever flatten, and must go through even when trading is restricted."""
         order_id = self.state.ids.order_id()
         client_order_id = client_order_id or f"auto-{order_id}"
         quote = self._quotes.get(intent.symbol)
-        if checked:
+        failed: Check | None = None
+        if not internal:
             checks = self._risk.check(
                 intent,
                 ltp=None if quote is None else quote.ltp,
                 position_qty=self._position_qty(intent),
+                pending_qty=self._pending_qty(intent),
                 now=now,
-                consume=True,
             )
             failed = next((c for c in checks if not c.passed), None)
-            if failed is not None:
-                assert failed.reason is not None
-                self._emit(
-                    OrderRejected(
-                        order_id, client_order_id, intent, now, failed.reason, failed.message
-                    ),
-                    now,
-                )
-                return order_id
-        if quote is None:
+        if failed is None and quote is None:
+            failed = Check(
+                "market_data",
+                False,
+                f"no quote for {intent.symbol}; the venue cannot price the order",
+                RejectReason.NO_MARKET_DATA,
+            )
+        if failed is not None:
+            assert failed.reason is not None
             self._emit(
                 OrderRejected(
                     order_id,
                     client_order_id,
                     intent,
                     now,
-                    RejectReason.NO_MARKET_DATA,
-                    f"no quote for {intent.symbol}; the venue cannot price the order",
+                    failed.reason,
+                    failed.message,
+                    internal=internal,
                 ),
                 now,
             )
             return order_id
-        self._emit(OrderAccepted(order_id, client_order_id, intent, now), now)
+        assert quote is not None
+        self._emit(OrderAccepted(order_id, client_order_id, intent, now, internal=internal), now)
+        if not internal:
+            self._risk.record_accepted(intent, now)
         order = self.state.ledger.order(order_id)
         assert order is not None
         for event in self._simulator.on_new_order(order, quote, now, self.state.ids.fill_id):
@@ -273,9 +287,14 @@ class ExecutionEngine:
 
     def _advance_time(self) -> datetime:
         now = self._clock.now()
-        for event in self._risk.due(now):
+        for event in self._risk.due(now, self._unrealized()):
             self._emit(event, now)
-            if isinstance(event, MisSquareOffStarted):
+            if isinstance(event, DayRolledOver):
+                # DAY validity ends with the trading day.
+                self._cancel_where(
+                    lambda o: True, now, f"expired: trading day ended before {event.trading_day}"
+                )
+            elif isinstance(event, MisSquareOffStarted):
                 self._cancel_where(
                     lambda o: o.intent.product is Product.MIS, now, "cancelled at MIS square-off"
                 )
@@ -287,6 +306,8 @@ class ExecutionEngine:
         """Trip any breaker whose condition now holds, and enforce what it trips to."""
         for event in self._risk.evaluate(now, self._unrealized()):
             self._emit(event, now)
+            if not isinstance(event, BreakerTripped) or event.breaker not in EXPOSURE_BREAKERS:
+                continue  # trade-count limits stop new orders; accepted ones stand
             why = f"cancelled: {event.message}"
             if event.state is TradingState.HALTED:
                 self._cancel_scope(event.strategy_code, now, why)
@@ -294,19 +315,28 @@ class ExecutionEngine:
                 self._cancel_where(self._adds_exposure_in(event.strategy_code), now, why)
 
     def _adds_exposure_in(self, strategy_code: str) -> Callable[[Order], bool]:
+        """Resting orders that, taken oldest first, would not just shrink their position."""
+        keep: dict[tuple[str, str, Product, Side], int] = {}
+
         def adds_exposure(order: Order) -> bool:
-            return _in_scope(order, strategy_code) and not reduces(
-                order.intent, self._position_qty(order.intent)
-            )
+            if not _in_scope(order, strategy_code):
+                return False
+            intent = order.intent
+            key = (intent.strategy_code, intent.symbol, intent.product, intent.side)
+            pending = keep.get(key, 0)
+            position = self._position_qty(intent)
+            remaining = replace(intent, qty=order.remaining_qty)
+            if reduces(remaining, position, pending):
+                keep[key] = pending + order.remaining_qty
+                return False
+            return True
 
         return adds_exposure
 
     def _flatten_mis(self, now: datetime) -> None:
         ledger = self.state.ledger
         working = {
-            (o.intent.strategy_code, o.intent.symbol)
-            for o in ledger.open_orders()
-            if o.intent.tag == SQUARE_OFF_TAG
+            (o.intent.strategy_code, o.intent.symbol) for o in ledger.open_orders() if o.internal
         }
         for (code, symbol, product), position in ledger.position_items():
             if product is not Product.MIS or position.net_qty == 0 or (code, symbol) in working:
@@ -324,7 +354,7 @@ class ExecutionEngine:
                 tag=SQUARE_OFF_TAG,
                 reason=f"MIS square-off at {self._risk.calendar.square_off:%H:%M}",
             )
-            order_id = self._place(intent, "", now, checked=False)
+            order_id = self._place(intent, "", now, internal=True)
             log.info("MIS square-off %s %s %s: order %s", code, symbol, intent.qty, order_id)
 
     def _cancel_scope(self, strategy_code: str, now: datetime, message: str) -> int:
@@ -339,6 +369,17 @@ class ExecutionEngine:
     def _cancel_resting(self, order: Order, now: datetime, message: str) -> None:
         self._simulator.cancel(order.order_id, order.intent.symbol)
         self._emit(OrderCancelled(order.order_id, now, message), now)
+
+    def _pending_qty(self, intent: OrderIntent) -> int:
+        """Quantity the strategy's open orders already work on this side of this position."""
+        return sum(
+            o.remaining_qty
+            for o in self.state.ledger.open_orders()
+            if o.intent.strategy_code == intent.strategy_code
+            and o.intent.symbol == intent.symbol
+            and o.intent.product is intent.product
+            and o.intent.side is intent.side
+        )
 
     def _position_qty(self, intent: OrderIntent) -> int:
         position = self.state.ledger.position((intent.strategy_code, intent.symbol, intent.product))

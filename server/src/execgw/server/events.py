@@ -22,6 +22,8 @@ class OrderAccepted:
     timestamp: datetime
     dry_run: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
+    # Placed by the gateway itself (MIS square-off), not by a strategy: not a trade.
+    internal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class OrderRejected:
     reason: RejectReason
     message: str
     dry_run: bool = False
+    internal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,17 @@ class TradingResumed:
 class DayRolledOver:
     trading_day: date
     timestamp: datetime
+    # Unrealized PnL of positions carried into the day, marked at the rollover:
+    # the day's PnL counts only what moves after it.
+    baseline_unrealized: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class EquityPeak:
+    """The day's peak equity rose; journaled (in steps) so a restart keeps it."""
+
+    equity: Decimal
+    timestamp: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +113,14 @@ class MisSquareOffStarted:
 
 
 OrderEvent = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled
-RiskEvent = BreakerTripped | TradingHalted | TradingResumed | DayRolledOver | MisSquareOffStarted
+RiskEvent = (
+    BreakerTripped
+    | TradingHalted
+    | TradingResumed
+    | DayRolledOver
+    | MisSquareOffStarted
+    | EquityPeak
+)
 Event = OrderEvent | RiskEvent
 ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderTriggered, OrderFilled, OrderCancelled)
 

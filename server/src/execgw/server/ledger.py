@@ -199,6 +199,7 @@ class Ledger:
             created_at=event.timestamp,
             updated_at=event.timestamp,
             dry_run=event.dry_run,
+            internal=event.internal,
         )
         if isinstance(event, OrderRejected):
             order.reject_reason = event.reason

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from execgw.server.config import ExecutionConfig, StrategyLimits, TradingDayConfig
@@ -23,6 +23,7 @@ from execgw.server.domain import OrderIntent, RejectReason, Side, TradingState
 from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
+    EquityPeak,
     Event,
     MisSquareOffStarted,
     OrderAccepted,
@@ -95,20 +96,27 @@ class RiskBook:
     loss_streak: dict[str, int] = field(default_factory=dict)
     trips: dict[tuple[str, str], Trip] = field(default_factory=dict)
     squared_off_day: date | None = None
+    # The journaled day's peak equity (EquityPeak events); may trail the live peak
+    # by less than RiskEngine's peak step.
     peak_equity: Decimal | None = None
+    baseline_unrealized: Decimal = ZERO
 
     def apply(self, event: Event, outcome: FillOutcome | None) -> None:
         match event:
-            case DayRolledOver(trading_day=day):
+            case DayRolledOver(trading_day=day, baseline_unrealized=baseline):
                 self.day = day
                 self.trades_total = 0
                 self.trades_by_strategy.clear()
                 self.realized_total = ZERO
                 self.realized_by_strategy.clear()
                 self.loss_streak.clear()
-                self.trips.clear()
+                # Breakers clear with the day; an operator's kill switch does not.
+                self.trips = {k: t for k, t in self.trips.items() if t.breaker == KILL_SWITCH}
                 self.peak_equity = None
-            case OrderAccepted(intent=intent):
+                self.baseline_unrealized = baseline
+            case EquityPeak(equity=equity):
+                self.peak_equity = equity
+            case OrderAccepted(intent=intent) if not event.internal:
                 self.trades_total += 1
                 code = intent.strategy_code
                 self.trades_by_strategy[code] = self.trades_by_strategy.get(code, 0) + 1
@@ -148,6 +156,10 @@ class RiskBook:
                     self.loss_streak[code] = 0
             case MisSquareOffStarted(trading_day=day):
                 self.squared_off_day = day
+
+    def day_pnl(self, unrealized: Decimal) -> Decimal:
+        """Realized today plus what open positions moved since the day began."""
+        return self.realized_total + unrealized - self.baseline_unrealized
 
     def state(self, strategy_code: str = ACCOUNT) -> TradingState:
         """The strictest state among the scope's trips (account trips bind every strategy)."""
@@ -197,6 +209,7 @@ class RiskReport:
     trading_day: date | None
     realized_pnl: Decimal
     unrealized_pnl: Decimal
+    day_pnl: Decimal
     equity: Decimal
     peak_equity: Decimal
     drawdown_pct: Decimal
@@ -218,18 +231,29 @@ class RiskEngine:
         self._collar = Decimal(repr(self._pre.price_collar_pct))
         self._buckets: dict[str, _Bucket] = {}
         self._recent: dict[tuple[object, ...], datetime] = {}
+        # The exact intraday peak; the book keeps a journaled copy, refreshed whenever
+        # the live peak gets ahead of it by a step, so a restart loses less than a step.
+        self._live_peak: Decimal | None = None
+        self._peak_step = self._capital * self._max_drawdown / 100
 
     # -- the fold ---------------------------------------------------------
 
     def apply(self, event: Event, outcome: FillOutcome | None) -> None:
         self.book.apply(event, outcome)
+        if isinstance(event, DayRolledOver):
+            self._live_peak = None
 
-    def due(self, now: datetime) -> list[Event]:
+    def adopt(self, book: RiskBook) -> None:
+        """Take a book rebuilt from the journal; transient state restarts from it."""
+        self.book = book
+        self._live_peak = None
+
+    def due(self, now: datetime, unrealized: Decimal) -> list[Event]:
         """Time-driven events: the day rolling over, then MIS square-off."""
         events: list[Event] = []
         day = self.calendar.trading_day(now)
         if self.book.day != day:
-            events.append(DayRolledOver(day, now))
+            events.append(DayRolledOver(day, now, unrealized))
         if self.calendar.mis_closed(now) and self.book.squared_off_day != day:
             events.append(MisSquareOffStarted(day, now))
         return events
@@ -242,11 +266,15 @@ class RiskEngine:
     def _trip_state(self, breaker: str) -> TradingState:
         return TradingState(getattr(self._cb.trip_to, breaker))
 
+    def _peak(self, equity: Decimal) -> Decimal:
+        known = [p for p in (self._live_peak, self.book.peak_equity) if p is not None]
+        return max([*known, equity])
+
     def breaker_values(self, unrealized: Decimal) -> list[BreakerReport]:
         book = self.book
-        pnl = book.realized_total + unrealized
+        pnl = book.day_pnl(unrealized)
         equity = self._capital + pnl
-        peak = max(book.peak_equity or equity, equity)
+        peak = self._peak(equity)
         drawdown = (peak - equity) / peak if peak > 0 else ZERO
         rows: list[tuple[str, str, Decimal, Decimal]] = [
             ("max_daily_loss_rupees", ACCOUNT, -pnl, self._max_loss),
@@ -282,13 +310,15 @@ class RiskEngine:
             for name, code, value, limit in rows
         ]
 
-    def evaluate(self, now: datetime, unrealized: Decimal) -> list[BreakerTripped]:
-        """BreakerTripped for every breaker whose condition holds and that is not tripped."""
+    def evaluate(self, now: datetime, unrealized: Decimal) -> list[BreakerTripped | EquityPeak]:
+        """A journaled EquityPeak when the peak moved a step, then BreakerTripped for every
+        breaker whose condition holds and that is not tripped yet."""
         book = self.book
-        equity = self._capital + book.realized_total + unrealized
-        if book.peak_equity is None or equity > book.peak_equity:
-            book.peak_equity = equity
-        events: list[BreakerTripped] = []
+        equity = self._capital + book.day_pnl(unrealized)
+        self._live_peak = self._peak(equity)
+        events: list[BreakerTripped | EquityPeak] = []
+        if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
+            events.append(EquityPeak(self._live_peak, now))
         for b in self.breaker_values(unrealized):
             if b.trip is not None or b.value < b.limit:
                 continue
@@ -312,14 +342,16 @@ class RiskEngine:
         *,
         ltp: Decimal | None,
         position_qty: int,
+        pending_qty: int,
         now: datetime,
-        consume: bool,
     ) -> list[Check]:
-        """Every check in order. With consume=True and all passing, the order uses a
-        rate token and enters the duplicate window."""
+        """Every check in order, changing nothing; `record_accepted` once the venue took it.
+
+        pending_qty: what the strategy's open orders on the same side of the same
+        position already ask for, so resting orders cannot add up to a flip."""
         code = intent.strategy_code
         limits = self._limits(code)
-        reducing = reduces(intent, position_qty)
+        reducing = reduces(intent, position_qty, pending_qty)
         checks = [self._breaker_check(code, reducing)]
 
         closed = intent.product.value == "MIS" and self.calendar.mis_closed(now) and not reducing
@@ -403,11 +435,14 @@ class RiskEngine:
         checks.append(self._collar_check(intent, ltp))
         checks.append(self._rate_check(code, limits, now))
         checks.append(self._duplicate_check(intent, now))
-        if consume and all(c.passed for c in checks):
-            self._take_token(code, limits, now)
-            if self._pre.duplicate_window_s > 0:
-                self._recent[_dup_key(intent)] = now
         return checks
+
+    def record_accepted(self, intent: OrderIntent, now: datetime) -> None:
+        """The order was accepted: it uses a rate token and opens its duplicate window."""
+        code = intent.strategy_code
+        self._bucket(code, self._limits(code), now).tokens -= 1.0
+        if self._pre.duplicate_window_s > 0:
+            self._recent[_dup_key(intent)] = now
 
     def _breaker_check(self, code: str, reducing: bool) -> Check:
         trips = [t for (_, c), t in self.book.trips.items() if c in (ACCOUNT, code)]
@@ -434,7 +469,7 @@ class RiskEngine:
             ""
             if ok
             else f"price_collar_pct {self._collar} exceeded: price {intent.price} is "
-            f"{away:.4f} away from LTP {ltp}",
+            f"{away.quantize(Decimal('0.000001'), ROUND_UP)} away from LTP {ltp}",
             RejectReason.PRICE_COLLAR,
         )
 
@@ -460,9 +495,6 @@ class RiskEngine:
             RejectReason.ORDER_RATE,
         )
 
-    def _take_token(self, code: str, limits: StrategyLimits, now: datetime) -> None:
-        self._bucket(code, limits, now).tokens -= 1.0
-
     def _duplicate_check(self, intent: OrderIntent, now: datetime) -> Check:
         window = self._pre.duplicate_window_s
         if window <= 0:
@@ -486,9 +518,9 @@ class RiskEngine:
 
     def report(self, now: datetime, unrealized: Decimal, strategy_code: str = "") -> RiskReport:
         book = self.book
-        pnl = book.realized_total + unrealized
+        pnl = book.day_pnl(unrealized)
         equity = self._capital + pnl
-        peak = max(book.peak_equity or equity, equity)
+        peak = self._peak(equity)
         codes = sorted(
             set(book.trades_by_strategy) | set(book.loss_streak) | {c for _, c in book.trips if c}
         )
@@ -499,6 +531,7 @@ class RiskEngine:
             trading_day=book.day,
             realized_pnl=book.realized_total,
             unrealized_pnl=unrealized,
+            day_pnl=pnl,
             equity=equity,
             peak_equity=peak,
             drawdown_pct=(peak - equity) / peak if peak > 0 else ZERO,
@@ -523,12 +556,13 @@ class RiskEngine:
         )
 
 
-def reduces(intent: OrderIntent, position_qty: int) -> bool:
-    """True when the order only shrinks an existing position (never flips it)."""
+def reduces(intent: OrderIntent, position_qty: int, pending_qty: int = 0) -> bool:
+    """True when the order, with the open orders already working the same way
+    (pending_qty), only shrinks an existing position and can never flip it."""
     if position_qty == 0:
         return False
     opposite = (position_qty > 0) == (intent.side is Side.SELL)
-    return opposite and intent.qty <= abs(position_qty)
+    return opposite and intent.qty + pending_qty <= abs(position_qty)
 
 
 def _dup_key(intent: OrderIntent) -> tuple[object, ...]:

@@ -259,6 +259,7 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
         trading_day="" if report.trading_day is None else report.trading_day.isoformat(),
         realized_pnl=_money(report.realized_pnl),
         unrealized_pnl=_money(report.unrealized_pnl),
+        day_pnl=_money(report.day_pnl),
         equity=_money(report.equity),
         peak_equity=_money(report.peak_equity),
         drawdown_pct=float(report.drawdown_pct),
