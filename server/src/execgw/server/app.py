@@ -25,6 +25,7 @@ from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import QuoteBook
 from execgw.server.risk import RiskEngine, TradingCalendar
 from execgw.server.simulator import SmartFillSimulator
+from execgw.server.telemetry import configure_tracing
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,15 @@ class Gateway:
 
 
 async def serve(config: GatewayConfig) -> None:
+    provider = configure_tracing(config.telemetry)
+    try:
+        await _serve(config)
+    finally:
+        if provider is not None:
+            provider.shutdown()
+
+
+async def _serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     port = await gateway.start()
     host = config.listen.rpartition(":")[0]

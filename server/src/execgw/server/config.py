@@ -170,6 +170,13 @@ class StreamConfig(_Section):
     queue_size: int = Field(default=4096, ge=16, le=1_000_000)
 
 
+class TelemetryConfig(_Section):
+    # none | console | jsonl (spans appended to `path`, one JSON object per line)
+    exporter: Literal["none", "console", "jsonl"] = "none"
+    path: str = "var/traces.jsonl"
+    service_name: str = "execgw"
+
+
 class ServerConfig(_Section):
     # Seconds in-flight RPCs get to finish on SIGTERM before they are cancelled.
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=300)
@@ -185,6 +192,7 @@ class GatewayConfig(_Section):
     execution: ExecutionConfig = ExecutionConfig()
     trading_day: TradingDayConfig = TradingDayConfig()
     stream: StreamConfig = StreamConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     server: ServerConfig = ServerConfig()
 
     @field_validator("listen")

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
 from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
@@ -32,6 +35,7 @@ from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.simulator import SmartFillSimulator
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("execgw.server")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +55,14 @@ class _Command:
     kind: str
     args: tuple[Any, ...]
     future: asyncio.Future[Any] = field(repr=False)
+    # The caller's trace context, so the engine's spans nest under the RPC's span.
+    trace_context: otel_context.Context = field(default_factory=otel_context.get_current)
 
 
 _STOP = object()
+# Commands that change nothing but time-driven state, so they can be answered again
+# after a failed commit rebuilt the state.
+READ_KINDS = frozenset({"get_order", "list_orders", "positions", "preview", "risk_report"})
 
 
 class GatewayCore:
@@ -250,14 +259,26 @@ class GatewayCore:
             records = []
         if records:
             try:
-                await asyncio.to_thread(self._journal.append, records)
+                with tracer.start_as_current_span(
+                    "execgw.journal.commit",
+                    attributes={
+                        "execgw.records": len(records),
+                        "execgw.commands": len(batch),
+                        "execgw.last_sequence": records[-1].sequence,
+                    },
+                ):
+                    await asyncio.to_thread(self._journal.append, records)
             except Exception as e:
                 await self._journal_failed(e)
                 failure = GatewayUnavailable(
                     "the journal cannot be written, so nothing was placed; retry with the "
                     "same client_order_id once the gateway reports SERVING"
                 )
-                outcomes = [(c, None, failure) for c, _, _ in outcomes]
+                # Reads still answer, from the state rebuilt out of what is durable.
+                outcomes = [
+                    self._answer_again(c) if c.kind in READ_KINDS else (c, None, failure)
+                    for c, _, _ in outcomes
+                ]
                 records = []
             else:
                 self._set_healthy(True)
@@ -274,6 +295,12 @@ class GatewayCore:
                 command.future.set_exception(error)
         if records:
             await self._maybe_snapshot()
+
+    def _answer_again(self, command: _Command) -> tuple[_Command, Any, BaseException | None]:
+        try:
+            return command, self._execute(command), None
+        except GatewayError as e:
+            return command, None, e
 
     async def _journal_failed(self, error: Exception) -> None:
         log.error("journal write failed; failing closed: %s", error)
@@ -327,7 +354,11 @@ class GatewayCore:
 
     def _execute(self, command: _Command) -> Any:
         handler = getattr(self._engine, command.kind)
-        return handler(*command.args)
+        token = otel_context.attach(command.trace_context)
+        try:
+            return handler(*command.args)
+        finally:
+            otel_context.detach(token)
 
     async def _tick_every(self, interval_s: float) -> None:
         while True:

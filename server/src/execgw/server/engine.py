@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
+from opentelemetry import trace
+
 from execgw.server.clock import Clock
 from execgw.server.domain import (
     Order,
@@ -49,6 +51,7 @@ from execgw.server.risk import ACCOUNT, Check, RiskEngine, RiskReport, reduces
 from execgw.server.simulator import SmartFillSimulator
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("execgw.server")
 
 SQUARE_OFF_TAG = "MIS_SQUAREOFF"
 ZERO = Decimal(0)
@@ -231,6 +234,37 @@ class ExecutionEngine:
         they only ever flatten, and must go through even when trading is restricted."""
         order_id = self.state.ids.order_id()
         client_order_id = client_order_id or f"auto-{order_id}"
+        with tracer.start_as_current_span(
+            "execgw.order",
+            attributes={
+                "execgw.order_id": order_id,
+                "execgw.client_order_id": client_order_id,
+                "execgw.strategy_code": intent.strategy_code,
+                "execgw.symbol": intent.symbol,
+                "execgw.side": intent.side.value,
+                "execgw.qty": intent.qty,
+                "execgw.order_type": intent.order_type.value,
+                "execgw.product": intent.product.value,
+                "execgw.internal": internal,
+            },
+        ) as span:
+            self._route(order_id, client_order_id, intent, now, internal)
+            order = self.state.ledger.order(order_id)
+            assert order is not None
+            span.set_attribute("execgw.status", order.status.value)
+            span.set_attribute("execgw.filled_qty", order.filled_qty)
+            if order.reject_reason is not None:
+                span.set_attribute("execgw.reject_reason", order.reject_reason.value)
+        return order_id
+
+    def _route(
+        self,
+        order_id: str,
+        client_order_id: str,
+        intent: OrderIntent,
+        now: datetime,
+        internal: bool,
+    ) -> None:
         quote = self._quotes.get(intent.symbol)
         failed: Check | None = None
         if not internal:
@@ -263,7 +297,7 @@ class ExecutionEngine:
                 ),
                 now,
             )
-            return order_id
+            return
         assert quote is not None
         self._emit(OrderAccepted(order_id, client_order_id, intent, now, internal=internal), now)
         if not internal:
@@ -272,7 +306,6 @@ class ExecutionEngine:
         assert order is not None
         for event in self._simulator.on_new_order(order, quote, now, self.state.ids.fill_id):
             self._emit(event, now)
-        return order_id
 
     def _emit(self, event: Event, now: datetime) -> None:
         state = self.state

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from execgw.server.api import convert
 from execgw.server.api.errors import streaming, unary
@@ -36,7 +36,9 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: gateway_pb2.SubmitOrderRequest, context: Context
     ) -> gateway_pb2.SubmitOrderResponse:
-        with tracer.start_as_current_span("execgw.SubmitOrder") as span:
+        # Continue the strategy's trace when it sent W3C trace context in metadata.
+        parent = propagate.extract(dict(context.invocation_metadata() or ()))
+        with tracer.start_as_current_span("execgw.SubmitOrder", context=parent) as span:
             span.set_attribute("execgw.client_order_id", request.client_order_id)
             if not request.HasField("intent"):
                 raise InvalidRequest("intent", "is required")
