@@ -117,16 +117,17 @@ class ExecutionEngine:
 
     def submit(self, intent: OrderIntent, client_order_id: str) -> Order:
         ledger = self.state.ledger
+        now = self._advance_time()
         if client_order_id:
             existing = ledger.order_for_client_id(client_order_id)
-            if existing is not None:
+            # Keys are scoped to the trading day: yesterday's key is free again today.
+            if existing is not None and self._today(existing):
                 if existing.intent.fingerprint() != intent.fingerprint():
                     raise IdempotencyConflict(
                         f"client_order_id {client_order_id!r} was already used for a different "
                         f"order ({existing.order_id}); use a new id for a new order"
                     )
                 return ledger.snapshot(existing.order_id)
-        now = self._advance_time()
         order_id = self._place(intent, client_order_id, now)
         self._after_change(now)
         return ledger.snapshot(order_id)
@@ -188,7 +189,8 @@ class ExecutionEngine:
         return [
             ledger.snapshot(o.order_id)
             for o in ledger.orders()
-            if (not strategy_code or o.intent.strategy_code == strategy_code)
+            if self._today(o)
+            and (not strategy_code or o.intent.strategy_code == strategy_code)
             and (status is None or o.status is status)
             and (not symbol or o.intent.symbol == symbol)
         ]
@@ -402,6 +404,9 @@ class ExecutionEngine:
     def _cancel_resting(self, order: Order, now: datetime, message: str) -> None:
         self._simulator.cancel(order.order_id, order.intent.symbol)
         self._emit(OrderCancelled(order.order_id, now, message), now)
+
+    def _today(self, order: Order) -> bool:
+        return self._risk.calendar.trading_day(order.created_at) == self._risk.book.day
 
     def _pending_qty(self, intent: OrderIntent) -> int:
         """Quantity the strategy's open orders already work on this side of this position."""

@@ -20,6 +20,7 @@ from execgw.server.domain import (
     PositionView,
 )
 from execgw.server.events import (
+    DayRolledOver,
     Event,
     OrderAccepted,
     OrderCancelled,
@@ -105,6 +106,13 @@ class Ledger:
     def apply(self, event: Event) -> FillOutcome | None:
         """Fold one event in; events that are not about orders leave the ledger alone."""
         match event:
+            case DayRolledOver():
+                # The journal keeps history; memory keeps the working day only. Orders
+                # still open here are cancelled (DAY expiry) right after this event.
+                for order_id in [o.order_id for o in self._orders.values() if not o.status.is_open]:
+                    order = self._orders.pop(order_id)
+                    if self._by_client_id.get(order.client_order_id) == order_id:
+                        del self._by_client_id[order.client_order_id]
             case OrderAccepted() | OrderRejected():
                 self._open(event)
             case OrderFilled(fill=fill):
