@@ -252,16 +252,9 @@ class AsyncExecutionClient:
             error: grpc.RpcError | None = None
             try:
                 async for response in call:
-                    event = response.event
-                    if event.HasField("heartbeat"):
-                        cursor.heartbeat(event.heartbeat.head_sequence)
-                        attempt = 0
-                        if heartbeats:
-                            yield event
-                    elif cursor.is_new(event):
-                        cursor.delivered(event)
-                        attempt = 0
-                        yield event
+                    attempt = 0  # the stream works again: the next failure backs off anew
+                    if cursor.take(response.event, heartbeats=heartbeats):
+                        yield response.event
             except grpc.RpcError as exc:
                 error = exc
             finally:

@@ -196,6 +196,16 @@ class StreamCursor:
     def heartbeat(self, head_sequence: int) -> None:
         self.position = max(self.position, head_sequence)
 
+    def take(self, event: orders_pb2.ExecutionEvent, *, heartbeats: bool) -> bool:
+        """Account for a received event; True when it should be yielded to the caller."""
+        if event.HasField("heartbeat"):
+            self.heartbeat(event.heartbeat.head_sequence)
+            return heartbeats
+        if not self.is_new(event):
+            return False  # replayed after a reconnect: already yielded
+        self.delivered(event)
+        return True
+
     def resume_request(self) -> gateway_pb2.StreamFillsRequest:
         """The original request, replaying from the event after the last one accounted for."""
         request = gateway_pb2.StreamFillsRequest()

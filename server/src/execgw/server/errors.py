@@ -11,7 +11,15 @@ class IdempotencyConflict(GatewayError):
     pass
 
 
-class OrderNotFound(GatewayError):
+class NotFound(GatewayError):
+    pass
+
+
+class OrderNotFound(NotFound):
+    pass
+
+
+class QuoteNotFound(NotFound):
     pass
 
 

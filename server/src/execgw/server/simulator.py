@@ -105,7 +105,7 @@ class SmartFillSimulator:
                         self._fill(next_fill_id, order, self._capped(order, quote), quote, now)
                     )
                 continue
-            if self._limit_reached(order, quote.ltp):
+            if self._limit_marketable(order, quote.ltp):
                 self._remove(order)
                 assert order.intent.price is not None
                 events.append(self._fill(next_fill_id, order, order.intent.price, quote, now))
@@ -158,8 +158,6 @@ class SmartFillSimulator:
         limit = order.intent.price
         assert limit is not None
         return ltp <= limit if order.intent.side is Side.BUY else ltp >= limit
-
-    _limit_reached = _limit_marketable
 
     @staticmethod
     def _trigger_crossed(order: Order, ltp: Decimal) -> bool:

@@ -13,8 +13,8 @@ from execgw.server.errors import (
     GatewayError,
     GatewayUnavailable,
     IdempotencyConflict,
+    NotFound,
     OrderNotCancellable,
-    OrderNotFound,
 )
 from execgw.server.validation import InvalidRequest
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 _CODES: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     IdempotencyConflict: grpc.StatusCode.ALREADY_EXISTS,
-    OrderNotFound: grpc.StatusCode.NOT_FOUND,
+    NotFound: grpc.StatusCode.NOT_FOUND,
     OrderNotCancellable: grpc.StatusCode.FAILED_PRECONDITION,
     GatewayUnavailable: grpc.StatusCode.UNAVAILABLE,
 }

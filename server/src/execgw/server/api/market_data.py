@@ -11,15 +11,11 @@ from execgw.server.api import convert
 from execgw.server.api.errors import unary
 from execgw.server.clock import Clock
 from execgw.server.core import GatewayCore
-from execgw.server.errors import OrderNotFound
+from execgw.server.errors import QuoteNotFound
 from execgw.server.validation import InvalidRequest, validate_quote
 from execgw.v1 import market_data_pb2, market_data_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-class QuoteNotFound(OrderNotFound):
-    pass
 
 
 class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
