@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from execgw.client import AlreadyExists, ExecutionClient, OrderStatus, limit, market
+from execgw.client import (
+    AlreadyExists,
+    ExecutionClient,
+    FailedPrecondition,
+    OrderStatus,
+    limit,
+    market,
+)
 from execgw.server.clock import ManualClock
 from execgw.v1 import market_data_pb2
 
@@ -71,3 +78,15 @@ def test_the_order_book_is_the_days_and_day_orders_expire(
     assert expired.message.startswith("expired: trading day ended")
     today = client.submit(market("NSE:INFY", "SELL", 1, strategy_code="S1", product="NRML"))
     assert [o.order_id for o in client.list_orders()] == [today.order_id]
+
+
+def test_cancelling_an_order_the_rollover_expired_is_refused_cleanly(
+    session: tuple[RunningGateway, ExecutionClient], clock: ManualClock
+) -> None:
+    running, client = session
+    resting = client.submit(limit("NSE:INFY", "BUY", 1, 1400.0, strategy_code="S1"))
+    clock.advance(timedelta(days=1))  # no tick: the cancel itself meets the rollover
+    with pytest.raises(FailedPrecondition, match="CANCELLED"):
+        client.cancel(resting.order_id)
+    assert client.get_order(resting.order_id).message.startswith("expired")
+    assert running.gateway.core.healthy

@@ -133,6 +133,8 @@ class ExecutionEngine:
         return ledger.snapshot(order_id)
 
     def cancel(self, order_id: str) -> Order:
+        # Time first: a rollover may just have expired the order.
+        now = self._advance_time()
         ledger = self.state.ledger
         order = ledger.order(order_id)
         if order is None:
@@ -141,7 +143,6 @@ class ExecutionEngine:
             raise OrderNotCancellable(
                 f"order {order_id} is {order.status.value} and can no longer be cancelled"
             )
-        now = self._advance_time()
         self._cancel_resting(order, now, "cancelled by client")
         return ledger.snapshot(order_id)
 
