@@ -323,7 +323,7 @@ class ExecutionEngine:
 
     def _advance_time(self) -> datetime:
         now = self._clock.now()
-        for event in self._risk.due(now, self._unrealized()):
+        for event in self._risk.due(now, self._unrealized):
             self._emit(event, now)
             if isinstance(event, DayRolledOver):
                 # DAY validity ends with the trading day.

@@ -13,6 +13,7 @@ operator resumes its scope. A trade is an order the gateway accepted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_UP, Decimal
@@ -248,12 +249,13 @@ class RiskEngine:
         self.book = book
         self._live_peak = None
 
-    def due(self, now: datetime, unrealized: Decimal) -> list[Event]:
-        """Time-driven events: the day rolling over, then MIS square-off."""
+    def due(self, now: datetime, unrealized: Callable[[], Decimal]) -> list[Event]:
+        """Time-driven events: the day rolling over, then MIS square-off. `unrealized`
+        is only marked when the day rolls (it becomes the new day's baseline)."""
         events: list[Event] = []
         day = self.calendar.trading_day(now)
         if self.book.day != day:
-            events.append(DayRolledOver(day, now, unrealized))
+            events.append(DayRolledOver(day, now, unrealized()))
         if self.calendar.mis_closed(now) and self.book.squared_off_day != day:
             events.append(MisSquareOffStarted(day, now))
         return events
