@@ -28,6 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
     except JournalError as e:
         print(f"execgw: journal error: {e}", file=sys.stderr)
         return 3
+    except NotImplementedError as e:
+        print(f"execgw: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"execgw: cannot start: {e}", file=sys.stderr)
         return 4
