@@ -53,6 +53,12 @@ def event_filter(request: gateway_pb2.StreamFillsRequest) -> Callable[[BusEvent]
     return wanted
 
 
+class HistoryPruned(Exception):
+    def __init__(self, oldest: int) -> None:
+        super().__init__(f"events before {oldest} were pruned")
+        self.oldest = oldest
+
+
 class FillStream:
     """One subscriber's stream; `run` yields the responses."""
 
@@ -84,6 +90,18 @@ class FillStream:
         self._last_sent = 0
 
     async def run(self, context: Context) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
+        try:
+            async for response in self._run(context):
+                yield response
+        except HistoryPruned as e:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"sequence {self._last + 1} is older than the retained journal; "
+                f"the oldest sequence available is {e.oldest}",
+                trailing_metadata=((RESUME_METADATA_KEY, str(e.oldest)),),
+            )
+
+    async def _run(self, context: Context) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
         start = self._request.from_sequence
         if start:
             await self._check_range(start, context)
@@ -156,6 +174,9 @@ class FillStream:
                 records = await asyncio.to_thread(journal.records_after, self._last, limit)
                 if not records:
                     return
+                if records[0].sequence != self._last + 1:
+                    # Pruned while we replayed: say so; never pass a gap off as filtering.
+                    raise HistoryPruned(records[0].sequence)
                 for record in records:
                     event = BusEvent(record.sequence, record.timestamp, record.event, record.order)
                     if self._wanted(event):
