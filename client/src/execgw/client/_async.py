@@ -40,7 +40,7 @@ from execgw.client._common import (
     stream_fills_request,
 )
 from execgw.client._common import channel_options as merge_channel_options
-from execgw.client.errors import Unavailable, from_rpc_error, rpc_error_code
+from execgw.client.errors import Unavailable, error_for_code, from_rpc_error, rpc_error_code
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 from execgw.v1.market_data_pb2 import Quote
 from execgw.v1.orders_pb2 import ExecutionEvent, ExecutionResult, OrderIntent, Position
@@ -257,6 +257,12 @@ class AsyncExecutionClient:
                         yield response.event
             except grpc.RpcError as exc:
                 error = exc
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # our caller is being cancelled: let it
+                # The channel was closed under the stream: report it like the sync client.
+                raise error_for_code(grpc.StatusCode.CANCELLED, "the client was closed") from None
             finally:
                 call.cancel()
             if error is None:
