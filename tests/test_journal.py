@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -685,3 +685,26 @@ def test_cli_export_writes_every_event(filled_journal: Path, tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr
     assert len(out.read_text(encoding="utf-8").splitlines()) == 9
+
+
+def test_csv_export_of_a_real_journal_with_risk_events(tmp_path: Path) -> None:
+    """Every real journal starts with a DayRolledOver (no order): CSV must cope."""
+    from execgw.server.audit import CSV_COLUMNS, export
+    from execgw.server.events import DayRolledOver, TradingHalted
+
+    journal = Journal(tmp_path / "j.db")
+    when = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+    journal.append(
+        [
+            JournalRecord(1, when, DayRolledOver(date(2026, 11, 27), when), None),
+            JournalRecord(2, when, TradingHalted("S1", "ops", "fat finger", when), None),
+        ]
+    )
+    out = io.StringIO()
+    assert export(journal, out, "csv") == 2
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == list(CSV_COLUMNS)
+    assert [r[1] for r in rows[1:]] == ["DayRolledOver", "TradingHalted"]
+    assert rows[2][5] == "S1"
+    assert rows[2][16] == ""  # no order message; the halt's reason lives in the event
+    journal.close()

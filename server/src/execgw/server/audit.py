@@ -91,28 +91,29 @@ def export(journal: Journal, out: TextIO, fmt: str) -> int:
                 + "\n"
             )
         else:
-            order = body["order"]
-            intent = order["intent"]
+            # Risk events (breakers, halts, rollover) concern no order.
+            order = body["order"] or {}
+            intent = order.get("intent") or {}
             fill = body["event"].get("fill") or {}
             writer.writerow(
                 (
                     row.sequence,
                     row.kind,
                     row.timestamp,
-                    order["order_id"],
-                    order["client_order_id"],
-                    intent["strategy_code"],
-                    intent["symbol"],
-                    intent["side"],
-                    intent["qty"],
-                    intent["order_type"],
-                    intent["product"],
-                    intent["price"] or "",
+                    order.get("order_id", ""),
+                    order.get("client_order_id", ""),
+                    intent.get("strategy_code", body["event"].get("strategy_code", "")),
+                    intent.get("symbol", ""),
+                    intent.get("side", ""),
+                    intent.get("qty", ""),
+                    intent.get("order_type", ""),
+                    intent.get("product", ""),
+                    intent.get("price") or "",
                     fill.get("qty", ""),
                     fill.get("price", ""),
-                    order["status"],
-                    order["reject_reason"] or "",
-                    order["message"],
+                    order.get("status", ""),
+                    order.get("reject_reason") or "",
+                    order.get("message", body["event"].get("message", "")),
                     row.hash,
                 )
             )

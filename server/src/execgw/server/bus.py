@@ -54,17 +54,25 @@ class Subscription:
         self._bus = bus
         self.sid = sid
         self._accepts = accepts
-        self._queue: asyncio.Queue[BusEvent | object] = asyncio.Queue(maxsize=size + 1)
+        # Unbounded as a container; `offer` enforces the bound per commit.
+        self._queue: asyncio.Queue[BusEvent | object] = asyncio.Queue()
         self._size = size
         self.overflowed = False
 
-    def offer(self, event: BusEvent) -> bool:
-        """Queue the event if wanted; False means this subscriber must be dropped."""
-        if not self._accepts(event):
-            return True
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def offer(self, events: list[BusEvent]) -> bool:
+        """Queue the wanted events of one commit; False means drop this subscriber.
+
+        The bound applies to what was already waiting: a subscriber that keeps up is
+        never cut off because a single commit carried more events than its queue."""
         if self._queue.qsize() >= self._size:
             return False
-        self._queue.put_nowait(event)
+        for event in events:
+            if self._accepts(event):
+                self._queue.put_nowait(event)
         return True
 
     def close(self, *, overflow: bool = False) -> None:
@@ -117,10 +125,13 @@ class EventBus:
         self._subscribers[sid] = sub
         return sub
 
-    def publish(self, event: BusEvent) -> None:
-        self.head = event.sequence
+    def publish(self, events: list[BusEvent]) -> None:
+        """Offer one commit's events to every subscriber, in order."""
+        if not events:
+            return
+        self.head = events[-1].sequence
         for sid, sub in list(self._subscribers.items()):
-            if not sub.offer(event):
+            if not sub.offer(events):
                 del self._subscribers[sid]
                 sub.close(overflow=True)
 

@@ -282,10 +282,7 @@ class GatewayCore:
                 records = []
             else:
                 self._set_healthy(True)
-        for record in records:
-            self._bus.publish(
-                BusEvent(record.sequence, record.timestamp, record.event, record.order)
-            )
+        self._bus.publish([BusEvent(r.sequence, r.timestamp, r.event, r.order) for r in records])
         for command, value, error in outcomes:
             if command.future.done():
                 continue

@@ -100,6 +100,9 @@ class PositionState:
 class Ledger:
     def __init__(self) -> None:
         self._orders: dict[str, Order] = {}
+        # Open orders by id, oldest first: the order path asks for them on every submit,
+        # so they must not cost a scan of the whole day's book.
+        self._open_by_id: dict[str, Order] = {}
         self._by_client_id: dict[str, str] = {}
         self._positions: dict[PositionKey, PositionState] = {}
 
@@ -126,6 +129,7 @@ class Ledger:
                 if not order.status.is_open:
                     raise LedgerError(f"cancel of {order_id} in status {order.status.value}")
                 order.status = OrderStatus.CANCELLED
+                del self._open_by_id[order_id]
                 order.message = message
                 order.updated_at = ts
         return None
@@ -141,7 +145,7 @@ class Ledger:
         return iter(self._orders.values())
 
     def open_orders(self) -> list[Order]:
-        return [o for o in self._orders.values() if o.status.is_open]
+        return list(self._open_by_id.values())
 
     def position(self, key: PositionKey) -> PositionState | None:
         return self._positions.get(key)
@@ -185,6 +189,8 @@ class Ledger:
         ledger = cls()
         for order in orders:
             ledger._orders[order.order_id] = order
+            if order.status.is_open:
+                ledger._open_by_id[order.order_id] = order
             if order.client_order_id:
                 ledger._by_client_id[order.client_order_id] = order.order_id
         ledger._positions = dict(positions)
@@ -215,6 +221,8 @@ class Ledger:
         else:
             order.raw = dict(event.raw)
         self._orders[event.order_id] = order
+        if order.status.is_open:
+            self._open_by_id[event.order_id] = order
         if event.client_order_id:
             self._by_client_id[event.client_order_id] = event.order_id
 
@@ -228,6 +236,8 @@ class Ledger:
         order.filled_qty += fill.qty
         order.filled_value += fill.price * fill.qty
         order.status = OrderStatus.FILLED if order.remaining_qty == 0 else OrderStatus.PARTIAL
+        if not order.status.is_open:
+            del self._open_by_id[order.order_id]
         order.updated_at = fill.timestamp
         key = (fill.strategy_code, fill.symbol, fill.product)
         state = self._positions.setdefault(key, PositionState())

@@ -57,21 +57,25 @@ def unary(
     return wrapped
 
 
-def streaming(
-    handler: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[_R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[_R]]:
-    @wraps(handler)
-    async def wrapped(
-        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[_R]:
-        try:
-            async for item in handler(self, request, context):
-                yield item
-        except Exception as e:
-            if isinstance(e, grpc.aio.AbortError):
-                raise
+async def write_stream(
+    context: grpc.aio.ServicerContext[Any, Any],
+    responses: Callable[[], AsyncIterator[Any]],
+) -> None:
+    """Write a server stream with context.write; end quietly once the call is over."""
+    try:
+        async for response in responses():
             if context.done():
-                return  # the call already ended (client gone, server stopping)
-            await abort_for(e, context)
-
-    return wrapped
+                return
+            try:
+                await context.write(response)
+            except Exception as e:
+                if isinstance(e, grpc.aio.AbortError):
+                    raise
+                log.debug("stream write failed; the call is over: %r", e)
+                return
+    except Exception as e:
+        if isinstance(e, grpc.aio.AbortError):
+            raise
+        if context.done():
+            return  # the client left or the server is stopping: nothing to tell anyone
+        await abort_for(e, context)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
 
 from execgw.server.api import convert
-from execgw.server.api.errors import streaming, unary
+from execgw.server.api.errors import unary, write_stream
 from execgw.server.api.streaming import FillStream
 from execgw.server.core import GatewayCore
 from execgw.server.instruments import InstrumentRegistry
@@ -87,18 +87,20 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         positions = await self._core.positions(request.strategy_code)
         return gateway_pb2.GetPositionsResponse(positions=[convert.position(p) for p in positions])
 
-    @streaming
-    async def StreamFills(  # noqa: N802
+    async def StreamFills(  # type: ignore[override]  # noqa: N802
         self, request: gateway_pb2.StreamFillsRequest, context: Context
-    ) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
-        stream = FillStream(
-            request,
-            bus=self._core.bus,
-            open_journal=self._open_journal,
-            trading_day=lambda: self._core.trading_day,
+    ) -> None:
+        # context.write, not yield: a subscriber that leaves mid-write is a normal end
+        # of its stream, handled here rather than logged by gRPC as a servicer error.
+        await write_stream(
+            context,
+            lambda: FillStream(
+                request,
+                bus=self._core.bus,
+                open_journal=self._open_journal,
+                trading_day=lambda: self._core.trading_day,
+            ).run(context),
         )
-        async for response in stream.run(context):
-            yield response
 
     @unary
     async def GetRiskState(  # noqa: N802

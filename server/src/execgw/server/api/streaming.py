@@ -137,6 +137,9 @@ class FillStream:
                         trailing_metadata=((RESUME_METADATA_KEY, str(resume)),),
                     )
                 if event is None:
+                    if subscription.backlog:
+                        continue  # an event landed as the idle timer fired: send it first
+                    # Queue empty: every event up to the bus head was sent or filtered out.
                     self._last = max(self._last, self._bus.head)
                     yield self._heartbeat()
                 elif event.sequence > self._last:
