@@ -179,12 +179,15 @@ class StreamCursor:
     heartbeat's head (everything up to it was sent or filtered out).
     """
 
-    __slots__ = ("last_sequence", "position", "request")
+    __slots__ = ("anchored", "last_sequence", "position", "request")
 
     def __init__(self, request: gateway_pb2.StreamFillsRequest) -> None:
         self.request = request
         self.last_sequence = 0
         self.position = request.from_sequence - 1 if request.from_sequence else 0
+        # True once the gateway told us where we stand (a replay start, an event or a
+        # heartbeat, even at head 0): from then on a reconnect must resume, not go live.
+        self.anchored = bool(request.from_sequence)
 
     def is_new(self, event: orders_pb2.ExecutionEvent) -> bool:
         return event.sequence > self.position
@@ -192,9 +195,11 @@ class StreamCursor:
     def delivered(self, event: orders_pb2.ExecutionEvent) -> None:
         self.last_sequence = event.sequence
         self.position = max(self.position, event.sequence)
+        self.anchored = True
 
     def heartbeat(self, head_sequence: int) -> None:
         self.position = max(self.position, head_sequence)
+        self.anchored = True
 
     def take(self, event: orders_pb2.ExecutionEvent, *, heartbeats: bool) -> bool:
         """Account for a received event; True when it should be yielded to the caller."""
@@ -210,7 +215,7 @@ class StreamCursor:
         """The original request, replaying from the event after the last one accounted for."""
         request = gateway_pb2.StreamFillsRequest()
         request.CopyFrom(self.request)
-        if self.position:
+        if self.anchored:
             request.from_sequence = self.position + 1
         return request
 

@@ -142,7 +142,9 @@ class Gateway:
 
     def _health_changed(self, healthy: bool) -> None:
         if self._server is not None and not self._stopping:
-            self._health_tasks.add(asyncio.ensure_future(self._set_serving(healthy)))
+            task = asyncio.ensure_future(self._set_serving(healthy))
+            self._health_tasks.add(task)
+            task.add_done_callback(self._health_tasks.discard)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the core."""

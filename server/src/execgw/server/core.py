@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -60,9 +60,9 @@ class _Command:
 
 
 _STOP = object()
-# Commands that change nothing but time-driven state, so they can be answered again
-# after a failed commit rebuilt the state.
-READ_KINDS = frozenset({"get_order", "list_orders", "positions", "preview", "risk_report"})
+# Commands that change nothing at all (not even time-driven state), so they can be
+# answered again from the state a failed commit rebuilt.
+READ_KINDS = frozenset({"get_order", "list_orders", "positions"})
 
 
 class GatewayCore:
@@ -95,6 +95,7 @@ class GatewayCore:
         self._ticker: asyncio.Task[None] | None = None
         self._accepting = False
         self._healthy = True
+        self._fatal: GatewayUnavailable | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -112,11 +113,12 @@ class GatewayCore:
         for task in (self._probe, self._ticker):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await task
         if self._task is not None:
             self._inbox.put_nowait(_STOP)
-            await self._task
+            with contextlib.suppress(Exception):
+                await self._task
             self._task = None
         self._bus.close()
 
@@ -190,14 +192,15 @@ class GatewayCore:
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
 
-    @property
-    def trading_day(self) -> date | None:
-        return self._engine.state.risk.day
+    def trading_day_of(self, when: datetime) -> date:
+        return self._engine.calendar.trading_day(when)
 
     # -- the single writer ----------------------------------------------------
 
     async def _call(self, kind: str, *args: Any) -> Any:
         assert kind in self._KINDS, kind
+        if self._fatal is not None:
+            raise self._fatal
         if not self._accepting:
             raise GatewayUnavailable("gateway is shutting down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -235,9 +238,33 @@ class GatewayCore:
                     stop_after = True
                     break
                 batch.append(item)
-            await self._execute_batch([c for c in batch if isinstance(c, _Command)])
+            commands = [c for c in batch if isinstance(c, _Command)]
+            try:
+                await self._execute_batch(commands)
+            except Exception as e:
+                # Memory can no longer be trusted to match the journal (e.g. the rebuild
+                # itself failed): refuse everything rather than guess. A restart recovers.
+                log.critical("gateway core stopped: %s", e, exc_info=True)
+                self._fatal = GatewayUnavailable(
+                    "the gateway cannot rebuild its state from the journal and stopped "
+                    "taking commands; restart it"
+                )
+                self._accepting = False
+                self._set_healthy(False)
+                for command in [*commands, *self._drain_inbox()]:
+                    if not command.future.done():
+                        command.future.set_exception(self._fatal)
+                return
             if stop_after:
                 return
+
+    def _drain_inbox(self) -> list[_Command]:
+        drained = []
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Command):
+                drained.append(item)
+        return drained
 
     async def _execute_batch(self, batch: list[_Command]) -> None:
         outcomes: list[tuple[_Command, Any, BaseException | None]] = []
@@ -255,7 +282,11 @@ class GatewayCore:
         if crashed is not None:
             # Never journal a half-applied command: drop the batch, rebuild from disk.
             await self._reload()
-            outcomes = [(c, None, crashed) for c, _, _ in outcomes]
+            nothing_saved = GatewayUnavailable(
+                "an internal error aborted this batch and nothing was recorded; "
+                "retry with the same client_order_id"
+            )
+            outcomes = [(c, None, nothing_saved) for c, _, _ in outcomes]
             records = []
         if records:
             try:
@@ -271,8 +302,9 @@ class GatewayCore:
             except Exception as e:
                 await self._journal_failed(e)
                 failure = GatewayUnavailable(
-                    "the journal cannot be written, so nothing was placed; retry with the "
-                    "same client_order_id once the gateway reports SERVING"
+                    "the journal write failed; retry with the same client_order_id once the "
+                    "gateway reports SERVING: the retry returns the order if it was recorded "
+                    "and places it at most once if not"
                 )
                 # Reads still answer, from the state rebuilt out of what is durable.
                 outcomes = [
@@ -303,8 +335,10 @@ class GatewayCore:
         log.error("journal write failed; failing closed: %s", error)
         self._set_healthy(False)
         await self._reload()
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.create_task(self._probe_until_writable(), name="journal-probe")
+        if self._probe is not None:
+            # A probe that succeeded just before this failure must not report healthy.
+            self._probe.cancel()
+        self._probe = asyncio.create_task(self._probe_until_writable(), name="journal-probe")
 
     async def _reload(self) -> None:
         """Memory may hold effects the disk does not: rebuild from what is durable."""
@@ -362,5 +396,5 @@ class GatewayCore:
             await asyncio.sleep(interval_s)
             try:
                 await self.tick()
-            except GatewayError as e:
+            except Exception as e:  # the timer must outlive any one failed tick
                 log.warning("tick failed: %s", e)

@@ -47,7 +47,14 @@ from execgw.server.events import (
 from execgw.server.journal import JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState
-from execgw.server.risk import ACCOUNT, Check, RiskEngine, RiskReport, reduces
+from execgw.server.risk import (
+    ACCOUNT,
+    Check,
+    RiskEngine,
+    RiskReport,
+    TradingCalendar,
+    reduces,
+)
 from execgw.server.simulator import SmartFillSimulator
 
 log = logging.getLogger(__name__)
@@ -108,6 +115,10 @@ class ExecutionEngine:
         self._pending.clear()
         self._simulator.reset()
         self._simulator.restore(state.ledger.open_orders())
+
+    @property
+    def calendar(self) -> TradingCalendar:
+        return self._risk.calendar
 
     def take_pending(self) -> list[JournalRecord]:
         pending, self._pending = self._pending, []

@@ -7,6 +7,7 @@ hash of the row before it, so any edit, deletion or reordering is detectable.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -192,6 +193,9 @@ class Journal:
                         self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as e:
+                # An error does not prove nothing reached the disk: trust only the file.
+                with contextlib.suppress(sqlite3.Error):
+                    self.head_sequence, self.head_hash = self._head()
                 raise JournalWriteFailed(f"{failure}: {e}") from e
             return result
 

@@ -86,6 +86,7 @@ def _risk_to_json(book: RiskBook) -> dict[str, object]:
         if book.squared_off_day is None
         else book.squared_off_day.isoformat(),
         "peak_equity": None if book.peak_equity is None else str(book.peak_equity),
+        "baseline_unrealized": str(book.baseline_unrealized),
     }
 
 
@@ -113,6 +114,7 @@ def _risk_from_json(d: dict[str, Any]) -> RiskBook:
             None if d["squared_off_day"] is None else date.fromisoformat(d["squared_off_day"])
         ),
         peak_equity=None if d["peak_equity"] is None else Decimal(d["peak_equity"]),
+        baseline_unrealized=Decimal(d["baseline_unrealized"]),
     )
 
 

@@ -245,15 +245,23 @@ class RiskEngine:
             self._live_peak = None
 
     def adopt(self, book: RiskBook) -> None:
-        """Take a book rebuilt from the journal; transient state restarts from it."""
+        """Take a book rebuilt from the journal; transient state restarts with it.
+
+        The rate buckets and duplicate window may remember orders that a failed commit
+        just dropped; forgetting them lets the client's retry through, as promised."""
         self.book = book
         self._live_peak = None
+        self._buckets.clear()
+        self._recent.clear()
 
     def due(self, now: datetime, unrealized: Callable[[], Decimal]) -> list[Event]:
         """Time-driven events: the day rolling over, then MIS square-off. `unrealized`
         is only marked when the day rolls (it becomes the new day's baseline)."""
         events: list[Event] = []
         day = self.calendar.trading_day(now)
+        if self.book.day is not None and day < self.book.day:
+            # The wall clock stepped back: days only ever roll forward.
+            return events
         if self.book.day != day:
             events.append(DayRolledOver(day, now, unrealized()))
         if self.calendar.mis_closed(now) and self.book.squared_off_day != day:

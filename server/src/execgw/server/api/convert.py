@@ -217,7 +217,9 @@ def risk_event(event: Event, trading_day: date | None) -> orders_pb2.RiskEvent:
         case DayRolledOver() | MisSquareOffStarted():
             msg.trading_day = event.trading_day.isoformat()
             msg.state = trading_state(domain.TradingState.ACTIVE)
-    if not msg.trading_day and trading_day is not None:
+    if trading_day is not None and isinstance(
+        event, BreakerTripped | TradingHalted | TradingResumed
+    ):
         msg.trading_day = trading_day.isoformat()
     return msg
 

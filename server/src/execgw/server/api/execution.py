@@ -98,7 +98,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
                 request,
                 bus=self._core.bus,
                 open_journal=self._open_journal,
-                trading_day=lambda: self._core.trading_day,
+                trading_day_of=self._core.trading_day_of,
             ).run(context),
         )
 

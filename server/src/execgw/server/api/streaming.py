@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import grpc
@@ -68,7 +68,7 @@ class FillStream:
         *,
         bus: EventBus,
         open_journal: Callable[[], Journal],
-        trading_day: Callable[[], date | None],
+        trading_day_of: Callable[[datetime], date],
         default_heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
         if request.heartbeat_interval_ms and request.heartbeat_interval_ms < MIN_HEARTBEAT_MS:
@@ -78,7 +78,7 @@ class FillStream:
         self._request = request
         self._bus = bus
         self._open_journal = open_journal
-        self._trading_day = trading_day
+        self._trading_day_of = trading_day_of
         self._heartbeat_s = (
             request.heartbeat_interval_ms / 1000
             if request.heartbeat_interval_ms
@@ -190,7 +190,8 @@ class FillStream:
             journal.close()
 
     def _send(self, event: BusEvent) -> gateway_pb2.StreamFillsResponse:
-        message = convert.event(event, self._trading_day())
+        # The event's own trading day: a replayed halt from yesterday says yesterday.
+        message = convert.event(event, self._trading_day_of(event.timestamp))
         message.filtered = event.sequence - self._last_sent - 1
         self._last = self._last_sent = event.sequence
         return gateway_pb2.StreamFillsResponse(event=message)
