@@ -1,7 +1,7 @@
 """A subscriber that stops reading is cut off; nobody else notices.
 
 The gateway runs as a real `execgw serve` subprocess (so its RSS can be read from
-/proc) with stream.queue_size 64, while 15,000 events are produced by 6,000 concurrent
+/proc) with stream.queue_size 256, while 15,000 events are produced by 6,000 concurrent
 SubmitOrder calls (the gateway's per-submit cost grows with the day's order count, so
 more would not fit the time budget). Two subscribers stop reading after their first message:
 a raw gRPC call and the client library's stream_fills. Their channels turn off BDP
@@ -78,7 +78,9 @@ else:
         stub,
     )
 
-QUEUE_SIZE = 64
+# Small enough that the slow stream is cut off early in the burst, large enough that a
+# reader starved of CPU on a busy 2-core CI machine is not mistaken for a slow one.
+QUEUE_SIZE = 256
 # Half MARKET orders (accepted + filled), half SL-M orders whose trigger the LTP has
 # already crossed (accepted + triggered + filled): 2.5 events per submit on average.
 ORDERS = 6_000
