@@ -148,3 +148,37 @@ def test_a_stream_anchored_at_head_zero_resumes_instead_of_going_live() -> None:
         heartbeats=False,
     )
     assert cursor.resume_request().from_sequence == 1
+
+
+def test_a_position_unmarked_at_rollover_is_marked_by_its_first_quote(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Long 100 carried at +2000 (LTP 120); restarted overnight with an empty quote book.
+    Today's fall back to 100 is a day loss of 2000 and must trip a 1500 limit."""
+    config = make_config(
+        tmp_path,
+        execution={
+            "slippage_bps": 0.0,
+            "circuit_breakers": {"max_daily_loss_rupees": 1500.0},
+        },
+    )
+    first = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(first.target) as client:
+            client.publish_quotes([quote(100.0)])
+            client.submit(market("NSE:INFY", "BUY", 100, strategy_code="S1", product="CNC"))
+            client.publish_quotes([quote(120.0)])
+    finally:
+        first.stop()
+    clock.advance(timedelta(days=1))
+    second = RunningGateway(config, clock)  # rolls the day with no quote known
+    try:
+        with ExecutionClient(second.target) as client:
+            client.publish_quotes([quote(120.0)])  # first quote today: the mark
+            assert client.risk_state().day_pnl == 0.0
+            client.publish_quotes([quote(100.0)])
+            state = client.risk_state()
+            assert state.day_pnl == -2000.0
+            assert state.state == orders_pb2.TRADING_STATE_REDUCING
+    finally:
+        second.stop()

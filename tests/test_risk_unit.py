@@ -325,16 +325,16 @@ def test_day_rollover_resets_the_day_but_not_the_square_off_marker_or_kill_switc
 
 def test_due_rolls_the_day_then_squares_off_once() -> None:
     risk = engine()
-    assert risk.due(NOW, lambda: D(0)) == [DayRolledOver(DAY, NOW)]
+    assert risk.due(NOW, lambda: (D(0), ())) == [DayRolledOver(DAY, NOW)]
     risk.apply(DayRolledOver(DAY, NOW), None)
-    assert risk.due(NOW, lambda: D(0)) == []
+    assert risk.due(NOW, lambda: (D(0), ())) == []
     at = datetime(2026, 11, 27, 15, 20, tzinfo=IST)
-    assert risk.due(at, lambda: D(0)) == [MisSquareOffStarted(DAY, at)]
+    assert risk.due(at, lambda: (D(0), ())) == [MisSquareOffStarted(DAY, at)]
     risk.apply(MisSquareOffStarted(DAY, at), None)
-    assert risk.due(at + timedelta(hours=3), lambda: D(0)) == []
+    assert risk.due(at + timedelta(hours=3), lambda: (D(0), ())) == []
     # Started after a night down: both, in that order.
     late = datetime(2026, 11, 28, 16, 0, tzinfo=IST)
-    assert risk.due(late, lambda: D(0)) == [
+    assert risk.due(late, lambda: (D(0), ())) == [
         DayRolledOver(date(2026, 11, 28), late),
         MisSquareOffStarted(date(2026, 11, 28), late),
     ]

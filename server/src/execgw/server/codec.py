@@ -25,6 +25,7 @@ from execgw.server.domain import (
     Validity,
 )
 from execgw.server.events import (
+    BaselineMarked,
     BreakerTripped,
     DayRolledOver,
     EquityPeak,
@@ -265,6 +266,15 @@ def event_to_json(event: Event) -> Json:
                 "trading_day": event.trading_day.isoformat(),
                 "timestamp": _ts(event.timestamp),
                 "baseline_unrealized": str(event.baseline_unrealized),
+                "unmarked": [list(key) for key in event.unmarked],
+            }
+        case BaselineMarked():
+            return {
+                "strategy_code": event.strategy_code,
+                "symbol": event.symbol,
+                "product": event.product,
+                "unrealized": str(event.unrealized),
+                "timestamp": _ts(event.timestamp),
             }
         case MisSquareOffStarted():
             return {
@@ -339,6 +349,15 @@ def _decode_event(kind: str, d: Json) -> Event:
             trading_day=date.fromisoformat(d["trading_day"]),
             timestamp=_unts(d["timestamp"]),
             baseline_unrealized=Decimal(d.get("baseline_unrealized", "0")),
+            unmarked=tuple((str(k[0]), str(k[1]), str(k[2])) for k in d.get("unmarked", [])),
+        )
+    if kind == "BaselineMarked":
+        return BaselineMarked(
+            strategy_code=d["strategy_code"],
+            symbol=d["symbol"],
+            product=d["product"],
+            unrealized=Decimal(d["unrealized"]),
+            timestamp=_unts(d["timestamp"]),
         )
     if kind == "MisSquareOffStarted":
         return MisSquareOffStarted(

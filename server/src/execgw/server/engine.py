@@ -33,6 +33,7 @@ from execgw.server.domain import (
 from execgw.server.errors import IdempotencyConflict, OrderNotCancellable, OrderNotFound
 from execgw.server.events import (
     ORDER_EVENTS,
+    BaselineMarked,
     BreakerTripped,
     DayRolledOver,
     Event,
@@ -161,6 +162,8 @@ class ExecutionEngine:
         now = self._advance_time()
         for quote in quotes:
             self._quotes.update(quote)
+            if self._risk.book.unmarked:
+                self._mark_baseline(quote, now)
             for event in self._simulator.on_quote(quote, now, self.state.ids.fill_id):
                 self._emit(event, now)
         self._after_change(now)
@@ -334,7 +337,7 @@ class ExecutionEngine:
 
     def _advance_time(self) -> datetime:
         now = self._clock.now()
-        for event in self._risk.due(now, self._unrealized):
+        for event in self._risk.due(now, self._baseline):
             self._emit(event, now)
             if isinstance(event, DayRolledOver):
                 # DAY validity ends with the trading day.
@@ -434,6 +437,28 @@ class ExecutionEngine:
     def _position_qty(self, intent: OrderIntent) -> int:
         position = self.state.ledger.position((intent.strategy_code, intent.symbol, intent.product))
         return 0 if position is None else position.net_qty
+
+    def _baseline(self) -> tuple[Decimal, tuple[tuple[str, str, str], ...]]:
+        """Unrealized PnL of open positions that have a mark, and those that have none."""
+        marked = ZERO
+        unmarked = []
+        for (code, symbol, product), position in self.state.ledger.position_items():
+            if position.net_qty == 0:
+                continue
+            ltp = self._quotes.ltp(symbol)
+            if ltp is None:
+                unmarked.append((code, symbol, product.value))
+            else:
+                marked += position.unrealized(ltp)
+        return marked, tuple(sorted(unmarked))
+
+    def _mark_baseline(self, quote: Quote, now: datetime) -> None:
+        for code, symbol, product in sorted(self._risk.book.unmarked):
+            if symbol != quote.symbol:
+                continue
+            position = self.state.ledger.position((code, symbol, Product(product)))
+            unrealized = ZERO if position is None else position.unrealized(quote.ltp)
+            self._emit(BaselineMarked(code, symbol, product, unrealized, now), now)
 
     def _unrealized(self) -> Decimal:
         total = ZERO

@@ -96,6 +96,20 @@ class DayRolledOver:
     # Unrealized PnL of positions carried into the day, marked at the rollover:
     # the day's PnL counts only what moves after it.
     baseline_unrealized: Decimal = Decimal(0)
+    # Open positions with no quote at the rollover (e.g. right after a restart): each
+    # is marked into the baseline by its first quote of the day (BaselineMarked).
+    unmarked: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineMarked:
+    """A carried position's first quote of the day, added to the day's baseline."""
+
+    strategy_code: str
+    symbol: str
+    product: str
+    unrealized: Decimal
+    timestamp: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +134,7 @@ RiskEvent = (
     | DayRolledOver
     | MisSquareOffStarted
     | EquityPeak
+    | BaselineMarked
 )
 Event = OrderEvent | RiskEvent
 ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderTriggered, OrderFilled, OrderCancelled)

@@ -87,6 +87,7 @@ def _risk_to_json(book: RiskBook) -> dict[str, object]:
         else book.squared_off_day.isoformat(),
         "peak_equity": None if book.peak_equity is None else str(book.peak_equity),
         "baseline_unrealized": str(book.baseline_unrealized),
+        "unmarked": sorted(list(key) for key in book.unmarked),
     }
 
 
@@ -115,6 +116,7 @@ def _risk_from_json(d: dict[str, Any]) -> RiskBook:
         ),
         peak_equity=None if d["peak_equity"] is None else Decimal(d["peak_equity"]),
         baseline_unrealized=Decimal(d["baseline_unrealized"]),
+        unmarked={(str(k[0]), str(k[1]), str(k[2])) for k in d["unmarked"]},
     )
 
 

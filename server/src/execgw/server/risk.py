@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from execgw.server.config import ExecutionConfig, StrategyLimits, TradingDayConfig
 from execgw.server.domain import OrderIntent, RejectReason, Side, TradingState
 from execgw.server.events import (
+    BaselineMarked,
     BreakerTripped,
     DayRolledOver,
     EquityPeak,
@@ -101,10 +102,12 @@ class RiskBook:
     # by less than RiskEngine's peak step.
     peak_equity: Decimal | None = None
     baseline_unrealized: Decimal = ZERO
+    # Carried positions still waiting for their first quote of the day.
+    unmarked: set[tuple[str, str, str]] = field(default_factory=set)
 
     def apply(self, event: Event, outcome: FillOutcome | None) -> None:
         match event:
-            case DayRolledOver(trading_day=day, baseline_unrealized=baseline):
+            case DayRolledOver(trading_day=day, baseline_unrealized=baseline, unmarked=unmarked):
                 self.day = day
                 self.trades_total = 0
                 self.trades_by_strategy.clear()
@@ -115,6 +118,10 @@ class RiskBook:
                 self.trips = {k: t for k, t in self.trips.items() if t.breaker == KILL_SWITCH}
                 self.peak_equity = None
                 self.baseline_unrealized = baseline
+                self.unmarked = set(unmarked)
+            case BaselineMarked():
+                self.baseline_unrealized += event.unrealized
+                self.unmarked.discard((event.strategy_code, event.symbol, event.product))
             case EquityPeak(equity=equity):
                 self.peak_equity = equity
             case OrderAccepted(intent=intent) if not event.internal:
@@ -254,16 +261,22 @@ class RiskEngine:
         self._buckets.clear()
         self._recent.clear()
 
-    def due(self, now: datetime, unrealized: Callable[[], Decimal]) -> list[Event]:
-        """Time-driven events: the day rolling over, then MIS square-off. `unrealized`
-        is only marked when the day rolls (it becomes the new day's baseline)."""
+    def due(
+        self,
+        now: datetime,
+        baseline: Callable[[], tuple[Decimal, tuple[tuple[str, str, str], ...]]],
+    ) -> list[Event]:
+        """Time-driven events: the day rolling over, then MIS square-off. `baseline`
+        (the marked unrealized PnL and the positions with no mark) is only taken when
+        the day rolls."""
         events: list[Event] = []
         day = self.calendar.trading_day(now)
         if self.book.day is not None and day < self.book.day:
             # The wall clock stepped back: days only ever roll forward.
             return events
         if self.book.day != day:
-            events.append(DayRolledOver(day, now, unrealized()))
+            marked, unmarked = baseline()
+            events.append(DayRolledOver(day, now, marked, unmarked))
         if self.calendar.mis_closed(now) and self.book.squared_off_day != day:
             events.append(MisSquareOffStarted(day, now))
         return events
