@@ -68,6 +68,7 @@ def gateway(tmp: Path, name: str, max_batch: int, queue_size: int = 4096) -> Ite
         f"listen: 127.0.0.1:{port}\n"
         f"journal:\n  path: {tmp / name}.db\n  max_batch: {max_batch}\n"
         "market_data:\n  source: external\n"
+        "trading_day:\n  mis_square_off: null\n"  # MIS orders on the wall clock, any hour
         "stream:\n"
         f"  queue_size: {queue_size}\n"
         "execution:\n  circuit_breakers:\n    max_trades_per_day: 100000000\n"

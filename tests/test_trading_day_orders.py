@@ -90,3 +90,20 @@ def test_cancelling_an_order_the_rollover_expired_is_refused_cleanly(
         client.cancel(resting.order_id)
     assert client.get_order(resting.order_id).message.startswith("expired")
     assert running.gateway.core.healthy
+
+
+def test_mis_square_off_can_be_turned_off(tmp_path: Path, clock: ManualClock) -> None:
+    config = make_config(tmp_path, trading_day={"mis_square_off": None})
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target) as client:
+            client.publish_quotes([market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)])
+            client.submit(market("NSE:INFY", "BUY", 1, strategy_code="S1"))
+            clock.advance(timedelta(hours=6))  # 16:00 IST
+            running.call(running.gateway.core.tick())
+            late = client.submit(market("NSE:INFY", "BUY", 1, strategy_code="S1"))
+            assert late.status == OrderStatus.Value("ORDER_STATUS_FILLED")
+            assert [p.net_qty for p in client.positions("S1")] == [2]  # nothing flattened
+            assert client.risk_state().mis_entries_closed is False
+    finally:
+        running.stop()

@@ -146,14 +146,15 @@ class TradingDayConfig(_Section):
     # Local time at which one trading day ends and the next begins (counters reset).
     rollover: str = "08:00"
     # Local time after which MIS positions are flattened and MIS entries refused.
-    mis_square_off: str = "15:20"
+    # null turns square-off off (for venues that do it themselves, or round-the-clock tests).
+    mis_square_off: str | None = "15:20"
     # How often the gateway checks the clock for rollover and square-off, in seconds.
     tick_interval_s: float = Field(default=1.0, gt=0, le=60)
 
     @field_validator("rollover", "mis_square_off")
     @classmethod
-    def _time_of_day(cls, value: str) -> str:
-        return _parse_hhmm(value)
+    def _time_of_day(cls, value: str | None) -> str | None:
+        return None if value is None else _parse_hhmm(value)
 
     @field_validator("timezone")
     @classmethod

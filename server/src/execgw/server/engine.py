@@ -402,7 +402,7 @@ class ExecutionEngine:
                 product=Product.MIS,
                 validity=Validity.DAY,
                 tag=SQUARE_OFF_TAG,
-                reason=f"MIS square-off at {self._risk.calendar.square_off:%H:%M}",
+                reason=f"MIS square-off at {self._risk.calendar.square_off_text()}",
             )
             order_id = self._place(intent, "", now, internal=True)
             log.info("MIS square-off %s %s %s: order %s", code, symbol, intent.qty, order_id)

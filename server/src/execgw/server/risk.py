@@ -58,7 +58,7 @@ class TradingCalendar:
     def __init__(self, config: TradingDayConfig) -> None:
         self.zone = ZoneInfo(config.timezone)
         self.rollover = _hhmm(config.rollover)
-        self.square_off = _hhmm(config.mis_square_off)
+        self.square_off = None if config.mis_square_off is None else _hhmm(config.mis_square_off)
 
     def trading_day(self, now: datetime) -> date:
         local = now.astimezone(self.zone)
@@ -66,14 +66,22 @@ class TradingCalendar:
             return local.date() - timedelta(days=1)
         return local.date()
 
-    def square_off_at(self, day: date) -> datetime:
+    def square_off_at(self, day: date) -> datetime | None:
+        if self.square_off is None:
+            return None
         at = datetime.combine(day, self.square_off, self.zone)
         if self.square_off < self.rollover:
             at += timedelta(days=1)
         return at
 
+    def square_off_text(self) -> str:
+        if self.square_off is None:
+            return "no MIS square-off"
+        return f"{self.square_off:%H:%M} {self.zone.key}"
+
     def mis_closed(self, now: datetime) -> bool:
-        return now >= self.square_off_at(self.trading_day(now))
+        at = self.square_off_at(self.trading_day(now))
+        return at is not None and now >= at
 
 
 @dataclass(slots=True)
@@ -382,10 +390,7 @@ class RiskEngine:
             Check(
                 "mis_square_off",
                 not closed,
-                f"MIS entries are closed after {self.calendar.square_off:%H:%M} "
-                f"{self.calendar.zone.key}"
-                if closed
-                else "",
+                f"MIS entries are closed after {self.calendar.square_off_text()}" if closed else "",
                 RejectReason.MIS_SQUARE_OFF,
             )
         )
