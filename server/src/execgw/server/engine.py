@@ -220,17 +220,7 @@ class ExecutionEngine:
             pending_qty=self._pending_qty(intent),
             now=now,
         )
-        if self._quotes.get(intent.symbol) is None:
-            checks.append(
-                Check(
-                    "market_data",
-                    False,
-                    f"no quote for {intent.symbol}; the venue cannot price the order",
-                    RejectReason.NO_MARKET_DATA,
-                )
-            )
-        else:
-            checks.append(Check("market_data", True))
+        checks.append(self._market_data_check(intent.symbol))
         return Preview(checks)
 
     def risk_report(self, strategy_code: str = "") -> RiskReport:
@@ -294,12 +284,7 @@ class ExecutionEngine:
             )
             failed = next((c for c in checks if not c.passed), None)
         if failed is None and quote is None:
-            failed = Check(
-                "market_data",
-                False,
-                f"no quote for {intent.symbol}; the venue cannot price the order",
-                RejectReason.NO_MARKET_DATA,
-            )
+            failed = self._market_data_check(intent.symbol)
         if failed is not None:
             assert failed.reason is not None
             self._emit(
@@ -419,6 +404,17 @@ class ExecutionEngine:
     def _cancel_resting(self, order: Order, now: datetime, message: str) -> None:
         self._simulator.cancel(order.order_id, order.intent.symbol)
         self._emit(OrderCancelled(order.order_id, now, message), now)
+
+    def _market_data_check(self, symbol: str) -> Check:
+        """The venue's own rule: it cannot price an order without a quote."""
+        if self._quotes.get(symbol) is not None:
+            return Check("market_data", True)
+        return Check(
+            "market_data",
+            False,
+            f"no quote for {symbol}; the venue cannot price the order",
+            RejectReason.NO_MARKET_DATA,
+        )
 
     def _today(self, order: Order) -> bool:
         return self._risk.calendar.trading_day(order.created_at) == self._risk.book.day

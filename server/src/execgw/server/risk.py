@@ -194,6 +194,16 @@ class Check:
     reason: RejectReason | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Equity:
+    """Day PnL, equity, the day's peak equity and the drawdown from it."""
+
+    pnl: Decimal
+    equity: Decimal
+    peak: Decimal
+    drawdown: Decimal
+
+
 @dataclass(slots=True)
 class _Bucket:
     tokens: float
@@ -297,19 +307,20 @@ class RiskEngine:
     def _trip_state(self, breaker: str) -> TradingState:
         return TradingState(getattr(self._cb.trip_to, breaker))
 
-    def _peak(self, equity: Decimal) -> Decimal:
+    def _equity(self, unrealized: Decimal) -> _Equity:
+        pnl = self.book.day_pnl(unrealized)
+        equity = self._capital + pnl
         known = [p for p in (self._live_peak, self.book.peak_equity) if p is not None]
-        return max([*known, equity])
+        peak = max([*known, equity])
+        drawdown = (peak - equity) / peak if peak > 0 else ZERO
+        return _Equity(pnl, equity, peak, drawdown)
 
     def breaker_values(self, unrealized: Decimal) -> list[BreakerReport]:
         book = self.book
-        pnl = book.day_pnl(unrealized)
-        equity = self._capital + pnl
-        peak = self._peak(equity)
-        drawdown = (peak - equity) / peak if peak > 0 else ZERO
+        now = self._equity(unrealized)
         rows: list[tuple[str, str, Decimal, Decimal]] = [
-            ("max_daily_loss_rupees", ACCOUNT, -pnl, self._max_loss),
-            ("max_daily_drawdown_pct", ACCOUNT, drawdown, self._max_drawdown),
+            ("max_daily_loss_rupees", ACCOUNT, -now.pnl, self._max_loss),
+            ("max_daily_drawdown_pct", ACCOUNT, now.drawdown, self._max_drawdown),
             (
                 "max_trades_per_day",
                 ACCOUNT,
@@ -345,8 +356,7 @@ class RiskEngine:
         """A journaled EquityPeak when the peak moved a step, then BreakerTripped for every
         breaker whose condition holds and that is not tripped yet."""
         book = self.book
-        equity = self._capital + book.day_pnl(unrealized)
-        self._live_peak = self._peak(equity)
+        self._live_peak = self._equity(unrealized).peak
         events: list[BreakerTripped | EquityPeak] = []
         if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
             events.append(EquityPeak(self._live_peak, now))
@@ -546,9 +556,7 @@ class RiskEngine:
 
     def report(self, now: datetime, unrealized: Decimal, strategy_code: str = "") -> RiskReport:
         book = self.book
-        pnl = book.day_pnl(unrealized)
-        equity = self._capital + pnl
-        peak = self._peak(equity)
+        now_equity = self._equity(unrealized)
         codes = sorted(
             set(book.trades_by_strategy) | set(book.loss_streak) | {c for _, c in book.trips if c}
         )
@@ -559,10 +567,10 @@ class RiskEngine:
             trading_day=book.day,
             realized_pnl=book.realized_total,
             unrealized_pnl=unrealized,
-            day_pnl=pnl,
-            equity=equity,
-            peak_equity=peak,
-            drawdown_pct=(peak - equity) / peak if peak > 0 else ZERO,
+            day_pnl=now_equity.pnl,
+            equity=now_equity.equity,
+            peak_equity=now_equity.peak,
+            drawdown_pct=now_equity.drawdown,
             trades_today=book.trades_total,
             breakers=self.breaker_values(unrealized)
             + [

@@ -251,19 +251,15 @@ def quote_out(q: domain.Quote) -> market_data_pb2.Quote:
     )
 
 
-def _money(value: Decimal) -> float:
-    return float(value)
-
-
 def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
     msg = gateway_pb2.GetRiskStateResponse(
         state=trading_state(report.state),
         trading_day="" if report.trading_day is None else report.trading_day.isoformat(),
-        realized_pnl=_money(report.realized_pnl),
-        unrealized_pnl=_money(report.unrealized_pnl),
-        day_pnl=_money(report.day_pnl),
-        equity=_money(report.equity),
-        peak_equity=_money(report.peak_equity),
+        realized_pnl=float(report.realized_pnl),
+        unrealized_pnl=float(report.unrealized_pnl),
+        day_pnl=float(report.day_pnl),
+        equity=float(report.equity),
+        peak_equity=float(report.peak_equity),
         drawdown_pct=float(report.drawdown_pct),
         trades_today=report.trades_today,
         mis_entries_closed=report.mis_entries_closed,
@@ -286,6 +282,6 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
             state=trading_state(st.state),
             trades_today=st.trades_today,
             loss_streak=st.loss_streak,
-            realized_pnl=_money(st.realized_pnl),
+            realized_pnl=float(st.realized_pnl),
         )
     return msg

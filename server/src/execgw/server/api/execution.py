@@ -12,6 +12,7 @@ from execgw.server.api import convert
 from execgw.server.api.errors import unary, write_stream
 from execgw.server.api.streaming import FillStream
 from execgw.server.core import GatewayCore
+from execgw.server.domain import OrderIntent
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import Journal
 from execgw.server.validation import InvalidRequest, validate_client_order_id, validate_intent
@@ -40,10 +41,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         parent = propagate.extract(dict(context.invocation_metadata() or ()))
         with tracer.start_as_current_span("execgw.SubmitOrder", context=parent) as span:
             span.set_attribute("execgw.client_order_id", request.client_order_id)
-            if not request.HasField("intent"):
-                raise InvalidRequest("intent", "is required")
             validate_client_order_id(request.client_order_id)
-            intent = validate_intent(convert.raw_intent(request.intent), self._instruments)
+            intent = self._intent(request)
             span.set_attribute("execgw.symbol", intent.symbol)
             span.set_attribute("execgw.strategy_code", intent.strategy_code)
             order = await self._core.submit(intent, request.client_order_id)
@@ -141,10 +140,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def PreviewOrder(  # noqa: N802
         self, request: gateway_pb2.PreviewOrderRequest, context: Context
     ) -> gateway_pb2.PreviewOrderResponse:
-        if not request.HasField("intent"):
-            raise InvalidRequest("intent", "is required")
-        intent = validate_intent(convert.raw_intent(request.intent), self._instruments)
-        preview = await self._core.preview(intent)
+        preview = await self._core.preview(self._intent(request))
         failed = preview.first_failure
         return gateway_pb2.PreviewOrderResponse(
             accepted=failed is None,
@@ -155,6 +151,14 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
                 for c in preview.checks
             ],
         )
+
+    def _intent(
+        self, request: gateway_pb2.SubmitOrderRequest | gateway_pb2.PreviewOrderRequest
+    ) -> OrderIntent:
+        """The request's intent, validated exactly as SubmitOrder validates it."""
+        if not request.HasField("intent"):
+            raise InvalidRequest("intent", "is required")
+        return validate_intent(convert.raw_intent(request.intent), self._instruments)
 
 
 def _require_order_id(order_id: str) -> None:
