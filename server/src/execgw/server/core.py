@@ -8,6 +8,10 @@ and publishes the events. A caller is never told about a change that could be lo
 
 If the journal write fails, the batch's callers get UNAVAILABLE and the in-memory
 state is rebuilt from the journal, so memory never holds what the disk does not.
+
+A bug hit while executing one command fails that command alone (INTERNAL for its
+caller, logged with its ids): its half-applied effects are undone and the other
+commands of the batch commit as usual.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
 from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
 from execgw.server.engine import ExecutionEngine, HaltOutcome, Preview, ResumeOutcome
-from execgw.server.errors import GatewayError, GatewayUnavailable
+from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
 from execgw.server.journal import Journal
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import rebuild, state_to_json
@@ -268,26 +272,15 @@ class GatewayCore:
 
     async def _execute_batch(self, batch: list[_Command]) -> None:
         outcomes: list[tuple[_Command, Any, BaseException | None]] = []
-        crashed: Exception | None = None
         for command in batch:
+            start = self._engine.begin_command()
             try:
                 outcomes.append((command, self._execute(command), None))
             except GatewayError as e:
                 outcomes.append((command, None, e))
-            except Exception as e:  # a bug: may have left a command half-applied
-                log.exception("command %s failed", command.kind)
-                crashed = e
-                outcomes.append((command, None, e))
+            except Exception as e:  # a bug: this command alone fails
+                outcomes.append((command, None, await self._drop_failed(command, start, e)))
         records = self._engine.take_pending()
-        if crashed is not None:
-            # Never journal a half-applied command: drop the batch, rebuild from disk.
-            await self._reload()
-            nothing_saved = GatewayUnavailable(
-                "an internal error aborted this batch and nothing was recorded; "
-                "retry with the same client_order_id"
-            )
-            outcomes = [(c, None, nothing_saved) for c, _, _ in outcomes]
-            records = []
         if records:
             try:
                 with tracer.start_as_current_span(
@@ -324,6 +317,27 @@ class GatewayCore:
                 command.future.set_exception(error)
         if records:
             await self._maybe_snapshot()
+
+    async def _drop_failed(self, command: _Command, start: int, error: Exception) -> CommandFailed:
+        """Undo whatever the failed command changed, keeping the batch's earlier commands.
+
+        A command that failed before changing anything costs nothing more. One that
+        changed state halfway is undone by rebuilding from the journal and re-applying
+        the earlier commands' records, which are not durable yet: they still commit."""
+        log.error(
+            "command %s failed and was dropped (%s); the rest of its batch goes on",
+            command.kind,
+            _describe(command),
+            exc_info=error,
+        )
+        if self._engine.dirty:
+            keep = self._engine.pending()[:start]
+            durable = await asyncio.to_thread(rebuild, self._journal)
+            self._engine.recover(durable, keep)
+        return CommandFailed(
+            "internal error while executing this request; nothing of it was recorded "
+            "and the gateway goes on. It was logged; a retry may fail the same way"
+        )
 
     def _answer_again(self, command: _Command) -> tuple[_Command, Any, BaseException | None]:
         try:
@@ -398,3 +412,14 @@ class GatewayCore:
                 await self.tick()
             except Exception as e:  # the timer must outlive any one failed tick
                 log.warning("tick failed: %s", e)
+
+
+def _describe(command: _Command) -> str:
+    """The ids an operator needs to find the failed request, never its whole payload."""
+    parts = []
+    for arg in command.args:
+        if isinstance(arg, OrderIntent):
+            parts.append(f"strategy_code={arg.strategy_code!r} symbol={arg.symbol!r}")
+        elif isinstance(arg, str) and arg:
+            parts.append(repr(arg[:64]))
+    return " ".join(parts) or "no ids"

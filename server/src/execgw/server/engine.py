@@ -106,6 +106,9 @@ class ExecutionEngine:
         self._simulator = simulator
         self._risk = risk
         self._pending: list[JournalRecord] = []
+        # Set by anything that changes state, the quote book or the simulator's book, so a
+        # command that fails before changing anything can be dropped without a recovery.
+        self._dirty = False
         self.state = state
         self.reload(state)
 
@@ -116,6 +119,33 @@ class ExecutionEngine:
         self._pending.clear()
         self._simulator.reset()
         self._simulator.restore(state.ledger.open_orders())
+
+    def recover(self, durable: GatewayState, keep: list[JournalRecord]) -> None:
+        """Drop a failed command's half-applied effects: adopt the durable state plus
+        `keep`, the records that earlier commands of the batch emitted and that are not
+        durable yet. Unlike `reload`, the rate buckets and duplicate window stay: those
+        earlier commands still stand."""
+        for record in keep:
+            durable.apply(record.event)
+            durable.sequence = record.sequence
+        self.state = durable
+        self._risk.adopt(durable.risk, keep_transient=True)
+        self._pending = list(keep)
+        self._simulator.reset()
+        self._simulator.restore(durable.ledger.open_orders())
+
+    def begin_command(self) -> int:
+        """Mark the start of one command; returns where its records will start."""
+        self._dirty = False
+        return len(self._pending)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the current command has changed anything yet."""
+        return self._dirty
+
+    def pending(self) -> list[JournalRecord]:
+        return list(self._pending)
 
     @property
     def calendar(self) -> TradingCalendar:
@@ -161,6 +191,7 @@ class ExecutionEngine:
     def apply_quotes(self, quotes: list[Quote]) -> int:
         now = self._advance_time()
         for quote in quotes:
+            self._dirty = True
             self._quotes.update(quote)
             if self._risk.book.unmarked:
                 self._mark_baseline(quote, now)
@@ -310,6 +341,7 @@ class ExecutionEngine:
             self._emit(event, now)
 
     def _emit(self, event: Event, now: datetime) -> None:
+        self._dirty = True
         state = self.state
         state.apply(event)
         state.sequence += 1
@@ -402,6 +434,7 @@ class ExecutionEngine:
         return len(doomed)
 
     def _cancel_resting(self, order: Order, now: datetime, message: str) -> None:
+        self._dirty = True
         self._simulator.cancel(order.order_id, order.intent.symbol)
         self._emit(OrderCancelled(order.order_id, now, message), now)
 

@@ -29,3 +29,8 @@ class OrderNotCancellable(GatewayError):
 
 class GatewayUnavailable(GatewayError):
     pass
+
+
+class CommandFailed(GatewayError):
+    """A bug hit while executing one command. That command is dropped whole and its caller
+    told so; the rest of its batch is unaffected."""

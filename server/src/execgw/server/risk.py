@@ -269,15 +269,17 @@ class RiskEngine:
         if isinstance(event, DayRolledOver):
             self._live_peak = None
 
-    def adopt(self, book: RiskBook) -> None:
+    def adopt(self, book: RiskBook, *, keep_transient: bool = False) -> None:
         """Take a book rebuilt from the journal; transient state restarts with it.
 
         The rate buckets and duplicate window may remember orders that a failed commit
-        just dropped; forgetting them lets the client's retry through, as promised."""
+        just dropped; forgetting them lets the client's retry through, as promised.
+        keep_transient keeps them when the orders they remember still stand."""
         self.book = book
         self._live_peak = None
-        self._buckets.clear()
-        self._recent.clear()
+        if not keep_transient:
+            self._buckets.clear()
+            self._recent.clear()
 
     def due(
         self,

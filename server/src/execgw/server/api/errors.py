@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from execgw.server.errors import (
+    CommandFailed,
     GatewayError,
     GatewayUnavailable,
     IdempotencyConflict,
@@ -26,6 +27,7 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     OrderNotCancellable: grpc.StatusCode.FAILED_PRECONDITION,
     GatewayUnavailable: grpc.StatusCode.UNAVAILABLE,
+    CommandFailed: grpc.StatusCode.INTERNAL,
 }
 
 _R = TypeVar("_R")

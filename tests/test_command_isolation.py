@@ -1,0 +1,176 @@
+"""One bad command fails alone: a bug hit while executing one command of a group-commit
+batch answers that caller INTERNAL, and the other commands of the batch commit.
+
+The fault is injected into the real engine of a real gateway; the batch is built by
+queueing 100 commands on the core's loop before its writer runs, so all of them share
+one journal transaction (the test checks that it did).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from execgw.client import AsyncExecutionClient, ExecutionClient, Internal, market
+from execgw.server import core as core_module
+from execgw.server.clock import ManualClock
+from execgw.server.domain import Order, OrderIntent, OrderType, Product, Side, Validity
+from execgw.server.errors import CommandFailed
+from execgw.server.journal import Journal, JournalRecord
+from execgw.server.recovery import rebuild
+from execgw.v1 import market_data_pb2
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningGateway, make_config
+else:
+    from conftest import RunningGateway, make_config
+
+POISON = "poison"
+
+
+@pytest.fixture
+def running(tmp_path: Path, clock: ManualClock) -> Iterator[RunningGateway]:
+    gateway = RunningGateway(make_config(tmp_path), clock)
+    try:
+        with ExecutionClient(gateway.target) as client:
+            client.publish_quotes([market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)])
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+class Observed:
+    """Batch sizes the journal committed and how many times state was rebuilt from disk."""
+
+    def __init__(self, running: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[int] = []
+        self.rebuilds = 0
+        journal = running.gateway.journal
+        append: Callable[[list[JournalRecord]], None] = journal.append
+
+        def counting_append(records: list[JournalRecord]) -> None:
+            append(records)
+            self.batches.append(len({r.order.order_id for r in records if r.order}))
+
+        def counting_rebuild(journal: Journal) -> Any:
+            self.rebuilds += 1
+            return rebuild(journal)
+
+        monkeypatch.setattr(journal, "append", counting_append)
+        monkeypatch.setattr(core_module, "rebuild", counting_rebuild)
+
+
+def _limit(strategy_code: str) -> OrderIntent:
+    return OrderIntent(
+        symbol="NSE:INFY",
+        strategy_code=strategy_code,
+        side=Side.BUY,
+        qty=1,
+        order_type=OrderType.LIMIT,
+        product=Product.MIS,
+        validity=Validity.DAY,
+        price=Decimal("1490.00"),
+    )
+
+
+def _submit_batch(running: RunningGateway, poison_at: int) -> list[Order | BaseException]:
+    core = running.gateway.core
+
+    async def batch() -> list[Order | BaseException]:
+        calls = [
+            core.submit(_limit(POISON if i == poison_at else "honest"), f"iso-{i}")
+            for i in range(100)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    result: list[Order | BaseException] = running.call(batch())
+    return result
+
+
+def _poison(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> None:
+    """Make `target.name` raise, as a bug would, for the poison strategy's orders only."""
+    original = getattr(target, name)
+
+    def faulty(*args: Any, **kwargs: Any) -> Any:
+        for arg in (*args, *kwargs.values()):
+            intent = getattr(arg, "intent", arg)
+            if isinstance(intent, OrderIntent) and intent.strategy_code == POISON:
+                raise ArithmeticError("injected fault")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, faulty)
+
+
+def _check_99_committed(running: RunningGateway, results: list[Order | BaseException]) -> None:
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1, failed
+    assert isinstance(failed[0], CommandFailed)
+    placed = [r for r in results if isinstance(r, Order)]
+    assert len(placed) == 99
+    assert all(o.intent.strategy_code == "honest" for o in placed)
+    # Durable, not just answered: a rebuild from the journal has exactly those 99.
+    durable = rebuild(running.gateway.journal)
+    ids = sorted(o.client_order_id for o in durable.ledger.orders())
+    assert ids == sorted(o.client_order_id for o in placed)
+    assert "iso-50" not in ids
+
+
+def test_a_fault_before_any_change_fails_one_command_and_rebuilds_nothing(
+    running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    observed = Observed(running, monkeypatch)
+    # Pre-trade checks run before the engine changes anything.
+    _poison(monkeypatch, running.gateway.core._engine._risk, "check")
+    results = _submit_batch(running, poison_at=50)
+    _check_99_committed(running, results)
+    assert observed.batches == [99], "the 100 commands did not share one commit"
+    assert observed.rebuilds == 0
+
+
+def test_a_fault_after_a_half_applied_change_is_undone_and_the_rest_commits(
+    running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    observed = Observed(running, monkeypatch)
+    engine = running.gateway.core._engine
+    # The simulator is called after OrderAccepted was folded into state: half-applied.
+    _poison(monkeypatch, engine._simulator, "on_new_order")
+    results = _submit_batch(running, poison_at=50)
+    _check_99_committed(running, results)
+    assert observed.batches == [99]
+    # Memory matches the journal: the half-accepted order left no trace.
+    assert engine.state.ledger.order_for_client_id("iso-50") is None
+    assert engine.state.sequence == running.gateway.journal.head_sequence
+    assert len(engine.state.ledger.open_orders()) == 99
+
+
+def test_the_caller_of_the_failed_command_gets_internal_and_others_are_served(
+    running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison(monkeypatch, running.gateway.core._engine._risk, "check")
+
+    async def flood() -> list[Any]:
+        async with AsyncExecutionClient(running.target, retries=0) as client:
+            calls = [
+                client.submit(
+                    market("NSE:INFY", "BUY", 1, strategy_code=POISON if i == 7 else "honest"),
+                    f"rpc-{i}",
+                )
+                for i in range(40)
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(flood())
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1
+    error = errors[0]
+    assert isinstance(error, Internal)
+    assert "Traceback" not in str(error)
+    assert "ArithmeticError" not in str(error)
+    assert sum(1 for r in results if not isinstance(r, BaseException)) == 39
+    with ExecutionClient(running.target) as client:
+        assert len(client.list_orders(strategy_code="honest")) == 39
