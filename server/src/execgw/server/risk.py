@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from decimal import ROUND_UP, Decimal
+from decimal import ROUND_UP, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from execgw.server.config import ExecutionConfig, StrategyLimits, TradingDayConfig
@@ -499,19 +499,26 @@ class RiskEngine:
         return Check("circuit_breakers", True)
 
     def _collar_check(self, intent: OrderIntent, ltp: Decimal | None) -> Check:
-        if intent.price is None or ltp is None or ltp <= 0:
+        """The limit price and the stop trigger must both lie near the LTP: a trigger far
+        away is as much a fat finger as a price far away."""
+        if ltp is None or ltp <= 0:
             return Check("price_collar", True)
-        away = abs(intent.price - ltp) / ltp
-        ok = away <= self._collar
-        return Check(
-            "price_collar",
-            ok,
-            ""
-            if ok
-            else f"price_collar_pct {self._collar} exceeded: price {intent.price} is "
-            f"{away.quantize(Decimal('0.000001'), ROUND_UP)} away from LTP {ltp}",
-            RejectReason.PRICE_COLLAR,
-        )
+        for name, value in (("price", intent.price), ("trigger_price", intent.trigger_price)):
+            if value is None:
+                continue
+            # Wide precision: the message must never be the thing that fails.
+            with localcontext(prec=60):
+                away = abs(value - ltp) / ltp
+                if away > self._collar:
+                    shown = away.quantize(Decimal("0.000001"), ROUND_UP)
+                    return Check(
+                        "price_collar",
+                        False,
+                        f"price_collar_pct {self._collar} exceeded: {name} {value} is "
+                        f"{shown} away from LTP {ltp}",
+                        RejectReason.PRICE_COLLAR,
+                    )
+        return Check("price_collar", True)
 
     def _bucket(self, code: str, limits: StrategyLimits, now: datetime) -> _Bucket:
         rate = limits.orders_per_second or self._pre.orders_per_second

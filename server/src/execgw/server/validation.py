@@ -6,8 +6,10 @@ before the single writer sees the order: a malformed request never touches state
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -17,10 +19,28 @@ from execgw.server.instruments import Instrument, InstrumentRegistry
 
 _T = TypeVar("_T")
 
+# Request bounds. Each is documented in the proto and README; a value over one is
+# INVALID_ARGUMENT naming the field, so nothing oversized reaches the journal or a stream.
 MAX_TAG_LENGTH = 20
 MAX_CLIENT_ORDER_ID_LENGTH = 64
-_SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]*:[A-Za-z0-9&_.\-]+$")
-_CLIENT_ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+$")
+MAX_ORDER_ID_LENGTH = 64
+MAX_SYMBOL_LENGTH = 64
+MAX_STRATEGY_CODE_LENGTH = 32
+MAX_REASON_LENGTH = 280
+MAX_ACTOR_LENGTH = 128
+# Compact JSON of the metadata Struct, its keys at all levels, and its nesting depth.
+MAX_METADATA_BYTES = 4096
+MAX_METADATA_KEYS = 64
+MAX_METADATA_DEPTH = 4
+# Far above any NSE/BSE price or order size, yet far below where Decimal arithmetic or
+# float conversion would lose its footing.
+MAX_PRICE = Decimal(10_000_000)
+MAX_QTY = 100_000_000
+MAX_FILTER_VALUES = 100
+
+_SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9_]*:[A-Za-z0-9&_.\-]+")
+_STRATEGY_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_PRINTABLE_ASCII_RE = re.compile(r"[\x21-\x7e]+")
 # Doubles such as 1499.8500000000001 come from honest float arithmetic; anything
 # closer to a tick than this fraction of the tick is that tick.
 _TICK_TOLERANCE = Decimal("1e-6")
@@ -59,20 +79,73 @@ def validate_client_order_id(client_order_id: str) -> None:
         raise InvalidRequest(
             "client_order_id", f"longer than {MAX_CLIENT_ORDER_ID_LENGTH} characters"
         )
-    if client_order_id and not _CLIENT_ORDER_ID_RE.match(client_order_id):
+    if client_order_id and not _PRINTABLE_ASCII_RE.fullmatch(client_order_id):
         raise InvalidRequest("client_order_id", "must be printable ASCII without spaces")
+
+
+def validate_order_id(order_id: str, field_name: str = "order_id") -> None:
+    if not order_id:
+        raise InvalidRequest(field_name, "must not be empty")
+    if len(order_id) > MAX_ORDER_ID_LENGTH or not _PRINTABLE_ASCII_RE.fullmatch(order_id):
+        raise InvalidRequest(
+            field_name,
+            f"must be printable ASCII without spaces, at most {MAX_ORDER_ID_LENGTH} characters",
+        )
+
+
+def validate_symbol(symbol: str, field_name: str) -> None:
+    """EXCHANGE:TRADINGSYMBOL, matched in full (a trailing newline is not part of a symbol)."""
+    if not symbol:
+        raise InvalidRequest(field_name, "must not be empty")
+    if len(symbol) > MAX_SYMBOL_LENGTH:
+        raise InvalidRequest(
+            field_name, f"is {len(symbol)} characters, at most {MAX_SYMBOL_LENGTH} allowed"
+        )
+    if not _SYMBOL_RE.fullmatch(symbol):
+        raise InvalidRequest(field_name, f"{symbol!r} is not in EXCHANGE:TRADINGSYMBOL form")
+
+
+def validate_strategy_code(code: str, field_name: str, *, required: bool = True) -> None:
+    """A short identifier: letters, digits, '_', '.', '-'; empty only where it means 'all'."""
+    if not code:
+        if required:
+            raise InvalidRequest(field_name, "must not be empty")
+        return
+    if len(code) > MAX_STRATEGY_CODE_LENGTH:
+        raise InvalidRequest(
+            field_name, f"is {len(code)} characters, at most {MAX_STRATEGY_CODE_LENGTH} allowed"
+        )
+    if not _STRATEGY_CODE_RE.fullmatch(code):
+        raise InvalidRequest(
+            field_name,
+            f"{code[:40]!r} is not a strategy code (letters, digits, '_', '.', '-'; "
+            "starting with a letter or digit)",
+        )
+
+
+def validate_text(text: str, field_name: str, max_length: int) -> None:
+    """Free text for the audit trail: bounded, and no control characters (which would let
+    one field forge lines in logs, CSV exports or terminals)."""
+    if len(text) > max_length:
+        raise InvalidRequest(field_name, f"is {len(text)} characters, at most {max_length} allowed")
+    bad = _first_control_character(text)
+    if bad is not None:
+        raise InvalidRequest(
+            field_name, f"contains the control character U+{ord(bad):04X} at {text.index(bad)}"
+        )
+
+
+def validate_filter_values(values: list[str], field_name: str) -> None:
+    if len(values) > MAX_FILTER_VALUES:
+        raise InvalidRequest(
+            field_name, f"has {len(values)} values, at most {MAX_FILTER_VALUES} allowed"
+        )
 
 
 def validate_intent(raw: RawIntent, instruments: InstrumentRegistry) -> OrderIntent:
     prefix = "intent."
-    if not raw.symbol:
-        raise InvalidRequest(prefix + "symbol", "must not be empty")
-    if not _SYMBOL_RE.match(raw.symbol):
-        raise InvalidRequest(
-            prefix + "symbol", f"{raw.symbol!r} is not in EXCHANGE:TRADINGSYMBOL form"
-        )
-    if not raw.strategy_code.strip():
-        raise InvalidRequest(prefix + "strategy_code", "must not be empty")
+    validate_symbol(raw.symbol, prefix + "symbol")
+    validate_strategy_code(raw.strategy_code, prefix + "strategy_code")
     side = _required(raw.side, prefix + "side")
     order_type = _required(raw.order_type, prefix + "order_type")
     product = _required(raw.product, prefix + "product")
@@ -81,6 +154,8 @@ def validate_intent(raw: RawIntent, instruments: InstrumentRegistry) -> OrderInt
     instrument = instruments.get(raw.symbol)
     if raw.qty <= 0:
         raise InvalidRequest(prefix + "qty", f"must be > 0, got {raw.qty}")
+    if raw.qty > MAX_QTY:
+        raise InvalidRequest(prefix + "qty", f"must be at most {MAX_QTY}, got {raw.qty}")
     if raw.qty % instrument.lot_size != 0:
         raise InvalidRequest(
             prefix + "qty",
@@ -107,12 +182,11 @@ def validate_intent(raw: RawIntent, instruments: InstrumentRegistry) -> OrderInt
     if needs_trigger and validity is Validity.IOC:
         raise InvalidRequest(prefix + "validity", "IOC is not allowed for SL and SL_M orders")
 
-    if len(raw.tag) > MAX_TAG_LENGTH:
-        raise InvalidRequest(
-            prefix + "tag", f"is {len(raw.tag)} characters, at most {MAX_TAG_LENGTH} allowed"
-        )
+    validate_text(raw.tag, prefix + "tag", MAX_TAG_LENGTH)
+    validate_text(raw.reason, prefix + "reason", MAX_REASON_LENGTH)
     if raw.confidence is not None and not (0.0 <= raw.confidence <= 1.0):
         raise InvalidRequest(prefix + "confidence", f"must be within [0, 1], got {raw.confidence}")
+    validate_metadata(raw.metadata, prefix + "metadata")
 
     return OrderIntent(
         symbol=raw.symbol,
@@ -129,6 +203,55 @@ def validate_intent(raw: RawIntent, instruments: InstrumentRegistry) -> OrderInt
         confidence=raw.confidence,
         metadata=raw.metadata,
     )
+
+
+def validate_metadata(metadata: dict[str, Any], field_name: str) -> None:
+    """Small, shallow, finite and free of control characters: it is journaled with the
+    order and sent back on every stream event about it."""
+    keys = 0
+
+    def walk(value: object, path: str, depth: int) -> None:
+        nonlocal keys
+        if isinstance(value, dict):
+            if depth >= MAX_METADATA_DEPTH:
+                raise InvalidRequest(
+                    path, f"nests deeper than {MAX_METADATA_DEPTH} levels of objects and lists"
+                )
+            for key, item in value.items():
+                keys += 1
+                if keys > MAX_METADATA_KEYS:
+                    raise InvalidRequest(
+                        field_name, f"has more than {MAX_METADATA_KEYS} keys in all"
+                    )
+                validate_text(str(key), f"{path} key", MAX_REASON_LENGTH)
+                walk(item, f"{path}.{key}", depth + 1)
+        elif isinstance(value, list):
+            if depth >= MAX_METADATA_DEPTH:
+                raise InvalidRequest(
+                    path, f"nests deeper than {MAX_METADATA_DEPTH} levels of objects and lists"
+                )
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]", depth + 1)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRequest(path, f"must be a finite number, got {value}")
+        elif isinstance(value, str):
+            bad = _first_control_character(value)
+            if bad is not None:
+                raise InvalidRequest(path, f"contains the control character U+{ord(bad):04X}")
+
+    walk(metadata, field_name, 0)
+    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(
+            field_name, f"is {size} bytes as JSON, at most {MAX_METADATA_BYTES} allowed"
+        )
+
+
+def _first_control_character(text: str) -> str | None:
+    for char in text:
+        if unicodedata.category(char) == "Cc":
+            return char
+    return None
 
 
 def _required(value: _T | None, field_name: str) -> _T:
@@ -155,6 +278,8 @@ def _price(
     if value <= 0:
         raise InvalidRequest(field_name, f"must be > 0, got {value}")
     exact = Decimal(repr(value))
+    if exact > MAX_PRICE:
+        raise InvalidRequest(field_name, f"must be at most {MAX_PRICE} rupees, got {value}")
     nearest = instrument.nearest_tick(exact)
     if abs(exact - nearest) > instrument.tick_size * _TICK_TOLERANCE or nearest <= 0:
         raise InvalidRequest(
@@ -165,7 +290,7 @@ def _price(
 
 
 def validate_quote(symbol: str, ltp: float, bid: float, ask: float, field_prefix: str) -> None:
-    if not _SYMBOL_RE.match(symbol):
+    if not _SYMBOL_RE.fullmatch(symbol):
         raise InvalidRequest(
             field_prefix + "symbol", f"{symbol!r} is not in EXCHANGE:TRADINGSYMBOL form"
         )

@@ -15,7 +15,18 @@ from execgw.server.core import GatewayCore
 from execgw.server.domain import OrderIntent
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import Journal
-from execgw.server.validation import InvalidRequest, validate_client_order_id, validate_intent
+from execgw.server.validation import (
+    MAX_ACTOR_LENGTH,
+    MAX_REASON_LENGTH,
+    InvalidRequest,
+    validate_client_order_id,
+    validate_filter_values,
+    validate_intent,
+    validate_order_id,
+    validate_strategy_code,
+    validate_symbol,
+    validate_text,
+)
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -56,7 +67,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def CancelOrder(  # noqa: N802
         self, request: gateway_pb2.CancelOrderRequest, context: Context
     ) -> gateway_pb2.CancelOrderResponse:
-        _require_order_id(request.order_id)
+        validate_order_id(request.order_id)
         order = await self._core.cancel(request.order_id)
         return gateway_pb2.CancelOrderResponse(result=convert.result(order))
 
@@ -64,7 +75,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def GetOrder(  # noqa: N802
         self, request: gateway_pb2.GetOrderRequest, context: Context
     ) -> gateway_pb2.GetOrderResponse:
-        _require_order_id(request.order_id)
+        validate_order_id(request.order_id)
         order = await self._core.get_order(request.order_id)
         return gateway_pb2.GetOrderResponse(result=convert.result(order))
 
@@ -72,6 +83,9 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def ListOrders(  # noqa: N802
         self, request: gateway_pb2.ListOrdersRequest, context: Context
     ) -> gateway_pb2.ListOrdersResponse:
+        validate_strategy_code(request.strategy_code, "strategy_code", required=False)
+        if request.symbol:
+            validate_symbol(request.symbol, "symbol")
         orders = await self._core.list_orders(
             strategy_code=request.strategy_code,
             status=convert.status(request.status),
@@ -83,6 +97,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def GetPositions(  # noqa: N802
         self, request: gateway_pb2.GetPositionsRequest, context: Context
     ) -> gateway_pb2.GetPositionsResponse:
+        validate_strategy_code(request.strategy_code, "strategy_code", required=False)
         positions = await self._core.positions(request.strategy_code)
         return gateway_pb2.GetPositionsResponse(positions=[convert.position(p) for p in positions])
 
@@ -91,6 +106,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     ) -> None:
         # context.write, not yield: a subscriber that leaves mid-write is a normal end
         # of its stream, handled here rather than logged by gRPC as a servicer error.
+        try:
+            _validate_stream_filters(request)
+        except InvalidRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         await write_stream(
             context,
             lambda: FillStream(
@@ -105,12 +124,14 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def GetRiskState(  # noqa: N802
         self, request: gateway_pb2.GetRiskStateRequest, context: Context
     ) -> gateway_pb2.GetRiskStateResponse:
+        validate_strategy_code(request.strategy_code, "strategy_code", required=False)
         return convert.risk_state(await self._core.risk_report(request.strategy_code))
 
     @unary
     async def HaltTrading(  # noqa: N802
         self, request: gateway_pb2.HaltTradingRequest, context: Context
     ) -> gateway_pb2.HaltTradingResponse:
+        _validate_kill_switch(request)
         actor = request.actor or context.peer()
         reason = request.reason or "no reason given"
         with tracer.start_as_current_span("execgw.HaltTrading") as span:
@@ -126,6 +147,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def ResumeTrading(  # noqa: N802
         self, request: gateway_pb2.ResumeTradingRequest, context: Context
     ) -> gateway_pb2.ResumeTradingResponse:
+        _validate_kill_switch(request)
         actor = request.actor or context.peer()
         reason = request.reason or "no reason given"
         with tracer.start_as_current_span("execgw.ResumeTrading") as span:
@@ -161,6 +183,18 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         return validate_intent(convert.raw_intent(request.intent), self._instruments)
 
 
-def _require_order_id(order_id: str) -> None:
-    if not order_id:
-        raise InvalidRequest("order_id", "must not be empty")
+def _validate_stream_filters(request: gateway_pb2.StreamFillsRequest) -> None:
+    validate_filter_values(list(request.strategy_codes), "strategy_codes")
+    validate_filter_values(list(request.symbols), "symbols")
+    for index, code in enumerate(request.strategy_codes):
+        validate_strategy_code(code, f"strategy_codes[{index}]")
+    for index, symbol in enumerate(request.symbols):
+        validate_symbol(symbol, f"symbols[{index}]")
+
+
+def _validate_kill_switch(
+    request: gateway_pb2.HaltTradingRequest | gateway_pb2.ResumeTradingRequest,
+) -> None:
+    validate_strategy_code(request.strategy_code, "strategy_code", required=False)
+    validate_text(request.reason, "reason", MAX_REASON_LENGTH)
+    validate_text(request.actor, "actor", MAX_ACTOR_LENGTH)
