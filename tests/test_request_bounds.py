@@ -104,10 +104,12 @@ def test_an_out_of_bounds_intent_is_invalid_argument_and_records_nothing(
     field: str,
 ) -> None:
     head = running.gateway.core.head_sequence
-    for call, request in (
-        (stub.SubmitOrder, gateway_pb2.SubmitOrderRequest(intent=raw_intent(**fields))),
-        (stub.PreviewOrder, gateway_pb2.PreviewOrderRequest(intent=raw_intent(**fields))),
-    ):
+    intent = raw_intent(**fields)
+    calls: list[tuple[Any, Any]] = [
+        (stub.SubmitOrder, gateway_pb2.SubmitOrderRequest(intent=intent)),
+        (stub.PreviewOrder, gateway_pb2.PreviewOrderRequest(intent=intent)),
+    ]
+    for call, request in calls:
         with pytest.raises(grpc.RpcError) as info:
             call(request, timeout=TIMEOUT_S)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
