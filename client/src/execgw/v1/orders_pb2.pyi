@@ -393,13 +393,19 @@ class OrderIntent(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
-    """Exchange-qualified symbol in Kite form, e.g. "NSE:INFY"."""
+    """Exchange-qualified symbol in Kite form, e.g. "NSE:INFY": matches
+    `[A-Z][A-Z0-9_]*:[A-Za-z0-9&_.-]+` in full, at most 64 characters.
+    """
     strategy_code: _builtins.str
-    """The strategy that owns the order; risk limits and positions are kept per strategy."""
+    """The strategy that owns the order; risk limits and positions are kept per strategy.
+    1 to 32 characters of letters, digits, '_', '.', '-', starting with a letter or digit.
+    """
     side: Global___Side.ValueType
     """Buy or sell."""
     qty: _builtins.int
-    """Quantity in units (shares or contracts); must be a positive multiple of the lot size."""
+    """Quantity in units (shares or contracts); must be a positive multiple of the lot size,
+    at most 100,000,000.
+    """
     order_type: Global___OrderType.ValueType
     """Market, limit, stop-loss limit or stop-loss market."""
     product: Global___Product.ValueType
@@ -407,18 +413,26 @@ class OrderIntent(_message.Message):
     validity: Global___Validity.ValueType
     """DAY or IOC."""
     price: _builtins.float
-    """Limit price in rupees, on the instrument's tick; required for LIMIT and SL, absent otherwise."""
+    """Limit price in rupees, on the instrument's tick, above 0 and at most 10,000,000;
+    required for LIMIT and SL, absent otherwise. Also within the price collar of the LTP.
+    """
     trigger_price: _builtins.float
-    """Stop trigger in rupees, on the instrument's tick; required for SL and SL_M, absent otherwise."""
+    """Stop trigger in rupees, bounded and collared like price; required for SL and SL_M,
+    absent otherwise.
+    """
     tag: _builtins.str
-    """Free-form label echoed back, at most 20 characters (Kite's limit)."""
+    """Free-form label echoed back, at most 20 characters (Kite's limit), no control characters."""
     reason: _builtins.str
-    """Why the strategy wants this order; kept for the audit trail."""
+    """Why the strategy wants this order; kept for the audit trail. At most 280 characters,
+    no control characters.
+    """
     confidence: _builtins.float
     """The strategy's confidence in [0, 1]; absent means "not stated"."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """Anything else the strategy wants recorded with the order."""
+        """Anything else the strategy wants recorded with the order: at most 4096 bytes as compact
+        JSON, 64 keys in all, 4 levels of nesting, finite numbers, no control characters.
+        """
 
     def __init__(
         self,
