@@ -3,13 +3,18 @@
 WAL mode with synchronous=FULL: a committed batch survives kill -9 and power loss,
 and the caller is answered only after the commit returns. Every row carries the
 hash of the row before it, so any edit, deletion or reordering is detectable.
+
+One process writes a journal at a time (journal_lock.py); readers take no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +26,9 @@ from typing import TypeVar
 from execgw.server import codec
 from execgw.server.domain import Order
 from execgw.server.events import Event
+from execgw.server.journal_lock import FILE_MODE, JournalLock, JournalLockHeld
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
@@ -37,6 +45,10 @@ class JournalCorrupt(JournalError):
 
 class JournalWriteFailed(JournalError):
     pass
+
+
+class JournalInUse(JournalError):
+    """Another process holds the journal's writer lock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +105,32 @@ class Snapshot:
 
 
 class Journal:
+    """The journal file. A writer (read_only=False) holds the journal's exclusive lock
+    until close(); readers take no lock and may run beside the writer."""
+
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         # One connection, used from worker threads: the lock keeps the writer and the
         # health probe from interleaving statements on it.
         self._lock = threading.Lock()
+        self._head_pair = (0, GENESIS_HASH)
+        self._writer_lock: JournalLock | None = None
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._writer_lock = JournalLock.acquire(path)
+            except JournalLockHeld as e:
+                raise JournalInUse(str(e)) from None
+        try:
+            self._open(read_only)
+        except BaseException:
+            self._release_writer_lock()
+            raise
+
+    def _open(self, read_only: bool) -> None:
+        path = self.path
+        if not read_only:
+            _create_private_file(path)
         uri = f"file:{path}?mode={'ro' if read_only else 'rwc'}"
         try:
             self._db = sqlite3.connect(
@@ -114,7 +145,7 @@ class Journal:
                 if mode != "wal":
                     raise JournalError(f"{path}: cannot switch to WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
-            self.head_sequence, self.head_hash = self._head()
+            self._head_pair = self._head()
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise JournalCorrupt(
@@ -171,6 +202,20 @@ class Journal:
         row = self._db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
+    @property
+    def head_sequence(self) -> int:
+        return self._head_pair[0]
+
+    @property
+    def head_hash(self) -> str:
+        return self._head_pair[1]
+
+    def head(self) -> tuple[int, str]:
+        """The last committed (sequence, hash), read as one pair: never the sequence of
+        one commit with the hash of another."""
+        with self._lock:
+            return self._head_pair
+
     def _read(self, what: Callable[[], _T]) -> _T:
         """Run a read, turning SQLite's complaints about the file into JournalCorrupt."""
         with self._lock:
@@ -179,8 +224,14 @@ class Journal:
             except sqlite3.DatabaseError as e:
                 raise JournalCorrupt(f"{self.path}: cannot read the journal: {e}") from None
 
-    def _write(self, statements: Callable[[], _T], failure: str) -> _T:
-        """Run statements in one IMMEDIATE transaction; all or nothing."""
+    def _write(
+        self,
+        statements: Callable[[], _T],
+        failure: str,
+        new_head: tuple[int, str] | None = None,
+    ) -> _T:
+        """Run statements in one IMMEDIATE transaction; all or nothing. `new_head` is
+        adopted under the same lock as the commit, so head() never sees it early."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -195,8 +246,10 @@ class Journal:
             except sqlite3.Error as e:
                 # An error does not prove nothing reached the disk: trust only the file.
                 with contextlib.suppress(sqlite3.Error):
-                    self.head_sequence, self.head_hash = self._head()
+                    self._head_pair = self._head()
                 raise JournalWriteFailed(f"{failure}: {e}") from e
+            if new_head is not None:
+                self._head_pair = new_head
             return result
 
     # -- writing ----------------------------------------------------------
@@ -217,8 +270,8 @@ class Journal:
         self._write(
             lambda: self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows),
             "journal write failed",
+            new_head=(seq, prev),
         )
-        self.head_sequence, self.head_hash = seq, prev
 
     def probe_writable(self) -> None:
         """A real write transaction, so a recovered disk is noticed without traffic."""
@@ -321,9 +374,40 @@ class Journal:
         )
         return None if row is None else str(row[0])
 
+    def record_listen_address(self, address: str) -> None:
+        """Name the address this writer serves in its lock file, for whoever is refused."""
+        if self._writer_lock is not None:
+            self._writer_lock.record_listen(address)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        # Only once the connection is closed: a successor must not open the file while
+        # this process could still write to it.
+        self._release_writer_lock()
+
+    def _release_writer_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does: SQLite gives the -wal and -shm
+    files the database file's mode, so this keeps all three private."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "journal %s has mode %o: other users can read it; chmod 600 it and its -wal "
+                "and -shm files",
+                path,
+                mode,
+            )
+        return
+    os.close(fd)
 
 
 def check_link(row: StoredRow, expected_seq: int, expected_prev: str) -> None:
