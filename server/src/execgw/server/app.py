@@ -21,6 +21,7 @@ from execgw.server.config import GatewayConfig
 from execgw.server.core import CoreSettings, GatewayCore
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal
+from execgw.server.listen import bind, check_bindable
 from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import QuoteBook
 from execgw.server.risk import RiskEngine, TradingCalendar
@@ -58,6 +59,9 @@ class Gateway:
         self.health = health.aio.HealthServicer()
         self.journal = Journal(Path(config.journal.path))
         try:
+            # Before recovery, which can take a while on a long journal; after the journal
+            # lock, so a second start of the same config names the process that runs it.
+            check_bindable(config.listen)
             self.core = GatewayCore(
                 clock=self.clock,
                 journal=self.journal,
@@ -93,6 +97,9 @@ class Gateway:
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # grpcio sets SO_REUSEPORT by default, so a second gateway on this port
+                # would start and take half the orders with its own order ids.
+                ("grpc.so_reuseport", 0),
             ]
         )
         gateway_pb2_grpc.add_ExecutionGatewayServicer_to_server(
@@ -110,9 +117,8 @@ class Gateway:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(self.config.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+        self.port = bind(server, self.config.listen)
+        self.journal.record_listen_address(f"{self.config.listen.rpartition(':')[0]}:{self.port}")
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
         self._server = server

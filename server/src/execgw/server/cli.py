@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import logging
 import sys
 from pathlib import Path
@@ -12,29 +13,47 @@ from execgw.server.cli_client import add_client_commands
 from execgw.server.config import ConfigError, GatewayConfig, load_config
 
 
+class ServeExit(enum.IntEnum):
+    """`execgw serve` exit codes (README "Operations"), so a supervisor can tell a
+    mistake to fix from a failure worth a restart."""
+
+    STOPPED = 0
+    CONFIG = 2  # bad config or mode
+    JOURNAL = 3  # journal unreadable, corrupt or newer
+    CANNOT_START = 4  # any other OS error while starting
+    JOURNAL_IN_USE = 5  # another process writes this journal
+    LISTEN = 6  # the listen address is in use, does not resolve or is not local
+
+
 def _serve(args: argparse.Namespace) -> int:
     from execgw.server.app import serve
-    from execgw.server.journal import JournalError
+    from execgw.server.journal import JournalError, JournalInUse
+    from execgw.server.listen import ListenFailed
 
     try:
         config = load_config(Path(args.config)) if args.config else GatewayConfig()
         if args.listen:
             config = config.with_overrides(listen=args.listen)
     except ConfigError as e:
-        print(f"execgw: config error: {e}", file=sys.stderr)
-        return 2
+        return _refuse(f"config error: {e}", ServeExit.CONFIG)
     try:
         asyncio.run(serve(config))
+    except JournalInUse as e:
+        return _refuse(str(e), ServeExit.JOURNAL_IN_USE)
     except JournalError as e:
-        print(f"execgw: journal error: {e}", file=sys.stderr)
-        return 3
+        return _refuse(f"journal error: {e}", ServeExit.JOURNAL)
+    except ListenFailed as e:
+        return _refuse(str(e), ServeExit.LISTEN)
     except NotImplementedError as e:
-        print(f"execgw: {e}", file=sys.stderr)
-        return 2
+        return _refuse(str(e), ServeExit.CONFIG)
     except OSError as e:
-        print(f"execgw: cannot start: {e}", file=sys.stderr)
-        return 4
-    return 0
+        return _refuse(f"cannot start: {e}", ServeExit.CANNOT_START)
+    return ServeExit.STOPPED
+
+
+def _refuse(message: str, code: ServeExit) -> int:
+    print(f"execgw: {message}", file=sys.stderr)
+    return code
 
 
 def _journal_path(args: argparse.Namespace) -> Path:
