@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from execgw.server.api.execution import ExecutionGatewayServicer
 from execgw.server.api.market_data import MarketDataServicer
 from execgw.server.bus import EventBus
+from execgw.server.chain import chain_from_env
 from execgw.server.clock import Clock, SystemClock
 from execgw.server.config import GatewayConfig
 from execgw.server.core import CoreSettings, GatewayCore
@@ -57,7 +58,8 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.instruments = build_instruments(config)
         self.health = health.aio.HealthServicer()
-        self.journal = Journal(Path(config.journal.path))
+        self.chain = chain_from_env(config.journal.hmac_key_env)
+        self.journal = Journal(Path(config.journal.path), chain=self.chain)
         try:
             # Before recovery, which can take a while on a long journal; after the journal
             # lock, so a second start of the same config names the process that runs it.
@@ -106,7 +108,7 @@ class Gateway:
             ExecutionGatewayServicer(
                 self.core,
                 self.instruments,
-                lambda: Journal(Path(self.config.journal.path), read_only=True),
+                lambda: Journal(Path(self.config.journal.path), read_only=True, chain=self.chain),
             ),
             server,
         )

@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from execgw.server.chain import DEFAULT_KEY_ENV, Chain, ChainKeyError, optional_chain_from_env
 from execgw.server.cli_client import add_client_commands
 from execgw.server.config import ConfigError, GatewayConfig, load_config
 
@@ -18,8 +19,8 @@ class ServeExit(enum.IntEnum):
     mistake to fix from a failure worth a restart."""
 
     STOPPED = 0
-    CONFIG = 2  # bad config or mode
-    JOURNAL = 3  # journal unreadable, corrupt or newer
+    CONFIG = 2  # bad config or mode, or the HMAC key variable unset or too short
+    JOURNAL = 3  # journal unreadable, corrupt, newer, or its chain/key does not match
     CANNOT_START = 4  # any other OS error while starting
     JOURNAL_IN_USE = 5  # another process writes this journal
     LISTEN = 6  # the listen address is in use, does not resolve or is not local
@@ -44,6 +45,8 @@ def _serve(args: argparse.Namespace) -> int:
         return _refuse(f"journal error: {e}", ServeExit.JOURNAL)
     except ListenFailed as e:
         return _refuse(str(e), ServeExit.LISTEN)
+    except ChainKeyError as e:
+        return _refuse(f"config error: {e}", ServeExit.CONFIG)
     except NotImplementedError as e:
         return _refuse(str(e), ServeExit.CONFIG)
     except OSError as e:
@@ -56,11 +59,26 @@ def _refuse(message: str, code: ServeExit) -> int:
     return code
 
 
+def _journal_config(args: argparse.Namespace) -> GatewayConfig | None:
+    return load_config(Path(args.config)) if args.config else None
+
+
 def _journal_path(args: argparse.Namespace) -> Path:
     if args.journal:
         return Path(args.journal)
-    config = load_config(Path(args.config)) if args.config else GatewayConfig()
+    config = _journal_config(args) or GatewayConfig()
     return Path(config.journal.path)
+
+
+def _journal_chain(args: argparse.Namespace) -> Chain:
+    """The key for a keyed journal: from --hmac-key-env, else the variable the config
+    names, else EXECGW_JOURNAL_HMAC_KEY. The journal refuses a key it was not made with."""
+    if args.hmac_key_env is not None:
+        return optional_chain_from_env(args.hmac_key_env)
+    config = _journal_config(args)
+    return optional_chain_from_env(
+        DEFAULT_KEY_ENV if config is None else config.journal.hmac_key_env
+    )
 
 
 def _journal_verify(args: argparse.Namespace) -> int:
@@ -68,17 +86,17 @@ def _journal_verify(args: argparse.Namespace) -> int:
     from execgw.server.journal import Journal, JournalError
 
     try:
-        journal = Journal(_journal_path(args), read_only=True)
+        journal = Journal(_journal_path(args), read_only=True, chain=_journal_chain(args))
         try:
             report = verify(journal)
         finally:
             journal.close()
-    except (JournalError, ConfigError) as e:
+    except (JournalError, ConfigError, ChainKeyError) as e:
         print(f"execgw: journal verify FAILED: {e}", file=sys.stderr)
         return 1
     print(
         f"journal OK: {report.events} events, head sequence {report.head_sequence}, "
-        f"head hash {report.head_hash}"
+        f"head hash {report.head_hash}, chain {journal.chain.name}"
     )
     return 0
 
@@ -88,7 +106,7 @@ def _journal_export(args: argparse.Namespace) -> int:
     from execgw.server.journal import Journal, JournalError
 
     try:
-        journal = Journal(_journal_path(args), read_only=True)
+        journal = Journal(_journal_path(args), read_only=True, chain=_journal_chain(args))
         try:
             if args.output == "-":
                 count = export(journal, sys.stdout, args.format)
@@ -97,7 +115,7 @@ def _journal_export(args: argparse.Namespace) -> int:
                     count = export(journal, out, args.format)
         finally:
             journal.close()
-    except (JournalError, ConfigError) as e:
+    except (JournalError, ConfigError, ChainKeyError) as e:
         print(f"execgw: journal export failed: {e}", file=sys.stderr)
         return 1
     print(f"exported {count} events", file=sys.stderr)
@@ -122,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = journal_sub.add_parser(name, help=text)
         cmd.add_argument("--config", help="take the journal path from this config")
         cmd.add_argument("--journal", help="journal file (overrides --config)")
+        cmd.add_argument(
+            "--hmac-key-env",
+            metavar="NAME",
+            help="environment variable with the key of a keyed journal (default: the "
+            f"config's journal.hmac_key_env, or {DEFAULT_KEY_ENV} without --config)",
+        )
         cmd.set_defaults(func=func)
         if name == "export":
             cmd.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
