@@ -179,11 +179,17 @@ def test_a_second_writer_in_the_same_process_is_refused_and_readers_are_not(
     Journal(path).close()  # released by close()
 
 
-def test_journal_and_lock_files_are_created_0600(tmp_path: Path) -> None:
+def test_journal_lock_and_anchor_files_are_created_0600(tmp_path: Path) -> None:
     """With a permissive umask, as a service manager may leave it."""
     journal = tmp_path / "var" / "journal.db"
+    anchors = tmp_path / "anchors" / "head.jsonl"
     port = free_port()
-    config = write_config(tmp_path, journal, port)
+    config = write_config(
+        tmp_path,
+        journal,
+        port,
+        journal_options={"anchor": {"path": str(anchors), "interval_s": 60}},
+    )
     old_umask = os.umask(0o022)
     try:
         server = ServerProcess(config, port)
@@ -192,7 +198,7 @@ def test_journal_and_lock_files_are_created_0600(tmp_path: Path) -> None:
     try:
         server.wait_serving()
         files = [journal, Path(f"{journal}-wal"), Path(f"{journal}-shm"), lock_path(journal)]
-        for path in files:
+        for path in (*files, anchors):
             assert path.exists(), path
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
     finally:

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from execgw.server.anchors import HeadAnchorRecorder
 from execgw.server.api.execution import ExecutionGatewayServicer
 from execgw.server.api.market_data import MarketDataServicer
 from execgw.server.bus import EventBus
@@ -88,6 +89,12 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._health_tasks: set[asyncio.Future[None]] = set()
+        anchor = config.journal.anchor
+        self._anchors = (
+            None
+            if anchor is None
+            else HeadAnchorRecorder(self.journal, Path(anchor.path), anchor.interval_s, self.clock)
+        )
         self._stopping = False
         self.port = 0
 
@@ -121,6 +128,8 @@ class Gateway:
         )
         self.port = bind(server, self.config.listen)
         self.journal.record_listen_address(f"{self.config.listen.rpartition(':')[0]}:{self.port}")
+        if self._anchors is not None:
+            await self._anchors.start()
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
         self._server = server
@@ -171,6 +180,8 @@ class Gateway:
             await stopping
         else:
             await self.core.stop()
+        if self._anchors is not None:
+            await self._anchors.stop()
         self.journal.close()
 
     async def wait_closed(self) -> None:

@@ -82,22 +82,37 @@ def _journal_chain(args: argparse.Namespace) -> Chain:
 
 
 def _journal_verify(args: argparse.Namespace) -> int:
+    from execgw.server.anchors import AnchorFileError, check_anchors, read_anchors
     from execgw.server.audit import verify
     from execgw.server.journal import Journal, JournalError
 
     try:
+        # Anchors first: a running gateway may append one for a head this walk has
+        # not reached yet, which would look like a truncated journal.
+        anchors = read_anchors(Path(args.anchor)) if args.anchor else None
         journal = Journal(_journal_path(args), read_only=True, chain=_journal_chain(args))
         try:
             report = verify(journal)
+            anchored = (
+                None if anchors is None else check_anchors(journal, anchors, report.head_sequence)
+            )
         finally:
             journal.close()
-    except (JournalError, ConfigError, ChainKeyError) as e:
+    except (JournalError, ConfigError, ChainKeyError, AnchorFileError) as e:
         print(f"execgw: journal verify FAILED: {e}", file=sys.stderr)
         return 1
-    print(
+    line = (
         f"journal OK: {report.events} events, head sequence {report.head_sequence}, "
         f"head hash {report.head_hash}, chain {journal.chain.name}"
     )
+    if anchored is not None:
+        line += (
+            f"; {anchored.checked} anchors match (latest: sequence {anchored.latest.sequence} "
+            f"at {anchored.latest.time})"
+        )
+        if anchored.pruned:
+            line += f", {anchored.pruned} older than the retained events"
+    print(line)
     return 0
 
 
@@ -147,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
             f"config's journal.hmac_key_env, or {DEFAULT_KEY_ENV} without --config)",
         )
         cmd.set_defaults(func=func)
+        if name == "verify":
+            cmd.add_argument(
+                "--anchor",
+                metavar="FILE",
+                help="head anchors the gateway wrote (journal.anchor.path): also fail on a "
+                "rewritten or truncated journal",
+            )
         if name == "export":
             cmd.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
             cmd.add_argument("--output", "-o", default="-", help="file, or - for stdout")

@@ -23,11 +23,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class HeadAnchorConfig(_Section):
+    # A JSON-lines file the chain head is appended to; keep it where whoever can write
+    # the journal cannot (another host, an append-only file): see docs/journal-integrity.md.
+    path: str = Field(min_length=1)
+    interval_s: float = Field(default=60.0, gt=0, le=86_400)
+
+
 class JournalConfig(_Section):
     path: str = "var/journal.db"
     # Name of the environment variable holding the HMAC key of a keyed chain; empty
     # means the plain sha256 chain. The key itself never goes in the config.
     hmac_key_env: str = ""
+    # Periodic records of the chain head, for `execgw journal verify --anchor`; off if null.
+    anchor: HeadAnchorConfig | None = None
     # Commands per durable commit at most; 1 gives one fsync per order (slow, for comparison).
     max_batch: int = Field(default=512, ge=1, le=100_000)
     # Events between state snapshots; bounds how much a restart replays.
