@@ -10,6 +10,7 @@ Journals here are written by a real `execgw serve`, and checked by the real CLI.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import shutil
@@ -93,6 +94,10 @@ def run_gateway(directory: Path, *, keyed: bool) -> GatewayRun:
             publish(client, INFY, 1500.0)
             for _ in range(ORDERS):
                 client.submit(market(INFY, "BUY", 1, strategy_code="audit", product="NRML"))
+            # A replay reads the journal through the server's own read-only open, which
+            # must carry the key of a keyed journal and must not need the writer's lock.
+            replayed = client.stream_fills(from_sequence=1, reconnect=False)
+            assert len(list(itertools.islice(replayed, ORDERS))) == ORDERS
         head = head_of(journal, Chain(KEY.encode()) if keyed else Chain())
         wait_for_anchor(anchors, head)
         assert server.terminate() == 0, server.output
