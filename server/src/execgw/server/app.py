@@ -13,14 +13,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from execgw.server.anchors import HeadAnchorRecorder
 from execgw.server.api.execution import ExecutionGatewayServicer
 from execgw.server.api.market_data import MarketDataServicer
 from execgw.server.bus import EventBus
+from execgw.server.chain import chain_from_env
 from execgw.server.clock import Clock, SystemClock
 from execgw.server.config import GatewayConfig
 from execgw.server.core import CoreSettings, GatewayCore
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal
+from execgw.server.listen import bind, check_bindable
 from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import QuoteBook
 from execgw.server.risk import RiskEngine, TradingCalendar
@@ -56,8 +59,12 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.instruments = build_instruments(config)
         self.health = health.aio.HealthServicer()
-        self.journal = Journal(Path(config.journal.path))
+        self.chain = chain_from_env(config.journal.hmac_key_env)
+        self.journal = Journal(Path(config.journal.path), chain=self.chain)
         try:
+            # Before recovery, which can take a while on a long journal; after the journal
+            # lock, so a second start of the same config names the process that runs it.
+            check_bindable(config.listen)
             self.core = GatewayCore(
                 clock=self.clock,
                 journal=self.journal,
@@ -82,6 +89,12 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._health_tasks: set[asyncio.Future[None]] = set()
+        anchor = config.journal.anchor
+        self._anchors = (
+            None
+            if anchor is None
+            else HeadAnchorRecorder(self.journal, Path(anchor.path), anchor.interval_s, self.clock)
+        )
         self._stopping = False
         self.port = 0
 
@@ -93,13 +106,16 @@ class Gateway:
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # grpcio sets SO_REUSEPORT by default, so a second gateway on this port
+                # would start and take half the orders with its own order ids.
+                ("grpc.so_reuseport", 0),
             ]
         )
         gateway_pb2_grpc.add_ExecutionGatewayServicer_to_server(
             ExecutionGatewayServicer(
                 self.core,
                 self.instruments,
-                lambda: Journal(Path(self.config.journal.path), read_only=True),
+                lambda: Journal(Path(self.config.journal.path), read_only=True, chain=self.chain),
             ),
             server,
         )
@@ -110,9 +126,10 @@ class Gateway:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(self.config.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+        self.port = bind(server, self.config.listen)
+        self.journal.record_listen_address(f"{self.config.listen.rpartition(':')[0]}:{self.port}")
+        if self._anchors is not None:
+            await self._anchors.start()
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
         self._server = server
@@ -163,6 +180,8 @@ class Gateway:
             await stopping
         else:
             await self.core.stop()
+        if self._anchors is not None:
+            await self._anchors.stop()
         self.journal.close()
 
     async def wait_closed(self) -> None:

@@ -4,63 +4,115 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import logging
 import sys
 from pathlib import Path
 
+from execgw.server.chain import DEFAULT_KEY_ENV, Chain, ChainKeyError, optional_chain_from_env
 from execgw.server.cli_client import add_client_commands
 from execgw.server.config import ConfigError, GatewayConfig, load_config
 
 
+class ServeExit(enum.IntEnum):
+    """`execgw serve` exit codes (README "Operations"), so a supervisor can tell a
+    mistake to fix from a failure worth a restart."""
+
+    STOPPED = 0
+    CONFIG = 2  # bad config or mode, or the HMAC key variable unset or too short
+    JOURNAL = 3  # journal unreadable, corrupt, newer, or its chain/key does not match
+    CANNOT_START = 4  # any other OS error while starting
+    JOURNAL_IN_USE = 5  # another process writes this journal
+    LISTEN = 6  # the listen address is in use, does not resolve or is not local
+
+
 def _serve(args: argparse.Namespace) -> int:
     from execgw.server.app import serve
-    from execgw.server.journal import JournalError
+    from execgw.server.journal import JournalError, JournalInUse
+    from execgw.server.listen import ListenFailed
 
     try:
         config = load_config(Path(args.config)) if args.config else GatewayConfig()
         if args.listen:
             config = config.with_overrides(listen=args.listen)
     except ConfigError as e:
-        print(f"execgw: config error: {e}", file=sys.stderr)
-        return 2
+        return _refuse(f"config error: {e}", ServeExit.CONFIG)
     try:
         asyncio.run(serve(config))
+    except JournalInUse as e:
+        return _refuse(str(e), ServeExit.JOURNAL_IN_USE)
     except JournalError as e:
-        print(f"execgw: journal error: {e}", file=sys.stderr)
-        return 3
+        return _refuse(f"journal error: {e}", ServeExit.JOURNAL)
+    except ListenFailed as e:
+        return _refuse(str(e), ServeExit.LISTEN)
+    except ChainKeyError as e:
+        return _refuse(f"config error: {e}", ServeExit.CONFIG)
     except NotImplementedError as e:
-        print(f"execgw: {e}", file=sys.stderr)
-        return 2
+        return _refuse(str(e), ServeExit.CONFIG)
     except OSError as e:
-        print(f"execgw: cannot start: {e}", file=sys.stderr)
-        return 4
-    return 0
+        return _refuse(f"cannot start: {e}", ServeExit.CANNOT_START)
+    return ServeExit.STOPPED
+
+
+def _refuse(message: str, code: ServeExit) -> int:
+    print(f"execgw: {message}", file=sys.stderr)
+    return code
+
+
+def _journal_config(args: argparse.Namespace) -> GatewayConfig | None:
+    return load_config(Path(args.config)) if args.config else None
 
 
 def _journal_path(args: argparse.Namespace) -> Path:
     if args.journal:
         return Path(args.journal)
-    config = load_config(Path(args.config)) if args.config else GatewayConfig()
+    config = _journal_config(args) or GatewayConfig()
     return Path(config.journal.path)
 
 
+def _journal_chain(args: argparse.Namespace) -> Chain:
+    """The key for a keyed journal: from --hmac-key-env, else the variable the config
+    names, else EXECGW_JOURNAL_HMAC_KEY. The journal refuses a key it was not made with."""
+    if args.hmac_key_env is not None:
+        return optional_chain_from_env(args.hmac_key_env)
+    config = _journal_config(args)
+    return optional_chain_from_env(
+        DEFAULT_KEY_ENV if config is None else config.journal.hmac_key_env
+    )
+
+
 def _journal_verify(args: argparse.Namespace) -> int:
+    from execgw.server.anchors import AnchorFileError, check_anchors, read_anchors
     from execgw.server.audit import verify
     from execgw.server.journal import Journal, JournalError
 
     try:
-        journal = Journal(_journal_path(args), read_only=True)
+        # Anchors first: a running gateway may append one for a head this walk has
+        # not reached yet, which would look like a truncated journal.
+        anchors = read_anchors(Path(args.anchor)) if args.anchor else None
+        journal = Journal(_journal_path(args), read_only=True, chain=_journal_chain(args))
         try:
             report = verify(journal)
+            anchored = (
+                None if anchors is None else check_anchors(journal, anchors, report.head_sequence)
+            )
         finally:
             journal.close()
-    except (JournalError, ConfigError) as e:
+    except (JournalError, ConfigError, ChainKeyError, AnchorFileError) as e:
         print(f"execgw: journal verify FAILED: {e}", file=sys.stderr)
         return 1
-    print(
+    line = (
         f"journal OK: {report.events} events, head sequence {report.head_sequence}, "
-        f"head hash {report.head_hash}"
+        f"head hash {report.head_hash}, chain {journal.chain.name}"
     )
+    if anchored is not None:
+        line += (
+            f"; {anchored.checked} anchors match (latest: sequence {anchored.latest.sequence} "
+            f"at {anchored.latest.time})"
+        )
+        if anchored.pruned:
+            line += f", {anchored.pruned} older than the retained events"
+    print(line)
     return 0
 
 
@@ -69,7 +121,7 @@ def _journal_export(args: argparse.Namespace) -> int:
     from execgw.server.journal import Journal, JournalError
 
     try:
-        journal = Journal(_journal_path(args), read_only=True)
+        journal = Journal(_journal_path(args), read_only=True, chain=_journal_chain(args))
         try:
             if args.output == "-":
                 count = export(journal, sys.stdout, args.format)
@@ -78,7 +130,7 @@ def _journal_export(args: argparse.Namespace) -> int:
                     count = export(journal, out, args.format)
         finally:
             journal.close()
-    except (JournalError, ConfigError) as e:
+    except (JournalError, ConfigError, ChainKeyError) as e:
         print(f"execgw: journal export failed: {e}", file=sys.stderr)
         return 1
     print(f"exported {count} events", file=sys.stderr)
@@ -103,7 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = journal_sub.add_parser(name, help=text)
         cmd.add_argument("--config", help="take the journal path from this config")
         cmd.add_argument("--journal", help="journal file (overrides --config)")
+        cmd.add_argument(
+            "--hmac-key-env",
+            metavar="NAME",
+            help="environment variable with the key of a keyed journal (default: the "
+            f"config's journal.hmac_key_env, or {DEFAULT_KEY_ENV} without --config)",
+        )
         cmd.set_defaults(func=func)
+        if name == "verify":
+            cmd.add_argument(
+                "--anchor",
+                metavar="FILE",
+                help="head anchors the gateway wrote (journal.anchor.path): also fail on a "
+                "rewritten or truncated journal",
+            )
         if name == "export":
             cmd.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
             cmd.add_argument("--output", "-o", default="-", help="file, or - for stdout")

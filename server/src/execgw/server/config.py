@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from execgw.server.chain import valid_env_name
+
 
 class ConfigError(ValueError):
     pass
@@ -21,8 +23,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class HeadAnchorConfig(_Section):
+    # A JSON-lines file the chain head is appended to; keep it where whoever can write
+    # the journal cannot (another host, an append-only file): see docs/journal-integrity.md.
+    path: str = Field(min_length=1)
+    interval_s: float = Field(default=60.0, gt=0, le=86_400)
+
+
 class JournalConfig(_Section):
     path: str = "var/journal.db"
+    # Name of the environment variable holding the HMAC key of a keyed chain; empty
+    # means the plain sha256 chain. The key itself never goes in the config.
+    hmac_key_env: str = ""
+    # Periodic records of the chain head, for `execgw journal verify --anchor`; off if null.
+    anchor: HeadAnchorConfig | None = None
     # Commands per durable commit at most; 1 gives one fsync per order (slow, for comparison).
     max_batch: int = Field(default=512, ge=1, le=100_000)
     # Events between state snapshots; bounds how much a restart replays.
@@ -32,6 +46,16 @@ class JournalConfig(_Section):
     # Keep at least this many events for StreamFills replay; older events below the
     # latest snapshot are pruned. 0 keeps everything.
     retain_events: int = Field(default=0, ge=0)
+
+    @field_validator("hmac_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        # The message must not echo the value: a key pasted here by mistake stays unprinted.
+        if value and not valid_env_name(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits, _), not a key"
+            )
+        return value
 
 
 class SyntheticFeedConfig(_Section):

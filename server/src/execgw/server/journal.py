@@ -2,25 +2,35 @@
 
 WAL mode with synchronous=FULL: a committed batch survives kill -9 and power loss,
 and the caller is answered only after the commit returns. Every row carries the
-hash of the row before it, so any edit, deletion or reordering is detectable.
+seal of the row before it, so any edit, deletion or reordering is detectable by
+whoever cannot recompute the seals (see chain.py and docs/journal-integrity.md).
+
+One process writes a journal at a time (journal_lock.py); readers take no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from execgw.server import codec
+from execgw.server.chain import KEYED, PLAIN, PLAIN_CHAIN, Chain
 from execgw.server.domain import Order
 from execgw.server.events import Event
+from execgw.server.journal_lock import FILE_MODE, JournalLock, JournalLockHeld
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
@@ -37,6 +47,14 @@ class JournalCorrupt(JournalError):
 
 class JournalWriteFailed(JournalError):
     pass
+
+
+class JournalInUse(JournalError):
+    """Another process holds the journal's writer lock."""
+
+
+class JournalChainMismatch(JournalError):
+    """The journal's chain (plain or keyed) or key is not the one this process was given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +76,9 @@ class StoredRow:
     body: str
     prev_hash: str
     hash: str
+    # The row is checked with the chain of the journal it was read from, so recovery
+    # and audit need no key of their own; excluded from repr and equality.
+    chain: Chain = field(default=PLAIN_CHAIN, repr=False, compare=False)
 
     def decode(self) -> JournalRecord:
         try:
@@ -72,8 +93,8 @@ class StoredRow:
 
 
 def chain_hash(sequence: int, kind: str, timestamp: str, body: str, prev_hash: str) -> str:
-    text = f"{sequence}|{kind}|{timestamp}|{prev_hash}|{body}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """The plain (unkeyed) seal of a row."""
+    return PLAIN_CHAIN.seal(sequence, kind, timestamp, body, prev_hash)
 
 
 def encode(record: JournalRecord) -> tuple[str, str, str]:
@@ -93,13 +114,36 @@ class Snapshot:
 
 
 class Journal:
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    """The journal file. A writer (read_only=False) holds the journal's exclusive lock
+    until close(); readers take no lock and may run beside the writer.
+
+    `chain` must be the chain the journal was created with: a keyed journal opened
+    without its key, or a plain one opened with a key, is refused."""
+
+    def __init__(self, path: Path, *, read_only: bool = False, chain: Chain = PLAIN_CHAIN) -> None:
         self.path = path
+        self.chain = chain
         # One connection, used from worker threads: the lock keeps the writer and the
         # health probe from interleaving statements on it.
         self._lock = threading.Lock()
+        self._head_pair = (0, GENESIS_HASH)
+        self._writer_lock: JournalLock | None = None
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._writer_lock = JournalLock.acquire(path)
+            except JournalLockHeld as e:
+                raise JournalInUse(str(e)) from None
+        try:
+            self._open(read_only)
+        except BaseException:
+            self._release_writer_lock()
+            raise
+
+    def _open(self, read_only: bool) -> None:
+        path = self.path
+        if not read_only:
+            _create_private_file(path)
         uri = f"file:{path}?mode={'ro' if read_only else 'rwc'}"
         try:
             self._db = sqlite3.connect(
@@ -109,12 +153,13 @@ class Journal:
             raise JournalError(f"cannot open journal {path}: {e}") from None
         try:
             self._check_or_create_schema(read_only)
+            self._check_chain()
             if not read_only:
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if mode != "wal":
                     raise JournalError(f"{path}: cannot switch to WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
-            self.head_sequence, self.head_hash = self._head()
+            self._head_pair = self._head()
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise JournalCorrupt(
@@ -147,6 +192,13 @@ class Journal:
             self._db.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            # The chain is chosen once, at creation: a journal half plain and half keyed
+            # could be "verified" by whichever half an intruder rewrote.
+            self._db.execute("INSERT INTO meta VALUES ('chain', ?)", (self.chain.name,))
+            if self.chain.keyed:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('chain_key_check', ?)", (self.chain.key_check(),)
+                )
             self._db.execute("COMMIT")
             return
         if "meta" not in tables:
@@ -167,9 +219,51 @@ class Journal:
         if missing:
             raise JournalCorrupt(f"{self.path}: journal tables missing: {sorted(missing)}")
 
+    def _check_chain(self) -> None:
+        def stored(key: str) -> str | None:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        # Journals from before keyed chains have no 'chain' row: they are plain.
+        created_with = stored("chain") or PLAIN
+        if created_with not in (PLAIN, KEYED):
+            raise JournalError(
+                f"{self.path} uses a chain this build does not know ({created_with!r})"
+            )
+        if created_with == KEYED and not self.chain.keyed:
+            raise JournalChainMismatch(
+                f"{self.path} is sealed with a keyed chain ({KEYED}) and cannot be opened "
+                "without its key: set the environment variable named by journal.hmac_key_env "
+                "(for `execgw journal`, see --hmac-key-env)"
+            )
+        if created_with == PLAIN and self.chain.keyed:
+            raise JournalChainMismatch(
+                f"{self.path} is sealed with the plain {PLAIN} chain but an HMAC key was "
+                "given; a journal keeps the chain it was created with. Unset the key "
+                "variable, or start a new journal to use a keyed chain"
+            )
+        if self.chain.keyed and not self.chain.matches_key_check(stored("chain_key_check") or ""):
+            raise JournalChainMismatch(
+                f"the HMAC key given is not the key {self.path} was created with"
+            )
+
     def _head(self) -> tuple[int, str]:
         row = self._db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+    @property
+    def head_sequence(self) -> int:
+        return self._head_pair[0]
+
+    @property
+    def head_hash(self) -> str:
+        return self._head_pair[1]
+
+    def head(self) -> tuple[int, str]:
+        """The last committed (sequence, hash), read as one pair: never the sequence of
+        one commit with the hash of another."""
+        with self._lock:
+            return self._head_pair
 
     def _read(self, what: Callable[[], _T]) -> _T:
         """Run a read, turning SQLite's complaints about the file into JournalCorrupt."""
@@ -179,8 +273,14 @@ class Journal:
             except sqlite3.DatabaseError as e:
                 raise JournalCorrupt(f"{self.path}: cannot read the journal: {e}") from None
 
-    def _write(self, statements: Callable[[], _T], failure: str) -> _T:
-        """Run statements in one IMMEDIATE transaction; all or nothing."""
+    def _write(
+        self,
+        statements: Callable[[], _T],
+        failure: str,
+        new_head: tuple[int, str] | None = None,
+    ) -> _T:
+        """Run statements in one IMMEDIATE transaction; all or nothing. `new_head` is
+        adopted under the same lock as the commit, so head() never sees it early."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -195,8 +295,10 @@ class Journal:
             except sqlite3.Error as e:
                 # An error does not prove nothing reached the disk: trust only the file.
                 with contextlib.suppress(sqlite3.Error):
-                    self.head_sequence, self.head_hash = self._head()
+                    self._head_pair = self._head()
                 raise JournalWriteFailed(f"{failure}: {e}") from e
+            if new_head is not None:
+                self._head_pair = new_head
             return result
 
     # -- writing ----------------------------------------------------------
@@ -211,14 +313,14 @@ class Journal:
                     f"sequence {record.sequence} does not follow journal head {seq}"
                 )
             kind, ts, body = encode(record)
-            digest = chain_hash(record.sequence, kind, ts, body, prev)
+            digest = self.chain.seal(record.sequence, kind, ts, body, prev)
             rows.append((record.sequence, kind, ts, body, prev, digest))
             seq, prev = record.sequence, digest
         self._write(
             lambda: self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows),
             "journal write failed",
+            new_head=(seq, prev),
         )
-        self.head_sequence, self.head_hash = seq, prev
 
     def probe_writable(self) -> None:
         """A real write transaction, so a recovered disk is noticed without traffic."""
@@ -296,7 +398,7 @@ class Journal:
             "WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         ).fetchall()
-        return [StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        return [StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], self.chain) for r in rows]
 
     def row(self, sequence: int) -> StoredRow | None:
         r = self._read(
@@ -305,7 +407,7 @@ class Journal:
                 (sequence,),
             ).fetchone()
         )
-        return None if r is None else StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5])
+        return None if r is None else StoredRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], self.chain)
 
     def records_after(self, sequence: int, limit: int) -> list[JournalRecord]:
         """Decoded records with sequence > `sequence`, at most `limit` of them."""
@@ -321,9 +423,40 @@ class Journal:
         )
         return None if row is None else str(row[0])
 
+    def record_listen_address(self, address: str) -> None:
+        """Name the address this writer serves in its lock file, for whoever is refused."""
+        if self._writer_lock is not None:
+            self._writer_lock.record_listen(address)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        # Only once the connection is closed: a successor must not open the file while
+        # this process could still write to it.
+        self._release_writer_lock()
+
+    def _release_writer_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does: SQLite gives the -wal and -shm
+    files the database file's mode, so this keeps all three private."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "journal %s has mode %o: other users can read it; chmod 600 it and its -wal "
+                "and -shm files",
+                path,
+                mode,
+            )
+        return
+    os.close(fd)
 
 
 def check_link(row: StoredRow, expected_seq: int, expected_prev: str) -> None:
@@ -332,5 +465,5 @@ def check_link(row: StoredRow, expected_seq: int, expected_prev: str) -> None:
         raise JournalCorrupt(f"journal gap: expected sequence {expected_seq}, found {row.sequence}")
     if row.prev_hash != expected_prev:
         raise JournalCorrupt(f"journal chain broken at sequence {row.sequence}: prev_hash mismatch")
-    if chain_hash(row.sequence, row.kind, row.timestamp, row.body, row.prev_hash) != row.hash:
+    if row.chain.seal(row.sequence, row.kind, row.timestamp, row.body, row.prev_hash) != row.hash:
         raise JournalCorrupt(f"journal row {row.sequence} fails its hash: it was altered")

@@ -1,0 +1,102 @@
+"""How journal rows are sealed: a plain SHA-256 chain, or an HMAC-SHA256 chain keyed
+from the environment.
+
+A plain chain catches accidents (a torn page, an edited row), but anyone who can
+write the file can recompute it. A keyed chain can only be recomputed by someone who
+holds the key, which lives in the environment and never in the journal, the config,
+a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+
+PLAIN = "sha256"
+KEYED = "hmac-sha256"
+DEFAULT_KEY_ENV = "EXECGW_JOURNAL_HMAC_KEY"
+# 32 characters is 128 bits as hex (`secrets.token_hex(16)`); a shorter secret is a
+# password, and a guessable key makes the keyed chain no better than the plain one.
+MIN_KEY_LENGTH = 32
+_KEY_CHECK_MESSAGE = b"execgw journal key check v1"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ChainKeyError(ValueError):
+    """The key is missing, too short, or wrong. Messages name the variable, never the key."""
+
+
+class Chain:
+    """Seals a row over its sequence, kind, time, body and the previous row's seal."""
+
+    __slots__ = ("_key", "name")
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key
+        self.name = PLAIN if key is None else KEYED
+
+    @property
+    def keyed(self) -> bool:
+        return self._key is not None
+
+    def __repr__(self) -> str:
+        # The key must not reach a log line or a traceback through a repr.
+        return f"Chain({self.name})"
+
+    def seal(self, sequence: int, kind: str, timestamp: str, body: str, prev_hash: str) -> str:
+        text = f"{sequence}|{kind}|{timestamp}|{prev_hash}|{body}".encode()
+        if self._key is None:
+            return hashlib.sha256(text).hexdigest()
+        return hmac.new(self._key, text, hashlib.sha256).hexdigest()
+
+    def key_check(self) -> str:
+        """A value stored with a keyed journal so a wrong key is named as such on open,
+        instead of surfacing later as "row 1 was altered". It reveals nothing of the key."""
+        if self._key is None:
+            raise ValueError("a plain chain has no key to check")
+        return hmac.new(self._key, _KEY_CHECK_MESSAGE, hashlib.sha256).hexdigest()
+
+    def matches_key_check(self, stored: str) -> bool:
+        return self._key is not None and hmac.compare_digest(self.key_check(), stored)
+
+
+PLAIN_CHAIN = Chain()
+
+
+def valid_env_name(name: str) -> bool:
+    return _ENV_NAME.fullmatch(name) is not None
+
+
+def chain_from_env(env_name: str) -> Chain:
+    """The chain a config asks for: plain when no variable is named, keyed otherwise.
+
+    A named variable that is unset or empty is an error, not a silent fall back to
+    the plain chain: the operator asked for a journal an intruder cannot rewrite."""
+    if not env_name:
+        return PLAIN_CHAIN
+    key = _read_key(env_name)
+    if key is None:
+        raise ChainKeyError(
+            f"journal.hmac_key_env names {env_name}, but {env_name} is not set or is empty"
+        )
+    return Chain(key)
+
+
+def optional_chain_from_env(env_name: str) -> Chain:
+    """For the audit tools: the key when the variable holds one, else the plain chain."""
+    key = _read_key(env_name) if env_name else None
+    return PLAIN_CHAIN if key is None else Chain(key)
+
+
+def _read_key(env_name: str) -> bytes | None:
+    value = os.environ.get(env_name, "")
+    if not value:
+        return None
+    if len(value) < MIN_KEY_LENGTH:
+        raise ChainKeyError(
+            f"the key in {env_name} is too short: use at least {MIN_KEY_LENGTH} characters "
+            '(e.g. python -c "import secrets; print(secrets.token_hex(32))")'
+        )
+    return value.encode("utf-8")

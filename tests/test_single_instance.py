@@ -1,0 +1,216 @@
+"""One gateway per journal and per port, and private journal files (issue 8, defect 5).
+
+Each refusal is checked on a real second `execgw serve`: it must exit with its
+documented code and exactly one line on stderr, while the first gateway keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from execgw.server.events import TradingHalted
+from execgw.server.journal import Journal, JournalInUse, JournalRecord
+from execgw.server.journal_lock import lock_path
+
+if TYPE_CHECKING:
+    from tests.durability_helpers import (
+        SERVING,
+        ServerProcess,
+        execgw_command,
+        free_port,
+        health_check,
+        journal_head,
+        run_cli,
+        write_config,
+    )
+else:
+    from durability_helpers import (
+        SERVING,
+        ServerProcess,
+        execgw_command,
+        free_port,
+        health_check,
+        journal_head,
+        run_cli,
+        write_config,
+    )
+
+EXIT_JOURNAL_IN_USE = 5
+EXIT_LISTEN = 6
+# Long enough for a slow start on a busy machine; on a build without the checks the
+# second gateway runs until this expires, which fails the test.
+REFUSAL_TIMEOUT_S = 20.0
+T0 = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+
+def serve_expecting_refusal(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*execgw_command(), "serve", "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        timeout=REFUSAL_TIMEOUT_S,
+        check=False,
+    )
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def first(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A serving gateway on tmp_path/journal.db."""
+    port = free_port()
+    server = ServerProcess(write_config(tmp_path, tmp_path / "journal.db", port), port)
+    try:
+        server.wait_serving()
+        yield server
+    finally:
+        server.close()
+
+
+def test_second_serve_on_the_same_journal_exits_naming_the_holder(
+    tmp_path: Path, first: ServerProcess
+) -> None:
+    journal = tmp_path / "journal.db"
+    holder = json.loads(lock_path(journal).read_text(encoding="utf-8"))
+    assert holder["pid"] == first.pid
+    assert holder["listen"] == first.target
+    assert holder["host"] == socket.gethostname()
+    assert datetime.fromisoformat(holder["since"]).tzinfo is not None
+
+    # The same config: same journal and same port; the journal is what gets named.
+    same = tmp_path / "execgw.yaml"
+    other_port = write_config(tmp_path, journal, free_port(), name="other-port.yaml")
+    for config in (same, other_port):
+        done = serve_expecting_refusal(config)
+        assert done.returncode == EXIT_JOURNAL_IN_USE, done.stderr
+        line = one_line(done.stderr)
+        assert line == (
+            f"execgw: journal {journal} is in use by execgw pid {first.pid} on host "
+            f"{socket.gethostname()} (listening on {first.target}, since {holder['since']})"
+        )
+        assert health_check(first.target) == SERVING
+
+    # Readers take no lock: the audit tools work beside the running writer.
+    verified = run_cli("journal", "verify", "--journal", str(journal))
+    assert verified.returncode == 0, verified.stderr
+    assert journal_head(journal) >= 0
+
+    # The kernel drops the lock with the process: a kill -9 leaves nothing stale.
+    first.kill()
+    port = free_port()
+    successor = ServerProcess(write_config(tmp_path, journal, port, name="successor.yaml"), port)
+    try:
+        successor.wait_serving()
+    finally:
+        successor.close()
+
+
+def test_second_serve_on_a_port_another_execgw_serves_is_refused(
+    tmp_path: Path, first: ServerProcess
+) -> None:
+    port = int(first.target.rpartition(":")[2])
+    other = tmp_path / "other"
+    other.mkdir()
+    config = write_config(other, other / "journal.db", port)
+    done = serve_expecting_refusal(config)
+    assert done.returncode == EXIT_LISTEN, done.stderr
+    assert one_line(done.stderr) == (
+        f"execgw: cannot listen on {first.target}: the address is already in use "
+        "(is another execgw serving it?)"
+    )
+    assert health_check(first.target) == SERVING
+
+
+def test_port_held_by_another_program_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = serve_expecting_refusal(write_config(tmp_path, tmp_path / "journal.db", port))
+    assert done.returncode == EXIT_LISTEN, done.stderr
+    assert "already in use" in one_line(done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("listen", "reason"),
+    [
+        ("nowhere.invalid:50051", "does not resolve"),
+        # TEST-NET-1 (RFC 5737): never an address of this host.
+        ("192.0.2.1:50051", "192.0.2.1 is not an address of this host"),
+    ],
+)
+def test_invalid_listen_address_is_refused_in_one_line(
+    tmp_path: Path, listen: str, reason: str
+) -> None:
+    config = write_config(tmp_path, tmp_path / "journal.db", free_port())
+    done = serve_expecting_refusal(config, "--listen", listen)
+    assert done.returncode == EXIT_LISTEN, done.stderr
+    line = one_line(done.stderr)
+    assert line.startswith(f"execgw: cannot listen on {listen}: "), line
+    assert reason in line
+
+
+def test_a_second_writer_in_the_same_process_is_refused_and_readers_are_not(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.db"
+    writer = Journal(path)
+    try:
+        with pytest.raises(JournalInUse, match=f"pid {os.getpid()} on host"):
+            Journal(path)
+        reader = Journal(path, read_only=True)
+        reader.close()
+    finally:
+        writer.close()
+    Journal(path).close()  # released by close()
+
+
+def test_journal_lock_and_anchor_files_are_created_0600(tmp_path: Path) -> None:
+    """With a permissive umask, as a service manager may leave it."""
+    journal = tmp_path / "var" / "journal.db"
+    anchors = tmp_path / "anchors" / "head.jsonl"
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        journal,
+        port,
+        journal_options={"anchor": {"path": str(anchors), "interval_s": 60}},
+    )
+    old_umask = os.umask(0o022)
+    try:
+        server = ServerProcess(config, port)
+    finally:
+        os.umask(old_umask)
+    try:
+        server.wait_serving()
+        files = [journal, Path(f"{journal}-wal"), Path(f"{journal}-shm"), lock_path(journal)]
+        for path in (*files, anchors):
+            assert path.exists(), path
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
+    finally:
+        server.close()
+
+
+def test_head_is_read_as_one_pair(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    try:
+        assert journal.head() == (0, "0" * 64)
+        journal.append([JournalRecord(1, T0, TradingHalted("", "ops", "test", T0), None)])
+        [row] = list(journal.rows())
+        assert journal.head() == (1, row.hash)
+    finally:
+        journal.close()
