@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,3 +175,68 @@ def test_the_caller_of_the_failed_command_gets_internal_and_others_are_served(
     assert sum(1 for r in results if not isinstance(r, BaseException)) == 39
     with ExecutionClient(running.target) as client:
         assert len(client.list_orders(strategy_code="honest")) == 39
+
+
+@pytest.fixture
+def windowed(tmp_path: Path, clock: ManualClock) -> Iterator[RunningGateway]:
+    config = make_config(
+        tmp_path,
+        execution={"pre_trade": {"duplicate_window_s": 60.0, "order_burst": 2}},
+    )
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target) as client:
+            client.publish_quotes([market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)])
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def test_a_dropped_command_leaves_no_rate_token_duplicate_window_or_order_id_behind(
+    windowed: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed order used no rate token, opened no duplicate window and drew no id, so
+    its retry is placed as if the failure had never happened."""
+    core = windowed.gateway.core
+    simulator = core._engine._simulator
+    original = simulator.on_new_order
+    failures = iter([True])
+
+    def fail_once(*args: Any, **kwargs: Any) -> Any:
+        if next(failures, False):
+            raise ArithmeticError("injected fault")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(simulator, "on_new_order", fail_once)
+    intent = _limit(POISON)
+    with pytest.raises(CommandFailed):
+        windowed.call(core.submit(intent, "retry-1"))
+    retried: Order = windowed.call(core.submit(intent, "retry-1"))
+    assert retried.status.value == "PLACED", retried.message
+    assert retried.order_id == "O0000000001"
+    # Burst 2, and the clock stands still: the failed attempt must not have spent one.
+    third = windowed.call(core.submit(replace(intent, qty=2), "retry-2"))
+    assert third.status.value == "PLACED", third.message
+
+
+def test_a_flood_of_failing_commands_cannot_stall_the_writer_for_a_whole_batch(
+    running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each half-applied failure costs a rebuild; one batch does at most two and carries
+    the rest of its commands over, so honest commands commit between rebuilds."""
+    observed = Observed(running, monkeypatch)
+    _poison(monkeypatch, running.gateway.core._engine._simulator, "on_new_order")
+    core = running.gateway.core
+
+    async def batch() -> list[Order | BaseException]:
+        calls = [
+            core.submit(_limit(POISON if i % 2 else "honest"), f"flood-{i}") for i in range(40)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results: list[Order | BaseException] = running.call(batch())
+    assert sum(isinstance(r, CommandFailed) for r in results) == 20
+    assert sum(isinstance(r, Order) for r in results) == 20
+    assert observed.rebuilds == 20
+    assert len(observed.batches) >= 10, observed.batches
+    assert all(size <= 2 for size in observed.batches), observed.batches

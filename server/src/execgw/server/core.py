@@ -17,6 +17,7 @@ commands of the batch commit as usual.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -64,6 +65,8 @@ class _Command:
 
 
 _STOP = object()
+# Rebuilds from the journal one batch may do to undo failed commands; see _execute_batch.
+MAX_RECOVERIES_PER_BATCH = 2
 # Commands that change nothing at all (not even time-driven state), so they can be
 # answered again from the state a failed commit rebuilt.
 READ_KINDS = frozenset({"get_order", "list_orders", "positions"})
@@ -94,6 +97,8 @@ class GatewayCore:
         self._last_snapshot = self._engine.state.sequence
         self._bus.head = self._engine.state.sequence
         self._inbox: asyncio.Queue[_Command | object] = asyncio.Queue()
+        # Commands a batch left unexecuted, run first by the next batch.
+        self._carried: collections.deque[_Command] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -230,16 +235,24 @@ class GatewayCore:
     )
 
     async def _run(self) -> None:
+        stopping = False
         while True:
-            first = await self._inbox.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop_after = False
-            while len(batch) < self._settings.max_batch and not self._inbox.empty():
+            batch: list[_Command | object] = []
+            while self._carried and len(batch) < self._settings.max_batch:
+                batch.append(self._carried.popleft())
+            if not batch:
+                if stopping:
+                    return
+                first = await self._inbox.get()
+                if first is _STOP:
+                    return
+                batch.append(first)
+            while (
+                not stopping and len(batch) < self._settings.max_batch and not self._inbox.empty()
+            ):
                 item = self._inbox.get_nowait()
                 if item is _STOP:
-                    stop_after = True
+                    stopping = True
                     break
                 batch.append(item)
             commands = [c for c in batch if isinstance(c, _Command)]
@@ -255,11 +268,12 @@ class GatewayCore:
                 )
                 self._accepting = False
                 self._set_healthy(False)
-                for command in [*commands, *self._drain_inbox()]:
+                for command in [*commands, *self._carried, *self._drain_inbox()]:
                     if not command.future.done():
                         command.future.set_exception(self._fatal)
+                self._carried.clear()
                 return
-            if stop_after:
+            if stopping and not self._carried:
                 return
 
     def _drain_inbox(self) -> list[_Command]:
@@ -272,14 +286,22 @@ class GatewayCore:
 
     async def _execute_batch(self, batch: list[_Command]) -> None:
         outcomes: list[tuple[_Command, Any, BaseException | None]] = []
-        for command in batch:
+        recoveries = 0
+        for index, command in enumerate(batch):
+            if recoveries >= MAX_RECOVERIES_PER_BATCH:
+                # Each recovery re-reads the journal: a flood of failing commands must not
+                # stall the writer. The rest wait for the next batch, unexecuted.
+                self._carried.extend(batch[index:])
+                break
             start = self._engine.begin_command()
             try:
                 outcomes.append((command, self._execute(command), None))
             except GatewayError as e:
                 outcomes.append((command, None, e))
             except Exception as e:  # a bug: this command alone fails
-                outcomes.append((command, None, await self._drop_failed(command, start, e)))
+                recovered, dropped = await self._drop_failed(command, start, e)
+                recoveries += recovered
+                outcomes.append((command, None, dropped))
         records = self._engine.take_pending()
         if records:
             try:
@@ -318,23 +340,29 @@ class GatewayCore:
         if records:
             await self._maybe_snapshot()
 
-    async def _drop_failed(self, command: _Command, start: int, error: Exception) -> CommandFailed:
+    async def _drop_failed(
+        self, command: _Command, start: int, error: Exception
+    ) -> tuple[bool, CommandFailed]:
         """Undo whatever the failed command changed, keeping the batch's earlier commands.
 
-        A command that failed before changing anything costs nothing more. One that
-        changed state halfway is undone by rebuilding from the journal and re-applying
-        the earlier commands' records, which are not durable yet: they still commit."""
+        A command that failed before changing state only has its transient traces (rate
+        token, duplicate window, ids, quotes) taken back. One that changed state halfway
+        is undone by rebuilding from the journal and re-applying the earlier commands'
+        records, which are not durable yet: they still commit. Returns whether a rebuild
+        was needed."""
         log.error(
             "command %s failed and was dropped (%s); the rest of its batch goes on",
             command.kind,
             _describe(command),
             exc_info=error,
         )
-        if self._engine.dirty:
+        dirty = self._engine.dirty
+        self._engine.undo_transient()
+        if dirty:
             keep = self._engine.pending()[:start]
             durable = await asyncio.to_thread(rebuild, self._journal)
             self._engine.recover(durable, keep)
-        return CommandFailed(
+        return dirty, CommandFailed(
             "internal error while executing this request; nothing of it was recorded "
             "and the gateway goes on. It was logged; a retry may fail the same way"
         )
@@ -344,6 +372,9 @@ class GatewayCore:
             return command, self._execute(command), None
         except GatewayError as e:
             return command, None, e
+        except Exception as e:  # a read cannot have changed anything: fail it alone
+            log.error("read %s failed (%s)", command.kind, _describe(command), exc_info=e)
+            return command, None, CommandFailed("internal error while reading; it was logged")
 
     async def _journal_failed(self, error: Exception) -> None:
         log.error("journal write failed; failing closed: %s", error)

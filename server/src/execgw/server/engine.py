@@ -109,6 +109,7 @@ class ExecutionEngine:
         # Set by anything that changes state, the quote book or the simulator's book, so a
         # command that fails before changing anything can be dropped without a recovery.
         self._dirty = False
+        self._ids_before = (state.ids.next_order, state.ids.next_fill)
         self.state = state
         self.reload(state)
 
@@ -137,7 +138,16 @@ class ExecutionEngine:
     def begin_command(self) -> int:
         """Mark the start of one command; returns where its records will start."""
         self._dirty = False
+        ids = self.state.ids
+        self._ids_before = (ids.next_order, ids.next_fill)
+        self._risk.begin_command()
         return len(self._pending)
+
+    def undo_transient(self) -> None:
+        """Take back what the current command left outside the journaled state: the ids
+        it drew, its rate token and duplicate-window entry."""
+        self.state.ids.next_order, self.state.ids.next_fill = self._ids_before
+        self._risk.undo_command()
 
     @property
     def dirty(self) -> bool:

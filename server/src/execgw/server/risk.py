@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
 from zoneinfo import ZoneInfo
@@ -260,6 +261,9 @@ class RiskEngine:
         # The exact intraday peak; the book keeps a journaled copy, refreshed whenever
         # the live peak gets ahead of it by a step, so a restart loses less than a step.
         self._live_peak: Decimal | None = None
+        # How to take back the current command's rate token and duplicate-window entry.
+        self._undo: list[Callable[[], object]] = []
+        self._peak_before: Decimal | None = None
         self._peak_step = self._capital * self._max_drawdown / 100
 
     # -- the fold ---------------------------------------------------------
@@ -276,8 +280,8 @@ class RiskEngine:
         just dropped; forgetting them lets the client's retry through, as promised.
         keep_transient keeps them when the orders they remember still stand."""
         self.book = book
-        self._live_peak = None
         if not keep_transient:
+            self._live_peak = None
             self._buckets.clear()
             self._recent.clear()
 
@@ -480,9 +484,28 @@ class RiskEngine:
     def record_accepted(self, intent: OrderIntent, now: datetime) -> None:
         """The order was accepted: it uses a rate token and opens its duplicate window."""
         code = intent.strategy_code
-        self._bucket(code, self._limits(code), now).tokens -= 1.0
+        bucket = self._bucket(code, self._limits(code), now)
+        self._undo.append(partial(setattr, bucket, "tokens", bucket.tokens))
+        bucket.tokens -= 1.0
         if self._pre.duplicate_window_s > 0:
-            self._recent[_dup_key(intent)] = now
+            key = _dup_key(intent)
+            before = self._recent.get(key)
+            self._undo.append(
+                partial(self._recent.pop, key, None)
+                if before is None
+                else partial(self._recent.__setitem__, key, before)
+            )
+            self._recent[key] = now
+
+    def begin_command(self) -> None:
+        self._undo.clear()
+        self._peak_before = self._live_peak
+
+    def undo_command(self) -> None:
+        """Forget the transient traces of a command that failed: nothing of it stands."""
+        while self._undo:
+            self._undo.pop()()
+        self._live_peak = self._peak_before
 
     def _breaker_check(self, code: str, reducing: bool) -> Check:
         trips = [t for (_, c), t in self.book.trips.items() if c in (ACCOUNT, code)]

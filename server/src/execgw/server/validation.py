@@ -247,9 +247,17 @@ def validate_metadata(metadata: dict[str, Any], field_name: str) -> None:
         )
 
 
+# Control and format characters, line/paragraph separators, surrogates, private-use
+# and unassigned code points: each can forge a log line, reorder what a terminal shows
+# (U+202E) or hide text (U+200B), and none belongs in an id or an audit note.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
 def _first_control_character(text: str) -> str | None:
+    if text.isascii() and text.isprintable():
+        return None  # the common case, without a per-character lookup
     for char in text:
-        if unicodedata.category(char) == "Cc":
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
             return char
     return None
 

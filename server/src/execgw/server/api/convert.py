@@ -19,7 +19,7 @@ from execgw.server.events import (
     TradingResumed,
 )
 from execgw.server.risk import RiskReport
-from execgw.server.validation import RawIntent
+from execgw.server.validation import InvalidRequest, RawIntent
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 _SIDE = {orders_pb2.SIDE_BUY: domain.Side.BUY, orders_pb2.SIDE_SELL: domain.Side.SELL}
@@ -66,8 +66,17 @@ def raw_intent(msg: orders_pb2.OrderIntent) -> RawIntent:
         tag=msg.tag,
         reason=msg.reason,
         confidence=msg.confidence if msg.HasField("confidence") else None,
-        metadata=json_format.MessageToDict(msg.metadata) if msg.HasField("metadata") else {},
+        metadata=_metadata(msg),
     )
+
+
+def _metadata(msg: orders_pb2.OrderIntent) -> dict[str, Any]:
+    if not msg.HasField("metadata"):
+        return {}
+    try:
+        return json_format.MessageToDict(msg.metadata)
+    except ValueError:  # NaN and infinities have no JSON form
+        raise InvalidRequest("intent.metadata", "numbers must be finite") from None
 
 
 def status(value: orders_pb2.OrderStatus.ValueType) -> domain.OrderStatus | None:
