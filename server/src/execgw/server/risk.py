@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from execgw.server.config import ExecutionConfig, StrategyLimits, TradingDayConfig
