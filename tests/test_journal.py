@@ -3,7 +3,9 @@ SQLite durability settings, refusing files it must not use, export and the CLI."
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from execgw.server import audit
+from execgw.server.chain import PLAIN_CHAIN, Chain
 from execgw.server.domain import (
     Fill,
     OrderIntent,
@@ -50,6 +53,7 @@ from execgw.server.journal import (
     chain_hash,
 )
 from execgw.server.ledger import Ledger
+from execgw.server.recovery import rebuild, state_to_json
 
 if TYPE_CHECKING:
     from tests.durability_helpers import run_cli
@@ -708,3 +712,271 @@ def test_csv_export_of_a_real_journal_with_risk_events(tmp_path: Path) -> None:
     assert rows[2][5] == "S1"
     assert rows[2][16] == ""  # no order message; the halt's reason lives in the event
     journal.close()
+
+
+# -- snapshots and the pruning record are sealed (review defect 1) ---------------------
+
+KEYED = Chain(b"k" * 32)
+
+
+def _chain(name: str) -> Chain:
+    return KEYED if name == "keyed" else PLAIN_CHAIN
+
+
+def _snapshot_and_prune(path: Path, chain: Chain, *, at: int = 8, keep_from: int = 6) -> str:
+    """RECORDS, a snapshot of the state at `at` as the core takes one, then pruning."""
+    journal = Journal(path, chain=chain)
+    try:
+        journal.append(RECORDS[:at])
+        body = state_to_json(rebuild(journal))
+        journal.write_snapshot(at, body)
+        journal.append(RECORDS[at:])
+        journal.prune_before(keep_from)
+    finally:
+        journal.close()
+    return body
+
+
+def _read(path: Path, chain: Chain) -> Journal:
+    return Journal(path, read_only=True, chain=chain)
+
+
+def _verify_with(path: Path, chain: Chain) -> audit.VerifyReport:
+    journal = _read(path, chain)
+    try:
+        return audit.verify(journal)
+    finally:
+        journal.close()
+
+
+def _rebuild_with(path: Path, chain: Chain) -> str:
+    journal = _read(path, chain)
+    try:
+        return state_to_json(rebuild(journal))
+    finally:
+        journal.close()
+
+
+def _forged_body(body: str) -> str:
+    """The state an intruder wants loaded: no orders, no positions, ids from 1."""
+    data = json.loads(body)
+    data["orders"], data["positions"] = [], []
+    data["ids"] = {"next_order": 1, "next_fill": 1}
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("chain_name", ["plain", "keyed"])
+def test_snapshot_and_pruning_record_carry_the_chains_seal(
+    journal_path: Path, chain_name: str
+) -> None:
+    chain = _chain(chain_name)
+    body = _snapshot_and_prune(journal_path, chain)
+    with contextlib.closing(_raw(journal_path)) as raw:
+        [(seq, stored_body, seal)] = raw.execute("SELECT seq, body, seal FROM snapshots").fetchall()
+        row8 = raw.execute("SELECT hash FROM events WHERE seq = 8").fetchone()[0]
+        row6_prev = raw.execute("SELECT prev_hash FROM events WHERE seq = 6").fetchone()[0]
+        meta = dict(raw.execute("SELECT key, value FROM meta").fetchall())
+    assert (seq, stored_body) == (8, body)
+    assert seal == chain.seal_snapshot(8, row8, body)
+    assert seal != hashlib.sha256(body.encode()).hexdigest()
+    assert meta["schema_version"] == "2"
+    assert (meta["pruned_below"], meta["pruned_prev_hash"]) == ("6", row6_prev)
+    assert meta["pruned_seal"] == chain.seal_pruning(6, row6_prev)
+    report = _verify_with(journal_path, chain)
+    assert (report.first_sequence, report.before_first_hash) == (6, row6_prev)
+    assert report.snapshots == (8,)
+    assert _rebuild_with(journal_path, chain) == body
+
+
+@pytest.mark.parametrize("forged_seal", ["sha256 of the body", "plain chain seal"])
+def test_a_forged_snapshot_is_refused_by_a_keyed_journal(
+    journal_path: Path, forged_seal: str
+) -> None:
+    """What an intruder without the key can write: any state, with the old checksum
+    or with the seal recomputed the way a plain journal computes it."""
+    body = _forged_body(_snapshot_and_prune(journal_path, KEYED))
+    with contextlib.closing(_raw(journal_path)) as raw:
+        row8 = raw.execute("SELECT hash FROM events WHERE seq = 8").fetchone()[0]
+        seal = (
+            hashlib.sha256(body.encode()).hexdigest()
+            if forged_seal == "sha256 of the body"
+            else PLAIN_CHAIN.seal_snapshot(8, row8, body)
+        )
+        raw.execute("UPDATE snapshots SET body = ?, seal = ?", (body, seal))
+    for check in (_verify_with, _rebuild_with):
+        with pytest.raises(JournalCorrupt, match="snapshot at 8 fails its checksum"):
+            check(journal_path, KEYED)
+    with pytest.raises(JournalCorrupt, match="snapshot at 8 fails its checksum"):
+        Journal(journal_path, chain=KEYED).latest_snapshot()
+
+
+def test_a_plain_journal_cannot_stop_a_forger_who_recomputes_the_seal(
+    journal_path: Path,
+) -> None:
+    """The documented limit of the plain chain, for snapshots as for rows; a forged
+    state with only the old sha256 checksum is refused all the same."""
+    body = _forged_body(_snapshot_and_prune(journal_path, PLAIN_CHAIN))
+    with contextlib.closing(_raw(journal_path)) as raw:
+        row8 = raw.execute("SELECT hash FROM events WHERE seq = 8").fetchone()[0]
+        raw.execute("UPDATE snapshots SET body = ?, seal = ?", (body, sha256_hex(body)))
+        with pytest.raises(JournalCorrupt, match="fails its checksum"):
+            _verify_with(journal_path, PLAIN_CHAIN)
+        seal = PLAIN_CHAIN.seal_snapshot(8, row8, body)
+        raw.execute("UPDATE snapshots SET seal = ?", (seal,))
+    assert _verify_with(journal_path, PLAIN_CHAIN).snapshots == (8,)
+
+
+def test_a_snapshot_seal_covers_its_sequence(journal_path: Path) -> None:
+    """A genuine snapshot moved to another sequence is not genuine there."""
+    _snapshot_and_prune(journal_path, KEYED, keep_from=1)
+    with contextlib.closing(_raw(journal_path)) as raw:
+        raw.execute("UPDATE snapshots SET seq = 7")
+    with pytest.raises(JournalCorrupt, match="snapshot at 7 fails its checksum"):
+        _verify_with(journal_path, KEYED)
+
+
+def test_a_snapshot_without_its_event_fails_verify(journal_path: Path) -> None:
+    _snapshot_and_prune(journal_path, KEYED, at=5, keep_from=1)
+    with contextlib.closing(_raw(journal_path)) as raw:
+        raw.execute("DELETE FROM events WHERE seq >= 5")
+    with pytest.raises(JournalCorrupt, match="snapshot at 5 has no matching journal row"):
+        _verify_with(journal_path, KEYED)
+
+
+def test_a_snapshot_needs_its_event(journal_path: Path) -> None:
+    journal = Journal(journal_path, chain=KEYED)
+    try:
+        journal.append(RECORDS[:3])
+        with pytest.raises(JournalCorrupt, match="snapshot at 5 has no matching journal row"):
+            journal.write_snapshot(5, "{}")
+        assert journal.latest_snapshot() is None
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("chain_name", ["plain", "keyed"])
+def test_history_deleted_behind_a_rewritten_pruning_record_fails_verify(
+    journal_path: Path, chain_name: str
+) -> None:
+    """Deleting the oldest kept event and moving the record up to cover it, keeping the
+    record's seal (it cannot be made without the key): the seal no longer matches."""
+    chain = _chain(chain_name)
+    _snapshot_and_prune(journal_path, chain)
+    with contextlib.closing(_raw(journal_path)) as raw:
+        prev7 = raw.execute("SELECT prev_hash FROM events WHERE seq = 7").fetchone()[0]
+        raw.execute("DELETE FROM events WHERE seq = 6")
+        raw.execute("UPDATE meta SET value = '7' WHERE key = 'pruned_below'")
+        raw.execute("UPDATE meta SET value = ? WHERE key = 'pruned_prev_hash'", (prev7,))
+        with pytest.raises(JournalCorrupt, match=r"pruning record .* fails its seal"):
+            _verify_with(journal_path, chain)
+        # Without the key, the seal can only be recomputed as a plain journal's.
+        raw.execute(
+            "UPDATE meta SET value = ? WHERE key = 'pruned_seal'",
+            (PLAIN_CHAIN.seal_pruning(7, prev7),),
+        )
+    if chain.keyed:
+        with pytest.raises(JournalCorrupt, match=r"pruning record .* fails its seal"):
+            _verify_with(journal_path, chain)
+    else:  # the documented limit of the plain chain
+        assert _verify_with(journal_path, chain).first_sequence == 7
+
+
+def test_a_pruning_record_must_match_the_oldest_event(journal_path: Path) -> None:
+    _snapshot_and_prune(journal_path, KEYED)
+    with contextlib.closing(_raw(journal_path)) as raw:
+        raw.execute("DELETE FROM events")
+    with pytest.raises(JournalCorrupt, match="events below 6 were pruned, but no events"):
+        _verify_with(journal_path, KEYED)
+
+
+# -- journals written before snapshots were sealed (schema 1) --------------------------
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _as_schema_1(path: Path) -> None:
+    """Turn a journal into exactly what the schema 1 writer left: snapshots with
+    sha256(body) in a body_hash column, an unsealed pruning record."""
+    with contextlib.closing(_raw(path)) as raw:
+        raw.execute("ALTER TABLE snapshots RENAME COLUMN seal TO body_hash")
+        for seq, body in raw.execute("SELECT seq, body FROM snapshots").fetchall():
+            raw.execute("UPDATE snapshots SET body_hash = ? WHERE seq = ?", (sha256_hex(body), seq))
+        raw.execute("DELETE FROM meta WHERE key = 'pruned_seal'")
+        raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+
+
+def _schema_version(path: Path) -> str:
+    with contextlib.closing(_raw(path)) as raw:
+        return str(raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+
+def test_a_schema_1_plain_journal_verifies_and_is_sealed_when_a_writer_opens_it(
+    journal_path: Path,
+) -> None:
+    body = _snapshot_and_prune(journal_path, PLAIN_CHAIN)
+    _as_schema_1(journal_path)
+    # Readers take it as it is: the sha256 checksum is what its writer stored.
+    report = _verify_with(journal_path, PLAIN_CHAIN)
+    assert (report.first_sequence, report.snapshots) == (6, (8,))
+    assert _rebuild_with(journal_path, PLAIN_CHAIN) == body
+    verified = run_cli("journal", "verify", "--journal", str(journal_path))
+    assert verified.returncode == 0, verified.stderr
+
+    Journal(journal_path).close()  # a writer migrates
+    assert _schema_version(journal_path) == "2"
+    with contextlib.closing(_raw(journal_path)) as raw:
+        [(seal,)] = raw.execute("SELECT seal FROM snapshots").fetchall()
+        row8 = raw.execute("SELECT hash FROM events WHERE seq = 8").fetchone()[0]
+        meta = dict(raw.execute("SELECT key, value FROM meta").fetchall())
+    assert seal == PLAIN_CHAIN.seal_snapshot(8, row8, body)
+    assert meta["pruned_seal"] == PLAIN_CHAIN.seal_pruning(6, meta["pruned_prev_hash"])
+    assert _verify_with(journal_path, PLAIN_CHAIN).snapshots == (8,)
+    assert _rebuild_with(journal_path, PLAIN_CHAIN) == body
+
+
+def test_a_schema_1_snapshot_that_fails_its_checksum_stops_the_migration(
+    journal_path: Path,
+) -> None:
+    _snapshot_and_prune(journal_path, PLAIN_CHAIN)
+    _as_schema_1(journal_path)
+    with contextlib.closing(_raw(journal_path)) as raw:
+        raw.execute("UPDATE snapshots SET body = replace(body, '\"mom\"', '\"xyz\"')")
+    with pytest.raises(JournalCorrupt, match="snapshot at 8 fails its checksum"):
+        Journal(journal_path)
+    assert _schema_version(journal_path) == "1"  # the migration is all or nothing
+    with contextlib.closing(_raw(journal_path)) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0] == 1
+    Journal(journal_path, read_only=True).close()
+    Journal(journal_path, read_only=True).close()
+
+
+def test_a_schema_1_keyed_journal_drops_its_unsealed_snapshot(journal_path: Path) -> None:
+    """The key never covered it: not trusted, not needed (every event is still there)."""
+    body = _snapshot_and_prune(journal_path, KEYED, keep_from=1)
+    _as_schema_1(journal_path)
+    with contextlib.closing(_raw(journal_path)) as raw:
+        # A schema 1 writer also recorded a pruning that removed nothing.
+        raw.execute("INSERT INTO meta VALUES ('pruned_below', '1')")
+        raw.execute("INSERT INTO meta VALUES ('pruned_prev_hash', ?)", (GENESIS_HASH,))
+    with pytest.raises(JournalCorrupt, match="written before snapshots were sealed"):
+        _verify_with(journal_path, KEYED)
+    Journal(journal_path, chain=KEYED).close()
+    assert _schema_version(journal_path) == "2"
+    report = _verify_with(journal_path, KEYED)
+    assert (report.first_sequence, report.snapshots) == (1, ())
+    # Replayed from the events: the state the snapshot held, and the events after it.
+    full = _rebuild_with(journal_path, KEYED)
+    assert json.loads(full)["sequence"] == 8
+    assert full == body
+
+
+def test_a_schema_1_keyed_journal_that_was_pruned_is_refused(journal_path: Path) -> None:
+    _snapshot_and_prune(journal_path, KEYED)
+    _as_schema_1(journal_path)
+    with pytest.raises(JournalCorrupt, match="did not seal its pruning record"):
+        _verify_with(journal_path, KEYED)
+    with pytest.raises(JournalCorrupt, match="did not seal its pruning record"):
+        Journal(journal_path, chain=KEYED)
+    assert _schema_version(journal_path) == "1"

@@ -10,8 +10,10 @@ Journals here are written by a real `execgw serve`, and checked by the real CLI.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import os
 import secrets
 import shutil
 import sqlite3
@@ -24,15 +26,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from execgw.client import ExecutionClient, market
-from execgw.server.chain import Chain, ChainKeyError, chain_from_env
+from execgw.server import codec
+from execgw.server.chain import PLAIN_CHAIN, Chain, ChainKeyError, chain_from_env
 from execgw.server.config import ConfigError, parse_config
 from execgw.server.events import TradingHalted
 from execgw.server.journal import (
     Journal,
     JournalChainMismatch,
+    JournalCorrupt,
     JournalRecord,
     chain_hash,
 )
+from execgw.server.recovery import GatewayState, rebuild, state_to_json
 
 if TYPE_CHECKING:
     from tests.durability_helpers import (
@@ -72,13 +77,24 @@ class GatewayRun:
     head_while_running: int
 
 
-def run_gateway(directory: Path, *, keyed: bool) -> GatewayRun:
-    """Serve, place ORDERS orders, wait for the running gateway to anchor the head,
-    stop it with SIGTERM. Logs at DEBUG and spans to a file, to search for the key."""
+def run_gateway(
+    directory: Path,
+    *,
+    keyed: bool,
+    orders: int = ORDERS,
+    halt: bool = False,
+    journal_options: dict[str, Any] | None = None,
+) -> GatewayRun:
+    """Serve, place `orders` orders (and halt), wait for the running gateway to anchor
+    the head, stop it with SIGTERM. Logs at DEBUG and spans to a file, to search for
+    the key."""
     directory.mkdir(parents=True, exist_ok=True)
     journal, anchors = directory / "journal.db", directory / "anchors.jsonl"
     port = free_port()
-    options: dict[str, Any] = {"anchor": {"path": str(anchors), "interval_s": 0.1}}
+    options: dict[str, Any] = {
+        "anchor": {"path": str(anchors), "interval_s": 0.1},
+        **(journal_options or {}),
+    }
     if keyed:
         options["hmac_key_env"] = KEY_ENV
     config = write_config(directory, journal, port, journal_options=options)
@@ -92,12 +108,16 @@ def run_gateway(directory: Path, *, keyed: bool) -> GatewayRun:
         server.wait_serving()
         with ExecutionClient(server.target, timeout=10.0) as client:
             publish(client, INFY, 1500.0)
-            for _ in range(ORDERS):
+            for _ in range(orders):
                 client.submit(market(INFY, "BUY", 1, strategy_code="audit", product="NRML"))
-            # A replay reads the journal through the server's own read-only open, which
-            # must carry the key of a keyed journal and must not need the writer's lock.
-            replayed = client.stream_fills(from_sequence=1, reconnect=False)
-            assert len(list(itertools.islice(replayed, ORDERS))) == ORDERS
+            if halt:
+                client.halt("integrity test", actor="ops")
+            if not (journal_options or {}).get("retain_events"):
+                # A replay reads the journal through the server's own read-only open,
+                # which must carry the key of a keyed journal and must not need the
+                # writer's lock.
+                replayed = client.stream_fills(from_sequence=1, reconnect=False)
+                assert len(list(itertools.islice(replayed, orders))) == orders
         head = head_of(journal, Chain(KEY.encode()) if keyed else Chain())
         wait_for_anchor(anchors, head)
         assert server.terminate() == 0, server.output
@@ -145,6 +165,7 @@ def copy_journal(run: GatewayRun, to: Path) -> Path:
         source = Path(f"{run.journal}{suffix}")
         if source.exists():
             shutil.copyfile(source, f"{target}{suffix}")
+            os.chmod(f"{target}{suffix}", 0o600)  # as private as the original
     return target
 
 
@@ -274,10 +295,15 @@ def test_anchor_check_names_a_truncated_tail(plain_run: GatewayRun, tmp_path: Pa
     assert verify(journal)[0] == 0
     code, _, err = verify(journal, "--anchor", str(plain_run.anchors))
     assert code == 1
-    head = plain_run.head_while_running
-    assert failure_line(err).endswith(f"events {head - 2}..{head} are missing (truncated tail)"), (
-        err
+    kept = plain_run.head_while_running - 3
+    # The first anchor past the cut names it: the periodic one may have landed on an
+    # event of the last few orders rather than on the head.
+    first_past = next(
+        a["sequence"] for a in read_anchor_lines(plain_run.anchors) if a["sequence"] > kept
     )
+    assert failure_line(err).endswith(
+        f"events {kept + 1}..{first_past} are missing (truncated tail)"
+    ), err
 
 
 def test_running_gateway_anchors_its_head_periodically_and_at_shutdown(
@@ -445,3 +471,160 @@ def test_config_wants_the_name_of_a_variable_never_a_key() -> None:
     )
     assert parsed.journal.anchor is not None
     assert parsed.journal.anchor.interval_s == 60.0
+
+
+# -- snapshots and pruning records are sealed too (review defect 1) ----------------------
+
+
+@pytest.fixture(scope="module")
+def keyed_halted_run(tmp_path_factory: pytest.TempPathFactory) -> GatewayRun:
+    """The review's journal: keyed, anchored, 10 orders and a halt, no snapshot yet."""
+    return run_gateway(tmp_path_factory.mktemp("halted"), keyed=True, orders=10, halt=True)
+
+
+@pytest.fixture(scope="module")
+def keyed_pruned_run(tmp_path_factory: pytest.TempPathFactory) -> GatewayRun:
+    """The same day with a snapshot every 5 events and only 3 events retained."""
+    return run_gateway(
+        tmp_path_factory.mktemp("pruned"),
+        keyed=True,
+        orders=10,
+        halt=True,
+        journal_options={"snapshot_every": 5, "retain_events": 3},
+    )
+
+
+KEYED_CHAIN = Chain(KEY.encode())
+
+
+def rebuild_keyed(journal: Path) -> GatewayState:
+    reader = Journal(journal, read_only=True, chain=KEYED_CHAIN)
+    try:
+        return rebuild(reader)
+    finally:
+        reader.close()
+
+
+def keyed_config(directory: Path, journal: Path, name: str = "keyed.yaml") -> Path:
+    return write_config(
+        directory, journal, free_port(), journal_options={"hmac_key_env": KEY_ENV}, name=name
+    )
+
+
+def test_a_forged_snapshot_at_the_head_fails_verify_and_stops_the_gateway(
+    keyed_halted_run: GatewayRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's attack: without the key, a snapshot at the head that clears the
+    halt, restarts order ids at 1 and drops every position, its sha256 recomputed."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    journal = copy_journal(keyed_halted_run, tmp_path)
+    genuine = rebuild_keyed(journal)
+    assert genuine.risk.trips
+    assert genuine.ids.next_order == 11
+    assert genuine.ledger.export()[1]
+    forged = codec.json_loads(state_to_json(genuine))
+    forged["risk"]["trips"] = []
+    forged["ids"]["next_order"] = 1
+    forged["positions"] = []
+    body = json.dumps(forged)
+    head = genuine.sequence
+    with sqlite3.connect(journal) as raw:
+        raw.execute(
+            "INSERT INTO snapshots VALUES (?, ?, ?)",
+            (head, body, hashlib.sha256(body.encode()).hexdigest()),
+        )
+
+    code, _, err = verify(
+        journal, "--hmac-key-env", KEY_ENV, "--anchor", str(keyed_halted_run.anchors)
+    )
+    assert code == 1
+    assert f"snapshot at {head} fails its checksum" in failure_line(err)
+    with pytest.raises(JournalCorrupt, match=f"snapshot at {head} fails its checksum"):
+        rebuild_keyed(journal)
+    done = run_server_to_exit(keyed_config(tmp_path, journal))
+    assert done.returncode == 3, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line
+    assert line.startswith("execgw: journal error: ")
+    assert f"snapshot at {head} fails its checksum" in line
+
+
+@pytest.mark.parametrize("seal", [None, "plain"])
+def test_history_deleted_behind_a_fake_pruning_record_fails_verify(
+    keyed_halted_run: GatewayRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seal: str | None
+) -> None:
+    """The review's second attack: delete events 1..15 and record them as pruned
+    (as schema 1 did, without a seal, or with a seal made without the key)."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    journal = copy_journal(keyed_halted_run, tmp_path)
+    with sqlite3.connect(journal) as raw:
+        (prev,) = raw.execute("SELECT prev_hash FROM events WHERE seq = 16").fetchone()
+        raw.execute("DELETE FROM events WHERE seq < 16")
+        raw.execute("INSERT INTO meta VALUES ('pruned_below', '16')")
+        raw.execute("INSERT INTO meta VALUES ('pruned_prev_hash', ?)", (prev,))
+        if seal is not None:
+            raw.execute(
+                "INSERT INTO meta VALUES ('pruned_seal', ?)", (PLAIN_CHAIN.seal_pruning(16, prev),)
+            )
+    code, _, err = verify(
+        journal, "--hmac-key-env", KEY_ENV, "--anchor", str(keyed_halted_run.anchors)
+    )
+    assert code == 1
+    assert failure_line(err).endswith(
+        "the pruning record (events below 16 removed) fails its seal: it was forged or "
+        "altered, so nothing vouches that those events were pruned rather than deleted"
+    )
+
+
+def test_a_pruned_keyed_journal_verifies_against_its_anchors_and_restarts(
+    keyed_pruned_run: GatewayRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    journal = copy_journal(keyed_pruned_run, tmp_path)
+    code, out, err = verify(
+        journal, "--hmac-key-env", KEY_ENV, "--anchor", str(keyed_pruned_run.anchors)
+    )
+    assert code == 0, err
+    assert "pruned below " in out
+    assert " sealed" in out
+    # The anchor written at start (sequence 0) vouches for events pruned since.
+    assert "older than the retained events" in out
+
+    # The sealed snapshot is what a restart loads: ids continue after the 10 orders.
+    port = free_port()
+    config = write_config(
+        tmp_path, journal, port, journal_options={"hmac_key_env": KEY_ENV}, name="restart.yaml"
+    )
+    server = ServerProcess(config, port)
+    try:
+        server.wait_serving()
+        with ExecutionClient(server.target, timeout=10.0) as client:
+            result = client.submit(market(INFY, "BUY", 1, strategy_code="audit", product="NRML"))
+        assert result.order_id == "O0000000011"
+    finally:
+        server.close()
+
+
+def test_a_rewritten_snapshot_in_a_pruned_keyed_journal_stops_the_gateway(
+    keyed_pruned_run: GatewayRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Here the snapshot is the only record of the pruned events, so nothing else could
+    catch a change to it."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    journal = copy_journal(keyed_pruned_run, tmp_path)
+    with sqlite3.connect(journal) as raw:
+        (seq, body) = raw.execute("SELECT seq, body FROM snapshots").fetchone()
+        (row_hash,) = raw.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+        data = json.loads(body)
+        data["positions"] = []
+        forged = json.dumps(data)
+        raw.execute(
+            "UPDATE snapshots SET body = ?, seal = ?",
+            (forged, PLAIN_CHAIN.seal_snapshot(seq, row_hash, forged)),
+        )
+    code, _, err = verify(journal, "--hmac-key-env", KEY_ENV)
+    assert code == 1
+    assert f"snapshot at {seq} fails its checksum" in failure_line(err)
+    done = run_server_to_exit(keyed_config(tmp_path, journal))
+    assert done.returncode == 3, done.stderr
+    assert f"snapshot at {seq} fails its checksum" in done.stderr

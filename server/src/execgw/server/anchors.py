@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from execgw.server.clock import Clock
-from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt
+from execgw.server.journal import Journal, JournalCorrupt
 from execgw.server.journal_lock import FILE_MODE
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,15 @@ def read_anchors(path: Path) -> list[HeadAnchor]:
             continue
         try:
             data = json.loads(line)
-            anchors.append(
-                HeadAnchor(
-                    sequence=int(data["sequence"]),
-                    hash=str(data["hash"]),
-                    time=str(data["time"]),
-                    journal=str(data.get("journal", "")),
-                )
+            anchor = HeadAnchor(
+                sequence=int(data["sequence"]),
+                hash=str(data["hash"]),
+                time=str(data["time"]),
+                journal=str(data.get("journal", "")),
             )
+            if anchor.sequence < 0:
+                raise ValueError("negative sequence")
+            anchors.append(anchor)
         except (ValueError, TypeError, KeyError):
             if number == len(lines):
                 # No newline after it: a write torn by a crash, not a forged line.
@@ -91,12 +92,20 @@ class AnchorReport:
 
 
 def check_anchors(
-    journal: Journal, anchors: Sequence[HeadAnchor], head_sequence: int
+    journal: Journal,
+    anchors: Sequence[HeadAnchor],
+    *,
+    head_sequence: int,
+    first_sequence: int,
+    before_first_hash: str,
 ) -> AnchorReport:
     """Raise JournalCorrupt at the first anchor the journal contradicts.
 
-    `head_sequence` is the head of a verified walk; anchors must have been read before
-    that walk, so a running gateway's newer anchors cannot look like a truncation."""
+    The arguments come from a verified walk (audit.VerifyReport): its head, its oldest
+    retained event and the seal of the event before that one (from the sealed pruning
+    record). Anchors must have been read before that walk, so a running gateway's newer
+    anchors cannot look like a truncation. Only an anchor below the sealed pruning
+    boundary counts as pruned: any other anchor's event must be in the journal."""
     checked = pruned = 0
     for anchor in anchors:
         if anchor.sequence > head_sequence:
@@ -105,14 +114,19 @@ def check_anchors(
                 f"recorded sequence {anchor.sequence}: events {head_sequence + 1}.."
                 f"{anchor.sequence} are missing (truncated tail)"
             )
-        if anchor.sequence == 0:
-            actual: str | None = GENESIS_HASH
-        else:
-            row = journal.row(anchor.sequence)
-            actual = None if row is None else row.hash
-        if actual is None:
+        if anchor.sequence < first_sequence - 1:
             pruned += 1
             continue
+        if anchor.sequence == first_sequence - 1:
+            actual = before_first_hash
+        else:
+            row = journal.row(anchor.sequence)
+            if row is None:
+                raise JournalCorrupt(
+                    f"the anchor of {anchor.time} recorded sequence {anchor.sequence}, which "
+                    "is not in the journal and was not pruned"
+                )
+            actual = row.hash
         if actual != anchor.hash:
             raise JournalCorrupt(
                 f"sequence {anchor.sequence} has hash {actual[:16]}… but the anchor of "

@@ -16,28 +16,50 @@ class VerifyReport:
     events: int
     head_sequence: int
     head_hash: str
+    # The oldest retained event, and the seal of the one before it: GENESIS_HASH at 1,
+    # else from the (sealed) pruning record.
+    first_sequence: int = 1
+    before_first_hash: str = GENESIS_HASH
+    # Sequences of the stored snapshots, each seal checked.
+    snapshots: tuple[int, ...] = ()
 
 
 def verify(journal: Journal) -> VerifyReport:
-    """Walk every event: contiguous sequences, intact hash chain, decodable bodies."""
+    """Walk every event: contiguous sequences, intact hash chain, decodable bodies; then
+    the pruning record and every stored snapshot, each against its seal."""
     oldest = journal.oldest_sequence()
-    if oldest > 1:
-        # Only pruning may remove the oldest events, and it records where it cut.
-        pruned_below = journal.meta("pruned_below")
-        if pruned_below is None or int(pruned_below) != oldest:
+    # Only pruning may remove the oldest events, and it records, sealed, where it cut.
+    pruned = journal.pruning_record()
+    if pruned is not None:
+        if oldest != pruned.below:
+            found = "no events at all" if oldest == 0 else f"the oldest event is {oldest}"
             raise JournalCorrupt(
-                f"events 1..{oldest - 1} are missing and no pruning record covers them"
+                f"the pruning record says events below {pruned.below} were pruned, but "
+                f"{found}: events were deleted or put back"
             )
-        expected_seq, prev = oldest, journal.meta("pruned_prev_hash") or ""
+        expected_seq, prev = pruned.below, pruned.prev_hash
+    elif oldest > 1:
+        raise JournalCorrupt(
+            f"events 1..{oldest - 1} are missing and no pruning record covers them"
+        )
     else:
         expected_seq, prev = 1, GENESIS_HASH
+    first, before_first = expected_seq, prev
     count = 0
     for row in journal.rows():
         check_link(row, expected_seq, prev)
         row.decode()
         expected_seq, prev = row.sequence + 1, row.hash
         count += 1
-    return VerifyReport(count, expected_seq - 1, prev)
+    head = expected_seq - 1
+    # Each seal covers the event it was taken at, which the walk above has just checked.
+    snapshots = tuple(s.sequence for s in journal.snapshots())
+    for sequence in snapshots:
+        if not first <= sequence <= head:
+            raise JournalCorrupt(
+                f"snapshot at {sequence} is outside the retained events {first}..{head}"
+            )
+    return VerifyReport(count, head, prev, first, before_first, snapshots)
 
 
 CSV_COLUMNS = (

@@ -46,10 +46,29 @@ class Chain:
         return f"Chain({self.name})"
 
     def seal(self, sequence: int, kind: str, timestamp: str, body: str, prev_hash: str) -> str:
-        text = f"{sequence}|{kind}|{timestamp}|{prev_hash}|{body}".encode()
+        return self._digest(f"{sequence}|{kind}|{timestamp}|{prev_hash}|{body}")
+
+    # A row's sealed text starts with its sequence (a digit); the texts below start
+    # with a word, so no seal of one kind can be passed off as a seal of another.
+
+    def seal_snapshot(self, sequence: int, row_hash: str, body: str) -> str:
+        """A snapshot's seal: over its sequence, the seal of the event at that sequence
+        (which commits to every event up to it) and the state it holds."""
+        return self._digest(f"snapshot|{sequence}|{row_hash}|{body}")
+
+    def seal_pruning(self, pruned_below: int, prev_hash: str) -> str:
+        """The pruning record's seal: events below `pruned_below` were removed by the
+        gateway, and the first kept event follows a row whose seal was `prev_hash`."""
+        return self._digest(f"pruned|{pruned_below}|{prev_hash}")
+
+    def matches(self, stored: str, expected: str) -> bool:
+        return hmac.compare_digest(stored.encode(), expected.encode())
+
+    def _digest(self, text: str) -> str:
+        data = text.encode()
         if self._key is None:
-            return hashlib.sha256(text).hexdigest()
-        return hmac.new(self._key, text, hashlib.sha256).hexdigest()
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
     def key_check(self) -> str:
         """A value stored with a keyed journal so a wrong key is named as such on open,

@@ -94,7 +94,15 @@ def _journal_verify(args: argparse.Namespace) -> int:
         try:
             report = verify(journal)
             anchored = (
-                None if anchors is None else check_anchors(journal, anchors, report.head_sequence)
+                None
+                if anchors is None
+                else check_anchors(
+                    journal,
+                    anchors,
+                    head_sequence=report.head_sequence,
+                    first_sequence=report.first_sequence,
+                    before_first_hash=report.before_first_hash,
+                )
             )
         finally:
             journal.close()
@@ -105,6 +113,10 @@ def _journal_verify(args: argparse.Namespace) -> int:
         f"journal OK: {report.events} events, head sequence {report.head_sequence}, "
         f"head hash {report.head_hash}, chain {journal.chain.name}"
     )
+    if report.first_sequence > 1:
+        line += f"; pruned below {report.first_sequence} (sealed record)"
+    if report.snapshots:
+        line += f"; snapshot at {report.snapshots[-1]} sealed"
     if anchored is not None:
         line += (
             f"; {anchored.checked} anchors match (latest: sequence {anchored.latest.sequence} "

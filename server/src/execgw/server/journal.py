@@ -5,6 +5,10 @@ and the caller is answered only after the commit returns. Every row carries the
 seal of the row before it, so any edit, deletion or reordering is detectable by
 whoever cannot recompute the seals (see chain.py and docs/journal-integrity.md).
 
+Snapshots and the pruning record are sealed with the same chain, over the seal of
+the event they stand for, so whoever cannot recompute the chain cannot forge the state
+a restart loads, nor pass off deleted history as pruned.
+
 One process writes a journal at a time (journal_lock.py); readers take no lock.
 """
 
@@ -32,7 +36,11 @@ from execgw.server.journal_lock import FILE_MODE, JournalLock, JournalLockHeld
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 1: snapshots carry sha256(body) (column body_hash); the pruning record is unsealed.
+# 2: snapshots carry the chain's seal (column seal, Chain.seal_snapshot); the pruning
+#    record carries one too (meta pruned_seal, Chain.seal_pruning). A writer migrates a
+#    schema 1 journal when it opens it (_migrate_from_1).
+SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 GENESIS_HASH = "0" * 64
 
@@ -113,6 +121,15 @@ class Snapshot:
     body: str
 
 
+@dataclass(frozen=True, slots=True)
+class PruningRecord:
+    """Events below `below` were removed by pruning; `prev_hash` is the seal of the
+    event before it, which the first kept event must follow."""
+
+    below: int
+    prev_hash: str
+
+
 class Journal:
     """The journal file. A writer (read_only=False) holds the journal's exclusive lock
     until close(); readers take no lock and may run beside the writer.
@@ -127,6 +144,7 @@ class Journal:
         # health probe from interleaving statements on it.
         self._lock = threading.Lock()
         self._head_pair = (0, GENESIS_HASH)
+        self._version = SCHEMA_VERSION
         self._writer_lock: JournalLock | None = None
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +177,8 @@ class Journal:
                 if mode != "wal":
                     raise JournalError(f"{path}: cannot switch to WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
+            if not read_only and self._version == 1:
+                self._migrate_from_1()
             self._head_pair = self._head()
         except sqlite3.DatabaseError as e:
             self._db.close()
@@ -187,7 +207,7 @@ class Journal:
             )
             self._db.execute(
                 "CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, "
-                "body_hash TEXT NOT NULL)"
+                "seal TEXT NOT NULL)"
             )
             self._db.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -200,6 +220,7 @@ class Journal:
                     "INSERT INTO meta VALUES ('chain_key_check', ?)", (self.chain.key_check(),)
                 )
             self._db.execute("COMMIT")
+            self._version = SCHEMA_VERSION
             return
         if "meta" not in tables:
             raise JournalError(
@@ -209,15 +230,78 @@ class Journal:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise JournalCorrupt(f"{self.path}: journal has no schema_version; refusing to start")
-        version = int(row[0])
+        try:
+            version = int(row[0])
+        except ValueError:
+            version = 0
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} was written by a newer execgw (journal schema {version}, this "
                 f"build understands {SCHEMA_VERSION}); refusing to start rather than guess"
             )
+        if version < 1:
+            raise JournalCorrupt(f"{self.path}: journal schema_version {row[0]!r} is not valid")
+        self._version = version
         missing = {"events", "snapshots"} - tables
         if missing:
             raise JournalCorrupt(f"{self.path}: journal tables missing: {sorted(missing)}")
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 to 2, in one transaction: seal the snapshot and the pruning record.
+
+        A plain journal's snapshot is resealed once its sha256 matches: the plain chain
+        never stopped a deliberate forger, so this trusts nothing it did not already.
+        A keyed journal's snapshot and pruning record were never covered by the key, so
+        nothing vouches for them: an unsealed snapshot is dropped (the events, which the
+        key does cover, are replayed from sequence 1 instead), and an unsealed pruning
+        record makes the journal unusable (see docs/journal-integrity.md)."""
+
+        def statements() -> None:
+            snapshots = self._db.execute(
+                "SELECT seq, body, body_hash FROM snapshots ORDER BY seq"
+            ).fetchall()
+            below, prev_hash, _ = self._pruning_meta()
+            if self.chain.keyed:
+                if below is not None and not _removed_nothing(below, prev_hash):
+                    raise JournalCorrupt(self._unsealed_keyed_pruning_message(below))
+                self._db.execute("DELETE FROM snapshots")
+                if snapshots:
+                    log.warning(
+                        "%s: dropped the snapshot at %d: it was written before snapshots "
+                        "were sealed with the key, so nothing vouches for it; the state is "
+                        "replayed from the events instead",
+                        self.path,
+                        snapshots[-1][0],
+                    )
+            else:
+                for seq, body, digest in snapshots:
+                    snapshot = self._checked_snapshot(int(seq), str(body), str(digest))
+                    self._db.execute(
+                        "UPDATE snapshots SET body_hash = ? WHERE seq = ?",
+                        (self._snapshot_seal(snapshot.sequence, snapshot.body), seq),
+                    )
+            if below is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('pruned_seal', ?)",
+                    (self.chain.seal_pruning(self._pruned_below(below), prev_hash or ""),),
+                )
+            self._db.execute("ALTER TABLE snapshots RENAME COLUMN body_hash TO seal")
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+
+        # Still in the constructor: no other thread has this connection yet.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # Read as schema 1 inside the transaction; adopt 2 only once committed.
+            statements()
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._version = SCHEMA_VERSION
+        log.info("%s: journal schema 1 migrated to %d", self.path, SCHEMA_VERSION)
 
     def _check_chain(self) -> None:
         def stored(key: str) -> str | None:
@@ -332,11 +416,12 @@ class Journal:
         )
 
     def write_snapshot(self, sequence: int, body: str) -> None:
-        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        """Store the state as of `sequence`, sealed over it and the event at `sequence`."""
 
         def statements() -> None:
+            seal = self._snapshot_seal(sequence, body)
             self._db.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, body, digest)
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, body, seal)
             )
             # Older snapshots are never read again; events stay for audit and replay.
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
@@ -357,11 +442,17 @@ class Journal:
             if row is None:
                 return 0
             cursor = self._db.execute("DELETE FROM events WHERE seq < ?", (row[0],))
+            if cursor.rowcount == 0:
+                return 0  # nothing removed: the record (if any) already says where it cut
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('pruned_below', ?)", (str(row[0]),)
             )
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('pruned_prev_hash', ?)", (row[1],)
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('pruned_seal', ?)",
+                (self.chain.seal_pruning(int(row[0]), str(row[1])),),
             )
             return cursor.rowcount
 
@@ -370,17 +461,115 @@ class Journal:
     # -- reading ----------------------------------------------------------
 
     def latest_snapshot(self) -> Snapshot | None:
-        row = self._read(
-            lambda: self._db.execute(
-                "SELECT seq, body, body_hash FROM snapshots ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+        """The newest snapshot, its seal checked: JournalCorrupt if it does not match."""
+        snapshots = self._read(partial(self._checked_snapshots, newest_only=True))
+        return snapshots[-1] if snapshots else None
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every stored snapshot, oldest first, each seal checked."""
+        return self._read(partial(self._checked_snapshots, newest_only=False))
+
+    def pruning_record(self) -> PruningRecord | None:
+        """The record of the last pruning, its seal checked; None if never pruned."""
+        return self._read(self._checked_pruning_record)
+
+    def _checked_snapshots(self, *, newest_only: bool) -> list[Snapshot]:
+        column = "seal" if self._version >= 2 else "body_hash"
+        rows = self._db.execute(
+            f"SELECT seq, body, {column} FROM snapshots ORDER BY seq"
+            + (" DESC LIMIT 1" if newest_only else "")
+        ).fetchall()
+        return [self._checked_snapshot(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def _checked_snapshot(self, sequence: int, body: str, stored: str) -> Snapshot:
+        where = f"{self.path}: snapshot at {sequence}"
+        if self._version < 2:
+            if self.chain.keyed:
+                raise JournalCorrupt(
+                    f"{where} was written before snapshots were sealed (journal schema 1), "
+                    "so the key cannot vouch for it. `execgw serve` with this build drops "
+                    "it and replays the events instead"
+                )
+            # A schema 1 plain journal: the sha256 its writer stored.
+            expected = hashlib.sha256(body.encode("utf-8")).hexdigest()
+            if not self.chain.matches(stored, expected):
+                raise JournalCorrupt(f"{where} fails its checksum: it was altered")
+            self._snapshot_seal(sequence, body)  # its event must still be there
+            return Snapshot(sequence, body)
+        if not self.chain.matches(stored, self._snapshot_seal(sequence, body)):
+            raise JournalCorrupt(
+                f"{where} fails its checksum: its seal does not match its state and the "
+                f"event at {sequence} (the snapshot was altered or forged, or that event "
+                "was rewritten). Restore the journal from a backup; `execgw journal "
+                "verify` checks one"
+            )
+        return Snapshot(sequence, body)
+
+    def _snapshot_seal(self, sequence: int, body: str) -> str:
+        """What the seal of a snapshot at `sequence` holding `body` must be."""
+        return self.chain.seal_snapshot(sequence, self._hash_at(sequence), body)
+
+    def _hash_at(self, sequence: int) -> str:
+        """The seal of the event at `sequence`. Pruning never removes the event the
+        latest snapshot was taken at, and recovery continues the chain from it."""
+        if sequence == 0:
+            return GENESIS_HASH
+        row = self._db.execute("SELECT hash FROM events WHERE seq = ?", (sequence,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        raise JournalCorrupt(
+            f"{self.path}: snapshot at {sequence} has no matching journal row: the event it "
+            "was taken at is gone"
         )
-        if row is None:
+
+    def _pruning_meta(self) -> tuple[str | None, str | None, str | None]:
+        found = dict(
+            self._db.execute(
+                "SELECT key, value FROM meta "
+                "WHERE key IN ('pruned_below', 'pruned_prev_hash', 'pruned_seal')"
+            ).fetchall()
+        )
+        return found.get("pruned_below"), found.get("pruned_prev_hash"), found.get("pruned_seal")
+
+    def _pruned_below(self, value: str) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            raise JournalCorrupt(
+                f"{self.path}: the pruning record names no sequence ({value!r})"
+            ) from None
+
+    def _unsealed_keyed_pruning_message(self, below: str) -> str:
+        return (
+            f"{self.path}: this keyed journal was pruned below sequence {below} by an execgw "
+            "that did not seal its pruning record (journal schema 1), so the key cannot vouch "
+            "that only pruning removed its oldest events, nor for the snapshot that stands "
+            "for them; refusing to use it. Check it against its head anchors and start a "
+            "new journal (docs/journal-integrity.md)"
+        )
+
+    def _checked_pruning_record(self) -> PruningRecord | None:
+        below, prev_hash, seal = self._pruning_meta()
+        if below is None:
+            if prev_hash is not None or seal is not None:
+                raise JournalCorrupt(f"{self.path}: the pruning record is incomplete")
             return None
-        seq, body, digest = int(row[0]), str(row[1]), str(row[2])
-        if hashlib.sha256(body.encode("utf-8")).hexdigest() != digest:
-            raise JournalCorrupt(f"{self.path}: snapshot at {seq} fails its checksum")
-        return Snapshot(seq, body)
+        sequence = self._pruned_below(below)
+        if prev_hash is None:
+            raise JournalCorrupt(f"{self.path}: the pruning record is incomplete")
+        if self._version < 2:
+            if self.chain.keyed and not _removed_nothing(below, prev_hash):
+                raise JournalCorrupt(self._unsealed_keyed_pruning_message(below))
+            return PruningRecord(sequence, prev_hash)  # schema 1: never sealed
+        if seal is None or not self.chain.matches(
+            seal, self.chain.seal_pruning(sequence, prev_hash)
+        ):
+            raise JournalCorrupt(
+                f"{self.path}: the pruning record (events below {sequence} removed) fails its "
+                "seal: it was forged or altered, so nothing vouches that those events were "
+                "pruned rather than deleted"
+            )
+        return PruningRecord(sequence, prev_hash)
 
     def rows(self, after: int = 0, batch: int = 1000) -> Iterator[StoredRow]:
         """Rows with sequence > after, in order, read in batches."""
@@ -439,6 +628,11 @@ class Journal:
         if self._writer_lock is not None:
             self._writer_lock.release()
             self._writer_lock = None
+
+
+def _removed_nothing(below: str, prev_hash: str | None) -> bool:
+    """A schema 1 writer also recorded prunings that removed nothing (below 1)."""
+    return below.strip() == "1" and prev_hash == GENESIS_HASH
 
 
 def _create_private_file(path: Path) -> None:

@@ -169,6 +169,8 @@ def _state_from_json(body: str) -> tuple[int, Ledger, RiskBook, IdSource]:
 
 
 def rebuild(journal: Journal) -> GatewayState:
+    # Checked against the journal's chain (keyed, when the journal is): JournalCorrupt,
+    # and so no start, if the state it holds is not the state the gateway stored.
     snapshot = journal.latest_snapshot()
     if snapshot is None:
         sequence, ledger, risk, ids = 0, Ledger(), RiskBook(), IdSource()
@@ -178,6 +180,10 @@ def rebuild(journal: Journal) -> GatewayState:
             sequence, ledger, risk, ids = _state_from_json(snapshot.body)
         except (codec.CodecError, KeyError, TypeError, ValueError, ArithmeticError) as e:
             raise JournalCorrupt(f"snapshot at {snapshot.sequence} cannot be decoded: {e}") from e
+        if sequence != snapshot.sequence:
+            raise JournalCorrupt(
+                f"snapshot at {snapshot.sequence} holds the state at sequence {sequence}"
+            )
         anchor = journal.row(sequence)
         if anchor is None:
             raise JournalCorrupt(f"snapshot at {sequence} has no matching journal row")
