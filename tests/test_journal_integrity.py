@@ -27,7 +27,7 @@ import pytest
 
 from execgw.client import ExecutionClient, market
 from execgw.server import codec
-from execgw.server.chain import PLAIN_CHAIN, Chain, ChainKeyError, chain_from_env
+from execgw.server.chain import DEFAULT_KEY_ENV, PLAIN_CHAIN, Chain, ChainKeyError, chain_from_env
 from execgw.server.config import ConfigError, parse_config
 from execgw.server.events import TradingHalted
 from execgw.server.journal import (
@@ -367,6 +367,12 @@ def test_a_keyed_journal_is_refused_without_its_key_or_with_another(
     monkeypatch.delenv(KEY_ENV, raising=False)
     code, _, err = verify(journal, "--hmac-key-env", KEY_ENV)
     assert code == 1
+    assert failure_line(err).endswith(
+        f"--hmac-key-env names {KEY_ENV}, but {KEY_ENV} is not set or is empty"
+    )
+    monkeypatch.delenv(DEFAULT_KEY_ENV, raising=False)
+    code, _, err = verify(journal)
+    assert code == 1
     assert "sealed with a keyed chain (hmac-sha256) and cannot be opened without its key" in (
         failure_line(err)
     )
@@ -628,3 +634,78 @@ def test_a_rewritten_snapshot_in_a_pruned_keyed_journal_stops_the_gateway(
     done = run_server_to_exit(keyed_config(tmp_path, journal))
     assert done.returncode == 3, done.stderr
     assert f"snapshot at {seq} fails its checksum" in done.stderr
+
+
+# -- a key variable that is named is required (review defect 3) ------------------------
+
+
+def test_verify_and_export_require_the_key_a_config_or_the_flag_names(
+    plain_run: GatewayRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never a silent fall back to the plain chain: a relabelled plain copy of a keyed
+    journal would pass it."""
+    journal = copy_journal(plain_run, tmp_path)
+    config = write_config(tmp_path, journal, free_port(), journal_options={"hmac_key_env": KEY_ENV})
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    for command in ("verify", "export"):
+        for source, args in (
+            ("journal.hmac_key_env", ("--config", str(config))),
+            ("--hmac-key-env", ("--journal", str(journal), "--hmac-key-env", KEY_ENV)),
+        ):
+            done = run_cli("journal", command, *args)
+            assert done.returncode == 1, (command, source, done.stdout)
+            assert done.stdout == ""
+            verb = "verify FAILED" if command == "verify" else "export failed"
+            assert done.stderr == (
+                f"execgw: journal {verb}: {source} names {KEY_ENV}, but {KEY_ENV} is not set "
+                "or is empty\n"
+            )
+    # With the key set, the journal must be keyed.
+    monkeypatch.setenv(KEY_ENV, KEY)
+    done = run_cli("journal", "verify", "--config", str(config))
+    assert done.returncode == 1
+    assert "sealed with the plain sha256 chain but an HMAC key was given" in failure_line(
+        done.stderr
+    )
+
+
+# -- a key pasted where its name belongs is never printed (review defect 4) -------------
+
+
+def pasted_keys() -> list[str]:
+    """Keys that start with a letter, as a quarter of hex keys do: the old name rule
+    took the lower-case one as a name and echoed it."""
+    return ["d" + secrets.token_hex(31), ("D" + secrets.token_hex(31)).upper()]
+
+
+def test_a_key_pasted_as_the_variable_name_is_refused_without_echoing_it(
+    plain_run: GatewayRun, tmp_path: Path
+) -> None:
+    for pasted in pasted_keys():
+        with pytest.raises(ConfigError) as info:
+            parse_config({"journal": {"hmac_key_env": pasted}}, source="test")
+        assert "journal.hmac_key_env: " in str(info.value)
+        assert pasted not in str(info.value)
+
+        config = write_config(
+            tmp_path,
+            tmp_path / "new.db",
+            free_port(),
+            journal_options={"hmac_key_env": pasted},
+            name="pasted.yaml",
+        )
+        done = run_server_to_exit(config)
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert pasted not in done.stderr + done.stdout
+        assert pasted.lower() not in (done.stderr + done.stdout).lower()
+
+        code, out, err = verify(plain_run.journal, "--hmac-key-env", pasted)
+        assert code == 1
+        assert "--hmac-key-env must be the NAME of an environment variable" in failure_line(err)
+        assert pasted not in out + err
+    # Names that pass are the kind the messages may print.
+    assert parse_config({"journal": {"hmac_key_env": KEY_ENV}}, source="t").journal.hmac_key_env
+    for name in ("execgw_key", "1KEY", "A" * 32):
+        with pytest.raises(ConfigError):
+            parse_config({"journal": {"hmac_key_env": name}}, source="test")

@@ -21,7 +21,15 @@ DEFAULT_KEY_ENV = "EXECGW_JOURNAL_HMAC_KEY"
 # password, and a guessable key makes the keyed chain no better than the plain one.
 MIN_KEY_LENGTH = 32
 _KEY_CHECK_MESSAGE = b"execgw journal key check v1"
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Upper case, and shorter than any key this build accepts: a key pasted where a name
+# belongs can never pass as a name, so a message that names the variable never
+# prints a key (token_hex is lower case; even an upper-case key is too long).
+MAX_ENV_NAME_LENGTH = MIN_KEY_LENGTH - 1
+_ENV_NAME = re.compile(rf"[A-Z_][A-Z0-9_]{{0,{MAX_ENV_NAME_LENGTH - 1}}}")
+ENV_NAME_RULE = (
+    f"must be the NAME of an environment variable (A-Z, 0-9 and _, not starting with a "
+    f"digit, at most {MAX_ENV_NAME_LENGTH} characters), not a key"
+)
 
 
 class ChainKeyError(ValueError):
@@ -88,28 +96,31 @@ def valid_env_name(name: str) -> bool:
     return _ENV_NAME.fullmatch(name) is not None
 
 
-def chain_from_env(env_name: str) -> Chain:
+def chain_from_env(env_name: str, *, named_by: str = "journal.hmac_key_env") -> Chain:
     """The chain a config asks for: plain when no variable is named, keyed otherwise.
 
     A named variable that is unset or empty is an error, not a silent fall back to
-    the plain chain: the operator asked for a journal an intruder cannot rewrite."""
+    the plain chain: the operator asked for a journal an intruder cannot rewrite.
+    `named_by` says where the name came from, for the message."""
     if not env_name:
         return PLAIN_CHAIN
-    key = _read_key(env_name)
+    key = _read_key(env_name, named_by)
     if key is None:
-        raise ChainKeyError(
-            f"journal.hmac_key_env names {env_name}, but {env_name} is not set or is empty"
-        )
+        raise ChainKeyError(f"{named_by} names {env_name}, but {env_name} is not set or is empty")
     return Chain(key)
 
 
 def optional_chain_from_env(env_name: str) -> Chain:
-    """For the audit tools: the key when the variable holds one, else the plain chain."""
-    key = _read_key(env_name) if env_name else None
+    """The key when the variable holds one, else the plain chain (for the audit tools'
+    default variable only: a variable the operator named is required, chain_from_env)."""
+    key = _read_key(env_name, "the key variable") if env_name else None
     return PLAIN_CHAIN if key is None else Chain(key)
 
 
-def _read_key(env_name: str) -> bytes | None:
+def _read_key(env_name: str, named_by: str) -> bytes | None:
+    if not valid_env_name(env_name):
+        # Not echoed: what fails this rule may be a key pasted where its name belongs.
+        raise ChainKeyError(f"{named_by} {ENV_NAME_RULE}")
     value = os.environ.get(env_name, "")
     if not value:
         return None

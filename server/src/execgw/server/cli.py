@@ -9,7 +9,15 @@ import logging
 import sys
 from pathlib import Path
 
-from execgw.server.chain import DEFAULT_KEY_ENV, Chain, ChainKeyError, optional_chain_from_env
+from execgw.server.chain import (
+    DEFAULT_KEY_ENV,
+    ENV_NAME_RULE,
+    Chain,
+    ChainKeyError,
+    chain_from_env,
+    optional_chain_from_env,
+    valid_env_name,
+)
 from execgw.server.cli_client import add_client_commands
 from execgw.server.config import ConfigError, GatewayConfig, load_config
 
@@ -72,13 +80,20 @@ def _journal_path(args: argparse.Namespace) -> Path:
 
 def _journal_chain(args: argparse.Namespace) -> Chain:
     """The key for a keyed journal: from --hmac-key-env, else the variable the config
-    names, else EXECGW_JOURNAL_HMAC_KEY. The journal refuses a key it was not made with."""
+    names, else EXECGW_JOURNAL_HMAC_KEY when it is set.
+
+    A variable the operator named (--hmac-key-env, or the config's hmac_key_env) is
+    required, and then so is a keyed journal: the journal refuses a key it was not
+    made with, so a relabelled plain copy of a keyed journal cannot pass. Only the
+    default variable is optional, so that a plain journal verifies without a config."""
     if args.hmac_key_env is not None:
-        return optional_chain_from_env(args.hmac_key_env)
+        if not valid_env_name(args.hmac_key_env):
+            raise ChainKeyError(f"--hmac-key-env {ENV_NAME_RULE}")
+        return chain_from_env(args.hmac_key_env, named_by="--hmac-key-env")
     config = _journal_config(args)
-    return optional_chain_from_env(
-        DEFAULT_KEY_ENV if config is None else config.journal.hmac_key_env
-    )
+    if config is None:
+        return optional_chain_from_env(DEFAULT_KEY_ENV)
+    return chain_from_env(config.journal.hmac_key_env)
 
 
 def _journal_verify(args: argparse.Namespace) -> int:
@@ -171,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--hmac-key-env",
             metavar="NAME",
             help="environment variable with the key of a keyed journal (default: the "
-            f"config's journal.hmac_key_env, or {DEFAULT_KEY_ENV} without --config)",
+            f"config's journal.hmac_key_env, or {DEFAULT_KEY_ENV} if set, without --config); "
+            "a variable named here or in the config must be set, and the journal keyed",
         )
         cmd.set_defaults(func=func)
         if name == "verify":

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from execgw.server.chain import valid_env_name
+from execgw.server.chain import ENV_NAME_RULE, valid_env_name
 
 
 class ConfigError(ValueError):
@@ -51,10 +51,10 @@ class JournalConfig(_Section):
     @classmethod
     def _env_name(cls, value: str) -> str:
         # The message must not echo the value: a key pasted here by mistake stays unprinted.
+        # A name that passes is upper case and shorter than any usable key, so the
+        # messages that do name the variable cannot print a key.
         if value and not valid_env_name(value):
-            raise ValueError(
-                "must be the NAME of an environment variable (letters, digits, _), not a key"
-            )
+            raise ValueError(ENV_NAME_RULE)
         return value
 
 
