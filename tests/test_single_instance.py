@@ -214,3 +214,79 @@ def test_head_is_read_as_one_pair(tmp_path: Path) -> None:
         assert journal.head() == (1, row.hash)
     finally:
         journal.close()
+
+
+# -- the lock follows the file, not its name (review defect 2) ---------------------------
+
+
+def test_a_symlink_or_hard_link_to_a_served_journal_is_refused(
+    tmp_path: Path, first: ServerProcess
+) -> None:
+    journal = tmp_path / "journal.db"
+    holder = json.loads(lock_path(journal).read_text(encoding="utf-8"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    symlink = elsewhere / "via-symlink.db"
+    symlink.symlink_to(journal)
+    hard_link = elsewhere / "via-hard-link.db"
+    os.link(journal, hard_link)
+
+    done = serve_expecting_refusal(write_config(elsewhere, symlink, free_port(), name="sym.yaml"))
+    assert done.returncode == EXIT_JOURNAL_IN_USE, done.stderr
+    assert one_line(done.stderr) == (
+        f"execgw: journal {symlink} is in use by execgw pid {first.pid} on host "
+        f"{socket.gethostname()} (listening on {first.target}, since {holder['since']})"
+    )
+
+    done = serve_expecting_refusal(write_config(elsewhere, hard_link, free_port(), name="hl.yaml"))
+    assert done.returncode == EXIT_JOURNAL_IN_USE, done.stderr
+    assert one_line(done.stderr) == (
+        f"execgw: journal {hard_link} is in use by process {first.pid} on this host, which "
+        "opened the same file under another path (a hard link?)"
+    )
+    assert health_check(first.target) == SERVING
+
+
+def _posix_locks_of_this_process(path: Path) -> list[str]:
+    """SQLite's own (POSIX) locks on the file, as the kernel lists them."""
+    st = path.stat()
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks", encoding="ascii") as locks:
+        return [
+            line
+            for line in locks
+            if " POSIX " in line and f" {os.getpid()} " in line and f" {inode} " in line
+        ]
+
+
+def test_links_in_the_same_process_are_refused_without_dropping_sqlites_locks(
+    tmp_path: Path,
+) -> None:
+    """A refused attempt must not close a descriptor of the file: that would drop the
+    POSIX locks the writer's SQLite connection holds (a WAL connection keeps a shared
+    lock on the database file while it is open)."""
+    path = tmp_path / "journal.db"
+    symlink = tmp_path / "link.db"
+    hard_link = tmp_path / "hard.db"
+    writer = Journal(path)
+    try:
+        writer.append([JournalRecord(1, T0, TradingHalted("", "ops", "test", T0), None)])
+        symlink.symlink_to(path)
+        os.link(path, hard_link)
+        held = _posix_locks_of_this_process(path)
+        assert held, "a WAL connection holds a lock on the database file"
+        for other in (symlink, hard_link):
+            with pytest.raises(JournalInUse, match=f"pid {os.getpid()} on host"):
+                Journal(other)
+            assert _posix_locks_of_this_process(path) == held
+        # (Not a reader through the hard link: SQLite finds the WAL by the name it is
+        # given, so that reader would look for hard.db-wal.)
+        reader = Journal(symlink, read_only=True)
+        assert reader.head_sequence == 1
+        reader.close()
+        assert _posix_locks_of_this_process(path) == held
+        writer.append([JournalRecord(2, T0, TradingHalted("", "ops", "test", T0), None)])
+    finally:
+        writer.close()
+    successor = Journal(hard_link)  # released by close(), whatever the name
+    successor.close()

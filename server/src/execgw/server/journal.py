@@ -32,7 +32,14 @@ from execgw.server import codec
 from execgw.server.chain import KEYED, PLAIN, PLAIN_CHAIN, Chain
 from execgw.server.domain import Order
 from execgw.server.events import Event
-from execgw.server.journal_lock import FILE_MODE, JournalLock, JournalLockHeld
+from execgw.server.journal_lock import (
+    FILE_MODE,
+    InodeKey,
+    JournalLock,
+    JournalLockHeld,
+    note_reader_closed,
+    note_reader_open,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +153,10 @@ class Journal:
         self._head_pair = (0, GENESIS_HASH)
         self._version = SCHEMA_VERSION
         self._writer_lock: JournalLock | None = None
-        if not read_only:
+        self._reader_inode: InodeKey | None = None
+        if read_only:
+            self._reader_inode = note_reader_open(path)
+        else:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._writer_lock = JournalLock.acquire(path)
@@ -155,7 +165,7 @@ class Journal:
         try:
             self._open(read_only)
         except BaseException:
-            self._release_writer_lock()
+            self._release_locks()
             raise
 
     def _open(self, read_only: bool) -> None:
@@ -621,13 +631,16 @@ class Journal:
         with self._lock:
             self._db.close()
         # Only once the connection is closed: a successor must not open the file while
-        # this process could still write to it.
-        self._release_writer_lock()
+        # this process could still write to it, and the lock's descriptor of the file
+        # may be closed only when no connection of ours holds SQLite's locks on it.
+        self._release_locks()
 
-    def _release_writer_lock(self) -> None:
+    def _release_locks(self) -> None:
         if self._writer_lock is not None:
             self._writer_lock.release()
             self._writer_lock = None
+        note_reader_closed(self._reader_inode)
+        self._reader_inode = None
 
 
 def _removed_nothing(below: str, prev_hash: str | None) -> bool:
@@ -636,12 +649,22 @@ def _removed_nothing(below: str, prev_hash: str | None) -> bool:
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the database file 0600 before SQLite does: SQLite gives the -wal and -shm
-    files the database file's mode, so this keeps all three private."""
+    """Create the database file 0600 before SQLite does (a writer's lock has usually
+    created it already, to lock its inode): SQLite gives the -wal and -shm files the
+    database file's mode, so this keeps all three private. An existing file is checked
+    for a mode others can read and for hard links."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        st = path.stat()
+        if st.st_nlink > 1:
+            log.warning(
+                "journal %s has %d hard links: SQLite finds the -wal file by the name it "
+                "opens, so opening the journal under another name can miss committed events",
+                path,
+                st.st_nlink,
+            )
+        mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             log.warning(
                 "journal %s has mode %o: other users can read it; chmod 600 it and its -wal "
