@@ -290,3 +290,40 @@ def test_links_in_the_same_process_are_refused_without_dropping_sqlites_locks(
         writer.close()
     successor = Journal(hard_link)  # released by close(), whatever the name
     successor.close()
+
+
+# -- new directories are private (review defect 5) ---------------------------------------
+
+
+def test_directories_the_gateway_creates_are_0700_and_existing_ones_keep_their_mode(
+    tmp_path: Path,
+) -> None:
+    existing = tmp_path / "existing"
+    existing.mkdir(mode=0o755)
+    existing.chmod(0o755)
+    journal = existing / "var" / "journal" / "journal.db"
+    anchors = tmp_path / "audit" / "head" / "anchors.jsonl"
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        journal,
+        port,
+        journal_options={"anchor": {"path": str(anchors), "interval_s": 60}},
+    )
+    old_umask = os.umask(0o022)
+    try:
+        server = ServerProcess(config, port)
+    finally:
+        os.umask(old_umask)
+    try:
+        server.wait_serving()
+        for directory in (
+            journal.parent,
+            journal.parent.parent,
+            anchors.parent,
+            anchors.parent.parent,
+        ):
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o755
+    finally:
+        server.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from execgw.server.clock import Clock
 from execgw.server.journal import Journal, JournalCorrupt
-from execgw.server.journal_lock import FILE_MODE
+from execgw.server.journal_lock import FILE_MODE, make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def append_anchor(path: Path, anchor: HeadAnchor) -> None:
     """One line, appended and fsynced. O_APPEND also works on a file the operator made
     append-only (chattr +a), which is one way to keep it out of reach."""
     line = (json.dumps(asdict(anchor), sort_keys=True) + "\n").encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         os.write(fd, line)

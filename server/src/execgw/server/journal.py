@@ -37,6 +37,7 @@ from execgw.server.journal_lock import (
     InodeKey,
     JournalLock,
     JournalLockHeld,
+    make_private_dirs,
     note_reader_closed,
     note_reader_open,
 )
@@ -157,7 +158,7 @@ class Journal:
         if read_only:
             self._reader_inode = note_reader_open(path)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
             try:
                 self._writer_lock = JournalLock.acquire(path)
             except JournalLockHeld as e:

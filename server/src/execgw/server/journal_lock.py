@@ -34,12 +34,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 def lock_path(journal: Path) -> Path:
     """The holder file of a journal; a symlink to the journal has the same one."""
     resolved = journal.resolve()
     return resolved.with_name(resolved.name + ".lock")
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create `directory` and each missing parent with mode 0700 (mkdir -p would give
+    the parents the umask's default); directories that exist keep their mode."""
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
 
 
 @dataclass(frozen=True, slots=True)
