@@ -6,6 +6,7 @@ documented code and exactly one line on stderr, while the first gateway keeps se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -18,9 +19,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from execgw.server.app import Gateway
+from execgw.server.config import GatewayConfig, parse_config
 from execgw.server.events import TradingHalted
 from execgw.server.journal import Journal, JournalInUse, JournalRecord
 from execgw.server.journal_lock import lock_path
+from execgw.server.listen import ListenFailed
 
 if TYPE_CHECKING:
     from tests.durability_helpers import (
@@ -327,3 +331,54 @@ def test_directories_the_gateway_creates_are_0700_and_existing_ones_keep_their_m
         assert stat.S_IMODE(existing.stat().st_mode) == 0o755
     finally:
         server.close()
+
+
+# -- a start that fails gives back what it took (review defect 6) -----------------------
+
+
+def _gateway_config(tmp_path: Path, port: int = 0, **journal: object) -> GatewayConfig:
+    return parse_config(
+        {
+            "listen": f"127.0.0.1:{port}",
+            "journal": {"path": str(tmp_path / "journal.db"), **journal},
+            "market_data": {"source": "external"},
+            "server": {"shutdown_grace_s": 1.0},
+        },
+        source="test",
+    )
+
+
+async def _serve_once(config: GatewayConfig) -> None:
+    gateway = Gateway(config)
+    port = await gateway.start()
+    try:
+        # From a thread: this loop is the server's.
+        assert await asyncio.to_thread(health_check, f"127.0.0.1:{port}") == SERVING
+    finally:
+        await gateway.stop(grace=1.0)
+
+
+async def test_a_start_that_fails_on_its_anchor_file_releases_the_journal(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("", encoding="utf-8")
+    broken = _gateway_config(tmp_path, anchor={"path": str(blocker / "head.jsonl")})
+    gateway = Gateway(broken)
+    with pytest.raises(FileExistsError):
+        await gateway.start()
+    # The same process can open the journal, and start a gateway on it, again.
+    Journal(tmp_path / "journal.db").close()
+    await _serve_once(_gateway_config(tmp_path, anchor={"path": str(tmp_path / "head.jsonl")}))
+
+
+async def test_a_start_that_cannot_bind_releases_the_journal(tmp_path: Path) -> None:
+    port = free_port()
+    gateway = Gateway(_gateway_config(tmp_path, port))  # the port is free when checked
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taker:
+        taker.bind(("127.0.0.1", port))
+        taker.listen()
+        with pytest.raises(ListenFailed, match="already in use"):
+            await gateway.start()
+    Journal(tmp_path / "journal.db").close()
+    await _serve_once(_gateway_config(tmp_path, port))

@@ -159,13 +159,17 @@ class HeadAnchorRecorder:
         await self._record()
         self._task = asyncio.create_task(self._every_interval(), name="head-anchors")
 
-    async def stop(self) -> None:
-        """Call after the last commit, so the final anchor is the final head."""
+    async def abort(self) -> None:
+        """Stop recording without a final anchor (a start that failed)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def stop(self) -> None:
+        """Call after the last commit, so the final anchor is the final head."""
+        await self.abort()
         try:
             await self._record()
         except OSError as e:

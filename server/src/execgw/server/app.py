@@ -83,23 +83,62 @@ class Gateway:
                 ),
                 on_health=self._health_changed,
             )
+            anchor = config.journal.anchor
+            self._anchors = (
+                None
+                if anchor is None
+                else HeadAnchorRecorder(
+                    self.journal, Path(anchor.path), anchor.interval_s, self.clock
+                )
+            )
         except BaseException:
             self.journal.close()
             raise
         self._server: grpc.aio.Server | None = None
+        # The server being started, bound or not; _server once it serves.
+        self._starting: grpc.aio.Server | None = None
+        self._bound = False
         self._feed_task: asyncio.Task[None] | None = None
         self._health_tasks: set[asyncio.Future[None]] = set()
-        anchor = config.journal.anchor
-        self._anchors = (
-            None
-            if anchor is None
-            else HeadAnchorRecorder(self.journal, Path(anchor.path), anchor.interval_s, self.clock)
-        )
         self._stopping = False
         self.port = 0
 
     async def start(self) -> int:
-        """Start serving; returns the bound port (useful with port 0)."""
+        """Start serving; returns the bound port (useful with port 0).
+
+        A start that fails releases what it took (port, anchor task, core, journal and
+        its lock) before raising, so the same process can start a gateway again."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self._abort_start()
+            raise
+
+    async def _abort_start(self) -> None:
+        self._stopping = True
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._feed_task
+        server = self._starting
+        if server is not None:
+            with contextlib.suppress(Exception):
+                if self._server is None and self._bound:
+                    # grpc.aio lets go of a bound port only when a started server stops.
+                    await server.start()
+                await server.stop(0)
+        with contextlib.suppress(Exception):
+            await self.core.stop()
+        if self._anchors is not None:
+            with contextlib.suppress(Exception):
+                await self._anchors.abort()
+        self._server = self._starting = None
+        self.journal.close()
+
+    async def _start(self) -> int:
+        if self._anchors is not None:
+            # First: an unwritable anchor path is a config mistake, found before binding.
+            await self._anchors.start()
         server = grpc.aio.server(
             options=[
                 ("grpc.keepalive_time_ms", 30_000),
@@ -126,10 +165,10 @@ class Gateway:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        self._starting = server
         self.port = bind(server, self.config.listen)
+        self._bound = True
         self.journal.record_listen_address(f"{self.config.listen.rpartition(':')[0]}:{self.port}")
-        if self._anchors is not None:
-            await self._anchors.start()
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
         self._server = server

@@ -626,7 +626,10 @@ class Journal:
     def record_listen_address(self, address: str) -> None:
         """Name the address this writer serves in its lock file, for whoever is refused."""
         if self._writer_lock is not None:
-            self._writer_lock.record_listen(address)
+            try:
+                self._writer_lock.record_listen(address)
+            except OSError as e:  # only a refused newcomer reads it: not worth a failed start
+                log.warning("could not record the listen address in the journal lock: %s", e)
 
     def close(self) -> None:
         with self._lock:
