@@ -295,6 +295,9 @@ class RiskEngine:
         if self.book.day != day:
             marked, unmarked = baseline()
             events.append(DayRolledOver(day, now, marked, unmarked))
+            # The new day's peak starts from its own equity. `apply` is not on the
+            # engine's path (it folds events into the book itself), so reset here.
+            self._live_peak = None
         if self.calendar.mis_closed(now) and self.book.squared_off_day != day:
             events.append(MisSquareOffStarted(day, now))
         return events
