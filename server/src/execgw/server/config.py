@@ -63,6 +63,14 @@ class SyntheticFeedConfig(_Section):
 class MarketDataConfig(_Section):
     source: Literal["synthetic", "external"] = "synthetic"
     synthetic: SyntheticFeedConfig = SyntheticFeedConfig()
+    # A quote whose LTP is further than this fraction from the symbol's last accepted
+    # LTP is refused: it moves no quote or mark and fills nothing. 0.20 is NSE's widest
+    # static band (2, 5, 10, 20%); 0 or null turns the check off. The reference only
+    # moves with accepted quotes, so a real gap beyond the band (e.g. after days of
+    # downtime) refuses every quote of that symbol until an operator widens or turns
+    # off the band and restarts: a stale mark is visible (refusals are logged and
+    # returned to the publisher), a wrong price that fills orders is not undoable.
+    price_band_pct: float | None = Field(default=0.20, ge=0, le=10)
 
 
 class InstrumentsConfig(_Section):

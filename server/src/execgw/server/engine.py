@@ -83,6 +83,21 @@ class ResumeOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedQuote:
+    """A quote the price band kept out; `position` is its index in the batch."""
+
+    position: int
+    symbol: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotesOutcome:
+    accepted: int
+    refused: list[RefusedQuote]
+
+
+@dataclass(frozen=True, slots=True)
 class Preview:
     checks: list[Check]
 
@@ -158,16 +173,34 @@ class ExecutionEngine:
         self._cancel_resting(order, now, "cancelled by client")
         return ledger.snapshot(order_id)
 
-    def apply_quotes(self, quotes: list[Quote]) -> int:
+    def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
+        """Apply well-formed quotes in order; one too far from its symbol's last accepted
+        LTP (the price band) is refused and changes nothing."""
         now = self._advance_time()
-        for quote in quotes:
-            self._quotes.update(quote)
+        refused: list[RefusedQuote] = []
+        for position, quote in enumerate(quotes):
+            why = self._quotes.outside_band(quote.ltp, self._quotes.ltp(quote.symbol))
+            if why is not None:
+                streak = self._quotes.refused(quote.symbol)
+                # The 1st, 10th, 100th... in a row: a stuck feed must not flood the log.
+                if _is_power_of_ten(streak):
+                    log.warning("quote for %s refused (%d in a row): %s", quote.symbol, streak, why)
+                refused.append(RefusedQuote(position, quote.symbol, why))
+                continue
+            streak = self._quotes.update(quote)
+            if streak:
+                log.warning(
+                    "quotes for %s accepted again at %s after %d refused by the price band",
+                    quote.symbol,
+                    quote.ltp,
+                    streak,
+                )
             if self._risk.book.unmarked:
                 self._mark_baseline(quote, now)
             for event in self._simulator.on_quote(quote, now, self.state.ids.fill_id):
                 self._emit(event, now)
         self._after_change(now)
-        return len(quotes)
+        return QuotesOutcome(len(quotes) - len(refused), refused)
 
     def tick(self) -> None:
         """Time passing: day rollover, MIS square-off, breakers on moved marks."""
@@ -339,7 +372,8 @@ class ExecutionEngine:
 
     def _after_change(self, now: datetime) -> None:
         """Trip any breaker whose condition now holds, and enforce what it trips to."""
-        for event in self._risk.evaluate(now, self._unrealized()):
+        events = self._risk.evaluate(now, self._unrealized())
+        for event in events:
             self._emit(event, now)
             if not isinstance(event, BreakerTripped) or event.breaker not in EXPOSURE_BREAKERS:
                 continue  # trade-count limits stop new orders; accepted ones stand
@@ -461,6 +495,14 @@ class ExecutionEngine:
         for (_, symbol, _), position in self.state.ledger.position_items():
             total += position.unrealized(self._quotes.ltp(symbol))
         return total
+
+
+def _is_power_of_ten(n: int) -> bool:
+    if n < 1:
+        return False
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 def _in_scope(order: Order, strategy_code: str) -> bool:

@@ -1,18 +1,39 @@
-"""The quote book: the latest quote per symbol."""
+"""The quote book: the latest accepted quote per symbol, and the rules for accepting one."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
+from execgw.server.config import MarketDataConfig
 from execgw.server.domain import Quote
+
+DEFAULT_PRICE_BAND = Decimal("0.20")
 
 
 class QuoteBook:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        price_band_pct: Decimal | None = DEFAULT_PRICE_BAND,
+    ) -> None:
         self._latest: dict[str, Quote] = {}
+        # Consecutive band refusals per symbol, so a stuck feed is logged in a bounded
+        # way; only symbols with a reference price can be refused, which bounds it too.
+        self._refused: dict[str, int] = {}
+        # 0 and None both mean "no band".
+        self.price_band_pct = price_band_pct or None
 
-    def update(self, quote: Quote) -> None:
+    def update(self, quote: Quote) -> int:
+        """Take an accepted quote; returns how many of its symbol's quotes the band had
+        refused in a row just before it."""
         self._latest[quote.symbol] = quote
+        return self._refused.pop(quote.symbol, 0)
+
+    def refused(self, symbol: str) -> int:
+        """Count a band refusal; returns the symbol's refusals in a row, this one included."""
+        count = self._refused.get(symbol, 0) + 1
+        self._refused[symbol] = count
+        return count
 
     def get(self, symbol: str) -> Quote | None:
         return self._latest.get(symbol)
@@ -23,3 +44,25 @@ class QuoteBook:
 
     def symbols(self) -> list[str]:
         return sorted(self._latest)
+
+    def outside_band(self, ltp: Decimal, reference: Decimal | None) -> str | None:
+        """Why `ltp` is too far from the last accepted LTP, or None if it may be applied.
+
+        With no reference (a symbol never quoted since start-up) there is nothing to
+        compare with: validation's ceiling is the only bound."""
+        band = self.price_band_pct
+        if band is None or reference is None or reference <= 0:
+            return None
+        away = abs(ltp - reference) / reference
+        if away <= band:
+            return None
+        shown = (away * 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        return (
+            f"ltp {ltp} is {shown}% from the last accepted LTP {reference}, "
+            f"beyond price_band_pct {band}"
+        )
+
+
+def quote_book(config: MarketDataConfig) -> QuoteBook:
+    band = config.price_band_pct
+    return QuoteBook(price_band_pct=None if band is None else Decimal(repr(band)))
