@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
-from execgw.client import InvalidArgument, Quote, TradingState, stop
+from execgw.client import InvalidArgument, NotFound, Quote, RejectReason, TradingState, stop
 from execgw.server.clock import ManualClock
 
 if TYPE_CHECKING:
@@ -238,6 +239,28 @@ def test_a_band_breaking_quote_does_not_fill_a_marketable_order(
         assert h.client.get_order(sell_stop.order_id).status == PLACED
         h.publish(INFY, 899.0)  # a real fall reaches it
         assert h.client.get_order(sell_stop.order_id).status == FILLED
+
+
+def test_the_first_quote_after_a_restart_is_banded_against_the_journaled_mark(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    with Harness(tmp_path, clock, market_data={"price_band_pct": 0.10}) as h:
+        h.publish(INFY, 1500.0)
+        assert_accepted(h.mkt("BUY", 10))
+        clock.advance(timedelta(seconds=10))  # past marks_every_s: the mark is journaled
+        h.tick()
+        h.restart()
+        with pytest.raises(NotFound):
+            h.client.get_quote(INFY)  # quotes themselves are not state
+        report = h.client.publish_quotes_report([q(1700.0)])
+        assert (report.accepted, report.refused_count) == (0, 1)
+        assert "1500" in report.refused[0].reason
+        with pytest.raises(NotFound):
+            h.client.get_quote(INFY)
+        h.publish(INFY, 1520.0)
+        assert h.client.get_quote(INFY).ltp == 1520.0
+        assert h.state().state == ACTIVE_STATE
+        assert h.mkt("SELL", 10).reject_reason == RejectReason.REJECT_REASON_UNSPECIFIED
 
 
 def test_quote_prices_are_snapped_to_the_tick(tmp_path: Path, clock: ManualClock) -> None:

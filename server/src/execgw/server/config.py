@@ -71,6 +71,11 @@ class MarketDataConfig(_Section):
     # off the band and restarts: a stale mark is visible (refusals are logged and
     # returned to the publisher), a wrong price that fills orders is not undoable.
     price_band_pct: float | None = Field(default=0.20, ge=0, le=10)
+    # Marks (the LTP of each symbol with an open position or resting order) are
+    # journaled at most once per this many seconds of the gateway clock, plus whenever
+    # a breaker or the day's peak equity moves on them. A restart values positions at
+    # marks at most this old until their next quote.
+    marks_every_s: float = Field(default=5.0, gt=0, le=3600)
 
 
 class InstrumentsConfig(_Section):

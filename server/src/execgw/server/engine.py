@@ -37,6 +37,7 @@ from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
     Event,
+    MarksRecorded,
     MisSquareOffStarted,
     OrderAccepted,
     OrderCancelled,
@@ -121,6 +122,12 @@ class ExecutionEngine:
         self._simulator = simulator
         self._risk = risk
         self._pending: list[JournalRecord] = []
+        # Marks are journaled at most once per quotes.marks_every (unless a breaker or
+        # the peak moves on them); counted from start-up, so a fresh gateway does not
+        # journal marks for every first order it sees.
+        self._marks_due = clock.now() + quotes.marks_every
+        # Open positions' symbols with no mark, as last reported in the log.
+        self._unmarked: tuple[str, ...] = ()
         self.state = state
         self.reload(state)
 
@@ -179,7 +186,7 @@ class ExecutionEngine:
         now = self._advance_time()
         refused: list[RefusedQuote] = []
         for position, quote in enumerate(quotes):
-            why = self._quotes.outside_band(quote.ltp, self._quotes.ltp(quote.symbol))
+            why = self._quotes.outside_band(quote.ltp, self._mark(quote.symbol))
             if why is not None:
                 streak = self._quotes.refused(quote.symbol)
                 # The 1st, 10th, 100th... in a row: a stuck feed must not flood the log.
@@ -258,10 +265,11 @@ class ExecutionEngine:
 
     def risk_report(self, strategy_code: str = "") -> RiskReport:
         now = self._advance_time()
-        return self._risk.report(now, self._unrealized(), strategy_code)
+        unrealized, unmarked = self._valuation()
+        return self._risk.report(now, unrealized, strategy_code, unmarked=unmarked)
 
     def positions(self, strategy_code: str = "") -> list[PositionView]:
-        return self.state.ledger.positions(self._quotes.ltp, strategy_code or None)
+        return self.state.ledger.positions(self._mark, strategy_code or None)
 
     # -- the order path -----------------------------------------------------
 
@@ -372,7 +380,20 @@ class ExecutionEngine:
 
     def _after_change(self, now: datetime) -> None:
         """Trip any breaker whose condition now holds, and enforce what it trips to."""
-        events = self._risk.evaluate(now, self._unrealized())
+        unrealized, unmarked = self._valuation()
+        if unmarked != self._unmarked:
+            if unmarked:
+                log.warning(
+                    "no mark for open positions in %s: equity breakers wait for their quotes",
+                    ", ".join(unmarked),
+                )
+            else:
+                log.info("every open position has a mark again: equity breakers evaluate")
+            self._unmarked = unmarked
+        events = self._risk.evaluate(now, unrealized, unmarked)
+        # A journaled peak or trip must be reproducible after a restart: the marks it
+        # was computed from go to the journal with it.
+        self._record_marks(now, force=bool(events))
         for event in events:
             self._emit(event, now)
             if not isinstance(event, BreakerTripped) or event.breaker not in EXPOSURE_BREAKERS:
@@ -475,7 +496,7 @@ class ExecutionEngine:
         for (code, symbol, product), position in self.state.ledger.position_items():
             if position.net_qty == 0:
                 continue
-            ltp = self._quotes.ltp(symbol)
+            ltp = self._mark(symbol)
             if ltp is None:
                 unmarked.append((code, symbol, product.value))
             else:
@@ -490,11 +511,43 @@ class ExecutionEngine:
             unrealized = ZERO if position is None else position.unrealized(quote.ltp)
             self._emit(BaselineMarked(code, symbol, product, unrealized, now), now)
 
-    def _unrealized(self) -> Decimal:
+    def _mark(self, symbol: str) -> Decimal | None:
+        """What a position in `symbol` is worth per unit: the last accepted LTP, else the
+        journaled mark (after a restart, until the first quote); None when unknown."""
+        ltp = self._quotes.ltp(symbol)
+        return ltp if ltp is not None else self.state.marks.get(symbol)
+
+    def _valuation(self) -> tuple[Decimal, tuple[str, ...]]:
+        """Unrealized PnL of the open positions that have a mark, and the symbols of
+        those that have none: those are unknown, never counted as zero."""
         total = ZERO
+        unmarked: set[str] = set()
         for (_, symbol, _), position in self.state.ledger.position_items():
-            total += position.unrealized(self._quotes.ltp(symbol))
-        return total
+            if position.net_qty == 0:
+                continue
+            ltp = self._mark(symbol)
+            if ltp is None:
+                unmarked.add(symbol)
+            else:
+                total += position.unrealized(ltp)
+        return total, tuple(sorted(unmarked))
+
+    def _record_marks(self, now: datetime, *, force: bool) -> None:
+        """Journal the marks of symbols with an open position or resting order, when
+        they changed: at most once per marks_every, or now when `force`."""
+        if not force and now < self._marks_due:
+            return
+        self._marks_due = now + self._quotes.marks_every
+        ledger = self.state.ledger
+        symbols = {s for (_, s, _), p in ledger.position_items() if p.net_qty != 0}
+        symbols.update(o.intent.symbol for o in ledger.open_orders())
+        marks: dict[str, Decimal] = {}
+        for symbol in sorted(symbols):
+            ltp = self._mark(symbol)
+            if ltp is not None:
+                marks[symbol] = ltp
+        if marks != self.state.marks:
+            self._emit(MarksRecorded(marks, now), now)
 
 
 def _is_power_of_ten(n: int) -> bool:

@@ -1,13 +1,20 @@
-"""The quote book: the latest accepted quote per symbol, and the rules for accepting one."""
+"""The quote book: the latest accepted quote per symbol, and the rules for accepting one.
+
+Only quotes from the live feed live here: the venue prices orders against them. A
+restart starts with an empty book; positions are valued meanwhile at their journaled
+marks (GatewayState.marks), which never price an order.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from execgw.server.config import MarketDataConfig
 from execgw.server.domain import Quote
 
 DEFAULT_PRICE_BAND = Decimal("0.20")
+DEFAULT_MARKS_EVERY = timedelta(seconds=5)
 
 
 class QuoteBook:
@@ -15,6 +22,7 @@ class QuoteBook:
         self,
         *,
         price_band_pct: Decimal | None = DEFAULT_PRICE_BAND,
+        marks_every: timedelta = DEFAULT_MARKS_EVERY,
     ) -> None:
         self._latest: dict[str, Quote] = {}
         # Consecutive band refusals per symbol, so a stuck feed is logged in a bounded
@@ -22,6 +30,7 @@ class QuoteBook:
         self._refused: dict[str, int] = {}
         # 0 and None both mean "no band".
         self.price_band_pct = price_band_pct or None
+        self.marks_every = marks_every
 
     def update(self, quote: Quote) -> int:
         """Take an accepted quote; returns how many of its symbol's quotes the band had
@@ -48,8 +57,8 @@ class QuoteBook:
     def outside_band(self, ltp: Decimal, reference: Decimal | None) -> str | None:
         """Why `ltp` is too far from the last accepted LTP, or None if it may be applied.
 
-        With no reference (a symbol never quoted since start-up) there is nothing to
-        compare with: validation's ceiling is the only bound."""
+        With no reference (a symbol never quoted since start-up and with no journaled
+        mark) there is nothing to compare with: validation's ceiling is the only bound."""
         band = self.price_band_pct
         if band is None or reference is None or reference <= 0:
             return None
@@ -65,4 +74,7 @@ class QuoteBook:
 
 def quote_book(config: MarketDataConfig) -> QuoteBook:
     band = config.price_band_pct
-    return QuoteBook(price_band_pct=None if band is None else Decimal(repr(band)))
+    return QuoteBook(
+        price_band_pct=None if band is None else Decimal(repr(band)),
+        marks_every=timedelta(seconds=config.marks_every_s),
+    )

@@ -265,6 +265,7 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
         drawdown_pct=float(report.drawdown_pct),
         trades_today=report.trades_today,
         mis_entries_closed=report.mis_entries_closed,
+        unmarked_symbols=report.unmarked_symbols,
     )
     for b in report.breakers:
         status = msg.breakers.add(
