@@ -282,8 +282,21 @@ class AsyncExecutionClient:
         """Stream quotes to the gateway; return how many it applied.
 
         Batching, deadline and retry behave as in ``ExecutionClient.publish_quotes``;
-        an async iterable counts as a live feed.
+        an async iterable counts as a live feed. Quotes refused by the gateway's price
+        band are not counted; ``publish_quotes_report`` says which and why.
         """
+        response = await self.publish_quotes_report(quotes, batch_size=batch_size, timeout=timeout)
+        return response.accepted
+
+    async def publish_quotes_report(
+        self,
+        quotes: Iterable[Quote] | AsyncIterable[Quote],
+        *,
+        batch_size: int | None = None,
+        timeout: float | None = None,
+    ) -> market_data_pb2.PublishQuotesResponse:
+        """As ``publish_quotes``, returning the whole response: the quotes applied
+        and those the price band refused (``refused_count``, ``refused``)."""
         check_timeout(timeout)
         errors = RequestErrors()
         requests = errors.awatch(aquote_requests(quotes, quote_batch_size(quotes, batch_size)))
@@ -296,4 +309,4 @@ class AsyncExecutionClient:
         except grpc.RpcError as exc:
             errors.reraise()
             raise from_rpc_error(exc) from exc
-        return response.accepted
+        return response

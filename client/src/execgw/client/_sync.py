@@ -279,8 +279,21 @@ class ExecutionClient:
         fill resting orders a second time. A collection (list, tuple) goes out 100
         quotes per request; any other iterable one per request, so a live feed is
         never held back waiting for a batch to fill. ``batch_size`` overrides both.
-        An exception raised by ``quotes`` propagates as itself.
+        An exception raised by ``quotes`` propagates as itself. Quotes refused by the
+        gateway's price band are not counted; ``publish_quotes_report`` says which
+        and why.
         """
+        return self.publish_quotes_report(quotes, batch_size=batch_size, timeout=timeout).accepted
+
+    def publish_quotes_report(
+        self,
+        quotes: Iterable[Quote],
+        *,
+        batch_size: int | None = None,
+        timeout: float | None = None,
+    ) -> market_data_pb2.PublishQuotesResponse:
+        """As ``publish_quotes``, returning the whole response: the quotes applied
+        and those the price band refused (``refused_count``, ``refused``)."""
         check_timeout(timeout)
         errors = RequestErrors()
         requests = errors.watch(quote_requests(quotes, quote_batch_size(quotes, batch_size)))
@@ -289,4 +302,4 @@ class ExecutionClient:
         except grpc.RpcError as exc:
             errors.reraise()
             raise from_rpc_error(exc) from exc
-        return response.accepted
+        return response

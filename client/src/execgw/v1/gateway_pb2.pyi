@@ -466,6 +466,7 @@ class GetRiskStateResponse(_message.Message):
     STRATEGIES_FIELD_NUMBER: _builtins.int
     MIS_ENTRIES_CLOSED_FIELD_NUMBER: _builtins.int
     DAY_PNL_FIELD_NUMBER: _builtins.int
+    UNMARKED_SYMBOLS_FIELD_NUMBER: _builtins.int
     state: _orders_pb2.TradingState.ValueType
     """The account's trading state."""
     trading_day: _builtins.str
@@ -496,6 +497,15 @@ class GetRiskStateResponse(_message.Message):
     def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyRiskState]:
         """Per-strategy counters and states."""
 
+    @_builtins.property
+    def unmarked_symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Symbols of open positions that have no mark: no quote since the gateway started
+        and no journaled mark. Their PnL is unknown, not zero: while this is not empty,
+        unrealized_pnl, day_pnl, equity and drawdown_pct leave them out, and the
+        max_daily_loss_rupees and max_daily_drawdown_pct breakers are not evaluated
+        (nor the day's peak equity moved) until each has a mark again.
+        """
+
     def __init__(
         self,
         *,
@@ -511,10 +521,11 @@ class GetRiskStateResponse(_message.Message):
         strategies: _abc.Iterable[Global___StrategyRiskState] | None = ...,
         mis_entries_closed: _builtins.bool = ...,
         day_pnl: _builtins.float = ...,
+        unmarked_symbols: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unmarked_symbols", b"unmarked_symbols", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

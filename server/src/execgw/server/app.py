@@ -25,7 +25,7 @@ from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal
 from execgw.server.listen import bind, check_bindable
 from execgw.server.marketdata import SyntheticFeed
-from execgw.server.quotes import QuoteBook
+from execgw.server.quotes import quote_book
 from execgw.server.risk import RiskEngine, TradingCalendar
 from execgw.server.simulator import SmartFillSimulator
 from execgw.server.telemetry import configure_tracing
@@ -68,7 +68,7 @@ class Gateway:
             self.core = GatewayCore(
                 clock=self.clock,
                 journal=self.journal,
-                quotes=QuoteBook(),
+                quotes=quote_book(config.market_data),
                 simulator=SmartFillSimulator(
                     slippage_bps=Decimal(repr(config.execution.slippage_bps)),
                     instruments=self.instruments,
@@ -120,7 +120,7 @@ class Gateway:
             server,
         )
         market_data_pb2_grpc.add_MarketDataServicer_to_server(
-            MarketDataServicer(self.core, self.clock), server
+            MarketDataServicer(self.core, self.clock, self.instruments), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -87,6 +87,22 @@ class SyntheticFeedConfig(_Section):
 class MarketDataConfig(_Section):
     source: Literal["synthetic", "external"] = "synthetic"
     synthetic: SyntheticFeedConfig = SyntheticFeedConfig()
+    # A quote whose LTP is further than this fraction from the symbol's last accepted
+    # LTP is refused: it moves no quote or mark and fills nothing. 0.20 is NSE's widest
+    # static band (2, 5, 10, 20%); 0 or null turns the check off. The reference only
+    # moves with accepted quotes, so a real gap beyond the band (e.g. after days of
+    # downtime) refuses every quote of that symbol until an operator widens or turns
+    # off the band and restarts: a stale mark is visible (refusals are logged and
+    # returned to the publisher), a wrong price that fills orders is not undoable.
+    price_band_pct: float | None = Field(default=0.20, ge=0, le=10)
+    # Marks (the LTP of each symbol with an open position or resting order) are
+    # journaled at most once per this many seconds of the gateway clock, plus whenever
+    # a breaker or the day's peak equity moves on them. A restart values positions at
+    # marks at most this old until their next quote.
+    marks_every_s: float = Field(default=5.0, gt=0, le=3600)
+    # Distinct symbols the quote book holds; a quote for one more is refused, so a
+    # publisher cannot grow the gateway's memory without bound.
+    max_symbols: int = Field(default=10_000, ge=1, le=1_000_000)
 
 
 class InstrumentsConfig(_Section):

@@ -31,7 +31,13 @@ from opentelemetry import trace
 from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
 from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
-from execgw.server.engine import ExecutionEngine, HaltOutcome, Preview, ResumeOutcome
+from execgw.server.engine import (
+    ExecutionEngine,
+    HaltOutcome,
+    Preview,
+    QuotesOutcome,
+    ResumeOutcome,
+)
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
 from execgw.server.journal import Journal
 from execgw.server.quotes import QuoteBook
@@ -153,8 +159,8 @@ class GatewayCore:
         result: Order = await self._call("cancel", order_id)
         return result
 
-    async def apply_quotes(self, quotes: list[Quote]) -> int:
-        result: int = await self._call("apply_quotes", quotes)
+    async def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
+        result: QuotesOutcome = await self._call("apply_quotes", quotes)
         return result
 
     async def tick(self) -> None:
