@@ -288,7 +288,7 @@ def show(value: object, limit: int = 60) -> str:
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}...(len {len(value)})"
     if isinstance(value, Message):
-        text = _clip(text_format.MessageToString(value, as_one_line=True, as_utf8=True), limit * 2)
+        text = _clip(text_format.MessageToString(value, as_one_line=True, as_utf8=True), limit * 5)
         return f"<{type(value).__name__} {value.ByteSize()} bytes: {text}>"
     if isinstance(value, list) and value and isinstance(value[0], Message):
         return "[" + ", ".join(show(item, limit) for item in value) + "]"
