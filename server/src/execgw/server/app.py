@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from execgw.server.api.execution import ExecutionGatewayServicer
 from execgw.server.api.market_data import MarketDataServicer
+from execgw.server.api.request_decoding import RequestDecodingInterceptor
 from execgw.server.bus import EventBus
 from execgw.server.clock import Clock, SystemClock
 from execgw.server.config import GatewayConfig
@@ -88,6 +89,7 @@ class Gateway:
     async def start(self) -> int:
         """Start serving; returns the bound port (useful with port 0)."""
         server = grpc.aio.server(
+            interceptors=(RequestDecodingInterceptor(),),
             options=[
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
