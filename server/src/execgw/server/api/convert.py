@@ -19,7 +19,7 @@ from execgw.server.events import (
     TradingResumed,
 )
 from execgw.server.risk import RiskReport
-from execgw.server.validation import RawIntent
+from execgw.server.validation import InvalidRequest, RawIntent
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 _SIDE = {orders_pb2.SIDE_BUY: domain.Side.BUY, orders_pb2.SIDE_SELL: domain.Side.SELL}
@@ -71,8 +71,14 @@ def raw_intent(msg: orders_pb2.OrderIntent) -> RawIntent:
 
 
 def status(value: orders_pb2.OrderStatus.ValueType) -> domain.OrderStatus | None:
-    """A status filter; UNSPECIFIED (or unknown) means any."""
-    return _STATUS.get(value)
+    """A status filter; UNSPECIFIED means any. A number that is no OrderStatus (proto3
+    keeps unknown enum numbers) is refused: taken as "any", it would widen the filter."""
+    if value == orders_pb2.ORDER_STATUS_UNSPECIFIED:
+        return None
+    found = _STATUS.get(value)
+    if found is None:
+        raise InvalidRequest("status", f"{value} is not an OrderStatus")
+    return found
 
 
 def timestamp(when: datetime) -> timestamp_pb2.Timestamp:
