@@ -131,8 +131,16 @@ def client_order_id_or_new(client_order_id: str | None) -> str:
 
 
 def list_orders_request(
-    strategy_code: str | None, status: StatusLike | None, symbol: str | None
+    strategy_code: str | None,
+    status: StatusLike | None,
+    symbol: str | None,
+    page_size: int = 0,
+    page_token: str = "",
 ) -> gateway_pb2.ListOrdersRequest:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 0:
+        raise ValueError(
+            f"page_size must be an int >= 0 (0: the gateway's default), not {page_size!r}"
+        )
     return gateway_pb2.ListOrdersRequest(
         strategy_code=strategy_code or "",
         status=(
@@ -141,6 +149,8 @@ def list_orders_request(
             else coerce_enum(orders_pb2.OrderStatus, status, "status", allow_unspecified=True)
         ),
         symbol=symbol or "",
+        page_size=page_size,
+        page_token=page_token,
     )
 
 
