@@ -190,7 +190,7 @@ class ListOrdersRequest(_message.Message):
     page_size: _builtins.int
     """Orders per page at most: 0 means the default (100); a value above the maximum (1000)
     is lowered to it; a negative value is INVALID_ARGUMENT. A page holds fewer orders
-    when they would not fit in 1 MiB; next_page_token then says where the next one starts.
+    when they would not fit in 256 KiB; next_page_token then says where the next one starts.
     """
     page_token: _builtins.str
     """next_page_token from the previous page, sent with the same filters; empty for the

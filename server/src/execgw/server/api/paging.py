@@ -18,9 +18,11 @@ from execgw.server.validation import InvalidRequest
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-# A page ends before it passes this many bytes, so it fits the smallest allowed send
-# limit (server.max_send_message_bytes >= 2 MiB) with room to spare.
-MAX_PAGE_BYTES = 1024 * 1024
+# A page ends before it passes this many bytes (encoded). Typical orders take ~110
+# bytes, so this binds only for unusually large ones. Kept small because a caller that
+# never reads its page holds it in the server, several times over as objects, until the
+# call ends; and so that it fits the smallest send limit allowed (1 MiB) with room.
+MAX_PAGE_BYTES = 256 * 1024
 # Far above any token issued here; refusing longer ones bounds the work of parsing them.
 _MAX_TOKEN_CHARS = 256
 _VERSION = 1
