@@ -15,7 +15,6 @@ from execgw.client._common import (
     DEFAULT_RETRIES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
-    RECONNECT_CODES,
     ChannelOptions,
     RequestErrors,
     RetryPolicy,
@@ -26,6 +25,7 @@ from execgw.client._common import (
     list_orders_request,
     quote_batch_size,
     quote_requests,
+    should_reconnect,
     stream_fills_request,
 )
 from execgw.client._common import channel_options as merge_channel_options
@@ -294,7 +294,7 @@ class ExecutionClient:
                 call.cancel()
             if error is None:
                 return  # the gateway ended the stream on purpose
-            if not reconnect or rpc_error_code(error) not in RECONNECT_CODES:
+            if not reconnect or not should_reconnect(error):
                 raise from_rpc_error(error) from error
             self._sleep(self.retry_policy.delay(attempt))
             attempt += 1
