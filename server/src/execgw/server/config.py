@@ -202,9 +202,11 @@ class ServerConfig(_Section):
     # is RESOURCE_EXHAUSTED. Below max_concurrent_rpcs, so that subscribers never hold
     # every slot and orders can still be placed. PublishQuotes does not count.
     max_streams: int = Field(default=160, ge=1, le=100_000)
-    # Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): gRPC
-    # clients queue calls beyond it; a peer that ignores it has the extra calls refused.
-    max_streams_per_connection: int = Field(default=128, ge=1, le=100_000)
+    # Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); the
+    # server refuses the extra streams (REFUSED_STREAM, which gRPC clients report as
+    # UNAVAILABLE). gRPC channels of one process to one target share a connection, so
+    # this caps a whole client process: by default as many as max_concurrent_rpcs.
+    max_streams_per_connection: int = Field(default=256, ge=1, le=100_000)
     # TCP connections at once, handshaking ones included; the gateway closes more as it
     # accepts them (clients see UNAVAILABLE and reconnect with backoff).
     max_connections: int = Field(default=256, ge=1, le=100_000)
