@@ -90,7 +90,7 @@ class _Decoder:
 
 
 def _message_name(deserialize: Callable[[bytes], Any], method: str) -> str:
-    """ "execgw.v1.SubmitOrderRequest" for generated stubs; else the method's request."""
+    """The message type's full name (execgw.v1.SubmitOrderRequest) for generated stubs."""
     message_class = getattr(deserialize, "__self__", None)
     descriptor = getattr(message_class, "DESCRIPTOR", None)
     full_name = getattr(descriptor, "full_name", None)
