@@ -168,29 +168,46 @@ Global___GetOrderResponse: _TypeAlias = GetOrderResponse  # noqa: Y015
 
 @_typing.final
 class ListOrdersRequest(_message.Message):
-    """ListOrdersRequest filters the order book; empty fields match everything."""
+    """ListOrdersRequest filters the order book; empty fields match everything. The
+    matching orders come in pages, oldest first: follow next_page_token until it is empty.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     STRATEGY_CODE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     SYMBOL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     strategy_code: _builtins.str
     """Only orders of this strategy."""
     status: _orders_pb2.OrderStatus.ValueType
-    """Only orders in this status; UNSPECIFIED matches any status."""
+    """Only orders in this status; UNSPECIFIED matches any status. A number that is not an
+    OrderStatus is INVALID_ARGUMENT.
+    """
     symbol: _builtins.str
     """Only orders in this symbol."""
+    page_size: _builtins.int
+    """Orders per page at most: 0 means the default (100); a value above the maximum (1000)
+    is lowered to it; a negative value is INVALID_ARGUMENT. A page holds fewer orders
+    when they would not fit in 256 KiB; next_page_token then says where the next one starts.
+    """
+    page_token: _builtins.str
+    """next_page_token from the previous page, sent with the same filters; empty for the
+    first page. A token that this server did not issue for these filters is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
         strategy_code: _builtins.str = ...,
         status: _orders_pb2.OrderStatus.ValueType = ...,
         symbol: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,23 +215,29 @@ Global___ListOrdersRequest: _TypeAlias = ListOrdersRequest  # noqa: Y015
 
 @_typing.final
 class ListOrdersResponse(_message.Message):
-    """ListOrdersResponse carries the matching orders, oldest first."""
+    """ListOrdersResponse carries one page of the matching orders, oldest first."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Opaque; pass it as page_token for the next page. Empty on the last page. Orders placed
+    while a client pages through come after the ones it has seen, never shifting a page.
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_orders_pb2.ExecutionResult]:
-        """The matching orders."""
+        """The matching orders of this page."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[_orders_pb2.ExecutionResult] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

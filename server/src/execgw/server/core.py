@@ -188,8 +188,13 @@ class GatewayCore:
         strategy_code: str = "",
         status: OrderStatus | None = None,
         symbol: str = "",
-    ) -> list[Order]:
-        result: list[Order] = await self._call("list_orders", strategy_code, status, symbol)
+        after: str = "",
+        limit: int | None = None,
+    ) -> tuple[list[Order], bool]:
+        """One page of today's matching orders (see ExecutionEngine.list_orders)."""
+        result: tuple[list[Order], bool] = await self._call(
+            "list_orders", strategy_code, status, symbol, after, limit
+        )
         return result
 
     async def positions(self, strategy_code: str = "") -> list[PositionView]:

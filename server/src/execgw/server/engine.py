@@ -285,17 +285,37 @@ class ExecutionEngine:
         return ledger.snapshot(order_id)
 
     def list_orders(
-        self, strategy_code: str, status: OrderStatus | None, symbol: str
-    ) -> list[Order]:
+        self,
+        strategy_code: str,
+        status: OrderStatus | None,
+        symbol: str,
+        after: str = "",
+        limit: int | None = None,
+    ) -> tuple[list[Order], bool]:
+        """Today's matching orders placed after order `after`, oldest first, at most
+        `limit` of them; and whether more match.
+
+        Order ids are fixed-width and grow with placement (as does the ledger's order),
+        so `after` stays a valid cursor while orders arrive and after it rolls out of memory.
+        """
         ledger = self.state.ledger
-        return [
-            ledger.snapshot(o.order_id)
-            for o in ledger.orders()
-            if self._today(o)
-            and (not strategy_code or o.intent.strategy_code == strategy_code)
-            and (status is None or o.status is status)
-            and (not symbol or o.intent.symbol == symbol)
-        ]
+        page: list[Order] = []
+        more = False
+        for o in ledger.orders():
+            if not (
+                o.order_id > after
+                and self._today(o)
+                and (not strategy_code or o.intent.strategy_code == strategy_code)
+                and (status is None or o.status is status)
+                and (not symbol or o.intent.symbol == symbol)
+            ):
+                continue
+            if limit is not None and len(page) == limit:
+                more = True
+                break
+            page.append(o)
+        # Copies for the page only: a snapshot costs far more than a look during the scan.
+        return [ledger.snapshot(o.order_id) for o in page], more
 
     def preview(self, intent: OrderIntent) -> Preview:
         # Time-driven events first, exactly as a submit now would see them.

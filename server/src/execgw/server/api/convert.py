@@ -80,8 +80,14 @@ def _metadata(msg: orders_pb2.OrderIntent) -> dict[str, Any]:
 
 
 def status(value: orders_pb2.OrderStatus.ValueType) -> domain.OrderStatus | None:
-    """A status filter; UNSPECIFIED (or unknown) means any."""
-    return _STATUS.get(value)
+    """A status filter; UNSPECIFIED means any. A number that is no OrderStatus (proto3
+    keeps unknown enum numbers) is refused: taken as "any", it would widen the filter."""
+    if value == orders_pb2.ORDER_STATUS_UNSPECIFIED:
+        return None
+    found = _STATUS.get(value)
+    if found is None:
+        raise InvalidRequest("status", f"{value} is not an OrderStatus")
+    return found
 
 
 def timestamp(when: datetime) -> timestamp_pb2.Timestamp:
