@@ -20,16 +20,16 @@ import pytest
 from execgw.client import AsyncExecutionClient, ExecutionClient, Internal, market
 from execgw.server import core as core_module
 from execgw.server.clock import ManualClock
-from execgw.server.domain import Order, OrderIntent, OrderType, Product, Side, Validity
+from execgw.server.domain import Order, OrderIntent, OrderType, Product, Quote, Side, Validity
 from execgw.server.errors import CommandFailed
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.recovery import rebuild
 from execgw.v1 import market_data_pb2
 
 if TYPE_CHECKING:
-    from tests.conftest import RunningGateway, make_config
+    from tests.conftest import MARKET_OPEN, RunningGateway, make_config
 else:
-    from conftest import RunningGateway, make_config
+    from conftest import MARKET_OPEN, RunningGateway, make_config
 
 POISON = "poison"
 
@@ -240,3 +240,38 @@ def test_a_flood_of_failing_commands_cannot_stall_the_writer_for_a_whole_batch(
     assert observed.rebuilds == 20
     assert len(observed.batches) >= 10, observed.batches
     assert all(size <= 2 for size in observed.batches), observed.batches
+
+
+def test_a_failed_quote_command_leaves_the_quote_book_as_it_was(
+    running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = running.gateway.core
+    simulator = core._engine._simulator
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ArithmeticError("injected fault")
+
+    monkeypatch.setattr(simulator, "on_quote", broken)
+    moved = Quote(symbol="NSE:INFY", ltp=Decimal("1600.00"), timestamp=MARKET_OPEN)
+    with pytest.raises(CommandFailed):
+        running.call(core.apply_quotes([moved]))
+    quote = core.quote("NSE:INFY")
+    assert quote is not None
+    assert quote.ltp == Decimal("1500.0")
+
+
+def test_the_quote_book_holds_a_bounded_number_of_symbols(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    gateway = RunningGateway(make_config(tmp_path, market_data={"max_symbols": 3}), clock)
+    try:
+        quotes = [
+            Quote(symbol=f"NSE:S{i}", ltp=Decimal("100.00"), timestamp=MARKET_OPEN)
+            for i in range(5)
+        ]
+        outcome = gateway.call(gateway.gateway.core.apply_quotes(quotes))
+        assert [r.position for r in outcome.refused] == [3, 4]
+        assert "maximum of 3 symbols" in outcome.refused[0].reason
+        assert gateway.gateway.core.quote("NSE:S4") is None
+    finally:
+        gateway.stop()

@@ -19,7 +19,13 @@ from google.protobuf import struct_pb2
 
 from execgw.client import ExecgwError, ExecutionClient, OrderStatus, RejectReason, market
 from execgw.server.clock import ManualClock
-from execgw.v1 import gateway_pb2, gateway_pb2_grpc, orders_pb2
+from execgw.v1 import (
+    gateway_pb2,
+    gateway_pb2_grpc,
+    market_data_pb2,
+    market_data_pb2_grpc,
+    orders_pb2,
+)
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -164,6 +170,26 @@ def test_stream_filters_are_bounded(
         next(iter(stub.StreamFills(request_, timeout=TIMEOUT_S)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (info.value.details() or "").startswith(field), info.value.details()
+
+
+@pytest.mark.parametrize("symbol", ["NSE:" + "A" * 3_000_000, "NSE:INFY\n\x1b[31mFAKE", ""])
+def test_get_quote_bounds_its_symbol_and_never_echoes_it(
+    running: RunningGateway, symbol: str
+) -> None:
+    with (
+        grpc.insecure_channel(
+            running.target, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]
+        ) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        market_data_pb2_grpc.MarketDataStub(channel).GetQuote(
+            market_data_pb2.GetQuoteRequest(symbol=symbol), timeout=TIMEOUT_S
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details() or ""
+    assert details.startswith("symbol")
+    assert len(details) < 200
+    assert "\x1b" not in details
 
 
 def test_the_trigger_gets_the_same_collar_as_the_price(running: RunningGateway) -> None:

@@ -26,7 +26,6 @@ from execgw.client._common import (
     DEFAULT_RETRIES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
-    RECONNECT_CODES,
     ChannelOptions,
     RequestErrors,
     RetryPolicy,
@@ -37,6 +36,7 @@ from execgw.client._common import (
     client_order_id_or_new,
     list_orders_request,
     quote_batch_size,
+    should_reconnect,
     stream_fills_request,
 )
 from execgw.client._common import channel_options as merge_channel_options
@@ -162,11 +162,45 @@ class AsyncExecutionClient:
         strategy_code: str | None = None,
         status: StatusLike | None = None,
         symbol: str | None = None,
+        page_size: int = 0,
         timeout: float | None = None,
     ) -> list[ExecutionResult]:
-        """Today's orders, oldest first; None filters match everything."""
-        request = list_orders_request(strategy_code, status, symbol)
-        return list((await self._unary(self._gateway.ListOrders, request, timeout)).results)
+        """Today's orders, oldest first; None filters match everything.
+
+        Follows every page (``page_size`` orders each; 0 is the gateway's default), one
+        call per page, each with its own ``timeout`` and retries. Orders placed while
+        it pages come last or in a later listing, never twice.
+        """
+        results: list[ExecutionResult] = []
+        page_token = ""
+        while True:
+            page = await self.list_orders_page(
+                strategy_code=strategy_code,
+                status=status,
+                symbol=symbol,
+                page_size=page_size,
+                page_token=page_token,
+                timeout=timeout,
+            )
+            results.extend(page.results)
+            page_token = page.next_page_token
+            if not page_token:
+                return results
+
+    async def list_orders_page(
+        self,
+        *,
+        strategy_code: str | None = None,
+        status: StatusLike | None = None,
+        symbol: str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> gateway_pb2.ListOrdersResponse:
+        """One page of today's orders: ``results`` and the ``next_page_token`` to pass
+        back, with the same filters, for the next page ("" after the last one)."""
+        request = list_orders_request(strategy_code, status, symbol, page_size, page_token)
+        return await self._unary(self._gateway.ListOrders, request, timeout)
 
     async def positions(
         self, strategy_code: str | None = None, *, timeout: float | None = None
@@ -267,7 +301,7 @@ class AsyncExecutionClient:
                 call.cancel()
             if error is None:
                 return  # the gateway ended the stream on purpose
-            if not reconnect or rpc_error_code(error) not in RECONNECT_CODES:
+            if not reconnect or not should_reconnect(error):
                 raise from_rpc_error(error) from error
             await self._sleep(self.retry_policy.delay(attempt))
             attempt += 1
@@ -282,8 +316,21 @@ class AsyncExecutionClient:
         """Stream quotes to the gateway; return how many it applied.
 
         Batching, deadline and retry behave as in ``ExecutionClient.publish_quotes``;
-        an async iterable counts as a live feed.
+        an async iterable counts as a live feed. Quotes refused by the gateway's price
+        band are not counted; ``publish_quotes_report`` says which and why.
         """
+        response = await self.publish_quotes_report(quotes, batch_size=batch_size, timeout=timeout)
+        return response.accepted
+
+    async def publish_quotes_report(
+        self,
+        quotes: Iterable[Quote] | AsyncIterable[Quote],
+        *,
+        batch_size: int | None = None,
+        timeout: float | None = None,
+    ) -> market_data_pb2.PublishQuotesResponse:
+        """As ``publish_quotes``, returning the whole response: the quotes applied
+        and those the price band refused (``refused_count``, ``refused``)."""
         check_timeout(timeout)
         errors = RequestErrors()
         requests = errors.awatch(aquote_requests(quotes, quote_batch_size(quotes, batch_size)))
@@ -296,4 +343,4 @@ class AsyncExecutionClient:
         except grpc.RpcError as exc:
             errors.reraise()
             raise from_rpc_error(exc) from exc
-        return response.accepted
+        return response

@@ -24,6 +24,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 
 from execgw.client._convert import coerce_enum
+from execgw.client.errors import rpc_error_code
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -131,8 +132,16 @@ def client_order_id_or_new(client_order_id: str | None) -> str:
 
 
 def list_orders_request(
-    strategy_code: str | None, status: StatusLike | None, symbol: str | None
+    strategy_code: str | None,
+    status: StatusLike | None,
+    symbol: str | None,
+    page_size: int = 0,
+    page_token: str = "",
 ) -> gateway_pb2.ListOrdersRequest:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 0:
+        raise ValueError(
+            f"page_size must be an int >= 0 (0: the gateway's default), not {page_size!r}"
+        )
     return gateway_pb2.ListOrdersRequest(
         strategy_code=strategy_code or "",
         status=(
@@ -141,6 +150,8 @@ def list_orders_request(
             else coerce_enum(orders_pb2.OrderStatus, status, "status", allow_unspecified=True)
         ),
         symbol=symbol or "",
+        page_size=page_size,
+        page_token=page_token,
     )
 
 
@@ -169,6 +180,23 @@ def stream_fills_request(
 # Stream failures worth reconnecting after: the gateway went away, or cut this
 # subscriber off for falling behind (it resumes from the journal).
 RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Trailer by which the gateway names the sequence to resume from.
+RESUME_METADATA_KEY = "execgw-resume-from"
+
+
+def should_reconnect(error: grpc.RpcError) -> bool:
+    """True for a stream failure that a reconnect can get past.
+
+    RESOURCE_EXHAUSTED counts only with a resume point: that is the gateway cutting off
+    a subscriber that fell behind. Without one it is a limit (too many streams, an event
+    over a message size limit) that would fail the reconnect the same way, forever.
+    """
+    code = rpc_error_code(error)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        trailing = getattr(error, "trailing_metadata", None)
+        metadata = trailing() if callable(trailing) else None
+        return any(key == RESUME_METADATA_KEY for key, _ in metadata or ())
+    return code in RECONNECT_CODES
 
 
 class StreamCursor:

@@ -168,29 +168,46 @@ Global___GetOrderResponse: _TypeAlias = GetOrderResponse  # noqa: Y015
 
 @_typing.final
 class ListOrdersRequest(_message.Message):
-    """ListOrdersRequest filters the order book; empty fields match everything."""
+    """ListOrdersRequest filters the order book; empty fields match everything. The
+    matching orders come in pages, oldest first: follow next_page_token until it is empty.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     STRATEGY_CODE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     SYMBOL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     strategy_code: _builtins.str
     """Only orders of this strategy."""
     status: _orders_pb2.OrderStatus.ValueType
-    """Only orders in this status; UNSPECIFIED matches any status."""
+    """Only orders in this status; UNSPECIFIED matches any status. A number that is not an
+    OrderStatus is INVALID_ARGUMENT.
+    """
     symbol: _builtins.str
     """Only orders in this symbol."""
+    page_size: _builtins.int
+    """Orders per page at most: 0 means the default (100); a value above the maximum (1000)
+    is lowered to it; a negative value is INVALID_ARGUMENT. A page holds fewer orders
+    when they would not fit in 256 KiB; next_page_token then says where the next one starts.
+    """
+    page_token: _builtins.str
+    """next_page_token from the previous page, sent with the same filters; empty for the
+    first page. A token that this server did not issue for these filters is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
         strategy_code: _builtins.str = ...,
         status: _orders_pb2.OrderStatus.ValueType = ...,
         symbol: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,23 +215,29 @@ Global___ListOrdersRequest: _TypeAlias = ListOrdersRequest  # noqa: Y015
 
 @_typing.final
 class ListOrdersResponse(_message.Message):
-    """ListOrdersResponse carries the matching orders, oldest first."""
+    """ListOrdersResponse carries one page of the matching orders, oldest first."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Opaque; pass it as page_token for the next page. Empty on the last page. Orders placed
+    while a client pages through come after the ones it has seen, never shifting a page.
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_orders_pb2.ExecutionResult]:
-        """The matching orders."""
+        """The matching orders of this page."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[_orders_pb2.ExecutionResult] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -466,6 +489,7 @@ class GetRiskStateResponse(_message.Message):
     STRATEGIES_FIELD_NUMBER: _builtins.int
     MIS_ENTRIES_CLOSED_FIELD_NUMBER: _builtins.int
     DAY_PNL_FIELD_NUMBER: _builtins.int
+    UNMARKED_SYMBOLS_FIELD_NUMBER: _builtins.int
     state: _orders_pb2.TradingState.ValueType
     """The account's trading state."""
     trading_day: _builtins.str
@@ -496,6 +520,15 @@ class GetRiskStateResponse(_message.Message):
     def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyRiskState]:
         """Per-strategy counters and states."""
 
+    @_builtins.property
+    def unmarked_symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Symbols of open positions that have no mark: no quote since the gateway started
+        and no journaled mark. Their PnL is unknown, not zero: while this is not empty,
+        unrealized_pnl, day_pnl, equity and drawdown_pct leave them out, and the
+        max_daily_loss_rupees and max_daily_drawdown_pct breakers are not evaluated
+        (nor the day's peak equity moved) until each has a mark again.
+        """
+
     def __init__(
         self,
         *,
@@ -511,10 +544,11 @@ class GetRiskStateResponse(_message.Message):
         strategies: _abc.Iterable[Global___StrategyRiskState] | None = ...,
         mis_entries_closed: _builtins.bool = ...,
         day_pnl: _builtins.float = ...,
+        unmarked_symbols: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unmarked_symbols", b"unmarked_symbols", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

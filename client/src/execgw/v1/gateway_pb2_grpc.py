@@ -114,7 +114,7 @@ class ExecutionGatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListOrders(self, request, context):
-        """ListOrders returns the day's order book, optionally filtered.
+        """ListOrders returns the day's order book, optionally filtered, one page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,7 @@ class ExecutionGatewayStub:
     GetOrder: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetOrderRequest, _gateway_pb2.GetOrderResponse]
     """GetOrder returns one order as it stands now."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListOrdersRequest, _gateway_pb2.ListOrdersResponse]
-    """ListOrders returns the day's order book, optionally filtered."""
+    """ListOrders returns the day's order book, optionally filtered, one page at a time."""
     GetPositions: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetPositionsRequest, _gateway_pb2.GetPositionsResponse]
     """GetPositions returns net positions with realized and unrealized PnL."""
     StreamFills: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]
@@ -74,7 +74,7 @@ class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
     GetOrder: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetOrderRequest, _gateway_pb2.GetOrderResponse]  # type: ignore[assignment]
     """GetOrder returns one order as it stands now."""
     ListOrders: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListOrdersRequest, _gateway_pb2.ListOrdersResponse]  # type: ignore[assignment]
-    """ListOrders returns the day's order book, optionally filtered."""
+    """ListOrders returns the day's order book, optionally filtered, one page at a time."""
     GetPositions: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetPositionsRequest, _gateway_pb2.GetPositionsResponse]  # type: ignore[assignment]
     """GetPositions returns net positions with realized and unrealized PnL."""
     StreamFills: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]  # type: ignore[assignment]
@@ -127,7 +127,7 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ListOrdersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListOrdersResponse, _abc.Awaitable[_gateway_pb2.ListOrdersResponse]]:
-        """ListOrders returns the day's order book, optionally filtered."""
+        """ListOrders returns the day's order book, optionally filtered, one page at a time."""
 
     @_abc_1.abstractmethod
     def GetPositions(

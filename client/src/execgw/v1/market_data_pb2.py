@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xecgw/v1/market_data.proto\x12\texecgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0b\n\x03ltp\x18\x02 \x01(\x01\x12\x0b\n\x03\x62id\x18\x03 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x04 \x01(\x01\x12\x0f\n\x07\x62id_qty\x18\x05 \x01(\x03\x12\x0f\n\x07\x61sk_qty\x18\x06 \x01(\x03\x12\x0e\n\x06volume\x18\x07 \x01(\x03\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x14PublishQuotesRequest\x12 \n\x06quotes\x18\x01 \x03(\x0b\x32\x10.execgw.v1.Quote\")\n\x15PublishQuotesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\"!\n\x0fGetQuoteRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"3\n\x10GetQuoteResponse\x12\x1f\n\x05quote\x18\x01 \x01(\x0b\x32\x10.execgw.v1.Quote2\xa7\x01\n\nMarketData\x12T\n\rPublishQuotes\x12\x1f.execgw.v1.PublishQuotesRequest\x1a .execgw.v1.PublishQuotesResponse(\x01\x12\x43\n\x08GetQuote\x12\x1a.execgw.v1.GetQuoteRequest\x1a\x1b.execgw.v1.GetQuoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xecgw/v1/market_data.proto\x12\texecgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0b\n\x03ltp\x18\x02 \x01(\x01\x12\x0b\n\x03\x62id\x18\x03 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x04 \x01(\x01\x12\x0f\n\x07\x62id_qty\x18\x05 \x01(\x03\x12\x0f\n\x07\x61sk_qty\x18\x06 \x01(\x03\x12\x0e\n\x06volume\x18\x07 \x01(\x03\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x14PublishQuotesRequest\x12 \n\x06quotes\x18\x01 \x03(\x0b\x32\x10.execgw.v1.Quote\"=\n\x0cRefusedQuote\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"j\n\x15PublishQuotesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x15\n\rrefused_count\x18\x02 \x01(\x03\x12(\n\x07refused\x18\x03 \x03(\x0b\x32\x17.execgw.v1.RefusedQuote\"!\n\x0fGetQuoteRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"3\n\x10GetQuoteResponse\x12\x1f\n\x05quote\x18\x01 \x01(\x0b\x32\x10.execgw.v1.Quote2\xa7\x01\n\nMarketData\x12T\n\rPublishQuotes\x12\x1f.execgw.v1.PublishQuotesRequest\x1a .execgw.v1.PublishQuotesResponse(\x01\x12\x43\n\x08GetQuote\x12\x1a.execgw.v1.GetQuoteRequest\x1a\x1b.execgw.v1.GetQuoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUOTE']._serialized_end=235
   _globals['_PUBLISHQUOTESREQUEST']._serialized_start=237
   _globals['_PUBLISHQUOTESREQUEST']._serialized_end=293
-  _globals['_PUBLISHQUOTESRESPONSE']._serialized_start=295
-  _globals['_PUBLISHQUOTESRESPONSE']._serialized_end=336
-  _globals['_GETQUOTEREQUEST']._serialized_start=338
-  _globals['_GETQUOTEREQUEST']._serialized_end=371
-  _globals['_GETQUOTERESPONSE']._serialized_start=373
-  _globals['_GETQUOTERESPONSE']._serialized_end=424
-  _globals['_MARKETDATA']._serialized_start=427
-  _globals['_MARKETDATA']._serialized_end=594
+  _globals['_REFUSEDQUOTE']._serialized_start=295
+  _globals['_REFUSEDQUOTE']._serialized_end=356
+  _globals['_PUBLISHQUOTESRESPONSE']._serialized_start=358
+  _globals['_PUBLISHQUOTESRESPONSE']._serialized_end=464
+  _globals['_GETQUOTEREQUEST']._serialized_start=466
+  _globals['_GETQUOTEREQUEST']._serialized_end=499
+  _globals['_GETQUOTERESPONSE']._serialized_start=501
+  _globals['_GETQUOTERESPONSE']._serialized_end=552
+  _globals['_MARKETDATA']._serialized_start=555
+  _globals['_MARKETDATA']._serialized_end=722
 # @@protoc_insertion_point(module_scope)

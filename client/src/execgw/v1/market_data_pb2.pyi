@@ -21,7 +21,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Quote(_message.Message):
-    """Quote is a top-of-book snapshot of one symbol."""
+    """Quote is a top-of-book snapshot of one symbol.
+
+    Prices must be finite, on the instrument's tick and at most 1e9 rupees.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -34,22 +37,24 @@ class Quote(_message.Message):
     VOLUME_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
-    """Exchange-qualified symbol, e.g. "NSE:INFY"."""
+    """Exchange-qualified symbol, e.g. "NSE:INFY" (EXCHANGE:TRADINGSYMBOL, nothing else)."""
     ltp: _builtins.float
     """Last traded price in rupees; must be positive."""
     bid: _builtins.float
-    """Best bid in rupees; 0 when unknown."""
+    """Best bid in rupees; 0 when unknown, else positive and at most the ask."""
     ask: _builtins.float
-    """Best ask in rupees; 0 when unknown."""
+    """Best ask in rupees; 0 when unknown, else positive and at least the bid."""
     bid_qty: _builtins.int
-    """Quantity at the best bid."""
+    """Quantity at the best bid; not negative."""
     ask_qty: _builtins.int
-    """Quantity at the best ask."""
+    """Quantity at the best ask; not negative."""
     volume: _builtins.int
-    """Volume traded today."""
+    """Volume traded today; not negative."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """Exchange time of the quote; the gateway's clock is used when absent."""
+        """Exchange time of the quote; the gateway's clock is used when absent. Must be a
+        valid Timestamp (nanos in [0, 999999999]) from 1970-01-01 to 9999-12-30.
+        """
 
     def __init__(
         self,
@@ -96,22 +101,65 @@ class PublishQuotesRequest(_message.Message):
 Global___PublishQuotesRequest: _TypeAlias = PublishQuotesRequest  # noqa: Y015
 
 @_typing.final
+class RefusedQuote(_message.Message):
+    """RefusedQuote is a well-formed quote that the price band kept out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the quote in the stream, counting from 0 across requests."""
+    symbol: _builtins.str
+    """The quote's symbol."""
+    reason: _builtins.str
+    """Why, with the quote's LTP, the reference LTP and the band."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        symbol: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "reason", b"reason", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefusedQuote: _TypeAlias = RefusedQuote  # noqa: Y015
+
+@_typing.final
 class PublishQuotesResponse(_message.Message):
     """PublishQuotesResponse summarizes a publishing stream when it closes."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
+    REFUSED_COUNT_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     """Number of quotes applied."""
+    refused_count: _builtins.int
+    """Number of quotes refused by the price band: further than
+    market_data.price_band_pct from the symbol's last accepted LTP. A refused quote
+    changes no quote, mark or order.
+    """
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefusedQuote]:
+        """The first refusals (at most 100), in stream order; refused_count has them all."""
+
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
+        refused_count: _builtins.int = ...,
+        refused: _abc.Iterable[Global___RefusedQuote] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "refused", b"refused", "refused_count", b"refused_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

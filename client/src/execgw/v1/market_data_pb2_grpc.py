@@ -53,6 +53,13 @@ class MarketDataServicer:
 
     def PublishQuotes(self, request_iterator, context):
         """PublishQuotes streams quotes in; each one may fill resting orders.
+
+        A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
+        `quotes[i].<field>`, where i counts quotes from the start of the stream. The
+        quotes of earlier requests were applied; none of the failing request's quotes
+        and none after it were. A well-formed quote outside the price band
+        (market_data.price_band_pct) is not an error: it is refused, reported in the
+        response, and the stream goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,15 @@ class MarketDataStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MarketDataAsyncStub: ...
     PublishQuotes: _grpc.StreamUnaryMultiCallable[_market_data_pb2.PublishQuotesRequest, _market_data_pb2.PublishQuotesResponse]
-    """PublishQuotes streams quotes in; each one may fill resting orders."""
+    """PublishQuotes streams quotes in; each one may fill resting orders.
+
+    A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
+    `quotes[i].<field>`, where i counts quotes from the start of the stream. The
+    quotes of earlier requests were applied; none of the failing request's quotes
+    and none after it were. A well-formed quote outside the price band
+    (market_data.price_band_pct) is not an error: it is refused, reported in the
+    response, and the stream goes on.
+    """
     GetQuote: _grpc.UnaryUnaryMultiCallable[_market_data_pb2.GetQuoteRequest, _market_data_pb2.GetQuoteResponse]
     """GetQuote returns the latest quote of a symbol."""
 
@@ -44,7 +52,15 @@ class MarketDataAsyncStub(MarketDataStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     PublishQuotes: _aio.StreamUnaryMultiCallable[_market_data_pb2.PublishQuotesRequest, _market_data_pb2.PublishQuotesResponse]  # type: ignore[assignment]
-    """PublishQuotes streams quotes in; each one may fill resting orders."""
+    """PublishQuotes streams quotes in; each one may fill resting orders.
+
+    A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
+    `quotes[i].<field>`, where i counts quotes from the start of the stream. The
+    quotes of earlier requests were applied; none of the failing request's quotes
+    and none after it were. A well-formed quote outside the price band
+    (market_data.price_band_pct) is not an error: it is refused, reported in the
+    response, and the stream goes on.
+    """
     GetQuote: _aio.UnaryUnaryMultiCallable[_market_data_pb2.GetQuoteRequest, _market_data_pb2.GetQuoteResponse]  # type: ignore[assignment]
     """GetQuote returns the latest quote of a symbol."""
 
@@ -57,7 +73,15 @@ class MarketDataServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_market_data_pb2.PublishQuotesRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_market_data_pb2.PublishQuotesResponse, _abc.Awaitable[_market_data_pb2.PublishQuotesResponse]]:
-        """PublishQuotes streams quotes in; each one may fill resting orders."""
+        """PublishQuotes streams quotes in; each one may fill resting orders.
+
+        A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
+        `quotes[i].<field>`, where i counts quotes from the start of the stream. The
+        quotes of earlier requests were applied; none of the failing request's quotes
+        and none after it were. A well-formed quote outside the price band
+        (market_data.price_band_pct) is not an error: it is refused, reported in the
+        response, and the stream goes on.
+        """
 
     @_abc_1.abstractmethod
     def GetQuote(

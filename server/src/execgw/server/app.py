@@ -16,6 +16,8 @@ from grpc_reflection.v1alpha import reflection
 from execgw.server.anchors import HeadAnchorRecorder
 from execgw.server.api.execution import ExecutionGatewayServicer
 from execgw.server.api.market_data import MarketDataServicer
+from execgw.server.api.request_decoding import RequestDecodingInterceptor
+from execgw.server.api.stream_limit import StreamLimitInterceptor
 from execgw.server.bus import EventBus
 from execgw.server.chain import chain_from_env
 from execgw.server.clock import Clock, SystemClock
@@ -25,7 +27,7 @@ from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal
 from execgw.server.listen import bind, check_bindable
 from execgw.server.marketdata import SyntheticFeed
-from execgw.server.quotes import QuoteBook
+from execgw.server.quotes import quote_book
 from execgw.server.risk import RiskEngine, TradingCalendar
 from execgw.server.simulator import SmartFillSimulator
 from execgw.server.telemetry import configure_tracing
@@ -37,6 +39,10 @@ SERVICE_NAMES = (
     gateway_pb2.DESCRIPTOR.services_by_name["ExecutionGateway"].full_name,
     market_data_pb2.DESCRIPTOR.services_by_name["MarketData"].full_name,
 )
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 def build_instruments(config: GatewayConfig) -> InstrumentRegistry:
@@ -68,7 +74,7 @@ class Gateway:
             self.core = GatewayCore(
                 clock=self.clock,
                 journal=self.journal,
-                quotes=QuoteBook(),
+                quotes=quote_book(config.market_data),
                 simulator=SmartFillSimulator(
                     slippage_bps=Decimal(repr(config.execution.slippage_bps)),
                     instruments=self.instruments,
@@ -139,16 +145,29 @@ class Gateway:
         if self._anchors is not None:
             # First: an unwritable anchor path is a config mistake, found before binding.
             await self._anchors.start()
+        limits = self.config.server
         server = grpc.aio.server(
+            # Outermost first: a call over the stream cap is refused before any parsing.
+            interceptors=(StreamLimitInterceptor(limits.max_streams), RequestDecodingInterceptor()),
             options=[
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.keepalive_time_ms", _ms(limits.keepalive_time_s)),
+                ("grpc.keepalive_timeout_ms", _ms(limits.keepalive_timeout_s)),
+                # Since gRPC 1.60 this, not keepalive_timeout_ms, is how long a ping may go
+                # unanswered (default 60 s).
+                ("grpc.http2.ping_timeout_ms", _ms(limits.keepalive_timeout_s)),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+                ("grpc.max_allowed_incoming_connections", limits.max_connections),
+                ("grpc.server_handshake_timeout_ms", _ms(limits.handshake_timeout_s)),
+                ("grpc.max_send_message_length", limits.max_send_message_bytes),
+                ("grpc.max_receive_message_length", limits.max_receive_message_bytes),
                 # grpcio sets SO_REUSEPORT by default, so a second gateway on this port
                 # would start and take half the orders with its own order ids.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
+            # grpc.aio answers RESOURCE_EXHAUSTED itself once this many calls are running.
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         )
         gateway_pb2_grpc.add_ExecutionGatewayServicer_to_server(
             ExecutionGatewayServicer(
@@ -159,7 +178,7 @@ class Gateway:
             server,
         )
         market_data_pb2_grpc.add_MarketDataServicer_to_server(
-            MarketDataServicer(self.core, self.clock), server
+            MarketDataServicer(self.core, self.clock, self.instruments), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

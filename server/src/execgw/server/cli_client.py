@@ -71,10 +71,18 @@ def _describe(event: orders_pb2.ExecutionEvent) -> str:
 
 
 def _orders(args: argparse.Namespace) -> int:
+    # Page by page, printing as it goes: a long day never sits in memory at once.
     with _client(args) as client:
-        for result in client.list_orders(strategy_code=args.strategy, symbol=args.symbol):
-            _print_json(result)
-    return 0
+        page_token = ""
+        while True:
+            page = client.list_orders_page(
+                strategy_code=args.strategy, symbol=args.symbol, page_token=page_token
+            )
+            for result in page.results:
+                _print_json(result)
+            page_token = page.next_page_token
+            if not page_token:
+                return 0
 
 
 def _positions(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from execgw.server.events import (
     DayRolledOver,
     EquityPeak,
     Event,
+    MarksRecorded,
     MisSquareOffStarted,
     OrderAccepted,
     OrderCancelled,
@@ -283,6 +284,11 @@ def event_to_json(event: Event) -> Json:
             }
         case EquityPeak():
             return {"equity": str(event.equity), "timestamp": _ts(event.timestamp)}
+        case MarksRecorded():
+            return {
+                "marks": {symbol: str(ltp) for symbol, ltp in event.marks.items()},
+                "timestamp": _ts(event.timestamp),
+            }
     raise CodecError(f"cannot encode {event!r}")
 
 
@@ -365,4 +371,9 @@ def _decode_event(kind: str, d: Json) -> Event:
         )
     if kind == "EquityPeak":
         return EquityPeak(equity=Decimal(d["equity"]), timestamp=_unts(d["timestamp"]))
+    if kind == "MarksRecorded":
+        return MarksRecorded(
+            marks={str(symbol): Decimal(ltp) for symbol, ltp in dict(d["marks"]).items()},
+            timestamp=_unts(d["timestamp"]),
+        )
     raise CodecError(f"unknown event kind {kind!r}")

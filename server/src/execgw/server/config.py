@@ -9,7 +9,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from execgw.server.chain import ENV_NAME_RULE, valid_env_name
 
@@ -87,6 +94,22 @@ class SyntheticFeedConfig(_Section):
 class MarketDataConfig(_Section):
     source: Literal["synthetic", "external"] = "synthetic"
     synthetic: SyntheticFeedConfig = SyntheticFeedConfig()
+    # A quote whose LTP is further than this fraction from the symbol's last accepted
+    # LTP is refused: it moves no quote or mark and fills nothing. 0.20 is NSE's widest
+    # static band (2, 5, 10, 20%); 0 or null turns the check off. The reference only
+    # moves with accepted quotes, so a real gap beyond the band (e.g. after days of
+    # downtime) refuses every quote of that symbol until an operator widens or turns
+    # off the band and restarts: a stale mark is visible (refusals are logged and
+    # returned to the publisher), a wrong price that fills orders is not undoable.
+    price_band_pct: float | None = Field(default=0.20, ge=0, le=10)
+    # Marks (the LTP of each symbol with an open position or resting order) are
+    # journaled at most once per this many seconds of the gateway clock, plus whenever
+    # a breaker or the day's peak equity moves on them. A restart values positions at
+    # marks at most this old until their next quote.
+    marks_every_s: float = Field(default=5.0, gt=0, le=3600)
+    # Distinct symbols the quote book holds; a quote for one more is refused, so a
+    # publisher cannot grow the gateway's memory without bound.
+    max_symbols: int = Field(default=10_000, ge=1, le=1_000_000)
 
 
 class InstrumentsConfig(_Section):
@@ -202,10 +225,64 @@ class TelemetryConfig(_Section):
     service_name: str = "execgw"
 
 
+MIB = 1024 * 1024
+
+
 class ServerConfig(_Section):
+    """What one caller can make the gateway hold: every limit here is hit with a clear
+    status (README, "Limits"), never with growth."""
+
     # Seconds in-flight RPCs get to finish on SIGTERM before they are cancelled.
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=300)
-    max_workers: int = Field(default=8, ge=1, le=256)
+    # RPCs in progress at once, streams included; one more is RESOURCE_EXHAUSTED. A call
+    # whose client does not read its response stays in progress, so this also bounds the
+    # responses the gateway holds for such clients.
+    max_concurrent_rpcs: int = Field(default=256, ge=2, le=100_000)
+    # Server-streaming RPCs open at once (StreamFills, health Watch, reflection); one more
+    # is RESOURCE_EXHAUSTED. Below max_concurrent_rpcs, so that subscribers never hold
+    # every slot and orders can still be placed. PublishQuotes does not count.
+    max_streams: int = Field(default=160, ge=1, le=100_000)
+    # Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); the
+    # server refuses the extra streams (REFUSED_STREAM, which gRPC clients report as
+    # UNAVAILABLE). gRPC channels of one process to one target share a connection, so
+    # this caps a whole client process: by default as many as max_concurrent_rpcs.
+    max_streams_per_connection: int = Field(default=256, ge=1, le=100_000)
+    # TCP connections at once, handshaking ones included; the gateway closes more as it
+    # accepts them (clients see UNAVAILABLE and reconnect with backoff).
+    max_connections: int = Field(default=256, ge=1, le=100_000)
+    # A connection that has not started HTTP/2 (sent its SETTINGS) this long after the
+    # TCP accept is closed, so idle sockets cannot hold connection slots and descriptors.
+    handshake_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # The gateway pings every connection this often, and closes one whose answer takes
+    # longer than keepalive_timeout_s: a peer that stopped reading frees what it held.
+    keepalive_time_s: float = Field(default=30.0, ge=1, le=7200)
+    keepalive_timeout_s: float = Field(default=10.0, ge=1, le=600)
+    # Largest message sent; a bigger response fails that call alone with RESOURCE_EXHAUSTED
+    # instead of reaching a client that cannot take it (the clients' default receive limit
+    # is 4 MiB). At least 1 MiB: a ListOrders page (at most 256 KiB) must fit.
+    max_send_message_bytes: int = Field(default=4 * MIB, ge=MIB, le=1024 * MIB)
+    # Largest request accepted; a bigger one is RESOURCE_EXHAUSTED before it is parsed.
+    max_receive_message_bytes: int = Field(default=4 * MIB, ge=64 * 1024, le=1024 * MIB)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_workers" in data:
+            # Said plainly rather than "unknown key": the key was accepted before.
+            raise ValueError(
+                "max_workers was removed: RPC handlers run on the event loop, so there is no "
+                "worker pool to size; delete the key"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _streams_leave_room(self) -> ServerConfig:
+        if self.max_streams >= self.max_concurrent_rpcs:
+            raise ValueError(
+                f"max_streams ({self.max_streams}) must be below max_concurrent_rpcs "
+                f"({self.max_concurrent_rpcs}), or open streams could refuse every order"
+            )
+        return self
 
 
 class GatewayConfig(_Section):

@@ -31,7 +31,13 @@ from opentelemetry import trace
 from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
 from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
-from execgw.server.engine import ExecutionEngine, HaltOutcome, Preview, ResumeOutcome
+from execgw.server.engine import (
+    ExecutionEngine,
+    HaltOutcome,
+    Preview,
+    QuotesOutcome,
+    ResumeOutcome,
+)
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
 from execgw.server.journal import Journal
 from execgw.server.quotes import QuoteBook
@@ -153,8 +159,8 @@ class GatewayCore:
         result: Order = await self._call("cancel", order_id)
         return result
 
-    async def apply_quotes(self, quotes: list[Quote]) -> int:
-        result: int = await self._call("apply_quotes", quotes)
+    async def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
+        result: QuotesOutcome = await self._call("apply_quotes", quotes)
         return result
 
     async def tick(self) -> None:
@@ -182,8 +188,13 @@ class GatewayCore:
         strategy_code: str = "",
         status: OrderStatus | None = None,
         symbol: str = "",
-    ) -> list[Order]:
-        result: list[Order] = await self._call("list_orders", strategy_code, status, symbol)
+        after: str = "",
+        limit: int | None = None,
+    ) -> tuple[list[Order], bool]:
+        """One page of today's matching orders (see ExecutionEngine.list_orders)."""
+        result: tuple[list[Order], bool] = await self._call(
+            "list_orders", strategy_code, status, symbol, after, limit
+        )
         return result
 
     async def positions(self, strategy_code: str = "") -> list[PositionView]:

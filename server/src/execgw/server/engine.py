@@ -37,6 +37,7 @@ from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
     Event,
+    MarksRecorded,
     MisSquareOffStarted,
     OrderAccepted,
     OrderCancelled,
@@ -83,6 +84,21 @@ class ResumeOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedQuote:
+    """A quote kept out (price band, full quote book); `position` is its index in the batch."""
+
+    position: int
+    symbol: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotesOutcome:
+    accepted: int
+    refused: list[RefusedQuote]
+
+
+@dataclass(frozen=True, slots=True)
 class Preview:
     checks: list[Check]
 
@@ -110,6 +126,12 @@ class ExecutionEngine:
         # command that fails before changing anything can be dropped without a recovery.
         self._dirty = False
         self._ids_before = (state.ids.next_order, state.ids.next_fill)
+        # Marks are journaled at most once per quotes.marks_every (unless a breaker or
+        # the peak moves on them); counted from start-up, so a fresh gateway does not
+        # journal marks for every first order it sees.
+        self._marks_due = clock.now() + quotes.marks_every
+        # Open positions' symbols with no mark, as last reported in the log.
+        self._unmarked: tuple[str, ...] = ()
         self.state = state
         self.reload(state)
 
@@ -141,13 +163,15 @@ class ExecutionEngine:
         ids = self.state.ids
         self._ids_before = (ids.next_order, ids.next_fill)
         self._risk.begin_command()
+        self._quotes.begin_command()
         return len(self._pending)
 
     def undo_transient(self) -> None:
         """Take back what the current command left outside the journaled state: the ids
-        it drew, its rate token and duplicate-window entry."""
+        it drew, its rate token and duplicate-window entry, the quotes it applied."""
         self.state.ids.next_order, self.state.ids.next_fill = self._ids_before
         self._risk.undo_command()
+        self._quotes.undo_command()
 
     @property
     def dirty(self) -> bool:
@@ -198,17 +222,39 @@ class ExecutionEngine:
         self._cancel_resting(order, now, "cancelled by client")
         return ledger.snapshot(order_id)
 
-    def apply_quotes(self, quotes: list[Quote]) -> int:
+    def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
+        """Apply well-formed quotes in order; one too far from its symbol's last accepted
+        LTP (the price band) is refused and changes nothing."""
         now = self._advance_time()
-        for quote in quotes:
+        refused: list[RefusedQuote] = []
+        for position, quote in enumerate(quotes):
+            full = self._quotes.full_for(quote.symbol)
+            if full is not None:
+                refused.append(RefusedQuote(position, quote.symbol, full))
+                continue
+            why = self._quotes.outside_band(quote.ltp, self._mark(quote.symbol))
+            if why is not None:
+                streak = self._quotes.refused(quote.symbol)
+                # The 1st, 10th, 100th... in a row: a stuck feed must not flood the log.
+                if _is_power_of_ten(streak):
+                    log.warning("quote for %s refused (%d in a row): %s", quote.symbol, streak, why)
+                refused.append(RefusedQuote(position, quote.symbol, why))
+                continue
             self._dirty = True
-            self._quotes.update(quote)
+            streak = self._quotes.update(quote)
+            if streak:
+                log.warning(
+                    "quotes for %s accepted again at %s after %d refused by the price band",
+                    quote.symbol,
+                    quote.ltp,
+                    streak,
+                )
             if self._risk.book.unmarked:
                 self._mark_baseline(quote, now)
             for event in self._simulator.on_quote(quote, now, self.state.ids.fill_id):
                 self._emit(event, now)
         self._after_change(now)
-        return len(quotes)
+        return QuotesOutcome(len(quotes) - len(refused), refused)
 
     def tick(self) -> None:
         """Time passing: day rollover, MIS square-off, breakers on moved marks."""
@@ -239,17 +285,37 @@ class ExecutionEngine:
         return ledger.snapshot(order_id)
 
     def list_orders(
-        self, strategy_code: str, status: OrderStatus | None, symbol: str
-    ) -> list[Order]:
+        self,
+        strategy_code: str,
+        status: OrderStatus | None,
+        symbol: str,
+        after: str = "",
+        limit: int | None = None,
+    ) -> tuple[list[Order], bool]:
+        """Today's matching orders placed after order `after`, oldest first, at most
+        `limit` of them; and whether more match.
+
+        Order ids are fixed-width and grow with placement (as does the ledger's order),
+        so `after` stays a valid cursor while orders arrive and after it rolls out of memory.
+        """
         ledger = self.state.ledger
-        return [
-            ledger.snapshot(o.order_id)
-            for o in ledger.orders()
-            if self._today(o)
-            and (not strategy_code or o.intent.strategy_code == strategy_code)
-            and (status is None or o.status is status)
-            and (not symbol or o.intent.symbol == symbol)
-        ]
+        page: list[Order] = []
+        more = False
+        for o in ledger.orders():
+            if not (
+                o.order_id > after
+                and self._today(o)
+                and (not strategy_code or o.intent.strategy_code == strategy_code)
+                and (status is None or o.status is status)
+                and (not symbol or o.intent.symbol == symbol)
+            ):
+                continue
+            if limit is not None and len(page) == limit:
+                more = True
+                break
+            page.append(o)
+        # Copies for the page only: a snapshot costs far more than a look during the scan.
+        return [ledger.snapshot(o.order_id) for o in page], more
 
     def preview(self, intent: OrderIntent) -> Preview:
         # Time-driven events first, exactly as a submit now would see them.
@@ -266,10 +332,11 @@ class ExecutionEngine:
 
     def risk_report(self, strategy_code: str = "") -> RiskReport:
         now = self._advance_time()
-        return self._risk.report(now, self._unrealized(), strategy_code)
+        unrealized, unmarked = self._valuation()
+        return self._risk.report(now, unrealized, strategy_code, unmarked=unmarked)
 
     def positions(self, strategy_code: str = "") -> list[PositionView]:
-        return self.state.ledger.positions(self._quotes.ltp, strategy_code or None)
+        return self.state.ledger.positions(self._mark, strategy_code or None)
 
     # -- the order path -----------------------------------------------------
 
@@ -381,7 +448,21 @@ class ExecutionEngine:
 
     def _after_change(self, now: datetime) -> None:
         """Trip any breaker whose condition now holds, and enforce what it trips to."""
-        for event in self._risk.evaluate(now, self._unrealized()):
+        unrealized, unmarked = self._valuation()
+        if unmarked != self._unmarked:
+            if unmarked:
+                log.warning(
+                    "no mark for open positions in %s: equity breakers wait for their quotes",
+                    ", ".join(unmarked),
+                )
+            else:
+                log.info("every open position has a mark again: equity breakers evaluate")
+            self._unmarked = unmarked
+        events = self._risk.evaluate(now, unrealized, unmarked)
+        # A journaled peak or trip must be reproducible after a restart: the marks it
+        # was computed from go to the journal with it.
+        self._record_marks(now, force=bool(events))
+        for event in events:
             self._emit(event, now)
             if not isinstance(event, BreakerTripped) or event.breaker not in EXPOSURE_BREAKERS:
                 continue  # trade-count limits stop new orders; accepted ones stand
@@ -484,7 +565,7 @@ class ExecutionEngine:
         for (code, symbol, product), position in self.state.ledger.position_items():
             if position.net_qty == 0:
                 continue
-            ltp = self._quotes.ltp(symbol)
+            ltp = self._mark(symbol)
             if ltp is None:
                 unmarked.append((code, symbol, product.value))
             else:
@@ -499,11 +580,51 @@ class ExecutionEngine:
             unrealized = ZERO if position is None else position.unrealized(quote.ltp)
             self._emit(BaselineMarked(code, symbol, product, unrealized, now), now)
 
-    def _unrealized(self) -> Decimal:
+    def _mark(self, symbol: str) -> Decimal | None:
+        """What a position in `symbol` is worth per unit: the last accepted LTP, else the
+        journaled mark (after a restart, until the first quote); None when unknown."""
+        ltp = self._quotes.ltp(symbol)
+        return ltp if ltp is not None else self.state.marks.get(symbol)
+
+    def _valuation(self) -> tuple[Decimal, tuple[str, ...]]:
+        """Unrealized PnL of the open positions that have a mark, and the symbols of
+        those that have none: those are unknown, never counted as zero."""
         total = ZERO
+        unmarked: set[str] = set()
         for (_, symbol, _), position in self.state.ledger.position_items():
-            total += position.unrealized(self._quotes.ltp(symbol))
-        return total
+            if position.net_qty == 0:
+                continue
+            ltp = self._mark(symbol)
+            if ltp is None:
+                unmarked.add(symbol)
+            else:
+                total += position.unrealized(ltp)
+        return total, tuple(sorted(unmarked))
+
+    def _record_marks(self, now: datetime, *, force: bool) -> None:
+        """Journal the marks of symbols with an open position or resting order, when
+        they changed: at most once per marks_every, or now when `force`."""
+        if not force and now < self._marks_due:
+            return
+        self._marks_due = now + self._quotes.marks_every
+        ledger = self.state.ledger
+        symbols = {s for (_, s, _), p in ledger.position_items() if p.net_qty != 0}
+        symbols.update(o.intent.symbol for o in ledger.open_orders())
+        marks: dict[str, Decimal] = {}
+        for symbol in sorted(symbols):
+            ltp = self._mark(symbol)
+            if ltp is not None:
+                marks[symbol] = ltp
+        if marks != self.state.marks:
+            self._emit(MarksRecorded(marks, now), now)
+
+
+def _is_power_of_ten(n: int) -> bool:
+    if n < 1:
+        return False
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 def _in_scope(order: Order, strategy_code: str) -> bool:

@@ -121,6 +121,17 @@ class EquityPeak:
 
 
 @dataclass(frozen=True, slots=True)
+class MarksRecorded:
+    """The marks positions are valued at, made durable so a restart does not value them
+    at nothing. Carries the LTP of every symbol with an open position or a resting
+    order that has one, and replaces the previous set (a symbol missing here has no
+    durable mark any more)."""
+
+    marks: dict[str, Decimal]
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class MisSquareOffStarted:
     trading_day: date
     timestamp: datetime
@@ -135,9 +146,12 @@ RiskEvent = (
     | MisSquareOffStarted
     | EquityPeak
     | BaselineMarked
+    | MarksRecorded
 )
 Event = OrderEvent | RiskEvent
 ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderTriggered, OrderFilled, OrderCancelled)
+# State the gateway keeps for its own restarts: journaled, never streamed as news.
+BOOKKEEPING_EVENTS = (EquityPeak, BaselineMarked, MarksRecorded)
 
 
 def event_order_id(event: OrderEvent) -> str:

@@ -7,14 +7,20 @@ restored, at start-up and after a failed write alike.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from execgw.server import codec
 from execgw.server.domain import Product, RejectReason, TradingState
-from execgw.server.events import Event, OrderAccepted, OrderFilled, OrderRejected
+from execgw.server.events import (
+    Event,
+    MarksRecorded,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+)
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
 from execgw.server.ledger import Ledger, LedgerError, PositionState
 from execgw.server.risk import RiskBook, Trip
@@ -55,12 +61,17 @@ class GatewayState:
     head_hash: str
     # Events replayed after the snapshot at the last rebuild (start-up cost).
     replayed: int = 0
+    # The last journaled mark (LTP) of each symbol with an open position or resting
+    # order: what positions are valued at after a restart, until their next quote.
+    marks: dict[str, Decimal] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         """Fold one event into every part of the state; the one path for live and replay."""
         outcome = self.ledger.apply(event)
         self.risk.apply(event, outcome)
         self.ids.observe(event)
+        if isinstance(event, MarksRecorded):
+            self.marks = dict(event.marks)
 
 
 def _risk_to_json(book: RiskBook) -> dict[str, object]:
@@ -127,6 +138,7 @@ def state_to_json(state: GatewayState) -> str:
             "sequence": state.sequence,
             "ids": {"next_order": state.ids.next_order, "next_fill": state.ids.next_fill},
             "risk": _risk_to_json(state.risk),
+            "marks": {symbol: str(ltp) for symbol, ltp in state.marks.items()},
             "orders": [codec.order_to_json(o) for o in orders],
             "positions": [
                 {
@@ -146,7 +158,9 @@ def state_to_json(state: GatewayState) -> str:
     )
 
 
-def _state_from_json(body: str) -> tuple[int, Ledger, RiskBook, IdSource]:
+def _state_from_json(
+    body: str,
+) -> tuple[int, Ledger, RiskBook, IdSource, dict[str, Decimal]]:
     data = codec.json_loads(body)
     orders = [codec.order_from_json(o) for o in data["orders"]]
     positions = [
@@ -165,19 +179,23 @@ def _state_from_json(body: str) -> tuple[int, Ledger, RiskBook, IdSource]:
     ]
     ids = IdSource(int(data["ids"]["next_order"]), int(data["ids"]["next_fill"]))
     risk = _risk_from_json(data["risk"])
-    return int(data["sequence"]), Ledger.restore(orders, positions), risk, ids
+    # Snapshots written before marks were journaled have none: those positions are
+    # unknown until their next quote, never valued at zero.
+    marks = {str(k): Decimal(v) for k, v in dict(data.get("marks", {})).items()}
+    return int(data["sequence"]), Ledger.restore(orders, positions), risk, ids, marks
 
 
 def rebuild(journal: Journal) -> GatewayState:
     # Checked against the journal's chain (keyed, when the journal is): JournalCorrupt,
     # and so no start, if the state it holds is not the state the gateway stored.
     snapshot = journal.latest_snapshot()
+    marks: dict[str, Decimal]
     if snapshot is None:
-        sequence, ledger, risk, ids = 0, Ledger(), RiskBook(), IdSource()
+        sequence, ledger, risk, ids, marks = 0, Ledger(), RiskBook(), IdSource(), {}
         prev_hash = GENESIS_HASH
     else:
         try:
-            sequence, ledger, risk, ids = _state_from_json(snapshot.body)
+            sequence, ledger, risk, ids, marks = _state_from_json(snapshot.body)
         except (codec.CodecError, KeyError, TypeError, ValueError, ArithmeticError) as e:
             raise JournalCorrupt(f"snapshot at {snapshot.sequence} cannot be decoded: {e}") from e
         if sequence != snapshot.sequence:
@@ -188,7 +206,9 @@ def rebuild(journal: Journal) -> GatewayState:
         if anchor is None:
             raise JournalCorrupt(f"snapshot at {sequence} has no matching journal row")
         prev_hash = anchor.hash
-    state = GatewayState(ledger=ledger, risk=risk, ids=ids, sequence=sequence, head_hash=prev_hash)
+    state = GatewayState(
+        ledger=ledger, risk=risk, ids=ids, sequence=sequence, head_hash=prev_hash, marks=marks
+    )
     replayed = 0
     for row in journal.rows(after=sequence):
         check_link(row, state.sequence + 1, state.head_hash)

@@ -46,6 +46,9 @@ BREAKER_REASONS = {
     "max_trades_per_strategy_per_day": RejectReason.MAX_TRADES_PER_STRATEGY_PER_DAY,
     "max_loss_streak": RejectReason.MAX_LOSS_STREAK,
 }
+# Breakers that watch equity, which needs a mark for every open position: a position
+# with no mark is unknown, so these wait for it rather than value it at zero.
+EQUITY_BREAKERS = frozenset({"max_daily_loss_rupees", "max_daily_drawdown_pct"})
 
 
 def _hhmm(value: str) -> time:
@@ -244,6 +247,8 @@ class RiskReport:
     breakers: list[BreakerReport]
     strategies: list[StrategyReport]
     mis_entries_closed: bool
+    # Symbols of open positions with no mark: PnL and equity above leave them out.
+    unmarked_symbols: tuple[str, ...] = ()
 
 
 class RiskEngine:
@@ -301,6 +306,9 @@ class RiskEngine:
         if self.book.day != day:
             marked, unmarked = baseline()
             events.append(DayRolledOver(day, now, marked, unmarked))
+            # The new day's peak starts from its own equity. `apply` is not on the
+            # engine's path (it folds events into the book itself), so reset here.
+            self._live_peak = None
         if self.calendar.mis_closed(now) and self.book.squared_off_day != day:
             events.append(MisSquareOffStarted(day, now))
         return events
@@ -313,17 +321,19 @@ class RiskEngine:
     def _trip_state(self, breaker: str) -> TradingState:
         return TradingState(getattr(self._cb.trip_to, breaker))
 
-    def _equity(self, unrealized: Decimal) -> _Equity:
+    def _equity(self, unrealized: Decimal, *, complete: bool = True) -> _Equity:
+        """`complete` is False while an open position has no mark: the equity is then a
+        partial sum, which must not become the day's peak."""
         pnl = self.book.day_pnl(unrealized)
         equity = self._capital + pnl
         known = [p for p in (self._live_peak, self.book.peak_equity) if p is not None]
-        peak = max([*known, equity])
-        drawdown = (peak - equity) / peak if peak > 0 else ZERO
+        peak = max([*known, equity]) if complete or not known else max(known)
+        drawdown = max((peak - equity) / peak, ZERO) if peak > 0 else ZERO
         return _Equity(pnl, equity, peak, drawdown)
 
-    def breaker_values(self, unrealized: Decimal) -> list[BreakerReport]:
+    def breaker_values(self, unrealized: Decimal, *, complete: bool = True) -> list[BreakerReport]:
         book = self.book
-        now = self._equity(unrealized)
+        now = self._equity(unrealized, complete=complete)
         rows: list[tuple[str, str, Decimal, Decimal]] = [
             ("max_daily_loss_rupees", ACCOUNT, -now.pnl, self._max_loss),
             ("max_daily_drawdown_pct", ACCOUNT, now.drawdown, self._max_drawdown),
@@ -358,16 +368,25 @@ class RiskEngine:
             for name, code, value, limit in rows
         ]
 
-    def evaluate(self, now: datetime, unrealized: Decimal) -> list[BreakerTripped | EquityPeak]:
+    def evaluate(
+        self, now: datetime, unrealized: Decimal, unmarked: tuple[str, ...] = ()
+    ) -> list[BreakerTripped | EquityPeak]:
         """A journaled EquityPeak when the peak moved a step, then BreakerTripped for every
-        breaker whose condition holds and that is not tripped yet."""
+        breaker whose condition holds and that is not tripped yet.
+
+        `unmarked` names open positions' symbols with no mark: until it is empty the
+        equity is unknown, so the peak stays put and the equity breakers wait."""
         book = self.book
-        self._live_peak = self._equity(unrealized).peak
+        complete = not unmarked
         events: list[BreakerTripped | EquityPeak] = []
-        if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
-            events.append(EquityPeak(self._live_peak, now))
-        for b in self.breaker_values(unrealized):
+        if complete:
+            self._live_peak = self._equity(unrealized).peak
+            if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
+                events.append(EquityPeak(self._live_peak, now))
+        for b in self.breaker_values(unrealized, complete=complete):
             if b.trip is not None or b.value < b.limit:
+                continue
+            if not complete and b.name in EQUITY_BREAKERS:
                 continue
             events.append(
                 BreakerTripped(
@@ -586,9 +605,17 @@ class RiskEngine:
 
     # -- reporting --------------------------------------------------------
 
-    def report(self, now: datetime, unrealized: Decimal, strategy_code: str = "") -> RiskReport:
+    def report(
+        self,
+        now: datetime,
+        unrealized: Decimal,
+        strategy_code: str = "",
+        *,
+        unmarked: tuple[str, ...] = (),
+    ) -> RiskReport:
         book = self.book
-        now_equity = self._equity(unrealized)
+        complete = not unmarked
+        now_equity = self._equity(unrealized, complete=complete)
         codes = sorted(
             set(book.trades_by_strategy) | set(book.loss_streak) | {c for _, c in book.trips if c}
         )
@@ -604,7 +631,7 @@ class RiskEngine:
             peak_equity=now_equity.peak,
             drawdown_pct=now_equity.drawdown,
             trades_today=book.trades_total,
-            breakers=self.breaker_values(unrealized)
+            breakers=self.breaker_values(unrealized, complete=complete)
             + [
                 BreakerReport(KILL_SWITCH, code, TradingState.HALTED, ZERO, ZERO, trip)
                 for (name, code), trip in sorted(book.trips.items())
@@ -621,6 +648,7 @@ class RiskEngine:
                 for code in codes
             ],
             mis_entries_closed=self.calendar.mis_closed(now),
+            unmarked_symbols=unmarked,
         )
 
 

@@ -11,10 +11,11 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from execgw.server.domain import OrderIntent, OrderType, Product, Side, Validity
+from execgw.server.domain import OrderIntent, OrderType, Product, Quote, Side, Validity
 from execgw.server.instruments import Instrument, InstrumentRegistry
 
 _T = TypeVar("_T")
@@ -297,13 +298,107 @@ def _price(
     return nearest
 
 
-def validate_quote(symbol: str, ltp: float, bid: float, ask: float, field_prefix: str) -> None:
-    if not _SYMBOL_RE.fullmatch(symbol):
+# Quotes ---------------------------------------------------------------------
+
+# One ceiling for order and quote prices: a quote above it is a broken feed, and
+# keeping every price far below it keeps Decimal arithmetic on marks exact and finite.
+MAX_QUOTE_PRICE = MAX_PRICE
+MAX_QUOTE_SYMBOL_LENGTH = MAX_SYMBOL_LENGTH
+# A quote's exchange time: from the Unix epoch to one day inside protobuf's last
+# Timestamp, so it converts to any time zone without overflowing.
+_QUOTE_EPOCH_MAX_S = 253_402_214_399  # 9999-12-30T23:59:59Z
+_NANOS_PER_S = 1_000_000_000
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class RawQuote:
+    """A quote as it arrived; `timestamp` is (seconds, nanos), None when absent."""
+
+    symbol: str
+    ltp: float
+    bid: float = 0.0
+    ask: float = 0.0
+    bid_qty: int = 0
+    ask_qty: int = 0
+    volume: int = 0
+    timestamp: tuple[int, int] | None = None
+
+
+def is_full_symbol(symbol: str) -> bool:
+    """EXCHANGE:TRADINGSYMBOL and nothing else (fullmatch: `$` would let "\n" through)."""
+    return len(symbol) <= MAX_QUOTE_SYMBOL_LENGTH and _SYMBOL_RE.fullmatch(symbol) is not None
+
+
+def validate_quote(
+    raw: RawQuote, instruments: InstrumentRegistry, field_prefix: str, now: datetime
+) -> Quote:
+    """A domain Quote with prices snapped to the tick, or InvalidRequest naming the field.
+
+    `now` stands in for an absent exchange time."""
+    if not is_full_symbol(raw.symbol):
         raise InvalidRequest(
-            field_prefix + "symbol", f"{symbol!r} is not in EXCHANGE:TRADINGSYMBOL form"
+            field_prefix + "symbol",
+            f"{raw.symbol[:MAX_QUOTE_SYMBOL_LENGTH]!r} is not in EXCHANGE:TRADINGSYMBOL form "
+            f"(at most {MAX_QUOTE_SYMBOL_LENGTH} characters)",
         )
-    if math.isnan(ltp) or math.isinf(ltp) or ltp <= 0:
-        raise InvalidRequest(field_prefix + "ltp", f"must be a finite number > 0, got {ltp}")
-    for name, value in (("bid", bid), ("ask", ask)):
-        if math.isnan(value) or math.isinf(value) or value < 0:
-            raise InvalidRequest(field_prefix + name, f"must be a finite number >= 0, got {value}")
+    instrument = instruments.get(raw.symbol)
+    ltp = _quote_price(raw.ltp, field_prefix + "ltp", instrument)
+    if ltp is None:
+        raise InvalidRequest(field_prefix + "ltp", f"must be > 0, got {raw.ltp}")
+    bid = _quote_price(raw.bid, field_prefix + "bid", instrument)
+    ask = _quote_price(raw.ask, field_prefix + "ask", instrument)
+    if bid is not None and ask is not None and bid > ask:
+        raise InvalidRequest(field_prefix + "bid", f"{bid} is above the ask {ask}")
+    for name, qty in (("bid_qty", raw.bid_qty), ("ask_qty", raw.ask_qty), ("volume", raw.volume)):
+        if qty < 0:
+            raise InvalidRequest(field_prefix + name, f"must be >= 0, got {qty}")
+    return Quote(
+        symbol=raw.symbol,
+        ltp=ltp,
+        bid=_ZERO if bid is None else bid,
+        ask=_ZERO if ask is None else ask,
+        bid_qty=raw.bid_qty,
+        ask_qty=raw.ask_qty,
+        volume=raw.volume,
+        timestamp=now if raw.timestamp is None else _quote_time(raw.timestamp, field_prefix),
+    )
+
+
+def _quote_price(value: float, field_name: str, instrument: Instrument) -> Decimal | None:
+    """A positive price on the tick; None for 0, which a quote uses for "absent"."""
+    if math.isnan(value) or math.isinf(value):
+        raise InvalidRequest(field_name, f"must be a finite number, got {value}")
+    if value == 0:
+        return None
+    if value < 0:
+        raise InvalidRequest(field_name, f"must be > 0 (or 0 when absent), got {value}")
+    exact = Decimal(repr(value))
+    if exact > MAX_QUOTE_PRICE:
+        raise InvalidRequest(field_name, f"{value} is above the ceiling {MAX_QUOTE_PRICE:f}")
+    nearest = instrument.nearest_tick(exact)
+    if nearest <= 0:
+        raise InvalidRequest(
+            field_name, f"{value} is below one tick ({instrument.tick_size}) of {instrument.symbol}"
+        )
+    if abs(exact - nearest) > instrument.tick_size * _TICK_TOLERANCE:
+        raise InvalidRequest(
+            field_name,
+            f"{value} is not on the tick size {instrument.tick_size} of {instrument.symbol}",
+        )
+    return nearest
+
+
+def _quote_time(timestamp: tuple[int, int], field_prefix: str) -> datetime:
+    seconds, nanos = timestamp
+    if not 0 <= nanos < _NANOS_PER_S:
+        raise InvalidRequest(
+            field_prefix + "timestamp.nanos", f"must be within [0, 999999999], got {nanos}"
+        )
+    if not 0 <= seconds <= _QUOTE_EPOCH_MAX_S:
+        raise InvalidRequest(
+            field_prefix + "timestamp.seconds",
+            f"must be within [0, {_QUOTE_EPOCH_MAX_S}] (1970-01-01 to 9999-12-30 UTC), "
+            f"got {seconds}",
+        )
+    return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=nanos // 1000)

@@ -19,7 +19,7 @@ from execgw.server.events import (
     TradingResumed,
 )
 from execgw.server.risk import RiskReport
-from execgw.server.validation import InvalidRequest, RawIntent
+from execgw.server.validation import InvalidRequest, RawIntent, RawQuote
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 _SIDE = {orders_pb2.SIDE_BUY: domain.Side.BUY, orders_pb2.SIDE_SELL: domain.Side.SELL}
@@ -80,8 +80,14 @@ def _metadata(msg: orders_pb2.OrderIntent) -> dict[str, Any]:
 
 
 def status(value: orders_pb2.OrderStatus.ValueType) -> domain.OrderStatus | None:
-    """A status filter; UNSPECIFIED (or unknown) means any."""
-    return _STATUS.get(value)
+    """A status filter; UNSPECIFIED means any. A number that is no OrderStatus (proto3
+    keeps unknown enum numbers) is refused: taken as "any", it would widen the filter."""
+    if value == orders_pb2.ORDER_STATUS_UNSPECIFIED:
+        return None
+    found = _STATUS.get(value)
+    if found is None:
+        raise InvalidRequest("status", f"{value} is not an OrderStatus")
+    return found
 
 
 def timestamp(when: datetime) -> timestamp_pb2.Timestamp:
@@ -233,13 +239,15 @@ def risk_event(event: Event, trading_day: date | None) -> orders_pb2.RiskEvent:
     return msg
 
 
-def quote_in(msg: market_data_pb2.Quote, now: datetime) -> domain.Quote:
-    when = msg.timestamp.ToDatetime(tzinfo=UTC) if msg.HasField("timestamp") else now
-    return domain.Quote(
+def quote_in(msg: market_data_pb2.Quote) -> RawQuote:
+    # The Timestamp travels as its raw fields: ToDatetime raises on an invalid one,
+    # and validation must name the field instead.
+    when = (msg.timestamp.seconds, msg.timestamp.nanos) if msg.HasField("timestamp") else None
+    return RawQuote(
         symbol=msg.symbol,
-        ltp=Decimal(repr(msg.ltp)),
-        bid=Decimal(repr(msg.bid)),
-        ask=Decimal(repr(msg.ask)),
+        ltp=msg.ltp,
+        bid=msg.bid,
+        ask=msg.ask,
         bid_qty=msg.bid_qty,
         ask_qty=msg.ask_qty,
         volume=msg.volume,
@@ -272,6 +280,7 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
         drawdown_pct=float(report.drawdown_pct),
         trades_today=report.trades_today,
         mis_entries_closed=report.mis_entries_closed,
+        unmarked_symbols=report.unmarked_symbols,
     )
     for b in report.breakers:
         status = msg.breakers.add(

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from opentelemetry import propagate, trace
 
-from execgw.server.api import convert
+from execgw.server.api import convert, paging
 from execgw.server.api.errors import unary, write_stream
 from execgw.server.api.streaming import FillStream
 from execgw.server.core import GatewayCore
@@ -86,12 +86,30 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         validate_strategy_code(request.strategy_code, "strategy_code", required=False)
         if request.symbol:
             validate_symbol(request.symbol, "symbol")
-        orders = await self._core.list_orders(
+        status = convert.status(request.status)
+        limit = paging.page_size(request.page_size)
+        filters = paging.OrderFilters(request.strategy_code, request.status, request.symbol)
+        orders, more = await self._core.list_orders(
             strategy_code=request.strategy_code,
-            status=convert.status(request.status),
+            status=status,
             symbol=request.symbol,
+            after=paging.resume_after(request.page_token, filters),
+            limit=limit,
         )
-        return gateway_pb2.ListOrdersResponse(results=[convert.result(o) for o in orders])
+        response = gateway_pb2.ListOrdersResponse()
+        size = 0
+        for index, order in enumerate(orders):
+            result = convert.result(order)
+            size += result.ByteSize()
+            # Always one order, so that paging moves on whatever the orders' size.
+            if index and size > paging.MAX_PAGE_BYTES:
+                more = True
+                break
+            response.results.append(result)
+        if more:
+            last = response.results[-1].order_id
+            response.next_page_token = paging.next_page_token(last, filters)
+        return response
 
     @unary
     async def GetPositions(  # noqa: N802

@@ -12,16 +12,23 @@ from execgw.server.api.errors import unary
 from execgw.server.clock import Clock
 from execgw.server.core import GatewayCore
 from execgw.server.errors import QuoteNotFound
-from execgw.server.validation import InvalidRequest, validate_quote
+from execgw.server.instruments import InstrumentRegistry
+from execgw.server.validation import validate_quote, validate_symbol
 from execgw.v1 import market_data_pb2, market_data_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+# Refusal details kept for the response; the count covers them all, so a stream
+# refused for hours still gets a bounded response.
+MAX_REFUSALS_REPORTED = 100
+
+
 class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
-    def __init__(self, core: GatewayCore, clock: Clock) -> None:
+    def __init__(self, core: GatewayCore, clock: Clock, instruments: InstrumentRegistry) -> None:
         self._core = core
         self._clock = clock
+        self._instruments = instruments
 
     @unary
     async def PublishQuotes(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -29,23 +36,37 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
         request_iterator: AsyncIterator[market_data_pb2.PublishQuotesRequest],
         context: Context,
     ) -> market_data_pb2.PublishQuotesResponse:
-        accepted = 0
+        response = market_data_pb2.PublishQuotesResponse()
         index = 0
         async for request in request_iterator:
-            quotes = []
-            for msg in request.quotes:
-                validate_quote(msg.symbol, msg.ltp, msg.bid, msg.ask, f"quotes[{index}].")
-                quotes.append(convert.quote_in(msg, self._clock.now()))
-                index += 1
-            accepted += await self._core.apply_quotes(quotes)
-        return market_data_pb2.PublishQuotesResponse(accepted=accepted)
+            now = self._clock.now()
+            # The whole request is validated before any of it is applied, so a bad
+            # quote leaves its request (and everything after) unapplied.
+            quotes = [
+                validate_quote(
+                    convert.quote_in(msg), self._instruments, f"quotes[{index + i}].", now
+                )
+                for i, msg in enumerate(request.quotes)
+            ]
+            if quotes:
+                outcome = await self._core.apply_quotes(quotes)
+                response.accepted += outcome.accepted
+                response.refused_count += len(outcome.refused)
+                for refusal in outcome.refused:
+                    if len(response.refused) < MAX_REFUSALS_REPORTED:
+                        response.refused.add(
+                            index=index + refusal.position,
+                            symbol=refusal.symbol,
+                            reason=refusal.reason,
+                        )
+            index += len(quotes)
+        return response
 
     @unary
     async def GetQuote(  # noqa: N802
         self, request: market_data_pb2.GetQuoteRequest, context: Context
     ) -> market_data_pb2.GetQuoteResponse:
-        if not request.symbol:
-            raise InvalidRequest("symbol", "must not be empty")
+        validate_symbol(request.symbol, "symbol")
         quote = self._core.quote(request.symbol)
         if quote is None:
             raise QuoteNotFound(f"no quote for {request.symbol}")

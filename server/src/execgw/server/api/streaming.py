@@ -17,7 +17,7 @@ import grpc
 
 from execgw.server.api import convert
 from execgw.server.bus import BusClosed, BusEvent, EventBus, SubscriberOverflow
-from execgw.server.events import BaselineMarked, EquityPeak
+from execgw.server.events import BOOKKEEPING_EVENTS
 from execgw.server.journal import Journal
 from execgw.server.validation import InvalidRequest
 from execgw.v1 import gateway_pb2, orders_pb2
@@ -37,7 +37,7 @@ def event_filter(request: gateway_pb2.StreamFillsRequest) -> Callable[[BusEvent]
     include_risk = request.include_risk_events
 
     def wanted(event: BusEvent) -> bool:
-        if isinstance(event.event, EquityPeak | BaselineMarked):
+        if isinstance(event.event, BOOKKEEPING_EVENTS):
             return False  # bookkeeping for restarts, not news
         if event.order is None:
             # Account-wide risk events concern every strategy.

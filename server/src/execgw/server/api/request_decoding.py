@@ -1,0 +1,97 @@
+"""Requests are parsed inside the call, so bytes that are no valid message are
+INVALID_ARGUMENT with a message that names the expected message type and nothing else.
+
+Left to grpc, a unary request that fails to parse ends UNKNOWN with a message naming a
+Python exception class, and a bad frame of a client stream surfaces inside the servicer
+as an unexpected exception (INTERNAL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import grpc
+
+from execgw.server.api.method_handlers import Context, Continuation, Deserializer, Handler, wrap
+
+
+class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decoder = _Decoder(handler.request_deserializer, handler_call_details.method)
+        # request_deserializer=None: grpc hands the behavior the raw bytes.
+        if handler.request_streaming:
+            return wrap(
+                handler, decoder.stream, request_deserializer=None, around_sync=decoder.stream_sync
+            )
+        return wrap(
+            handler, decoder.single, request_deserializer=None, around_sync=decoder.single_sync
+        )
+
+
+class _Decoder:
+    def __init__(self, deserialize: Deserializer, method: str) -> None:
+        assert deserialize is not None
+        self._deserialize = deserialize
+        self._expected = _message_name(deserialize, method)
+
+    @asynccontextmanager
+    async def single(self, raw: bytes, context: Context) -> AsyncIterator[Any]:
+        yield await self._decode(raw, context, "request")
+
+    @asynccontextmanager
+    async def stream(
+        self, raw_requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[AsyncIterator[Any]]:
+        async def decoded() -> AsyncIterator[Any]:
+            index = 0
+            async for raw in raw_requests:
+                yield await self._decode(raw, context, f"request {index} of the stream")
+                index += 1
+
+        yield decoded()
+
+    async def _decode(self, raw: bytes, context: Context, what: str) -> Any:
+        try:
+            return self._deserialize(raw)
+        except Exception:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._refusal(what))
+
+    # grpc.aio runs a synchronous behavior (e.g. the health service's List) on a worker
+    # thread, with a context whose abort is synchronous.
+
+    @contextmanager
+    def single_sync(self, raw: bytes, context: Any) -> Iterator[Any]:
+        yield self._decode_sync(raw, context, "request")
+
+    @contextmanager
+    def stream_sync(self, raw_requests: Iterator[bytes], context: Any) -> Iterator[Iterator[Any]]:
+        def decoded() -> Iterator[Any]:
+            for index, raw in enumerate(raw_requests):
+                yield self._decode_sync(raw, context, f"request {index} of the stream")
+
+        yield decoded()
+
+    def _decode_sync(self, raw: bytes, context: Any, what: str) -> Any:
+        try:
+            return self._deserialize(raw)
+        except Exception:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._refusal(what))
+            raise  # abort raises; this keeps a failed abort from passing silently
+
+    def _refusal(self, what: str) -> str:
+        return f"{what} is not a valid {self._expected}"
+
+
+def _message_name(deserialize: Callable[[bytes], Any], method: str) -> str:
+    """The message type's full name (execgw.v1.SubmitOrderRequest) for generated stubs."""
+    message_class = getattr(deserialize, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    full_name = getattr(descriptor, "full_name", None)
+    return full_name if isinstance(full_name, str) else f"request message for {method}"

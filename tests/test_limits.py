@@ -1,0 +1,419 @@
+"""Resource limits (issue 8, defect 6): what one caller can make the gateway hold is
+bounded, and a limit that is hit answers with a clear status.
+
+Hostile callers are raw HTTP/2 connections (tests/h2_raw.py) that open calls and never
+take delivery of the responses, or never send the request; silent TCP sockets; and a
+journal holding an event written before text fields had caps. Waits poll a condition
+against a deadline.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from queue import Empty, Queue
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from execgw.client import (
+    ExecgwError,
+    ExecutionClient,
+    ExecutionEvent,
+    Quote,
+    ResourceExhausted,
+    Unavailable,
+    limit,
+    market,
+)
+from execgw.server.clock import ManualClock
+from execgw.server.config import ConfigError, parse_config
+from execgw.server.events import TradingHalted
+from execgw.server.journal import Journal, JournalRecord
+from execgw.v1 import gateway_pb2
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningGateway, make_config
+    from tests.durability_helpers import RELAXED_EXECUTION, ServerProcess, free_port
+    from tests.h2_raw import RawCaller, settle
+else:
+    from conftest import RunningGateway, make_config
+    from durability_helpers import RELAXED_EXECUTION, ServerProcess, free_port
+    from h2_raw import RawCaller, settle
+
+MIB = 1024 * 1024
+TIMEOUT_S = 10.0
+INFY = "NSE:INFY"
+LIST_ORDERS = "/execgw.v1.ExecutionGateway/ListOrders"
+STREAM_FILLS = "/execgw.v1.ExecutionGateway/StreamFills"
+GET_POSITIONS = "/execgw.v1.ExecutionGateway/GetPositions"
+REFUSED_STREAM = 0x7
+
+# What a caller that never reads can make the gateway hold, per call in progress
+# (measured on this code: ~1.1-1.8 MiB and ~0.6 MiB; the bound leaves room for a busier
+# allocator). A StreamFills replay holds its batch of up to 500 journal records and a
+# journal reader; a ListOrders call holds its page (up to 1000 orders) as objects and
+# as bytes. Everything else is tens of KiB.
+STREAM_MIB = 2.5
+UNARY_MIB = 1.5
+
+
+def memory_bound_mib(max_streams: int, other_calls: int) -> float:
+    """The README's bound on what non-reading callers add to the gateway's RSS."""
+    return max_streams * STREAM_MIB + other_calls * UNARY_MIB
+
+
+def poll(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+    """Check `condition` until it holds; each check is a real call or a socket wait."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def _status_mib(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {key} for {pid}")
+
+
+def _reset_peak(pid: int) -> None:
+    # Writing 5 resets VmHWM to the current RSS (Linux >= 4.0), so the peak measured
+    # next is the attack's alone.
+    Path(f"/proc/{pid}/clear_refs").write_text("5", encoding="ascii")
+
+
+def _place(client: ExecutionClient, count: int) -> None:
+    assert client.publish_quotes([Quote(symbol=INFY, ltp=1500.0)]) == 1
+    for i in range(count):
+        intent = (
+            limit(INFY, "BUY", 1, 1425.0, strategy_code=f"s{i % 4}", product="NRML")
+            if i % 2
+            else market(INFY, "BUY", 1, strategy_code=f"s{i % 4}", product="NRML")
+        )
+        client.submit(intent)
+
+
+def _close(stream: Iterator[Any]) -> None:
+    """End a stream_fills iterator (a generator: closing it cancels the call)."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
+def _first_event(stream: Iterator[ExecutionEvent], timeout: float = TIMEOUT_S) -> object:
+    """The stream's first event, or the exception it raised; fails on a hang (a client
+    that reconnects forever never returns)."""
+    box: Queue[object] = Queue()
+
+    def read() -> None:
+        try:
+            box.put(next(stream))
+        except Exception as e:
+            box.put(e)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        return box.get(timeout=timeout)
+    except Empty:
+        raise AssertionError(f"the stream gave nothing and no error within {timeout}s") from None
+
+
+def _is_heartbeat(event: object) -> bool:
+    return isinstance(event, ExecutionEvent) and event.HasField("heartbeat")
+
+
+# -- the non-reading attack, against a real `execgw serve` ------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServerProcess]:
+    port = free_port()
+    config = {
+        "mode": "paper",
+        "listen": f"127.0.0.1:{port}",
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "market_data": {"source": "external"},
+        "execution": RELAXED_EXECUTION,
+        "server": {
+            "shutdown_grace_s": 1.0,
+            "max_concurrent_rpcs": 96,
+            "max_streams": 32,
+            "max_streams_per_connection": 48,
+            "max_connections": 16,
+        },
+    }
+    path = tmp_path / "execgw.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    server = ServerProcess(path, port)
+    try:
+        server.wait_serving()
+        yield server
+    finally:
+        server.close()
+
+
+def test_callers_that_never_read_hold_bounded_memory_and_honest_calls_go_on(
+    served: ServerProcess,
+) -> None:
+    port = int(served.target.rpartition(":")[2])
+    with ExecutionClient(served.target, timeout=TIMEOUT_S, retries=0) as honest:
+        _place(honest, 300)  # ~600 journal events to replay, 300 orders to list
+        # Warm every path the attack takes, so the baseline is not mostly imports.
+        assert len(honest.list_orders()) == 300
+        warm = honest.stream_fills(from_sequence=1, include_order_updates=True)
+        assert not isinstance(_first_event(warm), Exception)
+        _close(warm)
+        baseline = _status_mib(served.pid, "VmRSS")
+        _reset_peak(served.pid)
+
+        streams, lists = RawCaller(port), RawCaller(port)
+        try:
+            replay = gateway_pb2.StreamFillsRequest(from_sequence=1, include_order_updates=True)
+            page = gateway_pb2.ListOrdersRequest(page_size=1000)
+            for _ in range(150):
+                streams.call(STREAM_FILLS, replay.SerializeToString())
+                lists.call(LIST_ORDERS, page.SerializeToString())
+            settle([streams, lists], timeout=60)
+            # Each connection holds at most 48 calls; most of the rest were refused (not
+            # exactly 102: a call that ends early, refused or answered, frees its place).
+            for caller in (streams, lists):
+                codes = list(caller.refused.values())
+                assert codes.count(REFUSED_STREAM) >= 50, caller.refused
+
+            # Meanwhile an honest caller places, lists and reads quotes as usual...
+            placed = honest.submit(market(INFY, "SELL", 1, strategy_code="honest", product="NRML"))
+            assert placed.order_id
+            assert len(honest.list_orders_page().results) == 100
+            assert honest.get_quote(INFY).ltp == 1500.0
+            # ...but finds every stream slot taken (32 of the 48 replays got one).
+            refused = _first_event(honest.stream_fills(include_risk_events=True))
+            assert isinstance(refused, ResourceExhausted), refused
+            assert "server.max_streams" in str(refused)
+
+            peak = _status_mib(served.pid, "VmHWM") - baseline
+            bound = memory_bound_mib(max_streams=32, other_calls=48)
+            print(
+                f"\nnon-reading callers: 150 replaying StreamFills + 150 ListOrders(1000) on "
+                f"two connections; RSS baseline {baseline:.0f} MiB, peak +{peak:.0f} MiB "
+                f"(bound +{bound:.0f} MiB), now {_status_mib(served.pid, 'VmRSS'):.0f} MiB"
+            )
+            assert peak <= bound
+        finally:
+            streams.close()
+            lists.close()
+
+        # Once the attackers are gone, their slots are free again.
+        def stream_accepted() -> bool:
+            stream = honest.stream_fills(heartbeats=True, reconnect=False)
+            try:
+                return not isinstance(_first_event(stream), ExecgwError)
+            finally:
+                _close(stream)
+
+        poll(stream_accepted, "a stream slot freed after the attackers left")
+    assert served.alive()
+
+
+# -- each limit answers as documented -------------------------------------------------
+
+
+@pytest.fixture
+def limited(tmp_path: Path, clock: ManualClock) -> Iterator[RunningGateway]:
+    running = RunningGateway(
+        make_config(
+            tmp_path,
+            server={
+                "max_concurrent_rpcs": 8,
+                "max_streams": 2,
+                "max_streams_per_connection": 6,
+                "max_receive_message_bytes": 64 * 1024,
+            },
+        ),
+        clock,
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_concurrent_call_caps_answer_resource_exhausted(limited: RunningGateway) -> None:
+    port = limited.port
+    # Calls whose request never comes stay in progress for as long as the peer likes.
+    first, second = RawCaller(port), RawCaller(port)
+    try:
+        for _ in range(10):
+            first.call(GET_POSITIONS, None)
+        # Six per connection: the other four are refused at the HTTP/2 level.
+        first.pump_until(lambda: len(first.refused) == 4, "4 calls refused", TIMEOUT_S)
+        assert set(first.refused.values()) == {REFUSED_STREAM}
+        for _ in range(6):
+            second.call(GET_POSITIONS, None)
+
+        with ExecutionClient(limited.target, timeout=TIMEOUT_S, retries=0) as honest:
+            # 6 + 6 calls want the server's 8 slots: some of the second six are refused,
+            # and every slot is taken.
+            def refused() -> bool:
+                try:
+                    honest.positions()
+                except ResourceExhausted:
+                    return True
+                return False
+
+            poll(refused, "an honest call answered RESOURCE_EXHAUSTED")
+            # A request over max_receive_message_bytes is refused before it is parsed.
+            first.close()
+            with pytest.raises(ResourceExhausted):
+                honest.get_quote("NSE:" + "X" * 100_000)
+
+            def served() -> bool:
+                try:
+                    return honest.positions() == []
+                except ResourceExhausted:
+                    return False
+
+            poll(served, "calls served again once the slots are free")
+    finally:
+        first.close()
+        second.close()
+
+
+def test_stream_cap_answers_resource_exhausted_and_orders_still_flow(
+    limited: RunningGateway,
+) -> None:
+    with ExecutionClient(limited.target, timeout=TIMEOUT_S, retries=0) as client:
+        open_streams = [client.stream_fills(heartbeats=True) for _ in range(2)]
+        for stream in open_streams:
+            assert _is_heartbeat(_first_event(stream))
+        # The third is refused, and the client says so instead of reconnecting forever.
+        refused = _first_event(client.stream_fills(heartbeats=True))
+        assert isinstance(refused, ResourceExhausted), refused
+        assert str(refused).startswith("RESOURCE_EXHAUSTED: the gateway already has 2 streams")
+        # Streams cannot take the slots orders need.
+        assert client.publish_quotes([Quote(symbol=INFY, ltp=1500.0)]) == 1
+        assert client.submit(market(INFY, "BUY", 1, strategy_code="s", product="NRML")).order_id
+
+        _close(open_streams.pop())
+
+        def accepted() -> bool:
+            stream = client.stream_fills(heartbeats=True, reconnect=False)
+            event = _first_event(stream)
+            if isinstance(event, ExecgwError):
+                return False
+            open_streams.append(stream)
+            return True
+
+        poll(accepted, "a stream accepted once one closed")
+        for stream in open_streams:
+            _close(stream)
+
+
+def test_connections_beyond_the_cap_are_closed_until_one_frees(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    running = RunningGateway(make_config(tmp_path, server={"max_connections": 2}), clock)
+    silent = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(2)]
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S, retries=0) as honest:
+            with pytest.raises(Unavailable):
+                honest.positions()
+            for sock in silent:
+                sock.close()
+
+            def served() -> bool:
+                try:
+                    return honest.positions() == []
+                except Unavailable:
+                    return False
+
+            poll(served, "a connection accepted once the silent ones left")
+    finally:
+        for sock in silent:
+            sock.close()
+        running.stop()
+
+
+def test_a_connection_that_never_starts_http2_is_closed_after_the_handshake_timeout(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    running = RunningGateway(make_config(tmp_path, server={"handshake_timeout_s": 0.5}), clock)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port)) as sock:
+            opened = time.monotonic()
+            deadline = opened + TIMEOUT_S
+            # The server speaks first (its SETTINGS); then, unanswered, it hangs up.
+            while True:
+                readable, _, _ = select.select([sock], [], [], deadline - time.monotonic())
+                assert readable, f"still open after {TIMEOUT_S} s"
+                if not sock.recv(4096):
+                    break
+            # Closed by the timeout, not at once as an over-the-cap connection would be.
+            assert time.monotonic() - opened >= 0.4
+    finally:
+        running.stop()
+
+
+def test_a_peer_that_stops_answering_pings_is_dropped(tmp_path: Path, clock: ManualClock) -> None:
+    running = RunningGateway(
+        make_config(tmp_path, server={"keepalive_time_s": 1.0, "keepalive_timeout_s": 1.0}),
+        clock,
+    )
+    caller = RawCaller(running.port, answer_pings=False)
+    try:
+        caller.call(GET_POSITIONS, None)  # a call in progress, holding its slot
+        caller.pump_until(lambda: caller.goaway or caller.closed, "connection dropped", TIMEOUT_S)
+    finally:
+        caller.close()
+        running.stop()
+
+
+# -- the send limit -------------------------------------------------------------------
+
+
+def test_an_event_over_the_send_limit_fails_its_stream_and_nothing_else(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A journal from before text fields had caps holds a 5 MiB event. Sending it would
+    exceed what clients accept (4 MiB): every resume would fail on it and the client
+    would reconnect forever. The gateway refuses to send it instead, and says why."""
+    journal_path = tmp_path / "journal.db"
+    journal = Journal(journal_path)
+    when = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
+    halted = TradingHalted("poisoned", "ops", "x" * (5 * MIB), when)
+    journal.append([JournalRecord(1, when, halted, None)])
+    journal.close()
+    running = RunningGateway(make_config(tmp_path), clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S, retries=0) as client:
+            outcome = _first_event(client.stream_fills(from_sequence=1, include_risk_events=True))
+            assert isinstance(outcome, ResourceExhausted), outcome
+            assert "Sent message larger than max" in str(outcome)
+            # Everything else goes on: live streams, orders.
+            live = client.stream_fills(heartbeats=True)
+            assert _is_heartbeat(_first_event(live))
+            _close(live)
+            assert client.publish_quotes([Quote(symbol=INFY, ltp=1500.0)]) == 1
+    finally:
+        running.stop()
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_limits_are_configured_with_safe_defaults_and_checked() -> None:
+    defaults = parse_config({}, source="test").server
+    assert defaults.max_streams < defaults.max_concurrent_rpcs
+    assert defaults.max_send_message_bytes == 4 * MIB  # what the clients accept
+    with pytest.raises(ConfigError, match="max_workers was removed"):
+        parse_config({"server": {"max_workers": 8}}, source="test")
+    with pytest.raises(ConfigError, match=r"max_streams \(8\) must be below"):
+        parse_config({"server": {"max_streams": 8, "max_concurrent_rpcs": 8}}, source="test")
