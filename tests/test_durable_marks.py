@@ -273,3 +273,73 @@ def test_marks_are_kept_in_snapshots(tmp_path: Path, clock: ManualClock) -> None
         [position] = h.client.positions()
         assert (position.last_price, position.unrealized_pnl) == (1010.0, 100.0)
         assert list(h.state().unmarked_symbols) == []
+
+
+# -- review regressions: what a missing mark must not hide ------------------------------
+
+
+def test_a_position_opened_just_before_a_crash_is_marked_by_its_fill(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Opened inside the first marks interval, then a restart: no MarksRecorded names it,
+    but its fill carried the quote it was priced at, so it is not unknown, and a
+    realized loss elsewhere still trips the loss breaker."""
+    overrides = {"execution": {"circuit_breakers": {"max_daily_loss_rupees": 5000.0}}}
+    with Harness(tmp_path, clock, **overrides) as h:
+        h.publish(INFY, 1500.0)
+        h.publish(TCS, 4000.0)
+        assert_accepted(h.mkt("BUY", 1, strategy="S1", product="NRML"))
+        assert INFY not in {
+            s for e in marks_recorded(tmp_path / "journal.db") for s in e["event"]["marks"]
+        }
+        h.restart()
+        state = h.state()
+        assert list(state.unmarked_symbols) == []
+        h.publish(TCS, 4000.0)
+        assert_accepted(h.mkt("BUY", 10, symbol=TCS, strategy="S2"))
+        h.publish(TCS, 3400.0)
+        assert_accepted(h.mkt("SELL", 10, symbol=TCS, strategy="S2"))  # realizes -6000
+        assert ("max_daily_loss_rupees", "") in tripped(h.state())
+
+
+def test_a_realized_loss_trips_the_loss_breaker_even_while_a_position_is_unmarked(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Unknown positions may be up or down; a realized loss is not unknown."""
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    with Harness(first_dir, clock) as h:
+        h.publish(INFY, 100.0)
+        assert_accepted(h.mkt("BUY", 100, product="CNC"))
+        clock.set(ist(2026, 11, 28, 9, 15))
+        h.tick()
+    strip_marks(first_dir / "journal.db", second_dir / "journal.db")
+    limits = {"circuit_breakers": {"max_daily_loss_rupees": 5000.0}}
+    config = make_config(second_dir, **risk_overrides(execution=limits))
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as client:
+            assert client.publish_quotes([q(4000.0, TCS)]) == 1
+            client.submit(market(TCS, "BUY", 10, strategy_code="S2"))
+            assert client.publish_quotes([q(3400.0, TCS)]) == 1
+            client.submit(market(TCS, "SELL", 10, strategy_code="S2"))
+            state = client.risk_state()
+            assert list(state.unmarked_symbols) == [INFY]
+            assert ("max_daily_loss_rupees", "") in tripped(state)
+    finally:
+        running.stop()
+
+
+def test_a_full_quote_book_still_takes_quotes_for_symbols_with_exposure(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    with Harness(tmp_path, clock, market_data={"max_symbols": 2}) as h:
+        h.publish(INFY, 1500.0)
+        assert_accepted(h.mkt("BUY", 1))
+        h.restart()
+        assert h.client.publish_quotes([q(100.0, "NSE:AAA"), q(100.0, "NSE:BBB")]) == 2
+        assert h.client.publish_quotes([q(100.0, "NSE:CCC")]) == 0
+        # INFY has a position: its quotes are never crowded out.
+        assert h.client.publish_quotes([q(1500.0)]) == 1
+        assert_accepted(h.mkt("SELL", 1))

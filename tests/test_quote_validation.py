@@ -196,7 +196,8 @@ def test_a_quote_outside_the_band_is_refused_logged_and_fills_nothing(
 def test_a_stuck_feed_is_logged_without_flooding_the_log(
     tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with Harness(tmp_path, clock) as h:
+    # No automatic re-anchoring: 150 agreeing quotes would otherwise move the band.
+    with Harness(tmp_path, clock, market_data={"price_band_confirm_quotes": 0}) as h:
         h.publish(INFY, 1000.0)
         with caplog.at_level(logging.WARNING, logger="execgw.server.engine"):
             report = h.client.publish_quotes_report([q(2000.0)] * 150 + [q(1001.0)])
@@ -269,3 +270,33 @@ def test_quote_prices_are_snapped_to_the_tick(tmp_path: Path, clock: ManualClock
         assert h.client.publish_quotes([make_quote(ltp=30001 * 0.05, bid=0.0, ask=0.0)]) == 1
         quote = h.client.get_quote(INFY)
         assert (quote.ltp, quote.bid, quote.ask) == (1500.05, 0.0, 0.0)
+
+
+def test_a_real_gap_moves_the_band_after_agreeing_quotes_and_a_glitch_does_not(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A glitch first quote (41 for a 4100 stock) must not freeze the symbol: five quotes
+    in a row that agree with each other are a real level, and the band moves to it. Two
+    stray quotes that disagree never do."""
+    with Harness(tmp_path, clock) as h:
+        assert h.client.publish_quotes([q(41.0, TCS)]) == 1
+        report = h.client.publish_quotes_report([q(4100.0, TCS)] * 4)
+        assert (report.accepted, report.refused_count) == (0, 4)
+        assert h.client.publish_quotes([q(4100.05, TCS)]) == 1
+        assert h.client.get_quote(TCS).ltp == 4100.05
+        # Stray quotes that jump about never agree: the band holds.
+        stray = [q(9000.0, TCS), q(100.0, TCS), q(9000.0, TCS), q(100.0, TCS), q(20.0, TCS)]
+        assert h.client.publish_quotes(stray) == 0
+        assert h.client.get_quote(TCS).ltp == 4100.05
+
+
+def test_the_band_is_never_narrower_than_its_minimum_ticks(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A ₹0.20 option moving a tick is 25%: the band must let it move."""
+    with Harness(tmp_path, clock, market_data={"price_band_confirm_quotes": 0}) as h:
+        option = "NFO:NIFTY26DEC30000CE"
+        assert h.client.publish_quotes([q(0.20, option)]) == 1
+        assert h.client.publish_quotes([q(0.25, option), q(0.15, option), q(1.0, option)]) == 3
+        # 20 ticks of 0.05 is ₹1.00: from 1.00, 2.05 is beyond both 20% and 20 ticks.
+        assert h.client.publish_quotes([q(2.05, option)]) == 0

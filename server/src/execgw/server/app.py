@@ -74,7 +74,7 @@ class Gateway:
             self.core = GatewayCore(
                 clock=self.clock,
                 journal=self.journal,
-                quotes=quote_book(config.market_data),
+                quotes=quote_book(config.market_data, self.instruments),
                 simulator=SmartFillSimulator(
                     slippage_bps=Decimal(repr(config.execution.slippage_bps)),
                     instruments=self.instruments,

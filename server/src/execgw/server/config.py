@@ -110,6 +110,12 @@ class MarketDataConfig(_Section):
     # Distinct symbols the quote book holds; a quote for one more is refused, so a
     # publisher cannot grow the gateway's memory without bound.
     max_symbols: int = Field(default=10_000, ge=1, le=1_000_000)
+    # The band is never narrower than this many ticks, so cheap instruments can move.
+    price_band_min_ticks: int = Field(default=20, ge=0, le=100_000)
+    # This many refused quotes in a row that agree with each other (each within the
+    # band of the one before) are a real gap, not a glitch: the band moves to them.
+    # 0 means never: only an operator's restart with a wider band moves it.
+    price_band_confirm_quotes: int = Field(default=5, ge=0, le=10_000)
 
 
 class InstrumentsConfig(_Section):

@@ -229,10 +229,10 @@ class ExecutionEngine:
         refused: list[RefusedQuote] = []
         for position, quote in enumerate(quotes):
             full = self._quotes.full_for(quote.symbol)
-            if full is not None:
+            if full is not None and not self._has_exposure(quote.symbol):
                 refused.append(RefusedQuote(position, quote.symbol, full))
                 continue
-            why = self._quotes.outside_band(quote.ltp, self._mark(quote.symbol))
+            why = self._quotes.outside_band(quote.symbol, quote.ltp, self._mark(quote.symbol))
             if why is not None:
                 streak = self._quotes.refused(quote.symbol)
                 # The 1st, 10th, 100th... in a row: a stuck feed must not flood the log.
@@ -579,6 +579,16 @@ class ExecutionEngine:
             position = self.state.ledger.position((code, symbol, Product(product)))
             unrealized = ZERO if position is None else position.unrealized(quote.ltp)
             self._emit(BaselineMarked(code, symbol, product, unrealized, now), now)
+
+    def _has_exposure(self, symbol: str) -> bool:
+        """A position or resting order in `symbol`: its quotes are always taken, however
+        full the quote book is with other symbols."""
+        ledger = self.state.ledger
+        return (
+            symbol in self.state.marks
+            or any(s == symbol and p.net_qty for (_, s, _), p in ledger.position_items())
+            or any(o.intent.symbol == symbol for o in ledger.open_orders())
+        )
 
     def _mark(self, symbol: str) -> Decimal | None:
         """What a position in `symbol` is worth per unit: the last accepted LTP, else the

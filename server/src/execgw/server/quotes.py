@@ -7,14 +7,21 @@ marks (GatewayState.marks), which never price an order.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TypeVar
 
 from execgw.server.config import MarketDataConfig
 from execgw.server.domain import Quote
+from execgw.server.instruments import InstrumentRegistry
 
 DEFAULT_PRICE_BAND = Decimal("0.20")
 DEFAULT_MARKS_EVERY = timedelta(seconds=5)
+DEFAULT_BAND_MIN_TICKS = 20
+DEFAULT_BAND_CONFIRM_QUOTES = 5
+
+log = logging.getLogger(__name__)
 
 
 class QuoteBook:
@@ -24,23 +31,33 @@ class QuoteBook:
         price_band_pct: Decimal | None = DEFAULT_PRICE_BAND,
         marks_every: timedelta = DEFAULT_MARKS_EVERY,
         max_symbols: int = 10_000,
+        band_min_ticks: int = DEFAULT_BAND_MIN_TICKS,
+        band_confirm_quotes: int = DEFAULT_BAND_CONFIRM_QUOTES,
+        instruments: InstrumentRegistry | None = None,
     ) -> None:
         self._latest: dict[str, Quote] = {}
         self._max_symbols = max_symbols
-        # How to take back the current command's changes, should it fail halfway.
-        self._undo: list[tuple[str, Quote | None, int | None]] = []
         # Consecutive band refusals per symbol, so a stuck feed is logged in a bounded
         # way; only symbols with a reference price can be refused, which bounds it too.
         self._refused: dict[str, int] = {}
+        # A level the band refused, and how many quotes in a row agreed with it: enough
+        # of them is a real gap, not a glitch, and the band moves to it.
+        self._candidate: dict[str, tuple[Decimal, int]] = {}
+        # How to take back the current command's changes, should it fail halfway.
+        self._undo: list[tuple[str, Quote | None, int | None, tuple[Decimal, int] | None]] = []
         # 0 and None both mean "no band".
         self.price_band_pct = price_band_pct or None
         self.marks_every = marks_every
+        self._band_min_ticks = band_min_ticks
+        self._band_confirm = band_confirm_quotes
+        self._instruments = instruments or InstrumentRegistry()
 
     def update(self, quote: Quote) -> int:
         """Take an accepted quote; returns how many of its symbol's quotes the band had
         refused in a row just before it."""
         self._remember(quote.symbol)
         self._latest[quote.symbol] = quote
+        self._candidate.pop(quote.symbol, None)
         return self._refused.pop(quote.symbol, 0)
 
     def refused(self, symbol: str) -> int:
@@ -51,7 +68,7 @@ class QuoteBook:
         return count
 
     def full_for(self, symbol: str) -> str | None:
-        """Why a quote for `symbol` cannot be held, or None when it can."""
+        """Why a quote for a new `symbol` cannot be held, or None when it can."""
         if symbol in self._latest or len(self._latest) < self._max_symbols:
             return None
         return f"the quote book already holds its maximum of {self._max_symbols} symbols"
@@ -62,18 +79,20 @@ class QuoteBook:
     def undo_command(self) -> None:
         """Put back what the current command changed: it failed, so none of it stands."""
         while self._undo:
-            symbol, quote, refusals = self._undo.pop()
-            if quote is None:
-                self._latest.pop(symbol, None)
-            else:
-                self._latest[symbol] = quote
-            if refusals is None:
-                self._refused.pop(symbol, None)
-            else:
-                self._refused[symbol] = refusals
+            symbol, quote, refusals, candidate = self._undo.pop()
+            _restore(self._latest, symbol, quote)
+            _restore(self._refused, symbol, refusals)
+            _restore(self._candidate, symbol, candidate)
 
     def _remember(self, symbol: str) -> None:
-        self._undo.append((symbol, self._latest.get(symbol), self._refused.get(symbol)))
+        self._undo.append(
+            (
+                symbol,
+                self._latest.get(symbol),
+                self._refused.get(symbol),
+                self._candidate.get(symbol),
+            )
+        )
 
     def get(self, symbol: str) -> Quote | None:
         return self._latest.get(symbol)
@@ -85,28 +104,67 @@ class QuoteBook:
     def symbols(self) -> list[str]:
         return sorted(self._latest)
 
-    def outside_band(self, ltp: Decimal, reference: Decimal | None) -> str | None:
+    def outside_band(self, symbol: str, ltp: Decimal, reference: Decimal | None) -> str | None:
         """Why `ltp` is too far from the last accepted LTP, or None if it may be applied.
 
-        With no reference (a symbol never quoted since start-up and with no journaled
-        mark) there is nothing to compare with: validation's ceiling is the only bound."""
+        The band is price_band_pct of the reference, but never narrower than
+        band_min_ticks ticks: a ₹0.20 option must be able to move. With no reference (a
+        symbol never quoted since start-up and with no journaled mark) there is nothing
+        to compare with: validation's ceiling is the only bound. A level the band
+        refused `band_confirm_quotes` times in a row, each quote agreeing with the one
+        before, is a real gap: it is accepted and becomes the new reference."""
         band = self.price_band_pct
         if band is None or reference is None or reference <= 0:
             return None
-        away = abs(ltp - reference) / reference
-        if away <= band:
+        if self._within(symbol, ltp, reference):
             return None
+        self._remember(symbol)
+        level = self._candidate.get(symbol)
+        agreeing = 1
+        if level is not None and self._within(symbol, ltp, level[0]):
+            agreeing = level[1] + 1
+        if self._band_confirm and agreeing >= self._band_confirm:
+            log.warning(
+                "price band for %s moves from %s to %s: %d quotes in a row agreed on it",
+                symbol,
+                reference,
+                ltp,
+                agreeing,
+            )
+            return None
+        self._candidate[symbol] = (ltp, agreeing)
+        away = abs(ltp - reference) / reference
         shown = (away * 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
         return (
             f"ltp {ltp} is {shown}% from the last accepted LTP {reference}, "
             f"beyond price_band_pct {band}"
         )
 
+    def _within(self, symbol: str, ltp: Decimal, reference: Decimal) -> bool:
+        assert self.price_band_pct is not None
+        tick = self._instruments.get(symbol).tick_size
+        width = max(self.price_band_pct * reference, tick * self._band_min_ticks)
+        return abs(ltp - reference) <= width
 
-def quote_book(config: MarketDataConfig) -> QuoteBook:
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _restore(values: dict[_K, _V], key: _K, value: _V | None) -> None:
+    if value is None:
+        values.pop(key, None)
+    else:
+        values[key] = value
+
+
+def quote_book(config: MarketDataConfig, instruments: InstrumentRegistry) -> QuoteBook:
     band = config.price_band_pct
     return QuoteBook(
         price_band_pct=None if band is None else Decimal(repr(band)),
         marks_every=timedelta(seconds=config.marks_every_s),
         max_symbols=config.max_symbols,
+        band_min_ticks=config.price_band_min_ticks,
+        band_confirm_quotes=config.price_band_confirm_quotes,
+        instruments=instruments,
     )

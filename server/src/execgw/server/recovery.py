@@ -15,6 +15,9 @@ from typing import Any
 from execgw.server import codec
 from execgw.server.domain import Product, RejectReason, TradingState
 from execgw.server.events import (
+    BreakerTripped,
+    DayRolledOver,
+    EquityPeak,
     Event,
     MarksRecorded,
     OrderAccepted,
@@ -64,6 +67,8 @@ class GatewayState:
     # The last journaled mark (LTP) of each symbol with an open position or resting
     # order: what positions are valued at after a restart, until their next quote.
     marks: dict[str, Decimal] = field(default_factory=dict)
+    # Symbols whose mark is the quote of their last fill rather than a MarksRecorded.
+    fill_marks: set[str] = field(default_factory=set)
 
     def apply(self, event: Event) -> None:
         """Fold one event into every part of the state; the one path for live and replay."""
@@ -72,6 +77,20 @@ class GatewayState:
         self.ids.observe(event)
         if isinstance(event, MarksRecorded):
             self.marks = dict(event.marks)
+            self.fill_marks.clear()
+        elif isinstance(event, OrderFilled):
+            # Every fill carries the quote it was priced against: a durable mark for a
+            # position that has had no MarksRecorded yet (opened just before a crash).
+            self.marks[event.fill.symbol] = event.quote.ltp
+            self.fill_marks.add(event.fill.symbol)
+        elif isinstance(event, EquityPeak | BreakerTripped | DayRolledOver):
+            # These were computed from live prices newer than any fill's quote. The
+            # gateway journals its marks just before a peak or a trip (so these are
+            # gone already), but a journal from before marks has none: there, a fill's
+            # price would value a position against a newer peak or baseline.
+            for symbol in self.fill_marks:
+                self.marks.pop(symbol, None)
+            self.fill_marks.clear()
 
 
 def _risk_to_json(book: RiskBook) -> dict[str, object]:
@@ -139,6 +158,7 @@ def state_to_json(state: GatewayState) -> str:
             "ids": {"next_order": state.ids.next_order, "next_fill": state.ids.next_fill},
             "risk": _risk_to_json(state.risk),
             "marks": {symbol: str(ltp) for symbol, ltp in state.marks.items()},
+            "fill_marks": sorted(state.fill_marks),
             "orders": [codec.order_to_json(o) for o in orders],
             "positions": [
                 {
@@ -160,7 +180,7 @@ def state_to_json(state: GatewayState) -> str:
 
 def _state_from_json(
     body: str,
-) -> tuple[int, Ledger, RiskBook, IdSource, dict[str, Decimal]]:
+) -> tuple[int, Ledger, RiskBook, IdSource, dict[str, Decimal], set[str]]:
     data = codec.json_loads(body)
     orders = [codec.order_from_json(o) for o in data["orders"]]
     positions = [
@@ -182,7 +202,15 @@ def _state_from_json(
     # Snapshots written before marks were journaled have none: those positions are
     # unknown until their next quote, never valued at zero.
     marks = {str(k): Decimal(v) for k, v in dict(data.get("marks", {})).items()}
-    return int(data["sequence"]), Ledger.restore(orders, positions), risk, ids, marks
+    fill_marks = {str(s) for s in data.get("fill_marks", [])}
+    return (
+        int(data["sequence"]),
+        Ledger.restore(orders, positions),
+        risk,
+        ids,
+        marks,
+        fill_marks,
+    )
 
 
 def rebuild(journal: Journal) -> GatewayState:
@@ -190,12 +218,20 @@ def rebuild(journal: Journal) -> GatewayState:
     # and so no start, if the state it holds is not the state the gateway stored.
     snapshot = journal.latest_snapshot()
     marks: dict[str, Decimal]
+    fill_marks: set[str]
     if snapshot is None:
-        sequence, ledger, risk, ids, marks = 0, Ledger(), RiskBook(), IdSource(), {}
+        sequence, ledger, risk, ids, marks, fill_marks = (
+            0,
+            Ledger(),
+            RiskBook(),
+            IdSource(),
+            {},
+            set(),
+        )
         prev_hash = GENESIS_HASH
     else:
         try:
-            sequence, ledger, risk, ids, marks = _state_from_json(snapshot.body)
+            sequence, ledger, risk, ids, marks, fill_marks = _state_from_json(snapshot.body)
         except (codec.CodecError, KeyError, TypeError, ValueError, ArithmeticError) as e:
             raise JournalCorrupt(f"snapshot at {snapshot.sequence} cannot be decoded: {e}") from e
         if sequence != snapshot.sequence:
@@ -207,7 +243,13 @@ def rebuild(journal: Journal) -> GatewayState:
             raise JournalCorrupt(f"snapshot at {sequence} has no matching journal row")
         prev_hash = anchor.hash
     state = GatewayState(
-        ledger=ledger, risk=risk, ids=ids, sequence=sequence, head_hash=prev_hash, marks=marks
+        ledger=ledger,
+        risk=risk,
+        ids=ids,
+        sequence=sequence,
+        head_hash=prev_hash,
+        marks=marks,
+        fill_marks=fill_marks,
     )
     replayed = 0
     for row in journal.rows(after=sequence):

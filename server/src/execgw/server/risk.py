@@ -14,7 +14,7 @@ operator resumes its scope. A trade is an order the gateway accepted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
 from functools import partial
@@ -269,7 +269,10 @@ class RiskEngine:
         # How to take back the current command's rate token and duplicate-window entry.
         self._undo: list[Callable[[], object]] = []
         self._peak_before: Decimal | None = None
-        self._peak_step = self._capital * self._max_drawdown / 100
+        # A tenth of the drawdown limit: a restart can understate the peak by less than
+        # that, and the journal gets at most one peak (with its marks) per such rise, not
+        # one per uptick of a trending market.
+        self._peak_step = self._capital * self._max_drawdown / 10
 
     # -- the fold ---------------------------------------------------------
 
@@ -369,13 +372,17 @@ class RiskEngine:
         ]
 
     def evaluate(
-        self, now: datetime, unrealized: Decimal, unmarked: tuple[str, ...] = ()
+        self,
+        now: datetime,
+        unrealized: Decimal,
+        unmarked: tuple[str, ...] = (),
     ) -> list[BreakerTripped | EquityPeak]:
         """A journaled EquityPeak when the peak moved a step, then BreakerTripped for every
         breaker whose condition holds and that is not tripped yet.
 
         `unmarked` names open positions' symbols with no mark: until it is empty the
-        equity is unknown, so the peak stays put and the equity breakers wait."""
+        equity is unknown, so the peak stays put and the drawdown breaker waits. The
+        loss breaker still trips on the day's realized loss alone: that part is known."""
         book = self.book
         complete = not unmarked
         events: list[BreakerTripped | EquityPeak] = []
@@ -384,9 +391,11 @@ class RiskEngine:
             if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
                 events.append(EquityPeak(self._live_peak, now))
         for b in self.breaker_values(unrealized, complete=complete):
-            if b.trip is not None or b.value < b.limit:
+            if not complete and b.name == "max_daily_loss_rupees" and b.trip is None:
+                b = replace(b, value=-book.realized_total)
+            elif not complete and b.name in EQUITY_BREAKERS:
                 continue
-            if not complete and b.name in EQUITY_BREAKERS:
+            if b.trip is not None or b.value < b.limit:
                 continue
             events.append(
                 BreakerTripped(
