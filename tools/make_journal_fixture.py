@@ -7,8 +7,9 @@ when the format changes on purpose, and keep the old one as a new fixture direct
 
 It drives a real gateway through the real client with a manual clock, so every event is
 what the gateway itself journals: fills, a stop that triggers, a cancel, a rejection, a
-halt and resume, a tripped breaker, MIS square-off, rollovers, marks, a baseline marked
-after a restart, equity peaks and a snapshot.
+halt and resume, a tripped breaker, MIS square-off, rollovers, marks, equity peaks and a
+snapshot. BaselineMarked is not among them: a gateway that journals marks only writes it
+for journals from before marks; the codec's property test covers its encoding.
 """
 
 from __future__ import annotations
@@ -109,8 +110,7 @@ def main(out: Path) -> None:
     c.submit(market("NSE:SBIN", "BUY", 3, strategy_code="S5", product="CNC"), "f-7")
     served.stop()
 
-    # A restart before SBIN's mark was journaled: at the next rollover the carried SBIN
-    # position has no mark, and its first quote of the day marks the baseline.
+    # A restart before SBIN's mark was journaled: its fill's quote marks it.
     clock.set(datetime(2026, 11, 30, 3, 0, tzinfo=UTC))  # Monday 08:30 IST
     served = Served(config, clock)
     served.tick()

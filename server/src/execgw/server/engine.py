@@ -431,6 +431,11 @@ class ExecutionEngine:
 
     def _advance_time(self) -> datetime:
         now = self._clock.now()
+        book_day = self._risk.book.day
+        if book_day is not None and self._risk.calendar.trading_day(now) > book_day:
+            # The new day's baseline values positions at these marks: journal them first,
+            # so a restart values them the same way (a fill's price becomes a real mark).
+            self._record_marks(now, force=True)
         for event in self._risk.due(now, self._baseline):
             self._emit(event, now)
             if isinstance(event, DayRolledOver):
