@@ -119,10 +119,10 @@ def test_fill_of_resting_limit_reaches_a_subscriber(
         assert (next_event.fill.qty, next_event.fill.price) == (4, 1500.00)
         assert next_event.fill.fill_id != fill.fill_id
         assert next_event.sequence > event.sequence
-        # Left out by the filter: both orders' acceptances and the marks journaled once
-        # the clock moved past market_data.marks_every_s (before or after the first
-        # fill, depending on whether the background ticker saw the clock move first).
-        assert event.filtered + next_event.filtered == 3
+        # Left out by the filter: both orders' acceptances, and marks journaled once the
+        # clock moved past market_data.marks_every_s if the background ticker saw the
+        # clock move before the fill (whose own quote then already is INFY's mark).
+        assert event.filtered + next_event.filtered in (2, 3)
         assert_accounted_for([event, next_event])
 
 

@@ -23,13 +23,27 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
+from execgw.server.commands import (
+    ApplyQuotes,
+    Cancel,
+    Command,
+    GetOrder,
+    GetPositions,
+    GetRiskReport,
+    Halt,
+    ListOrders,
+    PreviewOrder,
+    Resume,
+    Submit,
+    Tick,
+)
 from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
 from execgw.server.engine import (
     ExecutionEngine,
@@ -46,6 +60,7 @@ from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.simulator import SmartFillSimulator
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 tracer = trace.get_tracer("execgw.server")
 
 
@@ -62,20 +77,22 @@ class CoreSettings:
 
 
 @dataclass(slots=True)
-class _Command:
-    kind: str
-    args: tuple[Any, ...]
-    future: asyncio.Future[Any] = field(repr=False)
+class _Queued(Generic[R]):
+    """A command on its way through the writer, with the future its caller awaits."""
+
+    command: Command[R]
+    future: asyncio.Future[R] = field(repr=False)
     # The caller's trace context, so the engine's spans nest under the RPC's span.
     trace_context: otel_context.Context = field(default_factory=otel_context.get_current)
+
+    @property
+    def name(self) -> str:
+        return type(self.command).__name__
 
 
 _STOP = object()
 # Rebuilds from the journal one batch may do to undo failed commands; see _execute_batch.
 MAX_RECOVERIES_PER_BATCH = 2
-# Commands that change nothing at all (not even time-driven state), so they can be
-# answered again from the state a failed commit rebuilt.
-READ_KINDS = frozenset({"get_order", "list_orders", "positions"})
 
 
 class GatewayCore:
@@ -102,9 +119,9 @@ class GatewayCore:
         )
         self._last_snapshot = self._engine.state.sequence
         self._bus.head = self._engine.state.sequence
-        self._inbox: asyncio.Queue[_Command | object] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_Queued[Any] | object] = asyncio.Queue()
         # Commands a batch left unexecuted, run first by the next batch.
-        self._carried: collections.deque[_Command] = collections.deque()
+        self._carried: collections.deque[_Queued[Any]] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -152,35 +169,29 @@ class GatewayCore:
     # -- commands (the only way state changes) ------------------------------
 
     async def submit(self, intent: OrderIntent, client_order_id: str) -> Order:
-        result: Order = await self._call("submit", intent, client_order_id)
-        return result
+        return await self.run(Submit(intent, client_order_id))
 
     async def cancel(self, order_id: str) -> Order:
-        result: Order = await self._call("cancel", order_id)
-        return result
+        return await self.run(Cancel(order_id))
 
     async def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
-        result: QuotesOutcome = await self._call("apply_quotes", quotes)
-        return result
+        return await self.run(ApplyQuotes(quotes))
 
     async def tick(self) -> None:
-        await self._call("tick")
+        await self.run(Tick())
 
     async def halt(self, strategy_code: str, actor: str, reason: str) -> HaltOutcome:
-        result: HaltOutcome = await self._call("halt", strategy_code, actor, reason)
-        return result
+        return await self.run(Halt(strategy_code, actor, reason))
 
     async def resume(self, strategy_code: str, actor: str, reason: str) -> ResumeOutcome:
-        result: ResumeOutcome = await self._call("resume", strategy_code, actor, reason)
-        return result
+        return await self.run(Resume(strategy_code, actor, reason))
 
     # -- reads ------------------------------------------------------------
     # Reads go through the writer too: a batch answers only after its commit, so a
     # read never shows an order that could still be lost.
 
     async def get_order(self, order_id: str) -> Order:
-        result: Order = await self._call("get_order", order_id)
-        return result
+        return await self.run(GetOrder(order_id))
 
     async def list_orders(
         self,
@@ -192,22 +203,16 @@ class GatewayCore:
         limit: int | None = None,
     ) -> tuple[list[Order], bool]:
         """One page of today's matching orders (see ExecutionEngine.list_orders)."""
-        result: tuple[list[Order], bool] = await self._call(
-            "list_orders", strategy_code, status, symbol, after, limit
-        )
-        return result
+        return await self.run(ListOrders(strategy_code, status, symbol, after, limit))
 
     async def positions(self, strategy_code: str = "") -> list[PositionView]:
-        result: list[PositionView] = await self._call("positions", strategy_code)
-        return result
+        return await self.run(GetPositions(strategy_code))
 
     async def preview(self, intent: OrderIntent) -> Preview:
-        result: Preview = await self._call("preview", intent)
-        return result
+        return await self.run(PreviewOrder(intent))
 
     async def risk_report(self, strategy_code: str = "") -> RiskReport:
-        result: RiskReport = await self._call("risk_report", strategy_code)
-        return result
+        return await self.run(GetRiskReport(strategy_code))
 
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
@@ -217,38 +222,21 @@ class GatewayCore:
 
     # -- the single writer ----------------------------------------------------
 
-    async def _call(self, kind: str, *args: Any) -> Any:
-        assert kind in self._KINDS, kind
+    async def run(self, command: Command[R]) -> R:
+        """Queue `command` for the writer; its result once the batch it ran in is durable."""
         if self._fatal is not None:
             raise self._fatal
         if not self._accepting:
             raise GatewayUnavailable("gateway is shutting down")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(_Command(kind, args, future))
+        queued = _Queued(command, asyncio.get_running_loop().create_future())
+        self._inbox.put_nowait(queued)
         # Shielded: a caller that goes away must not cancel a command mid-batch.
-        return await asyncio.shield(future)
-
-    # The engine's command names, checked once so a typo fails loudly in tests.
-    _KINDS = frozenset(
-        {
-            "submit",
-            "cancel",
-            "apply_quotes",
-            "tick",
-            "halt",
-            "resume",
-            "get_order",
-            "list_orders",
-            "positions",
-            "preview",
-            "risk_report",
-        }
-    )
+        return await asyncio.shield(queued.future)
 
     async def _run(self) -> None:
         stopping = False
         while True:
-            batch: list[_Command | object] = []
+            batch: list[_Queued[Any] | object] = []
             while self._carried and len(batch) < self._settings.max_batch:
                 batch.append(self._carried.popleft())
             if not batch:
@@ -266,7 +254,7 @@ class GatewayCore:
                     stopping = True
                     break
                 batch.append(item)
-            commands = [c for c in batch if isinstance(c, _Command)]
+            commands = [c for c in batch if isinstance(c, _Queued)]
             try:
                 await self._execute_batch(commands)
             except Exception as e:
@@ -287,16 +275,16 @@ class GatewayCore:
             if stopping and not self._carried:
                 return
 
-    def _drain_inbox(self) -> list[_Command]:
+    def _drain_inbox(self) -> list[_Queued[Any]]:
         drained = []
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
-            if isinstance(item, _Command):
+            if isinstance(item, _Queued):
                 drained.append(item)
         return drained
 
-    async def _execute_batch(self, batch: list[_Command]) -> None:
-        outcomes: list[tuple[_Command, Any, BaseException | None]] = []
+    async def _execute_batch(self, batch: list[_Queued[Any]]) -> None:
+        outcomes: list[tuple[_Queued[Any], Any, BaseException | None]] = []
         recoveries = 0
         for index, command in enumerate(batch):
             if recoveries >= MAX_RECOVERIES_PER_BATCH:
@@ -334,7 +322,7 @@ class GatewayCore:
                 )
                 # Reads still answer, from the state rebuilt out of what is durable.
                 outcomes = [
-                    self._answer_again(c) if c.kind in READ_KINDS else (c, None, failure)
+                    self._answer_again(c) if c.command.read_only else (c, None, failure)
                     for c, _, _ in outcomes
                 ]
                 records = []
@@ -352,7 +340,7 @@ class GatewayCore:
             await self._maybe_snapshot()
 
     async def _drop_failed(
-        self, command: _Command, start: int, error: Exception
+        self, command: _Queued[Any], start: int, error: Exception
     ) -> tuple[bool, CommandFailed]:
         """Undo whatever the failed command changed, keeping the batch's earlier commands.
 
@@ -363,8 +351,8 @@ class GatewayCore:
         was needed."""
         log.error(
             "command %s failed and was dropped (%s); the rest of its batch goes on",
-            command.kind,
-            _describe(command),
+            command.name,
+            command.command.ids() or "no ids",
             exc_info=error,
         )
         dirty = self._engine.dirty
@@ -378,13 +366,15 @@ class GatewayCore:
             "and the gateway goes on. It was logged; a retry may fail the same way"
         )
 
-    def _answer_again(self, command: _Command) -> tuple[_Command, Any, BaseException | None]:
+    def _answer_again(
+        self, command: _Queued[Any]
+    ) -> tuple[_Queued[Any], Any, BaseException | None]:
         try:
             return command, self._execute(command), None
         except GatewayError as e:
             return command, None, e
         except Exception as e:  # a read cannot have changed anything: fail it alone
-            log.error("read %s failed (%s)", command.kind, _describe(command), exc_info=e)
+            log.error("read %s failed (%s)", command.name, command.command.ids(), exc_info=e)
             return command, None, CommandFailed("internal error while reading; it was logged")
 
     async def _journal_failed(self, error: Exception) -> None:
@@ -439,11 +429,10 @@ class GatewayCore:
             else:
                 log.info("pruned %d journal events below %d", pruned, keep_from)
 
-    def _execute(self, command: _Command) -> Any:
-        handler = getattr(self._engine, command.kind)
-        token = otel_context.attach(command.trace_context)
+    def _execute(self, queued: _Queued[Any]) -> Any:
+        token = otel_context.attach(queued.trace_context)
         try:
-            return handler(*command.args)
+            return queued.command.run(self._engine)
         finally:
             otel_context.detach(token)
 
@@ -454,14 +443,3 @@ class GatewayCore:
                 await self.tick()
             except Exception as e:  # the timer must outlive any one failed tick
                 log.warning("tick failed: %s", e)
-
-
-def _describe(command: _Command) -> str:
-    """The ids an operator needs to find the failed request, never its whole payload."""
-    parts = []
-    for arg in command.args:
-        if isinstance(arg, OrderIntent):
-            parts.append(f"strategy_code={arg.strategy_code!r} symbol={arg.symbol!r}")
-        elif isinstance(arg, str) and arg:
-            parts.append(repr(arg[:64]))
-    return " ".join(parts) or "no ids"

@@ -98,13 +98,11 @@ class StoredRow:
 
     def decode(self) -> JournalRecord:
         try:
-            data = codec.json_loads(self.body)
-            event = codec.event_from_json(self.kind, data["event"])
-            order = None if data["order"] is None else codec.order_from_json(data["order"])
+            event, order = codec.decode_row(self.kind, self.body)
             return JournalRecord(
                 self.sequence, datetime.fromisoformat(self.timestamp), event, order
             )
-        except (codec.CodecError, KeyError, TypeError, ValueError) as e:
+        except (codec.CodecError, ValueError) as e:
             raise JournalCorrupt(f"journal row {self.sequence} cannot be decoded: {e}") from e
 
 
@@ -114,12 +112,7 @@ def chain_hash(sequence: int, kind: str, timestamp: str, body: str, prev_hash: s
 
 
 def encode(record: JournalRecord) -> tuple[str, str, str]:
-    body = codec.dumps(
-        {
-            "event": codec.event_to_json(record.event),
-            "order": None if record.order is None else codec.order_to_json(record.order),
-        }
-    )
+    body = codec.encode_row(record.event, record.order)
     return codec.event_kind(record.event), record.timestamp.isoformat(), body
 
 

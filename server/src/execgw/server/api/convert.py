@@ -186,12 +186,12 @@ def event(e: BusEvent, trading_day: date | None = None) -> orders_pb2.ExecutionE
     return msg
 
 
-_RISK_KINDS = {
-    "BreakerTripped": orders_pb2.RISK_EVENT_KIND_BREAKER_TRIPPED,
-    "TradingHalted": orders_pb2.RISK_EVENT_KIND_HALTED,
-    "TradingResumed": orders_pb2.RISK_EVENT_KIND_RESUMED,
-    "DayRolledOver": orders_pb2.RISK_EVENT_KIND_DAY_ROLLED_OVER,
-    "MisSquareOffStarted": orders_pb2.RISK_EVENT_KIND_MIS_SQUARE_OFF,
+_RISK_KINDS: dict[type[Event], orders_pb2.RiskEventKind.ValueType] = {
+    BreakerTripped: orders_pb2.RISK_EVENT_KIND_BREAKER_TRIPPED,
+    TradingHalted: orders_pb2.RISK_EVENT_KIND_HALTED,
+    TradingResumed: orders_pb2.RISK_EVENT_KIND_RESUMED,
+    DayRolledOver: orders_pb2.RISK_EVENT_KIND_DAY_ROLLED_OVER,
+    MisSquareOffStarted: orders_pb2.RISK_EVENT_KIND_MIS_SQUARE_OFF,
 }
 
 
@@ -206,7 +206,7 @@ def reject_reason(reason: domain.RejectReason | None) -> orders_pb2.RejectReason
 
 
 def risk_event(event: Event, trading_day: date | None) -> orders_pb2.RiskEvent:
-    msg = orders_pb2.RiskEvent(kind=_RISK_KINDS[type(event).__name__], actor="gateway")
+    msg = orders_pb2.RiskEvent(kind=_RISK_KINDS[type(event)], actor="gateway")
     match event:
         case BreakerTripped():
             msg.breaker = event.breaker
