@@ -1,0 +1,92 @@
+"""Journals written by earlier versions still load, to the same state.
+
+tests/fixtures/journal_v2 was written by the version before the declaration-derived
+codec (tools/make_journal_fixture.py), through a real gateway: every event type but
+BaselineMarked (see the tool), a snapshot, and the state that version rebuilt. This
+version must rebuild the same state from it, from the snapshot and from events alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from execgw.server.domain import TradingState
+from execgw.server.events import TradingHalted
+from execgw.server.journal import Journal, JournalRecord
+from execgw.server.recovery import GatewayState, rebuild, state_from_json, state_to_json
+
+FIXTURE = Path(__file__).parent / "fixtures" / "journal_v2"
+
+
+@pytest.fixture
+def journal_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "journal.db"
+    shutil.copyfile(FIXTURE / "journal.db", target)
+    target.chmod(0o600)
+    return target
+
+
+def _rebuild(path: Path) -> GatewayState:
+    journal = Journal(path, read_only=True)
+    try:
+        return rebuild(journal)
+    finally:
+        journal.close()
+
+
+def _expected() -> GatewayState:
+    return state_from_json((FIXTURE / "expected_state.json").read_text(encoding="utf-8"))
+
+
+def test_the_fixture_holds_a_snapshot_and_every_kind_of_event_it_claims(
+    journal_copy: Path,
+) -> None:
+    with sqlite3.connect(journal_copy) as db:
+        kinds = {row[0] for row in db.execute("SELECT DISTINCT kind FROM events")}
+        snapshots = db.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0]
+    assert snapshots == 1
+    assert len(kinds) == 12, kinds
+
+
+def test_a_journal_written_by_the_previous_codec_rebuilds_to_the_same_state(
+    journal_copy: Path,
+) -> None:
+    rebuilt = _rebuild(journal_copy)
+    assert rebuilt.replayed > 0, "the snapshot should cover only part of the journal"
+    assert state_to_json(rebuilt) == state_to_json(_expected())
+
+
+def test_events_alone_rebuild_the_same_state_as_the_snapshot_plus_events(
+    journal_copy: Path,
+) -> None:
+    with sqlite3.connect(journal_copy) as db:
+        db.execute("DELETE FROM snapshots")
+    assert state_to_json(_rebuild(journal_copy)) == state_to_json(_expected())
+
+
+def test_a_writer_appends_to_an_old_journal_and_both_kinds_of_row_read_back(
+    journal_copy: Path,
+) -> None:
+    before = _rebuild(journal_copy)
+    journal = Journal(journal_copy)
+    try:
+        old = journal.records_after(0, 10_000)
+        halt = TradingHalted("S9", "ops", "appended by this version", old[-1].timestamp)
+        journal.append([JournalRecord(journal.head_sequence + 1, halt.timestamp, halt, None)])
+    finally:
+        journal.close()
+    after = _rebuild(journal_copy)
+    assert after.sequence == before.sequence + 1
+    assert after.risk.state("S9") is TradingState.HALTED
+    reread = Journal(journal_copy, read_only=True)
+    try:
+        assert [r.event for r in reread.records_after(0, 10_000)] == [
+            *(r.event for r in old),
+            halt,
+        ]
+    finally:
+        reread.close()
