@@ -1,44 +1,48 @@
 """Pre-trade risk and circuit breakers.
 
-Two parts, like NautilusTrader's RiskEngine:
-- `RiskBook` is journaled state, a fold over events: the trading day, trade counters,
-  realized PnL, loss streaks and tripped breakers. It survives restarts.
-- `RiskEngine` owns a RiskBook plus transient state (rate buckets, the duplicate
-  window) and answers two questions: does this order pass (`check`), and has a
-  breaker's condition just become true (`evaluate`)?
-
-A breaker latches: once tripped it stays tripped until the day rolls over or an
-operator resumes its scope. A trade is an order the gateway accepted.
+Like NautilusTrader's RiskEngine: `RiskEngine` owns a RiskBook (risk_state.py, the
+journaled fold) plus transient state (rate buckets, the duplicate window) and answers
+two questions: does this order pass (`check`), and has a breaker's condition just
+become true (`evaluate`)? The trading calendar is in trading_calendar.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
 from functools import partial
-from zoneinfo import ZoneInfo
 
-from execgw.server.config import ExecutionConfig, StrategyLimits, TradingDayConfig
+from execgw.server.config import ExecutionConfig, StrategyLimits
 from execgw.server.domain import OrderIntent, RejectReason, Side, TradingState
 from execgw.server.events import (
-    BaselineMarked,
     BreakerTripped,
     DayRolledOver,
     EquityPeak,
     Event,
     MisSquareOffStarted,
-    OrderAccepted,
-    OrderFilled,
-    TradingHalted,
-    TradingResumed,
 )
 from execgw.server.ledger import FillOutcome
+from execgw.server.risk_state import ACCOUNT, KILL_SWITCH, ZERO, RiskBook, Trip
+from execgw.server.trading_calendar import TradingCalendar
 
-ZERO = Decimal(0)
-ACCOUNT = ""
-KILL_SWITCH = "kill_switch"
+# Names that lived here before the trading calendar and the journaled state moved out;
+# they stay importable from here for code written against that.
+__all__ = [
+    "ACCOUNT",
+    "KILL_SWITCH",
+    "BreakerReport",
+    "Check",
+    "RiskBook",
+    "RiskEngine",
+    "RiskReport",
+    "StrategyReport",
+    "TradingCalendar",
+    "Trip",
+    "reduces",
+]
+
 BREAKER_REASONS = {
     "max_daily_loss_rupees": RejectReason.MAX_DAILY_LOSS,
     "max_daily_drawdown_pct": RejectReason.MAX_DAILY_DRAWDOWN,
@@ -49,145 +53,6 @@ BREAKER_REASONS = {
 # Breakers that watch equity, which needs a mark for every open position: a position
 # with no mark is unknown, so these wait for it rather than value it at zero.
 EQUITY_BREAKERS = frozenset({"max_daily_loss_rupees", "max_daily_drawdown_pct"})
-
-
-def _hhmm(value: str) -> time:
-    hours, _, minutes = value.partition(":")
-    return time(int(hours), int(minutes))
-
-
-class TradingCalendar:
-    """Trading days in the exchange's time zone, rolling at a session boundary."""
-
-    def __init__(self, config: TradingDayConfig) -> None:
-        self.zone = ZoneInfo(config.timezone)
-        self.rollover = _hhmm(config.rollover)
-        self.square_off = None if config.mis_square_off is None else _hhmm(config.mis_square_off)
-
-    def trading_day(self, now: datetime) -> date:
-        local = now.astimezone(self.zone)
-        if local.time() < self.rollover:
-            return local.date() - timedelta(days=1)
-        return local.date()
-
-    def square_off_at(self, day: date) -> datetime | None:
-        if self.square_off is None:
-            return None
-        at = datetime.combine(day, self.square_off, self.zone)
-        if self.square_off < self.rollover:
-            at += timedelta(days=1)
-        return at
-
-    def square_off_text(self) -> str:
-        if self.square_off is None:
-            return "no MIS square-off"
-        return f"{self.square_off:%H:%M} {self.zone.key}"
-
-    def mis_closed(self, now: datetime) -> bool:
-        at = self.square_off_at(self.trading_day(now))
-        return at is not None and now >= at
-
-
-@dataclass(slots=True)
-class Trip:
-    breaker: str
-    strategy_code: str
-    state: TradingState
-    reason: RejectReason
-    message: str
-    at: datetime
-
-
-@dataclass(slots=True)
-class RiskBook:
-    """The journaled part of risk state."""
-
-    day: date | None = None
-    trades_total: int = 0
-    trades_by_strategy: dict[str, int] = field(default_factory=dict)
-    realized_total: Decimal = ZERO
-    realized_by_strategy: dict[str, Decimal] = field(default_factory=dict)
-    loss_streak: dict[str, int] = field(default_factory=dict)
-    trips: dict[tuple[str, str], Trip] = field(default_factory=dict)
-    squared_off_day: date | None = None
-    # The journaled day's peak equity (EquityPeak events); may trail the live peak
-    # by less than RiskEngine's peak step.
-    peak_equity: Decimal | None = None
-    baseline_unrealized: Decimal = ZERO
-    # Carried positions still waiting for their first quote of the day.
-    unmarked: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def apply(self, event: Event, outcome: FillOutcome | None) -> None:
-        match event:
-            case DayRolledOver(trading_day=day, baseline_unrealized=baseline, unmarked=unmarked):
-                self.day = day
-                self.trades_total = 0
-                self.trades_by_strategy.clear()
-                self.realized_total = ZERO
-                self.realized_by_strategy.clear()
-                self.loss_streak.clear()
-                # Breakers clear with the day; an operator's kill switch does not.
-                self.trips = {k: t for k, t in self.trips.items() if t.breaker == KILL_SWITCH}
-                self.peak_equity = None
-                self.baseline_unrealized = baseline
-                self.unmarked = set(unmarked)
-            case BaselineMarked():
-                self.baseline_unrealized += event.unrealized
-                self.unmarked.discard((event.strategy_code, event.symbol, event.product))
-            case EquityPeak(equity=equity):
-                self.peak_equity = equity
-            case OrderAccepted(intent=intent) if not event.internal:
-                self.trades_total += 1
-                code = intent.strategy_code
-                self.trades_by_strategy[code] = self.trades_by_strategy.get(code, 0) + 1
-            case OrderFilled(fill=fill) if outcome is not None:
-                code = fill.strategy_code
-                self.realized_total += outcome.realized
-                self.realized_by_strategy[code] = (
-                    self.realized_by_strategy.get(code, ZERO) + outcome.realized
-                )
-                if outcome.round_trip_pnl is not None:
-                    if outcome.round_trip_pnl < 0:
-                        self.loss_streak[code] = self.loss_streak.get(code, 0) + 1
-                    else:
-                        self.loss_streak[code] = 0
-            case BreakerTripped():
-                self.trips[(event.breaker, event.strategy_code)] = Trip(
-                    event.breaker,
-                    event.strategy_code,
-                    event.state,
-                    event.reason,
-                    event.message,
-                    event.timestamp,
-                )
-            case TradingHalted(strategy_code=code, actor=actor, reason=why):
-                self.trips[(KILL_SWITCH, code)] = Trip(
-                    KILL_SWITCH,
-                    code,
-                    TradingState.HALTED,
-                    RejectReason.STRATEGY_HALTED if code else RejectReason.HALTED,
-                    f"halted by {actor}: {why}",
-                    event.timestamp,
-                )
-            case TradingResumed(strategy_code=code):
-                for key in [k for k in self.trips if k[1] == code]:
-                    del self.trips[key]
-                if code:
-                    self.loss_streak[code] = 0
-            case MisSquareOffStarted(trading_day=day):
-                self.squared_off_day = day
-
-    def day_pnl(self, unrealized: Decimal) -> Decimal:
-        """Realized today plus what open positions moved since the day began."""
-        return self.realized_total + unrealized - self.baseline_unrealized
-
-    def state(self, strategy_code: str = ACCOUNT) -> TradingState:
-        """The strictest state among the scope's trips (account trips bind every strategy)."""
-        worst = TradingState.ACTIVE
-        for (_, code), trip in self.trips.items():
-            if (code in (ACCOUNT, strategy_code)) and trip.state.severity > worst.severity:
-                worst = trip.state
-        return worst
 
 
 @dataclass(frozen=True, slots=True)
