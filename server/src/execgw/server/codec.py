@@ -11,6 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from execgw.server.breakers import Breaker
 from execgw.server.domain import (
     Fill,
     Order,
@@ -248,7 +249,7 @@ def event_to_json(event: Event) -> Json:
             }
         case BreakerTripped():
             return {
-                "breaker": event.breaker,
+                "breaker": event.breaker.value,
                 "strategy_code": event.strategy_code,
                 "state": event.state.value,
                 "reason": event.reason.value,
@@ -335,7 +336,7 @@ def _decode_event(kind: str, d: Json) -> Event:
         )
     if kind == "BreakerTripped":
         return BreakerTripped(
-            breaker=d["breaker"],
+            breaker=Breaker(d["breaker"]),
             strategy_code=d["strategy_code"],
             state=TradingState(d["state"]),
             reason=RejectReason(d["reason"]),

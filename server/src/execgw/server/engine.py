@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from opentelemetry import trace
 
+from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.clock import Clock
 from execgw.server.domain import (
     Order,
@@ -49,26 +50,15 @@ from execgw.server.events import (
 from execgw.server.journal import JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState
-from execgw.server.risk import (
-    ACCOUNT,
-    Check,
-    RiskEngine,
-    RiskReport,
-    TradingCalendar,
-    reduces,
-)
+from execgw.server.risk import Check, RiskEngine, RiskReport, reduces
 from execgw.server.simulator import SmartFillSimulator
+from execgw.server.trading_calendar import TradingCalendar
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("execgw.server")
 
 SQUARE_OFF_TAG = "MIS_SQUAREOFF"
 ZERO = Decimal(0)
-# Breakers about losing money: tripping them also cancels resting orders that add
-# exposure. Trade-count breakers only stop new orders.
-EXPOSURE_BREAKERS = frozenset(
-    {"max_daily_loss_rupees", "max_daily_drawdown_pct", "max_loss_streak"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +70,7 @@ class HaltOutcome:
 @dataclass(frozen=True, slots=True)
 class ResumeOutcome:
     state: TradingState
-    still_tripped: list[str]
+    still_tripped: list[Breaker]
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +454,7 @@ class ExecutionEngine:
         self._record_marks(now, force=bool(events))
         for event in events:
             self._emit(event, now)
-            if not isinstance(event, BreakerTripped) or event.breaker not in EXPOSURE_BREAKERS:
+            if not isinstance(event, BreakerTripped) or not event.breaker.exposure:
                 continue  # trade-count limits stop new orders; accepted ones stand
             why = f"cancelled: {event.message}"
             if event.state is TradingState.HALTED:

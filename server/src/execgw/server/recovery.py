@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from execgw.server import codec
+from execgw.server.breakers import Breaker
 from execgw.server.domain import Product, RejectReason, TradingState
 from execgw.server.events import (
     BreakerTripped,
@@ -103,7 +104,7 @@ def _risk_to_json(book: RiskBook) -> dict[str, object]:
         "loss_streak": book.loss_streak,
         "trips": [
             {
-                "breaker": t.breaker,
+                "breaker": t.breaker.value,
                 "strategy_code": t.strategy_code,
                 "state": t.state.value,
                 "reason": t.reason.value,
@@ -124,7 +125,7 @@ def _risk_to_json(book: RiskBook) -> dict[str, object]:
 def _risk_from_json(d: dict[str, Any]) -> RiskBook:
     trips = [
         Trip(
-            t["breaker"],
+            Breaker(t["breaker"]),
             t["strategy_code"],
             TradingState(t["state"]),
             RejectReason(t["reason"]),

@@ -3,7 +3,8 @@
 Like NautilusTrader's RiskEngine: `RiskEngine` owns a RiskBook (risk_state.py, the
 journaled fold) plus transient state (rate buckets, the duplicate window) and answers
 two questions: does this order pass (`check`), and has a breaker's condition just
-become true (`evaluate`)? The trading calendar is in trading_calendar.py.
+become true (`evaluate`)? The trading calendar is in trading_calendar.py, breaker
+names in breakers.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
 from functools import partial
 
+from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.config import ExecutionConfig, StrategyLimits
 from execgw.server.domain import OrderIntent, RejectReason, Side, TradingState
 from execgw.server.events import (
@@ -24,14 +26,12 @@ from execgw.server.events import (
     MisSquareOffStarted,
 )
 from execgw.server.ledger import FillOutcome
-from execgw.server.risk_state import ACCOUNT, KILL_SWITCH, ZERO, RiskBook, Trip
+from execgw.server.risk_state import RiskBook, Trip
 from execgw.server.trading_calendar import TradingCalendar
 
-# Names that lived here before the trading calendar and the journaled state moved out;
-# they stay importable from here for code written against that.
+# RiskBook and TradingCalendar lived here before the calendar and the journaled state
+# moved out; they stay importable from here for code written against that.
 __all__ = [
-    "ACCOUNT",
-    "KILL_SWITCH",
     "BreakerReport",
     "Check",
     "RiskBook",
@@ -39,20 +39,10 @@ __all__ = [
     "RiskReport",
     "StrategyReport",
     "TradingCalendar",
-    "Trip",
     "reduces",
 ]
 
-BREAKER_REASONS = {
-    "max_daily_loss_rupees": RejectReason.MAX_DAILY_LOSS,
-    "max_daily_drawdown_pct": RejectReason.MAX_DAILY_DRAWDOWN,
-    "max_trades_per_day": RejectReason.MAX_TRADES_PER_DAY,
-    "max_trades_per_strategy_per_day": RejectReason.MAX_TRADES_PER_STRATEGY_PER_DAY,
-    "max_loss_streak": RejectReason.MAX_LOSS_STREAK,
-}
-# Breakers that watch equity, which needs a mark for every open position: a position
-# with no mark is unknown, so these wait for it rather than value it at zero.
-EQUITY_BREAKERS = frozenset({"max_daily_loss_rupees", "max_daily_drawdown_pct"})
+ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +71,7 @@ class _Bucket:
 
 @dataclass(frozen=True, slots=True)
 class BreakerReport:
-    name: str
+    breaker: Breaker
     strategy_code: str
     trips_to: TradingState
     value: Decimal
@@ -126,6 +116,18 @@ class RiskEngine:
         self._max_loss = Decimal(repr(self._cb.max_daily_loss_rupees))
         self._max_drawdown = Decimal(repr(self._cb.max_daily_drawdown_pct))
         self._collar = Decimal(repr(self._pre.price_collar_pct))
+        trip_to = self._cb.trip_to
+        # The state each breaker puts its scope in; an operator's kill switch halts.
+        self._trip_to = {
+            Breaker.MAX_DAILY_LOSS_RUPEES: TradingState(trip_to.max_daily_loss_rupees),
+            Breaker.MAX_DAILY_DRAWDOWN_PCT: TradingState(trip_to.max_daily_drawdown_pct),
+            Breaker.MAX_TRADES_PER_DAY: TradingState(trip_to.max_trades_per_day),
+            Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY: TradingState(
+                trip_to.max_trades_per_strategy_per_day
+            ),
+            Breaker.MAX_LOSS_STREAK: TradingState(trip_to.max_loss_streak),
+            Breaker.KILL_SWITCH: TradingState.HALTED,
+        }
         self._buckets: dict[str, _Bucket] = {}
         self._recent: dict[tuple[object, ...], datetime] = {}
         # The exact intraday peak; the book keeps a journaled copy, refreshed whenever
@@ -186,9 +188,6 @@ class RiskEngine:
     def _limits(self, code: str) -> StrategyLimits:
         return self._pre.strategies.get(code) or StrategyLimits()
 
-    def _trip_state(self, breaker: str) -> TradingState:
-        return TradingState(getattr(self._cb.trip_to, breaker))
-
     def _equity(self, unrealized: Decimal, *, complete: bool = True) -> _Equity:
         """`complete` is False while an open position has no mark: the equity is then a
         partial sum, which must not become the day's peak."""
@@ -201,39 +200,40 @@ class RiskEngine:
 
     def breaker_values(self, unrealized: Decimal, *, complete: bool = True) -> list[BreakerReport]:
         book = self.book
+        cb = self._cb
         now = self._equity(unrealized, complete=complete)
-        rows: list[tuple[str, str, Decimal, Decimal]] = [
-            ("max_daily_loss_rupees", ACCOUNT, -now.pnl, self._max_loss),
-            ("max_daily_drawdown_pct", ACCOUNT, now.drawdown, self._max_drawdown),
+        rows: list[tuple[Breaker, str, Decimal, Decimal]] = [
+            (Breaker.MAX_DAILY_LOSS_RUPEES, ACCOUNT, -now.pnl, self._max_loss),
+            (Breaker.MAX_DAILY_DRAWDOWN_PCT, ACCOUNT, now.drawdown, self._max_drawdown),
             (
-                "max_trades_per_day",
+                Breaker.MAX_TRADES_PER_DAY,
                 ACCOUNT,
                 Decimal(book.trades_total),
-                Decimal(self._cb.max_trades_per_day),
+                Decimal(cb.max_trades_per_day),
             ),
         ]
         for code in sorted(set(book.trades_by_strategy) | set(book.loss_streak)):
             rows.append(
                 (
-                    "max_trades_per_strategy_per_day",
+                    Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
                     code,
                     Decimal(book.trades_by_strategy.get(code, 0)),
-                    Decimal(self._cb.max_trades_per_strategy_per_day),
+                    Decimal(cb.max_trades_per_strategy_per_day),
                 )
             )
             rows.append(
                 (
-                    "max_loss_streak",
+                    Breaker.MAX_LOSS_STREAK,
                     code,
                     Decimal(book.loss_streak.get(code, 0)),
-                    Decimal(self._cb.max_loss_streak),
+                    Decimal(cb.max_loss_streak),
                 )
             )
         return [
             BreakerReport(
-                name, code, self._trip_state(name), value, limit, book.trips.get((name, code))
+                breaker, code, self._trip_to[breaker], value, limit, book.trips.get((breaker, code))
             )
-            for name, code, value, limit in rows
+            for breaker, code, value, limit in rows
         ]
 
     def evaluate(
@@ -256,18 +256,18 @@ class RiskEngine:
             if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
                 events.append(EquityPeak(self._live_peak, now))
         for b in self.breaker_values(unrealized, complete=complete):
-            if not complete and b.name == "max_daily_loss_rupees" and b.trip is None:
+            if not complete and b.breaker is Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
                 b = replace(b, value=-book.realized_total)
-            elif not complete and b.name in EQUITY_BREAKERS:
+            elif not complete and b.breaker.equity:
                 continue
             if b.trip is not None or b.value < b.limit:
                 continue
             events.append(
                 BreakerTripped(
-                    breaker=b.name,
+                    breaker=b.breaker,
                     strategy_code=b.strategy_code,
                     state=b.trips_to,
-                    reason=BREAKER_REASONS[b.name],
+                    reason=b.breaker.reason(b.strategy_code),
                     message=_trip_message(b),
                     timestamp=now,
                 )
@@ -495,6 +495,7 @@ class RiskEngine:
         )
         if strategy_code:
             codes = [strategy_code]
+        switch = Breaker.KILL_SWITCH
         return RiskReport(
             state=book.state(),
             trading_day=book.day,
@@ -507,9 +508,9 @@ class RiskEngine:
             trades_today=book.trades_total,
             breakers=self.breaker_values(unrealized, complete=complete)
             + [
-                BreakerReport(KILL_SWITCH, code, TradingState.HALTED, ZERO, ZERO, trip)
-                for (name, code), trip in sorted(book.trips.items())
-                if name == KILL_SWITCH
+                BreakerReport(switch, code, self._trip_to[switch], ZERO, ZERO, trip)
+                for (breaker, code), trip in sorted(book.trips.items())
+                if breaker is switch
             ],
             strategies=[
                 StrategyReport(
@@ -550,8 +551,9 @@ def _dup_key(intent: OrderIntent) -> tuple[object, ...]:
 
 def _trip_message(b: BreakerReport) -> str:
     scope = f" for strategy {b.strategy_code}" if b.strategy_code else ""
-    if b.name == "max_daily_loss_rupees":
-        return f"max_daily_loss_rupees {b.limit} reached{scope}: day loss {b.value:.2f}"
-    if b.name == "max_daily_drawdown_pct":
-        return f"max_daily_drawdown_pct {b.limit} reached{scope}: drawdown {b.value:.4f}"
-    return f"{b.name} {b.limit} reached{scope}"
+    name = b.breaker.value
+    if b.breaker is Breaker.MAX_DAILY_LOSS_RUPEES:
+        return f"{name} {b.limit} reached{scope}: day loss {b.value:.2f}"
+    if b.breaker is Breaker.MAX_DAILY_DRAWDOWN_PCT:
+        return f"{name} {b.limit} reached{scope}: drawdown {b.value:.4f}"
+    return f"{name} {b.limit} reached{scope}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
+from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.domain import RejectReason, TradingState
 from execgw.server.events import (
     BaselineMarked,
@@ -30,13 +31,11 @@ from execgw.server.events import (
 from execgw.server.ledger import FillOutcome
 
 ZERO = Decimal(0)
-ACCOUNT = ""
-KILL_SWITCH = "kill_switch"
 
 
 @dataclass(slots=True)
 class Trip:
-    breaker: str
+    breaker: Breaker
     strategy_code: str
     state: TradingState
     reason: RejectReason
@@ -54,7 +53,7 @@ class RiskBook:
     realized_total: Decimal = ZERO
     realized_by_strategy: dict[str, Decimal] = field(default_factory=dict)
     loss_streak: dict[str, int] = field(default_factory=dict)
-    trips: dict[tuple[str, str], Trip] = field(default_factory=dict)
+    trips: dict[tuple[Breaker, str], Trip] = field(default_factory=dict)
     squared_off_day: date | None = None
     # The journaled day's peak equity (EquityPeak events); may trail the live peak
     # by less than RiskEngine's peak step.
@@ -73,7 +72,9 @@ class RiskBook:
                 self.realized_by_strategy.clear()
                 self.loss_streak.clear()
                 # Breakers clear with the day; an operator's kill switch does not.
-                self.trips = {k: t for k, t in self.trips.items() if t.breaker == KILL_SWITCH}
+                self.trips = {
+                    k: t for k, t in self.trips.items() if t.breaker is Breaker.KILL_SWITCH
+                }
                 self.peak_equity = None
                 self.baseline_unrealized = baseline
                 self.unmarked = set(unmarked)
@@ -107,11 +108,12 @@ class RiskBook:
                     event.timestamp,
                 )
             case TradingHalted(strategy_code=code, actor=actor, reason=why):
-                self.trips[(KILL_SWITCH, code)] = Trip(
-                    KILL_SWITCH,
+                switch = Breaker.KILL_SWITCH
+                self.trips[(switch, code)] = Trip(
+                    switch,
                     code,
                     TradingState.HALTED,
-                    RejectReason.STRATEGY_HALTED if code else RejectReason.HALTED,
+                    switch.reason(code),
                     f"halted by {actor}: {why}",
                     event.timestamp,
                 )

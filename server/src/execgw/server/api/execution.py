@@ -173,7 +173,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             span.set_attribute("execgw.strategy_code", request.strategy_code)
             outcome = await self._core.resume(request.strategy_code, actor, reason)
         return gateway_pb2.ResumeTradingResponse(
-            state=convert.trading_state(outcome.state), still_tripped=outcome.still_tripped
+            state=convert.trading_state(outcome.state),
+            still_tripped=[b.value for b in outcome.still_tripped],
         )
 
     @unary
