@@ -1,10 +1,11 @@
-"""Pre-trade risk and circuit breakers.
+"""Breakers and pre-trade checks over the journaled risk state.
 
-Like NautilusTrader's RiskEngine: `RiskEngine` owns a RiskBook (risk_state.py, the
-journaled fold) plus transient state (rate buckets, the duplicate window) and answers
-two questions: does this order pass (`check`), and has a breaker's condition just
-become true (`evaluate`)? The trading calendar is in trading_calendar.py, breaker
-names in breakers.py.
+Like NautilusTrader's RiskEngine: RiskEngine owns a RiskBook (risk_state.py, the
+journaled fold) plus transient state (the live peak, rate buckets, the duplicate
+window) and answers two questions: does this order pass (`check`, running the rules
+of risk_checks.py in order), and has a breaker's condition just become true
+(`evaluate`)? The trading calendar is in trading_calendar.py, breaker names in
+breakers.py.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from decimal import ROUND_UP, Decimal, localcontext
+from decimal import Decimal
 from functools import partial
 
+from execgw.server import risk_checks as rules
 from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.config import ExecutionConfig, StrategyLimits
-from execgw.server.domain import OrderIntent, RejectReason, Side, TradingState
+from execgw.server.domain import OrderIntent, TradingState
 from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
@@ -26,11 +28,12 @@ from execgw.server.events import (
     MisSquareOffStarted,
 )
 from execgw.server.ledger import FillOutcome
+from execgw.server.risk_checks import Check, reduces
 from execgw.server.risk_state import RiskBook, Trip
 from execgw.server.trading_calendar import TradingCalendar
 
-# RiskBook and TradingCalendar lived here before the calendar and the journaled state
-# moved out; they stay importable from here for code written against that.
+# Check, RiskBook, TradingCalendar and reduces lived here before risk was split by
+# job; they stay importable from here for code written against that.
 __all__ = [
     "BreakerReport",
     "Check",
@@ -43,14 +46,6 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    passed: bool
-    message: str = ""
-    reason: RejectReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,94 +280,31 @@ class RiskEngine:
         pending_qty: int,
         now: datetime,
     ) -> list[Check]:
-        """Every check in order, changing nothing; `record_accepted` once the venue took it.
+        """Every rule in Rule order, changing nothing; `record_accepted` once the venue
+        took the order.
 
         pending_qty: what the strategy's open orders on the same side of the same
         position already ask for, so resting orders cannot add up to a flip."""
         code = intent.strategy_code
         limits = self._limits(code)
+        pre = self._pre
         reducing = reduces(intent, position_qty, pending_qty)
-        checks = [self._breaker_check(code, reducing)]
-
-        closed = intent.product.value == "MIS" and self.calendar.mis_closed(now) and not reducing
-        checks.append(
-            Check(
-                "mis_square_off",
-                not closed,
-                f"MIS entries are closed after {self.calendar.square_off_text()}" if closed else "",
-                RejectReason.MIS_SQUARE_OFF,
-            )
-        )
-        allowed = limits.allowed_symbols
-        ok = allowed is None or intent.symbol in allowed
-        checks.append(
-            Check(
-                "allowed_symbols",
-                ok,
-                "" if ok else f"strategy {code} may not trade {intent.symbol} (allowed: {allowed})",
-                RejectReason.SYMBOL_NOT_ALLOWED,
-            )
-        )
-        products = limits.allowed_products
-        ok = products is None or intent.product.value in products
-        checks.append(
-            Check(
-                "allowed_products",
-                ok,
-                ""
-                if ok
-                else f"strategy {code} may not use {intent.product.value} (allowed: {products})",
-                RejectReason.PRODUCT_NOT_ALLOWED,
-            )
-        )
-        floor = (
-            limits.min_confidence if limits.min_confidence is not None else self._pre.min_confidence
-        )
-        ok = floor == 0 or (intent.confidence is not None and intent.confidence >= floor)
-        checks.append(
-            Check(
-                "min_confidence",
-                ok,
-                ""
-                if ok
-                else f"min_confidence {floor} not met by confidence {intent.confidence} "
-                f"for strategy {code}",
-                RejectReason.LOW_CONFIDENCE,
-            )
-        )
-        max_qty = limits.max_order_qty or self._pre.max_order_qty
-        ok = intent.qty <= max_qty
-        checks.append(
-            Check(
-                "max_order_qty",
-                ok,
-                ""
-                if ok
-                else f"max_order_qty {max_qty} exceeded by qty {intent.qty} for strategy {code}",
-                RejectReason.MAX_ORDER_QTY,
-            )
-        )
-        reference = intent.price if intent.price is not None else ltp
-        max_notional = Decimal(
-            repr(limits.max_order_notional_rupees or self._pre.max_order_notional_rupees)
-        )
-        notional = None if reference is None else reference * intent.qty
-        ok = notional is None or notional <= max_notional
-        checks.append(
-            Check(
-                "max_order_notional",
-                ok,
-                ""
-                if ok
-                else f"max_order_notional_rupees {max_notional} exceeded by notional "
-                f"{notional} for strategy {code}",
-                RejectReason.MAX_ORDER_NOTIONAL,
-            )
-        )
-        checks.append(self._collar_check(intent, ltp))
-        checks.append(self._rate_check(code, limits, now))
-        checks.append(self._duplicate_check(intent, now))
-        return checks
+        # A list display evaluates in order: the rate bucket refills, and the duplicate
+        # window is pruned, exactly once per check, after the rules before them.
+        return [
+            rules.circuit_breakers(self.book, code, reducing),
+            rules.mis_square_off(intent, self.calendar, now, reducing),
+            rules.allowed_symbols(intent, limits),
+            rules.allowed_products(intent, limits),
+            rules.min_confidence(intent, limits, pre),
+            rules.max_order_qty(intent, limits, pre),
+            rules.max_order_notional(intent, limits, pre, ltp),
+            rules.price_collar(intent, ltp, self._collar),
+            rules.order_rate(intent, self._bucket(code, limits, now).tokens, self._rate(limits)),
+            rules.duplicate_order(
+                intent, self._last_accepted(intent, now), now, pre.duplicate_window_s
+            ),
+        ]
 
     def record_accepted(self, intent: OrderIntent, now: datetime) -> None:
         """The order was accepted: it uses a rate token and opens its duplicate window."""
@@ -381,7 +313,7 @@ class RiskEngine:
         self._undo.append(partial(setattr, bucket, "tokens", bucket.tokens))
         bucket.tokens -= 1.0
         if self._pre.duplicate_window_s > 0:
-            key = _dup_key(intent)
+            key = rules.duplicate_key(intent)
             before = self._recent.get(key)
             self._undo.append(
                 partial(self._recent.pop, key, None)
@@ -400,44 +332,12 @@ class RiskEngine:
             self._undo.pop()()
         self._live_peak = self._peak_before
 
-    def _breaker_check(self, code: str, reducing: bool) -> Check:
-        trips = [t for (_, c), t in self.book.trips.items() if c in (ACCOUNT, code)]
-        trips.sort(key=lambda t: (-t.state.severity, t.strategy_code != ACCOUNT, t.at))
-        for trip in trips:
-            if trip.state is TradingState.HALTED or not reducing:
-                scope = "account" if trip.strategy_code == ACCOUNT else f"strategy {code}"
-                return Check(
-                    "circuit_breakers",
-                    False,
-                    f"{scope} is {trip.state.value} ({trip.breaker}): {trip.message}",
-                    trip.reason,
-                )
-        return Check("circuit_breakers", True)
-
-    def _collar_check(self, intent: OrderIntent, ltp: Decimal | None) -> Check:
-        """The limit price and the stop trigger must both lie near the LTP: a trigger far
-        away is as much a fat finger as a price far away."""
-        if ltp is None or ltp <= 0:
-            return Check("price_collar", True)
-        for name, value in (("price", intent.price), ("trigger_price", intent.trigger_price)):
-            if value is None:
-                continue
-            # Wide precision: the message must never be the thing that fails.
-            with localcontext(prec=60):
-                away = abs(value - ltp) / ltp
-                if away > self._collar:
-                    shown = away.quantize(Decimal("0.000001"), ROUND_UP)
-                    return Check(
-                        "price_collar",
-                        False,
-                        f"price_collar_pct {self._collar} exceeded: {name} {value} is "
-                        f"{shown} away from LTP {ltp}",
-                        RejectReason.PRICE_COLLAR,
-                    )
-        return Check("price_collar", True)
+    def _rate(self, limits: StrategyLimits) -> float:
+        return limits.orders_per_second or self._pre.orders_per_second
 
     def _bucket(self, code: str, limits: StrategyLimits, now: datetime) -> _Bucket:
-        rate = limits.orders_per_second or self._pre.orders_per_second
+        """The strategy's token bucket, refilled up to `now`."""
+        rate = self._rate(limits)
         burst = float(limits.order_burst or self._pre.order_burst)
         bucket = self._buckets.get(code)
         if bucket is None:
@@ -447,35 +347,15 @@ class RiskEngine:
         bucket.at = now
         return bucket
 
-    def _rate_check(self, code: str, limits: StrategyLimits, now: datetime) -> Check:
-        bucket = self._bucket(code, limits, now)
-        ok = bucket.tokens >= 1.0
-        rate = limits.orders_per_second or self._pre.orders_per_second
-        return Check(
-            "order_rate",
-            ok,
-            "" if ok else f"orders_per_second {rate} exceeded for strategy {code}",
-            RejectReason.ORDER_RATE,
-        )
-
-    def _duplicate_check(self, intent: OrderIntent, now: datetime) -> Check:
+    def _last_accepted(self, intent: OrderIntent, now: datetime) -> datetime | None:
+        """When an identical order was last accepted, if the duplicate window is on."""
         window = self._pre.duplicate_window_s
         if window <= 0:
-            return Check("duplicate_order", True)
-        horizon = now - timedelta(seconds=window)
+            return None
         if len(self._recent) > 10_000:
+            horizon = now - timedelta(seconds=window)
             self._recent = {k: t for k, t in self._recent.items() if t > horizon}
-        seen = self._recent.get(_dup_key(intent))
-        if seen is None or seen <= horizon:
-            return Check("duplicate_order", True)
-        age = (now - seen).total_seconds()
-        return Check(
-            "duplicate_order",
-            False,
-            f"duplicate_window_s {window}: an identical order from strategy "
-            f"{intent.strategy_code} was accepted {age:.3f}s ago",
-            RejectReason.DUPLICATE_ORDER,
-        )
+        return self._recent.get(rules.duplicate_key(intent))
 
     # -- reporting --------------------------------------------------------
 
@@ -525,28 +405,6 @@ class RiskEngine:
             mis_entries_closed=self.calendar.mis_closed(now),
             unmarked_symbols=unmarked,
         )
-
-
-def reduces(intent: OrderIntent, position_qty: int, pending_qty: int = 0) -> bool:
-    """True when the order, with the open orders already working the same way
-    (pending_qty), only shrinks an existing position and can never flip it."""
-    if position_qty == 0:
-        return False
-    opposite = (position_qty > 0) == (intent.side is Side.SELL)
-    return opposite and intent.qty + pending_qty <= abs(position_qty)
-
-
-def _dup_key(intent: OrderIntent) -> tuple[object, ...]:
-    return (
-        intent.strategy_code,
-        intent.symbol,
-        intent.side,
-        intent.qty,
-        intent.order_type,
-        intent.product,
-        intent.price,
-        intent.trigger_price,
-    )
 
 
 def _trip_message(b: BreakerReport) -> str:

@@ -188,7 +188,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             reject_reason=convert.reject_reason(None if failed is None else failed.reason),
             message="" if failed is None else failed.message,
             checks=[
-                gateway_pb2.CheckResult(name=c.name, passed=c.passed, message=c.message)
+                gateway_pb2.CheckResult(name=c.name.value, passed=c.passed, message=c.message)
                 for c in preview.checks
             ],
         )
