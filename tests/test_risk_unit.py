@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from execgw.server.breakers import Breaker
 from execgw.server.config import ExecutionConfig, TradingDayConfig
 from execgw.server.domain import (
     Fill,
@@ -269,7 +270,7 @@ def test_book_trips_halts_and_resumes_by_scope() -> None:
     book = RiskBook()
     book.apply(
         BreakerTripped(
-            "max_daily_loss_rupees",
+            Breaker.MAX_DAILY_LOSS_RUPEES,
             "",
             TradingState.REDUCING,
             RejectReason.MAX_DAILY_LOSS,
@@ -284,11 +285,11 @@ def test_book_trips_halts_and_resumes_by_scope() -> None:
     assert book.state() is TradingState.REDUCING
     assert book.state("S1") is TradingState.HALTED
     assert book.state("S2") is TradingState.REDUCING  # account trips bind everyone
-    halt = book.trips[("kill_switch", "S1")]
+    halt = book.trips[(Breaker.KILL_SWITCH, "S1")]
     assert halt.message == "halted by alice: bad fills"
     assert halt.reason is RejectReason.STRATEGY_HALTED
     book.apply(TradingHalted("", "bob", "all", NOW), None)
-    assert book.trips[("kill_switch", "")].reason is RejectReason.HALTED
+    assert book.trips[(Breaker.KILL_SWITCH, "")].reason is RejectReason.HALTED
 
     book.apply(TradingResumed("S1", "alice", "ok", NOW), None)
     assert ("kill_switch", "S1") not in book.trips
@@ -309,13 +310,13 @@ def test_day_rollover_resets_the_day_but_not_the_square_off_marker_or_kill_switc
     book.apply(MisSquareOffStarted(DAY, NOW), None)
     book.peak_equity = D("1000100")
     nxt = DAY + timedelta(days=1)
-    halt = book.trips[("kill_switch", "")]
+    halt = book.trips[(Breaker.KILL_SWITCH, "")]
     book.apply(DayRolledOver(nxt, NOW + timedelta(days=1), D("-250")), None)
     # An operator's halt outlives the day: only an operator releases it.
     assert book == RiskBook(
         day=nxt,
         squared_off_day=DAY,
-        trips={("kill_switch", ""): halt},
+        trips={(Breaker.KILL_SWITCH, ""): halt},
         baseline_unrealized=D("-250"),
     )
 
@@ -458,7 +459,7 @@ def test_reducing_trip_passes_reductions_and_halted_passes_nothing() -> None:
     risk = engine()
     risk.apply(
         BreakerTripped(
-            "max_daily_loss_rupees",
+            Breaker.MAX_DAILY_LOSS_RUPEES,
             "",
             TradingState.REDUCING,
             RejectReason.MAX_DAILY_LOSS,
@@ -478,7 +479,7 @@ def test_reducing_trip_passes_reductions_and_halted_passes_nothing() -> None:
     assert blocked.message == "account is REDUCING (max_daily_loss_rupees): loss"
     risk.apply(
         BreakerTripped(
-            "max_loss_streak",
+            Breaker.MAX_LOSS_STREAK,
             "S1",
             TradingState.HALTED,
             RejectReason.MAX_LOSS_STREAK,
@@ -510,7 +511,7 @@ def test_evaluate_trips_at_the_limit_once() -> None:
     events = evaluate(risk, NOW, D("-500"))
     assert events == [
         BreakerTripped(
-            breaker="max_daily_loss_rupees",
+            breaker=Breaker.MAX_DAILY_LOSS_RUPEES,
             strategy_code="",
             state=TradingState.HALTED,
             reason=RejectReason.MAX_DAILY_LOSS,

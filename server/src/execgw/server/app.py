@@ -28,9 +28,10 @@ from execgw.server.journal import Journal
 from execgw.server.listen import bind, check_bindable
 from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import quote_book
-from execgw.server.risk import RiskEngine, TradingCalendar
+from execgw.server.risk import RiskEngine
 from execgw.server.simulator import SmartFillSimulator
 from execgw.server.telemetry import configure_tracing
+from execgw.server.trading_calendar import TradingCalendar
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 
 log = logging.getLogger(__name__)

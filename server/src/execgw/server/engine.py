@@ -16,6 +16,8 @@ from decimal import Decimal
 
 from opentelemetry import trace
 
+from execgw.server import risk_checks as rules
+from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.clock import Clock
 from execgw.server.domain import (
     Order,
@@ -25,7 +27,6 @@ from execgw.server.domain import (
     PositionView,
     Product,
     Quote,
-    RejectReason,
     Side,
     TradingState,
     Validity,
@@ -49,26 +50,16 @@ from execgw.server.events import (
 from execgw.server.journal import JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState
-from execgw.server.risk import (
-    ACCOUNT,
-    Check,
-    RiskEngine,
-    RiskReport,
-    TradingCalendar,
-    reduces,
-)
+from execgw.server.risk import RiskEngine, RiskReport
+from execgw.server.risk_checks import Check, reduces
 from execgw.server.simulator import SmartFillSimulator
+from execgw.server.trading_calendar import TradingCalendar
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("execgw.server")
 
 SQUARE_OFF_TAG = "MIS_SQUAREOFF"
 ZERO = Decimal(0)
-# Breakers about losing money: tripping them also cancels resting orders that add
-# exposure. Trade-count breakers only stop new orders.
-EXPOSURE_BREAKERS = frozenset(
-    {"max_daily_loss_rupees", "max_daily_drawdown_pct", "max_loss_streak"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +71,7 @@ class HaltOutcome:
 @dataclass(frozen=True, slots=True)
 class ResumeOutcome:
     state: TradingState
-    still_tripped: list[str]
+    still_tripped: list[Breaker]
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +318,8 @@ class ExecutionEngine:
             pending_qty=self._pending_qty(intent),
             now=now,
         )
-        checks.append(self._market_data_check(intent.symbol))
+        quoted = self._quotes.get(intent.symbol) is not None
+        checks.append(rules.market_data(intent.symbol, quoted=quoted))
         return Preview(checks)
 
     def risk_report(self, strategy_code: str = "") -> RiskReport:
@@ -392,7 +384,7 @@ class ExecutionEngine:
             )
             failed = next((c for c in checks if not c.passed), None)
         if failed is None and quote is None:
-            failed = self._market_data_check(intent.symbol)
+            failed = rules.market_data(intent.symbol, quoted=False)
         if failed is not None:
             assert failed.reason is not None
             self._emit(
@@ -469,7 +461,7 @@ class ExecutionEngine:
         self._record_marks(now, force=bool(events))
         for event in events:
             self._emit(event, now)
-            if not isinstance(event, BreakerTripped) or event.breaker not in EXPOSURE_BREAKERS:
+            if not isinstance(event, BreakerTripped) or not event.breaker.exposure:
                 continue  # trade-count limits stop new orders; accepted ones stand
             why = f"cancelled: {event.message}"
             if event.state is TradingState.HALTED:
@@ -533,17 +525,6 @@ class ExecutionEngine:
         self._dirty = True
         self._simulator.cancel(order.order_id, order.intent.symbol)
         self._emit(OrderCancelled(order.order_id, now, message), now)
-
-    def _market_data_check(self, symbol: str) -> Check:
-        """The venue's own rule: it cannot price an order without a quote."""
-        if self._quotes.get(symbol) is not None:
-            return Check("market_data", True)
-        return Check(
-            "market_data",
-            False,
-            f"no quote for {symbol}; the venue cannot price the order",
-            RejectReason.NO_MARKET_DATA,
-        )
 
     def _today(self, order: Order) -> bool:
         return self._risk.calendar.trading_day(order.created_at) == self._risk.book.day

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from execgw.server.breakers import Breaker
 from execgw.server.domain import Fill, OrderIntent, Quote, RejectReason, TradingState
 
 
@@ -65,7 +66,7 @@ class OrderCancelled:
 class BreakerTripped:
     """A breaker latched; it stays tripped until the day rolls over or an operator resumes."""
 
-    breaker: str
+    breaker: Breaker
     strategy_code: str  # empty for the account scope
     state: TradingState
     reason: RejectReason

@@ -26,7 +26,7 @@ from execgw.server.events import (
 )
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
 from execgw.server.ledger import Ledger, LedgerError, PositionState
-from execgw.server.risk import ZERO, RiskBook, Trip
+from execgw.server.risk_state import ZERO, RiskBook, Trip
 
 log = logging.getLogger(__name__)
 

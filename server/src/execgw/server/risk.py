@@ -1,201 +1,51 @@
-"""Pre-trade risk and circuit breakers.
+"""Breakers and pre-trade checks over the journaled risk state.
 
-Two parts, like NautilusTrader's RiskEngine:
-- `RiskBook` is journaled state, a fold over events: the trading day, trade counters,
-  realized PnL, loss streaks and tripped breakers. It survives restarts.
-- `RiskEngine` owns a RiskBook plus transient state (rate buckets, the duplicate
-  window) and answers two questions: does this order pass (`check`), and has a
-  breaker's condition just become true (`evaluate`)?
-
-A breaker latches: once tripped it stays tripped until the day rolls over or an
-operator resumes its scope. A trade is an order the gateway accepted.
+Like NautilusTrader's RiskEngine: RiskEngine owns a RiskBook (risk_state.py, the
+journaled fold) plus transient state (the live peak, rate buckets, the duplicate
+window) and answers two questions: does this order pass (`check`, running the rules
+of risk_checks.py in order), and has a breaker's condition just become true
+(`evaluate`)? The trading calendar is in trading_calendar.py, breaker names in
+breakers.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
-from decimal import ROUND_UP, Decimal, localcontext
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from functools import partial
-from zoneinfo import ZoneInfo
 
-from execgw.server.config import ExecutionConfig, StrategyLimits, TradingDayConfig
-from execgw.server.domain import OrderIntent, RejectReason, Side, TradingState
+from execgw.server import risk_checks as rules
+from execgw.server.breakers import ACCOUNT, Breaker
+from execgw.server.config import ExecutionConfig, StrategyLimits
+from execgw.server.domain import OrderIntent, TradingState
 from execgw.server.events import (
-    BaselineMarked,
     BreakerTripped,
     DayRolledOver,
     EquityPeak,
     Event,
     MisSquareOffStarted,
-    OrderAccepted,
-    OrderFilled,
-    TradingHalted,
-    TradingResumed,
 )
 from execgw.server.ledger import FillOutcome
+from execgw.server.risk_checks import Check, reduces
+from execgw.server.risk_state import RiskBook, Trip
+from execgw.server.trading_calendar import TradingCalendar
+
+# Check, RiskBook, TradingCalendar and reduces lived here before risk was split by
+# job; they stay importable from here for code written against that.
+__all__ = [
+    "BreakerReport",
+    "Check",
+    "RiskBook",
+    "RiskEngine",
+    "RiskReport",
+    "StrategyReport",
+    "TradingCalendar",
+    "reduces",
+]
 
 ZERO = Decimal(0)
-ACCOUNT = ""
-KILL_SWITCH = "kill_switch"
-BREAKER_REASONS = {
-    "max_daily_loss_rupees": RejectReason.MAX_DAILY_LOSS,
-    "max_daily_drawdown_pct": RejectReason.MAX_DAILY_DRAWDOWN,
-    "max_trades_per_day": RejectReason.MAX_TRADES_PER_DAY,
-    "max_trades_per_strategy_per_day": RejectReason.MAX_TRADES_PER_STRATEGY_PER_DAY,
-    "max_loss_streak": RejectReason.MAX_LOSS_STREAK,
-}
-# Breakers that watch equity, which needs a mark for every open position: a position
-# with no mark is unknown, so these wait for it rather than value it at zero.
-EQUITY_BREAKERS = frozenset({"max_daily_loss_rupees", "max_daily_drawdown_pct"})
-
-
-def _hhmm(value: str) -> time:
-    hours, _, minutes = value.partition(":")
-    return time(int(hours), int(minutes))
-
-
-class TradingCalendar:
-    """Trading days in the exchange's time zone, rolling at a session boundary."""
-
-    def __init__(self, config: TradingDayConfig) -> None:
-        self.zone = ZoneInfo(config.timezone)
-        self.rollover = _hhmm(config.rollover)
-        self.square_off = None if config.mis_square_off is None else _hhmm(config.mis_square_off)
-
-    def trading_day(self, now: datetime) -> date:
-        local = now.astimezone(self.zone)
-        if local.time() < self.rollover:
-            return local.date() - timedelta(days=1)
-        return local.date()
-
-    def square_off_at(self, day: date) -> datetime | None:
-        if self.square_off is None:
-            return None
-        at = datetime.combine(day, self.square_off, self.zone)
-        if self.square_off < self.rollover:
-            at += timedelta(days=1)
-        return at
-
-    def square_off_text(self) -> str:
-        if self.square_off is None:
-            return "no MIS square-off"
-        return f"{self.square_off:%H:%M} {self.zone.key}"
-
-    def mis_closed(self, now: datetime) -> bool:
-        at = self.square_off_at(self.trading_day(now))
-        return at is not None and now >= at
-
-
-@dataclass(slots=True)
-class Trip:
-    breaker: str
-    strategy_code: str
-    state: TradingState
-    reason: RejectReason
-    message: str
-    at: datetime
-
-
-@dataclass(slots=True)
-class RiskBook:
-    """The journaled part of risk state."""
-
-    day: date | None = None
-    trades_total: int = 0
-    trades_by_strategy: dict[str, int] = field(default_factory=dict)
-    realized_total: Decimal = ZERO
-    realized_by_strategy: dict[str, Decimal] = field(default_factory=dict)
-    loss_streak: dict[str, int] = field(default_factory=dict)
-    trips: dict[tuple[str, str], Trip] = field(default_factory=dict)
-    squared_off_day: date | None = None
-    # The journaled day's peak equity (EquityPeak events); may trail the live peak
-    # by less than RiskEngine's peak step.
-    peak_equity: Decimal | None = None
-    baseline_unrealized: Decimal = ZERO
-    # Carried positions still waiting for their first quote of the day.
-    unmarked: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def apply(self, event: Event, outcome: FillOutcome | None) -> None:
-        match event:
-            case DayRolledOver(trading_day=day, baseline_unrealized=baseline, unmarked=unmarked):
-                self.day = day
-                self.trades_total = 0
-                self.trades_by_strategy.clear()
-                self.realized_total = ZERO
-                self.realized_by_strategy.clear()
-                self.loss_streak.clear()
-                # Breakers clear with the day; an operator's kill switch does not.
-                self.trips = {k: t for k, t in self.trips.items() if t.breaker == KILL_SWITCH}
-                self.peak_equity = None
-                self.baseline_unrealized = baseline
-                self.unmarked = set(unmarked)
-            case BaselineMarked():
-                self.baseline_unrealized += event.unrealized
-                self.unmarked.discard((event.strategy_code, event.symbol, event.product))
-            case EquityPeak(equity=equity):
-                self.peak_equity = equity
-            case OrderAccepted(intent=intent) if not event.internal:
-                self.trades_total += 1
-                code = intent.strategy_code
-                self.trades_by_strategy[code] = self.trades_by_strategy.get(code, 0) + 1
-            case OrderFilled(fill=fill) if outcome is not None:
-                code = fill.strategy_code
-                self.realized_total += outcome.realized
-                self.realized_by_strategy[code] = (
-                    self.realized_by_strategy.get(code, ZERO) + outcome.realized
-                )
-                if outcome.round_trip_pnl is not None:
-                    if outcome.round_trip_pnl < 0:
-                        self.loss_streak[code] = self.loss_streak.get(code, 0) + 1
-                    else:
-                        self.loss_streak[code] = 0
-            case BreakerTripped():
-                self.trips[(event.breaker, event.strategy_code)] = Trip(
-                    event.breaker,
-                    event.strategy_code,
-                    event.state,
-                    event.reason,
-                    event.message,
-                    event.timestamp,
-                )
-            case TradingHalted(strategy_code=code, actor=actor, reason=why):
-                self.trips[(KILL_SWITCH, code)] = Trip(
-                    KILL_SWITCH,
-                    code,
-                    TradingState.HALTED,
-                    RejectReason.STRATEGY_HALTED if code else RejectReason.HALTED,
-                    f"halted by {actor}: {why}",
-                    event.timestamp,
-                )
-            case TradingResumed(strategy_code=code):
-                for key in [k for k in self.trips if k[1] == code]:
-                    del self.trips[key]
-                if code:
-                    self.loss_streak[code] = 0
-            case MisSquareOffStarted(trading_day=day):
-                self.squared_off_day = day
-
-    def day_pnl(self, unrealized: Decimal) -> Decimal:
-        """Realized today plus what open positions moved since the day began."""
-        return self.realized_total + unrealized - self.baseline_unrealized
-
-    def state(self, strategy_code: str = ACCOUNT) -> TradingState:
-        """The strictest state among the scope's trips (account trips bind every strategy)."""
-        worst = TradingState.ACTIVE
-        for (_, code), trip in self.trips.items():
-            if (code in (ACCOUNT, strategy_code)) and trip.state.severity > worst.severity:
-                worst = trip.state
-        return worst
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    passed: bool
-    message: str = ""
-    reason: RejectReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +66,7 @@ class _Bucket:
 
 @dataclass(frozen=True, slots=True)
 class BreakerReport:
-    name: str
+    breaker: Breaker
     strategy_code: str
     trips_to: TradingState
     value: Decimal
@@ -261,6 +111,18 @@ class RiskEngine:
         self._max_loss = Decimal(repr(self._cb.max_daily_loss_rupees))
         self._max_drawdown = Decimal(repr(self._cb.max_daily_drawdown_pct))
         self._collar = Decimal(repr(self._pre.price_collar_pct))
+        trip_to = self._cb.trip_to
+        # The state each breaker puts its scope in; an operator's kill switch halts.
+        self._trip_to = {
+            Breaker.MAX_DAILY_LOSS_RUPEES: TradingState(trip_to.max_daily_loss_rupees),
+            Breaker.MAX_DAILY_DRAWDOWN_PCT: TradingState(trip_to.max_daily_drawdown_pct),
+            Breaker.MAX_TRADES_PER_DAY: TradingState(trip_to.max_trades_per_day),
+            Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY: TradingState(
+                trip_to.max_trades_per_strategy_per_day
+            ),
+            Breaker.MAX_LOSS_STREAK: TradingState(trip_to.max_loss_streak),
+            Breaker.KILL_SWITCH: TradingState.HALTED,
+        }
         self._buckets: dict[str, _Bucket] = {}
         self._recent: dict[tuple[object, ...], datetime] = {}
         # The exact intraday peak; the book keeps a journaled copy, refreshed whenever
@@ -321,9 +183,6 @@ class RiskEngine:
     def _limits(self, code: str) -> StrategyLimits:
         return self._pre.strategies.get(code) or StrategyLimits()
 
-    def _trip_state(self, breaker: str) -> TradingState:
-        return TradingState(getattr(self._cb.trip_to, breaker))
-
     def _equity(self, unrealized: Decimal, *, complete: bool = True) -> _Equity:
         """`complete` is False while an open position has no mark: the equity is then a
         partial sum, which must not become the day's peak."""
@@ -336,39 +195,40 @@ class RiskEngine:
 
     def breaker_values(self, unrealized: Decimal, *, complete: bool = True) -> list[BreakerReport]:
         book = self.book
+        cb = self._cb
         now = self._equity(unrealized, complete=complete)
-        rows: list[tuple[str, str, Decimal, Decimal]] = [
-            ("max_daily_loss_rupees", ACCOUNT, -now.pnl, self._max_loss),
-            ("max_daily_drawdown_pct", ACCOUNT, now.drawdown, self._max_drawdown),
+        rows: list[tuple[Breaker, str, Decimal, Decimal]] = [
+            (Breaker.MAX_DAILY_LOSS_RUPEES, ACCOUNT, -now.pnl, self._max_loss),
+            (Breaker.MAX_DAILY_DRAWDOWN_PCT, ACCOUNT, now.drawdown, self._max_drawdown),
             (
-                "max_trades_per_day",
+                Breaker.MAX_TRADES_PER_DAY,
                 ACCOUNT,
                 Decimal(book.trades_total),
-                Decimal(self._cb.max_trades_per_day),
+                Decimal(cb.max_trades_per_day),
             ),
         ]
         for code in sorted(set(book.trades_by_strategy) | set(book.loss_streak)):
             rows.append(
                 (
-                    "max_trades_per_strategy_per_day",
+                    Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
                     code,
                     Decimal(book.trades_by_strategy.get(code, 0)),
-                    Decimal(self._cb.max_trades_per_strategy_per_day),
+                    Decimal(cb.max_trades_per_strategy_per_day),
                 )
             )
             rows.append(
                 (
-                    "max_loss_streak",
+                    Breaker.MAX_LOSS_STREAK,
                     code,
                     Decimal(book.loss_streak.get(code, 0)),
-                    Decimal(self._cb.max_loss_streak),
+                    Decimal(cb.max_loss_streak),
                 )
             )
         return [
             BreakerReport(
-                name, code, self._trip_state(name), value, limit, book.trips.get((name, code))
+                breaker, code, self._trip_to[breaker], value, limit, book.trips.get((breaker, code))
             )
-            for name, code, value, limit in rows
+            for breaker, code, value, limit in rows
         ]
 
     def evaluate(
@@ -391,18 +251,18 @@ class RiskEngine:
             if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
                 events.append(EquityPeak(self._live_peak, now))
         for b in self.breaker_values(unrealized, complete=complete):
-            if not complete and b.name == "max_daily_loss_rupees" and b.trip is None:
+            if not complete and b.breaker is Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
                 b = replace(b, value=-book.realized_total)
-            elif not complete and b.name in EQUITY_BREAKERS:
+            elif not complete and b.breaker.equity:
                 continue
             if b.trip is not None or b.value < b.limit:
                 continue
             events.append(
                 BreakerTripped(
-                    breaker=b.name,
+                    breaker=b.breaker,
                     strategy_code=b.strategy_code,
                     state=b.trips_to,
-                    reason=BREAKER_REASONS[b.name],
+                    reason=b.breaker.reason(b.strategy_code),
                     message=_trip_message(b),
                     timestamp=now,
                 )
@@ -420,94 +280,31 @@ class RiskEngine:
         pending_qty: int,
         now: datetime,
     ) -> list[Check]:
-        """Every check in order, changing nothing; `record_accepted` once the venue took it.
+        """Every rule in Rule order, changing nothing; `record_accepted` once the venue
+        took the order.
 
         pending_qty: what the strategy's open orders on the same side of the same
         position already ask for, so resting orders cannot add up to a flip."""
         code = intent.strategy_code
         limits = self._limits(code)
+        pre = self._pre
         reducing = reduces(intent, position_qty, pending_qty)
-        checks = [self._breaker_check(code, reducing)]
-
-        closed = intent.product.value == "MIS" and self.calendar.mis_closed(now) and not reducing
-        checks.append(
-            Check(
-                "mis_square_off",
-                not closed,
-                f"MIS entries are closed after {self.calendar.square_off_text()}" if closed else "",
-                RejectReason.MIS_SQUARE_OFF,
-            )
-        )
-        allowed = limits.allowed_symbols
-        ok = allowed is None or intent.symbol in allowed
-        checks.append(
-            Check(
-                "allowed_symbols",
-                ok,
-                "" if ok else f"strategy {code} may not trade {intent.symbol} (allowed: {allowed})",
-                RejectReason.SYMBOL_NOT_ALLOWED,
-            )
-        )
-        products = limits.allowed_products
-        ok = products is None or intent.product.value in products
-        checks.append(
-            Check(
-                "allowed_products",
-                ok,
-                ""
-                if ok
-                else f"strategy {code} may not use {intent.product.value} (allowed: {products})",
-                RejectReason.PRODUCT_NOT_ALLOWED,
-            )
-        )
-        floor = (
-            limits.min_confidence if limits.min_confidence is not None else self._pre.min_confidence
-        )
-        ok = floor == 0 or (intent.confidence is not None and intent.confidence >= floor)
-        checks.append(
-            Check(
-                "min_confidence",
-                ok,
-                ""
-                if ok
-                else f"min_confidence {floor} not met by confidence {intent.confidence} "
-                f"for strategy {code}",
-                RejectReason.LOW_CONFIDENCE,
-            )
-        )
-        max_qty = limits.max_order_qty or self._pre.max_order_qty
-        ok = intent.qty <= max_qty
-        checks.append(
-            Check(
-                "max_order_qty",
-                ok,
-                ""
-                if ok
-                else f"max_order_qty {max_qty} exceeded by qty {intent.qty} for strategy {code}",
-                RejectReason.MAX_ORDER_QTY,
-            )
-        )
-        reference = intent.price if intent.price is not None else ltp
-        max_notional = Decimal(
-            repr(limits.max_order_notional_rupees or self._pre.max_order_notional_rupees)
-        )
-        notional = None if reference is None else reference * intent.qty
-        ok = notional is None or notional <= max_notional
-        checks.append(
-            Check(
-                "max_order_notional",
-                ok,
-                ""
-                if ok
-                else f"max_order_notional_rupees {max_notional} exceeded by notional "
-                f"{notional} for strategy {code}",
-                RejectReason.MAX_ORDER_NOTIONAL,
-            )
-        )
-        checks.append(self._collar_check(intent, ltp))
-        checks.append(self._rate_check(code, limits, now))
-        checks.append(self._duplicate_check(intent, now))
-        return checks
+        # A list display evaluates in order: the rate bucket refills, and the duplicate
+        # window is pruned, exactly once per check, after the rules before them.
+        return [
+            rules.circuit_breakers(self.book, code, reducing),
+            rules.mis_square_off(intent, self.calendar, now, reducing),
+            rules.allowed_symbols(intent, limits),
+            rules.allowed_products(intent, limits),
+            rules.min_confidence(intent, limits, pre),
+            rules.max_order_qty(intent, limits, pre),
+            rules.max_order_notional(intent, limits, pre, ltp),
+            rules.price_collar(intent, ltp, self._collar),
+            rules.order_rate(intent, self._bucket(code, limits, now).tokens, self._rate(limits)),
+            rules.duplicate_order(
+                intent, self._last_accepted(intent, now), now, pre.duplicate_window_s
+            ),
+        ]
 
     def record_accepted(self, intent: OrderIntent, now: datetime) -> None:
         """The order was accepted: it uses a rate token and opens its duplicate window."""
@@ -516,7 +313,7 @@ class RiskEngine:
         self._undo.append(partial(setattr, bucket, "tokens", bucket.tokens))
         bucket.tokens -= 1.0
         if self._pre.duplicate_window_s > 0:
-            key = _dup_key(intent)
+            key = rules.duplicate_key(intent)
             before = self._recent.get(key)
             self._undo.append(
                 partial(self._recent.pop, key, None)
@@ -535,44 +332,12 @@ class RiskEngine:
             self._undo.pop()()
         self._live_peak = self._peak_before
 
-    def _breaker_check(self, code: str, reducing: bool) -> Check:
-        trips = [t for (_, c), t in self.book.trips.items() if c in (ACCOUNT, code)]
-        trips.sort(key=lambda t: (-t.state.severity, t.strategy_code != ACCOUNT, t.at))
-        for trip in trips:
-            if trip.state is TradingState.HALTED or not reducing:
-                scope = "account" if trip.strategy_code == ACCOUNT else f"strategy {code}"
-                return Check(
-                    "circuit_breakers",
-                    False,
-                    f"{scope} is {trip.state.value} ({trip.breaker}): {trip.message}",
-                    trip.reason,
-                )
-        return Check("circuit_breakers", True)
-
-    def _collar_check(self, intent: OrderIntent, ltp: Decimal | None) -> Check:
-        """The limit price and the stop trigger must both lie near the LTP: a trigger far
-        away is as much a fat finger as a price far away."""
-        if ltp is None or ltp <= 0:
-            return Check("price_collar", True)
-        for name, value in (("price", intent.price), ("trigger_price", intent.trigger_price)):
-            if value is None:
-                continue
-            # Wide precision: the message must never be the thing that fails.
-            with localcontext(prec=60):
-                away = abs(value - ltp) / ltp
-                if away > self._collar:
-                    shown = away.quantize(Decimal("0.000001"), ROUND_UP)
-                    return Check(
-                        "price_collar",
-                        False,
-                        f"price_collar_pct {self._collar} exceeded: {name} {value} is "
-                        f"{shown} away from LTP {ltp}",
-                        RejectReason.PRICE_COLLAR,
-                    )
-        return Check("price_collar", True)
+    def _rate(self, limits: StrategyLimits) -> float:
+        return limits.orders_per_second or self._pre.orders_per_second
 
     def _bucket(self, code: str, limits: StrategyLimits, now: datetime) -> _Bucket:
-        rate = limits.orders_per_second or self._pre.orders_per_second
+        """The strategy's token bucket, refilled up to `now`."""
+        rate = self._rate(limits)
         burst = float(limits.order_burst or self._pre.order_burst)
         bucket = self._buckets.get(code)
         if bucket is None:
@@ -582,35 +347,15 @@ class RiskEngine:
         bucket.at = now
         return bucket
 
-    def _rate_check(self, code: str, limits: StrategyLimits, now: datetime) -> Check:
-        bucket = self._bucket(code, limits, now)
-        ok = bucket.tokens >= 1.0
-        rate = limits.orders_per_second or self._pre.orders_per_second
-        return Check(
-            "order_rate",
-            ok,
-            "" if ok else f"orders_per_second {rate} exceeded for strategy {code}",
-            RejectReason.ORDER_RATE,
-        )
-
-    def _duplicate_check(self, intent: OrderIntent, now: datetime) -> Check:
+    def _last_accepted(self, intent: OrderIntent, now: datetime) -> datetime | None:
+        """When an identical order was last accepted, if the duplicate window is on."""
         window = self._pre.duplicate_window_s
         if window <= 0:
-            return Check("duplicate_order", True)
-        horizon = now - timedelta(seconds=window)
+            return None
         if len(self._recent) > 10_000:
+            horizon = now - timedelta(seconds=window)
             self._recent = {k: t for k, t in self._recent.items() if t > horizon}
-        seen = self._recent.get(_dup_key(intent))
-        if seen is None or seen <= horizon:
-            return Check("duplicate_order", True)
-        age = (now - seen).total_seconds()
-        return Check(
-            "duplicate_order",
-            False,
-            f"duplicate_window_s {window}: an identical order from strategy "
-            f"{intent.strategy_code} was accepted {age:.3f}s ago",
-            RejectReason.DUPLICATE_ORDER,
-        )
+        return self._recent.get(rules.duplicate_key(intent))
 
     # -- reporting --------------------------------------------------------
 
@@ -630,6 +375,7 @@ class RiskEngine:
         )
         if strategy_code:
             codes = [strategy_code]
+        switch = Breaker.KILL_SWITCH
         return RiskReport(
             state=book.state(),
             trading_day=book.day,
@@ -642,9 +388,9 @@ class RiskEngine:
             trades_today=book.trades_total,
             breakers=self.breaker_values(unrealized, complete=complete)
             + [
-                BreakerReport(KILL_SWITCH, code, TradingState.HALTED, ZERO, ZERO, trip)
-                for (name, code), trip in sorted(book.trips.items())
-                if name == KILL_SWITCH
+                BreakerReport(switch, code, self._trip_to[switch], ZERO, ZERO, trip)
+                for (breaker, code), trip in sorted(book.trips.items())
+                if breaker is switch
             ],
             strategies=[
                 StrategyReport(
@@ -661,32 +407,11 @@ class RiskEngine:
         )
 
 
-def reduces(intent: OrderIntent, position_qty: int, pending_qty: int = 0) -> bool:
-    """True when the order, with the open orders already working the same way
-    (pending_qty), only shrinks an existing position and can never flip it."""
-    if position_qty == 0:
-        return False
-    opposite = (position_qty > 0) == (intent.side is Side.SELL)
-    return opposite and intent.qty + pending_qty <= abs(position_qty)
-
-
-def _dup_key(intent: OrderIntent) -> tuple[object, ...]:
-    return (
-        intent.strategy_code,
-        intent.symbol,
-        intent.side,
-        intent.qty,
-        intent.order_type,
-        intent.product,
-        intent.price,
-        intent.trigger_price,
-    )
-
-
 def _trip_message(b: BreakerReport) -> str:
     scope = f" for strategy {b.strategy_code}" if b.strategy_code else ""
-    if b.name == "max_daily_loss_rupees":
-        return f"max_daily_loss_rupees {b.limit} reached{scope}: day loss {b.value:.2f}"
-    if b.name == "max_daily_drawdown_pct":
-        return f"max_daily_drawdown_pct {b.limit} reached{scope}: drawdown {b.value:.4f}"
-    return f"{b.name} {b.limit} reached{scope}"
+    name = b.breaker.value
+    if b.breaker is Breaker.MAX_DAILY_LOSS_RUPEES:
+        return f"{name} {b.limit} reached{scope}: day loss {b.value:.2f}"
+    if b.breaker is Breaker.MAX_DAILY_DRAWDOWN_PCT:
+        return f"{name} {b.limit} reached{scope}: drawdown {b.value:.4f}"
+    return f"{name} {b.limit} reached{scope}"

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from execgw.server import domain
+from execgw.server.breakers import Breaker
 from execgw.server.bus import BusEvent
 from execgw.server.events import (
     BreakerTripped,
@@ -209,14 +210,14 @@ def risk_event(event: Event, trading_day: date | None) -> orders_pb2.RiskEvent:
     msg = orders_pb2.RiskEvent(kind=_RISK_KINDS[type(event)], actor="gateway")
     match event:
         case BreakerTripped():
-            msg.breaker = event.breaker
+            msg.breaker = event.breaker.value
             msg.strategy_code = event.strategy_code
             msg.state = trading_state(event.state)
             msg.reason = reject_reason(event.reason)
             msg.message = event.message
         case TradingHalted() | TradingResumed():
             halted = isinstance(event, TradingHalted)
-            msg.breaker = "kill_switch"
+            msg.breaker = Breaker.KILL_SWITCH.value
             msg.strategy_code = event.strategy_code
             msg.actor = event.actor
             msg.message = event.reason
@@ -224,11 +225,7 @@ def risk_event(event: Event, trading_day: date | None) -> orders_pb2.RiskEvent:
                 domain.TradingState.HALTED if halted else domain.TradingState.ACTIVE
             )
             if halted:
-                msg.reason = reject_reason(
-                    domain.RejectReason.STRATEGY_HALTED
-                    if event.strategy_code
-                    else domain.RejectReason.HALTED
-                )
+                msg.reason = reject_reason(Breaker.KILL_SWITCH.reason(event.strategy_code))
         case DayRolledOver() | MisSquareOffStarted():
             msg.trading_day = event.trading_day.isoformat()
             msg.state = trading_state(domain.TradingState.ACTIVE)
@@ -284,7 +281,7 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
     )
     for b in report.breakers:
         status = msg.breakers.add(
-            name=b.name,
+            name=b.breaker.value,
             strategy_code=b.strategy_code,
             tripped=b.trip is not None,
             trips_to=trading_state(b.trips_to),

@@ -173,7 +173,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             span.set_attribute("execgw.strategy_code", request.strategy_code)
             outcome = await self._core.resume(request.strategy_code, actor, reason)
         return gateway_pb2.ResumeTradingResponse(
-            state=convert.trading_state(outcome.state), still_tripped=outcome.still_tripped
+            state=convert.trading_state(outcome.state),
+            still_tripped=[b.value for b in outcome.still_tripped],
         )
 
     @unary
@@ -187,7 +188,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             reject_reason=convert.reject_reason(None if failed is None else failed.reason),
             message="" if failed is None else failed.message,
             checks=[
-                gateway_pb2.CheckResult(name=c.name, passed=c.passed, message=c.message)
+                gateway_pb2.CheckResult(name=c.name.value, passed=c.passed, message=c.message)
                 for c in preview.checks
             ],
         )
