@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from execgw.server.breakers import Breaker
 from execgw.server.domain import Fill, OrderIntent, Quote, RejectReason, TradingState
@@ -150,9 +150,8 @@ RiskEvent = (
     | MarksRecorded
 )
 Event = OrderEvent | RiskEvent
-ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderTriggered, OrderFilled, OrderCancelled)
-# State the gateway keeps for its own restarts: journaled, never streamed as news.
-BOOKKEEPING_EVENTS = (EquityPeak, BaselineMarked, MarksRecorded)
+# For isinstance checks; derived, so it cannot drift from the union.
+ORDER_EVENTS: tuple[type[OrderEvent], ...] = get_args(OrderEvent)
 
 
 def event_order_id(event: OrderEvent) -> str:

@@ -196,6 +196,11 @@ _RISK_KINDS: dict[type[Event], orders_pb2.RiskEventKind.ValueType] = {
 }
 
 
+def is_streamed_risk_event(event: Event) -> bool:
+    """Risk events with a RiskEventKind reach subscribers; the rest are bookkeeping."""
+    return type(event) in _RISK_KINDS
+
+
 def trading_state(state: domain.TradingState) -> orders_pb2.TradingState.ValueType:
     return orders_pb2.TradingState.Value("TRADING_STATE_" + state.value)
 

@@ -17,7 +17,6 @@ import grpc
 
 from execgw.server.api import convert
 from execgw.server.bus import BusClosed, BusEvent, EventBus, SubscriberOverflow
-from execgw.server.events import BOOKKEEPING_EVENTS
 from execgw.server.journal import Journal
 from execgw.server.validation import InvalidRequest
 from execgw.v1 import gateway_pb2, orders_pb2
@@ -37,9 +36,9 @@ def event_filter(request: gateway_pb2.StreamFillsRequest) -> Callable[[BusEvent]
     include_risk = request.include_risk_events
 
     def wanted(event: BusEvent) -> bool:
-        if isinstance(event.event, BOOKKEEPING_EVENTS):
-            return False  # bookkeeping for restarts, not news
         if event.order is None:
+            if not convert.is_streamed_risk_event(event.event):
+                return False  # bookkeeping for restarts (peaks, marks), not news
             # Account-wide risk events concern every strategy.
             return include_risk and (
                 not strategies or not event.strategy_code or event.strategy_code in strategies
