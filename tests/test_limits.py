@@ -495,7 +495,8 @@ def test_stream_cap_answers_resource_exhausted_and_orders_still_flow(
         open_streams = [client.stream_fills(heartbeats=True) for _ in range(2)]
         for stream in open_streams:
             assert _is_heartbeat(_first_event(stream))
-        # The third is refused, and the client says so instead of reconnecting forever.
+        # The third is refused; after a few reconnects the client says so, rather than
+        # reconnecting forever.
         refused = _first_event(client.stream_fills(heartbeats=True))
         assert isinstance(refused, ResourceExhausted), refused
         assert str(refused).startswith("RESOURCE_EXHAUSTED: the gateway already has 2 streams")
@@ -515,6 +516,35 @@ def test_stream_cap_answers_resource_exhausted_and_orders_still_flow(
 
         poll(accepted, "a stream accepted once one closed")
         for stream in open_streams:
+            _close(stream)
+
+
+def test_a_stream_refused_for_capacity_gets_in_once_a_slot_frees(
+    limited: RunningGateway,
+) -> None:
+    """A capacity refusal passes when other calls end: the client reconnects with
+    backoff a few times before it gives up (see the test above), so a short burst does
+    not end a strategy's stream."""
+    refused = threading.Event()
+
+    def backoff(seconds: float) -> None:
+        refused.set()  # the client sleeps only after a refusal
+        time.sleep(seconds)  # the client's own backoff, not a wait of this test
+
+    with ExecutionClient(
+        limited.target, timeout=TIMEOUT_S, retries=0, backoff=0.5, max_backoff=2.0, sleep=backoff
+    ) as client:
+        open_streams = [client.stream_fills(heartbeats=True) for _ in range(2)]
+        for stream in open_streams:
+            assert _is_heartbeat(_first_event(stream))
+        waiting = client.stream_fills(heartbeats=True)
+        box: Queue[object] = Queue()
+        threading.Thread(target=lambda: box.put(_first_event(waiting)), daemon=True).start()
+        assert refused.wait(TIMEOUT_S), "the third stream was never refused"
+        _close(open_streams.pop())  # a slot frees while the third one backs off
+        got_in = box.get(timeout=TIMEOUT_S * 2)
+        assert _is_heartbeat(got_in), got_in
+        for stream in (*open_streams, waiting):
             _close(stream)
 
 
