@@ -64,22 +64,32 @@ PUBLISH_QUOTES = "/execgw.v1.MarketData/PublishQuotes"
 REFUSED_STREAM = 0x7
 
 # What a caller that never reads can make the gateway hold, per call in progress
-# (measured on this code: ~1.1-1.8 MiB and ~0.5-0.7 MiB; the bound leaves room for a
-# busier allocator). A StreamFills replay holds its batch of up to 500 journal records
-# and a journal reader; a ListOrders call holds its page (up to 1000 orders) as objects
-# and as bytes. A call whose request is still arriving holds what came of it, up to
-# server.max_receive_message_bytes (measured: the bytes plus ~35 KiB). Everything else
-# is tens of KiB.
+# (README, "Limits"; measured on this code: ~1.1-1.8 MiB, ~0.5-0.7 MiB, and the bytes
+# plus ~40 KiB; the bound leaves room for a busier allocator). A StreamFills replay
+# holds its batch of up to 500 journal records and a journal reader (of typical orders,
+# as here); a ListOrders call holds its page (up to 1000 orders) as objects and as
+# bytes; a call whose request is still arriving holds what came of it, up to
+# server.max_receive_message_bytes. Everything else is tens of KiB.
 STREAM_MIB = 2.5
 UNARY_MIB = 1.5
-PARTIAL_REQUEST_OVERHEAD_MIB = 0.1
 
 
-def memory_bound_mib(streams: int, unary_calls: int, partial_requests_mib: float = 0.0) -> float:
+def request_mib(request_bytes: int) -> float:
+    """What a call holds while a request of `request_bytes` is still arriving."""
+    return 1.05 * request_bytes / MIB + 0.1
+
+
+def memory_bound_mib(
+    streams: int, unary_calls: int, partial_requests: int = 0, request_bytes: int = 0
+) -> float:
     """The README's bound on what non-reading callers add to the gateway's RSS: for
     `streams` replaying StreamFills and `unary_calls` ListOrders that are not read, and
-    partial requests holding `partial_requests_mib` in all."""
-    return streams * STREAM_MIB + unary_calls * UNARY_MIB + partial_requests_mib
+    `partial_requests` calls each stalled on a request of `request_bytes`."""
+    return (
+        streams * STREAM_MIB
+        + unary_calls * UNARY_MIB
+        + partial_requests * request_mib(request_bytes)
+    )
 
 
 class PartialRequests:
@@ -341,9 +351,11 @@ def test_callers_that_never_read_hold_bounded_memory_and_honest_calls_go_on(
             assert "server.max_streams" in str(refused)
 
             peak = _status_mib(served.pid, "VmHWM") - baseline
-            held_mib = PER_CONNECTION * (PARTIAL_REQUEST_BYTES / MIB + PARTIAL_REQUEST_OVERHEAD_MIB)
             bound = memory_bound_mib(
-                streams=32, unary_calls=PER_CONNECTION, partial_requests_mib=held_mib
+                streams=32,
+                unary_calls=PER_CONNECTION,
+                partial_requests=PER_CONNECTION,
+                request_bytes=PARTIAL_REQUEST_BYTES,
             )
             print(
                 f"\nnon-reading callers: 150 replaying StreamFills, 150 ListOrders(1000) and "
