@@ -14,7 +14,7 @@ import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -43,6 +43,7 @@ from execgw.client import (
 from execgw.client import errors as errors_module
 from execgw.client._common import (
     DEFAULT_CHANNEL_OPTIONS,
+    MAX_CAPACITY_RECONNECTS,
     RetryPolicy,
     StreamCursor,
     channel_options,
@@ -58,6 +59,22 @@ INTENT = market("NSE:INFY", "BUY", 10, strategy_code="mom_v2")
 # --------------------------------------------------------------------------- fake gateway
 
 
+@dataclass(frozen=True)
+class StreamStep:
+    """What one StreamFills call does: send the script's events or not, then end, or
+    fail with `failure` (and a resume point trailer when `resume_from` is set)."""
+
+    events: bool = False
+    failure: tuple[grpc.StatusCode, str] | None = None
+    resume_from: int | None = None
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        return () if self.resume_from is None else (("execgw-resume-from", str(self.resume_from)),)
+
+
+CAPACITY = (grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+
+
 @dataclass
 class Script:
     """Shared by the sync and async servicers: what to fail, and what was asked."""
@@ -67,9 +84,14 @@ class Script:
     events: list[ExecutionEvent] = field(default_factory=list)
     quote_batches: list[int] = field(default_factory=list)
     reject: bool = False
+    # StreamFills calls in turn, once `fail` has none left; past the last, send the events.
+    stream_steps: list[StreamStep] = field(default_factory=list)
 
     def fail(self, method: str, code: grpc.StatusCode, times: int, details: str = "") -> None:
         self.failures.setdefault(method, []).extend([(code, details)] * times)
+
+    def stream_step(self) -> StreamStep:
+        return self.stream_steps.pop(0) if self.stream_steps else StreamStep(events=True)
 
     def record(self, method: str, request: Message) -> tuple[grpc.StatusCode, str] | None:
         self.calls.append((method, request))
@@ -154,8 +176,13 @@ class SyncGateway(
         self, request: gateway_pb2.StreamFillsRequest, context: grpc.ServicerContext
     ) -> Iterator[gateway_pb2.StreamFillsResponse]:
         self._check("StreamFills", request, context)
-        for event in self.script.events:
-            yield gateway_pb2.StreamFillsResponse(event=event)
+        step = self.script.stream_step()
+        if step.events:
+            for event in self.script.events:
+                yield gateway_pb2.StreamFillsResponse(event=event)
+        if step.failure is not None:
+            context.set_trailing_metadata(step.trailers())
+            context.abort(*step.failure)
 
     def PublishQuotes(
         self,
@@ -234,8 +261,13 @@ class AsyncGateway(
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[gateway_pb2.StreamFillsResponse]:
         await self._check("StreamFills", request, context)
-        for event in self.script.events:
-            yield gateway_pb2.StreamFillsResponse(event=event)
+        step = self.script.stream_step()
+        if step.events:
+            for event in self.script.events:
+                yield gateway_pb2.StreamFillsResponse(event=event)
+        if step.failure is not None:
+            context.set_trailing_metadata(step.trailers())
+            await context.abort(*step.failure)
 
     async def PublishQuotes(
         self,
@@ -555,6 +587,63 @@ def test_sync_stream_fills_error_is_mapped_and_not_retried(
     assert len(sync_gateway.script.requests("StreamFills")) == 1
 
 
+def test_sync_stream_fills_reconnects_after_capacity_refusals(
+    sync_gateway: Harness, sync_client: ExecutionClient
+) -> None:
+    """RESOURCE_EXHAUSTED without a resume point is also the gateway's call or stream
+    limit: a short burst of callers must not end a strategy's stream for good."""
+    sync_gateway.script.stream_steps = [StreamStep(failure=CAPACITY)] * 4
+    sync_gateway.script.events = _events()
+
+    assert list(sync_client.stream_fills(from_sequence=41)) == _events()
+    requests = sync_gateway.script.requests("StreamFills")
+    assert [r.from_sequence for r in requests] == [41] * 5
+    _assert_backoff(sync_gateway.sleeps, 4)
+
+
+def test_sync_stream_fills_raises_after_five_capacity_refusals_in_a_row(
+    sync_gateway: Harness, sync_client: ExecutionClient
+) -> None:
+    # Or an event over a size limit, refused the same way on every reconnect.
+    sync_gateway.script.stream_steps = [StreamStep(failure=CAPACITY)] * 20
+    with pytest.raises(errors_module.ResourceExhausted, match="Concurrent RPC limit"):
+        list(sync_client.stream_fills(from_sequence=41))
+    assert len(sync_gateway.script.requests("StreamFills")) == 1 + MAX_CAPACITY_RECONNECTS
+    _assert_backoff(sync_gateway.sleeps, MAX_CAPACITY_RECONNECTS)
+
+
+def test_sync_capacity_refusals_are_counted_anew_once_events_come(
+    sync_gateway: Harness, sync_client: ExecutionClient
+) -> None:
+    refused = StreamStep(failure=CAPACITY)
+    sync_gateway.script.stream_steps = [
+        refused,
+        refused,
+        refused,
+        StreamStep(events=True, failure=CAPACITY),  # progress, then refused again
+        *[refused] * 20,
+    ]
+    sync_gateway.script.events = _events()
+    stream = sync_client.stream_fills(from_sequence=41)
+    assert [next(stream), next(stream)] == _events()
+    with pytest.raises(errors_module.ResourceExhausted):
+        next(stream)
+    requests = sync_gateway.script.requests("StreamFills")
+    # 3 refusals, the call with events (its refusal is the first of a new run), then 4
+    # more reconnects: 5 refusals in a row, and the stream raises.
+    assert [r.from_sequence for r in requests] == [41] * 4 + [43] * 5
+
+
+def test_sync_stream_fills_resumes_from_a_slow_consumer_cut_off_every_time(
+    sync_gateway: Harness, sync_client: ExecutionClient
+) -> None:
+    cut_off = StreamStep(failure=(grpc.StatusCode.RESOURCE_EXHAUSTED, "fell behind"))
+    sync_gateway.script.stream_steps = [replace(cut_off, resume_from=41)] * 8
+    sync_gateway.script.events = _events()
+    assert list(sync_client.stream_fills(from_sequence=41)) == _events()
+    assert len(sync_gateway.script.requests("StreamFills")) == 9
+
+
 def test_sync_stream_fills_rejects_a_bare_string() -> None:
     with (
         ExecutionClient(f"127.0.0.1:{_free_port()}") as client,
@@ -724,6 +813,24 @@ async def test_async_stream_fills_reconnects_after_unavailable(
     assert [r.from_sequence for r in requests] == [41, 41, 41]
     assert len(async_gateway.sleeps) == 2
     assert async_gateway.sleeps[1] > 0
+
+
+async def test_async_stream_fills_reconnects_after_capacity_refusals_then_gives_up(
+    async_gateway: Harness, async_client: AsyncExecutionClient
+) -> None:
+    async_gateway.script.stream_steps = [StreamStep(failure=CAPACITY)] * 4
+    async_gateway.script.events = _events()
+    assert [e async for e in async_client.stream_fills(from_sequence=41)] == _events()
+    assert len(async_gateway.script.requests("StreamFills")) == 5
+    _assert_backoff(async_gateway.sleeps, 4)
+
+    async_gateway.script.calls.clear()
+    async_gateway.sleeps.clear()
+    async_gateway.script.stream_steps = [StreamStep(failure=CAPACITY)] * 20
+    with pytest.raises(errors_module.ResourceExhausted, match="Concurrent RPC limit"):
+        [e async for e in async_client.stream_fills(from_sequence=41)]
+    assert len(async_gateway.script.requests("StreamFills")) == 1 + MAX_CAPACITY_RECONNECTS
+    _assert_backoff(async_gateway.sleeps, MAX_CAPACITY_RECONNECTS)
 
 
 async def test_async_publish_quotes_accepts_sync_and_async_iterables(

@@ -1,8 +1,10 @@
 """ListOrders comes in pages, so no response grows with the day (issue 8, defect 6).
 
 The page token names where the next page starts; it stays valid while orders arrive
-and only works with the filters it was issued for. The clients and `execgw orders`
-follow every page.
+and only works with the filters it was issued for. A page looks at a bounded number of
+orders, so a filter that matches little cannot make it scan the day in the single
+writer: such a page is short or empty, and its token goes on from where it stopped.
+The clients and `execgw orders` follow every page.
 """
 
 from __future__ import annotations
@@ -18,14 +20,26 @@ import pytest
 
 from execgw.client import AsyncExecutionClient, ExecutionClient, Quote, limit, market
 from execgw.client.errors import InvalidArgument
+from execgw.server import ledger as ledger_module
 from execgw.server.clock import ManualClock
+from execgw.server.domain import (
+    Order,
+    OrderIntent,
+    OrderType,
+    Product,
+    RejectReason,
+    Side,
+    Validity,
+)
+from execgw.server.events import DayRolledOver, OrderAccepted, OrderCancelled, OrderRejected
+from execgw.server.ledger import Ledger
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, orders_pb2
 
 if TYPE_CHECKING:
-    from tests.conftest import RunningGateway, make_config
+    from tests.conftest import MARKET_OPEN, RunningGateway, make_config
     from tests.durability_helpers import run_cli
 else:
-    from conftest import RunningGateway, make_config
+    from conftest import MARKET_OPEN, RunningGateway, make_config
     from durability_helpers import run_cli
 
 TIMEOUT_S = 10.0
@@ -212,3 +226,139 @@ async def test_clients_and_the_cli_follow_every_page(
     assert cli.returncode == 0, cli.stderr
     printed = [json.loads(line)["orderId"] for line in cli.stdout.splitlines()]
     assert printed == ids
+
+
+@pytest.fixture
+def looked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many orders the ledger handed to each ListOrders scan (a probe on its index:
+    the scan takes one more than it looks at when it stops early)."""
+    counts: list[int] = []
+    orders_after = Ledger.orders_after
+
+    def counting(
+        self: Ledger, after: str, *, strategy_code: str = "", symbol: str = ""
+    ) -> Iterator[Order]:
+        handed = 0
+        try:
+            for order in orders_after(self, after, strategy_code=strategy_code, symbol=symbol):
+                handed += 1
+                yield order
+        finally:
+            counts.append(handed)
+
+    monkeypatch.setattr(Ledger, "orders_after", counting)
+    return counts
+
+
+def test_a_page_looks_at_a_bounded_number_of_orders_and_may_be_short(
+    book: tuple[RunningGateway, list[str]],
+    stub: gateway_pb2_grpc.ExecutionGatewayStub,
+    looked: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running, ids = book
+    everything = {r.order_id: r for r in _pages(stub, page_size=MAX_PAGE)[0].results}
+    # With the real bound (2000) the 250 orders fit in one look: one empty page, the last.
+    (nothing,) = _pages(stub, status=orders_pb2.ORDER_STATUS_CANCELLED)
+    assert not nothing.results
+    assert nothing.next_page_token == ""
+
+    budget = 40
+    monkeypatch.setattr(ledger_module, "MAX_ORDERS_EXAMINED", budget)
+    looked.clear()
+    # No order matches: every page is empty, yet carries a token until the day is looked
+    # through, 40 orders a page, never more.
+    pages = _pages(stub, status=orders_pb2.ORDER_STATUS_CANCELLED)
+    assert [len(p.results) for p in pages] == [0] * -(-ORDERS // budget)
+    assert all(p.next_page_token for p in pages[:-1])
+    assert max(looked) <= budget + 1, looked
+    assert sum(looked) <= ORDERS + len(pages), looked
+
+    # Unfiltered, a page of 100 is cut at 40 orders looked at; nothing is lost or doubled.
+    looked.clear()
+    pages = _pages(stub)
+    assert [len(p.results) for p in pages][:3] == [budget] * 3
+    assert _ids(pages) == ids
+    # Each page starts at its token: the orders before it are not looked at again.
+    assert max(looked) <= budget + 1, looked
+
+    # The filters that have an index look only at their own orders: alpha's resting
+    # orders (2 in 3 of alpha's 125) in pages of 30, cut at 40 looked at, all there, in
+    # order.
+    resting = [
+        i
+        for i in ids
+        if everything[i].strategy_code == "alpha"
+        and everything[i].status == orders_pb2.ORDER_STATUS_PLACED
+    ]
+    looked.clear()
+    pages = _pages(stub, strategy_code="alpha", status=orders_pb2.ORDER_STATUS_PLACED, page_size=30)
+    assert _ids(pages) == resting
+    assert any(len(p.results) < 30 for p in pages[:-1]), "no page was cut short"
+    assert sum(looked) <= ORDERS // 2 + len(pages), looked
+    looked.clear()
+    (none,) = _pages(stub, strategy_code="nomatch", symbol="NSE:NOPE")
+    assert not none.results
+    assert none.next_page_token == ""
+    assert looked == [0]
+
+    # The clients follow short and empty pages to the end.
+    filled = [i for i in ids if everything[i].status == orders_pb2.ORDER_STATUS_FILLED]
+    with ExecutionClient(running.target, timeout=TIMEOUT_S) as client:
+        assert [r.order_id for r in client.list_orders(status="FILLED")] == filled
+
+
+def test_the_ledger_index_follows_placements_rollovers_and_restores() -> None:
+    """The index a listing starts from: ids above the cursor, ascending, all of a
+    strategy's or a symbol's; kept through a rollover (which drops the finished orders)
+    and a restore from a snapshot."""
+    when = MARKET_OPEN
+    placed: dict[str, tuple[str, str]] = {}  # order id: strategy, symbol
+
+    def place(
+        ledger: Ledger, n: int, strategy: str, symbol: str, *, rejected: bool = False
+    ) -> None:
+        order_id = f"O{n:010d}"
+        intent = OrderIntent(
+            symbol, strategy, Side.BUY, 1, OrderType.MARKET, Product.NRML, Validity.DAY
+        )
+        if rejected:
+            ledger.apply(
+                OrderRejected(order_id, "", intent, when, RejectReason.MAX_ORDER_QTY, "too big")
+            )
+        else:
+            ledger.apply(OrderAccepted(order_id, f"c-{n}", intent, when))
+        placed[order_id] = (strategy, symbol)
+
+    def check(ledger: Ledger) -> None:
+        for after in ("", "O0000000004", "O0000000099"):
+            for strategy in ("", "alpha", "beta", "gamma"):
+                for symbol in ("", INFY, TCS):
+                    expected = [
+                        i
+                        for i, (s, y) in sorted(placed.items())
+                        if i > after and strategy in ("", s) and symbol in ("", y)
+                    ]
+                    listed = [
+                        o.order_id
+                        for o in ledger.orders_after(after, strategy_code=strategy, symbol=symbol)
+                        if strategy in ("", o.intent.strategy_code)
+                        and symbol in ("", o.intent.symbol)
+                    ]
+                    assert listed == expected, (after, strategy, symbol)
+
+    ledger = Ledger()
+    for n in range(1, 13):
+        place(ledger, n, "alpha" if n % 2 else "beta", INFY if n % 3 else TCS, rejected=n == 5)
+    check(ledger)
+    # A rollover drops what finished (cancelled and rejected orders), keeps what is open.
+    for order_id in ("O0000000002", "O0000000007"):
+        ledger.apply(OrderCancelled(order_id, when, "cancelled"))
+    ledger.apply(DayRolledOver(when.date(), when))
+    for order_id in ("O0000000002", "O0000000005", "O0000000007"):
+        del placed[order_id]
+    check(ledger)
+    restored = Ledger.restore(*ledger.export())
+    check(restored)
+    place(restored, 13, "alpha", TCS)
+    check(restored)

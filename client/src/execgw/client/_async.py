@@ -34,6 +34,7 @@ from execgw.client._common import (
     aquote_requests,
     check_timeout,
     client_order_id_or_new,
+    is_capacity_refusal,
     list_orders_request,
     quote_batch_size,
     should_reconnect,
@@ -198,7 +199,9 @@ class AsyncExecutionClient:
         timeout: float | None = None,
     ) -> gateway_pb2.ListOrdersResponse:
         """One page of today's orders: ``results`` and the ``next_page_token`` to pass
-        back, with the same filters, for the next page ("" after the last one)."""
+        back, with the same filters, for the next page ("" after the last one). A page
+        may hold fewer than ``page_size`` orders, even none, and still not be the last:
+        the gateway looks at a bounded number of orders per page."""
         request = list_orders_request(strategy_code, status, symbol, page_size, page_token)
         return await self._unary(self._gateway.ListOrders, request, timeout)
 
@@ -281,7 +284,10 @@ class AsyncExecutionClient:
         self, cursor: StreamCursor, *, reconnect: bool, heartbeats: bool
     ) -> AsyncGenerator[ExecutionEvent, None]:
         attempt = 0
+        # Capacity refusals in a row with no progress in between (see should_reconnect).
+        refusals = 0
         while True:
+            position = cursor.position
             call = self._gateway.StreamFills(cursor.resume_request())
             error: grpc.RpcError | None = None
             try:
@@ -301,8 +307,12 @@ class AsyncExecutionClient:
                 call.cancel()
             if error is None:
                 return  # the gateway ended the stream on purpose
-            if not reconnect or not should_reconnect(error):
+            if cursor.position > position:
+                refusals = 0  # events came: the next refusal is a new one
+            if not reconnect or not should_reconnect(error, refusals):
                 raise from_rpc_error(error) from error
+            if is_capacity_refusal(error):
+                refusals += 1
             await self._sleep(self.retry_policy.delay(attempt))
             attempt += 1
 

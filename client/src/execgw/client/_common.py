@@ -182,21 +182,39 @@ def stream_fills_request(
 RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # Trailer by which the gateway names the sequence to resume from.
 RESUME_METADATA_KEY = "execgw-resume-from"
+# Reconnects in a row after RESOURCE_EXHAUSTED without a resume point, with backoff,
+# before the stream raises (at the default backoff, ~0.8-1.6 s of refusals).
+MAX_CAPACITY_RECONNECTS = 5
 
 
-def should_reconnect(error: grpc.RpcError) -> bool:
+def is_capacity_refusal(error: grpc.RpcError) -> bool:
+    """RESOURCE_EXHAUSTED without a resume point: a limit, not a slow-consumer cut-off.
+
+    Either a capacity limit (the gateway's calls or streams are all taken), which
+    passes when other calls end, or an event over a message size limit, which fails
+    every reconnect the same way. The two cannot be told apart by code, so both get a
+    few reconnects and then raise.
+    """
+    if rpc_error_code(error) is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    trailing = getattr(error, "trailing_metadata", None)
+    metadata = trailing() if callable(trailing) else None
+    return not any(key == RESUME_METADATA_KEY for key, _ in metadata or ())
+
+
+def should_reconnect(error: grpc.RpcError, capacity_refusals: int = 0) -> bool:
     """True for a stream failure that a reconnect can get past.
 
-    RESOURCE_EXHAUSTED counts only with a resume point: that is the gateway cutting off
-    a subscriber that fell behind. Without one it is a limit (too many streams, an event
-    over a message size limit) that would fail the reconnect the same way, forever.
+    RESOURCE_EXHAUSTED with a resume point is the gateway cutting off a subscriber that
+    fell behind: always. Without one (see is_capacity_refusal) only while fewer than
+    MAX_CAPACITY_RECONNECTS such refusals came in a row (`capacity_refusals`, counted by
+    the caller and reset when the stream makes progress): a short burst of callers
+    must not end a strategy's stream, and an event too big to send must not make it
+    reconnect forever.
     """
-    code = rpc_error_code(error)
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        trailing = getattr(error, "trailing_metadata", None)
-        metadata = trailing() if callable(trailing) else None
-        return any(key == RESUME_METADATA_KEY for key, _ in metadata or ())
-    return code in RECONNECT_CODES
+    if is_capacity_refusal(error):
+        return capacity_refusals < MAX_CAPACITY_RECONNECTS
+    return rpc_error_code(error) in RECONNECT_CODES
 
 
 class StreamCursor:

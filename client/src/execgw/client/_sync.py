@@ -22,6 +22,7 @@ from execgw.client._common import (
     StreamCursor,
     check_timeout,
     client_order_id_or_new,
+    is_capacity_refusal,
     list_orders_request,
     quote_batch_size,
     quote_requests,
@@ -192,7 +193,9 @@ class ExecutionClient:
         timeout: float | None = None,
     ) -> gateway_pb2.ListOrdersResponse:
         """One page of today's orders: ``results`` and the ``next_page_token`` to pass
-        back, with the same filters, for the next page ("" after the last one)."""
+        back, with the same filters, for the next page ("" after the last one). A page
+        may hold fewer than ``page_size`` orders, even none, and still not be the last:
+        the gateway looks at a bounded number of orders per page."""
         request = list_orders_request(strategy_code, status, symbol, page_size, page_token)
         return self._unary(self._gateway.ListOrders, request, timeout)
 
@@ -264,8 +267,10 @@ class ExecutionClient:
         ``from_sequence`` replays from the gateway's journal first. With ``reconnect``
         (the default) a dropped stream, a gateway restart or a slow-consumer cut-off
         reconnects with backoff and resumes right after the last event accounted for,
-        never yielding an event twice; OUT_OF_RANGE (history no longer retained) and
-        other errors raise. Heartbeats are consumed unless ``heartbeats`` is set.
+        never yielding an event twice. A RESOURCE_EXHAUSTED without a resume point (the
+        gateway's call or stream limit, or an event over a size limit) is retried with
+        backoff 5 times in a row, then raises. OUT_OF_RANGE (history no longer retained)
+        and other errors raise. Heartbeats are consumed unless ``heartbeats`` is set.
         Breaking out of the loop cancels the call.
         """
         cursor = StreamCursor(
@@ -280,7 +285,10 @@ class ExecutionClient:
     ) -> Iterator[ExecutionEvent]:
         # Separate generator so argument errors raise at the call, not at first next().
         attempt = 0
+        # Capacity refusals in a row with no progress in between (see should_reconnect).
+        refusals = 0
         while True:
+            position = cursor.position
             call = self._gateway.StreamFills(cursor.resume_request())
             error: grpc.RpcError | None = None
             try:
@@ -294,8 +302,12 @@ class ExecutionClient:
                 call.cancel()
             if error is None:
                 return  # the gateway ended the stream on purpose
-            if not reconnect or not should_reconnect(error):
+            if cursor.position > position:
+                refusals = 0  # events came: the next refusal is a new one
+            if not reconnect or not should_reconnect(error, refusals):
                 raise from_rpc_error(error) from error
+            if is_capacity_refusal(error):
+                refusals += 1
             self._sleep(self.retry_policy.delay(attempt))
             attempt += 1
 

@@ -23,7 +23,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Quote(_message.Message):
     """Quote is a top-of-book snapshot of one symbol.
 
-    Prices must be finite, on the instrument's tick and at most 1e9 rupees.
+    Prices must be finite, on the instrument's tick and at most 10,000,000 rupees.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

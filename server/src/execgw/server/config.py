@@ -241,18 +241,20 @@ class ServerConfig(_Section):
     # Seconds in-flight RPCs get to finish on SIGTERM before they are cancelled.
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=300)
     # RPCs in progress at once, streams included; one more is RESOURCE_EXHAUSTED. A call
-    # whose client does not read its response stays in progress, so this also bounds the
-    # responses the gateway holds for such clients.
-    max_concurrent_rpcs: int = Field(default=256, ge=2, le=100_000)
+    # whose client does not read its response, or never finishes sending its request,
+    # stays in progress, so this also bounds what the gateway holds for such clients.
+    max_concurrent_rpcs: int = Field(default=256, ge=3, le=100_000)
     # Server-streaming RPCs open at once (StreamFills, health Watch, reflection); one more
     # is RESOURCE_EXHAUSTED. Below max_concurrent_rpcs, so that subscribers never hold
     # every slot and orders can still be placed. PublishQuotes does not count.
     max_streams: int = Field(default=160, ge=1, le=100_000)
-    # Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); the
-    # server refuses the extra streams (REFUSED_STREAM, which gRPC clients report as
-    # UNAVAILABLE). gRPC channels of one process to one target share a connection, so
-    # this caps a whole client process: by default as many as max_concurrent_rpcs.
-    max_streams_per_connection: int = Field(default=256, ge=1, le=100_000)
+    # Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). gRPC
+    # clients queue calls beyond it until one ends; a peer that sends them anyway has
+    # them refused (REFUSED_STREAM, which gRPC reports as UNAVAILABLE). Below half of
+    # max_concurrent_rpcs: gRPC counts a call from its headers, even if its request never
+    # comes, and nothing times such a call out, so one connection must not be able to
+    # hold every slot. gRPC channels of one process to one target share a connection.
+    max_streams_per_connection: int = Field(default=120, ge=1, le=100_000)
     # TCP connections at once, handshaking ones included; the gateway closes more as it
     # accepts them (clients see UNAVAILABLE and reconnect with backoff).
     max_connections: int = Field(default=256, ge=1, le=100_000)
@@ -268,6 +270,8 @@ class ServerConfig(_Section):
     # is 4 MiB). At least 1 MiB: a ListOrders page (at most 256 KiB) must fit.
     max_send_message_bytes: int = Field(default=4 * MIB, ge=MIB, le=1024 * MIB)
     # Largest request accepted; a bigger one is RESOURCE_EXHAUSTED before it is parsed.
+    # A call whose request is still arriving holds up to this much (gRPC opens the flow
+    # control window to the length the message announces).
     max_receive_message_bytes: int = Field(default=4 * MIB, ge=64 * 1024, le=1024 * MIB)
 
     @model_validator(mode="before")
@@ -287,6 +291,12 @@ class ServerConfig(_Section):
             raise ValueError(
                 f"max_streams ({self.max_streams}) must be below max_concurrent_rpcs "
                 f"({self.max_concurrent_rpcs}), or open streams could refuse every order"
+            )
+        if 2 * self.max_streams_per_connection >= self.max_concurrent_rpcs:
+            raise ValueError(
+                f"max_streams_per_connection ({self.max_streams_per_connection}) must be "
+                f"below half of max_concurrent_rpcs ({self.max_concurrent_rpcs}), or one "
+                "connection could hold every call slot and refuse every order"
             )
         return self
 

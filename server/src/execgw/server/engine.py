@@ -282,31 +282,52 @@ class ExecutionEngine:
         symbol: str,
         after: str = "",
         limit: int | None = None,
+        max_examined: int | None = None,
     ) -> tuple[list[Order], bool]:
         """Today's matching orders placed after order `after`, oldest first, at most
-        `limit` of them; and whether more match.
+        `limit` of them; and whether more may match.
+
+        Looks at `max_examined` orders at most (default: ledger.MAX_ORDERS_EXAMINED), so a
+        page costs the single writer a bounded time however long the day and however few
+        orders match: the page may then be short, even empty, with more=True. The page is
+        an OrderPage whose `scanned_to` is the order id the next page starts after.
 
         Order ids are fixed-width and grow with placement (as does the ledger's order),
         so `after` stays a valid cursor while orders arrive and after it rolls out of memory.
         """
+        # Imported here, not at the top: this method is the only user.
+        from execgw.server.ledger import MAX_ORDERS_EXAMINED, OrderPage
+
+        budget = MAX_ORDERS_EXAMINED if max_examined is None else max_examined
         ledger = self.state.ledger
-        page: list[Order] = []
+        found: list[Order] = []
+        scanned_to = after
+        examined = 0
         more = False
-        for o in ledger.orders():
-            if not (
-                o.order_id > after
-                and self._today(o)
-                and (not strategy_code or o.intent.strategy_code == strategy_code)
-                and (status is None or o.status is status)
-                and (not symbol or o.intent.symbol == symbol)
-            ):
-                continue
-            if limit is not None and len(page) == limit:
+        # The ledger's index skips the orders before the cursor, and those of other
+        # strategies or symbols; the cheap tests come before _today (a time zone
+        # conversion).
+        for o in ledger.orders_after(after, strategy_code=strategy_code, symbol=symbol):
+            if examined == budget:
                 more = True
                 break
-            page.append(o)
+            if (
+                (not strategy_code or o.intent.strategy_code == strategy_code)
+                and (not symbol or o.intent.symbol == symbol)
+                and (status is None or o.status is status)
+                and self._today(o)
+            ):
+                if limit is not None and len(found) == limit:
+                    more = True
+                    break
+                found.append(o)
+            examined += 1
+            scanned_to = o.order_id
         # Copies for the page only: a snapshot costs far more than a look during the scan.
-        return [ledger.snapshot(o.order_id) for o in page], more
+        page = OrderPage(
+            (ledger.snapshot(o.order_id) for o in found), scanned_to=scanned_to, examined=examined
+        )
+        return page, more
 
     def preview(self, intent: OrderIntent) -> Preview:
         # Time-driven events first, exactly as a submit now would see them.

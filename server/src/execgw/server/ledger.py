@@ -7,8 +7,9 @@ and closing a whole position realizes `proceeds - open_cost` exactly.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -30,6 +31,26 @@ from execgw.server.events import (
 )
 
 ZERO = Decimal(0)
+# Orders one ListOrders page may look at, matching or not: the page ends there, short or
+# empty, and the next one goes on from the last order looked at. Bounds the single
+# writer's time per page whatever the day's size and the filters.
+MAX_ORDERS_EXAMINED = 2_000
+
+
+class OrderPage(list[Order]):
+    """A page of orders, and how far the scan that found them got.
+
+    `scanned_to` is the id of the last order the scan looked at, on the page or not:
+    the next page starts right after it. `examined` counts the orders it looked at."""
+
+    __slots__ = ("examined", "scanned_to")
+
+    def __init__(
+        self, orders: Iterable[Order] = (), scanned_to: str = "", examined: int = 0
+    ) -> None:
+        super().__init__(orders)
+        self.scanned_to = scanned_to
+        self.examined = examined
 
 
 class LedgerError(RuntimeError):
@@ -105,6 +126,11 @@ class Ledger:
         self._open_by_id: dict[str, Order] = {}
         self._by_client_id: dict[str, str] = {}
         self._positions: dict[PositionKey, PositionState] = {}
+        # Order ids in memory, ascending, in all and by strategy and by symbol: a listing
+        # starts at its cursor by bisection and looks only at orders its filters can match.
+        self._ids: list[str] = []
+        self._ids_by_strategy: dict[str, list[str]] = {}
+        self._ids_by_symbol: dict[str, list[str]] = {}
 
     def apply(self, event: Event) -> FillOutcome | None:
         """Fold one event in; events that are not about orders leave the ledger alone."""
@@ -116,6 +142,7 @@ class Ledger:
                     order = self._orders.pop(order_id)
                     if self._by_client_id.get(order.client_order_id) == order_id:
                         del self._by_client_id[order.client_order_id]
+                self._index_ids()
             case OrderAccepted() | OrderRejected():
                 self._open(event)
             case OrderFilled(fill=fill):
@@ -143,6 +170,26 @@ class Ledger:
 
     def orders(self) -> Iterator[Order]:
         return iter(self._orders.values())
+
+    def orders_after(
+        self, after: str, *, strategy_code: str = "", symbol: str = ""
+    ) -> Iterator[Order]:
+        """Orders with ids above `after`, ascending. With a strategy_code or symbol, only
+        (and all) orders of that strategy or symbol come, perhaps with others: filter
+        again. Found by bisection, so the cost does not grow with the orders before
+        `after`. Not for use while the ledger changes (the writer is single)."""
+        ids = self._ids
+        for key, index in (
+            (strategy_code, self._ids_by_strategy),
+            (symbol, self._ids_by_symbol),
+        ):
+            if key:
+                narrower = index.get(key, [])
+                if len(narrower) < len(ids):
+                    ids = narrower
+        orders = self._orders
+        for position in range(bisect.bisect_right(ids, after), len(ids)):
+            yield orders[ids[position]]
 
     def open_orders(self) -> list[Order]:
         return list(self._open_by_id.values())
@@ -194,7 +241,17 @@ class Ledger:
             if order.client_order_id:
                 ledger._by_client_id[order.client_order_id] = order.order_id
         ledger._positions = dict(positions)
+        ledger._index_ids()
         return ledger
+
+    def _index_ids(self) -> None:
+        self._ids = sorted(self._orders)
+        self._ids_by_strategy = {}
+        self._ids_by_symbol = {}
+        for order_id in self._ids:
+            intent = self._orders[order_id].intent
+            self._ids_by_strategy.setdefault(intent.strategy_code, []).append(order_id)
+            self._ids_by_symbol.setdefault(intent.symbol, []).append(order_id)
 
     def snapshot(self, order_id: str) -> Order:
         """A copy that later events will not change, for replies and subscribers."""
@@ -221,6 +278,16 @@ class Ledger:
         else:
             order.raw = dict(event.raw)
         self._orders[event.order_id] = order
+        for ids in (
+            self._ids,
+            self._ids_by_strategy.setdefault(event.intent.strategy_code, []),
+            self._ids_by_symbol.setdefault(event.intent.symbol, []),
+        ):
+            # Ids grow with placement, so this appends; insort keeps any order sorted.
+            if ids and ids[-1] > event.order_id:
+                bisect.insort(ids, event.order_id)
+            else:
+                ids.append(event.order_id)
         if order.status.is_open:
             self._open_by_id[event.order_id] = order
         if event.client_order_id:

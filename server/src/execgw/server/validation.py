@@ -343,7 +343,11 @@ def validate_quote(
             f"(at most {MAX_QUOTE_SYMBOL_LENGTH} characters)",
         )
     instrument = instruments.get(raw.symbol)
-    ltp = _quote_price(raw.ltp, field_prefix + "ltp", instrument)
+    # 0 means "absent" for bid and ask, but a quote must have an ltp: a negative one is
+    # told "must be > 0" here, not "(or 0 when absent)" as the bid and ask are.
+    ltp = None
+    if raw.ltp > 0 or not math.isfinite(raw.ltp):
+        ltp = _quote_price(raw.ltp, field_prefix + "ltp", instrument)
     if ltp is None:
         raise InvalidRequest(field_prefix + "ltp", f"must be > 0, got {raw.ltp}")
     bid = _quote_price(raw.bid, field_prefix + "bid", instrument)

@@ -15,6 +15,7 @@ from execgw.server.core import GatewayCore
 from execgw.server.domain import OrderIntent
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import Journal
+from execgw.server.ledger import OrderPage
 from execgw.server.validation import (
     MAX_ACTOR_LENGTH,
     MAX_REASON_LENGTH,
@@ -96,6 +97,9 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             after=paging.resume_after(request.page_token, filters),
             limit=limit,
         )
+        # Where the next page starts: after every order the engine looked at, on this page
+        # or not, so a filter that matches little still moves on (the page may be short).
+        resume = orders.scanned_to if isinstance(orders, OrderPage) else ""
         response = gateway_pb2.ListOrdersResponse()
         size = 0
         for index, order in enumerate(orders):
@@ -104,11 +108,12 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             # Always one order, so that paging moves on whatever the orders' size.
             if index and size > paging.MAX_PAGE_BYTES:
                 more = True
+                resume = response.results[-1].order_id
                 break
             response.results.append(result)
         if more:
-            last = response.results[-1].order_id
-            response.next_page_token = paging.next_page_token(last, filters)
+            resume = resume or response.results[-1].order_id
+            response.next_page_token = paging.next_page_token(resume, filters)
         return response
 
     @unary

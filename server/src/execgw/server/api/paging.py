@@ -1,9 +1,13 @@
 """ListOrders pages: how many orders a page holds, and the token for the next one.
 
-The token names the last order a page returned, so the next page starts right after
-it: order ids grow with placement, so orders placed while a client pages through come
-after everything it has seen and never shift a page. It also carries a fingerprint of
-the filters, so a token cannot be replayed against a different listing.
+The token names the last order the gateway looked at for a page (returned, or passed
+over by the filters), so the next page starts right after it: order ids grow with
+placement, so orders placed while a client pages through come after everything it has
+seen and never shift a page. A page looks at a bounded number of orders
+(ledger.MAX_ORDERS_EXAMINED), so with filters that match few orders it can be short,
+even empty, and still carry a token: only a page without a token is the last. The
+token also carries a fingerprint of the filters, so it cannot be replayed against a
+different listing.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class OrderFilters:
 
 
 def next_page_token(after_order_id: str, filters: OrderFilters) -> str:
+    """A token for the page that starts after order `after_order_id`."""
     body = json.dumps(
         {"v": _VERSION, "after": after_order_id, "f": filters.fingerprint()},
         separators=(",", ":"),
