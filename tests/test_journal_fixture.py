@@ -8,12 +8,14 @@ version must rebuild the same state from it, from the snapshot and from events a
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from execgw.server import codec
 from execgw.server.domain import TradingState
 from execgw.server.events import TradingHalted
 from execgw.server.journal import Journal, JournalRecord
@@ -40,6 +42,26 @@ def _rebuild(path: Path) -> GatewayState:
 
 def _expected() -> GatewayState:
     return state_from_json((FIXTURE / "expected_state.json").read_text(encoding="utf-8"))
+
+
+def _as_json(value: object) -> object:
+    """Parsed JSON with one spelling of UTC, so text order and `Z`/`+00:00` don't matter."""
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_json(v) for v in value]
+    if isinstance(value, str) and value.endswith("+00:00"):
+        return value[: -len("+00:00")] + "Z"
+    return value
+
+
+def test_the_rebuilt_state_equals_the_file_the_previous_version_wrote(
+    journal_copy: Path,
+) -> None:
+    """Compared with the file itself, not with this version's reading of it."""
+    written = json.loads((FIXTURE / "expected_state.json").read_text(encoding="utf-8"))
+    rebuilt = json.loads(state_to_json(_rebuild(journal_copy)))
+    assert _as_json(rebuilt) == _as_json(written)
 
 
 def test_the_fixture_holds_a_snapshot_and_every_kind_of_event_it_claims(
@@ -90,3 +112,54 @@ def test_a_writer_appends_to_an_old_journal_and_both_kinds_of_row_read_back(
         ]
     finally:
         reread.close()
+
+
+# Rows as earlier versions wrote them, with the keys they did not write yet.
+OLD_ROWS = [
+    (
+        "OrderAccepted",
+        '{"event":{"client_order_id":"c","dry_run":false,"intent":{"confidence":null,'
+        '"metadata":{"k":[1,"x"]},"order_type":"MARKET","price":null,"product":"MIS",'
+        '"qty":1,"reason":"","side":"BUY","strategy_code":"S1","symbol":"NSE:INFY",'
+        '"tag":"","trigger_price":null,"validity":"DAY"},"order_id":"O0000000001",'
+        '"raw":{},"timestamp":"2026-11-27T04:30:00+00:00"},"order":null}',
+        {"internal": False},
+    ),
+    (
+        "DayRolledOver",
+        '{"event":{"timestamp":"2026-11-27T02:30:00+00:00","trading_day":"2026-11-27"},'
+        '"order":null}',
+        {"baseline_unrealized": 0, "unmarked": ()},
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "body", "defaults"), OLD_ROWS, ids=[r[0] for r in OLD_ROWS])
+def test_rows_written_before_a_field_existed_decode_with_its_default(
+    kind: str, body: str, defaults: dict[str, object]
+) -> None:
+    event, order = codec.decode_row(kind, body)
+    assert order is None
+    for name, value in defaults.items():
+        assert getattr(event, name) == value
+
+
+def test_a_snapshot_written_before_marks_and_baselines_restores() -> None:
+    body = json.loads((FIXTURE / "expected_state.json").read_text(encoding="utf-8"))
+    for key in ("marks", "fill_marks"):
+        body.pop(key, None)
+    for key in ("baseline_unrealized", "unmarked"):
+        body["risk"].pop(key, None)
+    state = state_from_json(json.dumps(body))
+    assert state.marks == {}
+    assert state.fill_marks == set()
+    assert state.risk.baseline_unrealized == 0
+    assert state.risk.unmarked == set()
+    assert state.ledger.export() == _expected().ledger.export()
+
+
+def test_a_row_that_does_not_fit_its_declaration_is_a_codec_error() -> None:
+    with pytest.raises(codec.CodecError):
+        codec.decode_row("OrderCancelled", '{"event":{"order_id":1},"order":null}')
+    with pytest.raises(codec.CodecError):
+        codec.decode_row("NoSuchEvent", '{"event":{},"order":null}')

@@ -48,7 +48,9 @@ def encode(value: object) -> str:
 def decode(text: str | bytes, into: type[_T]) -> _T:
     try:
         return msgspec.json.decode(text, type=into)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, TypeError, ValueError, AttributeError, ArithmeticError) as e:
+        # Whatever the bytes hold, a bad row is a CodecError (JournalCorrupt upstream),
+        # never a traceback at start-up.
         raise CodecError(str(e)) from None
 
 

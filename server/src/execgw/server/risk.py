@@ -251,7 +251,7 @@ class RiskEngine:
             if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
                 events.append(EquityPeak(self._live_peak, now))
         for b in self.breaker_values(unrealized, complete=complete):
-            if not complete and b.breaker is Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
+            if not complete and b.breaker == Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
                 b = replace(b, value=-book.realized_total)
             elif not complete and b.breaker.equity:
                 continue
@@ -410,8 +410,8 @@ class RiskEngine:
 def _trip_message(b: BreakerReport) -> str:
     scope = f" for strategy {b.strategy_code}" if b.strategy_code else ""
     name = b.breaker.value
-    if b.breaker is Breaker.MAX_DAILY_LOSS_RUPEES:
+    if b.breaker == Breaker.MAX_DAILY_LOSS_RUPEES:
         return f"{name} {b.limit} reached{scope}: day loss {b.value:.2f}"
-    if b.breaker is Breaker.MAX_DAILY_DRAWDOWN_PCT:
+    if b.breaker == Breaker.MAX_DAILY_DRAWDOWN_PCT:
         return f"{name} {b.limit} reached{scope}: drawdown {b.value:.4f}"
     return f"{name} {b.limit} reached{scope}"

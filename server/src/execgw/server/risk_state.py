@@ -73,7 +73,7 @@ class RiskBook:
                 self.loss_streak.clear()
                 # Breakers clear with the day; an operator's kill switch does not.
                 self.trips = {
-                    k: t for k, t in self.trips.items() if t.breaker is Breaker.KILL_SWITCH
+                    k: t for k, t in self.trips.items() if t.breaker == Breaker.KILL_SWITCH
                 }
                 self.peak_equity = None
                 self.baseline_unrealized = baseline

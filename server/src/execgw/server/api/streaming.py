@@ -23,7 +23,9 @@ from execgw.v1 import gateway_pb2, orders_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-REPLAY_BATCH = 500
+# Records decoded per replay read: a subscriber that stops reading holds one batch, so
+# it stays small (a batch of maximum-size orders is about 1.5 MiB).
+REPLAY_BATCH = 64
 DEFAULT_HEARTBEAT_S = 5.0
 MIN_HEARTBEAT_MS = 50
 RESUME_METADATA_KEY = "execgw-resume-from"
