@@ -28,7 +28,10 @@ proto: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/execgw serve --config $(CONFIG)
 
-test: $(STAMP)
+# tests/test_node_client.py runs examples/node with node_modules; without npm it skips.
+NODE_DEPS := $(if $(shell command -v npm 2>/dev/null),node_modules/.installed)
+
+test: $(STAMP) $(NODE_DEPS)
 	$(PY) -m pytest -q
 
 lint: $(STAMP) node_modules/.installed
