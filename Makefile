@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/dev.yaml
 PROTOS := $(wildcard proto/execgw/v1/*.proto)
+BUF := npx --no-install buf
+# The last released contract: `buf breaking` compares proto/ with it (docs/contract-evolution.md).
+RELEASED_CONTRACT := proto/releases/v1.binpb
 
-.PHONY: setup proto run test lint bench clean
+.PHONY: setup proto run test lint breaking contract-release bench clean
 
 setup: $(STAMP)
 
@@ -28,7 +31,8 @@ proto: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/execgw serve --config $(CONFIG)
 
-# tests/test_node_client.py runs examples/node with node_modules; without npm it skips.
+# tests/test_node_client.py runs examples/node, which needs node_modules: installed when
+# npm is there (CI has it); without node the test skips.
 NODE_DEPS := $(if $(shell command -v npm 2>/dev/null),node_modules/.installed)
 
 test: $(STAMP) $(NODE_DEPS)
@@ -38,7 +42,17 @@ lint: $(STAMP) node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	npx --no-install buf lint proto
+	$(BUF) lint proto
+	$(BUF) breaking proto --against $(RELEASED_CONTRACT)
+
+# Fails when proto/ breaks the released contract (a renamed or renumbered field, ...).
+breaking: node_modules/.installed
+	$(BUF) breaking proto --against $(RELEASED_CONTRACT)
+
+# Only when a contract release is cut: rebuilds the image every later change is checked
+# against. Never to make `breaking` pass (docs/contract-evolution.md).
+contract-release: node_modules/.installed
+	$(BUF) build proto -o $(RELEASED_CONTRACT)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
