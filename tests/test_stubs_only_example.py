@@ -35,7 +35,7 @@ def test_stubs_only_example_trades_without_the_client_library(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
     stubs = generate_stubs(tmp_path / "stubs")
-    run = python_with_stubs(stubs, RUNNER, str(stubs), str(EXAMPLE), gateway.target)
+    run = python_with_stubs(stubs, "-c", RUNNER, str(stubs), str(EXAMPLE), gateway.target)
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     filled = {
