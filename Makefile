@@ -10,7 +10,7 @@ BUF := npx --no-install buf
 # The last released contract: `buf breaking` compares proto/ with it (docs/contract-evolution.md).
 RELEASED_CONTRACT := proto/releases/v1.binpb
 
-.PHONY: setup proto run test lint breaking contract-release bench clean
+.PHONY: setup proto run test lint breaking contract-release go-example bench clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,10 @@ breaking: node_modules/.installed
 # against. Never to make `breaking` pass (docs/contract-evolution.md).
 contract-release: node_modules/.installed
 	$(BUF) build proto -o $(RELEASED_CONTRACT)
+
+# Needs Go and the protoc plugins (examples/go/README.md); nothing else depends on it.
+go-example:
+	examples/go/build.sh
 
 bench: $(STAMP)
 	$(PY) bench/run.py
