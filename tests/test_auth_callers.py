@@ -534,3 +534,18 @@ def test_a_resting_order_of_the_token_can_be_cancelled(running: RunningGateway) 
     with client(running.target, "strat-a") as a:
         resting = a.submit(limit(INFY, "SELL", 1, 1550.0, strategy_code="A", product="NRML"))
         assert a.cancel(resting.order_id).status == 5  # ORDER_STATUS_CANCELLED
+
+
+def test_a_caller_without_a_token_is_refused_before_its_request_is_read(
+    running: RunningGateway,
+) -> None:
+    """A request over the size limit: read, it would be RESOURCE_EXHAUSTED; refused from
+    the headers, it is UNAUTHENTICATED. So an unknown caller holds no request memory."""
+    oversized = gateway_pb2.SubmitOrderRequest(client_order_id="x" * (5 * 1024 * 1024))
+    codes = []
+    with stubs(running.target) as s:
+        for metadata in ((), bearer("strat-a")):
+            with pytest.raises(grpc.RpcError) as refused:
+                s.gateway.SubmitOrder(oversized, metadata=metadata, timeout=TIMEOUT_S)
+            codes.append(refused.value.code())
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED]

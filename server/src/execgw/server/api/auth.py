@@ -3,8 +3,8 @@
 One interceptor (AuthInterceptor) runs around every call of both services, unary and
 streaming. It reads `authorization: Bearer <token>` metadata, hashes the token and
 compares the hash in constant time with every configured one (auth.tokens[].sha256):
-a missing or unknown token is UNAUTHENTICATED, logged at a bounded rate and never
-echoed. It then holds the caller's role to PERMISSIONS, the one table of who may call
+a missing or unknown token is UNAUTHENTICATED from the call's headers, before its
+request is read, logged at a bounded rate and never echoed. It then holds the caller's role to PERMISSIONS, the one table of who may call
 what, and caps the StreamFills calls each token has open. Health checks and server
 reflection stay open: probes carry no token, and reflection describes only the
 contract, which is public (proto/).
@@ -223,19 +223,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.lstrip("/").partition("/")[0] in OPEN_SERVICES:
             return handler
+        rpc = method.rpartition("/")[2]
+        # From the call's headers alone: a caller without a valid token is refused before
+        # its request is read, so it cannot make the gateway hold a large message.
+        token, problem = bearer_token(handler_call_details.invocation_metadata)
+        principal = self._tokens.principal(token) if token else None
+        if principal is None:
+            return self._unauthenticated_handler(rpc, problem or "the token is not valid")
         return wrap(
             handler,
-            partial(self._guard, method, handler.response_streaming),
+            partial(self._guard, method, principal, handler.response_streaming),
             request_deserializer=handler.request_deserializer,
             around_sync=_refuse_sync,
         )
 
     @asynccontextmanager
     async def _guard(
-        self, method: str, streaming: bool, request: Any, context: Context
+        self, method: str, principal: Principal, streaming: bool, request: Any, context: Context
     ) -> AsyncIterator[Any]:
         rpc = method.rpartition("/")[2]
-        principal = await self._authenticate(rpc, context)
         if principal.role not in PERMISSIONS.get(method, frozenset()):
             await self._audit.deny(
                 context, principal, rpc, f"role {principal.role} may not call {rpc}"
@@ -259,19 +265,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             with suppress(ValueError):  # finished in another context: nothing to undo there
                 _CALL.reset(reset)
 
-    async def _authenticate(self, rpc: str, context: Context) -> Principal:
-        token, problem = bearer_token(context.invocation_metadata())
-        principal = self._tokens.principal(token) if token else None
-        if principal is not None:
-            return principal
-        problem = problem or "the token is not valid"
-        held = self._unauthenticated.admit("")
-        if held is not None:
-            more = f" ({held} more refused since)" if held else ""
-            log.warning(
-                "unauthenticated call to %s from %s: %s%s", rpc, context.peer(), problem, more
-            )
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+    def _unauthenticated_handler(self, rpc: str, problem: str) -> Handler:
+        """A handler that refuses the call without reading its request: a request-streaming
+        handler is called as soon as the call starts (a unary one only once the whole
+        request has arrived), and to the client a refusal looks the same either way."""
+
+        async def refuse(requests: Any, context: Context) -> None:
+            held = self._unauthenticated.admit("")
+            if held is not None:
+                more = f" ({held} more refused since)" if held else ""
+                log.warning(
+                    "unauthenticated call to %s from %s: %s%s", rpc, context.peer(), problem, more
+                )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+
+        return grpc.stream_unary_rpc_method_handler(refuse)
 
 
 @contextmanager
