@@ -6,6 +6,8 @@ token on every call, retries and reconnects included."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -29,8 +31,10 @@ from execgw.client import (
     limit,
     market,
 )
+from execgw.server import audit
 from execgw.server.clock import ManualClock
 from execgw.server.events import AccessDenied, OrderAccepted, OrderRejected, TradingHalted
+from execgw.server.journal import Journal
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 if TYPE_CHECKING:
@@ -549,3 +553,25 @@ def test_a_caller_without_a_token_is_refused_before_its_request_is_read(
                 s.gateway.SubmitOrder(oversized, metadata=metadata, timeout=TIMEOUT_S)
             codes.append(refused.value.code())
     assert codes == [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+def test_the_csv_export_names_who_placed_halted_or_was_refused(running: RunningGateway) -> None:
+    place_book(running.target)
+    with client(running.target, "ops") as ops, client(running.target, "strat-b") as b:
+        ops.halt("audit")
+        with pytest.raises(PermissionDenied):
+            b.positions("A")
+    reader = Journal(_journal(running), read_only=True)
+    try:
+        out = io.StringIO()
+        audit.export(reader, out, "csv")
+    finally:
+        reader.close()
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    who = [(r["kind"], r["actor"]) for r in rows if r["actor"]]
+    assert ("OrderAccepted", "strat-a") in who
+    assert ("OrderAccepted", "strat-b") in who
+    assert ("TradingHalted", "ops") in who
+    assert who[-1] == ("AccessDenied", "strat-b")
+    bookkeeping = {"DayRolledOver", "MarksRecorded", "EquityPeak"}
+    assert {r["kind"] for r in rows if not r["actor"]} <= bookkeeping

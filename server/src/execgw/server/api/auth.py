@@ -4,8 +4,9 @@ One interceptor (AuthInterceptor) runs around every call of both services, unary
 streaming. It reads `authorization: Bearer <token>` metadata, hashes the token and
 compares the hash in constant time with every configured one (auth.tokens[].sha256):
 a missing or unknown token is UNAUTHENTICATED from the call's headers, before its
-request is read, logged at a bounded rate and never echoed. It then holds the caller's role to PERMISSIONS, the one table of who may call
-what, and caps the StreamFills calls each token has open. Health checks and server
+request is read, logged at a bounded rate and never echoed. It then holds the caller's
+role to PERMISSIONS, the one table of who may call what, and caps the StreamFills calls
+each token has open. Health checks and server
 reflection stay open: probes carry no token, and reflection describes only the
 contract, which is public (proto/).
 
