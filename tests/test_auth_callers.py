@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from execgw.client import (
+    AlreadyExists,
     AsyncExecutionClient,
     ExecutionClient,
     FailedPrecondition,
@@ -575,3 +576,43 @@ def test_the_csv_export_names_who_placed_halted_or_was_refused(running: RunningG
     assert who[-1] == ("AccessDenied", "strat-b")
     bookkeeping = {"DayRolledOver", "MarksRecorded", "EquityPeak"}
     assert {r["kind"] for r in rows if not r["actor"]} <= bookkeeping
+
+
+def test_a_client_order_id_of_another_strategy_is_refused_without_naming_its_order(
+    running: RunningGateway,
+) -> None:
+    place_book(running.target)
+    with client(running.target, "strat-a") as a, client(running.target, "strat-b") as b:
+        mine = a.submit(market(INFY, "BUY", 1, strategy_code="A", product="NRML"), "shared-key")
+        with pytest.raises(AlreadyExists) as theirs:
+            b.submit(market(INFY, "BUY", 1, strategy_code="B", product="NRML"), "shared-key")
+        assert mine.order_id not in theirs.value.details
+        with pytest.raises(AlreadyExists) as own:
+            a.submit(market(INFY, "BUY", 2, strategy_code="A", product="NRML"), "shared-key")
+        assert mine.order_id in own.value.details
+
+
+def test_who_placed_an_order_survives_a_restart_from_events_and_from_a_snapshot(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    for snapshot_every in (10_000, 1):
+        directory = tmp_path / str(snapshot_every)
+        directory.mkdir()
+        journal = {"snapshot_every": snapshot_every}
+        first = start_gateway(directory, clock, journal=journal)
+        try:
+            book = place_book(first.target)
+            with client(first.target, "strat-a") as a, pytest.raises(PermissionDenied):
+                a.get_order(book.order_b)
+        finally:
+            first.stop()
+        again = start_gateway(directory, clock, journal=journal)
+        try:
+            ledger = again.gateway.core._engine.state.ledger
+            placed_by = {o.order_id: o.placed_by for o in ledger.orders()}
+            assert placed_by[book.order_a] == "strat-a"
+            assert placed_by[book.order_b] == "strat-b"
+            with client(again.target, "strat-b") as b:
+                assert b.get_order(book.order_b).order_id == book.order_b
+        finally:
+            again.stop()
