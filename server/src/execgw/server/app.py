@@ -228,7 +228,8 @@ class Gateway:
         if auth is None:
             log.warning(
                 "authentication is OFF (the config has no auth section): any process that "
-                "can reach port %d may trade as any strategy, cancel, halt and resume",
+                "can reach port %d may trade as any strategy, cancel, halt, resume and "
+                "publish quotes",
                 self.port,
             )
         else:
