@@ -27,11 +27,13 @@ from execgw.client._common import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     ChannelOptions,
+    Metadata,
     RequestErrors,
     RetryPolicy,
     StatusLike,
     StreamCursor,
     aquote_requests,
+    auth_metadata,
     check_timeout,
     client_order_id_or_new,
     is_capacity_refusal,
@@ -69,6 +71,7 @@ class AsyncExecutionClient:
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         retry_deadline_exceeded: bool = False,
         channel_options: ChannelOptions | None = None,
+        auth: str | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         check_timeout(timeout)
@@ -81,6 +84,8 @@ class AsyncExecutionClient:
             retry_deadline_exceeded=retry_deadline_exceeded,
         )
         self._sleep = sleep
+        # `authorization: Bearer <auth>` on every call; never in repr or errors.
+        self._metadata: Metadata | None = auth_metadata(auth)
         self._channel = grpc.aio.insecure_channel(
             target, options=merge_channel_options(channel_options)
         )
@@ -124,7 +129,7 @@ class AsyncExecutionClient:
         retries_done = 0
         while True:
             try:
-                return await method(request, timeout=deadline)
+                return await method(request, timeout=deadline, metadata=self._metadata)
             except grpc.RpcError as exc:
                 if not self.retry_policy.should_retry(rpc_error_code(exc), retries_done):
                     raise from_rpc_error(exc) from exc
@@ -288,7 +293,7 @@ class AsyncExecutionClient:
         refusals = 0
         while True:
             position = cursor.position
-            call = self._gateway.StreamFills(cursor.resume_request())
+            call = self._gateway.StreamFills(cursor.resume_request(), metadata=self._metadata)
             error: grpc.RpcError | None = None
             try:
                 async for response in call:
@@ -345,7 +350,9 @@ class AsyncExecutionClient:
         errors = RequestErrors()
         requests = errors.awatch(aquote_requests(quotes, quote_batch_size(quotes, batch_size)))
         try:
-            response = await self._market.PublishQuotes(requests, timeout=timeout)
+            response = await self._market.PublishQuotes(
+                requests, timeout=timeout, metadata=self._metadata
+            )
         except asyncio.CancelledError:
             # grpc.aio cancels the call when the request iterator raises.
             errors.reraise()

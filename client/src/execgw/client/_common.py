@@ -108,6 +108,23 @@ class RetryPolicy:
         return ceiling / 2 + ceiling / 2 * self.jitter()
 
 
+AUTHORIZATION_KEY = "authorization"
+Metadata: TypeAlias = tuple[tuple[str, str], ...]
+
+
+def auth_metadata(auth: str | None) -> Metadata | None:
+    """The metadata that carries the bearer token ``auth`` on every call; None without one.
+
+    A bad token is refused here, without showing it: error messages end up in logs."""
+    if auth is None:
+        return None
+    if not isinstance(auth, str) or not auth or not all("!" <= c <= "~" for c in auth):
+        raise ValueError(
+            "auth must be the bearer token: printable ASCII without spaces (not shown here)"
+        )
+    return ((AUTHORIZATION_KEY, f"Bearer {auth}"),)
+
+
 def check_timeout(timeout: float | None, name: str = "timeout") -> None:
     if timeout is not None and not timeout > 0:
         raise ValueError(f"{name} must be > 0 seconds, got {timeout!r}")

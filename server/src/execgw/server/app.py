@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from execgw.server.anchors import HeadAnchorRecorder
+from execgw.server.api.auth import AuthInterceptor
 from execgw.server.api.execution import ExecutionGatewayServicer
 from execgw.server.api.market_data import MarketDataServicer
 from execgw.server.api.request_decoding import RequestDecodingInterceptor
@@ -147,9 +148,17 @@ class Gateway:
             # First: an unwritable anchor path is a config mistake, found before binding.
             await self._anchors.start()
         limits = self.config.server
+        # Outermost first: a caller without a valid token is refused before anything else,
+        # a call over the stream cap before any parsing.
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            StreamLimitInterceptor(limits.max_streams),
+            RequestDecodingInterceptor(),
+        ]
+        auth = self.config.auth
+        if auth is not None:
+            interceptors.insert(0, AuthInterceptor(auth, self.core, self.clock))
         server = grpc.aio.server(
-            # Outermost first: a call over the stream cap is refused before any parsing.
-            interceptors=(StreamLimitInterceptor(limits.max_streams), RequestDecodingInterceptor()),
+            interceptors=interceptors,
             options=[
                 ("grpc.keepalive_time_ms", _ms(limits.keepalive_time_s)),
                 ("grpc.keepalive_timeout_ms", _ms(limits.keepalive_timeout_s)),
@@ -179,7 +188,13 @@ class Gateway:
             server,
         )
         market_data_pb2_grpc.add_MarketDataServicer_to_server(
-            MarketDataServicer(self.core, self.clock, self.instruments), server
+            MarketDataServicer(
+                self.core,
+                self.clock,
+                self.instruments,
+                takes_quotes=self.config.market_data.source != "synthetic",
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -188,6 +203,7 @@ class Gateway:
         self._starting = server
         self.port = bind(server, self.config.listen)
         self._bound = True
+        self._log_auth()
         self.journal.record_listen_address(f"{self.config.listen.rpartition(':')[0]}:{self.port}")
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
@@ -206,6 +222,22 @@ class Gateway:
             )
         await self._set_serving(self.core.healthy)
         return self.port
+
+    def _log_auth(self) -> None:
+        auth = self.config.auth
+        if auth is None:
+            log.warning(
+                "authentication is OFF (the config has no auth section): any process that "
+                "can reach port %d may trade as any strategy, cancel, halt, resume and "
+                "publish quotes",
+                self.port,
+            )
+        else:
+            log.info(
+                "authentication is on: %d tokens (%s)",
+                len(auth.tokens),
+                ", ".join(f"{t.name} ({t.role})" for t in auth.tokens),
+            )
 
     async def _set_serving(self, serving: bool) -> None:
         status = (

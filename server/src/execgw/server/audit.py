@@ -81,6 +81,8 @@ CSV_COLUMNS = (
     "reject_reason",
     "message",
     "hash",
+    # Who: placed_by of an order, the actor of a halt or resume, the refused principal.
+    "actor",
 )
 
 
@@ -116,7 +118,9 @@ def export(journal: Journal, out: TextIO, fmt: str) -> int:
             # Risk events (breakers, halts, rollover) concern no order.
             order = body["order"] or {}
             intent = order.get("intent") or {}
-            fill = body["event"].get("fill") or {}
+            event = body["event"]
+            fill = event.get("fill") or {}
+            actor = order.get("placed_by") or event.get("actor") or event.get("principal") or ""
             writer.writerow(
                 (
                     row.sequence,
@@ -137,6 +141,7 @@ def export(journal: Journal, out: TextIO, fmt: str) -> int:
                     order.get("reject_reason") or "",
                     order.get("message", body["event"].get("message", "")),
                     row.hash,
+                    actor,
                 )
             )
         count += 1

@@ -19,7 +19,7 @@ from execgw.server.chain import (
     valid_env_name,
 )
 from execgw.server.cli_client import add_client_commands
-from execgw.server.config import ConfigError, GatewayConfig, load_config
+from execgw.server.config import ROLES, ConfigError, GatewayConfig, load_config
 
 
 class ServeExit(enum.IntEnum):
@@ -164,6 +164,19 @@ def _journal_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_new(args: argparse.Namespace) -> int:
+    from execgw.server.tokens import TokenEntryError, new_token, render_new_token, token_entry
+
+    token = new_token()
+    try:
+        entry = token_entry(args.name, args.role, args.strategy, token)
+    except TokenEntryError as e:
+        print(f"execgw: token new: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_new_token(entry, token))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="execgw", description="execgw execution gateway")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
@@ -200,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             cmd.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
             cmd.add_argument("--output", "-o", default="-", help="file, or - for stdout")
+
+    token = sub.add_parser("token", help="bearer tokens for the config's auth.tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_new = token_sub.add_parser(
+        "new", help="print a fresh token once, and the config entry (its sha256) to paste"
+    )
+    token_new.add_argument("--name", required=True, help="who the caller is; journaled")
+    token_new.add_argument("--role", required=True, choices=ROLES)
+    token_new.add_argument(
+        "--strategy",
+        action="append",
+        default=[],
+        help="a strategy code the token may trade (repeatable; the strategy role needs one)",
+    )
+    token_new.set_defaults(func=_token_new)
 
     add_client_commands(sub)
     return parser

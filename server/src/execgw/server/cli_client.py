@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -15,9 +17,33 @@ from google.protobuf.message import Message
 from execgw.client import ExecgwError, ExecutionClient, OrderStatus, limit, market, stop
 from execgw.v1 import orders_pb2
 
+# The bearer token, when the gateway has auth on; --token-file wins over it.
+TOKEN_ENV = "EXECGW_TOKEN"
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token from --token-file, else $EXECGW_TOKEN; None without either."""
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise _UsageError(f"cannot read --token-file {args.token_file}: {why}") from None
+        if not token:
+            raise _UsageError(f"--token-file {args.token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
 
 def _client(args: argparse.Namespace) -> ExecutionClient:
-    return ExecutionClient(args.target, timeout=args.timeout)
+    try:
+        return ExecutionClient(args.target, timeout=args.timeout, auth=_token(args))
+    except ValueError as e:  # a malformed token; the message does not show it
+        raise _UsageError(str(e)) from None
 
 
 def _print_json(message: Message) -> None:
@@ -100,18 +126,21 @@ def _risk(args: argparse.Namespace) -> int:
 
 def _halt(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print_json(
-            client.halt(args.reason, actor=args.actor or _whoami(), strategy_code=args.strategy)
-        )
+        _print_json(client.halt(args.reason, actor=_actor(args), strategy_code=args.strategy))
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print_json(
-            client.resume(args.reason, actor=args.actor or _whoami(), strategy_code=args.strategy)
-        )
+        _print_json(client.resume(args.reason, actor=_actor(args), strategy_code=args.strategy))
     return 0
+
+
+def _actor(args: argparse.Namespace) -> str:
+    """With a token the gateway records the token's name: send no actor of our own."""
+    if args.actor:
+        return str(args.actor)
+    return "" if _token(args) else _whoami()
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -147,6 +176,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except ExecgwError as e:
             print(f"execgw: {e.code.name}: {e.details}", file=sys.stderr)
             return 1
+        except _UsageError as e:
+            print(f"execgw: {e}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             return 130
 
@@ -160,6 +192,11 @@ def add_client_commands(sub: Any) -> None:
         parser = sub.add_parser(name, help=text)
         parser.add_argument("--target", default="127.0.0.1:50051", help="gateway HOST:PORT")
         parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
+        parser.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help=f"file holding the bearer token (default: ${TOKEN_ENV}, if set)",
+        )
         parser.set_defaults(func=_guarded(func))
         return parser
 
@@ -187,7 +224,9 @@ def add_client_commands(sub: Any) -> None:
     ):
         parser = command(name, func, text)
         parser.add_argument("--reason", required=True, help="recorded in the journal")
-        parser.add_argument("--actor", help="who; defaults to cli:$USER")
+        parser.add_argument(
+            "--actor", help="who; defaults to cli:$USER (with a token, the token's name)"
+        )
         parser.add_argument("--strategy", help="only this strategy")
 
     submit = command("submit", _submit, "place an order (MARKET, or LIMIT with --price)")

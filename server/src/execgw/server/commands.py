@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
-from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
+from execgw.server.domain import Caller, Order, OrderIntent, OrderStatus, PositionView, Quote
 from execgw.server.engine import (
     ExecutionEngine,
     HaltOutcome,
@@ -41,9 +41,11 @@ class Command(ABC, Generic[R]):
 class Submit(Command[Order]):
     intent: OrderIntent
     client_order_id: str
+    # The authenticated caller; None with auth off.
+    caller: Caller | None = None
 
     def run(self, engine: ExecutionEngine) -> Order:
-        return engine.submit(self.intent, self.client_order_id)
+        return engine.submit(self.intent, self.client_order_id, self.caller)
 
     def ids(self) -> str:
         return (
@@ -55,9 +57,11 @@ class Submit(Command[Order]):
 @dataclass(frozen=True, slots=True)
 class Cancel(Command[Order]):
     order_id: str
+    # The strategy codes the caller may act for; None: any.
+    scope: frozenset[str] | None = None
 
     def run(self, engine: ExecutionEngine) -> Order:
-        return engine.cancel(self.order_id)
+        return engine.cancel(self.order_id, self.scope)
 
     def ids(self) -> str:
         return f"order_id={self.order_id!r}"
@@ -109,9 +113,27 @@ class Resume(Command[ResumeOutcome]):
 @dataclass(frozen=True, slots=True)
 class PreviewOrder(Command[Preview]):
     intent: OrderIntent
+    caller: Caller | None = None
 
     def run(self, engine: ExecutionEngine) -> Preview:
-        return engine.preview(self.intent)
+        return engine.preview(self.intent, self.caller)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDenial(Command[None]):
+    """Journal that an authenticated caller was refused (AccessDenied)."""
+
+    principal: str
+    rpc: str
+    reason: str
+    # Refusals of this principal left out of the journal since its previous record.
+    suppressed: int = 0
+
+    def run(self, engine: ExecutionEngine) -> None:
+        engine.record_denial(self.principal, self.rpc, self.reason, self.suppressed)
+
+    def ids(self) -> str:
+        return f"principal={self.principal!r} rpc={self.rpc!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +148,10 @@ class GetRiskReport(Command[RiskReport]):
 class GetOrder(Command[Order]):
     read_only: ClassVar[bool] = True
     order_id: str
+    scope: frozenset[str] | None = None
 
     def run(self, engine: ExecutionEngine) -> Order:
-        return engine.get_order(self.order_id)
+        return engine.get_order(self.order_id, self.scope)
 
     def ids(self) -> str:
         return f"order_id={self.order_id!r}"

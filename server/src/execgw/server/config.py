@@ -4,6 +4,7 @@ than a gateway that refuses to start."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from pydantic import (
 )
 
 from execgw.server.chain import ENV_NAME_RULE, valid_env_name
+from execgw.server.validation import InvalidRequest, validate_strategy_code
 
 
 class ConfigError(ValueError):
@@ -301,6 +303,110 @@ class ServerConfig(_Section):
         return self
 
 
+Role = Literal["strategy", "operator", "market_data"]
+ROLES: tuple[Role, ...] = ("strategy", "operator", "market_data")
+TOKEN_NAME_RULE = (
+    "must be 1-64 of letters, digits, '_', '.', '@', ':', '-', starting with a letter or digit"
+)
+_TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:\-]{0,63}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def valid_token_name(name: str) -> bool:
+    return _TOKEN_NAME_RE.fullmatch(name) is not None
+
+
+class TokenConfig(_Section):
+    """One caller: the sha256 of its bearer token (never the token), its role and scope.
+
+    The name is who the caller is: it is journaled as the actor of halts and resumes,
+    as who placed an order, and with every refusal of its calls."""
+
+    name: str
+    # Not in the repr: a config printed in a log must not carry it.
+    sha256: str = Field(repr=False)
+    role: Role
+    # The strategy codes a strategy token trades and reads; required for that role only.
+    strategies: list[str] = Field(default_factory=list)
+    # Overrides of the auth section's per-token defaults.
+    max_streams: int | None = Field(default=None, ge=0, le=100_000)
+    orders_per_second: float | None = Field(default=None, gt=0)
+    order_burst: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not valid_token_name(value):
+            raise ValueError(TOKEN_NAME_RULE)
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        # The message never echoes the value: a token pasted here by mistake stays unprinted.
+        value = value.lower()
+        if not _SHA256_RE.fullmatch(value):
+            raise ValueError(
+                "must be the 64 hex characters of the token's sha256, as `execgw token new` "
+                "prints it (the value given is not shown)"
+            )
+        return value
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategy_codes(cls, value: list[str]) -> list[str]:
+        for index, code in enumerate(value):
+            try:
+                validate_strategy_code(code, f"strategies[{index}]")
+            except InvalidRequest as e:
+                raise ValueError(str(e)) from None
+        if len(set(value)) != len(value):
+            raise ValueError("lists a strategy code twice")
+        return value
+
+    @model_validator(mode="after")
+    def _scope_fits_role(self) -> TokenConfig:
+        if self.role == "strategy" and not self.strategies:
+            raise ValueError(
+                f"token {self.name!r} has role strategy and no strategies: list the strategy "
+                "codes it may trade"
+            )
+        if self.role != "strategy" and self.strategies:
+            raise ValueError(
+                f"token {self.name!r} has role {self.role}: strategies apply to the strategy "
+                "role only"
+            )
+        return self
+
+
+class AuthConfig(_Section):
+    """Bearer tokens; with no `auth` section the gateway is open to every caller."""
+
+    tokens: list[TokenConfig] = Field(min_length=1)
+    # StreamFills calls one token may have open at once (a token's max_streams overrides).
+    max_streams_per_token: int = Field(default=8, ge=0, le=100_000)
+    # A token bucket per token, on top of the per-strategy ones (a token's own values
+    # override): an order over it is REJECTED with ORDER_RATE.
+    orders_per_second: float = Field(default=10.0, gt=0)
+    order_burst: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AuthConfig:
+        names: set[str] = set()
+        digests: dict[str, str] = {}
+        for token in self.tokens:
+            if token.name in names:
+                raise ValueError(f"two tokens are named {token.name!r}; names must be unique")
+            names.add(token.name)
+            other = digests.setdefault(token.sha256, token.name)
+            if other != token.name:
+                raise ValueError(
+                    f"tokens {other!r} and {token.name!r} have the same sha256: one token "
+                    "cannot be two callers"
+                )
+        return self
+
+
 class GatewayConfig(_Section):
     mode: Literal["paper", "live"] = "paper"
     listen: str = "127.0.0.1:50051"
@@ -312,6 +418,8 @@ class GatewayConfig(_Section):
     stream: StreamConfig = StreamConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     server: ServerConfig = ServerConfig()
+    # None: no authentication, every caller may do everything (the server warns at start).
+    auth: AuthConfig | None = None
 
     @field_validator("listen")
     @classmethod

@@ -40,11 +40,12 @@ from execgw.server.commands import (
     Halt,
     ListOrders,
     PreviewOrder,
+    RecordDenial,
     Resume,
     Submit,
     Tick,
 )
-from execgw.server.domain import Order, OrderIntent, OrderStatus, PositionView, Quote
+from execgw.server.domain import Caller, Order, OrderIntent, OrderStatus, PositionView, Quote
 from execgw.server.engine import (
     ExecutionEngine,
     HaltOutcome,
@@ -168,11 +169,16 @@ class GatewayCore:
 
     # -- commands (the only way state changes) ------------------------------
 
-    async def submit(self, intent: OrderIntent, client_order_id: str) -> Order:
-        return await self.run(Submit(intent, client_order_id))
+    async def submit(
+        self, intent: OrderIntent, client_order_id: str, caller: Caller | None = None
+    ) -> Order:
+        return await self.run(Submit(intent, client_order_id, caller))
 
-    async def cancel(self, order_id: str) -> Order:
-        return await self.run(Cancel(order_id))
+    async def cancel(self, order_id: str, scope: frozenset[str] | None = None) -> Order:
+        return await self.run(Cancel(order_id, scope))
+
+    async def record_denial(self, principal: str, rpc: str, reason: str, suppressed: int) -> None:
+        await self.run(RecordDenial(principal, rpc, reason, suppressed))
 
     async def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
         return await self.run(ApplyQuotes(quotes))
@@ -190,8 +196,8 @@ class GatewayCore:
     # Reads go through the writer too: a batch answers only after its commit, so a
     # read never shows an order that could still be lost.
 
-    async def get_order(self, order_id: str) -> Order:
-        return await self.run(GetOrder(order_id))
+    async def get_order(self, order_id: str, scope: frozenset[str] | None = None) -> Order:
+        return await self.run(GetOrder(order_id, scope))
 
     async def list_orders(
         self,
@@ -208,8 +214,8 @@ class GatewayCore:
     async def positions(self, strategy_code: str = "") -> list[PositionView]:
         return await self.run(GetPositions(strategy_code))
 
-    async def preview(self, intent: OrderIntent) -> Preview:
-        return await self.run(PreviewOrder(intent))
+    async def preview(self, intent: OrderIntent, caller: Caller | None = None) -> Preview:
+        return await self.run(PreviewOrder(intent, caller))
 
     async def risk_report(self, strategy_code: str = "") -> RiskReport:
         return await self.run(GetRiskReport(strategy_code))

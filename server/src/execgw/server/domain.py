@@ -151,6 +151,8 @@ class Order:
     dry_run: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
     internal: bool = False
+    # Who placed it: the authenticated caller's name, "" when unknown (auth off, internal).
+    placed_by: str = ""
 
     @property
     def avg_price(self) -> Decimal | None:
@@ -161,6 +163,16 @@ class Order:
     @property
     def remaining_qty(self) -> int:
         return self.intent.qty - self.filled_qty
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sends a command, as the API layer authenticated it, and the order rate that
+    caller is held to on top of its strategies' own."""
+
+    name: str
+    orders_per_second: float
+    order_burst: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from execgw.server import risk_checks as rules
 from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.clock import Clock
 from execgw.server.domain import (
+    Caller,
     Order,
     OrderIntent,
     OrderStatus,
@@ -31,9 +32,15 @@ from execgw.server.domain import (
     TradingState,
     Validity,
 )
-from execgw.server.errors import IdempotencyConflict, OrderNotCancellable, OrderNotFound
+from execgw.server.errors import (
+    Forbidden,
+    IdempotencyConflict,
+    OrderNotCancellable,
+    OrderNotFound,
+)
 from execgw.server.events import (
     ORDER_EVENTS,
+    AccessDenied,
     BaselineMarked,
     BreakerTripped,
     DayRolledOver,
@@ -182,7 +189,11 @@ class ExecutionEngine:
 
     # -- commands ---------------------------------------------------------
 
-    def submit(self, intent: OrderIntent, client_order_id: str) -> Order:
+    def submit(
+        self, intent: OrderIntent, client_order_id: str, caller: Caller | None = None
+    ) -> Order:
+        """`caller`: the authenticated token placing it (journaled as placed_by, held to
+        its own order rate); None with auth off."""
         ledger = self.state.ledger
         now = self._advance_time()
         if client_order_id:
@@ -190,22 +201,27 @@ class ExecutionEngine:
             # Keys are scoped to the trading day: yesterday's key is free again today.
             if existing is not None and self._today(existing):
                 if existing.intent.fingerprint() != intent.fingerprint():
+                    # Another strategy's order id is not the caller's to learn.
+                    which = (
+                        f" ({existing.order_id})"
+                        if existing.intent.strategy_code == intent.strategy_code
+                        else ""
+                    )
                     raise IdempotencyConflict(
                         f"client_order_id {client_order_id!r} was already used for a different "
-                        f"order ({existing.order_id}); use a new id for a new order"
+                        f"order{which}; use a new id for a new order"
                     )
                 return ledger.snapshot(existing.order_id)
-        order_id = self._place(intent, client_order_id, now)
+        order_id = self._place(intent, client_order_id, now, caller=caller)
         self._after_change(now)
         return ledger.snapshot(order_id)
 
-    def cancel(self, order_id: str) -> Order:
+    def cancel(self, order_id: str, scope: frozenset[str] | None = None) -> Order:
+        """`scope`: the strategy codes the caller may act for (None: any)."""
         # Time first: a rollover may just have expired the order.
         now = self._advance_time()
         ledger = self.state.ledger
-        order = ledger.order(order_id)
-        if order is None:
-            raise OrderNotFound(f"order {order_id!r} not found")
+        order = self._order_in_scope(order_id, scope)
         if not order.status.is_open:
             raise OrderNotCancellable(
                 f"order {order_id} is {order.status.value} and can no longer be cancelled"
@@ -269,11 +285,28 @@ class ExecutionEngine:
 
     # -- reads ------------------------------------------------------------
 
-    def get_order(self, order_id: str) -> Order:
-        ledger = self.state.ledger
-        if ledger.order(order_id) is None:
+    def get_order(self, order_id: str, scope: frozenset[str] | None = None) -> Order:
+        return self.state.ledger.snapshot(self._order_in_scope(order_id, scope).order_id)
+
+    def _order_in_scope(self, order_id: str, scope: frozenset[str] | None) -> Order:
+        """The order, if the caller's scope (strategy codes; None: any) covers it.
+
+        Out of scope, a missing order and another strategy's order get the same refusal,
+        so that a caller learns nothing about orders that are not its own."""
+        order = self.state.ledger.order(order_id)
+        if scope is not None and (order is None or order.intent.strategy_code not in scope):
+            raise Forbidden(
+                f"order {order_id!r} is not an order of this caller's strategies "
+                f"({', '.join(sorted(scope))})"
+            )
+        if order is None:
             raise OrderNotFound(f"order {order_id!r} not found")
-        return ledger.snapshot(order_id)
+        return order
+
+    def record_denial(self, principal: str, rpc: str, reason: str, suppressed: int) -> None:
+        """Journal a refused call (audit only: no state changes, no time-driven events)."""
+        now = self._clock.now()
+        self._emit(AccessDenied(principal, rpc, reason, now, suppressed), now)
 
     def list_orders(
         self,
@@ -329,7 +362,7 @@ class ExecutionEngine:
         )
         return page, more
 
-    def preview(self, intent: OrderIntent) -> Preview:
+    def preview(self, intent: OrderIntent, caller: Caller | None = None) -> Preview:
         # Time-driven events first, exactly as a submit now would see them.
         now = self._advance_time()
         checks = self._risk.check(
@@ -338,6 +371,7 @@ class ExecutionEngine:
             position_qty=self._position_qty(intent),
             pending_qty=self._pending_qty(intent),
             now=now,
+            caller=caller,
         )
         quoted = self._quotes.get(intent.symbol) is not None
         checks.append(rules.market_data(intent.symbol, quoted=quoted))
@@ -354,7 +388,13 @@ class ExecutionEngine:
     # -- the order path -----------------------------------------------------
 
     def _place(
-        self, intent: OrderIntent, client_order_id: str, now: datetime, *, internal: bool = False
+        self,
+        intent: OrderIntent,
+        client_order_id: str,
+        now: datetime,
+        *,
+        internal: bool = False,
+        caller: Caller | None = None,
     ) -> str:
         """Risk, then the venue. Returns the new order's id, accepted or rejected.
 
@@ -376,7 +416,7 @@ class ExecutionEngine:
                 "execgw.internal": internal,
             },
         ) as span:
-            self._route(order_id, client_order_id, intent, now, internal)
+            self._route(order_id, client_order_id, intent, now, internal, caller)
             order = self.state.ledger.order(order_id)
             assert order is not None
             span.set_attribute("execgw.status", order.status.value)
@@ -392,9 +432,11 @@ class ExecutionEngine:
         intent: OrderIntent,
         now: datetime,
         internal: bool,
+        caller: Caller | None,
     ) -> None:
         quote = self._quotes.get(intent.symbol)
         failed: Check | None = None
+        placed_by = "" if caller is None else caller.name
         if not internal:
             checks = self._risk.check(
                 intent,
@@ -402,6 +444,7 @@ class ExecutionEngine:
                 position_qty=self._position_qty(intent),
                 pending_qty=self._pending_qty(intent),
                 now=now,
+                caller=caller,
             )
             failed = next((c for c in checks if not c.passed), None)
         if failed is None and quote is None:
@@ -417,14 +460,20 @@ class ExecutionEngine:
                     failed.reason,
                     failed.message,
                     internal=internal,
+                    placed_by=placed_by,
                 ),
                 now,
             )
             return
         assert quote is not None
-        self._emit(OrderAccepted(order_id, client_order_id, intent, now, internal=internal), now)
+        self._emit(
+            OrderAccepted(
+                order_id, client_order_id, intent, now, internal=internal, placed_by=placed_by
+            ),
+            now,
+        )
         if not internal:
-            self._risk.record_accepted(intent, now)
+            self._risk.record_accepted(intent, now, caller)
         order = self.state.ledger.order(order_id)
         assert order is not None
         for event in self._simulator.on_new_order(order, quote, now, self.state.ids.fill_id):

@@ -27,6 +27,10 @@ class OrderNotCancellable(GatewayError):
     pass
 
 
+class Forbidden(GatewayError):
+    """The authenticated caller may not do this: PERMISSION_DENIED, journaled (AccessDenied)."""
+
+
 class GatewayUnavailable(GatewayError):
     pass
 

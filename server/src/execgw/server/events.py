@@ -25,6 +25,9 @@ class OrderAccepted:
     raw: dict[str, Any] = field(default_factory=dict)
     # Placed by the gateway itself (MIS square-off), not by a strategy: not a trade.
     internal: bool = False
+    # The authenticated caller's name (auth.tokens[].name); empty with auth off, for
+    # internal orders and in journals written before authentication.
+    placed_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,7 @@ class OrderRejected:
     message: str
     dry_run: bool = False
     internal: bool = False
+    placed_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,19 @@ class MisSquareOffStarted:
     timestamp: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AccessDenied:
+    """An authenticated caller was refused (PERMISSION_DENIED). Audit only: it changes no
+    state and is not streamed. Journaled at a bounded rate per principal; `suppressed`
+    counts that principal's refusals left out of the journal since its previous record."""
+
+    principal: str
+    rpc: str
+    reason: str
+    timestamp: datetime
+    suppressed: int = 0
+
+
 OrderEvent = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled
 RiskEvent = (
     BreakerTripped
@@ -149,7 +166,8 @@ RiskEvent = (
     | BaselineMarked
     | MarksRecorded
 )
-Event = OrderEvent | RiskEvent
+AuditEvent = AccessDenied
+Event = OrderEvent | RiskEvent | AuditEvent
 # For isinstance checks; derived, so it cannot drift from the union.
 ORDER_EVENTS: tuple[type[OrderEvent], ...] = get_args(OrderEvent)
 

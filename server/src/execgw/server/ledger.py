@@ -271,6 +271,7 @@ class Ledger:
             updated_at=event.timestamp,
             dry_run=event.dry_run,
             internal=event.internal,
+            placed_by=event.placed_by,
         )
         if isinstance(event, OrderRejected):
             order.reject_reason = event.reason

@@ -19,7 +19,7 @@ from functools import partial
 from execgw.server import risk_checks as rules
 from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.config import ExecutionConfig, StrategyLimits
-from execgw.server.domain import OrderIntent, TradingState
+from execgw.server.domain import Caller, OrderIntent, TradingState
 from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
@@ -124,6 +124,8 @@ class RiskEngine:
             Breaker.KILL_SWITCH: TradingState.HALTED,
         }
         self._buckets: dict[str, _Bucket] = {}
+        # Per calling token (auth), on top of the per-strategy buckets.
+        self._caller_buckets: dict[str, _Bucket] = {}
         self._recent: dict[tuple[object, ...], datetime] = {}
         # The exact intraday peak; the book keeps a journaled copy, refreshed whenever
         # the live peak gets ahead of it by a step, so a restart loses less than a step.
@@ -153,6 +155,7 @@ class RiskEngine:
         if not keep_transient:
             self._live_peak = None
             self._buckets.clear()
+            self._caller_buckets.clear()
             self._recent.clear()
 
     def due(
@@ -279,12 +282,14 @@ class RiskEngine:
         position_qty: int,
         pending_qty: int,
         now: datetime,
+        caller: Caller | None = None,
     ) -> list[Check]:
         """Every rule in Rule order, changing nothing; `record_accepted` once the venue
         took the order.
 
         pending_qty: what the strategy's open orders on the same side of the same
-        position already ask for, so resting orders cannot add up to a flip."""
+        position already ask for, so resting orders cannot add up to a flip.
+        caller: the authenticated token sending the order, held to its own order rate."""
         code = intent.strategy_code
         limits = self._limits(code)
         pre = self._pre
@@ -300,18 +305,30 @@ class RiskEngine:
             rules.max_order_qty(intent, limits, pre),
             rules.max_order_notional(intent, limits, pre, ltp),
             rules.price_collar(intent, ltp, self._collar),
-            rules.order_rate(intent, self._bucket(code, limits, now).tokens, self._rate(limits)),
+            rules.order_rate(
+                intent,
+                self._bucket(code, limits, now).tokens,
+                self._rate(limits),
+                caller,
+                0.0 if caller is None else self._caller_bucket(caller, now).tokens,
+            ),
             rules.duplicate_order(
                 intent, self._last_accepted(intent, now), now, pre.duplicate_window_s
             ),
         ]
 
-    def record_accepted(self, intent: OrderIntent, now: datetime) -> None:
-        """The order was accepted: it uses a rate token and opens its duplicate window."""
+    def record_accepted(
+        self, intent: OrderIntent, now: datetime, caller: Caller | None = None
+    ) -> None:
+        """The order was accepted: it uses a rate token (of its strategy, and of its caller)
+        and opens its duplicate window."""
         code = intent.strategy_code
-        bucket = self._bucket(code, self._limits(code), now)
-        self._undo.append(partial(setattr, bucket, "tokens", bucket.tokens))
-        bucket.tokens -= 1.0
+        buckets = [self._bucket(code, self._limits(code), now)]
+        if caller is not None:
+            buckets.append(self._caller_bucket(caller, now))
+        for bucket in buckets:
+            self._undo.append(partial(setattr, bucket, "tokens", bucket.tokens))
+            bucket.tokens -= 1.0
         if self._pre.duplicate_window_s > 0:
             key = rules.duplicate_key(intent)
             before = self._recent.get(key)
@@ -344,6 +361,17 @@ class RiskEngine:
             bucket = self._buckets[code] = _Bucket(burst, now)
         elapsed = max((now - bucket.at).total_seconds(), 0.0)
         bucket.tokens = min(burst, bucket.tokens + elapsed * rate)
+        bucket.at = now
+        return bucket
+
+    def _caller_bucket(self, caller: Caller, now: datetime) -> _Bucket:
+        """The calling token's bucket, refilled up to `now`."""
+        burst = float(caller.order_burst)
+        bucket = self._caller_buckets.get(caller.name)
+        if bucket is None:
+            bucket = self._caller_buckets[caller.name] = _Bucket(burst, now)
+        elapsed = max((now - bucket.at).total_seconds(), 0.0)
+        bucket.tokens = min(burst, bucket.tokens + elapsed * caller.orders_per_second)
         bucket.at = now
         return bucket
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from execgw.server.breakers import ACCOUNT
 from execgw.server.config import PreTradeConfig, StrategyLimits
-from execgw.server.domain import OrderIntent, Product, RejectReason, Side, TradingState
+from execgw.server.domain import Caller, OrderIntent, Product, RejectReason, Side, TradingState
 from execgw.server.risk_state import RiskBook
 from execgw.server.trading_calendar import TradingCalendar
 
@@ -204,14 +204,26 @@ def price_collar(intent: OrderIntent, ltp: Decimal | None, collar: Decimal) -> C
     return Check.ok(Rule.PRICE_COLLAR)
 
 
-def order_rate(intent: OrderIntent, tokens: float, rate: float) -> Check:
-    """`tokens`: what the strategy's bucket holds now; an order takes one."""
-    if tokens >= 1.0:
-        return Check.ok(Rule.ORDER_RATE)
-    return Check.fail(
-        Rule.ORDER_RATE,
-        f"orders_per_second {rate} exceeded for strategy {intent.strategy_code}",
-    )
+def order_rate(
+    intent: OrderIntent,
+    tokens: float,
+    rate: float,
+    caller: Caller | None = None,
+    caller_tokens: float = 0.0,
+) -> Check:
+    """`tokens`: what the strategy's bucket holds now; `caller_tokens`: what the calling
+    token's own bucket holds (when there is a caller). An order takes one from each."""
+    if tokens < 1.0:
+        return Check.fail(
+            Rule.ORDER_RATE,
+            f"orders_per_second {rate} exceeded for strategy {intent.strategy_code}",
+        )
+    if caller is not None and caller_tokens < 1.0:
+        return Check.fail(
+            Rule.ORDER_RATE,
+            f"orders_per_second {caller.orders_per_second} exceeded for token {caller.name}",
+        )
+    return Check.ok(Rule.ORDER_RATE)
 
 
 def duplicate_key(intent: OrderIntent) -> tuple[object, ...]:

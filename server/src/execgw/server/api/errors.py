@@ -9,8 +9,10 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from execgw.server.api import auth
 from execgw.server.errors import (
     CommandFailed,
+    Forbidden,
     GatewayError,
     GatewayUnavailable,
     IdempotencyConflict,
@@ -34,6 +36,8 @@ _R = TypeVar("_R")
 
 
 async def abort_for(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+    if isinstance(error, Forbidden):
+        await auth.denied(context, error)  # PERMISSION_DENIED, journaled
     for kind, code in _CODES.items():
         if isinstance(error, kind):
             await context.abort(code, str(error))

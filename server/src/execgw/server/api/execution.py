@@ -8,11 +8,12 @@ from typing import Any
 import grpc
 from opentelemetry import propagate, trace
 
-from execgw.server.api import convert, paging
-from execgw.server.api.errors import unary, write_stream
+from execgw.server.api import auth, convert, paging
+from execgw.server.api.errors import abort_for, unary, write_stream
 from execgw.server.api.streaming import FillStream
 from execgw.server.core import GatewayCore
 from execgw.server.domain import OrderIntent
+from execgw.server.errors import Forbidden
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import Journal
 from execgw.server.ledger import OrderPage
@@ -57,7 +58,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             intent = self._intent(request)
             span.set_attribute("execgw.symbol", intent.symbol)
             span.set_attribute("execgw.strategy_code", intent.strategy_code)
-            order = await self._core.submit(intent, request.client_order_id)
+            auth.check_strategy(intent.strategy_code, "intent.strategy_code")
+            order = await self._core.submit(intent, request.client_order_id, auth.order_caller())
             span.set_attribute("execgw.order_id", order.order_id)
             span.set_attribute("execgw.status", order.status.value)
             if order.reject_reason is not None:
@@ -69,7 +71,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.CancelOrderRequest, context: Context
     ) -> gateway_pb2.CancelOrderResponse:
         validate_order_id(request.order_id)
-        order = await self._core.cancel(request.order_id)
+        order = await self._core.cancel(request.order_id, auth.scope())
         return gateway_pb2.CancelOrderResponse(result=convert.result(order))
 
     @unary
@@ -77,7 +79,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.GetOrderRequest, context: Context
     ) -> gateway_pb2.GetOrderResponse:
         validate_order_id(request.order_id)
-        order = await self._core.get_order(request.order_id)
+        order = await self._core.get_order(request.order_id, auth.scope())
         return gateway_pb2.GetOrderResponse(result=convert.result(order))
 
     @unary
@@ -87,6 +89,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         validate_strategy_code(request.strategy_code, "strategy_code", required=False)
         if request.symbol:
             validate_symbol(request.symbol, "symbol")
+        auth.check_strategy(request.strategy_code, "strategy_code")
         status = convert.status(request.status)
         limit = paging.page_size(request.page_size)
         filters = paging.OrderFilters(request.strategy_code, request.status, request.symbol)
@@ -121,6 +124,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.GetPositionsRequest, context: Context
     ) -> gateway_pb2.GetPositionsResponse:
         validate_strategy_code(request.strategy_code, "strategy_code", required=False)
+        auth.check_strategy(request.strategy_code, "strategy_code")
         positions = await self._core.positions(request.strategy_code)
         return gateway_pb2.GetPositionsResponse(positions=[convert.position(p) for p in positions])
 
@@ -131,8 +135,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         # of its stream, handled here rather than logged by gRPC as a servicer error.
         try:
             _validate_stream_filters(request)
-        except InvalidRequest as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            # Denied, not narrowed: a subscriber must never believe it sees everything.
+            auth.check_strategies(request.strategy_codes, "strategy_codes")
+        except (InvalidRequest, Forbidden) as e:
+            await abort_for(e, context)
         await write_stream(
             context,
             lambda: FillStream(
@@ -148,14 +154,22 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.GetRiskStateRequest, context: Context
     ) -> gateway_pb2.GetRiskStateResponse:
         validate_strategy_code(request.strategy_code, "strategy_code", required=False)
-        return convert.risk_state(await self._core.risk_report(request.strategy_code))
+        auth.check_strategy(request.strategy_code, "strategy_code")
+        response = convert.risk_state(await self._core.risk_report(request.strategy_code))
+        scope = auth.scope()
+        if scope is not None:
+            # Account-wide breakers govern every strategy; other strategies' are theirs.
+            own = [b for b in response.breakers if not b.strategy_code or b.strategy_code in scope]
+            del response.breakers[:]
+            response.breakers.extend(own)
+        return response
 
     @unary
     async def HaltTrading(  # noqa: N802
         self, request: gateway_pb2.HaltTradingRequest, context: Context
     ) -> gateway_pb2.HaltTradingResponse:
         _validate_kill_switch(request)
-        actor = request.actor or context.peer()
+        actor = auth.actor(request.actor, context.peer())
         reason = request.reason or "no reason given"
         with tracer.start_as_current_span("execgw.HaltTrading") as span:
             span.set_attribute("execgw.actor", actor)
@@ -171,7 +185,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.ResumeTradingRequest, context: Context
     ) -> gateway_pb2.ResumeTradingResponse:
         _validate_kill_switch(request)
-        actor = request.actor or context.peer()
+        actor = auth.actor(request.actor, context.peer())
         reason = request.reason or "no reason given"
         with tracer.start_as_current_span("execgw.ResumeTrading") as span:
             span.set_attribute("execgw.actor", actor)
@@ -186,7 +200,9 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def PreviewOrder(  # noqa: N802
         self, request: gateway_pb2.PreviewOrderRequest, context: Context
     ) -> gateway_pb2.PreviewOrderResponse:
-        preview = await self._core.preview(self._intent(request))
+        intent = self._intent(request)
+        auth.check_strategy(intent.strategy_code, "intent.strategy_code")
+        preview = await self._core.preview(intent, auth.order_caller())
         failed = preview.first_failure
         return gateway_pb2.PreviewOrderResponse(
             accepted=failed is None,

@@ -25,10 +25,19 @@ MAX_REFUSALS_REPORTED = 100
 
 
 class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
-    def __init__(self, core: GatewayCore, clock: Clock, instruments: InstrumentRegistry) -> None:
+    def __init__(
+        self,
+        core: GatewayCore,
+        clock: Clock,
+        instruments: InstrumentRegistry,
+        *,
+        takes_quotes: bool = True,
+    ) -> None:
         self._core = core
         self._clock = clock
         self._instruments = instruments
+        # False while the gateway makes its own quotes (market_data.source: synthetic).
+        self._takes_quotes = takes_quotes
 
     @unary
     async def PublishQuotes(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -36,6 +45,14 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
         request_iterator: AsyncIterator[market_data_pb2.PublishQuotesRequest],
         context: Context,
     ) -> market_data_pb2.PublishQuotesResponse:
+        if not self._takes_quotes:
+            # Refused before a quote is read, whoever asks: a published price would move
+            # the synthetic market and fill orders at it.
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "PublishQuotes is refused: market_data.source is synthetic, so the gateway "
+                "makes its own quotes",
+            )
         response = market_data_pb2.PublishQuotesResponse()
         index = 0
         async for request in request_iterator:
