@@ -16,10 +16,13 @@ from execgw.client._common import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     ChannelOptions,
+    ClientCert,
     RequestErrors,
     RetryPolicy,
     StatusLike,
     StreamCursor,
+    Verify,
+    channel_credentials,
     check_timeout,
     client_order_id_or_new,
     is_capacity_refusal,
@@ -49,6 +52,13 @@ class ExecutionClient:
     ``retry_deadline_exceeded``), waiting an exponentially growing, jittered
     ``backoff`` capped at ``max_backoff``; ``sleep`` is injectable so tests do not
     wait. Failures raise ``execgw.client.errors.ExecgwError`` subclasses.
+
+    TLS, the way httpx offers it: ``verify`` is the CA bundle (a path or PEM bytes)
+    the gateway's certificate must chain to, or True for gRPC's default roots;
+    ``cert`` is a (certificate chain, private key) pair for a gateway that requires
+    client certificates (mTLS). Giving either, or ``tls=True``, makes the channel TLS;
+    with none of them it is plaintext, for a gateway on loopback. ``verify=False``
+    is refused: gRPC cannot skip checking the gateway's certificate.
     """
 
     def __init__(
@@ -61,6 +71,9 @@ class ExecutionClient:
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         retry_deadline_exceeded: bool = False,
         channel_options: ChannelOptions | None = None,
+        tls: bool | None = None,
+        verify: Verify | None = None,
+        cert: ClientCert | None = None,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         check_timeout(timeout)
@@ -73,8 +86,13 @@ class ExecutionClient:
             retry_deadline_exceeded=retry_deadline_exceeded,
         )
         self._sleep = sleep
-        self._channel = grpc.insecure_channel(
-            target, options=merge_channel_options(channel_options)
+        options = merge_channel_options(channel_options)
+        credentials = channel_credentials(tls=tls, verify=verify, cert=cert)
+        self.tls = credentials is not None
+        self._channel = (
+            grpc.insecure_channel(target, options=options)
+            if credentials is None
+            else grpc.secure_channel(target, credentials, options=options)
         )
         self._gateway = gateway_pb2_grpc.ExecutionGatewayStub(self._channel)
         self._market = market_data_pb2_grpc.MarketDataStub(self._channel)
@@ -91,7 +109,8 @@ class ExecutionClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ExecutionClient({self.target!r}, timeout={self.timeout})"
+        tls = ", tls=True" if self.tls else ""
+        return f"ExecutionClient({self.target!r}, timeout={self.timeout}{tls})"
 
     def close(self) -> None:
         """Close the channel; open streams end with CANCELLED."""
