@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,8 +17,26 @@ from execgw.client import ExecgwError, ExecutionClient, OrderStatus, limit, mark
 from execgw.v1 import orders_pb2
 
 
+class _SetupError(Exception):
+    """The client cannot be made from the options given (a TLS file, a missing pair)."""
+
+
 def _client(args: argparse.Namespace) -> ExecutionClient:
-    return ExecutionClient(args.target, timeout=args.timeout)
+    if (args.cert_file is None) != (args.key_file is None):
+        raise _SetupError("--cert-file and --key-file go together (client certificate and key)")
+    cert = None if args.cert_file is None else (args.cert_file, args.key_file)
+    try:
+        return ExecutionClient(
+            args.target,
+            timeout=args.timeout,
+            tls=True if args.tls else None,
+            verify=args.ca_file,
+            cert=cert,
+        )
+    except OSError as e:
+        raise _SetupError(f"cannot read {e.filename}: {e.strerror}") from None
+    except ValueError as e:
+        raise _SetupError(str(e)) from None
 
 
 def _print_json(message: Message) -> None:
@@ -147,6 +166,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except ExecgwError as e:
             print(f"execgw: {e.code.name}: {e.details}", file=sys.stderr)
             return 1
+        except _SetupError as e:
+            print(f"execgw: {e}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             return 130
 
@@ -160,6 +182,30 @@ def add_client_commands(sub: Any) -> None:
         parser = sub.add_parser(name, help=text)
         parser.add_argument("--target", default="127.0.0.1:50051", help="gateway HOST:PORT")
         parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
+        tls = parser.add_argument_group(
+            "TLS", "any of these makes the connection TLS; each defaults to its variable"
+        )
+        tls.add_argument(
+            "--tls",
+            action="store_true",
+            default=os.environ.get("EXECGW_TLS", "") not in ("", "0"),
+            help="use TLS with gRPC's default roots ($EXECGW_TLS=1)",
+        )
+        tls.add_argument(
+            "--ca-file",
+            default=os.environ.get("EXECGW_CA_FILE") or None,
+            help="CA bundle the gateway's certificate must chain to ($EXECGW_CA_FILE)",
+        )
+        tls.add_argument(
+            "--cert-file",
+            default=os.environ.get("EXECGW_CERT_FILE") or None,
+            help="client certificate, for a gateway that requires one ($EXECGW_CERT_FILE)",
+        )
+        tls.add_argument(
+            "--key-file",
+            default=os.environ.get("EXECGW_KEY_FILE") or None,
+            help="the client certificate's private key ($EXECGW_KEY_FILE)",
+        )
         parser.set_defaults(func=_guarded(func))
         return parser
 
