@@ -37,8 +37,9 @@ lint: $(STAMP) node_modules/.installed
 	$(VENV)/bin/mypy
 	npx --no-install buf lint proto
 
+# BENCH_SECURE=1: what TLS, mTLS and a bearer token cost SubmitOrder, instead.
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(BENCH_SECURE),--secure)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

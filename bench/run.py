@@ -8,6 +8,13 @@ load comes from this process through the real asyncio client.
   2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
   3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
   4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
+
+With --secure (`make bench BENCH_SECURE=1`) it measures what the security of the
+transport costs instead: SubmitOrder over TLS, and over mTLS, each call carrying a
+bearer token (`authorization` metadata), as ratios to the same calls in plaintext
+without a token, all through the same raw stub. Certificates are made for the run
+(tests/tls_helpers.py). The gateways' configs hold the tokens' hashes, so where the
+auth interceptor is built in the ratios include checking them.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
 import statistics
@@ -24,14 +32,22 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
 
 from execgw.client import AsyncExecutionClient, market
-from execgw.v1 import gateway_pb2, market_data_pb2
+from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
+
+if TYPE_CHECKING:
+    from tests.tls_helpers import Pki
 
 ECHO_METHOD = "/bench.Echo/Echo"
+ROOT = Path(__file__).resolve().parent.parent
+# Bearer tokens of the --secure runs: made for the run, their sha256 in the config.
+STRATEGY_TOKEN = os.urandom(24).hex()
+FEED_TOKEN = os.urandom(24).hex()
 
 
 def free_port() -> int:
@@ -61,7 +77,9 @@ async def echo_server(port: int) -> None:
 
 
 @contextlib.contextmanager
-def gateway(tmp: Path, name: str, max_batch: int, queue_size: int = 4096) -> Iterator[str]:
+def gateway(
+    tmp: Path, name: str, max_batch: int, queue_size: int = 4096, extra: str = ""
+) -> Iterator[str]:
     port = free_port()
     config = tmp / f"{name}.yaml"
     config.write_text(
@@ -73,7 +91,7 @@ def gateway(tmp: Path, name: str, max_batch: int, queue_size: int = 4096) -> Ite
         f"  queue_size: {queue_size}\n"
         "execution:\n  circuit_breakers:\n    max_trades_per_day: 100000000\n"
         "    max_trades_per_strategy_per_day: 100000000\n"
-        "  pre_trade:\n    orders_per_second: 100000000.0\n    order_burst: 100000000\n",
+        "  pre_trade:\n    orders_per_second: 100000000.0\n    order_burst: 100000000\n" + extra,
         encoding="utf-8",
     )
     proc = subprocess.Popen(
@@ -200,6 +218,107 @@ async def fanout_rate(target: str, subscribers: int, orders: int) -> tuple[float
         return per_subscriber, per_subscriber * subscribers
 
 
+def make_bench_pki(directory: Path) -> Pki:
+    # tests/ is not a package: its helpers are imported the way pytest imports them.
+    sys.path.insert(0, str(ROOT / "tests"))
+    if TYPE_CHECKING:
+        from tests.tls_helpers import make_pki
+    else:
+        from tls_helpers import make_pki
+    return make_pki(directory)
+
+
+def secure_extra(pki: Pki, *, mutual: bool) -> str:
+    """The server.tls and auth sections of a --secure gateway."""
+    tls = pki.server_tls(mutual=mutual)
+    return "".join(
+        [
+            "server:\n  tls:\n",
+            *(f"    {key}: {value}\n" for key, value in tls.items()),
+            "auth:\n  tokens:\n",
+            f"    - name: bench\n      sha256: {sha256_hex(STRATEGY_TOKEN)}\n",
+            "      role: strategy\n",
+            f"      strategies: [{', '.join(f'S{i}' for i in range(8))}]\n",
+            f"    - name: feed\n      sha256: {sha256_hex(FEED_TOKEN)}\n",
+            "      role: market_data\n",
+        ]
+    )
+
+
+def sha256_hex(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def secure_credentials(pki: Pki, *, mutual: bool) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.cert_pem,
+        private_key=pki.client.key_pem if mutual else None,
+        certificate_chain=pki.client.cert_pem if mutual else None,
+    )
+
+
+async def raw_submit_rate(
+    target: str,
+    n: int,
+    concurrency: int,
+    credentials: grpc.ChannelCredentials | None,
+) -> float:
+    """SubmitOrder through a bare stub: the same client code with and without security."""
+    secure = credentials is not None
+    channel = (
+        grpc.aio.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        feed = [("authorization", f"Bearer {FEED_TOKEN}")] if secure else None
+        quote = market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)
+        await market_data_pb2_grpc.MarketDataStub(channel).PublishQuotes(
+            iter([market_data_pb2.PublishQuotesRequest(quotes=[quote])]), metadata=feed, timeout=10
+        )
+        submit = gateway_pb2_grpc.ExecutionGatewayStub(channel).SubmitOrder
+        metadata = [("authorization", f"Bearer {STRATEGY_TOKEN}")] if secure else None
+        run = os.urandom(4).hex()
+
+        async def call(i: int) -> None:
+            intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+            request = gateway_pb2.SubmitOrderRequest(intent=intent, client_order_id=f"{run}-{i}")
+            response = await submit(request, metadata=metadata, timeout=30)
+            assert response.result.status, response
+
+        await run_concurrently(min(n, 200), concurrency, call)  # warm-up
+        return await run_concurrently(n, concurrency, call)
+
+
+async def secure_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        pki = make_bench_pki(tmp / "pki")
+        tls_extra = secure_extra(pki, mutual=False)
+        mtls_extra = secure_extra(pki, mutual=True)
+        tls_credentials = secure_credentials(pki, mutual=False)
+        mtls_credentials = secure_credentials(pki, mutual=True)
+        plains, tlss, mtlss = [], [], []
+        for rep in range(args.repeats):
+            with gateway(tmp, f"plain{rep}", 512) as target:
+                plains.append(await raw_submit_rate(target, args.n, args.concurrency, None))
+            with gateway(tmp, f"tls{rep}", 512, extra=tls_extra) as target:
+                tlss.append(
+                    await raw_submit_rate(target, args.n, args.concurrency, tls_credentials)
+                )
+            with gateway(tmp, f"mtls{rep}", 512, extra=mtls_extra) as target:
+                mtlss.append(
+                    await raw_submit_rate(target, args.n, args.concurrency, mtls_credentials)
+                )
+        plain, tls, mtls = (statistics.median(x) for x in (plains, tlss, mtlss))
+        print(f"medians of {args.repeats} interleaved runs, {args.concurrency} calls in flight")
+        print(f"{'SubmitOrder (group commit)':<44}{'per second':>14}{'vs plain':>10}")
+        print(f"{'plaintext, no token':<44}{plain:>14.0f}{1.0:>10.3f}")
+        print(f"{'TLS + bearer token':<44}{tls:>14.0f}{tls / plain:>10.3f}")
+        print(f"{'mTLS + bearer token':<44}{mtls:>14.0f}{mtls / plain:>10.3f}")
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -234,9 +353,14 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--fanout-orders", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--secure", action="store_true", help="measure the cost of TLS/mTLS and a bearer token"
+    )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.echo_server:
         asyncio.run(echo_server(parsed.echo_server))
+    elif parsed.secure:
+        asyncio.run(secure_main(parsed))
     else:
         asyncio.run(main(parsed))
