@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -443,6 +444,81 @@ def test_execgw_serve_exits_2_in_one_line_on_a_missing_certificate(tmp_path: Pat
         f"execgw: config error: server.tls.cert_file: cannot read {missing}: "
         "No such file or directory\n"
     )
+
+
+def serve_process(
+    tmp_path: Path, listen: str, server: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    config = tmp_path / "execgw.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "journal": {"path": str(tmp_path / "journal.db")},
+                "market_data": {"source": "external"},
+                "server": {"shutdown_grace_s": 1.0, **server},
+            }
+        ),
+        encoding="utf-8",
+    )
+    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [*execgw_command(), "serve", "--config", str(config), "--listen", listen],
+            stdout=out,
+            stderr=err,
+        )
+    return proc, stdout, stderr
+
+
+def wait_serving_then_stop(
+    proc: subprocess.Popen[bytes], channel: grpc.Channel, stderr: Path
+) -> None:
+    """Block on the health Watch stream until SERVING (bounded by its deadline), SIGTERM."""
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=20.0, wait_for_ready=True
+        )
+        try:
+            assert next(watch).status == SERVING, stderr.read_text(encoding="utf-8")
+        finally:
+            watch.cancel()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20.0) == 0, stderr.read_text(encoding="utf-8")
+
+
+FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)]
+
+
+def test_execgw_serve_with_mtls_says_so_and_serves_health_over_it(tmp_path: Path, pki: Pki) -> None:
+    port = free_port()
+    proc, stdout, stderr = serve_process(
+        tmp_path, f"127.0.0.1:{port}", {"tls": pki.server_tls(mutual=True)}
+    )
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.cert_pem,
+        private_key=pki.client.key_pem,
+        certificate_chain=pki.client.cert_pem,
+    )
+    with grpc.secure_channel(f"127.0.0.1:{port}", credentials, FAST_RECONNECT) as channel:
+        wait_serving_then_stop(proc, channel, stderr)
+    assert f"execgw listening on 127.0.0.1:{port} mode=paper tls=mtls\n" in stdout.read_text(
+        encoding="utf-8"
+    )
+
+
+def test_execgw_serve_with_insecure_true_warns_on_stderr_and_stdout(tmp_path: Path) -> None:
+    port = free_port()
+    proc, stdout, stderr = serve_process(tmp_path, f"0.0.0.0:{port}", {"insecure": True})
+    with grpc.insecure_channel(f"127.0.0.1:{port}", FAST_RECONNECT) as channel:
+        wait_serving_then_stop(proc, channel, stderr)
+    assert f"listening on 0.0.0.0:{port} mode=paper tls=off INSECURE\n" in stdout.read_text(
+        encoding="utf-8"
+    )
+    [warning] = [
+        line for line in stderr.read_text(encoding="utf-8").splitlines() if "INSECURE" in line
+    ]
+    assert f" WARNING execgw.server.app: INSECURE: serving 0.0.0.0:{port} without TLS" in warning
 
 
 def test_a_key_readable_by_others_is_warned_about(

@@ -64,7 +64,8 @@ class Gateway:
         if config.mode != "paper":
             raise NotImplementedError("live mode is not available yet; use mode: paper")
         # Before anything is opened: exposure and TLS files are config mistakes.
-        self._insecure_gaps = check_exposure(config)
+        # What server.insecure let a non-loopback address go without, if anything.
+        self.insecure_gaps = check_exposure(config)
         self.tls: TlsMaterial | None = (
             None if config.server.tls is None else load_tls(config.server.tls)
         )
@@ -197,8 +198,8 @@ class Gateway:
         self.port = bind(server, self.config.listen, credentials)
         self._bound = True
         address = f"{self.config.listen.rpartition(':')[0]}:{self.port}"
-        if self._insecure_gaps is not None:
-            log.warning(insecure_warning(address, self._insecure_gaps))
+        if self.insecure_gaps is not None:
+            log.warning(insecure_warning(address, self.insecure_gaps))
         self.journal.record_listen_address(address)
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
@@ -274,7 +275,11 @@ async def _serve(config: GatewayConfig) -> None:
     host = config.listen.rpartition(":")[0]
     transport = "off" if gateway.tls is None else "mtls" if gateway.tls.mutual else "on"
     log.info("execgw serving on %s:%d (mode=%s, tls=%s)", host, port, config.mode, transport)
-    print(f"execgw listening on {host}:{port} mode={config.mode} tls={transport}", flush=True)
+    insecure = "" if gateway.insecure_gaps is None else " INSECURE"
+    print(
+        f"execgw listening on {host}:{port} mode={config.mode} tls={transport}{insecure}",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
