@@ -12,9 +12,11 @@ load comes from this process through the real asyncio client.
 With --secure (`make bench BENCH_SECURE=1`) it measures what the security of the
 transport costs instead: SubmitOrder over TLS, and over mTLS, each call carrying a
 bearer token (`authorization` metadata), as ratios to the same calls in plaintext
-without a token, all through the same raw stub. Certificates are made for the run
-(tests/tls_helpers.py). The gateways' configs hold the tokens' hashes, so where the
-auth interceptor is built in the ratios include checking them.
+without a token, all through the same raw stub; and the bare echo server over TLS
+with the token against plaintext, which isolates gRPC's own TLS cost per call.
+Certificates are made for the run (tests/tls_helpers.py). The gateways' configs hold
+the tokens' hashes, so where the auth interceptor is built in the ratios include
+checking them.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def free_port() -> int:
         return port
 
 
-async def echo_server(port: int) -> None:
+async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None:
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
@@ -71,7 +73,11 @@ async def echo_server(port: int) -> None:
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls is not None:
+        cert, key = tls
+        server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
@@ -115,9 +121,10 @@ def gateway(
 
 
 @contextlib.contextmanager
-def echo_process() -> Iterator[str]:
+def echo_process(tls_files: tuple[Path, Path] | None = None) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
+    tls = [] if tls_files is None else ["--echo-tls", *map(str, tls_files)]
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port), *tls])
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -146,14 +153,25 @@ async def run_concurrently(
     return n / (time.perf_counter() - started)
 
 
-async def echo_rate(target: str, n: int, concurrency: int) -> float:
-    async with grpc.aio.insecure_channel(target) as channel:
+async def echo_rate(
+    target: str,
+    n: int,
+    concurrency: int,
+    credentials: grpc.ChannelCredentials | None = None,
+    metadata: list[tuple[str, str]] | None = None,
+) -> float:
+    channel = (
+        grpc.aio.insecure_channel(target)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials)
+    )
+    async with channel:
         await asyncio.wait_for(channel.channel_ready(), 20)
         method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
         payloads = [request_bytes(i) for i in range(n)]
 
         async def call(i: int) -> None:
-            await method(payloads[i], timeout=10)
+            await method(payloads[i], metadata=metadata, timeout=10)
 
         await run_concurrently(min(n, 200), concurrency, call)  # warm-up
         return await run_concurrently(n, concurrency, call)
@@ -299,23 +317,38 @@ async def secure_main(args: argparse.Namespace) -> None:
         mtls_extra = secure_extra(pki, mutual=True)
         tls_credentials = secure_credentials(pki, mutual=False)
         mtls_credentials = secure_credentials(pki, mutual=True)
-        plains, tlss, mtlss = [], [], []
+        plains: list[float] = []
+        tlss: list[float] = []
+        mtlss: list[float] = []
+        echo_plains: list[float] = []
+        echo_tlss: list[float] = []
+        token = [("authorization", f"Bearer {STRATEGY_TOKEN}")]
+        runs: list[tuple[str, str, grpc.ChannelCredentials | None, list[float]]] = [
+            ("plain", "", None, plains),
+            ("tls", tls_extra, tls_credentials, tlss),
+            ("mtls", mtls_extra, mtls_credentials, mtlss),
+        ]
         for rep in range(args.repeats):
-            with gateway(tmp, f"plain{rep}", 512) as target:
-                plains.append(await raw_submit_rate(target, args.n, args.concurrency, None))
-            with gateway(tmp, f"tls{rep}", 512, extra=tls_extra) as target:
-                tlss.append(
-                    await raw_submit_rate(target, args.n, args.concurrency, tls_credentials)
-                )
-            with gateway(tmp, f"mtls{rep}", 512, extra=mtls_extra) as target:
-                mtlss.append(
-                    await raw_submit_rate(target, args.n, args.concurrency, mtls_credentials)
-                )
+            # Each repetition starts with another of the three, so that whatever the
+            # previous run leaves behind (journal writeback) does not favour one.
+            order = runs[rep % 3 :] + runs[: rep % 3]
+            for name, extra, credentials, rates in order:
+                with gateway(tmp, f"{name}{rep}", 512, extra=extra) as target:
+                    rates.append(
+                        await raw_submit_rate(target, args.n, args.concurrency, credentials)
+                    )
+            echoes = [(None, None, echo_plains), (tls_credentials, token, echo_tlss)]
+            for credentials, metadata, rates in echoes if rep % 2 == 0 else echoes[::-1]:
+                files = None if credentials is None else (pki.server.cert_file, pki.server.key_file)
+                with echo_process(files) as target:
+                    rates.append(
+                        await echo_rate(target, args.n, args.concurrency, credentials, metadata)
+                    )
         plain, tls, mtls = (statistics.median(x) for x in (plains, tlss, mtlss))
         print(f"medians of {args.repeats} interleaved runs, {args.concurrency} calls in flight")
         print(
-            "ratios: median of each run's ratio to the plaintext run just before it, "
-            "with their range"
+            "ratios: median over the repetitions of each one's ratio to its plaintext run, "
+            "and their range"
         )
         print(f"{'SubmitOrder (group commit)':<30}{'per second':>12}{'vs plain':>10}  range")
         print(f"{'plaintext, no token':<30}{plain:>12.0f}{1.0:>10.3f}")
@@ -323,11 +356,24 @@ async def secure_main(args: argparse.Namespace) -> None:
             ("TLS + bearer token", tlss, tls),
             ("mTLS + bearer token", mtlss, mtls),
         ):
-            ratios = [r / p for r, p in zip(rates, plains, strict=True)]
-            print(
-                f"{label:<30}{rate:>12.0f}{statistics.median(ratios):>10.3f}  "
-                f"{min(ratios):.3f}-{max(ratios):.3f}"
-            )
+            print_ratio(label, rate, rates, plains)
+        echo_plain, echo_tls = (statistics.median(x) for x in (echo_plains, echo_tlss))
+        print(f"{'bare gRPC echo (unary)':<30}{'per second':>12}{'vs plain':>10}  range")
+        print(f"{'plaintext, no token':<30}{echo_plain:>12.0f}{1.0:>10.3f}")
+        print_ratio("TLS + bearer token", echo_tls, echo_tlss, echo_plains)
+        added_us = (1 / echo_tls - 1 / echo_plain) * 1e6
+        print(
+            f"TLS + token: +{added_us:.0f} us per echo call "
+            f"(client and server share {os.cpu_count()} cores)"
+        )
+
+
+def print_ratio(label: str, rate: float, rates: list[float], baselines: list[float]) -> None:
+    ratios = [r / b for r, b in zip(rates, baselines, strict=True)]
+    print(
+        f"{label:<30}{rate:>12.0f}{statistics.median(ratios):>10.3f}  "
+        f"{min(ratios):.3f}-{max(ratios):.3f}"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -368,9 +414,14 @@ if __name__ == "__main__":
         "--secure", action="store_true", help="measure the cost of TLS/mTLS and a bearer token"
     )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.echo_server:
-        asyncio.run(echo_server(parsed.echo_server))
+        tls_pems = None
+        if parsed.echo_tls:
+            cert_file, key_file = parsed.echo_tls
+            tls_pems = (Path(cert_file).read_bytes(), Path(key_file).read_bytes())
+        asyncio.run(echo_server(parsed.echo_server, tls_pems))
     elif parsed.secure:
         asyncio.run(secure_main(parsed))
     else:
