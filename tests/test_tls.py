@@ -318,7 +318,7 @@ def test_non_loopback_with_tls_and_auth_starts_without_a_warning(
 
 
 def test_loopback_needs_neither_tls_nor_auth(tmp_path: Path) -> None:
-    for listen in ("127.0.0.1:0", "localhost:0", "[::1]:0"):
+    for listen in ("127.0.0.1:0", "127.0.0.2:0", "localhost:0"):
         Gateway(make_config(tmp_path, listen=listen)).journal.close()
 
 
