@@ -8,6 +8,15 @@ load comes from this process through the real asyncio client.
   2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
   3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
   4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
+
+With --secure (`make bench BENCH_SECURE=1`) it measures what the security of the
+transport costs instead: SubmitOrder over TLS, and over mTLS, each call carrying a
+bearer token (`authorization` metadata), as ratios to the same calls in plaintext
+without a token, all through the same raw stub; and the bare echo server over TLS
+with the token against plaintext, which isolates gRPC's own TLS cost per call.
+Certificates are made for the run (tests/tls_helpers.py). The gateways' configs hold
+the tokens' hashes, so where the auth interceptor is built in the ratios include
+checking them.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
 import statistics
@@ -24,14 +34,22 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
 
 from execgw.client import AsyncExecutionClient, market
-from execgw.v1 import gateway_pb2, market_data_pb2
+from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
+
+if TYPE_CHECKING:
+    from tests.tls_helpers import Pki
 
 ECHO_METHOD = "/bench.Echo/Echo"
+ROOT = Path(__file__).resolve().parent.parent
+# Bearer tokens of the --secure runs: made for the run, their sha256 in the config.
+STRATEGY_TOKEN = os.urandom(24).hex()
+FEED_TOKEN = os.urandom(24).hex()
 
 
 def free_port() -> int:
@@ -41,7 +59,7 @@ def free_port() -> int:
         return port
 
 
-async def echo_server(port: int) -> None:
+async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None:
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
@@ -55,13 +73,19 @@ async def echo_server(port: int) -> None:
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls is not None:
+        cert, key = tls
+        server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
 
 @contextlib.contextmanager
-def gateway(tmp: Path, name: str, max_batch: int, queue_size: int = 4096) -> Iterator[str]:
+def gateway(
+    tmp: Path, name: str, max_batch: int, queue_size: int = 4096, extra: str = ""
+) -> Iterator[str]:
     port = free_port()
     config = tmp / f"{name}.yaml"
     config.write_text(
@@ -73,7 +97,7 @@ def gateway(tmp: Path, name: str, max_batch: int, queue_size: int = 4096) -> Ite
         f"  queue_size: {queue_size}\n"
         "execution:\n  circuit_breakers:\n    max_trades_per_day: 100000000\n"
         "    max_trades_per_strategy_per_day: 100000000\n"
-        "  pre_trade:\n    orders_per_second: 100000000.0\n    order_burst: 100000000\n",
+        "  pre_trade:\n    orders_per_second: 100000000.0\n    order_burst: 100000000\n" + extra,
         encoding="utf-8",
     )
     proc = subprocess.Popen(
@@ -97,9 +121,10 @@ def gateway(tmp: Path, name: str, max_batch: int, queue_size: int = 4096) -> Ite
 
 
 @contextlib.contextmanager
-def echo_process() -> Iterator[str]:
+def echo_process(tls_files: tuple[Path, Path] | None = None) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
+    tls = [] if tls_files is None else ["--echo-tls", *map(str, tls_files)]
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port), *tls])
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -128,14 +153,25 @@ async def run_concurrently(
     return n / (time.perf_counter() - started)
 
 
-async def echo_rate(target: str, n: int, concurrency: int) -> float:
-    async with grpc.aio.insecure_channel(target) as channel:
+async def echo_rate(
+    target: str,
+    n: int,
+    concurrency: int,
+    credentials: grpc.ChannelCredentials | None = None,
+    metadata: list[tuple[str, str]] | None = None,
+) -> float:
+    channel = (
+        grpc.aio.insecure_channel(target)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials)
+    )
+    async with channel:
         await asyncio.wait_for(channel.channel_ready(), 20)
         method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
         payloads = [request_bytes(i) for i in range(n)]
 
         async def call(i: int) -> None:
-            await method(payloads[i], timeout=10)
+            await method(payloads[i], metadata=metadata, timeout=10)
 
         await run_concurrently(min(n, 200), concurrency, call)  # warm-up
         return await run_concurrently(n, concurrency, call)
@@ -200,6 +236,146 @@ async def fanout_rate(target: str, subscribers: int, orders: int) -> tuple[float
         return per_subscriber, per_subscriber * subscribers
 
 
+def make_bench_pki(directory: Path) -> Pki:
+    # tests/ is not a package: its helpers are imported the way pytest imports them.
+    sys.path.insert(0, str(ROOT / "tests"))
+    if TYPE_CHECKING:
+        from tests.tls_helpers import make_pki
+    else:
+        from tls_helpers import make_pki
+    return make_pki(directory)
+
+
+def secure_extra(pki: Pki, *, mutual: bool) -> str:
+    """The server.tls and auth sections of a --secure gateway."""
+    tls = pki.server_tls(mutual=mutual)
+    return "".join(
+        [
+            "server:\n  tls:\n",
+            *(f"    {key}: {value}\n" for key, value in tls.items()),
+            "auth:\n  tokens:\n",
+            f"    - name: bench\n      sha256: {sha256_hex(STRATEGY_TOKEN)}\n",
+            "      role: strategy\n",
+            f"      strategies: [{', '.join(f'S{i}' for i in range(8))}]\n",
+            f"    - name: feed\n      sha256: {sha256_hex(FEED_TOKEN)}\n",
+            "      role: market_data\n",
+        ]
+    )
+
+
+def sha256_hex(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def secure_credentials(pki: Pki, *, mutual: bool) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.cert_pem,
+        private_key=pki.client.key_pem if mutual else None,
+        certificate_chain=pki.client.cert_pem if mutual else None,
+    )
+
+
+async def raw_submit_rate(
+    target: str,
+    n: int,
+    concurrency: int,
+    credentials: grpc.ChannelCredentials | None,
+) -> float:
+    """SubmitOrder through a bare stub: the same client code with and without security."""
+    secure = credentials is not None
+    channel = (
+        grpc.aio.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        feed = [("authorization", f"Bearer {FEED_TOKEN}")] if secure else None
+        quote = market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)
+        await market_data_pb2_grpc.MarketDataStub(channel).PublishQuotes(
+            iter([market_data_pb2.PublishQuotesRequest(quotes=[quote])]), metadata=feed, timeout=10
+        )
+        submit = gateway_pb2_grpc.ExecutionGatewayStub(channel).SubmitOrder
+        metadata = [("authorization", f"Bearer {STRATEGY_TOKEN}")] if secure else None
+        run = os.urandom(4).hex()
+
+        async def call(i: int) -> None:
+            intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+            request = gateway_pb2.SubmitOrderRequest(intent=intent, client_order_id=f"{run}-{i}")
+            response = await submit(request, metadata=metadata, timeout=30)
+            assert response.result.status, response
+
+        await run_concurrently(min(n, 200), concurrency, call)  # warm-up
+        return await run_concurrently(n, concurrency, call)
+
+
+async def secure_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        pki = make_bench_pki(tmp / "pki")
+        tls_extra = secure_extra(pki, mutual=False)
+        mtls_extra = secure_extra(pki, mutual=True)
+        tls_credentials = secure_credentials(pki, mutual=False)
+        mtls_credentials = secure_credentials(pki, mutual=True)
+        plains: list[float] = []
+        tlss: list[float] = []
+        mtlss: list[float] = []
+        echo_plains: list[float] = []
+        echo_tlss: list[float] = []
+        token = [("authorization", f"Bearer {STRATEGY_TOKEN}")]
+        runs: list[tuple[str, str, grpc.ChannelCredentials | None, list[float]]] = [
+            ("plain", "", None, plains),
+            ("tls", tls_extra, tls_credentials, tlss),
+            ("mtls", mtls_extra, mtls_credentials, mtlss),
+        ]
+        for rep in range(args.repeats):
+            # Each repetition starts with another of the three, so that whatever the
+            # previous run leaves behind (journal writeback) does not favour one.
+            order = runs[rep % 3 :] + runs[: rep % 3]
+            for name, extra, credentials, rates in order:
+                with gateway(tmp, f"{name}{rep}", 512, extra=extra) as target:
+                    rates.append(
+                        await raw_submit_rate(target, args.n, args.concurrency, credentials)
+                    )
+            echoes = [(None, None, echo_plains), (tls_credentials, token, echo_tlss)]
+            for credentials, metadata, rates in echoes if rep % 2 == 0 else echoes[::-1]:
+                files = None if credentials is None else (pki.server.cert_file, pki.server.key_file)
+                with echo_process(files) as target:
+                    rates.append(
+                        await echo_rate(target, args.n, args.concurrency, credentials, metadata)
+                    )
+        plain, tls, mtls = (statistics.median(x) for x in (plains, tlss, mtlss))
+        print(f"medians of {args.repeats} interleaved runs, {args.concurrency} calls in flight")
+        print(
+            "ratios: median over the repetitions of each one's ratio to its plaintext run, "
+            "and their range"
+        )
+        print(f"{'SubmitOrder (group commit)':<30}{'per second':>12}{'vs plain':>10}  range")
+        print(f"{'plaintext, no token':<30}{plain:>12.0f}{1.0:>10.3f}")
+        for label, rates, rate in (
+            ("TLS + bearer token", tlss, tls),
+            ("mTLS + bearer token", mtlss, mtls),
+        ):
+            print_ratio(label, rate, rates, plains)
+        echo_plain, echo_tls = (statistics.median(x) for x in (echo_plains, echo_tlss))
+        print(f"{'bare gRPC echo (unary)':<30}{'per second':>12}{'vs plain':>10}  range")
+        print(f"{'plaintext, no token':<30}{echo_plain:>12.0f}{1.0:>10.3f}")
+        print_ratio("TLS + bearer token", echo_tls, echo_tlss, echo_plains)
+        added_us = (1 / echo_tls - 1 / echo_plain) * 1e6
+        print(
+            f"TLS + token: +{added_us:.0f} us per echo call "
+            f"(client and server share {os.cpu_count()} cores)"
+        )
+
+
+def print_ratio(label: str, rate: float, rates: list[float], baselines: list[float]) -> None:
+    ratios = [r / b for r, b in zip(rates, baselines, strict=True)]
+    print(
+        f"{label:<30}{rate:>12.0f}{statistics.median(ratios):>10.3f}  "
+        f"{min(ratios):.3f}-{max(ratios):.3f}"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -234,9 +410,19 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--fanout-orders", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--secure", action="store_true", help="measure the cost of TLS/mTLS and a bearer token"
+    )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.echo_server:
-        asyncio.run(echo_server(parsed.echo_server))
+        tls_pems = None
+        if parsed.echo_tls:
+            cert_file, key_file = parsed.echo_tls
+            tls_pems = (Path(cert_file).read_bytes(), Path(key_file).read_bytes())
+        asyncio.run(echo_server(parsed.echo_server, tls_pems))
+    elif parsed.secure:
+        asyncio.run(secure_main(parsed))
     else:
         asyncio.run(main(parsed))

@@ -75,6 +75,7 @@ def write_config(
     port: int,
     *,
     journal_options: Mapping[str, Any] | None = None,
+    server_options: Mapping[str, Any] | None = None,
     name: str = "execgw.yaml",
 ) -> Path:
     """A config YAML for a paper gateway on loopback with external quotes only."""
@@ -84,7 +85,7 @@ def write_config(
         "journal": {"path": str(journal), **(journal_options or {})},
         "market_data": {"source": "external"},
         "execution": RELAXED_EXECUTION,
-        "server": {"shutdown_grace_s": 1.0},
+        "server": {"shutdown_grace_s": 1.0, **(server_options or {})},
     }
     path = directory / name
     path.write_text(yaml.safe_dump(data), encoding="utf-8")

@@ -160,7 +160,11 @@ def test_port_held_by_another_program_is_refused_in_one_line(tmp_path: Path) -> 
 def test_invalid_listen_address_is_refused_in_one_line(
     tmp_path: Path, listen: str, reason: str
 ) -> None:
-    config = write_config(tmp_path, tmp_path / "journal.db", free_port())
+    # Not loopback: without TLS and auth only server.insecure gets it past the
+    # exposure rule (test_tls.py) to the listen check.
+    config = write_config(
+        tmp_path, tmp_path / "journal.db", free_port(), server_options={"insecure": True}
+    )
     done = serve_expecting_refusal(config, "--listen", listen)
     assert done.returncode == EXIT_LISTEN, done.stderr
     line = one_line(done.stderr)

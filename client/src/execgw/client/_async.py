@@ -27,13 +27,16 @@ from execgw.client._common import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     ChannelOptions,
+    ClientCert,
     Metadata,
     RequestErrors,
     RetryPolicy,
     StatusLike,
     StreamCursor,
+    Verify,
     aquote_requests,
     auth_metadata,
+    channel_credentials,
     check_timeout,
     client_order_id_or_new,
     is_capacity_refusal,
@@ -72,6 +75,9 @@ class AsyncExecutionClient:
         retry_deadline_exceeded: bool = False,
         channel_options: ChannelOptions | None = None,
         auth: str | None = None,
+        tls: bool | None = None,
+        verify: Verify | None = None,
+        cert: ClientCert | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         check_timeout(timeout)
@@ -86,8 +92,13 @@ class AsyncExecutionClient:
         self._sleep = sleep
         # `authorization: Bearer <auth>` on every call; never in repr or errors.
         self._metadata: Metadata | None = auth_metadata(auth)
-        self._channel = grpc.aio.insecure_channel(
-            target, options=merge_channel_options(channel_options)
+        options = merge_channel_options(channel_options)
+        credentials = channel_credentials(tls=tls, verify=verify, cert=cert)
+        self.tls = credentials is not None
+        self._channel = (
+            grpc.aio.insecure_channel(target, options=options)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials, options=options)
         )
         self._gateway = gateway_pb2_grpc.ExecutionGatewayStub(self._channel)
         self._market = market_data_pb2_grpc.MarketDataStub(self._channel)
@@ -104,7 +115,8 @@ class AsyncExecutionClient:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"AsyncExecutionClient({self.target!r}, timeout={self.timeout})"
+        tls = ", tls=True" if self.tls else ""
+        return f"AsyncExecutionClient({self.target!r}, timeout={self.timeout}{tls})"
 
     async def close(self) -> None:
         """Close the channel; open streams end with CANCELLED."""

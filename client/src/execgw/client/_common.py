@@ -6,6 +6,7 @@ retry timing, channel options and request shapes.
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import (
@@ -55,6 +56,65 @@ DEFAULT_CHANNEL_OPTIONS: dict[str, Any] = {
     "grpc.initial_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 5_000,
 }
+
+
+# A file path, or the PEM bytes themselves.
+PemSource: TypeAlias = str | os.PathLike[str] | bytes
+# What to trust: True for gRPC's default roots, or a CA bundle (httpx's `verify=`).
+Verify: TypeAlias = bool | PemSource
+# The client certificate chain and its private key, for mTLS (httpx's `cert=`).
+ClientCert: TypeAlias = tuple[PemSource, PemSource]
+
+
+_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+def _pem(name: str, source: PemSource, marker: bytes) -> bytes:
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:  # OSError names the file
+            data = f.read()
+    else:
+        raise TypeError(f"{name} must be a path or PEM bytes, not {type(source).__name__}")
+    if marker not in data:
+        where = "the bytes given" if isinstance(source, bytes) else os.fspath(source)
+        what = "certificate" if marker == _CERTIFICATE else "private key"
+        raise ValueError(f"{name}: {where} holds no PEM {what}")
+    return data
+
+
+def channel_credentials(
+    *, tls: bool | None, verify: Verify | None, cert: ClientCert | None
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials for the channel, or None for plaintext.
+
+    TLS is on when ``tls=True``, or when ``verify`` or ``cert`` is given; plaintext
+    otherwise (a loopback gateway, `make run`). ``verify`` is what the gateway's
+    certificate must chain to: True (or None) for gRPC's default roots (its bundled
+    roots, or the file named by GRPC_DEFAULT_SSL_ROOTS_FILE_PATH), else a CA bundle.
+    ``cert`` is a (certificate chain, private key) pair for a gateway that requires
+    client certificates. Files are read here, once, so a wrong path fails now.
+    """
+    if verify is False:
+        raise ValueError(
+            "verify=False is not supported: gRPC cannot skip checking the gateway's "
+            "certificate; pass the CA bundle that signed it (verify='ca.pem')"
+        )
+    if tls is False and (verify is not None or cert is not None):
+        raise ValueError("tls=False cannot be combined with verify= or cert=")
+    if not (tls or verify is not None or cert is not None):
+        return None
+    roots = None if verify is None or verify is True else _pem("verify", verify, _CERTIFICATE)
+    chain = key = None
+    if cert is not None:
+        if not isinstance(cert, tuple) or len(cert) != 2:
+            raise TypeError("cert must be a (certificate chain, private key) pair")
+        chain = _pem("cert[0]", cert[0], _CERTIFICATE)
+        key = _pem("cert[1]", cert[1], b"PRIVATE KEY-----")
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=key, certificate_chain=chain
+    )
 
 
 def channel_options(extra: ChannelOptions | None) -> list[tuple[str, Any]]:

@@ -16,12 +16,15 @@ from execgw.client._common import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     ChannelOptions,
+    ClientCert,
     Metadata,
     RequestErrors,
     RetryPolicy,
     StatusLike,
     StreamCursor,
+    Verify,
     auth_metadata,
+    channel_credentials,
     check_timeout,
     client_order_id_or_new,
     is_capacity_refusal,
@@ -56,6 +59,13 @@ class ExecutionClient:
     new`` makes one); it goes out as ``authorization: Bearer <auth>`` metadata on every
     call, retries and stream reconnects included, and never appears in the repr or in
     an error.
+
+    TLS, the way httpx offers it: ``verify`` is the CA bundle (a path or PEM bytes)
+    the gateway's certificate must chain to, or True for gRPC's default roots;
+    ``cert`` is a (certificate chain, private key) pair for a gateway that requires
+    client certificates (mTLS). Giving either, or ``tls=True``, makes the channel TLS;
+    with none of them it is plaintext, for a gateway on loopback. ``verify=False``
+    is refused: gRPC cannot skip checking the gateway's certificate.
     """
 
     def __init__(
@@ -69,6 +79,9 @@ class ExecutionClient:
         retry_deadline_exceeded: bool = False,
         channel_options: ChannelOptions | None = None,
         auth: str | None = None,
+        tls: bool | None = None,
+        verify: Verify | None = None,
+        cert: ClientCert | None = None,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         check_timeout(timeout)
@@ -83,8 +96,13 @@ class ExecutionClient:
         self._sleep = sleep
         # `authorization: Bearer <auth>` on every call; never in repr or errors.
         self._metadata: Metadata | None = auth_metadata(auth)
-        self._channel = grpc.insecure_channel(
-            target, options=merge_channel_options(channel_options)
+        options = merge_channel_options(channel_options)
+        credentials = channel_credentials(tls=tls, verify=verify, cert=cert)
+        self.tls = credentials is not None
+        self._channel = (
+            grpc.insecure_channel(target, options=options)
+            if credentials is None
+            else grpc.secure_channel(target, credentials, options=options)
         )
         self._gateway = gateway_pb2_grpc.ExecutionGatewayStub(self._channel)
         self._market = market_data_pb2_grpc.MarketDataStub(self._channel)
@@ -101,7 +119,8 @@ class ExecutionClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ExecutionClient({self.target!r}, timeout={self.timeout})"
+        tls = ", tls=True" if self.tls else ""
+        return f"ExecutionClient({self.target!r}, timeout={self.timeout}{tls})"
 
     def close(self) -> None:
         """Close the channel; open streams end with CANCELLED."""

@@ -33,6 +33,7 @@ from execgw.server.risk import RiskEngine
 from execgw.server.simulator import SmartFillSimulator
 from execgw.server.telemetry import configure_tracing
 from execgw.server.trading_calendar import TradingCalendar
+from execgw.server.transport import TlsMaterial, check_exposure, insecure_warning, load_tls
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,12 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, clock: Clock | None = None) -> None:
         if config.mode != "paper":
             raise NotImplementedError("live mode is not available yet; use mode: paper")
+        # Before anything is opened: exposure and TLS files are config mistakes.
+        # What server.insecure let a non-loopback address go without, if anything.
+        self.insecure_gaps = check_exposure(config)
+        self.tls: TlsMaterial | None = (
+            None if config.server.tls is None else load_tls(config.server.tls)
+        )
         self.config = config
         self.clock = clock or SystemClock()
         self.instruments = build_instruments(config)
@@ -201,10 +208,15 @@ class Gateway:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self._starting = server
-        self.port = bind(server, self.config.listen)
+        # Health and reflection share the port, and so its TLS.
+        credentials = None if self.tls is None else self.tls.server_credentials()
+        self.port = bind(server, self.config.listen, credentials)
         self._bound = True
         self._log_auth()
-        self.journal.record_listen_address(f"{self.config.listen.rpartition(':')[0]}:{self.port}")
+        address = f"{self.config.listen.rpartition(':')[0]}:{self.port}"
+        if self.insecure_gaps is not None:
+            log.warning(insecure_warning(address, self.insecure_gaps))
+        self.journal.record_listen_address(address)
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
         await server.start()
         self._server = server
@@ -293,8 +305,13 @@ async def _serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     port = await gateway.start()
     host = config.listen.rpartition(":")[0]
-    log.info("execgw serving on %s:%d (mode=%s)", host, port, config.mode)
-    print(f"execgw listening on {host}:{port} mode={config.mode}", flush=True)
+    transport = "off" if gateway.tls is None else "mtls" if gateway.tls.mutual else "on"
+    log.info("execgw serving on %s:%d (mode=%s, tls=%s)", host, port, config.mode, transport)
+    insecure = "" if gateway.insecure_gaps is None else " INSECURE"
+    print(
+        f"execgw listening on {host}:{port} mode={config.mode} tls={transport}{insecure}",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

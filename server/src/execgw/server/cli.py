@@ -27,7 +27,9 @@ class ServeExit(enum.IntEnum):
     mistake to fix from a failure worth a restart."""
 
     STOPPED = 0
-    CONFIG = 2  # bad config or mode, or the HMAC key variable unset or too short
+    # bad config or mode, the HMAC key variable unset or too short, a TLS file missing or
+    # unusable, or a non-loopback listen address without TLS and auth (server.insecure)
+    CONFIG = 2
     JOURNAL = 3  # journal unreadable, corrupt, newer, or its chain/key does not match
     CANNOT_START = 4  # any other OS error while starting
     JOURNAL_IN_USE = 5  # another process writes this journal
@@ -53,6 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
         return _refuse(f"journal error: {e}", ServeExit.JOURNAL)
     except ListenFailed as e:
         return _refuse(str(e), ServeExit.LISTEN)
+    except ConfigError as e:  # TLS files, or the non-loopback rule (execgw.server.transport)
+        return _refuse(f"config error: {e}", ServeExit.CONFIG)
     except ChainKeyError as e:
         return _refuse(f"config error: {e}", ServeExit.CONFIG)
     except NotImplementedError as e:

@@ -39,11 +39,27 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
+class _SetupError(Exception):
+    """The client cannot be made from the options given (a TLS file, a missing pair)."""
+
+
 def _client(args: argparse.Namespace) -> ExecutionClient:
+    if (args.cert_file is None) != (args.key_file is None):
+        raise _SetupError("--cert-file and --key-file go together (client certificate and key)")
+    cert = None if args.cert_file is None else (args.cert_file, args.key_file)
     try:
-        return ExecutionClient(args.target, timeout=args.timeout, auth=_token(args))
-    except ValueError as e:  # a malformed token; the message does not show it
-        raise _UsageError(str(e)) from None
+        return ExecutionClient(
+            args.target,
+            timeout=args.timeout,
+            auth=_token(args),
+            tls=True if args.tls else None,
+            verify=args.ca_file,
+            cert=cert,
+        )
+    except OSError as e:
+        raise _SetupError(f"cannot read {e.filename}: {e.strerror}") from None
+    except ValueError as e:  # a malformed token or TLS option; never shows the token
+        raise _SetupError(str(e)) from None
 
 
 def _print_json(message: Message) -> None:
@@ -176,7 +192,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except ExecgwError as e:
             print(f"execgw: {e.code.name}: {e.details}", file=sys.stderr)
             return 1
-        except _UsageError as e:
+        except (_UsageError, _SetupError) as e:
             print(f"execgw: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -196,6 +212,30 @@ def add_client_commands(sub: Any) -> None:
             "--token-file",
             metavar="FILE",
             help=f"file holding the bearer token (default: ${TOKEN_ENV}, if set)",
+        )
+        tls = parser.add_argument_group(
+            "TLS", "any of these makes the connection TLS; each defaults to its variable"
+        )
+        tls.add_argument(
+            "--tls",
+            action="store_true",
+            default=os.environ.get("EXECGW_TLS", "") not in ("", "0"),
+            help="use TLS with gRPC's default roots ($EXECGW_TLS=1)",
+        )
+        tls.add_argument(
+            "--ca-file",
+            default=os.environ.get("EXECGW_CA_FILE") or None,
+            help="CA bundle the gateway's certificate must chain to ($EXECGW_CA_FILE)",
+        )
+        tls.add_argument(
+            "--cert-file",
+            default=os.environ.get("EXECGW_CERT_FILE") or None,
+            help="client certificate, for a gateway that requires one ($EXECGW_CERT_FILE)",
+        )
+        tls.add_argument(
+            "--key-file",
+            default=os.environ.get("EXECGW_KEY_FILE") or None,
+            help="the client certificate's private key ($EXECGW_KEY_FILE)",
         )
         parser.set_defaults(func=_guarded(func))
         return parser

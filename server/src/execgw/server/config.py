@@ -236,6 +236,20 @@ class TelemetryConfig(_Section):
 MIB = 1024 * 1024
 
 
+class TlsConfig(_Section):
+    """PEM files the gateway serves TLS with (README, "TLS"). They are read at start-up;
+    a file that is missing, unreadable or not what its key says stops start-up."""
+
+    # The gateway's certificate chain, leaf first; its SANs must name the address
+    # clients dial (an IP SAN for an IP target).
+    cert_file: str = Field(min_length=1)
+    # The private key of cert_file, unencrypted (gRPC takes no passphrase): mode 0600.
+    key_file: str = Field(min_length=1)
+    # CA bundle that client certificates must chain to. Set, every client must present
+    # a certificate it signed (mTLS); unset, any client that trusts the gateway connects.
+    client_ca_file: str | None = Field(default=None, min_length=1)
+
+
 class ServerConfig(_Section):
     """What one caller can make the gateway hold: every limit here is hit with a clear
     status (README, "Limits"), never with growth."""
@@ -275,6 +289,11 @@ class ServerConfig(_Section):
     # A call whose request is still arriving holds up to this much (gRPC opens the flow
     # control window to the length the message announces).
     max_receive_message_bytes: int = Field(default=4 * MIB, ge=64 * 1024, le=1024 * MIB)
+    # TLS (and mTLS with client_ca_file) on the listen port; null serves plaintext.
+    tls: TlsConfig | None = None
+    # Serve a non-loopback address without TLS or without auth anyway (with a loud
+    # warning at start-up). Without it such a config refuses to start.
+    insecure: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -405,6 +424,12 @@ class AuthConfig(_Section):
                     "cannot be two callers"
                 )
         return self
+
+
+def auth_enabled(config: GatewayConfig) -> bool:
+    """True when callers must present a bearer token: an `auth` section (which holds at
+    least one token). The one place the exposure rule (app.check_exposure) asks."""
+    return config.auth is not None and bool(config.auth.tokens)
 
 
 class GatewayConfig(_Section):

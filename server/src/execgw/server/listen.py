@@ -26,11 +26,17 @@ def check_bindable(address: str) -> None:
         raise ListenFailed(f"cannot listen on {address}: {reason}")
 
 
-def bind(server: grpc.aio.Server, address: str) -> int:
-    """Add an insecure port; returns the bound port, raises ListenFailed."""
+def bind(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
+    """Add the port, secure with `credentials`, else plaintext; returns the bound port,
+    raises ListenFailed."""
     check_bindable(address)
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
     if port == 0:
