@@ -37,9 +37,7 @@ def _v1_file(pool: Any) -> Any:
     for message in proto.message_type:
         for field in message.field:
             if field.HasField("type_name"):
-                field.type_name = field.type_name.replace(
-                    f".{V1ALPHA_PACKAGE}.", f".{V1_PACKAGE}."
-                )
+                field.type_name = field.type_name.replace(f".{V1ALPHA_PACKAGE}.", f".{V1_PACKAGE}.")
     for service in proto.service:
         for method in service.method:
             method.input_type = method.input_type.replace(V1ALPHA_PACKAGE, V1_PACKAGE)
