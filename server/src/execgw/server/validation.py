@@ -514,19 +514,19 @@ def validate_quote(
     # told "must be > 0" here, not "(or 0 when absent)" as the bid and ask are.
     ltp = found.value(
         _quote_price,
-        _PriceInput(raw.ltp, raw.ltp_decimal or None, field_prefix + "ltp"),
+        _quote_input(raw.ltp, raw.ltp_decimal, field_prefix + "ltp"),
         instrument,
         absent_allowed=False,
     )
     bid = found.value(
         _quote_price,
-        _PriceInput(raw.bid, raw.bid_decimal or None, field_prefix + "bid"),
+        _quote_input(raw.bid, raw.bid_decimal, field_prefix + "bid"),
         instrument,
         absent_allowed=True,
     )
     ask = found.value(
         _quote_price,
-        _PriceInput(raw.ask, raw.ask_decimal or None, field_prefix + "ask"),
+        _quote_input(raw.ask, raw.ask_decimal, field_prefix + "ask"),
         instrument,
         absent_allowed=True,
     )
@@ -549,6 +549,13 @@ def validate_quote(
         volume=raw.volume,
         timestamp=when,
     )
+
+
+def _quote_input(value: float, text: str, name: str) -> _PriceInput:
+    """A quote's price as sent: "" is no text, and beside text a 0 is no double."""
+    if not text:
+        return _PriceInput(value, None, name)
+    return _PriceInput(None if value == 0 else value, text, name)
 
 
 def _quote_price(
