@@ -194,6 +194,7 @@ class ExecutionGatewayServicer:
         filters.
 
         Ending: the stream never ends with OK. It ends with
+
         - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
         fell further behind than stream.queue_size events: reconnect with
         from_sequence = N (nothing is lost);

@@ -101,6 +101,7 @@ class ExecutionGatewayStub:
     filters.
 
     Ending: the stream never ends with OK. It ends with
+
     - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
       fell further behind than stream.queue_size events: reconnect with
       from_sequence = N (nothing is lost);
@@ -208,6 +209,7 @@ class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
     filters.
 
     Ending: the stream never ends with OK. It ends with
+
     - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
       fell further behind than stream.queue_size events: reconnect with
       from_sequence = N (nothing is lost);
@@ -348,6 +350,7 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         filters.
 
         Ending: the stream never ends with OK. It ends with
+
         - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
           fell further behind than stream.queue_size events: reconnect with
           from_sequence = N (nothing is lost);
