@@ -27,6 +27,7 @@ node_modules/.installed: package.json package-lock.json
 
 proto: $(STAMP)
 	$(PY) tools/genproto.py client/src
+	$(PY) tools/gencontract.py docs/contract.md
 
 run: $(STAMP)
 	$(VENV)/bin/execgw serve --config $(CONFIG)

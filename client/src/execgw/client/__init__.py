@@ -9,7 +9,7 @@ Strategies import everything they need from here, including the wire message
 types, so they never have to know the generated module layout.
 """
 
-from execgw.client import builders
+from execgw.client import builders, money
 from execgw.client._async import AsyncExecutionClient
 from execgw.client._sync import ExecutionClient
 from execgw.client.builders import limit, market, stop
@@ -36,6 +36,7 @@ from execgw.client.legacy import (
     result_from_legacy,
     result_to_legacy,
 )
+from execgw.client.money import exact, exact_field
 from execgw.v1.market_data_pb2 import Quote
 from execgw.v1.orders_pb2 import (
     ExecutionEvent,
@@ -86,12 +87,15 @@ __all__ = [
     "Unimplemented",
     "Validity",
     "builders",
+    "exact",
+    "exact_field",
     "from_rpc_error",
     "intent_from_kite",
     "intent_from_legacy",
     "intent_to_legacy",
     "limit",
     "market",
+    "money",
     "result_from_legacy",
     "result_to_legacy",
     "stop",

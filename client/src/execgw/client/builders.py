@@ -4,12 +4,17 @@ They exist so strategy code reads like the order it places (``limit("NSE:INFY",
 "BUY", 10, 1500.5, strategy_code="mom")``) and so that a mistyped side or
 product fails on the strategy's own line instead of coming back as a reject.
 Prices and quantities are not checked here: the gateway owns those rules.
+
+A price given as a ``Decimal`` is sent exactly, as ``price_decimal`` (fixed-point
+text), with the nearest double in ``price`` for servers that predate the exact field;
+the gateway uses the text. A float is sent as the double alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypeAlias
 
 from execgw.client._convert import (
     EnumLike,
@@ -18,9 +23,13 @@ from execgw.client._convert import (
     coerce_validity,
     dict_to_struct,
 )
+from execgw.client.money import decimal_text
 from execgw.v1.orders_pb2 import OrderIntent, OrderType
 
-__all__ = ["limit", "market", "stop"]
+__all__ = ["Price", "limit", "market", "stop"]
+
+# A price in rupees: a Decimal is sent exactly, a float or int as a double.
+Price: TypeAlias = float | Decimal
 
 
 def _intent(
@@ -29,8 +38,8 @@ def _intent(
     qty: int,
     order_type: OrderType.ValueType,
     *,
-    price: float | None,
-    trigger_price: float | None,
+    price: Price | None,
+    trigger_price: Price | None,
     strategy_code: str,
     product: EnumLike,
     validity: EnumLike,
@@ -39,7 +48,7 @@ def _intent(
     confidence: float | None,
     metadata: Mapping[str, Any] | None,
 ) -> OrderIntent:
-    return OrderIntent(
+    intent = OrderIntent(
         symbol=symbol,
         strategy_code=strategy_code,
         side=coerce_side(side),
@@ -47,13 +56,24 @@ def _intent(
         order_type=order_type,
         product=coerce_product(product),
         validity=coerce_validity(validity),
-        price=price,
-        trigger_price=trigger_price,
         tag=tag,
         reason=reason,
         confidence=confidence,
         metadata=dict_to_struct(metadata, "metadata"),
     )
+    _set_price(intent, "price", price)
+    _set_price(intent, "trigger_price", trigger_price)
+    return intent
+
+
+def _set_price(intent: OrderIntent, name: str, value: Price | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, Decimal):
+        setattr(intent, name + "_decimal", decimal_text(value))
+        setattr(intent, name, float(value))
+    else:
+        setattr(intent, name, value)
 
 
 def market(
@@ -91,7 +111,7 @@ def limit(
     symbol: str,
     side: EnumLike,
     qty: int,
-    price: float,
+    price: Price,
     *,
     strategy_code: str,
     product: EnumLike = "MIS",
@@ -101,7 +121,7 @@ def limit(
     confidence: float | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> OrderIntent:
-    """A LIMIT order at ``price`` rupees or better."""
+    """A LIMIT order at ``price`` rupees or better (a ``Decimal`` is sent exactly)."""
     return _intent(
         symbol,
         side,
@@ -123,9 +143,9 @@ def stop(
     symbol: str,
     side: EnumLike,
     qty: int,
-    trigger_price: float,
+    trigger_price: Price,
     *,
-    price: float | None = None,
+    price: Price | None = None,
     strategy_code: str,
     product: EnumLike = "MIS",
     validity: EnumLike = "DAY",

@@ -4,13 +4,23 @@ Callers catch these instead of ``grpc.RpcError`` so that strategy code does not
 depend on gRPC internals, and so one ``except ExecgwError`` covers every failure.
 A rejected order is not an error: it comes back as an ``ExecutionResult`` whose
 status is ``ORDER_STATUS_REJECTED``.
+
+``InvalidArgument.field_violations`` lists every malformed field of the request as
+``(field, description)`` pairs, e.g. ``[("intent.qty", "must be > 0, got 0"),
+("intent.price", "is required for LIMIT orders")]``. They come from the
+``google.rpc.BadRequest`` the gateway puts in the status details, read without
+googleapis-common-protos (the client needs only grpcio and protobuf); the list is
+empty when a server sends no details.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
+
+from execgw.client._status_details import field_violations as _field_violations
 
 __all__ = [
     "AlreadyExists",
@@ -36,11 +46,18 @@ class ExecgwError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, details: str = "", code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        details: str = "",
+        code: grpc.StatusCode | None = None,
+        field_violations: Iterable[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(details)
         if code is not None:
             self.code = code
         self.details = details
+        # (field, description) per malformed field; only INVALID_ARGUMENT has them.
+        self.field_violations: list[tuple[str, str]] = list(field_violations)
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.details}" if self.details else self.code.name
@@ -50,11 +67,13 @@ class ExecgwError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep ``code`` across pickling (multiprocessing, logging handlers).
-        return (type(self), (self.details, self.code))
+        return (type(self), (self.details, self.code, self.field_violations))
 
 
 class InvalidArgument(ExecgwError):
-    """The request itself is malformed; retrying it unchanged cannot succeed."""
+    """The request itself is malformed; retrying it unchanged cannot succeed.
+
+    ``field_violations`` says which fields, as ``(field, description)`` pairs."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -144,12 +163,14 @@ _BY_CODE: dict[grpc.StatusCode, type[ExecgwError]] = {
 }
 
 
-def error_for_code(code: grpc.StatusCode, details: str = "") -> ExecgwError:
+def error_for_code(
+    code: grpc.StatusCode, details: str = "", field_violations: Iterable[tuple[str, str]] = ()
+) -> ExecgwError:
     """Build the most specific error for ``code``; codes without a class keep the base."""
     cls = _BY_CODE.get(code)
     if cls is None:
-        return ExecgwError(details, code)
-    return cls(details)
+        return ExecgwError(details, code, field_violations)
+    return cls(details, field_violations=field_violations)
 
 
 def rpc_error_code(error: grpc.RpcError) -> grpc.StatusCode:
@@ -163,4 +184,9 @@ def from_rpc_error(error: grpc.RpcError) -> ExecgwError:
     """Translate a gRPC failure into the matching ``ExecgwError`` subclass."""
     details = getattr(error, "details", None)
     text = details() if callable(details) else None
-    return error_for_code(rpc_error_code(error), text if isinstance(text, str) else "")
+    code = rpc_error_code(error)
+    violations: list[tuple[str, str]] = []
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        trailing = getattr(error, "trailing_metadata", None)
+        violations = _field_violations(trailing() if callable(trailing) else None)
+    return error_for_code(code, text if isinstance(text, str) else "", violations)

@@ -29,8 +29,13 @@ class SubmitOrderRequest(_message.Message):
     INTENT_FIELD_NUMBER: _builtins.int
     CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
-    """Idempotency key chosen by the client; a retry with the same key returns the
-    original result. The client library generates one when the caller gives none.
+    """Idempotency key chosen by the client; a retry with the same key on the same trading
+    day returns the original order and never places a second one. At most 64 printable
+    ASCII characters (0x21-0x7E: no spaces); a UUID is a good choice. Required by default
+    (execution.require_client_order_id): an empty key is INVALID_ARGUMENT. Where an
+    operator turned that off, an empty key makes the gateway assign "auto-<order_id>",
+    which turns deduplication off for that order: a retry places a second order. The
+    Python client generates one when the caller gives none.
     """
     @_builtins.property
     def intent(self) -> _orders_pb2.OrderIntent:
@@ -82,7 +87,9 @@ class CancelOrderRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Gateway order id from an ExecutionResult."""
+    """Gateway order id from an ExecutionResult; non-empty, at most 64 printable ASCII
+    characters.
+    """
     def __init__(
         self,
         *,
@@ -128,7 +135,9 @@ class GetOrderRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Gateway order id from an ExecutionResult."""
+    """Gateway order id from an ExecutionResult; non-empty, at most 64 printable ASCII
+    characters.
+    """
     def __init__(
         self,
         *,
@@ -180,13 +189,13 @@ class ListOrdersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     strategy_code: _builtins.str
-    """Only orders of this strategy."""
+    """Only orders of this strategy (a strategy code, see OrderIntent.strategy_code)."""
     status: _orders_pb2.OrderStatus.ValueType
     """Only orders in this status; UNSPECIFIED matches any status. A number that is not an
     OrderStatus is INVALID_ARGUMENT.
     """
     symbol: _builtins.str
-    """Only orders in this symbol."""
+    """Only orders in this symbol (EXCHANGE:TRADINGSYMBOL, see OrderIntent.symbol)."""
     page_size: _builtins.int
     """Orders per page at most: 0 means the default (100); a value above the maximum (1000)
     is lowered to it; a negative value is INVALID_ARGUMENT. A page holds fewer orders
@@ -302,20 +311,24 @@ class StreamFillsRequest(_message.Message):
     INCLUDE_RISK_EVENTS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     from_sequence: _builtins.int
-    """Replay from this sequence number; 0 means live events only."""
+    """Replay from this sequence number; 0 means live events only. See StreamFills for
+    resuming.
+    """
     include_order_updates: _builtins.bool
     """Also send order state changes, not just fills."""
     include_risk_events: _builtins.bool
     """Also send risk events (breakers, halts, resumes, day rollover)."""
     heartbeat_interval_ms: _builtins.int
-    """Heartbeat period while idle, in milliseconds; 0 means the server default (5 s)."""
+    """Heartbeat period while idle, in milliseconds; 0 means the server default (5 s),
+    else at least 50.
+    """
     @_builtins.property
     def strategy_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only events of these strategies; empty means all."""
+        """Only events of these strategies; empty means all. At most 100 strategy codes."""
 
     @_builtins.property
     def symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only events in these symbols; empty means all."""
+        """Only events in these symbols; empty means all. At most 100 symbols."""
 
     def __init__(
         self,
@@ -395,6 +408,8 @@ class BreakerStatus(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     TRIPPED_AT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    VALUE_DECIMAL_FIELD_NUMBER: _builtins.int
+    LIMIT_DECIMAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The breaker's config key, e.g. "max_daily_loss_rupees", or "kill_switch"."""
     strategy_code: _builtins.str
@@ -404,11 +419,19 @@ class BreakerStatus(_message.Message):
     trips_to: _orders_pb2.TradingState.ValueType
     """The state the scope is put in when this breaker trips."""
     value: _builtins.float
-    """The current value of what the breaker watches (loss in rupees, trades, ...)."""
+    """The current value of what the breaker watches (loss in rupees, trades, ...);
+    value_decimal is exact.
+    """
     limit: _builtins.float
-    """The configured limit."""
+    """The configured limit; limit_decimal is exact."""
     message: _builtins.str
     """Why it tripped; empty while not tripped."""
+    value_decimal: _builtins.str
+    """Exact value as decimal text (rupees for max_daily_loss_rupees, a fraction for
+    max_daily_drawdown_pct, a count otherwise).
+    """
+    limit_decimal: _builtins.str
+    """Exact limit as decimal text, in the same unit as value_decimal."""
     @_builtins.property
     def tripped_at(self) -> _timestamp_pb2.Timestamp:
         """When it tripped; absent while not tripped."""
@@ -424,10 +447,12 @@ class BreakerStatus(_message.Message):
         limit: _builtins.float = ...,
         tripped_at: _timestamp_pb2.Timestamp | None = ...,
         message: _builtins.str = ...,
+        value_decimal: _builtins.str = ...,
+        limit_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tripped_at", b"tripped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "message", b"message", "name", b"name", "strategy_code", b"strategy_code", "tripped", b"tripped", "tripped_at", b"tripped_at", "trips_to", b"trips_to", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "limit_decimal", b"limit_decimal", "message", b"message", "name", b"name", "strategy_code", b"strategy_code", "tripped", b"tripped", "tripped_at", b"tripped_at", "trips_to", b"trips_to", "value", b"value", "value_decimal", b"value_decimal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -444,6 +469,7 @@ class StrategyRiskState(_message.Message):
     TRADES_TODAY_FIELD_NUMBER: _builtins.int
     LOSS_STREAK_FIELD_NUMBER: _builtins.int
     REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
     strategy_code: _builtins.str
     """The strategy."""
     state: _orders_pb2.TradingState.ValueType
@@ -453,7 +479,9 @@ class StrategyRiskState(_message.Message):
     loss_streak: _builtins.int
     """Consecutive losing round trips."""
     realized_pnl: _builtins.float
-    """Realized PnL today, in rupees."""
+    """Realized PnL today, in rupees; realized_pnl_decimal is exact."""
+    realized_pnl_decimal: _builtins.str
+    """Exact realized PnL today as decimal text."""
     def __init__(
         self,
         *,
@@ -462,10 +490,11 @@ class StrategyRiskState(_message.Message):
         trades_today: _builtins.int = ...,
         loss_streak: _builtins.int = ...,
         realized_pnl: _builtins.float = ...,
+        realized_pnl_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss_streak", b"loss_streak", "realized_pnl", b"realized_pnl", "state", b"state", "strategy_code", b"strategy_code", "trades_today", b"trades_today"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss_streak", b"loss_streak", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "state", b"state", "strategy_code", b"strategy_code", "trades_today", b"trades_today"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -490,20 +519,28 @@ class GetRiskStateResponse(_message.Message):
     MIS_ENTRIES_CLOSED_FIELD_NUMBER: _builtins.int
     DAY_PNL_FIELD_NUMBER: _builtins.int
     UNMARKED_SYMBOLS_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
+    UNREALIZED_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
+    EQUITY_DECIMAL_FIELD_NUMBER: _builtins.int
+    PEAK_EQUITY_DECIMAL_FIELD_NUMBER: _builtins.int
+    DRAWDOWN_PCT_DECIMAL_FIELD_NUMBER: _builtins.int
+    DAY_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
     state: _orders_pb2.TradingState.ValueType
     """The account's trading state."""
     trading_day: _builtins.str
     """The trading day (YYYY-MM-DD) in the configured time zone."""
     realized_pnl: _builtins.float
-    """Realized PnL today across the account, in rupees."""
+    """Realized PnL today across the account, in rupees; realized_pnl_decimal is exact."""
     unrealized_pnl: _builtins.float
-    """Unrealized PnL of open positions marked to LTP, in rupees."""
+    """Unrealized PnL of open positions marked to LTP, in rupees; unrealized_pnl_decimal is
+    exact.
+    """
     equity: _builtins.float
-    """capital_rupees plus today's PnL."""
+    """capital_rupees plus today's PnL; equity_decimal is exact."""
     peak_equity: _builtins.float
-    """The day's highest equity."""
+    """The day's highest equity; peak_equity_decimal is exact."""
     drawdown_pct: _builtins.float
-    """(peak_equity - equity) / peak_equity."""
+    """(peak_equity - equity) / peak_equity; drawdown_pct_decimal is exact."""
     trades_today: _builtins.int
     """Orders accepted today across the account."""
     mis_entries_closed: _builtins.bool
@@ -511,7 +548,20 @@ class GetRiskStateResponse(_message.Message):
     day_pnl: _builtins.float
     """Today's PnL as the loss breaker sees it: realized today plus what open positions
     moved since the day began (a carried position's earlier loss is not today's).
+    day_pnl_decimal is exact.
     """
+    realized_pnl_decimal: _builtins.str
+    """Exact realized_pnl as decimal text."""
+    unrealized_pnl_decimal: _builtins.str
+    """Exact unrealized_pnl as decimal text."""
+    equity_decimal: _builtins.str
+    """Exact equity as decimal text."""
+    peak_equity_decimal: _builtins.str
+    """Exact peak_equity as decimal text."""
+    drawdown_pct_decimal: _builtins.str
+    """Exact drawdown_pct as decimal text (a fraction, 28 significant digits at most)."""
+    day_pnl_decimal: _builtins.str
+    """Exact day_pnl as decimal text."""
     @_builtins.property
     def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___BreakerStatus]:
         """Every breaker with its value and limit, tripped or not."""
@@ -545,10 +595,16 @@ class GetRiskStateResponse(_message.Message):
         mis_entries_closed: _builtins.bool = ...,
         day_pnl: _builtins.float = ...,
         unmarked_symbols: _abc.Iterable[_builtins.str] | None = ...,
+        realized_pnl_decimal: _builtins.str = ...,
+        unrealized_pnl_decimal: _builtins.str = ...,
+        equity_decimal: _builtins.str = ...,
+        peak_equity_decimal: _builtins.str = ...,
+        drawdown_pct_decimal: _builtins.str = ...,
+        day_pnl_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "drawdown_pct", b"drawdown_pct", "equity", b"equity", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "realized_pnl", b"realized_pnl", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unmarked_symbols", b"unmarked_symbols", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "day_pnl_decimal", b"day_pnl_decimal", "drawdown_pct", b"drawdown_pct", "drawdown_pct_decimal", b"drawdown_pct_decimal", "equity", b"equity", "equity_decimal", b"equity_decimal", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "peak_equity_decimal", b"peak_equity_decimal", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unmarked_symbols", b"unmarked_symbols", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_decimal", b"unrealized_pnl_decimal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -564,9 +620,15 @@ class HaltTradingRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     STRATEGY_CODE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Why; recorded in the journal and sent to subscribers."""
+    """Why; recorded in the journal and sent to subscribers. At most 280 characters, no
+    control characters.
+    """
     actor: _builtins.str
-    """Who; recorded with the halt. Defaults to the caller's peer address."""
+    """Who; recorded with the halt. With authentication on, the caller is the token's
+    name: leave this empty (or equal to that name; anything else is PERMISSION_DENIED).
+    With it off, defaults to the caller's peer address. At most 128 characters, no
+    control characters.
+    """
     strategy_code: _builtins.str
     """Halt only this strategy; empty halts the whole account."""
     def __init__(
@@ -620,9 +682,15 @@ class ResumeTradingRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     STRATEGY_CODE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Why; recorded in the journal and sent to subscribers."""
+    """Why; recorded in the journal and sent to subscribers. At most 280 characters, no
+    control characters.
+    """
     actor: _builtins.str
-    """Who; recorded with the resume. Defaults to the caller's peer address."""
+    """Who; recorded with the resume. With authentication on, the caller is the token's
+    name: leave this empty (or equal to that name; anything else is PERMISSION_DENIED).
+    With it off, defaults to the caller's peer address. At most 128 characters, no
+    control characters.
+    """
     strategy_code: _builtins.str
     """Resume only this strategy; empty resumes the account scope."""
     def __init__(

@@ -27,6 +27,28 @@ if _version_not_supported:
 
 class ExecutionGatewayStub:
     """ExecutionGateway is the order path: every order a strategy places goes through it.
+
+    Status codes. A rejected order is not an error: it is an OK answer whose result has
+    status ORDER_STATUS_REJECTED and a reject_reason. Any RPC may also end with:
+
+    - INVALID_ARGUMENT: a field breaks a rule stated in this contract. The message starts
+    with the first offending field's path ("intent.price: ..."); the details
+    (`grpc-status-details-bin`) carry a `google.rpc.BadRequest` with a field violation
+    for every offending field (as many as fit in 2 KiB). Nothing was recorded.
+    Retrying unchanged cannot succeed.
+    - UNAUTHENTICATED: the gateway has authentication on and the call carried no valid
+    `authorization: Bearer <token>` metadata. Nothing was read or recorded.
+    - PERMISSION_DENIED: the token's role may not make this call, or the strategy codes,
+    filter or order it names are outside the token's scope (an empty "all" filter is
+    denied to a strategy token, never narrowed). The denial is journaled with the
+    token's name; nothing else happens.
+    - RESOURCE_EXHAUSTED: a server limit (concurrent calls, open streams, message size).
+    - UNAVAILABLE: the gateway cannot be reached, is shutting down, or could not make the
+    call durable (journal write failed). Retrying is safe: a SubmitOrder retried with
+    the same client_order_id places the order at most once.
+    - INTERNAL: a bug hit while executing the call; nothing of it was applied.
+    - DEADLINE_EXCEEDED, CANCELLED: the caller's deadline or cancellation. A SubmitOrder
+    may still have been placed: retry it with the same client_order_id to find out.
     """
 
     def __init__(self, channel):
@@ -89,11 +111,42 @@ class ExecutionGatewayStub:
 
 class ExecutionGatewayServicer:
     """ExecutionGateway is the order path: every order a strategy places goes through it.
+
+    Status codes. A rejected order is not an error: it is an OK answer whose result has
+    status ORDER_STATUS_REJECTED and a reject_reason. Any RPC may also end with:
+
+    - INVALID_ARGUMENT: a field breaks a rule stated in this contract. The message starts
+    with the first offending field's path ("intent.price: ..."); the details
+    (`grpc-status-details-bin`) carry a `google.rpc.BadRequest` with a field violation
+    for every offending field (as many as fit in 2 KiB). Nothing was recorded.
+    Retrying unchanged cannot succeed.
+    - UNAUTHENTICATED: the gateway has authentication on and the call carried no valid
+    `authorization: Bearer <token>` metadata. Nothing was read or recorded.
+    - PERMISSION_DENIED: the token's role may not make this call, or the strategy codes,
+    filter or order it names are outside the token's scope (an empty "all" filter is
+    denied to a strategy token, never narrowed). The denial is journaled with the
+    token's name; nothing else happens.
+    - RESOURCE_EXHAUSTED: a server limit (concurrent calls, open streams, message size).
+    - UNAVAILABLE: the gateway cannot be reached, is shutting down, or could not make the
+    call durable (journal write failed). Retrying is safe: a SubmitOrder retried with
+    the same client_order_id places the order at most once.
+    - INTERNAL: a bug hit while executing the call; nothing of it was applied.
+    - DEADLINE_EXCEEDED, CANCELLED: the caller's deadline or cancellation. A SubmitOrder
+    may still have been placed: retry it with the same client_order_id to find out.
     """
 
     def SubmitOrder(self, request, context):
-        """SubmitOrder validates, risk-checks and routes an intent. The same
-        client_order_id always returns the same result and never places a second order.
+        """SubmitOrder validates, risk-checks and routes an intent.
+
+        Idempotency: the same client_order_id on the same trading day always returns the
+        order it first placed (as it stands now) and never places a second one; a retry
+        after any failure is safe. The key must be chosen by the client before the first
+        attempt.
+
+        Errors: INVALID_ARGUMENT (a malformed intent or client_order_id, or an empty
+        client_order_id while execution.require_client_order_id is on, the default);
+        ALREADY_EXISTS (the client_order_id was used today for a different intent);
+        UNAVAILABLE (retry with the same client_order_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,6 +154,9 @@ class ExecutionGatewayServicer:
 
     def CancelOrder(self, request, context):
         """CancelOrder cancels a resting order.
+
+        Errors: NOT_FOUND (no such order); FAILED_PRECONDITION (the order is no longer open:
+        filled, rejected or cancelled).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +164,8 @@ class ExecutionGatewayServicer:
 
     def GetOrder(self, request, context):
         """GetOrder returns one order as it stands now.
+
+        Errors: NOT_FOUND (no such order).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +173,9 @@ class ExecutionGatewayServicer:
 
     def ListOrders(self, request, context):
         """ListOrders returns the day's order book, optionally filtered, one page at a time.
+
+        Errors: INVALID_ARGUMENT (a malformed filter, a negative page_size, a page_token not
+        issued for these filters).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,16 +183,42 @@ class ExecutionGatewayServicer:
 
     def GetPositions(self, request, context):
         """GetPositions returns net positions with realized and unrealized PnL.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamFills(self, request, context):
-        """StreamFills streams fills (and optionally order updates and risk events): events
-        from_sequence onward are replayed from the journal, then live events follow with
-        no gap or duplicate. A subscriber that falls too far behind is ended with
-        RESOURCE_EXHAUSTED naming the sequence to resume from.
+        """StreamFills streams fills (and optionally order updates and risk events).
+
+        Sequence: every journaled event has a gateway-wide sequence number, starting at 1,
+        gap-free and increasing. A stream sends its events in sequence order; `filtered`
+        says how many the stream's filters skipped since the previous event it sent.
+        Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
+        their head_sequence says every event up to it was sent or filtered out.
+
+        Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
+        events N onward from the journal, then continues live with no gap and no
+        duplicate. To resume after a disconnect, send the last sequence seen (an event's
+        sequence or a heartbeat's head_sequence, whichever is higher) plus 1, with the same
+        filters.
+
+        Ending: the stream never ends with OK. It ends with
+
+        - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
+        fell further behind than stream.queue_size events: reconnect with
+        from_sequence = N (nothing is lost);
+        - UNAVAILABLE and the trailer `execgw-resume-from: N` when the gateway shuts down:
+        reconnect with from_sequence = N once it is back;
+        - RESOURCE_EXHAUSTED without the trailer when server.max_streams streams are open:
+        back off and reconnect;
+        - OUT_OF_RANGE when from_sequence is beyond the head sequence + 1 (no trailer), or
+        older than the journal retains (journal.retain_events): the trailer
+        `execgw-resume-from` then names the oldest sequence available, and what came
+        before it is gone from the stream (read positions and orders instead);
+        - INVALID_ARGUMENT for malformed filters or a heartbeat_interval_ms below 50.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +226,8 @@ class ExecutionGatewayServicer:
 
     def GetRiskState(self, request, context):
         """GetRiskState reports trading states, every counter next to its limit, and tripped breakers.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,6 +235,8 @@ class ExecutionGatewayServicer:
 
     def HaltTrading(self, request, context):
         """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +244,8 @@ class ExecutionGatewayServicer:
 
     def ResumeTrading(self, request, context):
         """ResumeTrading clears the halt and the tripped breakers of a scope.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,6 +253,8 @@ class ExecutionGatewayServicer:
 
     def PreviewOrder(self, request, context):
         """PreviewOrder runs every check on an intent without placing or counting anything.
+
+        Errors: INVALID_ARGUMENT (a malformed intent, as SubmitOrder would report it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -228,6 +323,28 @@ def add_ExecutionGatewayServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ExecutionGateway:
     """ExecutionGateway is the order path: every order a strategy places goes through it.
+
+    Status codes. A rejected order is not an error: it is an OK answer whose result has
+    status ORDER_STATUS_REJECTED and a reject_reason. Any RPC may also end with:
+
+    - INVALID_ARGUMENT: a field breaks a rule stated in this contract. The message starts
+    with the first offending field's path ("intent.price: ..."); the details
+    (`grpc-status-details-bin`) carry a `google.rpc.BadRequest` with a field violation
+    for every offending field (as many as fit in 2 KiB). Nothing was recorded.
+    Retrying unchanged cannot succeed.
+    - UNAUTHENTICATED: the gateway has authentication on and the call carried no valid
+    `authorization: Bearer <token>` metadata. Nothing was read or recorded.
+    - PERMISSION_DENIED: the token's role may not make this call, or the strategy codes,
+    filter or order it names are outside the token's scope (an empty "all" filter is
+    denied to a strategy token, never narrowed). The denial is journaled with the
+    token's name; nothing else happens.
+    - RESOURCE_EXHAUSTED: a server limit (concurrent calls, open streams, message size).
+    - UNAVAILABLE: the gateway cannot be reached, is shutting down, or could not make the
+    call durable (journal write failed). Retrying is safe: a SubmitOrder retried with
+    the same client_order_id places the order at most once.
+    - INTERNAL: a bug hit while executing the call; nothing of it was applied.
+    - DEADLINE_EXCEEDED, CANCELLED: the caller's deadline or cancellation. A SubmitOrder
+    may still have been placed: retry it with the same client_order_id to find out.
     """
 
     @staticmethod

@@ -27,73 +27,260 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ExecutionGatewayStub:
-    """ExecutionGateway is the order path: every order a strategy places goes through it."""
+    """ExecutionGateway is the order path: every order a strategy places goes through it.
+
+    Status codes. A rejected order is not an error: it is an OK answer whose result has
+    status ORDER_STATUS_REJECTED and a reject_reason. Any RPC may also end with:
+
+    - INVALID_ARGUMENT: a field breaks a rule stated in this contract. The message starts
+      with the first offending field's path ("intent.price: ..."); the details
+      (`grpc-status-details-bin`) carry a `google.rpc.BadRequest` with a field violation
+      for every offending field (as many as fit in 2 KiB). Nothing was recorded.
+      Retrying unchanged cannot succeed.
+    - UNAUTHENTICATED: the gateway has authentication on and the call carried no valid
+      `authorization: Bearer <token>` metadata. Nothing was read or recorded.
+    - PERMISSION_DENIED: the token's role may not make this call, or the strategy codes,
+      filter or order it names are outside the token's scope (an empty "all" filter is
+      denied to a strategy token, never narrowed). The denial is journaled with the
+      token's name; nothing else happens.
+    - RESOURCE_EXHAUSTED: a server limit (concurrent calls, open streams, message size).
+    - UNAVAILABLE: the gateway cannot be reached, is shutting down, or could not make the
+      call durable (journal write failed). Retrying is safe: a SubmitOrder retried with
+      the same client_order_id places the order at most once.
+    - INTERNAL: a bug hit while executing the call; nothing of it was applied.
+    - DEADLINE_EXCEEDED, CANCELLED: the caller's deadline or cancellation. A SubmitOrder
+      may still have been placed: retry it with the same client_order_id to find out.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ExecutionGatewayAsyncStub: ...
     SubmitOrder: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SubmitOrderRequest, _gateway_pb2.SubmitOrderResponse]
-    """SubmitOrder validates, risk-checks and routes an intent. The same
-    client_order_id always returns the same result and never places a second order.
+    """SubmitOrder validates, risk-checks and routes an intent.
+
+    Idempotency: the same client_order_id on the same trading day always returns the
+    order it first placed (as it stands now) and never places a second one; a retry
+    after any failure is safe. The key must be chosen by the client before the first
+    attempt.
+
+    Errors: INVALID_ARGUMENT (a malformed intent or client_order_id, or an empty
+    client_order_id while execution.require_client_order_id is on, the default);
+    ALREADY_EXISTS (the client_order_id was used today for a different intent);
+    UNAVAILABLE (retry with the same client_order_id).
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelOrderRequest, _gateway_pb2.CancelOrderResponse]
-    """CancelOrder cancels a resting order."""
+    """CancelOrder cancels a resting order.
+
+    Errors: NOT_FOUND (no such order); FAILED_PRECONDITION (the order is no longer open:
+    filled, rejected or cancelled).
+    """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetOrderRequest, _gateway_pb2.GetOrderResponse]
-    """GetOrder returns one order as it stands now."""
+    """GetOrder returns one order as it stands now.
+
+    Errors: NOT_FOUND (no such order).
+    """
     ListOrders: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListOrdersRequest, _gateway_pb2.ListOrdersResponse]
-    """ListOrders returns the day's order book, optionally filtered, one page at a time."""
+    """ListOrders returns the day's order book, optionally filtered, one page at a time.
+
+    Errors: INVALID_ARGUMENT (a malformed filter, a negative page_size, a page_token not
+    issued for these filters).
+    """
     GetPositions: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetPositionsRequest, _gateway_pb2.GetPositionsResponse]
-    """GetPositions returns net positions with realized and unrealized PnL."""
+    """GetPositions returns net positions with realized and unrealized PnL.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code).
+    """
     StreamFills: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]
-    """StreamFills streams fills (and optionally order updates and risk events): events
-    from_sequence onward are replayed from the journal, then live events follow with
-    no gap or duplicate. A subscriber that falls too far behind is ended with
-    RESOURCE_EXHAUSTED naming the sequence to resume from.
+    """StreamFills streams fills (and optionally order updates and risk events).
+
+    Sequence: every journaled event has a gateway-wide sequence number, starting at 1,
+    gap-free and increasing. A stream sends its events in sequence order; `filtered`
+    says how many the stream's filters skipped since the previous event it sent.
+    Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
+    their head_sequence says every event up to it was sent or filtered out.
+
+    Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
+    events N onward from the journal, then continues live with no gap and no
+    duplicate. To resume after a disconnect, send the last sequence seen (an event's
+    sequence or a heartbeat's head_sequence, whichever is higher) plus 1, with the same
+    filters.
+
+    Ending: the stream never ends with OK. It ends with
+
+    - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
+      fell further behind than stream.queue_size events: reconnect with
+      from_sequence = N (nothing is lost);
+    - UNAVAILABLE and the trailer `execgw-resume-from: N` when the gateway shuts down:
+      reconnect with from_sequence = N once it is back;
+    - RESOURCE_EXHAUSTED without the trailer when server.max_streams streams are open:
+      back off and reconnect;
+    - OUT_OF_RANGE when from_sequence is beyond the head sequence + 1 (no trailer), or
+      older than the journal retains (journal.retain_events): the trailer
+      `execgw-resume-from` then names the oldest sequence available, and what came
+      before it is gone from the stream (read positions and orders instead);
+    - INVALID_ARGUMENT for malformed filters or a heartbeat_interval_ms below 50.
     """
     GetRiskState: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetRiskStateRequest, _gateway_pb2.GetRiskStateResponse]
-    """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
+    """GetRiskState reports trading states, every counter next to its limit, and tripped breakers.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code).
+    """
     HaltTrading: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.HaltTradingRequest, _gateway_pb2.HaltTradingResponse]
-    """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled."""
+    """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
+    """
     ResumeTrading: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ResumeTradingRequest, _gateway_pb2.ResumeTradingResponse]
-    """ResumeTrading clears the halt and the tripped breakers of a scope."""
+    """ResumeTrading clears the halt and the tripped breakers of a scope.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
+    """
     PreviewOrder: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PreviewOrderRequest, _gateway_pb2.PreviewOrderResponse]
-    """PreviewOrder runs every check on an intent without placing or counting anything."""
+    """PreviewOrder runs every check on an intent without placing or counting anything.
+
+    Errors: INVALID_ARGUMENT (a malformed intent, as SubmitOrder would report it).
+    """
 
 @_typing.type_check_only
 class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
-    """ExecutionGateway is the order path: every order a strategy places goes through it."""
+    """ExecutionGateway is the order path: every order a strategy places goes through it.
+
+    Status codes. A rejected order is not an error: it is an OK answer whose result has
+    status ORDER_STATUS_REJECTED and a reject_reason. Any RPC may also end with:
+
+    - INVALID_ARGUMENT: a field breaks a rule stated in this contract. The message starts
+      with the first offending field's path ("intent.price: ..."); the details
+      (`grpc-status-details-bin`) carry a `google.rpc.BadRequest` with a field violation
+      for every offending field (as many as fit in 2 KiB). Nothing was recorded.
+      Retrying unchanged cannot succeed.
+    - UNAUTHENTICATED: the gateway has authentication on and the call carried no valid
+      `authorization: Bearer <token>` metadata. Nothing was read or recorded.
+    - PERMISSION_DENIED: the token's role may not make this call, or the strategy codes,
+      filter or order it names are outside the token's scope (an empty "all" filter is
+      denied to a strategy token, never narrowed). The denial is journaled with the
+      token's name; nothing else happens.
+    - RESOURCE_EXHAUSTED: a server limit (concurrent calls, open streams, message size).
+    - UNAVAILABLE: the gateway cannot be reached, is shutting down, or could not make the
+      call durable (journal write failed). Retrying is safe: a SubmitOrder retried with
+      the same client_order_id places the order at most once.
+    - INTERNAL: a bug hit while executing the call; nothing of it was applied.
+    - DEADLINE_EXCEEDED, CANCELLED: the caller's deadline or cancellation. A SubmitOrder
+      may still have been placed: retry it with the same client_order_id to find out.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitOrder: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SubmitOrderRequest, _gateway_pb2.SubmitOrderResponse]  # type: ignore[assignment]
-    """SubmitOrder validates, risk-checks and routes an intent. The same
-    client_order_id always returns the same result and never places a second order.
+    """SubmitOrder validates, risk-checks and routes an intent.
+
+    Idempotency: the same client_order_id on the same trading day always returns the
+    order it first placed (as it stands now) and never places a second one; a retry
+    after any failure is safe. The key must be chosen by the client before the first
+    attempt.
+
+    Errors: INVALID_ARGUMENT (a malformed intent or client_order_id, or an empty
+    client_order_id while execution.require_client_order_id is on, the default);
+    ALREADY_EXISTS (the client_order_id was used today for a different intent);
+    UNAVAILABLE (retry with the same client_order_id).
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelOrderRequest, _gateway_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """CancelOrder cancels a resting order."""
+    """CancelOrder cancels a resting order.
+
+    Errors: NOT_FOUND (no such order); FAILED_PRECONDITION (the order is no longer open:
+    filled, rejected or cancelled).
+    """
     GetOrder: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetOrderRequest, _gateway_pb2.GetOrderResponse]  # type: ignore[assignment]
-    """GetOrder returns one order as it stands now."""
+    """GetOrder returns one order as it stands now.
+
+    Errors: NOT_FOUND (no such order).
+    """
     ListOrders: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListOrdersRequest, _gateway_pb2.ListOrdersResponse]  # type: ignore[assignment]
-    """ListOrders returns the day's order book, optionally filtered, one page at a time."""
+    """ListOrders returns the day's order book, optionally filtered, one page at a time.
+
+    Errors: INVALID_ARGUMENT (a malformed filter, a negative page_size, a page_token not
+    issued for these filters).
+    """
     GetPositions: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetPositionsRequest, _gateway_pb2.GetPositionsResponse]  # type: ignore[assignment]
-    """GetPositions returns net positions with realized and unrealized PnL."""
+    """GetPositions returns net positions with realized and unrealized PnL.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code).
+    """
     StreamFills: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamFillsRequest, _gateway_pb2.StreamFillsResponse]  # type: ignore[assignment]
-    """StreamFills streams fills (and optionally order updates and risk events): events
-    from_sequence onward are replayed from the journal, then live events follow with
-    no gap or duplicate. A subscriber that falls too far behind is ended with
-    RESOURCE_EXHAUSTED naming the sequence to resume from.
+    """StreamFills streams fills (and optionally order updates and risk events).
+
+    Sequence: every journaled event has a gateway-wide sequence number, starting at 1,
+    gap-free and increasing. A stream sends its events in sequence order; `filtered`
+    says how many the stream's filters skipped since the previous event it sent.
+    Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
+    their head_sequence says every event up to it was sent or filtered out.
+
+    Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
+    events N onward from the journal, then continues live with no gap and no
+    duplicate. To resume after a disconnect, send the last sequence seen (an event's
+    sequence or a heartbeat's head_sequence, whichever is higher) plus 1, with the same
+    filters.
+
+    Ending: the stream never ends with OK. It ends with
+
+    - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
+      fell further behind than stream.queue_size events: reconnect with
+      from_sequence = N (nothing is lost);
+    - UNAVAILABLE and the trailer `execgw-resume-from: N` when the gateway shuts down:
+      reconnect with from_sequence = N once it is back;
+    - RESOURCE_EXHAUSTED without the trailer when server.max_streams streams are open:
+      back off and reconnect;
+    - OUT_OF_RANGE when from_sequence is beyond the head sequence + 1 (no trailer), or
+      older than the journal retains (journal.retain_events): the trailer
+      `execgw-resume-from` then names the oldest sequence available, and what came
+      before it is gone from the stream (read positions and orders instead);
+    - INVALID_ARGUMENT for malformed filters or a heartbeat_interval_ms below 50.
     """
     GetRiskState: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetRiskStateRequest, _gateway_pb2.GetRiskStateResponse]  # type: ignore[assignment]
-    """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
+    """GetRiskState reports trading states, every counter next to its limit, and tripped breakers.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code).
+    """
     HaltTrading: _aio.UnaryUnaryMultiCallable[_gateway_pb2.HaltTradingRequest, _gateway_pb2.HaltTradingResponse]  # type: ignore[assignment]
-    """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled."""
+    """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
+    """
     ResumeTrading: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ResumeTradingRequest, _gateway_pb2.ResumeTradingResponse]  # type: ignore[assignment]
-    """ResumeTrading clears the halt and the tripped breakers of a scope."""
+    """ResumeTrading clears the halt and the tripped breakers of a scope.
+
+    Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
+    """
     PreviewOrder: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PreviewOrderRequest, _gateway_pb2.PreviewOrderResponse]  # type: ignore[assignment]
-    """PreviewOrder runs every check on an intent without placing or counting anything."""
+    """PreviewOrder runs every check on an intent without placing or counting anything.
+
+    Errors: INVALID_ARGUMENT (a malformed intent, as SubmitOrder would report it).
+    """
 
 class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
-    """ExecutionGateway is the order path: every order a strategy places goes through it."""
+    """ExecutionGateway is the order path: every order a strategy places goes through it.
+
+    Status codes. A rejected order is not an error: it is an OK answer whose result has
+    status ORDER_STATUS_REJECTED and a reject_reason. Any RPC may also end with:
+
+    - INVALID_ARGUMENT: a field breaks a rule stated in this contract. The message starts
+      with the first offending field's path ("intent.price: ..."); the details
+      (`grpc-status-details-bin`) carry a `google.rpc.BadRequest` with a field violation
+      for every offending field (as many as fit in 2 KiB). Nothing was recorded.
+      Retrying unchanged cannot succeed.
+    - UNAUTHENTICATED: the gateway has authentication on and the call carried no valid
+      `authorization: Bearer <token>` metadata. Nothing was read or recorded.
+    - PERMISSION_DENIED: the token's role may not make this call, or the strategy codes,
+      filter or order it names are outside the token's scope (an empty "all" filter is
+      denied to a strategy token, never narrowed). The denial is journaled with the
+      token's name; nothing else happens.
+    - RESOURCE_EXHAUSTED: a server limit (concurrent calls, open streams, message size).
+    - UNAVAILABLE: the gateway cannot be reached, is shutting down, or could not make the
+      call durable (journal write failed). Retrying is safe: a SubmitOrder retried with
+      the same client_order_id places the order at most once.
+    - INTERNAL: a bug hit while executing the call; nothing of it was applied.
+    - DEADLINE_EXCEEDED, CANCELLED: the caller's deadline or cancellation. A SubmitOrder
+      may still have been placed: retry it with the same client_order_id to find out.
+    """
 
     @_abc_1.abstractmethod
     def SubmitOrder(
@@ -101,8 +288,17 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.SubmitOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.SubmitOrderResponse, _abc.Awaitable[_gateway_pb2.SubmitOrderResponse]]:
-        """SubmitOrder validates, risk-checks and routes an intent. The same
-        client_order_id always returns the same result and never places a second order.
+        """SubmitOrder validates, risk-checks and routes an intent.
+
+        Idempotency: the same client_order_id on the same trading day always returns the
+        order it first placed (as it stands now) and never places a second one; a retry
+        after any failure is safe. The key must be chosen by the client before the first
+        attempt.
+
+        Errors: INVALID_ARGUMENT (a malformed intent or client_order_id, or an empty
+        client_order_id while execution.require_client_order_id is on, the default);
+        ALREADY_EXISTS (the client_order_id was used today for a different intent);
+        UNAVAILABLE (retry with the same client_order_id).
         """
 
     @_abc_1.abstractmethod
@@ -111,7 +307,11 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.CancelOrderResponse, _abc.Awaitable[_gateway_pb2.CancelOrderResponse]]:
-        """CancelOrder cancels a resting order."""
+        """CancelOrder cancels a resting order.
+
+        Errors: NOT_FOUND (no such order); FAILED_PRECONDITION (the order is no longer open:
+        filled, rejected or cancelled).
+        """
 
     @_abc_1.abstractmethod
     def GetOrder(
@@ -119,7 +319,10 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.GetOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetOrderResponse, _abc.Awaitable[_gateway_pb2.GetOrderResponse]]:
-        """GetOrder returns one order as it stands now."""
+        """GetOrder returns one order as it stands now.
+
+        Errors: NOT_FOUND (no such order).
+        """
 
     @_abc_1.abstractmethod
     def ListOrders(
@@ -127,7 +330,11 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ListOrdersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListOrdersResponse, _abc.Awaitable[_gateway_pb2.ListOrdersResponse]]:
-        """ListOrders returns the day's order book, optionally filtered, one page at a time."""
+        """ListOrders returns the day's order book, optionally filtered, one page at a time.
+
+        Errors: INVALID_ARGUMENT (a malformed filter, a negative page_size, a page_token not
+        issued for these filters).
+        """
 
     @_abc_1.abstractmethod
     def GetPositions(
@@ -135,7 +342,10 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.GetPositionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetPositionsResponse, _abc.Awaitable[_gateway_pb2.GetPositionsResponse]]:
-        """GetPositions returns net positions with realized and unrealized PnL."""
+        """GetPositions returns net positions with realized and unrealized PnL.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code).
+        """
 
     @_abc_1.abstractmethod
     def StreamFills(
@@ -143,10 +353,34 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.StreamFillsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamFillsResponse], _abc.AsyncIterator[_gateway_pb2.StreamFillsResponse]]:
-        """StreamFills streams fills (and optionally order updates and risk events): events
-        from_sequence onward are replayed from the journal, then live events follow with
-        no gap or duplicate. A subscriber that falls too far behind is ended with
-        RESOURCE_EXHAUSTED naming the sequence to resume from.
+        """StreamFills streams fills (and optionally order updates and risk events).
+
+        Sequence: every journaled event has a gateway-wide sequence number, starting at 1,
+        gap-free and increasing. A stream sends its events in sequence order; `filtered`
+        says how many the stream's filters skipped since the previous event it sent.
+        Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
+        their head_sequence says every event up to it was sent or filtered out.
+
+        Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
+        events N onward from the journal, then continues live with no gap and no
+        duplicate. To resume after a disconnect, send the last sequence seen (an event's
+        sequence or a heartbeat's head_sequence, whichever is higher) plus 1, with the same
+        filters.
+
+        Ending: the stream never ends with OK. It ends with
+
+        - RESOURCE_EXHAUSTED and the trailer `execgw-resume-from: N` when the subscriber
+          fell further behind than stream.queue_size events: reconnect with
+          from_sequence = N (nothing is lost);
+        - UNAVAILABLE and the trailer `execgw-resume-from: N` when the gateway shuts down:
+          reconnect with from_sequence = N once it is back;
+        - RESOURCE_EXHAUSTED without the trailer when server.max_streams streams are open:
+          back off and reconnect;
+        - OUT_OF_RANGE when from_sequence is beyond the head sequence + 1 (no trailer), or
+          older than the journal retains (journal.retain_events): the trailer
+          `execgw-resume-from` then names the oldest sequence available, and what came
+          before it is gone from the stream (read positions and orders instead);
+        - INVALID_ARGUMENT for malformed filters or a heartbeat_interval_ms below 50.
         """
 
     @_abc_1.abstractmethod
@@ -155,7 +389,10 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.GetRiskStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetRiskStateResponse, _abc.Awaitable[_gateway_pb2.GetRiskStateResponse]]:
-        """GetRiskState reports trading states, every counter next to its limit, and tripped breakers."""
+        """GetRiskState reports trading states, every counter next to its limit, and tripped breakers.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code).
+        """
 
     @_abc_1.abstractmethod
     def HaltTrading(
@@ -163,7 +400,10 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.HaltTradingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.HaltTradingResponse, _abc.Awaitable[_gateway_pb2.HaltTradingResponse]]:
-        """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled."""
+        """HaltTrading is the kill switch: nothing new passes and resting orders are cancelled.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
+        """
 
     @_abc_1.abstractmethod
     def ResumeTrading(
@@ -171,7 +411,10 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ResumeTradingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ResumeTradingResponse, _abc.Awaitable[_gateway_pb2.ResumeTradingResponse]]:
-        """ResumeTrading clears the halt and the tripped breakers of a scope."""
+        """ResumeTrading clears the halt and the tripped breakers of a scope.
+
+        Errors: INVALID_ARGUMENT (a malformed strategy_code, reason or actor).
+        """
 
     @_abc_1.abstractmethod
     def PreviewOrder(
@@ -179,6 +422,9 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.PreviewOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.PreviewOrderResponse, _abc.Awaitable[_gateway_pb2.PreviewOrderResponse]]:
-        """PreviewOrder runs every check on an intent without placing or counting anything."""
+        """PreviewOrder runs every check on an intent without placing or counting anything.
+
+        Errors: INVALID_ARGUMENT (a malformed intent, as SubmitOrder would report it).
+        """
 
 def add_ExecutionGatewayServicer_to_server(servicer: ExecutionGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,25 +25,26 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xecgw/v1/market_data.proto\x12\texecgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0b\n\x03ltp\x18\x02 \x01(\x01\x12\x0b\n\x03\x62id\x18\x03 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x04 \x01(\x01\x12\x0f\n\x07\x62id_qty\x18\x05 \x01(\x03\x12\x0f\n\x07\x61sk_qty\x18\x06 \x01(\x03\x12\x0e\n\x06volume\x18\x07 \x01(\x03\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x14PublishQuotesRequest\x12 \n\x06quotes\x18\x01 \x03(\x0b\x32\x10.execgw.v1.Quote\"=\n\x0cRefusedQuote\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"j\n\x15PublishQuotesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x15\n\rrefused_count\x18\x02 \x01(\x03\x12(\n\x07refused\x18\x03 \x03(\x0b\x32\x17.execgw.v1.RefusedQuote\"!\n\x0fGetQuoteRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"3\n\x10GetQuoteResponse\x12\x1f\n\x05quote\x18\x01 \x01(\x0b\x32\x10.execgw.v1.Quote2\xa7\x01\n\nMarketData\x12T\n\rPublishQuotes\x12\x1f.execgw.v1.PublishQuotesRequest\x1a .execgw.v1.PublishQuotesResponse(\x01\x12\x43\n\x08GetQuote\x12\x1a.execgw.v1.GetQuoteRequest\x1a\x1b.execgw.v1.GetQuoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xecgw/v1/market_data.proto\x12\texecgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x01\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0b\n\x03ltp\x18\x02 \x01(\x01\x12\x0b\n\x03\x62id\x18\x03 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x04 \x01(\x01\x12\x0f\n\x07\x62id_qty\x18\x05 \x01(\x03\x12\x0f\n\x07\x61sk_qty\x18\x06 \x01(\x03\x12\x0e\n\x06volume\x18\x07 \x01(\x03\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bltp_decimal\x18\t \x01(\t\x12\x13\n\x0b\x62id_decimal\x18\n \x01(\t\x12\x13\n\x0b\x61sk_decimal\x18\x0b \x01(\t\"8\n\x14PublishQuotesRequest\x12 \n\x06quotes\x18\x01 \x03(\x0b\x32\x10.execgw.v1.Quote\"=\n\x0cRefusedQuote\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"j\n\x15PublishQuotesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x15\n\rrefused_count\x18\x02 \x01(\x03\x12(\n\x07refused\x18\x03 \x03(\x0b\x32\x17.execgw.v1.RefusedQuote\"!\n\x0fGetQuoteRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"3\n\x10GetQuoteResponse\x12\x1f\n\x05quote\x18\x01 \x01(\x0b\x32\x10.execgw.v1.Quote2\xa7\x01\n\nMarketData\x12T\n\rPublishQuotes\x12\x1f.execgw.v1.PublishQuotesRequest\x1a .execgw.v1.PublishQuotesResponse(\x01\x12\x43\n\x08GetQuote\x12\x1a.execgw.v1.GetQuoteRequest\x1a\x1b.execgw.v1.GetQuoteResponseB\x81\x01\n\rcom.execgw.v1B\x0fMarketDataProtoP\x01Z2github.com/execgw/execgw/gen/go/execgw/v1;execgwv1\xa2\x02\x03\x45XV\xaa\x02\tExecgw.V1\xca\x02\tExecgw\\V1\xea\x02\nExecgw::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'execgw.v1.market_data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\rcom.execgw.v1B\017MarketDataProtoP\001Z2github.com/execgw/execgw/gen/go/execgw/v1;execgwv1\242\002\003EXV\252\002\tExecgw.V1\312\002\tExecgw\\V1\352\002\nExecgw::V1'
   _globals['_QUOTE']._serialized_start=76
-  _globals['_QUOTE']._serialized_end=235
-  _globals['_PUBLISHQUOTESREQUEST']._serialized_start=237
-  _globals['_PUBLISHQUOTESREQUEST']._serialized_end=293
-  _globals['_REFUSEDQUOTE']._serialized_start=295
-  _globals['_REFUSEDQUOTE']._serialized_end=356
-  _globals['_PUBLISHQUOTESRESPONSE']._serialized_start=358
-  _globals['_PUBLISHQUOTESRESPONSE']._serialized_end=464
-  _globals['_GETQUOTEREQUEST']._serialized_start=466
-  _globals['_GETQUOTEREQUEST']._serialized_end=499
-  _globals['_GETQUOTERESPONSE']._serialized_start=501
-  _globals['_GETQUOTERESPONSE']._serialized_end=552
-  _globals['_MARKETDATA']._serialized_start=555
-  _globals['_MARKETDATA']._serialized_end=722
+  _globals['_QUOTE']._serialized_end=298
+  _globals['_PUBLISHQUOTESREQUEST']._serialized_start=300
+  _globals['_PUBLISHQUOTESREQUEST']._serialized_end=356
+  _globals['_REFUSEDQUOTE']._serialized_start=358
+  _globals['_REFUSEDQUOTE']._serialized_end=419
+  _globals['_PUBLISHQUOTESRESPONSE']._serialized_start=421
+  _globals['_PUBLISHQUOTESRESPONSE']._serialized_end=527
+  _globals['_GETQUOTEREQUEST']._serialized_start=529
+  _globals['_GETQUOTEREQUEST']._serialized_end=562
+  _globals['_GETQUOTERESPONSE']._serialized_start=564
+  _globals['_GETQUOTERESPONSE']._serialized_end=615
+  _globals['_MARKETDATA']._serialized_start=618
+  _globals['_MARKETDATA']._serialized_end=785
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Quote(_message.Message):
     """Quote is a top-of-book snapshot of one symbol.
 
-    Prices must be finite, on the instrument's tick and at most 10,000,000 rupees.
+    Prices must be finite, on the instrument's tick and at most 10,000,000 rupees. Each
+    price may be sent exactly as decimal text in its `_decimal` field, which then wins: the
+    double may be left 0, or must be the double nearest to it (else INVALID_ARGUMENT naming
+    the `_decimal` field). GetQuote fills both forms.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -36,6 +39,9 @@ class Quote(_message.Message):
     ASK_QTY_FIELD_NUMBER: _builtins.int
     VOLUME_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    LTP_DECIMAL_FIELD_NUMBER: _builtins.int
+    BID_DECIMAL_FIELD_NUMBER: _builtins.int
+    ASK_DECIMAL_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Exchange-qualified symbol, e.g. "NSE:INFY" (EXCHANGE:TRADINGSYMBOL, nothing else)."""
     ltp: _builtins.float
@@ -50,6 +56,14 @@ class Quote(_message.Message):
     """Quantity at the best ask; not negative."""
     volume: _builtins.int
     """Volume traded today; not negative."""
+    ltp_decimal: _builtins.str
+    """Exact ltp as decimal text (see "Exact decimals" in docs/contract.md); empty means
+    "use ltp".
+    """
+    bid_decimal: _builtins.str
+    """Exact bid as decimal text; empty means "use bid", "0" means unknown like bid = 0."""
+    ask_decimal: _builtins.str
+    """Exact ask as decimal text; empty means "use ask", "0" means unknown like ask = 0."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """Exchange time of the quote; the gateway's clock is used when absent. Must be a
@@ -67,10 +81,13 @@ class Quote(_message.Message):
         ask_qty: _builtins.int = ...,
         volume: _builtins.int = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        ltp_decimal: _builtins.str = ...,
+        bid_decimal: _builtins.str = ...,
+        ask_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask", b"ask", "ask_qty", b"ask_qty", "bid", b"bid", "bid_qty", b"bid_qty", "ltp", b"ltp", "symbol", b"symbol", "timestamp", b"timestamp", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask", b"ask", "ask_decimal", b"ask_decimal", "ask_qty", b"ask_qty", "bid", b"bid", "bid_decimal", b"bid_decimal", "bid_qty", b"bid_qty", "ltp", b"ltp", "ltp_decimal", b"ltp_decimal", "symbol", b"symbol", "timestamp", b"timestamp", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,7 +190,7 @@ class GetQuoteRequest(_message.Message):
 
     SYMBOL_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
-    """Exchange-qualified symbol."""
+    """Exchange-qualified symbol (EXCHANGE:TRADINGSYMBOL, see OrderIntent.symbol)."""
     def __init__(
         self,
         *,

@@ -55,11 +55,13 @@ class MarketDataServicer:
         """PublishQuotes streams quotes in; each one may fill resting orders.
 
         A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
-        `quotes[i].<field>`, where i counts quotes from the start of the stream. The
-        quotes of earlier requests were applied; none of the failing request's quotes
+        `quotes[i].<field>`, where i counts quotes from the start of the stream; the
+        google.rpc.BadRequest details list every malformed field of the failing request.
+        The quotes of earlier requests were applied; none of the failing request's quotes
         and none after it were. A well-formed quote outside the price band
         (market_data.price_band_pct) is not an error: it is refused, reported in the
-        response, and the stream goes on.
+        response, and the stream goes on. The service's other status codes are those listed
+        on ExecutionGateway.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -67,6 +69,9 @@ class MarketDataServicer:
 
     def GetQuote(self, request, context):
         """GetQuote returns the latest quote of a symbol.
+
+        Errors: INVALID_ARGUMENT (a malformed symbol); NOT_FOUND (no quote for the symbol
+        yet).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,14 +37,20 @@ class MarketDataStub:
     """PublishQuotes streams quotes in; each one may fill resting orders.
 
     A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
-    `quotes[i].<field>`, where i counts quotes from the start of the stream. The
-    quotes of earlier requests were applied; none of the failing request's quotes
+    `quotes[i].<field>`, where i counts quotes from the start of the stream; the
+    google.rpc.BadRequest details list every malformed field of the failing request.
+    The quotes of earlier requests were applied; none of the failing request's quotes
     and none after it were. A well-formed quote outside the price band
     (market_data.price_band_pct) is not an error: it is refused, reported in the
-    response, and the stream goes on.
+    response, and the stream goes on. The service's other status codes are those listed
+    on ExecutionGateway.
     """
     GetQuote: _grpc.UnaryUnaryMultiCallable[_market_data_pb2.GetQuoteRequest, _market_data_pb2.GetQuoteResponse]
-    """GetQuote returns the latest quote of a symbol."""
+    """GetQuote returns the latest quote of a symbol.
+
+    Errors: INVALID_ARGUMENT (a malformed symbol); NOT_FOUND (no quote for the symbol
+    yet).
+    """
 
 @_typing.type_check_only
 class MarketDataAsyncStub(MarketDataStub):
@@ -55,14 +61,20 @@ class MarketDataAsyncStub(MarketDataStub):
     """PublishQuotes streams quotes in; each one may fill resting orders.
 
     A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
-    `quotes[i].<field>`, where i counts quotes from the start of the stream. The
-    quotes of earlier requests were applied; none of the failing request's quotes
+    `quotes[i].<field>`, where i counts quotes from the start of the stream; the
+    google.rpc.BadRequest details list every malformed field of the failing request.
+    The quotes of earlier requests were applied; none of the failing request's quotes
     and none after it were. A well-formed quote outside the price band
     (market_data.price_band_pct) is not an error: it is refused, reported in the
-    response, and the stream goes on.
+    response, and the stream goes on. The service's other status codes are those listed
+    on ExecutionGateway.
     """
     GetQuote: _aio.UnaryUnaryMultiCallable[_market_data_pb2.GetQuoteRequest, _market_data_pb2.GetQuoteResponse]  # type: ignore[assignment]
-    """GetQuote returns the latest quote of a symbol."""
+    """GetQuote returns the latest quote of a symbol.
+
+    Errors: INVALID_ARGUMENT (a malformed symbol); NOT_FOUND (no quote for the symbol
+    yet).
+    """
 
 class MarketDataServicer(metaclass=_abc_1.ABCMeta):
     """MarketData feeds quotes into the gateway and reads them back."""
@@ -76,11 +88,13 @@ class MarketDataServicer(metaclass=_abc_1.ABCMeta):
         """PublishQuotes streams quotes in; each one may fill resting orders.
 
         A malformed quote (see Quote) ends the stream with INVALID_ARGUMENT naming
-        `quotes[i].<field>`, where i counts quotes from the start of the stream. The
-        quotes of earlier requests were applied; none of the failing request's quotes
+        `quotes[i].<field>`, where i counts quotes from the start of the stream; the
+        google.rpc.BadRequest details list every malformed field of the failing request.
+        The quotes of earlier requests were applied; none of the failing request's quotes
         and none after it were. A well-formed quote outside the price band
         (market_data.price_band_pct) is not an error: it is refused, reported in the
-        response, and the stream goes on.
+        response, and the stream goes on. The service's other status codes are those listed
+        on ExecutionGateway.
         """
 
     @_abc_1.abstractmethod
@@ -89,6 +103,10 @@ class MarketDataServicer(metaclass=_abc_1.ABCMeta):
         request: _market_data_pb2.GetQuoteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_market_data_pb2.GetQuoteResponse, _abc.Awaitable[_market_data_pb2.GetQuoteResponse]]:
-        """GetQuote returns the latest quote of a symbol."""
+        """GetQuote returns the latest quote of a symbol.
+
+        Errors: INVALID_ARGUMENT (a malformed symbol); NOT_FOUND (no quote for the symbol
+        yet).
+        """
 
 def add_MarketDataServicer_to_server(servicer: MarketDataServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

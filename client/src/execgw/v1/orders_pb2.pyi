@@ -392,6 +392,8 @@ class OrderIntent(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
+    TRIGGER_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Exchange-qualified symbol in Kite form, e.g. "NSE:INFY": matches
     `[A-Z][A-Z0-9_]*:[A-Za-z0-9&_.-]+` in full, at most 64 characters.
@@ -415,6 +417,8 @@ class OrderIntent(_message.Message):
     price: _builtins.float
     """Limit price in rupees, on the instrument's tick, above 0 and at most 10,000,000;
     required for LIMIT and SL, absent otherwise. Also within the price collar of the LTP.
+    A double within a millionth of a tick of a tick is taken as that tick; price_decimal
+    says the price exactly.
     """
     trigger_price: _builtins.float
     """Stop trigger in rupees, bounded and collared like price; required for SL and SL_M,
@@ -428,6 +432,17 @@ class OrderIntent(_message.Message):
     """
     confidence: _builtins.float
     """The strategy's confidence in [0, 1]; absent means "not stated"."""
+    price_decimal: _builtins.str
+    """The limit price exactly, as decimal text (see "Exact decimals" in docs/contract.md:
+    `-?[0-9]+(\\.[0-9]+)?`, at most 32 characters, never an exponent). When set it is the
+    price and must lie exactly on the tick; `price` may then be left out, or must be the
+    double nearest to it (else INVALID_ARGUMENT naming intent.price_decimal). Same
+    presence and bounds rules as price.
+    """
+    trigger_price_decimal: _builtins.str
+    """The stop trigger exactly, as decimal text; the same rules as price_decimal, against
+    trigger_price.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Anything else the strategy wants recorded with the order: at most 4096 bytes as compact
@@ -450,23 +465,33 @@ class OrderIntent(_message.Message):
         reason: _builtins.str = ...,
         confidence: _builtins.float | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        price_decimal: _builtins.str | None = ...,
+        trigger_price_decimal: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_price", b"_price", "_trigger_price", b"_trigger_price", "confidence", b"confidence", "metadata", b"metadata", "price", b"price", "trigger_price", b"trigger_price"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_price", b"_price", "_price_decimal", b"_price_decimal", "_trigger_price", b"_trigger_price", "_trigger_price_decimal", b"_trigger_price_decimal", "confidence", b"confidence", "metadata", b"metadata", "price", b"price", "price_decimal", b"price_decimal", "trigger_price", b"trigger_price", "trigger_price_decimal", b"trigger_price_decimal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_price", b"_price", "_trigger_price", b"_trigger_price", "confidence", b"confidence", "metadata", b"metadata", "order_type", b"order_type", "price", b"price", "product", b"product", "qty", b"qty", "reason", b"reason", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "trigger_price", b"trigger_price", "validity", b"validity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_price", b"_price", "_price_decimal", b"_price_decimal", "_trigger_price", b"_trigger_price", "_trigger_price_decimal", b"_trigger_price_decimal", "confidence", b"confidence", "metadata", b"metadata", "order_type", b"order_type", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "reason", b"reason", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "trigger_price", b"trigger_price", "trigger_price_decimal", b"trigger_price_decimal", "validity", b"validity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__confidence: _TypeAlias = _typing.Literal["confidence"]  # noqa: Y015
     _WhichOneofArgType__confidence: _TypeAlias = _typing.Literal["_confidence", b"_confidence"]  # noqa: Y015
     _WhichOneofReturnType__price: _TypeAlias = _typing.Literal["price"]  # noqa: Y015
     _WhichOneofArgType__price: _TypeAlias = _typing.Literal["_price", b"_price"]  # noqa: Y015
+    _WhichOneofReturnType__price_decimal: _TypeAlias = _typing.Literal["price_decimal"]  # noqa: Y015
+    _WhichOneofArgType__price_decimal: _TypeAlias = _typing.Literal["_price_decimal", b"_price_decimal"]  # noqa: Y015
     _WhichOneofReturnType__trigger_price: _TypeAlias = _typing.Literal["trigger_price"]  # noqa: Y015
     _WhichOneofArgType__trigger_price: _TypeAlias = _typing.Literal["_trigger_price", b"_trigger_price"]  # noqa: Y015
+    _WhichOneofReturnType__trigger_price_decimal: _TypeAlias = _typing.Literal["trigger_price_decimal"]  # noqa: Y015
+    _WhichOneofArgType__trigger_price_decimal: _TypeAlias = _typing.Literal["_trigger_price_decimal", b"_trigger_price_decimal"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__confidence) -> _WhichOneofReturnType__confidence | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__price) -> _WhichOneofReturnType__price | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_decimal) -> _WhichOneofReturnType__price_decimal | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__trigger_price) -> _WhichOneofReturnType__trigger_price | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__trigger_price_decimal) -> _WhichOneofReturnType__trigger_price_decimal | None: ...
 
 Global___OrderIntent: _TypeAlias = OrderIntent  # noqa: Y015
 
@@ -497,10 +522,18 @@ class ExecutionResult(_message.Message):
     TRIGGER_PRICE_FIELD_NUMBER: _builtins.int
     TAG_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    AVG_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
+    PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
+    TRIGGER_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Gateway-assigned order id; empty only when nothing was recorded."""
+    """Gateway-assigned order id: opaque text of at most 64 printable ASCII characters
+    (today "O" and ten digits, increasing with placement). Unique for the journal's life.
+    """
     client_order_id: _builtins.str
-    """The client's idempotency key for the submit that created this order."""
+    """The client's idempotency key for the submit that created this order. "auto-" and the
+    order id when the client sent none (only where require_client_order_id is off), or
+    for the gateway's own orders (MIS square-off).
+    """
     status: Global___OrderStatus.ValueType
     """Where the order stands now."""
     symbol: _builtins.str
@@ -512,7 +545,9 @@ class ExecutionResult(_message.Message):
     filled_qty: _builtins.int
     """Quantity filled so far."""
     avg_price: _builtins.float
-    """Volume-weighted average fill price in rupees; absent until something fills."""
+    """Volume-weighted average fill price in rupees; absent until something fills. Inexact:
+    avg_price_decimal is the exact value.
+    """
     message: _builtins.str
     """Human-readable explanation: the reject text, cancel cause or venue message."""
     reject_reason: Global___RejectReason.ValueType
@@ -528,11 +563,20 @@ class ExecutionResult(_message.Message):
     validity: Global___Validity.ValueType
     """DAY or IOC."""
     price: _builtins.float
-    """Limit price, if the order has one."""
+    """Limit price, if the order has one (as snapped to the tick); price_decimal is exact."""
     trigger_price: _builtins.float
-    """Stop trigger, if the order has one."""
+    """Stop trigger, if the order has one; trigger_price_decimal is exact."""
     tag: _builtins.str
     """The intent's tag, echoed back."""
+    avg_price_decimal: _builtins.str
+    """Exact avg_price as decimal text: the fills' total value divided by filled_qty, as
+    the ledger holds it (a non-terminating quotient has 28 significant digits, e.g.
+    "1488.366666666666666666666667"). Empty until something fills.
+    """
+    price_decimal: _builtins.str
+    """Exact limit price as decimal text, on the tick; empty when the order has none."""
+    trigger_price_decimal: _builtins.str
+    """Exact stop trigger as decimal text, on the tick; empty when the order has none."""
     @_builtins.property
     def raw(self) -> _struct_pb2.Struct:
         """Venue-specific details (simulator decision or the broker's response)."""
@@ -569,10 +613,13 @@ class ExecutionResult(_message.Message):
         trigger_price: _builtins.float | None = ...,
         tag: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        avg_price_decimal: _builtins.str = ...,
+        price_decimal: _builtins.str = ...,
+        trigger_price_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "created_at", b"created_at", "price", b"price", "raw", b"raw", "timestamp", b"timestamp", "trigger_price", b"trigger_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "client_order_id", b"client_order_id", "created_at", b"created_at", "dry_run", b"dry_run", "filled_qty", b"filled_qty", "message", b"message", "order_id", b"order_id", "order_type", b"order_type", "price", b"price", "product", b"product", "qty", b"qty", "raw", b"raw", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "timestamp", b"timestamp", "trigger_price", b"trigger_price", "validity", b"validity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "client_order_id", b"client_order_id", "created_at", b"created_at", "dry_run", b"dry_run", "filled_qty", b"filled_qty", "message", b"message", "order_id", b"order_id", "order_type", b"order_type", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "raw", b"raw", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "timestamp", b"timestamp", "trigger_price", b"trigger_price", "trigger_price_decimal", b"trigger_price_decimal", "validity", b"validity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__avg_price: _TypeAlias = _typing.Literal["avg_price"]  # noqa: Y015
     _WhichOneofArgType__avg_price: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price"]  # noqa: Y015
@@ -605,8 +652,11 @@ class Fill(_message.Message):
     QTY_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     fill_id: _builtins.str
-    """Unique id of this fill."""
+    """Unique id of this fill: opaque, at most 64 printable ASCII characters (today "F" and
+    ten digits).
+    """
     order_id: _builtins.str
     """The order that filled."""
     client_order_id: _builtins.str
@@ -622,7 +672,9 @@ class Fill(_message.Message):
     qty: _builtins.int
     """Quantity filled in this execution."""
     price: _builtins.float
-    """Execution price in rupees, on the instrument's tick."""
+    """Execution price in rupees, on the instrument's tick; price_decimal is exact."""
+    price_decimal: _builtins.str
+    """Exact execution price as decimal text, e.g. "1496.60"."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the fill happened."""
@@ -640,10 +692,11 @@ class Fill(_message.Message):
         qty: _builtins.int = ...,
         price: _builtins.float = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        price_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "fill_id", b"fill_id", "order_id", b"order_id", "price", b"price", "product", b"product", "qty", b"qty", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "fill_id", b"fill_id", "order_id", b"order_id", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -667,6 +720,8 @@ class Position(_message.Message):
     SELL_QTY_FIELD_NUMBER: _builtins.int
     REALIZED_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
     UNREALIZED_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
+    AVG_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
+    LAST_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     strategy_code: _builtins.str
     """The strategy that holds the position."""
     symbol: _builtins.str
@@ -676,21 +731,32 @@ class Position(_message.Message):
     net_qty: _builtins.int
     """Net quantity: positive long, negative short, zero flat."""
     avg_price: _builtins.float
-    """Average entry price of the open quantity; 0 when flat."""
+    """Average entry price of the open quantity; 0 when flat. avg_price_decimal is exact."""
     realized_pnl: _builtins.float
-    """PnL locked in by closing trades today, in rupees."""
+    """PnL locked in by closing trades today, in rupees; realized_pnl_decimal is exact."""
     unrealized_pnl: _builtins.float
-    """PnL of the open quantity marked to the last traded price, in rupees."""
+    """PnL of the open quantity marked to the last traded price, in rupees;
+    unrealized_pnl_decimal is exact.
+    """
     last_price: _builtins.float
-    """Last traded price used for the mark; absent when no quote has been seen."""
+    """Last traded price used for the mark; absent when no quote has been seen.
+    last_price_decimal is exact.
+    """
     buy_qty: _builtins.int
     """Total quantity bought today."""
     sell_qty: _builtins.int
     """Total quantity sold today."""
     realized_pnl_decimal: _builtins.str
-    """Exact realized PnL as a decimal string, for reconciliation without float error."""
+    """Exact realized PnL as decimal text, for reconciliation without float error."""
     unrealized_pnl_decimal: _builtins.str
-    """Exact unrealized PnL as a decimal string."""
+    """Exact unrealized PnL as decimal text."""
+    avg_price_decimal: _builtins.str
+    """Exact average entry price as decimal text: the open cost divided by net_qty as the
+    ledger holds it (28 significant digits when the quotient does not terminate); "0"
+    when flat.
+    """
+    last_price_decimal: _builtins.str
+    """Exact mark as decimal text; empty when last_price is absent."""
     def __init__(
         self,
         *,
@@ -706,10 +772,12 @@ class Position(_message.Message):
         sell_qty: _builtins.int = ...,
         realized_pnl_decimal: _builtins.str = ...,
         unrealized_pnl_decimal: _builtins.str = ...,
+        avg_price_decimal: _builtins.str = ...,
+        last_price_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_last_price", b"_last_price", "last_price", b"last_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_price", b"_last_price", "avg_price", b"avg_price", "buy_qty", b"buy_qty", "last_price", b"last_price", "net_qty", b"net_qty", "product", b"product", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "sell_qty", b"sell_qty", "strategy_code", b"strategy_code", "symbol", b"symbol", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_decimal", b"unrealized_pnl_decimal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_price", b"_last_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "buy_qty", b"buy_qty", "last_price", b"last_price", "last_price_decimal", b"last_price_decimal", "net_qty", b"net_qty", "product", b"product", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "sell_qty", b"sell_qty", "strategy_code", b"strategy_code", "symbol", b"symbol", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_decimal", b"unrealized_pnl_decimal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__last_price: _TypeAlias = _typing.Literal["last_price"]  # noqa: Y015
     _WhichOneofArgType__last_price: _TypeAlias = _typing.Literal["_last_price", b"_last_price"]  # noqa: Y015

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from execgw.server.anchors import HeadAnchorRecorder
+from execgw.server.api import reflection_v1
 from execgw.server.api.auth import AuthInterceptor
 from execgw.server.api.execution import ExecutionGatewayServicer
 from execgw.server.api.market_data import MarketDataServicer
@@ -191,6 +192,7 @@ class Gateway:
                 self.core,
                 self.instruments,
                 lambda: Journal(Path(self.config.journal.path), read_only=True, chain=self.chain),
+                require_client_order_id=self.config.execution.require_client_order_id,
             ),
             server,
         )
@@ -204,9 +206,15 @@ class Gateway:
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        # Both reflection versions, each listing both: tools ask for v1 first.
+        reflected = (
+            *SERVICE_NAMES,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+            reflection_v1.SERVICE_NAME,
         )
+        reflection.enable_server_reflection(reflected, server)
+        reflection_v1.enable_v1(server, reflected)
         self._starting = server
         # Health and reflection share the port, and so its TLS.
         credentials = None if self.tls is None else self.tls.server_credentials()

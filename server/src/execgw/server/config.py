@@ -180,6 +180,9 @@ class PreTradeConfig(_Section):
 
 class ExecutionConfig(_Section):
     dry_run: bool = False
+    # An empty client_order_id is INVALID_ARGUMENT. Off, the gateway assigns
+    # "auto-<order_id>" instead, and a retry of such a submit places a second order.
+    require_client_order_id: bool = True
     slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
     # Equity for the drawdown breaker is capital plus the day's PnL.
     capital_rupees: float = Field(default=1_000_000.0, gt=0)

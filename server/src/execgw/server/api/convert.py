@@ -54,6 +54,7 @@ _STATUS_PB = {v: k for k, v in _STATUS.items()}
 
 
 def raw_intent(msg: orders_pb2.OrderIntent) -> RawIntent:
+    metadata, metadata_error = _metadata(msg)
     return RawIntent(
         symbol=msg.symbol,
         strategy_code=msg.strategy_code,
@@ -67,17 +68,23 @@ def raw_intent(msg: orders_pb2.OrderIntent) -> RawIntent:
         tag=msg.tag,
         reason=msg.reason,
         confidence=msg.confidence if msg.HasField("confidence") else None,
-        metadata=_metadata(msg),
+        metadata=metadata,
+        price_decimal=msg.price_decimal if msg.HasField("price_decimal") else None,
+        trigger_price_decimal=(
+            msg.trigger_price_decimal if msg.HasField("trigger_price_decimal") else None
+        ),
+        metadata_error=metadata_error,
     )
 
 
-def _metadata(msg: orders_pb2.OrderIntent) -> dict[str, Any]:
+def _metadata(msg: orders_pb2.OrderIntent) -> tuple[dict[str, Any], str]:
+    """The metadata as a dict, or why it cannot be one (for validation to report)."""
     if not msg.HasField("metadata"):
-        return {}
+        return {}, ""
     try:
-        return json_format.MessageToDict(msg.metadata)
+        return json_format.MessageToDict(msg.metadata), ""
     except ValueError:  # NaN and infinities have no JSON form
-        raise InvalidRequest("intent.metadata", "numbers must be finite") from None
+        return {}, "numbers must be finite"
 
 
 def status(value: orders_pb2.OrderStatus.ValueType) -> domain.OrderStatus | None:
@@ -129,10 +136,13 @@ def result(order: domain.Order) -> orders_pb2.ExecutionResult:
     avg = order.avg_price
     if avg is not None:
         msg.avg_price = float(avg)
+        msg.avg_price_decimal = _plain(avg)
     if intent.price is not None:
         msg.price = float(intent.price)
+        msg.price_decimal = _plain(intent.price)
     if intent.trigger_price is not None:
         msg.trigger_price = float(intent.trigger_price)
+        msg.trigger_price_decimal = _plain(intent.trigger_price)
     return msg
 
 
@@ -147,6 +157,7 @@ def fill(f: domain.Fill) -> orders_pb2.Fill:
         product=_PRODUCT_PB[f.product],
         qty=f.qty,
         price=float(f.price),
+        price_decimal=_plain(f.price),
         timestamp=timestamp(f.timestamp),
     )
 
@@ -164,15 +175,20 @@ def position(p: domain.PositionView) -> orders_pb2.Position:
         sell_qty=p.sell_qty,
         realized_pnl_decimal=_plain(p.realized_pnl),
         unrealized_pnl_decimal=_plain(p.unrealized_pnl),
+        avg_price_decimal=_plain(p.avg_price),
     )
     if p.last_price is not None:
         msg.last_price = float(p.last_price)
+        msg.last_price_decimal = _plain(p.last_price)
     return msg
 
 
 def _plain(value: Decimal) -> str:
-    """Fixed-point text, never exponent notation."""
-    return f"{value:f}"
+    """Fixed-point text, never exponent notation: the `*_decimal` fields' one form.
+
+    The value as held, trailing zeros included ("7.50"); a zero has no sign."""
+    text = f"{value:f}"
+    return text[1:] if value.is_zero() and text.startswith("-") else text
 
 
 def event(e: BusEvent, trading_day: date | None = None) -> orders_pb2.ExecutionEvent:
@@ -254,6 +270,9 @@ def quote_in(msg: market_data_pb2.Quote) -> RawQuote:
         ask_qty=msg.ask_qty,
         volume=msg.volume,
         timestamp=when,
+        ltp_decimal=msg.ltp_decimal,
+        bid_decimal=msg.bid_decimal,
+        ask_decimal=msg.ask_decimal,
     )
 
 
@@ -263,6 +282,9 @@ def quote_out(q: domain.Quote) -> market_data_pb2.Quote:
         ltp=float(q.ltp),
         bid=float(q.bid),
         ask=float(q.ask),
+        ltp_decimal=_plain(q.ltp),
+        bid_decimal=_plain(q.bid),
+        ask_decimal=_plain(q.ask),
         bid_qty=q.bid_qty,
         ask_qty=q.ask_qty,
         volume=q.volume,
@@ -283,6 +305,12 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
         trades_today=report.trades_today,
         mis_entries_closed=report.mis_entries_closed,
         unmarked_symbols=report.unmarked_symbols,
+        realized_pnl_decimal=_plain(report.realized_pnl),
+        unrealized_pnl_decimal=_plain(report.unrealized_pnl),
+        day_pnl_decimal=_plain(report.day_pnl),
+        equity_decimal=_plain(report.equity),
+        peak_equity_decimal=_plain(report.peak_equity),
+        drawdown_pct_decimal=_plain(report.drawdown_pct),
     )
     for b in report.breakers:
         status = msg.breakers.add(
@@ -292,6 +320,8 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
             trips_to=trading_state(b.trips_to),
             value=float(b.value),
             limit=float(b.limit),
+            value_decimal=_plain(b.value),
+            limit_decimal=_plain(b.limit),
         )
         if b.trip is not None:
             status.tripped_at.CopyFrom(timestamp(b.trip.at))
@@ -303,5 +333,6 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
             trades_today=st.trades_today,
             loss_streak=st.loss_streak,
             realized_pnl=float(st.realized_pnl),
+            realized_pnl_decimal=_plain(st.realized_pnl),
         )
     return msg

@@ -1,4 +1,9 @@
-"""Maps core refusals to gRPC status codes; anything unexpected becomes a bare INTERNAL."""
+"""Maps core refusals to gRPC status codes; anything unexpected becomes a bare INTERNAL.
+
+INVALID_ARGUMENT also carries a google.rpc.BadRequest in the status details (the
+`grpc-status-details-bin` trailer) with a field violation per malformed field, so a
+program in any language can read which fields to fix without parsing the message.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
+import google.rpc.code_pb2 as code_pb2
+import google.rpc.error_details_pb2 as error_details_pb2
+import google.rpc.status_pb2 as status_pb2
 import grpc
+from google.protobuf import any_pb2
+from grpc_status import rpc_status
 
 from execgw.server.api import auth
 from execgw.server.errors import (
@@ -19,7 +29,7 @@ from execgw.server.errors import (
     NotFound,
     OrderNotCancellable,
 )
-from execgw.server.validation import InvalidRequest
+from execgw.server.validation import FieldViolation, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +44,40 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
 
 _R = TypeVar("_R")
 
+# The BadRequest details stop before this many bytes (they travel in a trailer, which
+# HTTP/2 peers cap at 8-16 KiB with the message); each text within it is cut as well.
+MAX_DETAILS_BYTES = 2048
+_MAX_FIELD_CHARS = 128
+_MAX_DESCRIPTION_CHARS = 256
+
+
+def bad_request(violations: tuple[FieldViolation, ...]) -> error_details_pb2.BadRequest:
+    """Every violation, in order, as far as MAX_DETAILS_BYTES allows (always the first)."""
+    details = error_details_pb2.BadRequest()
+    for violation in violations:
+        details.field_violations.add(
+            field=violation.field[:_MAX_FIELD_CHARS],
+            description=violation.description[:_MAX_DESCRIPTION_CHARS],
+        )
+        if len(details.field_violations) > 1 and details.ByteSize() > MAX_DETAILS_BYTES:
+            del details.field_violations[-1]
+            break
+    return details
+
+
+def invalid_argument_status(error: InvalidRequest) -> grpc.Status:
+    detail = any_pb2.Any()
+    detail.Pack(bad_request(error.violations))
+    return rpc_status.to_status(  # type: ignore[no-any-return]
+        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[detail])
+    )
+
 
 async def abort_for(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
     if isinstance(error, Forbidden):
         await auth.denied(context, error)  # PERMISSION_DENIED, journaled
+    if isinstance(error, InvalidRequest):
+        await context.abort_with_status(invalid_argument_status(error))
     for kind, code in _CODES.items():
         if isinstance(error, kind):
             await context.abort(code, str(error))

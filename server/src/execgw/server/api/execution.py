@@ -10,7 +10,7 @@ from opentelemetry import propagate, trace
 
 from execgw.server.api import auth, convert, paging
 from execgw.server.api.errors import abort_for, unary, write_stream
-from execgw.server.api.streaming import FillStream
+from execgw.server.api.streaming import FillStream, validate_heartbeat_interval
 from execgw.server.core import GatewayCore
 from execgw.server.domain import OrderIntent
 from execgw.server.errors import Forbidden
@@ -21,6 +21,7 @@ from execgw.server.validation import (
     MAX_ACTOR_LENGTH,
     MAX_REASON_LENGTH,
     InvalidRequest,
+    Violations,
     validate_client_order_id,
     validate_filter_values,
     validate_intent,
@@ -41,10 +42,13 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         core: GatewayCore,
         instruments: InstrumentRegistry,
         open_journal: Callable[[], Journal],
+        *,
+        require_client_order_id: bool = True,
     ) -> None:
         self._core = core
         self._instruments = instruments
         self._open_journal = open_journal
+        self._require_client_order_id = require_client_order_id
 
     @unary
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -54,8 +58,16 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         parent = propagate.extract(dict(context.invocation_metadata() or ()))
         with tracer.start_as_current_span("execgw.SubmitOrder", context=parent) as span:
             span.set_attribute("execgw.client_order_id", request.client_order_id)
-            validate_client_order_id(request.client_order_id)
-            intent = self._intent(request)
+            found = Violations()  # in field order: the intent's, then the key's
+            intent = found.value(self._intent, request)
+            found.check(
+                validate_client_order_id,
+                request.client_order_id,
+                required=self._require_client_order_id,
+            )
+            found.raise_if_any()
+            if intent is None:
+                raise AssertionError("an invalid intent passed validation")
             span.set_attribute("execgw.symbol", intent.symbol)
             span.set_attribute("execgw.strategy_code", intent.strategy_code)
             auth.check_strategy(intent.strategy_code, "intent.strategy_code")
@@ -86,18 +98,23 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def ListOrders(  # noqa: N802
         self, request: gateway_pb2.ListOrdersRequest, context: Context
     ) -> gateway_pb2.ListOrdersResponse:
-        validate_strategy_code(request.strategy_code, "strategy_code", required=False)
+        found = Violations()
+        found.check(validate_strategy_code, request.strategy_code, "strategy_code", required=False)
         if request.symbol:
-            validate_symbol(request.symbol, "symbol")
-        auth.check_strategy(request.strategy_code, "strategy_code")
-        status = convert.status(request.status)
-        limit = paging.page_size(request.page_size)
+            found.check(validate_symbol, request.symbol, "symbol")
+        status = found.value(convert.status, request.status)
+        limit = found.value(paging.page_size, request.page_size)
         filters = paging.OrderFilters(request.strategy_code, request.status, request.symbol)
+        after = found.value(paging.resume_after, request.page_token, filters)
+        found.raise_if_any()
+        auth.check_strategy(request.strategy_code, "strategy_code")
+        if limit is None or after is None:
+            raise AssertionError("an invalid page passed validation")
         orders, more = await self._core.list_orders(
             strategy_code=request.strategy_code,
             status=status,
             symbol=request.symbol,
-            after=paging.resume_after(request.page_token, filters),
+            after=after,
             limit=limit,
         )
         # Where the next page starts: after every order the engine looked at, on this page
@@ -134,7 +151,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         # context.write, not yield: a subscriber that leaves mid-write is a normal end
         # of its stream, handled here rather than logged by gRPC as a servicer error.
         try:
-            _validate_stream_filters(request)
+            _validate_stream_request(request)
             # Denied, not narrowed: a subscriber must never believe it sees everything.
             auth.check_strategies(request.strategy_codes, "strategy_codes")
         except (InvalidRequest, Forbidden) as e:
@@ -223,18 +240,24 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         return validate_intent(convert.raw_intent(request.intent), self._instruments)
 
 
-def _validate_stream_filters(request: gateway_pb2.StreamFillsRequest) -> None:
-    validate_filter_values(list(request.strategy_codes), "strategy_codes")
-    validate_filter_values(list(request.symbols), "symbols")
-    for index, code in enumerate(request.strategy_codes):
-        validate_strategy_code(code, f"strategy_codes[{index}]")
-    for index, symbol in enumerate(request.symbols):
-        validate_symbol(symbol, f"symbols[{index}]")
+def _validate_stream_request(request: gateway_pb2.StreamFillsRequest) -> None:
+    found = Violations()
+    # Too many values: one violation for the list, not one per value.
+    if found.check(validate_filter_values, list(request.strategy_codes), "strategy_codes"):
+        for index, code in enumerate(request.strategy_codes):
+            found.check(validate_strategy_code, code, f"strategy_codes[{index}]")
+    if found.check(validate_filter_values, list(request.symbols), "symbols"):
+        for index, symbol in enumerate(request.symbols):
+            found.check(validate_symbol, symbol, f"symbols[{index}]")
+    found.check(validate_heartbeat_interval, request.heartbeat_interval_ms)
+    found.raise_if_any()
 
 
 def _validate_kill_switch(
     request: gateway_pb2.HaltTradingRequest | gateway_pb2.ResumeTradingRequest,
 ) -> None:
-    validate_strategy_code(request.strategy_code, "strategy_code", required=False)
-    validate_text(request.reason, "reason", MAX_REASON_LENGTH)
-    validate_text(request.actor, "actor", MAX_ACTOR_LENGTH)
+    found = Violations()
+    found.check(validate_strategy_code, request.strategy_code, "strategy_code", required=False)
+    found.check(validate_text, request.reason, "reason", MAX_REASON_LENGTH)
+    found.check(validate_text, request.actor, "actor", MAX_ACTOR_LENGTH)
+    found.raise_if_any()

@@ -13,7 +13,7 @@ from execgw.server.clock import Clock
 from execgw.server.core import GatewayCore
 from execgw.server.errors import QuoteNotFound
 from execgw.server.instruments import InstrumentRegistry
-from execgw.server.validation import validate_quote, validate_symbol
+from execgw.server.validation import Violations, validate_quote, validate_symbol
 from execgw.v1 import market_data_pb2, market_data_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -58,13 +58,21 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
         async for request in request_iterator:
             now = self._clock.now()
             # The whole request is validated before any of it is applied, so a bad
-            # quote leaves its request (and everything after) unapplied.
-            quotes = [
-                validate_quote(
-                    convert.quote_in(msg), self._instruments, f"quotes[{index + i}].", now
+            # quote leaves its request (and everything after) unapplied; the error
+            # names every malformed field of the request.
+            found = Violations()
+            validated = [
+                found.value(
+                    validate_quote,
+                    convert.quote_in(msg),
+                    self._instruments,
+                    f"quotes[{index + i}].",
+                    now,
                 )
                 for i, msg in enumerate(request.quotes)
             ]
+            found.raise_if_any()
+            quotes = [q for q in validated if q is not None]
             if quotes:
                 outcome = await self._core.apply_quotes(quotes)
                 response.accepted += outcome.accepted

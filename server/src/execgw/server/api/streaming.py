@@ -54,6 +54,13 @@ def event_filter(request: gateway_pb2.StreamFillsRequest) -> Callable[[BusEvent]
     return wanted
 
 
+def validate_heartbeat_interval(interval_ms: int) -> None:
+    if interval_ms and interval_ms < MIN_HEARTBEAT_MS:
+        raise InvalidRequest(
+            "heartbeat_interval_ms", f"must be 0 (default) or >= {MIN_HEARTBEAT_MS}"
+        )
+
+
 class HistoryPruned(Exception):
     def __init__(self, oldest: int) -> None:
         super().__init__(f"events before {oldest} were pruned")
@@ -72,10 +79,7 @@ class FillStream:
         trading_day_of: Callable[[datetime], date],
         default_heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
-        if request.heartbeat_interval_ms and request.heartbeat_interval_ms < MIN_HEARTBEAT_MS:
-            raise InvalidRequest(
-                "heartbeat_interval_ms", f"must be 0 (default) or >= {MIN_HEARTBEAT_MS}"
-            )
+        validate_heartbeat_interval(request.heartbeat_interval_ms)
         self._request = request
         self._bus = bus
         self._open_journal = open_journal
