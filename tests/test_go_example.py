@@ -118,7 +118,7 @@ def test_go_example_builds_and_trades(gateway: RunningGateway, tmp_path: Path) -
     invalid, done = lines[-2:]
     assert (invalid["step"], invalid["code"]) == ("invalid_argument", "InvalidArgument")
     assert invalid["message"].startswith("intent.qty: ")
-    # Field violations come once the gateway sends google.rpc.BadRequest; then qty is one.
-    if invalid["details"]:
-        assert "intent.qty" in [v["field"] for v in invalid["violations"]], invalid
+    # The gateway sends google.rpc.BadRequest: qty is one of its field violations.
+    assert invalid["details"], invalid
+    assert "intent.qty" in [v["field"] for v in invalid["violations"]], invalid
     assert done == {"step": "done"}
