@@ -374,7 +374,8 @@ def _first_control_character(text: str) -> str | None:
 
 def _required(value: _T | None, field_name: str) -> _T:
     if value is None:
-        raise InvalidRequest(field_name, "must be set (UNSPECIFIED is not allowed)")
+        # None covers UNSPECIFIED and a number from a newer contract alike.
+        raise InvalidRequest(field_name, "must be one of its named values (not UNSPECIFIED)")
     return value
 
 
