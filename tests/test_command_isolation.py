@@ -144,7 +144,7 @@ def test_a_fault_after_a_half_applied_change_is_undone_and_the_rest_commits(
     _check_99_committed(running, results)
     assert observed.batches == [99]
     # Memory matches the journal: the half-accepted order left no trace.
-    assert engine.state.ledger.order_for_client_id("iso-50") is None
+    assert engine.state.ledger.order_for_client_id(POISON, "iso-50") is None
     assert engine.state.sequence == running.gateway.journal.head_sequence
     assert len(engine.state.ledger.open_orders()) == 99
 

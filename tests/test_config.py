@@ -191,3 +191,9 @@ def test_unreadable_and_malformed_files_are_config_errors(tmp_path: Path) -> Non
     scalar.write_text("just a string\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(scalar)
+
+
+def test_an_unbracketed_ipv6_listen_address_is_refused() -> None:
+    with pytest.raises(ConfigError, match="brackets"):
+        parse_config({"listen": "::1:5005"}, source="test")
+    assert parse_config({"listen": "[::1]:5005"}, source="test").listen == "[::1]:5005"

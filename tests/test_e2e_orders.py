@@ -702,11 +702,11 @@ def test_retry_of_a_rejected_order_returns_the_rejection(client: ExecutionClient
         market(INFY, "BUY", 20, strategy_code="idem"),
         market(INFY, "SELL", 10, strategy_code="idem"),
         market(TCS, "BUY", 10, strategy_code="idem"),
-        market(INFY, "BUY", 10, strategy_code="other"),
         market(INFY, "BUY", 10, strategy_code="idem", product="NRML"),
         limit(INFY, "BUY", 10, 1500.00, strategy_code="idem"),
     ],
-    ids=["qty", "side", "symbol", "strategy", "product", "order_type"],
+    # Another strategy with the same key places its own order: keys are per strategy.
+    ids=["qty", "side", "symbol", "product", "order_type"],
 )
 def test_same_client_order_id_different_intent_is_already_exists(
     client: ExecutionClient, changed: OrderIntent

@@ -38,6 +38,7 @@ from execgw.client._common import (
     auth_metadata,
     channel_credentials,
     check_timeout,
+    check_token_transport,
     client_order_id_or_new,
     is_capacity_refusal,
     list_orders_request,
@@ -95,6 +96,7 @@ class AsyncExecutionClient:
         options = merge_channel_options(channel_options)
         credentials = channel_credentials(tls=tls, verify=verify, cert=cert)
         self.tls = credentials is not None
+        check_token_transport(target, auth, self.tls)
         self._channel = (
             grpc.aio.insecure_channel(target, options=options)
             if credentials is None

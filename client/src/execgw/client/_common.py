@@ -6,6 +6,7 @@ retry timing, channel options and request shapes.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import uuid
@@ -183,6 +184,34 @@ def auth_metadata(auth: str | None) -> Metadata | None:
             "auth must be the bearer token: printable ASCII without spaces (not shown here)"
         )
     return ((AUTHORIZATION_KEY, f"Bearer {auth}"),)
+
+
+def check_token_transport(target: str, auth: str | None, tls: bool) -> None:
+    """A bearer token goes over TLS, or stays on this host: sent in plaintext across a
+    network, anyone on the path could trade with it."""
+    if auth is None or tls or _is_local_target(target):
+        return
+    raise ValueError(
+        f"auth= would send the bearer token in plaintext to {target}: use TLS (tls=True, "
+        "verify= or cert=), or a loopback or unix: target"
+    )
+
+
+def _is_local_target(target: str) -> bool:
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    for prefix in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if target.startswith(prefix):
+            target = target[len(prefix) :]
+            break
+    host = target.rpartition(":")[0] if target.count(":") == 1 or "]" in target else target
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_timeout(timeout: float | None, name: str = "timeout") -> None:

@@ -455,6 +455,9 @@ class GatewayConfig(_Section):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"must be HOST:PORT, got {value!r}")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            # "::1:5005" reads as host ::1 here but as another address to gRPC.
+            raise ValueError(f"an IPv6 host goes in brackets, as in [::1]:50051; got {value!r}")
         return value
 
     def with_overrides(self, **changes: Any) -> GatewayConfig:

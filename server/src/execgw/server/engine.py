@@ -197,19 +197,14 @@ class ExecutionEngine:
         ledger = self.state.ledger
         now = self._advance_time()
         if client_order_id:
-            existing = ledger.order_for_client_id(client_order_id)
-            # Keys are scoped to the trading day: yesterday's key is free again today.
+            # Keys belong to a strategy and to a trading day: another strategy's key, or
+            # yesterday's, is free.
+            existing = ledger.order_for_client_id(intent.strategy_code, client_order_id)
             if existing is not None and self._today(existing):
                 if existing.intent.fingerprint() != intent.fingerprint():
-                    # Another strategy's order id is not the caller's to learn.
-                    which = (
-                        f" ({existing.order_id})"
-                        if existing.intent.strategy_code == intent.strategy_code
-                        else ""
-                    )
                     raise IdempotencyConflict(
                         f"client_order_id {client_order_id!r} was already used for a different "
-                        f"order{which}; use a new id for a new order"
+                        f"order ({existing.order_id}); use a new id for a new order"
                     )
                 return ledger.snapshot(existing.order_id)
         order_id = self._place(intent, client_order_id, now, caller=caller)

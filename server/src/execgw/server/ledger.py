@@ -124,7 +124,9 @@ class Ledger:
         # Open orders by id, oldest first: the order path asks for them on every submit,
         # so they must not cost a scan of the whole day's book.
         self._open_by_id: dict[str, Order] = {}
-        self._by_client_id: dict[str, str] = {}
+        # Idempotency keys are the strategy's own: one strategy can neither learn nor use
+        # up another's keys.
+        self._by_client_id: dict[tuple[str, str], str] = {}
         self._positions: dict[PositionKey, PositionState] = {}
         # Order ids in memory, ascending, in all and by strategy and by symbol: a listing
         # starts at its cursor by bisection and looks only at orders its filters can match.
@@ -140,8 +142,9 @@ class Ledger:
                 # still open here are cancelled (DAY expiry) right after this event.
                 for order_id in [o.order_id for o in self._orders.values() if not o.status.is_open]:
                     order = self._orders.pop(order_id)
-                    if self._by_client_id.get(order.client_order_id) == order_id:
-                        del self._by_client_id[order.client_order_id]
+                    key = (order.intent.strategy_code, order.client_order_id)
+                    if self._by_client_id.get(key) == order_id:
+                        del self._by_client_id[key]
                 self._index_ids()
             case OrderAccepted() | OrderRejected():
                 self._open(event)
@@ -164,8 +167,8 @@ class Ledger:
     def order(self, order_id: str) -> Order | None:
         return self._orders.get(order_id)
 
-    def order_for_client_id(self, client_order_id: str) -> Order | None:
-        order_id = self._by_client_id.get(client_order_id)
+    def order_for_client_id(self, strategy_code: str, client_order_id: str) -> Order | None:
+        order_id = self._by_client_id.get((strategy_code, client_order_id))
         return None if order_id is None else self._orders[order_id]
 
     def orders(self) -> Iterator[Order]:
@@ -179,14 +182,12 @@ class Ledger:
         again. Found by bisection, so the cost does not grow with the orders before
         `after`. Not for use while the ledger changes (the writer is single)."""
         ids = self._ids
-        for key, index in (
-            (strategy_code, self._ids_by_strategy),
-            (symbol, self._ids_by_symbol),
-        ):
-            if key:
-                narrower = index.get(key, [])
-                if len(narrower) < len(ids):
-                    ids = narrower
+        if strategy_code:
+            # Always the strategy's own index when there is one: the scan position ends up
+            # in a page token, and a strategy must not learn another's order ids from it.
+            ids = self._ids_by_strategy.get(strategy_code, [])
+        elif symbol:
+            ids = self._ids_by_symbol.get(symbol, [])
         orders = self._orders
         for position in range(bisect.bisect_right(ids, after), len(ids)):
             yield orders[ids[position]]
@@ -239,7 +240,8 @@ class Ledger:
             if order.status.is_open:
                 ledger._open_by_id[order.order_id] = order
             if order.client_order_id:
-                ledger._by_client_id[order.client_order_id] = order.order_id
+                key = (order.intent.strategy_code, order.client_order_id)
+                ledger._by_client_id[key] = order.order_id
         ledger._positions = dict(positions)
         ledger._index_ids()
         return ledger
@@ -292,7 +294,8 @@ class Ledger:
         if order.status.is_open:
             self._open_by_id[event.order_id] = order
         if event.client_order_id:
-            self._by_client_id[event.client_order_id] = event.order_id
+            key = (event.intent.strategy_code, event.client_order_id)
+            self._by_client_id[key] = event.order_id
 
     def _fill(self, fill: Fill) -> FillOutcome:
         order = self._require(fill.order_id)
