@@ -8,7 +8,7 @@ CONFIG ?= configs/dev.yaml
 PROTOS := $(wildcard proto/execgw/v1/*.proto)
 BUF := npx --no-install buf
 # The last released contract: `buf breaking` compares proto/ with it (docs/contract-evolution.md).
-RELEASED_CONTRACT := proto/releases/v1.binpb
+RELEASED_CONTRACT := proto/releases/v1.1.binpb
 
 .PHONY: setup proto run test lint breaking contract-release go-example bench clean
 

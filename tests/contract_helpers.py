@@ -18,7 +18,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-RELEASED_IMAGE = PROTO_ROOT / "releases" / "v1.binpb"
+RELEASED_IMAGE = PROTO_ROOT / "releases" / "v1.0.binpb"
 PROTO_FILES = ("execgw/v1/orders.proto", "execgw/v1/market_data.proto", "execgw/v1/gateway.proto")
 
 # What the made-up newer contract (future_image) adds: a status, fields and a stream payload.

@@ -1,4 +1,4 @@
-"""`buf breaking` against the released contract (proto/releases/v1.binpb, the check that
+"""`buf breaking` against the released contract (proto/releases/v1.1.binpb, the check that
 `make lint` runs) catches the edits that would break a client, and lets additions through.
 
 Each edit is made to a copy of proto/; the rule that must catch it is named, so a change
@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BUF = ROOT / "node_modules" / ".bin" / "buf"
-RELEASED = ROOT / "proto" / "releases" / "v1.binpb"
+RELEASED = ROOT / "proto" / "releases" / "v1.1.binpb"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None, reason="node is not on PATH (buf comes from npm; CI has it)"
