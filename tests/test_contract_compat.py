@@ -1,7 +1,8 @@
 """Compatibility both ways across contract versions, with stubs generated at test time.
 
-- A client built from the released contract (proto/releases/v1.0.binpb, the release before exact money and language options) trades against the
-  current gateway, and the current client trades against a gateway built from it.
+- A client built from the previous release (proto/releases/v1.0.binpb, before exact
+  money and language options) trades against the current gateway, and the current
+  client trades against a gateway built from it.
 - A newer peer, built from a made-up later contract (contract_helpers.future_image: a new
   OrderStatus 99, new fields, a new stream payload), talks to the current gateway and to
   the current client. Nothing crashes, nothing is misread: an unknown status stays a

@@ -23,6 +23,7 @@ from execgw.client import (
     InvalidArgument,
     OrderStatus,
     from_rpc_error,
+    market,
 )
 from execgw.client._status_details import field_violations
 from execgw.server.api.errors import MAX_DETAILS_BYTES, bad_request
@@ -189,8 +190,8 @@ def test_a_request_full_of_bad_quotes_gets_bounded_details(channel: grpc.Channel
     assert len(error.field_violations) == len(details.field_violations)
 
 
-def test_an_error_without_details_has_no_violations(channel: grpc.Channel) -> None:
-    """A request that is no valid message is refused before any field is read."""
+def test_a_request_that_is_no_valid_message_names_the_request(channel: grpc.Channel) -> None:
+    """Refused before any field is read, still with its BadRequest."""
     call = channel.unary_unary(
         "/execgw.v1.ExecutionGateway/SubmitOrder",
         request_serializer=lambda raw: raw,
@@ -200,7 +201,7 @@ def test_an_error_without_details_has_no_violations(channel: grpc.Channel) -> No
         call(b"\xff\xff", timeout=TIMEOUT_S)
     error = from_rpc_error(info.value)
     assert isinstance(error, InvalidArgument)
-    assert error.field_violations == []
+    assert error.field_violations == [("request", "is not a valid execgw.v1.SubmitOrderRequest")]
 
 
 def test_details_reader_ignores_what_it_cannot_read() -> None:
@@ -221,7 +222,7 @@ def test_details_reader_ignores_what_it_cannot_read() -> None:
 
 def test_bad_request_keeps_the_first_violation_and_cuts_long_texts() -> None:
     huge = FieldViolation("f" * 1000, "d" * 5000)
-    assert bad_request((huge,)).field_violations[0].field == "f" * 128
+    assert bad_request((huge,)).field_violations[0].field == "f" * 125 + "..."
     details = bad_request(tuple(FieldViolation(f"f{i}", "d" * 300) for i in range(100)))
     assert details.ByteSize() <= MAX_DETAILS_BYTES
     assert details.field_violations[0].field == "f0"
@@ -268,5 +269,26 @@ def test_with_the_switch_off_an_empty_key_gets_an_auto_id(
         assert first.client_order_id == f"auto-{first.order_id}"
         # Which is why it is on by default: the "retry" placed a second order.
         assert second.order_id != first.order_id
+    finally:
+        gateway.stop()
+
+
+def test_an_invalid_argument_with_long_non_ascii_text_still_fits_its_trailer(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Emoji in a metadata path, percent-encoded, once blew the trailer past HTTP/2's
+    16 KiB and turned INVALID_ARGUMENT into RESOURCE_EXHAUSTED."""
+    e = "\N{GRINNING FACE}"
+    deep: dict[str, object] = {e * 280: {e * 280: {e * 280: {e * 280: "\x01"}}}}
+    gateway = RunningGateway(make_config(tmp_path), clock)
+    try:
+        with ExecutionClient(gateway.target) as client:
+            for _ in range(5):
+                with pytest.raises(InvalidArgument) as info:
+                    client.submit(
+                        market("NSE:INFY", "BUY", 1, strategy_code="s", metadata=deep), "emoji-1"
+                    )
+                assert info.value.field_violations
+                assert len(info.value.details.encode()) <= 1100
     finally:
         gateway.stop()

@@ -51,13 +51,23 @@ _MAX_FIELD_CHARS = 128
 _MAX_DESCRIPTION_CHARS = 256
 
 
+# The status message travels twice (grpc-message, and inside the details): bounded in
+# bytes, as ASCII, because non-ASCII text grows up to 12x once percent-encoded.
+MAX_MESSAGE_BYTES = 1024
+
+
+def _ascii(text: str, limit: int) -> str:
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
+
+
 def bad_request(violations: tuple[FieldViolation, ...]) -> error_details_pb2.BadRequest:
     """Every violation, in order, as far as MAX_DETAILS_BYTES allows (always the first)."""
     details = error_details_pb2.BadRequest()
     for violation in violations:
         details.field_violations.add(
-            field=violation.field[:_MAX_FIELD_CHARS],
-            description=violation.description[:_MAX_DESCRIPTION_CHARS],
+            field=_ascii(violation.field, _MAX_FIELD_CHARS),
+            description=_ascii(violation.description, _MAX_DESCRIPTION_CHARS),
         )
         if len(details.field_violations) > 1 and details.ByteSize() > MAX_DETAILS_BYTES:
             del details.field_violations[-1]
@@ -65,11 +75,17 @@ def bad_request(violations: tuple[FieldViolation, ...]) -> error_details_pb2.Bad
     return details
 
 
-def invalid_argument_status(error: InvalidRequest) -> grpc.Status:
+def invalid_argument_status(error: InvalidRequest, message: str | None = None) -> grpc.Status:
+    """INVALID_ARGUMENT with a BadRequest of every violation; `message` replaces the
+    readable summary when the caller has a better sentence."""
     detail = any_pb2.Any()
     detail.Pack(bad_request(error.violations))
     return rpc_status.to_status(  # type: ignore[no-any-return]
-        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[detail])
+        status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT,
+            message=_ascii(str(error) if message is None else message, MAX_MESSAGE_BYTES),
+            details=[detail],
+        )
     )
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import grpc
 
+from execgw.server.api.errors import invalid_argument_status
 from execgw.server.api.method_handlers import Context, Continuation, Deserializer, Handler, wrap
+from execgw.server.validation import InvalidRequest
 
 
 class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
@@ -61,7 +63,7 @@ class _Decoder:
         try:
             return self._deserialize(raw)
         except Exception:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._refusal(what))
+            await context.abort_with_status(self._refusal(what))
 
     # grpc.aio runs a synchronous behavior (e.g. the health service's List) on a worker
     # thread, with a context whose abort is synchronous.
@@ -82,11 +84,20 @@ class _Decoder:
         try:
             return self._deserialize(raw)
         except Exception:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._refusal(what))
+            # A synchronous context has no abort_with_status: the text only, there.
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} {self._problem}")
             raise  # abort raises; this keeps a failed abort from passing silently
 
-    def _refusal(self, what: str) -> str:
-        return f"{what} is not a valid {self._expected}"
+    def _refusal(self, what: str) -> grpc.Status:
+        """INVALID_ARGUMENT with its BadRequest, as every other INVALID_ARGUMENT has."""
+        field = "request" if what == "request" else f"request[{what.split()[1]}]"
+        return invalid_argument_status(
+            InvalidRequest(field, self._problem), f"{what} {self._problem}"
+        )
+
+    @property
+    def _problem(self) -> str:
+        return f"is not a valid {self._expected}"
 
 
 def _message_name(deserialize: Callable[[bytes], Any], method: str) -> str:
