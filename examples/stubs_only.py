@@ -6,7 +6,9 @@ looks like, and it proves the contract is enough. Generate the stubs yourself wi
     python -m grpc_tools.protoc -I proto --python_out=OUT --grpc_python_out=OUT \\
         proto/execgw/v1/*.proto
 
-(or use the ones in client/src, which are the same), then, with `make run` going:
+(or use the ones in client/src, which are the same), then, with
+`make run CONFIG=configs/external.yaml` going (the default config makes its own prices
+and refuses published ones):
 
     python examples/stubs_only.py [HOST:PORT]
 

@@ -17,8 +17,8 @@ for tool in go protoc protoc-gen-go protoc-gen-go-grpc; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool not found; see examples/go/README.md" >&2; exit 2; }
 done
 
-# The .proto files have no go_package yet, so each file's Go import path is given with
-# an M mapping (these override go_package once the files have one).
+# Each file's Go import path is given with an M mapping, which overrides the files'
+# go_package, so the stubs land in this example's own module.
 maps=""
 for file in orders market_data gateway; do
   maps="$maps,Mexecgw/v1/$file.proto=$package;execgwv1"

@@ -241,9 +241,11 @@ function intent(fields) {
     validity: 'VALIDITY_DAY',
     tag: 'node-example',
     // google.protobuf.Struct as protobufjs wants it: {fields: {key: Value}}, where a
-    // Value sets one of null_value, number_value, string_value, bool_value,
-    // struct_value, list_value. A plain JS object is NOT accepted here.
-    metadata: { fields: { source: { string_value: 'examples/node' } } },
+    // Value sets one of nullValue, numberValue, stringValue, boolValue, structValue,
+    // listValue. camelCase even with keepCase: protobufjs's bundled struct.proto is
+    // camelCase (protoc's own copy, loaded from disk, would be snake_case). A plain JS
+    // object is NOT accepted here.
+    metadata: { fields: { source: { stringValue: 'examples/node' } } },
     ...fields,
   };
 }
