@@ -14,11 +14,18 @@ RELEASED_CONTRACT := proto/releases/v1.1.binpb
 
 setup: $(STAMP)
 
+# pipefail: the install's output is filtered to what it installs, and a failed install
+# must still fail the target.
+$(STAMP): SHELL := /bin/bash
+$(STAMP): .SHELLFLAGS := -o pipefail -c
 $(STAMP): client/pyproject.toml server/pyproject.toml requirements/dev.txt requirements/constraints.txt
+	@echo "== creating $(VENV) and installing execgw with its pinned dependencies (first run only, about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt \
-		-e client -e server -r requirements/dev.txt
+	$(PY) -m pip install --progress-bar off -c requirements/constraints.txt \
+		-e client -e server -r requirements/dev.txt \
+		| awk '/^(Collecting|Successfully installed)/ { print; fflush() }'
+	$(PY) -c "import execgw.server, execgw.client"
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -105,8 +105,10 @@ def gateway(
             sys.executable,
             "-m",
             "execgw.server.cli",
+            # ERROR: the "authentication is OFF" warning of a loopback bench gateway is
+            # expected, and would interleave with the table.
             "--log-level",
-            "WARNING",
+            "ERROR",
             "serve",
             "--config",
             str(config),
@@ -333,6 +335,7 @@ async def secure_main(args: argparse.Namespace) -> None:
             # previous run leaves behind (journal writeback) does not favour one.
             order = runs[rep % 3 :] + runs[: rep % 3]
             for name, extra, credentials, rates in order:
+                progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, {name}")
                 with gateway(tmp, f"{name}{rep}", 512, extra=extra) as target:
                     rates.append(
                         await raw_submit_rate(target, args.n, args.concurrency, credentials)
@@ -376,16 +379,25 @@ def print_ratio(label: str, rate: float, rates: list[float], baselines: list[flo
     )
 
 
+def progress(text: str) -> None:
+    """A line on stderr as each measurement starts, so a long bench is never silent."""
+    print(f"  measuring {text} ...", file=sys.stderr, flush=True)
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         # Interleaved repeats, reporting medians: machine noise hits every measure alike.
         echoes, groups, singles = [], [], []
         for rep in range(args.repeats):
+            # The table needs every repetition; say what is being measured meanwhile.
+            progress(f"run {rep + 1}/{args.repeats}: bare gRPC echo")
             with echo_process() as target:
                 echoes.append(await echo_rate(target, args.n, args.concurrency))
+            progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, group commit")
             with gateway(tmp, f"group{rep}", 512) as target:
                 groups.append(await submit_rate(target, args.n, args.concurrency))
+            progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, one fsync per order")
             with gateway(tmp, f"single{rep}", 1) as target:
                 singles.append(await submit_rate(target, args.n, args.concurrency))
         echo, group, single = (statistics.median(x) for x in (echoes, groups, singles))
