@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import enum
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -243,8 +244,28 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
     return code
+
+
+# A reader that went away (`execgw orders | head -1`) is not an error worth a traceback:
+# exit as a process killed by SIGPIPE would look to the shell, 128 + 13.
+CLOSED_PIPE = 141
+
+
+def _closed_pipe() -> int:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot raise
+    BrokenPipeError again, and report the closed pipe (the Python docs' recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return CLOSED_PIPE
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import getpass
 import json
 import os
@@ -19,6 +20,17 @@ from execgw.v1 import orders_pb2
 
 # The bearer token, when the gateway has auth on; --token-file wins over it.
 TOKEN_ENV = "EXECGW_TOKEN"
+
+
+class ClientExit(enum.IntEnum):
+    """Exit codes of the client subcommands (README "Operating the gateway")."""
+
+    OK = 0
+    GATEWAY = 1  # the gateway refused the call or could not be reached (gRPC status shown)
+    USAGE = 2  # bad options: a token or TLS file unreadable, a missing pair
+    REJECTED = 3  # submit or cancel: the order came back REJECTED (reason on stderr)
+    INTERRUPTED = 130  # Ctrl-C
+    CLOSED_PIPE = 141  # the reader of stdout went away (`| head`): quiet, no traceback
 
 
 class _UsageError(Exception):
@@ -168,14 +180,26 @@ def _submit(args: argparse.Namespace) -> int:
     else:
         intent = market(args.symbol, args.side, args.qty, **common)
     with _client(args) as client:
-        _print_json(client.submit(intent, args.client_order_id))
-    return 0
+        result = client.submit(intent, args.client_order_id)
+    _print_json(result)
+    return _order_outcome(result)
 
 
 def _cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print_json(client.cancel(args.order_id))
-    return 0
+        result = client.cancel(args.order_id)
+    _print_json(result)
+    return _order_outcome(result)
+
+
+def _order_outcome(result: orders_pb2.ExecutionResult) -> int:
+    """REJECTED is exit 3, with the reason and message on stderr; anything else is 0."""
+    if result.status != OrderStatus.ORDER_STATUS_REJECTED:
+        return ClientExit.OK
+    reason = orders_pb2.RejectReason.Name(result.reject_reason).removeprefix("REJECT_REASON_")
+    order = f"order {result.order_id}" if result.order_id else "order"
+    print(f"execgw: {order} REJECTED: {reason}: {result.message}", file=sys.stderr)
+    return ClientExit.REJECTED
 
 
 def _whoami() -> str:
@@ -191,12 +215,12 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             return func(args)
         except ExecgwError as e:
             print(f"execgw: {e.code.name}: {e.details}", file=sys.stderr)
-            return 1
+            return ClientExit.GATEWAY
         except (_UsageError, _SetupError) as e:
             print(f"execgw: {e}", file=sys.stderr)
-            return 2
+            return ClientExit.USAGE
         except KeyboardInterrupt:
-            return 130
+            return ClientExit.INTERRUPTED
 
     return run
 
