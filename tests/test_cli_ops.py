@@ -3,11 +3,13 @@ real gateway; their tables, --json lines, exit codes and behaviour on a closed p
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -117,3 +119,124 @@ def test_every_command_dies_quietly_on_a_closed_pipe(
     finally:
         os.close(write)
     _quiet_on_closed_pipe(process)
+
+
+IST = re.compile(r"\b2026-11-27 10:00:00 \+05:30\b")
+
+
+def rows_of(text: str) -> tuple[list[str], list[list[str]]]:
+    """A table's header and rows, split on runs of two or more spaces (cells hold single
+    spaces only); the rule under the header is skipped."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = re.split(r"\s{2,}", lines[0].strip())
+    assert set(lines[1].strip()) <= set("─-"), text
+    return header, [re.split(r"\s{2,}", line.strip()) for line in lines[2:]]
+
+
+def test_orders_prints_an_aligned_table_in_ist(
+    desk: tuple[RunningGateway, dict[str, str]],
+) -> None:
+    running, ids = desk
+    result = cli(running.target, "orders")
+    assert result.returncode == 0, result.stderr
+    header, rows = rows_of(result.stdout)
+    assert header[:8] == [
+        "ORDER",
+        "CREATED",
+        "STRATEGY",
+        "SYMBOL",
+        "SIDE",
+        "TYPE",
+        "PRODUCT",
+        "QTY",
+    ]
+    assert {"FILLED", "PRICE", "AVG PRICE", "STATUS", "REASON"} <= set(header)
+    by_id = {row[0]: row for row in rows}
+    assert set(by_id) == set(ids.values())
+    assert all(IST.fullmatch(row[1]) for row in rows), result.stdout
+    filled = by_id[ids["filled"]]
+    assert filled[2:4] == ["deskA", INFY]
+    assert "1500.00" in filled
+    assert "FILLED" in filled
+    assert "1600.50" in by_id[ids["resting"]]  # the price to the tick
+    assert "NO_MARKET_DATA" in by_id[ids["rejected"]]
+    # Columns line up: every row's ORDER and CREATED cells start where their headers do.
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    at = lines[0].index("CREATED")
+    assert all(IST.match(line[at:]) for line in lines[2:]), result.stdout
+
+    other = cli(running.target, "orders", "--timezone", "UTC")
+    assert "2026-11-27 04:30:00 +00:00" in other.stdout
+
+
+def test_json_gives_one_object_per_line_with_exact_decimals(
+    desk: tuple[RunningGateway, dict[str, str]],
+) -> None:
+    running, ids = desk
+    result = cli(running.target, "orders", "--json")
+    assert result.returncode == 0, result.stderr
+    orders: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {o["order_id"] for o in orders} == set(ids.values())
+    by_id = {o["order_id"]: o for o in orders}
+    filled, resting = by_id[ids["filled"]], by_id[ids["resting"]]
+    assert filled["avg_price"] == "1500.00"  # the gateway's exact decimal text
+    assert resting["price"] == "1600.5"
+    assert resting["avg_price"] is None
+    assert filled["created_at"] == "2026-11-27T10:00:00+05:30"
+    assert filled["status"] == "ORDER_STATUS_FILLED"
+    assert "raw" not in filled
+    assert not any(key.endswith("_decimal") for o in orders for key in o)
+
+    positions = cli(running.target, "positions", "--json")
+    [position] = [json.loads(line) for line in positions.stdout.splitlines()]
+    assert position["strategy_code"] == "deskA"
+    assert all(isinstance(position[k], str) for k in ("avg_price", "realized_pnl"))
+
+    risk = cli(running.target, "risk", "--json")
+    [state] = [json.loads(line) for line in risk.stdout.splitlines()]
+    assert isinstance(state["drawdown_pct"], str)
+    assert {b["name"] for b in state["breakers"]} >= {"max_daily_loss_rupees"}
+    assert all(isinstance(b["value"], str) for b in state["breakers"])
+
+
+def test_positions_risk_halt_resume_tables(
+    desk: tuple[RunningGateway, dict[str, str]],
+) -> None:
+    running, _ = desk
+    positions = cli(running.target, "positions")
+    header, rows = rows_of(positions.stdout)
+    assert header == [
+        "STRATEGY",
+        "SYMBOL",
+        "PRODUCT",
+        "NET QTY",
+        "BUY QTY",
+        "SELL QTY",
+        "AVG PRICE",
+        "LAST",
+        "REALIZED",
+        "UNREALIZED",
+    ]
+    assert rows == [["deskA", INFY, "MIS", "3", "3", "0", "1500.00", "1500.00", "0.00", "0.00"]]
+
+    risk = cli(running.target, "risk")
+    assert risk.returncode == 0, risk.stderr
+    for title in ("account", "breakers", "strategies"):
+        assert re.search(rf"^{title}\s*$", risk.stdout, re.M), risk.stdout
+    assert "max_daily_loss_rupees" in risk.stdout
+    assert re.search(r"^ACTIVE\s+2026-11-27\s", risk.stdout, re.M), risk.stdout
+
+    halted = cli(running.target, "halt", "--reason", "desk test")
+    assert halted.returncode == 0, halted.stderr
+    assert rows_of(halted.stdout) == (
+        ["SCOPE", "STATE", "CANCELLED ORDERS"],
+        [["account", "HALTED", "1"]],
+    )
+    resumed = cli(running.target, "resume", "--reason", "done", "--json")
+    assert json.loads(resumed.stdout)["state"] == "TRADING_STATE_ACTIVE"
+
+
+def test_an_empty_result_says_so_in_one_line(gateway: RunningGateway) -> None:
+    assert cli(gateway.target, "orders").stdout == "no orders\n"
+    assert cli(gateway.target, "positions").stdout == "no positions\n"
+    assert cli(gateway.target, "orders", "--json").stdout == ""
