@@ -240,3 +240,21 @@ def test_an_empty_result_says_so_in_one_line(gateway: RunningGateway) -> None:
     assert cli(gateway.target, "orders").stdout == "no orders\n"
     assert cli(gateway.target, "positions").stdout == "no positions\n"
     assert cli(gateway.target, "orders", "--json").stdout == ""
+
+
+def test_version_names_both_distributions_and_the_contract() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    assert re.fullmatch(r"execgw-server \S+", lines[0])
+    assert re.fullmatch(r"execgw-client \S+", lines[1])
+    match = re.fullmatch(
+        r"contract execgw\.v1 (v\d+\.\d+) \(descriptors sha256 [0-9a-f]{12}\)", lines[2]
+    )
+    assert match, lines[2]
+    # The release named is the one `buf breaking` holds proto/ to.
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text(encoding="utf-8")
+    released = re.search(r"^RELEASED_CONTRACT\s*:?=\s*proto/releases/(\S+)\.binpb", makefile, re.M)
+    assert released, "RELEASED_CONTRACT not found in the Makefile"
+    assert match[1] == released[1]
