@@ -258,3 +258,31 @@ def test_version_names_both_distributions_and_the_contract() -> None:
     released = re.search(r"^RELEASED_CONTRACT\s*:?=\s*proto/releases/(\S+)\.binpb", makefile, re.M)
     assert released, "RELEASED_CONTRACT not found in the Makefile"
     assert match[1] == released[1]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (
+            "execution:\n  circuit_breakers:\n    max_daily_los_rupees: 5000\n",
+            "execution.circuit_breakers.max_daily_los_rupees: unknown key "
+            "'max_daily_los_rupees'; did you mean 'max_daily_loss_rupees'?",
+        ),
+        ("jornal:\n  path: x.db\n", "jornal: unknown key 'jornal'; did you mean 'journal'?"),
+        (
+            "execution:\n  pre_trade:\n    strategies:\n      A:\n        max_ordr_qty: 5\n",
+            "execution.pre_trade.strategies.A.max_ordr_qty: unknown key 'max_ordr_qty'; "
+            "did you mean 'max_order_qty'?",
+        ),
+        ("colour: blue\n", "colour: unknown key 'colour'\n"),
+        ("listen: nonsense\n", "listen: must be HOST:PORT, got 'nonsense'"),
+    ],
+)
+def test_config_errors_read_as_sentences(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml_text, encoding="utf-8")
+    result = run_cli("serve", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Value error" not in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,7 +4,10 @@ than a gateway that refuses to start."""
 
 from __future__ import annotations
 
+import collections.abc
+import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -477,11 +480,49 @@ def parse_config(data: object, *, source: str) -> GatewayConfig:
         problems = []
         for err in e.errors():
             key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            message = err["msg"]
+            message = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                message = "unknown key"
+                message = _unknown_key(err["loc"])
+            elif err["type"] == "missing":
+                message = "required, and missing"
             problems.append(f"{key}: {message}")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """ "unknown key 'x'", with the closest field of its section when one is close."""
+    name = str(loc[-1]) if loc else ""
+    section = _section_at(loc[:-1])
+    known = list(section.model_fields) if section is not None else []
+    close = difflib.get_close_matches(name, known, n=1)
+    text = f"unknown key {name!r}"
+    return f"{text}; did you mean {close[0]!r}?" if close else text
+
+
+def _section_at(path: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The section model a validation error's location points into, if it can be told."""
+    model: type[BaseModel] | None = GatewayConfig
+    keyed = False  # the next part is a dict key or a list index, not a field
+    for part in path:
+        if keyed:
+            keyed = False
+            continue
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model, keyed = _model_in(model.model_fields[part].annotation)
+    return model
+
+
+def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The section model inside a field's type, and whether a key or index comes first."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    keyed = typing.get_origin(annotation) in (dict, list, tuple, collections.abc.Mapping)
+    for arg in typing.get_args(annotation):
+        inner, inner_keyed = _model_in(arg)
+        if inner is not None:
+            return inner, keyed or inner_keyed
+    return None, False
 
 
 def load_config(path: Path) -> GatewayConfig:
