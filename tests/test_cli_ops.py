@@ -286,3 +286,36 @@ def test_config_errors_read_as_sentences(tmp_path: Path, yaml_text: str, expecte
     assert expected in result.stderr
     assert "Value error" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path: Path) -> None:
+    from execgw.server.config import load_config
+
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    config = folder / "gw.yaml"
+    config.write_text(
+        "journal:\n  path: data/journal.db\n  anchor:\n    path: /abs/anchors.jsonl\n"
+        "telemetry:\n  path: ../traces.jsonl\n"
+        "server:\n  tls:\n    cert_file: tls/cert.pem\n    key_file: tls/key.pem\n",
+        encoding="utf-8",
+    )
+    loaded = load_config(config)
+    assert Path(loaded.journal.path) == folder / "data" / "journal.db"
+    assert loaded.journal.anchor is not None
+    assert loaded.journal.anchor.path == "/abs/anchors.jsonl"  # absolute stays as it is
+    assert Path(loaded.telemetry.path) == tmp_path / "traces.jsonl"
+    assert loaded.server.tls is not None
+    assert Path(loaded.server.tls.cert_file) == folder / "tls" / "cert.pem"
+    assert Path(loaded.server.tls.key_file) == folder / "tls" / "key.pem"
+
+    # `journal verify --config` from another folder finds the same journal.
+    result = subprocess.run(
+        [*execgw_command(), "journal", "verify", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert str(folder / "data" / "journal.db") in result.stderr + result.stdout

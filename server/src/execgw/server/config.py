@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections.abc
 import difflib
+import os
 import re
 import typing
 from pathlib import Path
@@ -534,4 +535,39 @@ def load_config(path: Path) -> GatewayConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(data, dict):
+        data = _paths_relative_to(data, path.parent)
     return parse_config(data, source=str(path))
+
+
+# The file paths a config file may hold. A relative one is relative to the folder of the
+# file that names it, not to the working directory, so the gateway finds the same
+# journal wherever it is started from. The embedded defaults (no file) stay relative to
+# the working directory.
+CONFIG_FILE_PATHS = (
+    ("journal", "path"),
+    ("journal", "anchor", "path"),
+    ("telemetry", "path"),
+    ("instruments", "csv"),
+    ("server", "tls", "cert_file"),
+    ("server", "tls", "key_file"),
+    ("server", "tls", "client_ca_file"),
+)
+
+
+def _paths_relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    data = dict(data)
+    for dotted in CONFIG_FILE_PATHS:
+        node = data
+        for part in dotted[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                break
+            node[part] = node = dict(child)
+        else:
+            value = node.get(dotted[-1])
+            # Not a path (wrong type, empty, SQLite's ":memory:"): validation says so.
+            relative = isinstance(value, str) and value and not Path(value).is_absolute()
+            if relative and not str(value).startswith(":"):
+                node[dotted[-1]] = os.path.normpath(folder / str(value))
+    return data
