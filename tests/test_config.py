@@ -31,7 +31,10 @@ def test_dev_yaml_loads_with_its_values() -> None:
     assert isinstance(config, GatewayConfig)
     assert config.mode == "paper"
     assert config.listen == "127.0.0.1:50051"
-    assert config.journal.path == "var/journal.db"
+    # Relative to configs/, where the file is: the repository's var/, from any folder.
+    assert (
+        Path(config.journal.path).resolve() == DEV_YAML.resolve().parent.parent / "var/journal.db"
+    )
     assert config.market_data.source == "synthetic"
     assert config.market_data.synthetic.seed == 42
     assert config.market_data.synthetic.symbols["NSE:INFY"] == 1500.0

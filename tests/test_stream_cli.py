@@ -24,7 +24,11 @@ else:
     from durability_helpers import RELAXED_EXECUTION, run_cli
     from stream_helpers import EVERYTHING, INFY, TIMEOUT_S, StreamFilter, journal_rows
 
-LINE = re.compile(r"^\s*(?P<seq>\d+) (?P<time>\d\d:\d\d:\d\d\.\d{3}) (?P<kind>FILL|ORDER|RISK) ")
+# Times are in the trading day's zone (Asia/Kolkata) with its offset.
+LINE = re.compile(
+    r"^\s*(?P<seq>\d+) (?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \+05:30 "
+    r"(?P<kind>FILL|ORDER|RISK) "
+)
 KIND_OF = {
     "OrderFilled": "FILL",
     "OrderAccepted": "ORDER",

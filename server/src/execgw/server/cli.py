@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import enum
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -181,8 +182,54 @@ def _token_new(args: argparse.Namespace) -> int:
     return 0
 
 
+# The contract release this code speaks: the latest image in proto/releases (the
+# Makefile's RELEASED_CONTRACT; tests/test_cli_ops.py holds the two together).
+CONTRACT_RELEASE = "v1.1"
+CONTRACT_PACKAGE = "execgw.v1"
+
+
+def version_text() -> str:
+    """Both distributions' versions and the contract's: its release and a fingerprint
+    (sha256 prefix) of the descriptors the installed stubs were generated from, so two
+    builds that speak different protos show different fingerprints."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    digest = hashlib.sha256()
+    for module in (orders_pb2, market_data_pb2, gateway_pb2):
+        digest.update(module.DESCRIPTOR.serialized_pb)
+    return (
+        f"execgw-server {installed('execgw-server')}\n"
+        f"execgw-client {installed('execgw-client')}\n"
+        f"contract {CONTRACT_PACKAGE} {CONTRACT_RELEASE} (descriptors sha256 "
+        f"{digest.hexdigest()[:12]})\n"
+    )
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        try:
+            sys.stdout.write(version_text())
+            sys.stdout.flush()
+        except BrokenPipeError:
+            parser.exit(_closed_pipe())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="execgw", description="execgw execution gateway")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
@@ -243,8 +290,28 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
     return code
+
+
+# A reader that went away (`execgw orders | head -1`) is not an error worth a traceback:
+# exit as a process killed by SIGPIPE would look to the shell, 128 + 13.
+CLOSED_PIPE = 141
+
+
+def _closed_pipe() -> int:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot raise
+    BrokenPipeError again, and report the closed pipe (the Python docs' recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return CLOSED_PIPE
 
 
 if __name__ == "__main__":

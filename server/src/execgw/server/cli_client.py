@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import getpass
 import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from execgw.client import ExecgwError, ExecutionClient, OrderStatus, limit, market, stop
+from execgw.server import cli_render as render
 from execgw.v1 import orders_pb2
 
 # The bearer token, when the gateway has auth on; --token-file wins over it.
 TOKEN_ENV = "EXECGW_TOKEN"
+
+
+class ClientExit(enum.IntEnum):
+    """Exit codes of the client subcommands (README "Operating the gateway")."""
+
+    OK = 0
+    GATEWAY = 1  # the gateway refused the call or could not be reached (gRPC status shown)
+    USAGE = 2  # bad options: a token or TLS file unreadable, a missing pair
+    REJECTED = 3  # submit or cancel: the order came back REJECTED (reason on stderr)
+    INTERRUPTED = 130  # Ctrl-C
+    CLOSED_PIPE = 141  # the reader of stdout went away (`| head`): quiet, no traceback
 
 
 class _UsageError(Exception):
@@ -62,11 +77,15 @@ def _client(args: argparse.Namespace) -> ExecutionClient:
         raise _SetupError(str(e)) from None
 
 
-def _print_json(message: Message) -> None:
-    print(json.dumps(json_format.MessageToDict(message), sort_keys=True))
+def _zone(args: argparse.Namespace) -> tzinfo:
+    try:
+        return ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _UsageError(f"unknown --timezone {args.timezone!r}") from None
 
 
 def _tail(args: argparse.Namespace) -> int:
+    zone = _zone(args)
     with _client(args) as client:
         stream = client.stream_fills(
             strategy_codes=args.strategy or (),
@@ -76,7 +95,7 @@ def _tail(args: argparse.Namespace) -> int:
             include_risk_events=not args.fills_only,
         )
         for count, event in enumerate(stream, start=1):
-            print(_describe(event) if not args.json else _json_line(event), flush=True)
+            print(_describe(event, zone) if not args.json else _json_line(event), flush=True)
             if args.limit and count >= args.limit:
                 break
     return 0
@@ -86,9 +105,9 @@ def _json_line(message: Message) -> str:
     return json.dumps(json_format.MessageToDict(message), sort_keys=True)
 
 
-def _describe(event: orders_pb2.ExecutionEvent) -> str:
+def _describe(event: orders_pb2.ExecutionEvent, zone: tzinfo) -> str:
     kind = event.WhichOneof("payload")
-    head = f"{event.sequence:>8} {event.timestamp.ToDatetime():%H:%M:%S.%f}"[:-3]
+    head = f"{event.sequence:>8} {render.when_ms(event.timestamp, zone)}"
     if kind == "fill":
         f = event.fill
         side = orders_pb2.Side.Name(f.side).removeprefix("SIDE_")
@@ -112,8 +131,51 @@ def _describe(event: orders_pb2.ExecutionEvent) -> str:
     return f"{head} {kind}"
 
 
+ORDER_COLUMNS = (
+    "ORDER",
+    "CREATED",
+    "STRATEGY",
+    "SYMBOL",
+    "SIDE",
+    "TYPE",
+    "PRODUCT",
+    "QTY",
+    "FILLED",
+    "PRICE",
+    "TRIGGER",
+    "AVG PRICE",
+    "STATUS",
+    "REASON",
+    "MESSAGE",
+)
+
+
+def _order_row(r: orders_pb2.ExecutionResult, zone: tzinfo) -> list[str]:
+    reason = orders_pb2.RejectReason.Name(r.reject_reason).removeprefix("REJECT_REASON_")
+    return [
+        r.order_id,
+        render.when(r.created_at if r.HasField("created_at") else r.timestamp, zone),
+        r.strategy_code,
+        r.symbol,
+        orders_pb2.Side.Name(r.side).removeprefix("SIDE_"),
+        orders_pb2.OrderType.Name(r.order_type).removeprefix("ORDER_TYPE_"),
+        orders_pb2.Product.Name(r.product).removeprefix("PRODUCT_"),
+        str(r.qty),
+        str(r.filled_qty),
+        render.money(r.price_decimal),
+        render.money(r.trigger_price_decimal),
+        render.money(r.avg_price_decimal),
+        OrderStatus.Name(r.status).removeprefix("ORDER_STATUS_"),
+        reason if r.reject_reason else "",
+        r.message,
+    ]
+
+
 def _orders(args: argparse.Namespace) -> int:
-    # Page by page, printing as it goes: a long day never sits in memory at once.
+    # --json prints page by page as it goes; a table needs its widths, so it gathers the
+    # rows first (short strings, not the messages).
+    zone = _zone(args)
+    rows: list[list[str]] = []
     with _client(args) as client:
         page_token = ""
         while True:
@@ -121,34 +183,181 @@ def _orders(args: argparse.Namespace) -> int:
                 strategy_code=args.strategy, symbol=args.symbol, page_token=page_token
             )
             for result in page.results:
-                _print_json(result)
+                if args.json:
+                    render.print_json(result, zone)
+                else:
+                    rows.append(_order_row(result, zone))
             page_token = page.next_page_token
             if not page_token:
-                return 0
+                break
+    if not args.json:
+        if rows:
+            render.table(None, ORDER_COLUMNS, rows)
+        else:
+            render.line("no orders")
+    return 0
+
+
+POSITION_COLUMNS = (
+    "STRATEGY",
+    "SYMBOL",
+    "PRODUCT",
+    "NET QTY",
+    "BUY QTY",
+    "SELL QTY",
+    "AVG PRICE",
+    "LAST",
+    "REALIZED",
+    "UNREALIZED",
+)
 
 
 def _positions(args: argparse.Namespace) -> int:
+    zone = _zone(args)
     with _client(args) as client:
-        for position in client.positions(args.strategy):
-            _print_json(position)
+        positions = client.positions(args.strategy)
+    if args.json:
+        for position in positions:
+            render.print_json(position, zone)
+        return 0
+    if not positions:
+        render.line("no positions")
+        return 0
+    render.table(
+        None,
+        POSITION_COLUMNS,
+        (
+            [
+                p.strategy_code,
+                p.symbol,
+                orders_pb2.Product.Name(p.product).removeprefix("PRODUCT_"),
+                str(p.net_qty),
+                str(p.buy_qty),
+                str(p.sell_qty),
+                render.money(p.avg_price_decimal),
+                render.money(p.last_price_decimal),
+                render.money(p.realized_pnl_decimal),
+                render.money(p.unrealized_pnl_decimal),
+            ]
+            for p in positions
+        ),
+    )
     return 0
+
+
+def _state(value: orders_pb2.TradingState.ValueType) -> str:
+    return orders_pb2.TradingState.Name(value).removeprefix("TRADING_STATE_")
+
+
+ACCOUNT_COLUMNS = (
+    "STATE",
+    "DAY",
+    "REALIZED",
+    "UNREALIZED",
+    "DAY PNL",
+    "EQUITY",
+    "PEAK",
+    "DRAWDOWN",
+    "TRADES",
+    "MIS ENTRIES",
+    "UNMARKED",
+)
 
 
 def _risk(args: argparse.Namespace) -> int:
+    zone = _zone(args)
     with _client(args) as client:
-        _print_json(client.risk_state(args.strategy))
+        risk = client.risk_state(args.strategy)
+    if args.json:
+        render.print_json(risk, zone)
+        return 0
+    render.table(
+        "account",
+        ACCOUNT_COLUMNS,
+        [
+            [
+                _state(risk.state),
+                risk.trading_day,
+                render.money(risk.realized_pnl_decimal),
+                render.money(risk.unrealized_pnl_decimal),
+                render.money(risk.day_pnl_decimal),
+                render.money(risk.equity_decimal),
+                render.money(risk.peak_equity_decimal),
+                render.percent(risk.drawdown_pct_decimal),
+                str(risk.trades_today),
+                "closed" if risk.mis_entries_closed else "open",
+                " ".join(risk.unmarked_symbols),
+            ]
+        ],
+    )
+    render.table(
+        "breakers",
+        ("BREAKER", "SCOPE", "VALUE", "LIMIT", "TRIPPED", "TRIPS TO", "TRIPPED AT", "MESSAGE"),
+        (
+            [
+                b.name,
+                b.strategy_code or "account",
+                _breaker_number(b.name, b.value_decimal),
+                _breaker_number(b.name, b.limit_decimal),
+                "yes" if b.tripped else "no",
+                _state(b.trips_to),
+                render.when(b.tripped_at, zone),
+                b.message,
+            ]
+            for b in risk.breakers
+        ),
+    )
+    if risk.strategies:
+        render.table(
+            "strategies",
+            ("STRATEGY", "STATE", "TRADES", "LOSS STREAK", "REALIZED"),
+            (
+                [
+                    s.strategy_code,
+                    _state(s.state),
+                    str(s.trades_today),
+                    str(s.loss_streak),
+                    render.money(s.realized_pnl_decimal),
+                ]
+                for s in risk.strategies
+            ),
+        )
+    else:
+        render.line("no strategies")
     return 0
 
 
+def _breaker_number(name: str, text: str) -> str:
+    return render.money(text) if name.endswith("_rupees") else render.plain(text)
+
+
 def _halt(args: argparse.Namespace) -> int:
+    zone = _zone(args)
     with _client(args) as client:
-        _print_json(client.halt(args.reason, actor=_actor(args), strategy_code=args.strategy))
+        done = client.halt(args.reason, actor=_actor(args), strategy_code=args.strategy)
+    if args.json:
+        render.print_json(done, zone)
+    else:
+        render.table(
+            None,
+            ("SCOPE", "STATE", "CANCELLED ORDERS"),
+            [[args.strategy or "account", _state(done.state), str(done.cancelled_orders)]],
+        )
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
+    zone = _zone(args)
     with _client(args) as client:
-        _print_json(client.resume(args.reason, actor=_actor(args), strategy_code=args.strategy))
+        done = client.resume(args.reason, actor=_actor(args), strategy_code=args.strategy)
+    if args.json:
+        render.print_json(done, zone)
+    else:
+        render.table(
+            None,
+            ("SCOPE", "STATE", "STILL TRIPPED"),
+            [[args.strategy or "account", _state(done.state), " ".join(done.still_tripped)]],
+        )
     return 0
 
 
@@ -160,6 +369,7 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    zone = _zone(args)
     common: dict[str, Any] = {"strategy_code": args.strategy, "product": args.product}
     if args.trigger is not None:
         intent = stop(args.symbol, args.side, args.qty, args.trigger, price=args.price, **common)
@@ -168,14 +378,34 @@ def _submit(args: argparse.Namespace) -> int:
     else:
         intent = market(args.symbol, args.side, args.qty, **common)
     with _client(args) as client:
-        _print_json(client.submit(intent, args.client_order_id))
-    return 0
+        result = client.submit(intent, args.client_order_id)
+    _print_result(result, args.json, zone)
+    return _order_outcome(result)
 
 
 def _cancel(args: argparse.Namespace) -> int:
+    zone = _zone(args)
     with _client(args) as client:
-        _print_json(client.cancel(args.order_id))
-    return 0
+        result = client.cancel(args.order_id)
+    _print_result(result, args.json, zone)
+    return _order_outcome(result)
+
+
+def _print_result(result: orders_pb2.ExecutionResult, as_json: bool, zone: tzinfo) -> None:
+    if as_json:
+        render.print_json(result, zone)
+    else:
+        render.table(None, ORDER_COLUMNS, [_order_row(result, zone)])
+
+
+def _order_outcome(result: orders_pb2.ExecutionResult) -> int:
+    """REJECTED is exit 3, with the reason and message on stderr; anything else is 0."""
+    if result.status != OrderStatus.ORDER_STATUS_REJECTED:
+        return ClientExit.OK
+    reason = orders_pb2.RejectReason.Name(result.reject_reason).removeprefix("REJECT_REASON_")
+    order = f"order {result.order_id}" if result.order_id else "order"
+    print(f"execgw: {order} REJECTED: {reason}: {result.message}", file=sys.stderr)
+    return ClientExit.REJECTED
 
 
 def _whoami() -> str:
@@ -191,12 +421,12 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             return func(args)
         except ExecgwError as e:
             print(f"execgw: {e.code.name}: {e.details}", file=sys.stderr)
-            return 1
+            return ClientExit.GATEWAY
         except (_UsageError, _SetupError) as e:
             print(f"execgw: {e}", file=sys.stderr)
-            return 2
+            return ClientExit.USAGE
         except KeyboardInterrupt:
-            return 130
+            return ClientExit.INTERRUPTED
 
     return run
 
@@ -237,6 +467,13 @@ def add_client_commands(sub: Any) -> None:
             default=os.environ.get("EXECGW_KEY_FILE") or None,
             help="the client certificate's private key ($EXECGW_KEY_FILE)",
         )
+        parser.add_argument(
+            "--timezone",
+            default=render.DEFAULT_TIMEZONE,
+            help=f"show times in this zone (default: {render.DEFAULT_TIMEZONE}, the trading day's)",
+        )
+        if name != "tail":
+            parser.add_argument("--json", action="store_true", help="one JSON object per line")
         parser.set_defaults(func=_guarded(func))
         return parser
 

@@ -4,7 +4,11 @@ than a gateway that refuses to start."""
 
 from __future__ import annotations
 
+import collections.abc
+import difflib
+import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -477,11 +481,49 @@ def parse_config(data: object, *, source: str) -> GatewayConfig:
         problems = []
         for err in e.errors():
             key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            message = err["msg"]
+            message = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                message = "unknown key"
+                message = _unknown_key(err["loc"])
+            elif err["type"] == "missing":
+                message = "required, and missing"
             problems.append(f"{key}: {message}")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """ "unknown key 'x'", with the closest field of its section when one is close."""
+    name = str(loc[-1]) if loc else ""
+    section = _section_at(loc[:-1])
+    known = list(section.model_fields) if section is not None else []
+    close = difflib.get_close_matches(name, known, n=1)
+    text = f"unknown key {name!r}"
+    return f"{text}; did you mean {close[0]!r}?" if close else text
+
+
+def _section_at(path: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The section model a validation error's location points into, if it can be told."""
+    model: type[BaseModel] | None = GatewayConfig
+    keyed = False  # the next part is a dict key or a list index, not a field
+    for part in path:
+        if keyed:
+            keyed = False
+            continue
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model, keyed = _model_in(model.model_fields[part].annotation)
+    return model
+
+
+def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The section model inside a field's type, and whether a key or index comes first."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    keyed = typing.get_origin(annotation) in (dict, list, tuple, collections.abc.Mapping)
+    for arg in typing.get_args(annotation):
+        inner, inner_keyed = _model_in(arg)
+        if inner is not None:
+            return inner, keyed or inner_keyed
+    return None, False
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -493,4 +535,39 @@ def load_config(path: Path) -> GatewayConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(data, dict):
+        data = _paths_relative_to(data, path.parent)
     return parse_config(data, source=str(path))
+
+
+# The file paths a config file may hold. A relative one is relative to the folder of the
+# file that names it, not to the working directory, so the gateway finds the same
+# journal wherever it is started from. The embedded defaults (no file) stay relative to
+# the working directory.
+CONFIG_FILE_PATHS = (
+    ("journal", "path"),
+    ("journal", "anchor", "path"),
+    ("telemetry", "path"),
+    ("instruments", "csv"),
+    ("server", "tls", "cert_file"),
+    ("server", "tls", "key_file"),
+    ("server", "tls", "client_ca_file"),
+)
+
+
+def _paths_relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    data = dict(data)
+    for dotted in CONFIG_FILE_PATHS:
+        node = data
+        for part in dotted[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                break
+            node[part] = node = dict(child)
+        else:
+            value = node.get(dotted[-1])
+            # Not a path (wrong type, empty, SQLite's ":memory:"): validation says so.
+            relative = isinstance(value, str) and value and not Path(value).is_absolute()
+            if relative and not str(value).startswith(":"):
+                node[dotted[-1]] = os.path.normpath(folder / str(value))
+    return data
