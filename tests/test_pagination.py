@@ -222,9 +222,9 @@ async def test_clients_and_the_cli_follow_every_page(
         first = await aclient.list_orders_page()
         assert len(first.results) == DEFAULT_PAGE
 
-    cli = run_cli("orders", "--target", running.target, timeout=TIMEOUT_S * 3)
+    cli = run_cli("orders", "--json", "--target", running.target, timeout=TIMEOUT_S * 3)
     assert cli.returncode == 0, cli.stderr
-    printed = [json.loads(line)["orderId"] for line in cli.stdout.splitlines()]
+    printed = [json.loads(line)["order_id"] for line in cli.stdout.splitlines()]
     assert printed == ids
 
 

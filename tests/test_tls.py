@@ -581,7 +581,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def test_cli_commands_take_tls_options(
     mtls_gateway: RunningGateway, pki: Pki, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = ["risk", "--target", mtls_gateway.target]
+    base = ["risk", "--json", "--target", mtls_gateway.target]
     tls = ["--ca-file", str(pki.ca.cert_file)]
     cert = ["--cert-file", str(pki.client.cert_file), "--key-file", str(pki.client.key_file)]
     code, out, err = run_cli([*base, *tls, *cert], capsys)
