@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
-from execgw.client import ExecutionClient, InvalidArgument, NotFound, OrderStatus, limit
+from execgw.client import ExecutionClient, InvalidArgument, NotFound, OrderStatus, limit, market
 from execgw.server.clock import ManualClock
 from execgw.server.domain import Quote as DomainQuote
 from execgw.server.instruments import Instrument, InstrumentRegistry
 from execgw.server.marketdata import SyntheticFeed
 
 if TYPE_CHECKING:
-    from tests.conftest import MARKET_OPEN, RunningGateway
+    from tests.conftest import MARKET_OPEN, RunningGateway, make_config
     from tests.e2e_helpers import INFY, SBIN, TCS, TIMEOUT_S, publish, quote
 else:
-    from conftest import MARKET_OPEN, RunningGateway
+    from conftest import MARKET_OPEN, RunningGateway, make_config
     from e2e_helpers import INFY, SBIN, TCS, TIMEOUT_S, publish, quote
 
 
@@ -217,3 +219,57 @@ def test_starting_prices_are_snapped_to_the_tick() -> None:
     assert ltps["NSE:INFY"] == Decimal("1500.05")  # 1500.03 -> nearest 0.05 tick
     assert ltps["NSE:BANKBEES"] % Decimal("0.01") == 0
     assert abs(ltps["NSE:BANKBEES"] - Decimal("512.345")) <= Decimal("0.005")
+
+
+def test_a_restarted_synthetic_feed_continues_from_the_journaled_marks(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Not from its seed prices: the band would refuse the jump back, and the position
+    would show a gain or loss that never happened."""
+    config = make_config(
+        tmp_path,
+        market_data={
+            "source": "synthetic",
+            "synthetic": {"interval_ms": 2, "volatility_bps": 300.0, "symbols": {INFY: 1500.0}},
+        },
+        trading_day={"mis_square_off": None},
+    )
+
+    def ltp(gateway: RunningGateway) -> float | None:
+        quote = gateway.gateway.core.quote(INFY)
+        return None if quote is None else float(quote.ltp)
+
+    def wait_for(gateway: RunningGateway, done: Callable[[float], bool]) -> float:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            price = ltp(gateway)
+            if price is not None and done(price):
+                return price
+            time.sleep(0.005)  # polling a condition against a deadline, not waiting on time
+        raise AssertionError("the synthetic feed never got there")
+
+    first = RunningGateway(config, clock)
+    try:
+        wait_for(first, lambda p: abs(p - 1500.0) / 1500.0 > 0.10)
+        with ExecutionClient(first.target) as client:
+            fill = client.submit(market(INFY, "BUY", 1, strategy_code="syn"), "syn-1")
+        marked = fill.avg_price
+    finally:
+        first.stop()
+    assert abs(marked - 1500.0) / 1500.0 > 0.05
+
+    # The same journal, a calm walk: whatever the first quotes do, they stay near a start.
+    calm = make_config(
+        tmp_path,
+        market_data={
+            "source": "synthetic",
+            "synthetic": {"interval_ms": 2, "volatility_bps": 5.0, "symbols": {INFY: 1500.0}},
+        },
+        trading_day={"mis_square_off": None},
+    )
+    second = RunningGateway(calm, clock)
+    try:
+        resumed = wait_for(second, lambda p: True)
+        assert abs(resumed - marked) / marked < 0.10, (resumed, marked)
+    finally:
+        second.stop()

@@ -230,8 +230,16 @@ class Gateway:
         self._server = server
         if self.config.market_data.source == "synthetic":
             feed_config = self.config.market_data.synthetic
+            # A restart continues the walk from the journaled marks, not from the seed
+            # prices: the price band would refuse a jump back, and positions would show
+            # a gain or loss that never happened.
+            marks = self.core.durable_marks()
+            start = {
+                symbol: float(marks[symbol]) if symbol in marks else price
+                for symbol, price in feed_config.symbols.items()
+            }
             feed = SyntheticFeed(
-                start_prices=feed_config.symbols,
+                start_prices=start,
                 instruments=self.instruments,
                 clock=self.clock,
                 seed=feed_config.seed,

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from opentelemetry import context as otel_context
@@ -219,6 +220,10 @@ class GatewayCore:
 
     async def risk_report(self, strategy_code: str = "") -> RiskReport:
         return await self.run(GetRiskReport(strategy_code))
+
+    def durable_marks(self) -> dict[str, Decimal]:
+        """The journaled mark of each symbol that has one (positions, resting orders)."""
+        return dict(self._engine.state.marks)
 
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
