@@ -180,6 +180,15 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top(args: argparse.Namespace) -> int:
+    from execgw.server import cli_top
+
+    zone = _zone(args)
+    with _client(args) as client:
+        cli_top.run_top(client, args.target, args.give_up_after, zone, _actor(args), follow)
+    return 0
+
+
 def _json_line(message: Message) -> str:
     return json.dumps(json_format.MessageToDict(message), sort_keys=True)
 
@@ -554,7 +563,7 @@ def add_client_commands(sub: Any) -> None:
             default=render.DEFAULT_TIMEZONE,
             help=f"show times in this zone (default: {render.DEFAULT_TIMEZONE}, the trading day's)",
         )
-        if name != "tail":
+        if name not in ("tail", "top"):
             parser.add_argument("--json", action="store_true", help="one JSON object per line")
         parser.set_defaults(func=_guarded(func))
         return parser
@@ -573,6 +582,16 @@ def add_client_commands(sub: Any) -> None:
         metavar="SECONDS",
         help="exit 4 when the gateway stays unreachable this long (default: 30)",
     )
+
+    top = command("top", _top, "live full-screen view: breakers, positions, orders, fills")
+    top.add_argument(
+        "--give-up-after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="exit 4 when the gateway stays unreachable this long (default: 30)",
+    )
+    top.add_argument("--actor", help="who halts or resumes; defaults to cli:$USER")
 
     orders = command("orders", _orders, "the day's order book")
     orders.add_argument("--strategy")
