@@ -4,6 +4,7 @@ pseudo-terminal against a real one."""
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import re
 import select
@@ -14,9 +15,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
 
 from execgw.client import ExecutionClient, Quote, limit, market
+from execgw.server.cli_top import TopState, render_top
 from execgw.server.clock import ManualClock
+from execgw.v1 import gateway_pb2, orders_pb2
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -63,9 +69,9 @@ class Pty:
         self.raw = b""
 
     def read_until(self, predicate: Callable[[str], bool], within: float) -> str:
-        """Read until the output since start satisfies predicate; fails at the deadline."""
+        """Read until the last full frame satisfies predicate; fails at the deadline."""
         deadline = time.monotonic() + within
-        while not predicate(_strip(self.raw)):
+        while not predicate(self.screen()):
             left = deadline - time.monotonic()
             assert left > 0, f"screen never matched; last output:\n{self.screen()}"
             ready, _, _ = select.select([self.master], [], [], left)
@@ -74,16 +80,16 @@ class Pty:
                     chunk = os.read(self.master, 65536)
                 except OSError:  # the child closed the terminal
                     chunk = b""
-                if not chunk:
-                    assert predicate(_strip(self.raw)), self.screen()
-                    break
+                assert chunk, f"top ended; last output:\n{self.screen()}"
                 self.raw += chunk
-        return _strip(self.raw)
+        return self.screen()
 
     def screen(self) -> str:
-        """The last full frame drawn (rich redraws from the home position)."""
-        frames = self.raw.split(b"\x1b[H")
-        return _strip(frames[-1]) if frames else ""
+        """The last complete frame drawn (rich redraws each from the home position; a
+        frame is complete once its footer line is there)."""
+        frames = [_strip(f) for f in self.raw.split(b"\x1b[H")]
+        done = [f for f in frames if "q quit" in f or "y/N" in f]
+        return done[-1] if done else ""
 
     def send(self, keys: str) -> None:
         os.write(self.master, keys.encode())
@@ -117,13 +123,65 @@ def test_top_shows_a_breaker_trip_within_one_refresh(tmp_path: Path, clock: Manu
             client.submit(market(INFY, "SELL", 10, strategy_code="deskA"))
             # the sale realises a 100-rupee loss against a 50-rupee limit: the risk event
             # that trips max_daily_loss_rupees is the refresh that must show it
-            top.read_until(lambda text: "TRIPPED" in text, TIMEOUT_S)
+            top.read_until(lambda text: "TRIPPED" in text and "-100.00" in text, TIMEOUT_S)
         screen = top.screen()
         print("\n--- execgw top, captured ---\n" + screen)
-        assert "max_daily_loss_rupees" in screen
-        assert "TRIPPED" in screen
+        loss = next(row for row in screen.splitlines() if "max_daily_loss_rupees" in row)
+        assert "TRIPPED \N{RIGHTWARDS ARROW} REDUCING" in loss
+        assert "\N{FULL BLOCK}" * 20 in loss  # 100 of 50 rupees: the bar is full
+        assert "ACCOUNT REDUCING" in screen
+
+        top.send("h")
+        top.read_until(lambda text: "halt the account? y/N" in text, TIMEOUT_S)
+        top.send("n")  # anything but y: nothing happens
+        top.read_until(lambda text: "q quit" in text and "y/N" not in text, TIMEOUT_S)
+        top.send("h")
+        top.read_until(lambda text: "halt the account? y/N" in text, TIMEOUT_S)
+        top.send("y")
+        top.read_until(lambda text: "ACCOUNT HALTED" in text, TIMEOUT_S)
         top.send("q")
         assert top.process.wait(timeout=TIMEOUT_S) == 0
     finally:
         top.close()
         running.stop()
+
+
+def test_top_without_a_gateway_gives_up_with_exit_4() -> None:
+    target = f"127.0.0.1:{free_port()}"
+    top = Pty("top", "--target", target, "--give-up-after", "1")
+    try:
+        top.read_until(lambda text: f"connecting to {target}" in text, TIMEOUT_S)
+        assert top.process.wait(timeout=TIMEOUT_S) == 4
+        while select.select([top.master], [], [], 0)[0]:
+            try:
+                chunk = os.read(top.master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            top.raw += chunk
+        assert f"gave up: {target} unreachable for 1s" in _strip(top.raw)
+    finally:
+        top.close()
+
+
+def test_render_top_is_a_pure_function_of_the_state() -> None:
+    risk = gateway_pb2.GetRiskStateResponse(
+        state=orders_pb2.TRADING_STATE_ACTIVE, trading_day="2026-11-27", trades_today=4
+    )
+    risk.breakers.add(
+        name="max_daily_loss_rupees", value_decimal="40", limit_decimal="50", tripped=False
+    )
+    state = TopState(target="gw:1", risk=risk, status="reconnecting\N{HORIZONTAL ELLIPSIS}")
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console.print(render_top(state, ZoneInfo("Asia/Kolkata")))
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "max_daily_loss_rupees" in line)
+    assert "\N{FULL BLOCK}" * 16 + "\N{LIGHT SHADE}" * 4 in row  # 40 of 50: 16 of 20 cells
+    assert "40.00" in row
+    assert "50.00" in row
+    assert row.rstrip(" \N{BOX DRAWINGS LIGHT VERTICAL}").endswith("ok")
+    assert "ACCOUNT ACTIVE" in text
+    assert "trades 4" in text
+    assert "reconnecting" in text
+    assert "h halt" in text

@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -62,17 +61,18 @@ def _number(text: str) -> Decimal:
         return Decimal(0)
 
 
-def breaker_bar(value: str, limit: str, tripped: bool) -> ProgressBar:
-    """How much of its limit a breaker has used, as a bar (full and red when tripped)."""
+def breaker_bar(value: str, limit: str, tripped: bool, width: int = BAR_WIDTH) -> Text:
+    """How much of its limit a breaker has used, as a bar of `width` cells: full and
+    red when tripped, yellow past three quarters, else green."""
     cap = abs(_number(limit))
-    used = min(abs(_number(value)), cap) if cap else Decimal(0)
-    return ProgressBar(
-        total=float(cap) or 1.0,
-        completed=float(cap if tripped and cap else used),
-        width=BAR_WIDTH,
-        complete_style="red" if tripped else "green",
-        finished_style="red",
-    )
+    share = min(abs(_number(value)) / cap, Decimal(1)) if cap else Decimal(0)
+    if tripped:
+        share = Decimal(1)
+    cells = int((share * width).to_integral_value(rounding=ROUND_CEILING))
+    style = "bold red" if tripped else "yellow" if share >= Decimal("0.75") else "green"
+    bar = Text("\N{FULL BLOCK}" * cells, style=style)
+    bar.append("\N{LIGHT SHADE}" * (width - cells), style="dim")
+    return bar
 
 
 def _breaker_number(name: str, text: str) -> str:
@@ -242,13 +242,16 @@ def run_top(
             if key:
                 changed = True
                 if pending:
+                    pending, state.prompt, answer = "", "", pending
                     if key in "yY":
-                        if pending == "halt":
-                            client.halt("execgw top", actor=actor)
-                        else:
-                            client.resume("execgw top", actor=actor)
-                        refresh(client, state)
-                    pending, state.prompt = "", ""
+                        try:
+                            if answer == "halt":
+                                client.halt("execgw top", actor=actor)
+                            else:
+                                client.resume("execgw top", actor=actor)
+                            refresh(client, state)
+                        except ExecgwError as e:
+                            state.status = f"{answer} failed: {e.code.name}: {e.details}"
                 elif key in "qQ":
                     return
                 elif key in "hHrR":
