@@ -84,6 +84,21 @@ class Pty:
                 self.raw += chunk
         return self.screen()
 
+    def read_raw_until(self, predicate: Callable[[str], bool], within: float) -> str:
+        """Read until all the output so far (ANSI stripped) satisfies predicate."""
+        deadline = time.monotonic() + within
+        while not predicate(_strip(self.raw)):
+            left = deadline - time.monotonic()
+            assert left > 0, f"output never matched:\n{_strip(self.raw)}"
+            if select.select([self.master], [], [], left)[0]:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    chunk = b""
+                assert chunk, f"the command ended:\n{_strip(self.raw)}"
+                self.raw += chunk
+        return _strip(self.raw)
+
     def screen(self) -> str:
         """The last complete frame drawn (rich redraws each from the home position; a
         frame is complete once its footer line is there)."""
@@ -185,3 +200,38 @@ def test_render_top_is_a_pure_function_of_the_state() -> None:
     assert "trades 4" in text
     assert "reconnecting" in text
     assert "h halt" in text
+
+
+def test_tail_reconnects_to_a_restarted_gateway_and_resumes_after_the_last_sequence(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    port = free_port()
+    config = make_config(
+        tmp_path,
+        listen=f"127.0.0.1:{port}",
+        execution={**RELAXED_EXECUTION, "slippage_bps": 0.0},
+    )
+    running = RunningGateway(config, clock)
+    tail = Pty("tail", "--target", running.target, "--give-up-after", "20", "--from-sequence", "1")
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as client:
+            client.publish_quotes([Quote(symbol=INFY, ltp=1500.0)])
+            client.submit(market(INFY, "BUY", 1, strategy_code="deskA"))
+        first = tail.read_raw_until(lambda text: "BUY" in text, TIMEOUT_S)
+        last = max(int(m) for m in re.findall(r"^\s*(\d+) ", first, re.MULTILINE))
+        running.stop()
+        tail.read_raw_until(lambda text: "reconnecting" in text, TIMEOUT_S)
+        running = RunningGateway(config, clock)
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as client:
+            client.publish_quotes([Quote(symbol=INFY, ltp=1500.0)])
+            client.submit(market(INFY, "SELL", 1, strategy_code="deskA"))
+        text = tail.read_raw_until(lambda text: "SELL" in text, TIMEOUT_S)
+        print("\n--- execgw tail across a restart ---\n" + text)
+        assert f"resuming from sequence {last + 1}" in text
+        assert text.count(" FILL ") == 2  # one fill each side of the restart
+        shown = [int(m) for m in re.findall(r"^\s*(\d+) ", text, re.MULTILINE)]
+        assert shown == sorted(set(shown))  # nothing twice, nothing out of order
+        assert "Traceback" not in text
+    finally:
+        tail.close()
+        running.stop()

@@ -111,7 +111,11 @@ def follow(
     gateway. Heartbeats are yielded too (they prove the gateway is there)."""
     report = say or (lambda text: print(text, file=sys.stderr, flush=True))
     report(f"connecting to {target}\N{HORIZONTAL ELLIPSIS}")
+    # The last sequence accounted for (shown, or covered by a heartbeat's head), and
+    # whether the gateway has told us where we stand: from then on a reconnect resumes
+    # right after it instead of going live and missing what happened in between.
     last = from_sequence - 1 if from_sequence else 0
+    anchored = bool(from_sequence)
     unreachable_since: float | None = None
     connected = False
     attempt = 0
@@ -119,7 +123,7 @@ def follow(
         stream = client.stream_fills(
             strategy_codes=strategy_codes,
             symbols=symbols,
-            from_sequence=last + 1 if last else from_sequence,
+            from_sequence=last + 1 if anchored else 0,
             include_order_updates=updates,
             include_risk_events=updates,
             reconnect=False,
@@ -128,9 +132,10 @@ def follow(
         try:
             for event in stream:
                 unreachable_since = None
-                connected = True
+                connected = anchored = True
                 attempt = 0
                 if event.HasField("heartbeat"):
+                    last = max(last, event.heartbeat.head_sequence)
                     yield event
                     continue
                 if event.sequence <= last:
