@@ -8,12 +8,14 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -32,6 +34,7 @@ class ClientExit(enum.IntEnum):
     GATEWAY = 1  # the gateway refused the call or could not be reached (gRPC status shown)
     USAGE = 2  # bad options: a token or TLS file unreadable, a missing pair
     REJECTED = 3  # submit or cancel: the order came back REJECTED (reason on stderr)
+    GAVE_UP = 4  # tail or top: the gateway stayed unreachable for --give-up-after seconds
     INTERRUPTED = 130  # Ctrl-C
     CLOSED_PIPE = 141  # the reader of stdout went away (`| head`): quiet, no traceback
 
@@ -84,20 +87,110 @@ def _zone(args: argparse.Namespace) -> tzinfo:
         raise _UsageError(f"unknown --timezone {args.timezone!r}") from None
 
 
+class _GaveUp(Exception):
+    """The gateway stayed unreachable for --give-up-after seconds."""
+
+
+# Stream failures that mean "the gateway is not there (yet)": try again until give-up.
+_RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def follow(
+    client: ExecutionClient,
+    target: str,
+    give_up_after: float,
+    *,
+    strategy_codes: Sequence[str] = (),
+    symbols: Sequence[str] = (),
+    from_sequence: int = 0,
+    updates: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> Iterator[orders_pb2.ExecutionEvent]:
+    """StreamFills that says "connecting"/"reconnecting" on stderr, resumes after the
+    last sequence seen, and raises _GaveUp after give_up_after seconds without a
+    gateway. Heartbeats are yielded too (they prove the gateway is there)."""
+    report = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    report(f"connecting to {target}\N{HORIZONTAL ELLIPSIS}")
+    # The last sequence accounted for (shown, or covered by a heartbeat's head), and
+    # whether the gateway has told us where we stand: from then on a reconnect resumes
+    # right after it instead of going live and missing what happened in between.
+    last = from_sequence - 1 if from_sequence else 0
+    anchored = bool(from_sequence)
+    unreachable_since: float | None = None
+    connected = False
+    attempt = 0
+    while True:
+        stream = client.stream_fills(
+            strategy_codes=strategy_codes,
+            symbols=symbols,
+            from_sequence=last + 1 if anchored else 0,
+            include_order_updates=updates,
+            include_risk_events=updates,
+            reconnect=False,
+            heartbeats=True,
+        )
+        try:
+            for event in stream:
+                unreachable_since = None
+                connected = anchored = True
+                attempt = 0
+                if event.HasField("heartbeat"):
+                    last = max(last, event.heartbeat.head_sequence)
+                    yield event
+                    continue
+                if event.sequence <= last:
+                    continue
+                last = event.sequence
+                yield event
+            return
+        except ExecgwError as e:
+            if e.code not in _RETRY_CODES:
+                raise
+        now = time.monotonic()
+        if unreachable_since is None:
+            unreachable_since = now
+            if connected:  # one line per outage, not one per retry
+                resume = f" (resuming from sequence {last + 1})" if last else ""
+                report(f"reconnecting\N{HORIZONTAL ELLIPSIS}{resume}")
+        if now - unreachable_since >= give_up_after:
+            raise _GaveUp(
+                f"gave up: {target} unreachable for {give_up_after:g}s"
+                + (f" (last sequence {last})" if last else "")
+            )
+        delay = min(0.1 * 2**attempt, 2.0, give_up_after - (now - unreachable_since))
+        time.sleep(max(delay, 0.0))
+        attempt += 1
+
+
 def _tail(args: argparse.Namespace) -> int:
     zone = _zone(args)
     with _client(args) as client:
-        stream = client.stream_fills(
+        stream = follow(
+            client,
+            args.target,
+            args.give_up_after,
             strategy_codes=args.strategy or (),
             symbols=args.symbol or (),
             from_sequence=args.from_sequence,
-            include_order_updates=not args.fills_only,
-            include_risk_events=not args.fills_only,
+            updates=not args.fills_only,
         )
-        for count, event in enumerate(stream, start=1):
+        count = 0
+        for event in stream:
+            if event.HasField("heartbeat"):
+                continue
+            count += 1
             print(_describe(event, zone) if not args.json else _json_line(event), flush=True)
             if args.limit and count >= args.limit:
                 break
+    return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    from execgw.server import cli_top
+
+    zone = _zone(args)
+    with _client(args) as client:
+        cli_top.run_top(client, args.target, args.give_up_after, zone, _actor(args), follow)
     return 0
 
 
@@ -422,6 +515,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except ExecgwError as e:
             print(f"execgw: {e.code.name}: {e.details}", file=sys.stderr)
             return ClientExit.GATEWAY
+        except _GaveUp as e:
+            print(f"execgw: {e}", file=sys.stderr)
+            return ClientExit.GAVE_UP
         except (_UsageError, _SetupError) as e:
             print(f"execgw: {e}", file=sys.stderr)
             return ClientExit.USAGE
@@ -472,7 +568,7 @@ def add_client_commands(sub: Any) -> None:
             default=render.DEFAULT_TIMEZONE,
             help=f"show times in this zone (default: {render.DEFAULT_TIMEZONE}, the trading day's)",
         )
-        if name != "tail":
+        if name not in ("tail", "top"):
             parser.add_argument("--json", action="store_true", help="one JSON object per line")
         parser.set_defaults(func=_guarded(func))
         return parser
@@ -484,6 +580,23 @@ def add_client_commands(sub: Any) -> None:
     tail.add_argument("--fills-only", action="store_true", help="no order updates or risk events")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("--limit", type=int, default=0, help="stop after this many events")
+    tail.add_argument(
+        "--give-up-after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="exit 4 when the gateway stays unreachable this long (default: 30)",
+    )
+
+    top = command("top", _top, "live full-screen view: breakers, positions, orders, fills")
+    top.add_argument(
+        "--give-up-after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="exit 4 when the gateway stays unreachable this long (default: 30)",
+    )
+    top.add_argument("--actor", help="who halts or resumes; defaults to cli:$USER")
 
     orders = command("orders", _orders, "the day's order book")
     orders.add_argument("--strategy")
