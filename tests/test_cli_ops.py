@@ -7,7 +7,9 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,8 @@ import pytest
 
 from execgw.client import ExecutionClient, Quote, limit, market
 from execgw.server.clock import ManualClock
+from execgw.server.events import TradingHalted
+from execgw.server.journal import Journal, JournalRecord
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -319,3 +323,51 @@ def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path: Pa
         check=False,
     )
     assert str(folder / "data" / "journal.db") in result.stderr + result.stdout
+
+
+def test_journal_export_writes_times_in_the_trading_days_zone(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    try:
+        when = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+        journal.append([JournalRecord(1, when, TradingHalted("S1", "ops", "test", when), None)])
+    finally:
+        journal.close()
+    for fmt in ("csv", "jsonl"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "execgw.server.cli",
+                "journal",
+                "export",
+                "--journal",
+                str(path),
+                "--format",
+                fmt,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "2026-11-27T10:00:00+05:30" in done.stdout, done.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "execgw.server.cli",
+            "journal",
+            "export",
+            "--journal",
+            str(path),
+            "--timezone",
+            "Mars/Olympus",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "unknown time zone" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import TextIO
 
 from execgw.server import codec
@@ -86,7 +87,15 @@ CSV_COLUMNS = (
 )
 
 
-def export(journal: Journal, out: TextIO, fmt: str) -> int:
+def export(journal: Journal, out: TextIO, fmt: str, zone: tzinfo | None = None) -> int:
+    """Every row, in order. `zone`: the timezone the `timestamp` column is written in,
+    with its offset (the hashed text in the journal itself stays as it is)."""
+
+    def when(row_timestamp: str) -> str:
+        if zone is None:
+            return row_timestamp
+        return datetime.fromisoformat(row_timestamp).astimezone(zone).isoformat()
+
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"unknown format {fmt!r}; use jsonl or csv")
     writer = csv.writer(out) if fmt == "csv" else None
@@ -104,7 +113,7 @@ def export(journal: Journal, out: TextIO, fmt: str) -> int:
                     {
                         "sequence": row.sequence,
                         "kind": row.kind,
-                        "timestamp": row.timestamp,
+                        "timestamp": when(row.timestamp),
                         "event": body["event"],
                         "order": body["order"],
                         "prev_hash": row.prev_hash,
@@ -125,7 +134,7 @@ def export(journal: Journal, out: TextIO, fmt: str) -> int:
                 (
                     row.sequence,
                     row.kind,
-                    row.timestamp,
+                    when(row.timestamp),
                     order.get("order_id", ""),
                     order.get("client_order_id", ""),
                     intent.get("strategy_code", body["event"].get("strategy_code", "")),

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from execgw.server.chain import (
     DEFAULT_KEY_ENV,
@@ -156,10 +157,10 @@ def _journal_export(args: argparse.Namespace) -> int:
         journal = Journal(_journal_path(args), read_only=True, chain=_journal_chain(args))
         try:
             if args.output == "-":
-                count = export(journal, sys.stdout, args.format)
+                count = export(journal, sys.stdout, args.format, args.timezone)
             else:
                 with open(args.output, "w", newline="", encoding="utf-8") as out:
-                    count = export(journal, out, args.format)
+                    count = export(journal, out, args.format, args.timezone)
         finally:
             journal.close()
     except (JournalError, ConfigError, ChainKeyError) as e:
@@ -227,6 +228,13 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {name!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="execgw", description="execgw execution gateway")
     parser.add_argument("--version", action=_Version)
@@ -264,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             cmd.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
             cmd.add_argument("--output", "-o", default="-", help="file, or - for stdout")
+            cmd.add_argument(
+                "--timezone",
+                type=_zone,
+                default="Asia/Kolkata",
+                help="timezone of the timestamp column, written with its offset",
+            )
 
     token = sub.add_parser("token", help="bearer tokens for the config's auth.tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
