@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,24 +122,26 @@ def test_tail_json_prints_one_parseable_event_per_line(
     assert result.returncode == 0, result.stderr
     events: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(events) == len(expected)
-    payload = {"fill": "FILL", "orderUpdate": "ORDER", "riskEvent": "RISK"}
-    # uint64 fields are strings in proto3 JSON.
+    payload = {"fill": "FILL", "order_update": "ORDER", "risk_event": "RISK"}
+    # The same shape as every --json: .proto field names, exact decimal strings.
     assert [(int(e["sequence"]), *[payload[k] for k in payload if k in e]) for e in events] == [
         (seq, kind) for seq, kind in expected
     ]
     fill = next(e for e in events if "fill" in e)
-    assert fill["fill"]["orderId"] == ids["filled"]
+    assert fill["fill"]["order_id"] == ids["filled"]
     assert fill["fill"]["qty"] == "10"
-    assert fill["fill"]["price"] == 1500.0
+    assert Decimal(fill["fill"]["price"]) == Decimal("1500")
     assert fill["order"]["status"] == "ORDER_STATUS_FILLED"
     rejected = next(
-        e for e in events if "orderUpdate" in e and e["orderUpdate"]["orderId"] == ids["rejected"]
-    )
-    assert rejected["orderUpdate"]["rejectReason"] == "REJECT_REASON_NO_MARKET_DATA"
-    halted = next(
-        e["riskEvent"]
+        e
         for e in events
-        if e.get("riskEvent", {}).get("kind") == "RISK_EVENT_KIND_HALTED"
+        if "order_update" in e and e["order_update"]["order_id"] == ids["rejected"]
+    )
+    assert rejected["order_update"]["reject_reason"] == "REJECT_REASON_NO_MARKET_DATA"
+    halted = next(
+        e["risk_event"]
+        for e in events
+        if e.get("risk_event", {}).get("kind") == "RISK_EVENT_KIND_HALTED"
     )
     assert (halted["actor"], halted["message"]) == ("ops", "maintenance")
 

@@ -16,7 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from execgw.client import ExecgwError, ExecutionClient, OrderStatus, limit, market, stop
@@ -179,7 +178,7 @@ def _tail(args: argparse.Namespace) -> int:
             if event.HasField("heartbeat"):
                 continue
             count += 1
-            print(_describe(event, zone) if not args.json else _json_line(event), flush=True)
+            print(_describe(event, zone) if not args.json else _json_line(event, zone), flush=True)
             if args.limit and count >= args.limit:
                 break
     return 0
@@ -194,8 +193,9 @@ def _top(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_line(message: Message) -> str:
-    return json.dumps(json_format.MessageToDict(message), sort_keys=True)
+def _json_line(message: Message, zone: tzinfo) -> str:
+    """The same shape as every other --json: exact decimal strings, local times."""
+    return json.dumps(render.json_object(message, zone), sort_keys=True)
 
 
 def _describe(event: orders_pb2.ExecutionEvent, zone: tzinfo) -> str:
@@ -205,7 +205,8 @@ def _describe(event: orders_pb2.ExecutionEvent, zone: tzinfo) -> str:
         f = event.fill
         side = orders_pb2.Side.Name(f.side).removeprefix("SIDE_")
         return (
-            f"{head} FILL  {f.strategy_code} {side} {f.qty} {f.symbol} @ {f.price:.2f} "
+            f"{head} FILL  {f.strategy_code} {side} {f.qty} {f.symbol} "
+            f"@ {render.money(f.price_decimal) or f'{f.price:.2f}'} "
             f"order {f.order_id}"
         )
     if kind == "order_update":

@@ -57,9 +57,10 @@ def money(text: str) -> str:
     if not text:
         return ""
     try:
-        return str(Decimal(text).quantize(PAISA, rounding=ROUND_HALF_EVEN))
+        value = Decimal(text).quantize(PAISA, rounding=ROUND_HALF_EVEN)
     except InvalidOperation:
         return text
+    return str(value.copy_abs() if value == 0 else value)  # never "-0.00"
 
 
 def plain(text: str) -> str:
@@ -70,6 +71,8 @@ def plain(text: str) -> str:
         value = Decimal(text).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
     except InvalidOperation:
         return text
+    if value == 0:
+        value = value.copy_abs()  # never "-0"
     out = f"{value:f}"
     return out.rstrip("0").rstrip(".") if "." in out else out
 

@@ -135,8 +135,8 @@ def render_top(state: TopState, zone: tzinfo) -> RenderableType:
             p.strategy_code,
             p.symbol,
             str(p.net_qty),
-            render.plain(p.avg_price_decimal),
-            render.plain(p.last_price_decimal) if p.last_price_decimal else "-",
+            render.money(p.avg_price_decimal),
+            render.money(p.last_price_decimal) if p.last_price_decimal else "-",
             render.money(p.realized_pnl_decimal),
             render.money(p.unrealized_pnl_decimal),
         )
@@ -152,7 +152,7 @@ def render_top(state: TopState, zone: tzinfo) -> RenderableType:
             orders_pb2.Side.Name(o.side).removeprefix("SIDE_"),
             str(o.qty),
             str(o.filled_qty),
-            render.plain(o.price_decimal) if o.price_decimal else "MKT",
+            render.money(o.price_decimal) if o.price_decimal else "MKT",
             orders_pb2.OrderStatus.Name(o.status).removeprefix("ORDER_STATUS_"),
         )
     parts.append(orders)
@@ -168,7 +168,7 @@ def render_top(state: TopState, zone: tzinfo) -> RenderableType:
             f.symbol,
             orders_pb2.Side.Name(f.side).removeprefix("SIDE_"),
             str(f.qty),
-            render.plain(f.price_decimal),
+            render.money(f.price_decimal),
         )
     parts.append(fills)
     footer = state.prompt or "h halt \N{MIDDLE DOT} r resume \N{MIDDLE DOT} q quit"

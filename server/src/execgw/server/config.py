@@ -566,6 +566,8 @@ def _paths_relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             node[part] = node = dict(child)
         else:
             value = node.get(dotted[-1])
+            if isinstance(value, str) and value.startswith("~"):
+                value = node[dotted[-1]] = os.path.expanduser(value)
             # Not a path (wrong type, empty, SQLite's ":memory:"): validation says so.
             relative = isinstance(value, str) and value and not Path(value).is_absolute()
             if relative and not str(value).startswith(":"):
