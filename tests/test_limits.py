@@ -459,8 +459,10 @@ def test_one_connection_cannot_take_every_call_slot(
 def test_concurrent_call_caps_answer_resource_exhausted(limited: RunningGateway) -> None:
     port = limited.port
     # Calls whose request never comes stay in progress for as long as the peer likes.
-    # It takes three connections to hold the server's 8 slots (3 calls each at most).
-    callers = [RawCaller(port) for _ in range(3)]
+    # It takes three connections to hold the server's 8 slots (3 calls each at most); a
+    # fourth makes sure of it: a raw call that arrives while an honest probe holds a slot
+    # is refused for good, and would leave a slot free for every later probe.
+    callers = [RawCaller(port) for _ in range(4)]
     first = callers[0]
     try:
         for _ in range(10):
@@ -473,7 +475,7 @@ def test_concurrent_call_caps_answer_resource_exhausted(limited: RunningGateway)
                 caller.call(GET_POSITIONS, None)
 
         with ExecutionClient(limited.target, timeout=TIMEOUT_S, retries=0) as honest:
-            # 3 + 3 + 3 calls want the server's 8 slots: one at least is refused with
+            # 3 + 3 + 3 + 3 calls want the server's 8 slots: some are refused with
             # RESOURCE_EXHAUSTED, and every slot is taken.
             def refused() -> bool:
                 try:
