@@ -42,6 +42,21 @@ def _literal(name: str, value: str) -> bytes:
     return b"\x00" + bytes([len(raw_name)]) + raw_name + bytes([len(raw_value)]) + raw_value
 
 
+def call_headers(path: str) -> bytes:
+    """The HPACK block (literals only) that opens a gRPC call to `path`."""
+    return b"".join(
+        _literal(name, value)
+        for name, value in (
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        )
+    )
+
+
 class RawCaller:
     """One HTTP/2 connection to a gRPC server on loopback."""
 
@@ -64,17 +79,7 @@ class RawCaller:
         """Open a call; None sends the headers only, so the request never arrives."""
         stream_id = self._next_id
         self._next_id += 2
-        headers = b"".join(
-            _literal(name, value)
-            for name, value in (
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", path),
-                (":authority", "localhost"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-            )
-        )
+        headers = call_headers(path)
         frames = _frame(_HEADERS, _END_HEADERS, stream_id, headers)
         if request is not None:
             message = b"\x00" + struct.pack(">I", len(request)) + request

@@ -45,11 +45,11 @@ from execgw.v1 import gateway_pb2
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
     from tests.durability_helpers import RELAXED_EXECUTION, ServerProcess, free_port
-    from tests.h2_raw import _PREFACE, RawCaller, _frame, _literal, settle
+    from tests.h2_raw import _PREFACE, RawCaller, _frame, call_headers, settle
 else:
     from conftest import RunningGateway, make_config
     from durability_helpers import RELAXED_EXECUTION, ServerProcess, free_port
-    from h2_raw import _PREFACE, RawCaller, _frame, _literal, settle
+    from h2_raw import _PREFACE, RawCaller, _frame, call_headers, settle
 
 MIB = 1024 * 1024
 TIMEOUT_S = 10.0
@@ -120,17 +120,7 @@ class PartialRequests:
     def call(self, path: str, size: int) -> None:
         stream_id = self._next_id
         self._next_id += 2
-        headers = b"".join(
-            _literal(name, value)
-            for name, value in (
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", path),
-                (":authority", "localhost"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-            )
-        )
+        headers = call_headers(path)
         self._sock.sendall(_frame(self._HEADERS, 0x4, stream_id, headers))
         self._windows[stream_id] = self._initial_window
         self._prefixes[stream_id] = b"\x00" + struct.pack(">I", size)
