@@ -183,7 +183,13 @@ class PreTradeConfig(_Section):
 
 
 class ExecutionConfig(_Section):
+    # With mode: live, take every step of the live path except the broker call: orders
+    # go to the dry-run venue, which has no way to reach the broker. Only the config
+    # sets it; nothing over RPC can turn it off.
     dry_run: bool = False
+    # What a dry-run order does once placed: `none` rests as placed; `simulate` fills
+    # it with the paper simulator against the quotes (shadow trading).
+    dry_run_fills: Literal["none", "simulate"] = "none"
     # An empty client_order_id is INVALID_ARGUMENT. Off, the gateway assigns
     # "auto-<order_id>" instead, and a retry of such a submit places a second order.
     require_client_order_id: bool = True
@@ -238,6 +244,56 @@ class TelemetryConfig(_Section):
     exporter: Literal["none", "console", "jsonl"] = "none"
     path: str = "var/traces.jsonl"
     service_name: str = "execgw"
+
+
+class KiteBrokerConfig(_Section):
+    # The Kite Connect REST root; tests and `make kite-demo` point it at a local stand-in.
+    root: str = "https://api.kite.trade"
+    # HOST:PORT of the postback (order update) endpoint; null: polling only.
+    postback_listen: str | None = None
+    # Seconds between polls of the order book while orders are working at the broker;
+    # the fallback when a postback is lost, and the only source without postbacks.
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # market_protection sent with MARKET and SL-M orders: -1 lets the broker choose, or
+    # a percentage from 1 to 100. Kite rejects such orders without it.
+    market_protection: float = Field(default=-1)
+    # Seconds one broker HTTP call may take; past it the outcome is ambiguous and is
+    # resolved by looking the order up by its tag, never by sending it again.
+    timeout_s: float = Field(default=7.0, gt=0, le=60)
+    # Kite's documented order rate limits, which the adapter shapes its calls under so a
+    # burst is queued rather than refused with HTTP 429.
+    orders_per_second: int = Field(default=10, ge=1, le=100)
+    orders_per_minute: int = Field(default=400, ge=1, le=10_000)
+    orders_per_day: int = Field(default=5_000, ge=1, le=1_000_000)
+    # Concurrent broker HTTP calls at most (a bounded pool: the SDK is blocking).
+    max_in_flight: int = Field(default=8, ge=1, le=64)
+    # How long SubmitOrder waits for the broker's first answer (ack, rejection) before
+    # answering with the order as it stands (SUBMITTED); the answer still arrives on
+    # StreamFills.
+    ack_wait_s: float = Field(default=10.0, ge=0, le=60)
+
+    @field_validator("market_protection")
+    @classmethod
+    def _protection(cls, value: float) -> float:
+        if value != -1 and not 1 <= value <= 100:
+            raise ValueError("must be -1 (automatic) or a percentage from 1 to 100")
+        return value
+
+    @field_validator("postback_listen")
+    @classmethod
+    def _postback_host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, got {value!r}")
+        return value
+
+
+class BrokerConfig(_Section):
+    # Credentials are never here: KITE_API_KEY, KITE_API_SECRET and KITE_ACCESS_TOKEN
+    # come from the environment only.
+    kite: KiteBrokerConfig = KiteBrokerConfig()
 
 
 MIB = 1024 * 1024
@@ -449,6 +505,7 @@ class GatewayConfig(_Section):
     trading_day: TradingDayConfig = TradingDayConfig()
     stream: StreamConfig = StreamConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    broker: BrokerConfig = BrokerConfig()
     server: ServerConfig = ServerConfig()
     # None: no authentication, every caller may do everything (the server warns at start).
     auth: AuthConfig | None = None
