@@ -139,7 +139,7 @@ def test_a_fault_after_a_half_applied_change_is_undone_and_the_rest_commits(
     observed = Observed(running, monkeypatch)
     engine = running.gateway.core._engine
     # The simulator is called after OrderAccepted was folded into state: half-applied.
-    _poison(monkeypatch, engine._simulator, "on_new_order")
+    _poison(monkeypatch, engine._venue, "on_new_order")
     results = _submit_batch(running, poison_at=50)
     _check_99_committed(running, results)
     assert observed.batches == [99]
@@ -198,7 +198,7 @@ def test_a_dropped_command_leaves_no_rate_token_duplicate_window_or_order_id_beh
     """The failed order used no rate token, opened no duplicate window and drew no id, so
     its retry is placed as if the failure had never happened."""
     core = windowed.gateway.core
-    simulator = core._engine._simulator
+    simulator = core._engine._venue
     original = simulator.on_new_order
     failures = iter([True])
 
@@ -225,7 +225,7 @@ def test_a_flood_of_failing_commands_cannot_stall_the_writer_for_a_whole_batch(
     """Each half-applied failure costs a rebuild; one batch does at most two and carries
     the rest of its commands over, so honest commands commit between rebuilds."""
     observed = Observed(running, monkeypatch)
-    _poison(monkeypatch, running.gateway.core._engine._simulator, "on_new_order")
+    _poison(monkeypatch, running.gateway.core._engine._venue, "on_new_order")
     core = running.gateway.core
 
     async def batch() -> list[Order | BaseException]:
@@ -246,7 +246,7 @@ def test_a_failed_quote_command_leaves_the_quote_book_as_it_was(
     running: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     core = running.gateway.core
-    simulator = core._engine._simulator
+    simulator = core._engine._venue
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ArithmeticError("injected fault")

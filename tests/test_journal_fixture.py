@@ -58,7 +58,12 @@ def _as_json(value: object) -> object:
 
 # Order fields declared after the fixture was written, and the default each must have
 # in a state rebuilt from it.
-ORDER_FIELDS_ADDED_SINCE = {"placed_by": ""}
+ORDER_FIELDS_ADDED_SINCE: dict[str, object] = {
+    "placed_by": "",
+    "venue": "",
+    "venue_order_id": "",
+    "venue_trade_ids": [],
+}
 
 
 def _without_added_fields(state: dict[str, Any]) -> dict[str, Any]:

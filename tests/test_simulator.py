@@ -20,7 +20,7 @@ from execgw.server.domain import (
 )
 from execgw.server.events import Event, OrderCancelled, OrderFilled, OrderTriggered
 from execgw.server.instruments import Instrument, InstrumentRegistry
-from execgw.server.simulator import SmartFillSimulator
+from execgw.server.venues.simulator import SmartFillSimulator
 
 D = Decimal
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)

@@ -138,13 +138,28 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_PLACED: _OrderStatus.ValueType  # 1
     """Accepted and working (resting or awaiting its trigger)."""
     ORDER_STATUS_REJECTED: _OrderStatus.ValueType  # 2
-    """Refused by validation, risk or the venue; `reject_reason` says why."""
+    """Refused by validation, risk or the venue; `reject_reason` says why (a broker's
+    refusal is REJECT_REASON_BROKER with its text in `message`).
+    """
     ORDER_STATUS_FILLED: _OrderStatus.ValueType  # 3
     """Completely filled."""
     ORDER_STATUS_PARTIAL: _OrderStatus.ValueType  # 4
     """Some quantity filled, the rest still working."""
     ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 5
     """Cancelled by the client, by IOC expiry or by a halt."""
+    ORDER_STATUS_SUBMITTED: _OrderStatus.ValueType  # 6
+    """Live: passed risk, journaled and sent (or being sent) to the broker, whose answer
+    has not come yet. Counts against limits as a working order does.
+    """
+    ORDER_STATUS_PENDING_CANCEL: _OrderStatus.ValueType  # 7
+    """Live: a cancel went to the broker; the order works (and may fill) until the
+    broker confirms, then it is CANCELLED (or FILLED, if it filled first).
+    """
+    ORDER_STATUS_AMBIGUOUS: _OrderStatus.ValueType  # 8
+    """Live: the broker call's outcome is unknown (a timeout or lost connection after
+    sending). The gateway looks the order up by its tag and settles it; it never
+    sends it again. `message` says what happened.
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """OrderStatus is where an order stands now."""
@@ -154,13 +169,28 @@ ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
 ORDER_STATUS_PLACED: OrderStatus.ValueType  # 1
 """Accepted and working (resting or awaiting its trigger)."""
 ORDER_STATUS_REJECTED: OrderStatus.ValueType  # 2
-"""Refused by validation, risk or the venue; `reject_reason` says why."""
+"""Refused by validation, risk or the venue; `reject_reason` says why (a broker's
+refusal is REJECT_REASON_BROKER with its text in `message`).
+"""
 ORDER_STATUS_FILLED: OrderStatus.ValueType  # 3
 """Completely filled."""
 ORDER_STATUS_PARTIAL: OrderStatus.ValueType  # 4
 """Some quantity filled, the rest still working."""
 ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 5
 """Cancelled by the client, by IOC expiry or by a halt."""
+ORDER_STATUS_SUBMITTED: OrderStatus.ValueType  # 6
+"""Live: passed risk, journaled and sent (or being sent) to the broker, whose answer
+has not come yet. Counts against limits as a working order does.
+"""
+ORDER_STATUS_PENDING_CANCEL: OrderStatus.ValueType  # 7
+"""Live: a cancel went to the broker; the order works (and may fill) until the
+broker confirms, then it is CANCELLED (or FILLED, if it filled first).
+"""
+ORDER_STATUS_AMBIGUOUS: OrderStatus.ValueType  # 8
+"""Live: the broker call's outcome is unknown (a timeout or lost connection after
+sending). The gateway looks the order up by its tag and settles it; it never
+sends it again. `message` says what happened.
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 class _RejectReason:
@@ -525,6 +555,7 @@ class ExecutionResult(_message.Message):
     AVG_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     TRIGGER_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
+    VENUE_ORDER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Gateway-assigned order id: opaque text of at most 64 printable ASCII characters
     (today "O" and ten digits, increasing with placement). Unique for the journal's life.
@@ -577,6 +608,10 @@ class ExecutionResult(_message.Message):
     """Exact limit price as decimal text, on the tick; empty when the order has none."""
     trigger_price_decimal: _builtins.str
     """Exact stop trigger as decimal text, on the tick; empty when the order has none."""
+    venue_order_id: _builtins.str
+    """The venue's own id for the order once it acknowledged it (Kite's order_id; in a
+    dry run "DRY-" and the order id). Empty for paper orders and before the ack.
+    """
     @_builtins.property
     def raw(self) -> _struct_pb2.Struct:
         """Venue-specific details (simulator decision or the broker's response)."""
@@ -616,10 +651,11 @@ class ExecutionResult(_message.Message):
         avg_price_decimal: _builtins.str = ...,
         price_decimal: _builtins.str = ...,
         trigger_price_decimal: _builtins.str = ...,
+        venue_order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "created_at", b"created_at", "price", b"price", "raw", b"raw", "timestamp", b"timestamp", "trigger_price", b"trigger_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "client_order_id", b"client_order_id", "created_at", b"created_at", "dry_run", b"dry_run", "filled_qty", b"filled_qty", "message", b"message", "order_id", b"order_id", "order_type", b"order_type", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "raw", b"raw", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "timestamp", b"timestamp", "trigger_price", b"trigger_price", "trigger_price_decimal", b"trigger_price_decimal", "validity", b"validity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "client_order_id", b"client_order_id", "created_at", b"created_at", "dry_run", b"dry_run", "filled_qty", b"filled_qty", "message", b"message", "order_id", b"order_id", "order_type", b"order_type", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "raw", b"raw", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "timestamp", b"timestamp", "trigger_price", b"trigger_price", "trigger_price_decimal", b"trigger_price_decimal", "validity", b"validity", "venue_order_id", b"venue_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__avg_price: _TypeAlias = _typing.Literal["avg_price"]  # noqa: Y015
     _WhichOneofArgType__avg_price: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price"]  # noqa: Y015
@@ -653,6 +689,7 @@ class Fill(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
+    VENUE_TRADE_ID_FIELD_NUMBER: _builtins.int
     fill_id: _builtins.str
     """Unique id of this fill: opaque, at most 64 printable ASCII characters (today "F" and
     ten digits).
@@ -675,6 +712,10 @@ class Fill(_message.Message):
     """Execution price in rupees, on the instrument's tick; price_decimal is exact."""
     price_decimal: _builtins.str
     """Exact execution price as decimal text, e.g. "1496.60"."""
+    venue_trade_id: _builtins.str
+    """The venue's id of this execution (Kite's trade_id); empty for paper fills. A trade
+    the broker reports twice (postback and poll) is applied once.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the fill happened."""
@@ -693,10 +734,11 @@ class Fill(_message.Message):
         price: _builtins.float = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         price_decimal: _builtins.str = ...,
+        venue_trade_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "fill_id", b"fill_id", "order_id", b"order_id", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "fill_id", b"fill_id", "order_id", b"order_id", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "timestamp", b"timestamp", "venue_trade_id", b"venue_trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from kiteconnect import KiteConnect
 
 from execgw.server.anchors import HeadAnchorRecorder
 from execgw.server.api import reflection_v1
@@ -23,18 +25,22 @@ from execgw.server.api.stream_limit import StreamLimitInterceptor
 from execgw.server.bus import EventBus
 from execgw.server.chain import chain_from_env
 from execgw.server.clock import Clock, SystemClock
-from execgw.server.config import GatewayConfig
+from execgw.server.config import ConfigError, GatewayConfig
 from execgw.server.core import CoreSettings, GatewayCore
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
-from execgw.server.journal import Journal
+from execgw.server.journal import Journal, JournalRecord
 from execgw.server.listen import bind, check_bindable
 from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import quote_book
 from execgw.server.risk import RiskEngine
-from execgw.server.simulator import SmartFillSimulator
 from execgw.server.telemetry import configure_tracing
 from execgw.server.trading_calendar import TradingCalendar
 from execgw.server.transport import TlsMaterial, check_exposure, insecure_warning, load_tls
+from execgw.server.venues.factory import build_venue
+from execgw.server.venues.factory import describe as describe_venue
+from execgw.server.venues.kite.credentials import KiteCredentials, MissingCredentials
+from execgw.server.venues.kite.link import KiteLink
+from execgw.server.venues.kite.postback import PostbackServer
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -63,8 +69,9 @@ class Gateway:
     """One running gateway: core, feed and gRPC server, started and stopped together."""
 
     def __init__(self, config: GatewayConfig, *, clock: Clock | None = None) -> None:
-        if config.mode != "paper":
-            raise NotImplementedError("live mode is not available yet; use mode: paper")
+        # Before anything is opened: live mode without credentials is a config mistake
+        # (a dry run needs none: it never reaches the broker).
+        self.credentials = _live_credentials(config)
         # Before anything is opened: exposure and TLS files are config mistakes.
         # What server.insecure let a non-loopback address go without, if anything.
         self.insecure_gaps = check_exposure(config)
@@ -85,10 +92,7 @@ class Gateway:
                 clock=self.clock,
                 journal=self.journal,
                 quotes=quote_book(config.market_data, self.instruments),
-                simulator=SmartFillSimulator(
-                    slippage_bps=Decimal(repr(config.execution.slippage_bps)),
-                    instruments=self.instruments,
-                ),
+                venue=build_venue(config, self.instruments),
                 risk=RiskEngine(config.execution, TradingCalendar(config.trading_day)),
                 bus=EventBus(queue_size=config.stream.queue_size),
                 settings=CoreSettings(
@@ -98,7 +102,13 @@ class Gateway:
                     retain_events=config.journal.retain_events,
                 ),
                 on_health=self._health_changed,
+                on_committed=self._committed,
             )
+            # Live only: the broker's I/O, fed by the core's committed records.
+            self.link: KiteLink | None = None
+            self._postbacks: PostbackServer | None = None
+            if self.credentials is not None:
+                self.link, self._postbacks = self._build_link(self.credentials)
             anchor = config.journal.anchor
             self._anchors = (
                 None
@@ -117,7 +127,47 @@ class Gateway:
         self._feed_task: asyncio.Task[None] | None = None
         self._health_tasks: set[asyncio.Future[None]] = set()
         self._stopping = False
+        # Why the broker cannot take orders (an expired access token); None: it can.
+        self.broker_problem: str | None = None
         self.port = 0
+
+    def _build_link(self, credentials: KiteCredentials) -> tuple[KiteLink, PostbackServer | None]:
+        settings = self.config.broker.kite
+        kite = KiteConnect(
+            credentials.api_key,
+            access_token=credentials.access_token,
+            root=settings.root,
+            timeout=settings.timeout_s,
+            pool={"pool_connections": 2, "pool_maxsize": settings.max_in_flight},
+        )
+        link = KiteLink(
+            kite=kite,
+            settings=settings,
+            report=self.core.apply_venue_reports,
+            clock=self.clock,
+            today=lambda: self.core.trading_day_of(self.clock.now()),
+            on_session_lost=self._broker_session_lost,
+        )
+        postbacks = None
+        if settings.postback_listen is not None:
+            postbacks = PostbackServer(
+                listen=settings.postback_listen,
+                api_secret=credentials.api_secret,
+                handler=link.on_postback,
+            )
+        return link, postbacks
+
+    def _committed(self, records: Sequence[JournalRecord]) -> None:
+        if self.link is not None:
+            self.link.committed(records)
+
+    def _broker_session_lost(self, message: str) -> None:
+        self.broker_problem = (
+            "the broker refused the access token: a new one is needed (run `execgw kite "
+            "session --request-token ...`, export KITE_ACCESS_TOKEN, restart); nothing was sent"
+        )
+        log.error("%s (%s)", self.broker_problem, message)
+        self._health_changed(self.core.healthy)
 
     async def start(self) -> int:
         """Start serving; returns the bound port (useful with port 0).
@@ -143,6 +193,10 @@ class Gateway:
                     # grpc.aio lets go of a bound port only when a started server stops.
                     await server.start()
                 await server.stop(0)
+        for part in (self._postbacks, self.link):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.stop()
         with contextlib.suppress(Exception):
             await self.core.stop()
         if self._anchors is not None:
@@ -193,6 +247,8 @@ class Gateway:
                 self.instruments,
                 lambda: Journal(Path(self.config.journal.path), read_only=True, chain=self.chain),
                 require_client_order_id=self.config.execution.require_client_order_id,
+                venue_unavailable=lambda: self.broker_problem,
+                venue_ack_wait_s=self.config.broker.kite.ack_wait_s,
             ),
             server,
         )
@@ -225,7 +281,14 @@ class Gateway:
         if self.insecure_gaps is not None:
             log.warning(insecure_warning(address, self.insecure_gaps))
         self.journal.record_listen_address(address)
+        # Taken before the core runs, so it is exactly what the journal holds.
+        open_orders = self.core.open_orders()
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
+        if self._postbacks is not None:
+            await self._postbacks.start()
+        if self.link is not None:
+            # Reconcile with the broker before taking orders.
+            await self.link.start(open_orders)
         await server.start()
         self._server = server
         if self.config.market_data.source == "synthetic":
@@ -251,6 +314,10 @@ class Gateway:
         await self._set_serving(self.core.healthy)
         return self.port
 
+    @property
+    def postback_port(self) -> int | None:
+        return None if self._postbacks is None else self._postbacks.port
+
     def _log_auth(self) -> None:
         auth = self.config.auth
         if auth is None:
@@ -268,6 +335,7 @@ class Gateway:
             )
 
     async def _set_serving(self, serving: bool) -> None:
+        serving = serving and self.broker_problem is None
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -290,6 +358,10 @@ class Gateway:
             self._feed_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._feed_task
+        if self._postbacks is not None:
+            await self._postbacks.stop()
+        if self.link is not None:
+            await self.link.stop()
         if self._server is not None:
             # Streams end when the bus closes; unary calls get the grace period.
             stopping = asyncio.create_task(
@@ -308,6 +380,17 @@ class Gateway:
             await self._server.wait_for_termination()
 
 
+def _live_credentials(config: GatewayConfig) -> KiteCredentials | None:
+    """The broker credentials live mode needs; None for paper and dry runs, which never
+    call the broker and so never read them."""
+    if config.mode != "live" or config.execution.dry_run:
+        return None
+    try:
+        return KiteCredentials.from_env(need_secret=config.broker.kite.postback_listen is not None)
+    except MissingCredentials as e:
+        raise ConfigError(str(e)) from None
+
+
 async def serve(config: GatewayConfig) -> None:
     provider = configure_tracing(config.telemetry)
     try:
@@ -322,10 +405,19 @@ async def _serve(config: GatewayConfig) -> None:
     port = await gateway.start()
     host = config.listen.rpartition(":")[0]
     transport = "off" if gateway.tls is None else "mtls" if gateway.tls.mutual else "on"
-    log.info("execgw serving on %s:%d (mode=%s, tls=%s)", host, port, config.mode, transport)
+    venue = describe_venue(config)
+    log.info(
+        "execgw serving on %s:%d (mode=%s, venue=%s, tls=%s)",
+        host,
+        port,
+        config.mode,
+        venue,
+        transport,
+    )
     insecure = "" if gateway.insecure_gaps is None else " INSECURE"
+    dry = " dry_run=true" if config.mode == "live" and config.execution.dry_run else ""
     print(
-        f"execgw listening on {host}:{port} mode={config.mode} tls={transport}{insecure}",
+        f"execgw listening on {host}:{port} mode={config.mode}{dry} tls={transport}{insecure}",
         flush=True,
     )
     stop = asyncio.Event()

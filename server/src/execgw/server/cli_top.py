@@ -29,7 +29,15 @@ from execgw.client import ExecgwError, ExecutionClient
 from execgw.server import cli_render as render
 from execgw.v1 import gateway_pb2, orders_pb2
 
-_OPEN = frozenset({orders_pb2.ORDER_STATUS_PLACED, orders_pb2.ORDER_STATUS_PARTIAL})
+_OPEN = frozenset(
+    {
+        orders_pb2.ORDER_STATUS_PLACED,
+        orders_pb2.ORDER_STATUS_PARTIAL,
+        orders_pb2.ORDER_STATUS_SUBMITTED,
+        orders_pb2.ORDER_STATUS_PENDING_CANCEL,
+        orders_pb2.ORDER_STATUS_AMBIGUOUS,
+    }
+)
 BAR_WIDTH = 20
 LAST_FILLS = 8
 

@@ -20,6 +20,7 @@ from execgw.server.engine import (
     ResumeOutcome,
 )
 from execgw.server.risk import RiskReport
+from execgw.server.venues.base import VenueReport
 
 R = TypeVar("R", covariant=True)
 
@@ -76,6 +77,20 @@ class ApplyQuotes(Command[QuotesOutcome]):
 
     def ids(self) -> str:
         return f"{len(self.quotes)} quotes"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyVenueReports(Command[None]):
+    """A broker's answers (acks, trades, statuses), brought in by its link."""
+
+    reports: list[VenueReport]
+
+    def run(self, engine: ExecutionEngine) -> None:
+        engine.apply_venue_reports(self.reports)
+
+    def ids(self) -> str:
+        order_ids = sorted({r.order_id for r in self.reports})
+        return f"{len(self.reports)} venue reports for {', '.join(order_ids[:5])}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -33,6 +33,7 @@ from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
 from execgw.server.commands import (
     ApplyQuotes,
+    ApplyVenueReports,
     Cancel,
     Command,
     GetOrder,
@@ -55,11 +56,11 @@ from execgw.server.engine import (
     ResumeOutcome,
 )
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
-from execgw.server.journal import Journal
+from execgw.server.journal import Journal, JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import rebuild, state_to_json
 from execgw.server.risk import RiskEngine, RiskReport
-from execgw.server.simulator import SmartFillSimulator
+from execgw.server.venues.base import Venue, VenueReport
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -104,12 +105,15 @@ class GatewayCore:
         clock: Clock,
         journal: Journal,
         quotes: QuoteBook,
-        simulator: SmartFillSimulator,
+        venue: Venue,
         risk: RiskEngine,
         bus: EventBus,
         settings: CoreSettings = CoreSettings(),
         on_health: Callable[[bool], None] = lambda healthy: None,
+        on_committed: Callable[[Sequence[JournalRecord]], None] = lambda records: None,
     ) -> None:
+        """`on_committed` is handed every batch of records once durable, before any
+        caller hears of them: a broker link makes the calls they ask for (the outbox)."""
         self._clock = clock
         self._journal = journal
         self._quotes = quotes
@@ -117,8 +121,11 @@ class GatewayCore:
         self._settings = settings
         self._on_health = on_health
         self._engine = ExecutionEngine(
-            state=rebuild(journal), clock=clock, quotes=quotes, simulator=simulator, risk=risk
+            state=rebuild(journal), clock=clock, quotes=quotes, venue=venue, risk=risk
         )
+        self._on_committed = on_committed
+        # Callers waiting for a venue's first answer to their order (see wait_for_venue).
+        self._venue_waiters: dict[str, list[asyncio.Future[Order]]] = {}
         self._last_snapshot = self._engine.state.sequence
         self._bus.head = self._engine.state.sequence
         self._inbox: asyncio.Queue[_Queued[Any] | object] = asyncio.Queue()
@@ -187,6 +194,31 @@ class GatewayCore:
     async def tick(self) -> None:
         await self.run(Tick())
 
+    async def apply_venue_reports(self, reports: list[VenueReport]) -> None:
+        await self.run(ApplyVenueReports(reports))
+
+    async def wait_for_venue(self, order: Order, timeout_s: float) -> Order:
+        """`order` once its venue has answered (acked, refused, filled, or ambiguous), or
+        as it stands after `timeout_s`. Orders that are not SUBMITTED come back at once."""
+        if order.status is not OrderStatus.SUBMITTED or timeout_s <= 0:
+            return order
+        future: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
+        waiters = self._venue_waiters.setdefault(order.order_id, [])
+        waiters.append(future)
+        try:
+            # The answer may have been committed before the waiter was in place; a read
+            # queued now sees everything committed before it.
+            now = await self.get_order(order.order_id)
+            if now.status is not OrderStatus.SUBMITTED:
+                return now
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            return await self.get_order(order.order_id)
+        finally:
+            waiters.remove(future)
+            if not waiters:
+                self._venue_waiters.pop(order.order_id, None)
+
     async def halt(self, strategy_code: str, actor: str, reason: str) -> HaltOutcome:
         return await self.run(Halt(strategy_code, actor, reason))
 
@@ -220,6 +252,12 @@ class GatewayCore:
 
     async def risk_report(self, strategy_code: str = "") -> RiskReport:
         return await self.run(GetRiskReport(strategy_code))
+
+    def open_orders(self) -> list[Order]:
+        """Copies of the open orders. Before start(), exactly the journal's; later, it may
+        include a batch that is not durable yet."""
+        ledger = self._engine.state.ledger
+        return [ledger.snapshot(o.order_id) for o in ledger.open_orders()]
 
     def durable_marks(self) -> dict[str, Decimal]:
         """The journaled mark of each symbol that has one (positions, resting orders)."""
@@ -339,7 +377,13 @@ class GatewayCore:
                 records = []
             else:
                 self._set_healthy(True)
+        if records:
+            try:
+                self._on_committed(records)
+            except Exception:  # the link's bug must not fail a batch that is durable
+                log.exception("the venue link failed to take committed records")
         self._bus.publish([BusEvent(r.sequence, r.timestamp, r.event, r.order) for r in records])
+        self._answer_venue_waiters(records)
         for command, value, error in outcomes:
             if command.future.done():
                 continue
@@ -349,6 +393,20 @@ class GatewayCore:
                 command.future.set_exception(error)
         if records:
             await self._maybe_snapshot()
+
+    def _answer_venue_waiters(self, records: list[JournalRecord]) -> None:
+        if not self._venue_waiters:
+            return
+        latest: dict[str, Order] = {}
+        for record in records:
+            if record.order is not None and record.order.order_id in self._venue_waiters:
+                latest[record.order.order_id] = record.order
+        for order_id, order in latest.items():
+            if order.status is OrderStatus.SUBMITTED:
+                continue
+            for future in self._venue_waiters.get(order_id, []):
+                if not future.done():
+                    future.set_result(order)
 
     async def _drop_failed(
         self, command: _Queued[Any], start: int, error: Exception

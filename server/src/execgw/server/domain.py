@@ -46,10 +46,21 @@ class OrderStatus(enum.Enum):
     FILLED = "FILLED"
     PARTIAL = "PARTIAL"
     CANCELLED = "CANCELLED"
+    # Journaled and handed to a venue that answers later (the broker): not yet acked.
+    SUBMITTED = "SUBMITTED"
+    # A cancel went to the venue; the order works until the venue confirms it.
+    PENDING_CANCEL = "PENDING_CANCEL"
+    # The venue call's outcome is unknown (a timeout after sending): resolved by looking
+    # the order up at the venue, never by sending it again.
+    AMBIGUOUS = "AMBIGUOUS"
 
     @property
     def is_open(self) -> bool:
-        return self in (OrderStatus.PLACED, OrderStatus.PARTIAL)
+        """Not final: the order may still fill, so it counts against limits."""
+        return self not in _FINAL
+
+
+_FINAL = frozenset({OrderStatus.REJECTED, OrderStatus.FILLED, OrderStatus.CANCELLED})
 
 
 class TradingState(enum.Enum):
@@ -153,6 +164,14 @@ class Order:
     internal: bool = False
     # Who placed it: the authenticated caller's name, "" when unknown (auth off, internal).
     placed_by: str = ""
+    # The venue it was handed to when that venue answers later ("kite", "kite-dry-run");
+    # "" for orders the paper simulator decided at once.
+    venue: str = ""
+    # The venue's own id once it acked the order (Kite's order_id); "" until then.
+    venue_order_id: str = ""
+    # The venue's trade ids already applied: the same trade reported twice (postback and
+    # poll) fills once.
+    venue_trade_ids: tuple[str, ...] = ()
 
     @property
     def avg_price(self) -> Decimal | None:
@@ -187,6 +206,8 @@ class Fill:
     qty: int
     price: Decimal
     timestamp: datetime
+    # The venue's id of this execution (Kite's trade_id); "" for paper fills.
+    venue_trade_id: str = ""
 
 
 PositionKey = tuple[str, str, Product]

@@ -21,6 +21,7 @@ from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.clock import Clock
 from execgw.server.domain import (
     Caller,
+    Fill,
     Order,
     OrderIntent,
     OrderStatus,
@@ -47,11 +48,16 @@ from execgw.server.events import (
     Event,
     MarksRecorded,
     MisSquareOffStarted,
-    OrderAccepted,
+    OrderAmbiguous,
     OrderCancelled,
+    OrderFilled,
     OrderRejected,
+    OrderSubmitted,
     TradingHalted,
     TradingResumed,
+    VenueAccepted,
+    VenueRejected,
+    VenueUpdated,
     event_order_id,
 )
 from execgw.server.journal import JournalRecord
@@ -59,8 +65,9 @@ from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState
 from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.risk_checks import Check, reduces
-from execgw.server.simulator import SmartFillSimulator
 from execgw.server.trading_calendar import TradingCalendar
+from execgw.server.venues import base as venue_reports
+from execgw.server.venues.base import Venue, VenueReport
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("execgw.server")
@@ -112,12 +119,12 @@ class ExecutionEngine:
         state: GatewayState,
         clock: Clock,
         quotes: QuoteBook,
-        simulator: SmartFillSimulator,
+        venue: Venue,
         risk: RiskEngine,
     ) -> None:
         self._clock = clock
         self._quotes = quotes
-        self._simulator = simulator
+        self._venue = venue
         self._risk = risk
         self._pending: list[JournalRecord] = []
         # Set by anything that changes state, the quote book or the simulator's book, so a
@@ -138,8 +145,8 @@ class ExecutionEngine:
         self.state = state
         self._risk.adopt(state.risk)
         self._pending.clear()
-        self._simulator.reset()
-        self._simulator.restore(state.ledger.open_orders())
+        self._venue.reset()
+        self._venue.restore(state.ledger.open_orders())
 
     def recover(self, durable: GatewayState, keep: list[JournalRecord]) -> None:
         """Drop a failed command's half-applied effects: adopt the durable state plus
@@ -152,8 +159,8 @@ class ExecutionEngine:
         self.state = durable
         self._risk.adopt(durable.risk, keep_transient=True)
         self._pending = list(keep)
-        self._simulator.reset()
-        self._simulator.restore(durable.ledger.open_orders())
+        self._venue.reset()
+        self._venue.restore(durable.ledger.open_orders())
 
     def begin_command(self) -> int:
         """Mark the start of one command; returns where its records will start."""
@@ -221,7 +228,10 @@ class ExecutionEngine:
             raise OrderNotCancellable(
                 f"order {order_id} is {order.status.value} and can no longer be cancelled"
             )
-        self._cancel_resting(order, now, "cancelled by client")
+        # A cancel already on its way to the venue is not sent twice: a retry gets the
+        # order as it stands, PENDING_CANCEL until the venue confirms.
+        if order.status is not OrderStatus.PENDING_CANCEL:
+            self._cancel_resting(order, now, "cancelled by client")
         return ledger.snapshot(order_id)
 
     def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
@@ -253,7 +263,7 @@ class ExecutionEngine:
                 )
             if self._risk.book.unmarked:
                 self._mark_baseline(quote, now)
-            for event in self._simulator.on_quote(quote, now, self.state.ids.fill_id):
+            for event in self._venue.on_quote(quote, now, self.state.ids.fill_id):
                 self._emit(event, now)
         self._after_change(now)
         return QuotesOutcome(len(quotes) - len(refused), refused)
@@ -262,6 +272,88 @@ class ExecutionEngine:
         """Time passing: day rollover, MIS square-off, breakers on moved marks."""
         now = self._advance_time()
         self._after_change(now)
+
+    def apply_venue_reports(self, reports: list[VenueReport]) -> None:
+        """The venue's answers, in the order it saw them. A report about an order that is
+        closed already, or a trade applied already, is a late duplicate (postback and
+        poll both tell): it changes nothing."""
+        now = self._advance_time()
+        for report in reports:
+            order = self.state.ledger.order(report.order_id)
+            if order is None or not order.status.is_open:
+                continue
+            self._apply_venue_report(order, report, now)
+        self._after_change(now)
+
+    def _apply_venue_report(self, order: Order, report: VenueReport, now: datetime) -> None:
+        awaiting = order.status in (OrderStatus.SUBMITTED, OrderStatus.AMBIGUOUS)
+        match report:
+            case venue_reports.Acked():
+                if awaiting or order.venue_order_id != report.venue_order_id:
+                    self._emit(
+                        VenueAccepted(order.order_id, report.venue_order_id, now, report.raw), now
+                    )
+            case venue_reports.Refused():
+                self._emit(VenueRejected(order.order_id, now, report.message, report.raw), now)
+            case venue_reports.Unknown():
+                if order.status is OrderStatus.SUBMITTED:
+                    self._emit(OrderAmbiguous(order.order_id, now, report.message), now)
+            case venue_reports.Traded():
+                self._apply_trade(order, report, now)
+            case venue_reports.StatusSeen():
+                self._apply_status(order, report, now)
+            case venue_reports.CancelFailed():
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    self._emit(
+                        VenueUpdated(order.order_id, now, report.message, cancel_refused=True),
+                        now,
+                    )
+
+    def _apply_trade(self, order: Order, trade: venue_reports.Traded, now: datetime) -> None:
+        if trade.trade_id in order.venue_trade_ids:
+            return
+        if trade.qty <= 0 or trade.qty > order.remaining_qty:
+            log.error(
+                "venue trade %s of %d for order %s does not fit its %d remaining; not applied",
+                trade.trade_id,
+                trade.qty,
+                order.order_id,
+                order.remaining_qty,
+            )
+            return
+        intent = order.intent
+        fill = Fill(
+            fill_id=self.state.ids.fill_id(),
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            strategy_code=intent.strategy_code,
+            symbol=intent.symbol,
+            side=intent.side,
+            product=intent.product,
+            qty=trade.qty,
+            price=trade.price,
+            timestamp=trade.timestamp,
+            venue_trade_id=trade.trade_id,
+        )
+        # The trade's own price is the freshest mark the venue gives.
+        self._emit(OrderFilled(fill, Quote(intent.symbol, trade.price, trade.timestamp)), now)
+
+    def _apply_status(self, order: Order, seen: venue_reports.StatusSeen, now: datetime) -> None:
+        awaiting = order.status in (OrderStatus.SUBMITTED, OrderStatus.AMBIGUOUS)
+        if seen.state == venue_reports.REJECTED:
+            self._emit(VenueRejected(order.order_id, now, seen.message, seen.raw), now)
+            return
+        if awaiting or (seen.venue_order_id and order.venue_order_id != seen.venue_order_id):
+            self._emit(
+                VenueAccepted(order.order_id, seen.venue_order_id, now, seen.raw, seen.message),
+                now,
+            )
+        if seen.state == venue_reports.CANCELLED:
+            self._emit(OrderCancelled(order.order_id, now, seen.message or "cancelled"), now)
+        elif seen.raw and seen.raw != order.raw:
+            # DONE with quantity still open means its trades are not all in yet: the
+            # order stays open until they are (the link fetches them).
+            self._emit(VenueUpdated(order.order_id, now, seen.message, seen.raw), now)
 
     def halt(self, strategy_code: str, actor: str, reason: str) -> HaltOutcome:
         now = self._advance_time()
@@ -395,7 +487,7 @@ class ExecutionEngine:
 
         Internal orders (the gateway's own MIS square-off) skip the pre-trade checks:
         they only ever flatten, and must go through even when trading is restricted."""
-        order_id = self.state.ids.order_id()
+        order_id = self.state.ids.order_id() + self._venue.order_id_suffix
         client_order_id = client_order_id or f"auto-{order_id}"
         with tracer.start_as_current_span(
             "execgw.order",
@@ -409,6 +501,8 @@ class ExecutionEngine:
                 "execgw.order_type": intent.order_type.value,
                 "execgw.product": intent.product.value,
                 "execgw.internal": internal,
+                "execgw.venue": self._venue.name,
+                "execgw.dry_run": self._venue.dry_run,
             },
         ) as span:
             self._route(order_id, client_order_id, intent, now, internal, caller)
@@ -461,17 +555,21 @@ class ExecutionEngine:
             )
             return
         assert quote is not None
-        self._emit(
-            OrderAccepted(
-                order_id, client_order_id, intent, now, internal=internal, placed_by=placed_by
-            ),
-            now,
+        opening = self._venue.open(
+            order_id, client_order_id, intent, now, internal=internal, placed_by=placed_by
         )
+        if isinstance(opening, OrderSubmitted):
+            # The venue call as made (or, in a dry run, as it would have been), field by
+            # field, on the order's span as in the journal.
+            span = trace.get_current_span()
+            for key, value in opening.request.items():
+                span.set_attribute(f"execgw.venue.request.{key}", str(value))
+        self._emit(opening, now)
         if not internal:
             self._risk.record_accepted(intent, now, caller)
         order = self.state.ledger.order(order_id)
         assert order is not None
-        for event in self._simulator.on_new_order(order, quote, now, self.state.ids.fill_id):
+        for event in self._venue.on_new_order(order, quote, now, self.state.ids.fill_id):
             self._emit(event, now)
 
     def _emit(self, event: Event, now: datetime) -> None:
@@ -498,7 +596,10 @@ class ExecutionEngine:
             if isinstance(event, DayRolledOver):
                 # DAY validity ends with the trading day.
                 self._cancel_where(
-                    lambda o: True, now, f"expired: trading day ended before {event.trading_day}"
+                    lambda o: True,
+                    now,
+                    f"expired: trading day ended before {event.trading_day}",
+                    expire=True,
                 )
             elif isinstance(event, MisSquareOffStarted):
                 self._cancel_where(
@@ -580,16 +681,35 @@ class ExecutionEngine:
     def _cancel_scope(self, strategy_code: str, now: datetime, message: str) -> int:
         return self._cancel_where(lambda o: _in_scope(o, strategy_code), now, message)
 
-    def _cancel_where(self, wanted: Callable[[Order], bool], now: datetime, message: str) -> int:
-        doomed = [o for o in self.state.ledger.open_orders() if wanted(o)]
+    def _cancel_where(
+        self,
+        wanted: Callable[[Order], bool],
+        now: datetime,
+        message: str,
+        *,
+        expire: bool = False,
+    ) -> int:
+        """Cancel the open orders `wanted` picks; with `expire`, the venue has ended them
+        already (DAY validity at the rollover), so no cancel goes to it."""
+        doomed = [
+            o
+            for o in self.state.ledger.open_orders()
+            if o.status is not OrderStatus.PENDING_CANCEL or expire
+            if wanted(o)
+        ]
         for order in doomed:
-            self._cancel_resting(order, now, message)
+            if expire:
+                self._dirty = True
+                self._venue.forget(order)
+                self._emit(OrderCancelled(order.order_id, now, message), now)
+            else:
+                self._cancel_resting(order, now, message)
         return len(doomed)
 
     def _cancel_resting(self, order: Order, now: datetime, message: str) -> None:
         self._dirty = True
-        self._simulator.cancel(order.order_id, order.intent.symbol)
-        self._emit(OrderCancelled(order.order_id, now, message), now)
+        for event in self._venue.cancel(order, now, message):
+            self._emit(event, now)
 
     def _today(self, order: Order) -> bool:
         return self._risk.calendar.trading_day(order.created_at) == self._risk.book.day

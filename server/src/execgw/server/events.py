@@ -44,6 +44,83 @@ class OrderRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderSubmitted:
+    """Passed risk and handed to a venue that answers later (the broker, or the dry run
+    standing in for it): status SUBMITTED until the venue's answer.
+
+    Journaled before the venue call is made (an outbox): a crash before the answer
+    leaves this record, and start-up looks the order up at the venue by its tag instead
+    of sending it again. `request` is the venue call exactly as made, field by field;
+    in a dry run, exactly as it would have been made."""
+
+    order_id: str
+    client_order_id: str
+    intent: OrderIntent
+    timestamp: datetime
+    venue: str
+    request: dict[str, Any]
+    dry_run: bool = False
+    internal: bool = False
+    placed_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VenueAccepted:
+    """The venue acknowledged the order with its own id: status PLACED."""
+
+    order_id: str
+    venue_order_id: str
+    timestamp: datetime
+    # The venue's view of the order (Kite's order dict), as received.
+    raw: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VenueRejected:
+    """The venue refused the order (REJECT_REASON_BROKER with its text). Not a risk
+    denial: those are OrderRejected and never reach a venue."""
+
+    order_id: str
+    timestamp: datetime
+    message: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VenueUpdated:
+    """The venue reported the order in a new state that changes nothing we account
+    (e.g. Kite's TRIGGER PENDING, or a cancel it could not carry out)."""
+
+    order_id: str
+    timestamp: datetime
+    message: str
+    raw: dict[str, Any] = field(default_factory=dict)
+    # The cancel this order was waiting on failed: it works on (PLACED or PARTIAL).
+    cancel_refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAmbiguous:
+    """A venue call's outcome is unknown (a timeout or a lost connection after sending)."""
+
+    order_id: str
+    timestamp: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """A cancel was sent to the venue (or, in a dry run, would have been): status
+    PENDING_CANCEL until the venue confirms with OrderCancelled."""
+
+    order_id: str
+    timestamp: datetime
+    message: str
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class OrderTriggered:
     """A stop order's trigger was crossed; from now on it behaves as LIMIT or MARKET."""
 
@@ -155,7 +232,19 @@ class AccessDenied:
     suppressed: int = 0
 
 
-OrderEvent = OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderCancelled
+OrderEvent = (
+    OrderAccepted
+    | OrderRejected
+    | OrderTriggered
+    | OrderFilled
+    | OrderCancelled
+    | OrderSubmitted
+    | VenueAccepted
+    | VenueRejected
+    | VenueUpdated
+    | OrderAmbiguous
+    | CancelRequested
+)
 RiskEvent = (
     BreakerTripped
     | TradingHalted

@@ -11,6 +11,7 @@ import bisect
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from execgw.server.domain import (
@@ -19,15 +20,22 @@ from execgw.server.domain import (
     OrderStatus,
     PositionKey,
     PositionView,
+    RejectReason,
 )
 from execgw.server.events import (
+    CancelRequested,
     DayRolledOver,
     Event,
     OrderAccepted,
+    OrderAmbiguous,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderSubmitted,
     OrderTriggered,
+    VenueAccepted,
+    VenueRejected,
+    VenueUpdated,
 )
 
 ZERO = Decimal(0)
@@ -146,7 +154,7 @@ class Ledger:
                     if self._by_client_id.get(key) == order_id:
                         del self._by_client_id[key]
                 self._index_ids()
-            case OrderAccepted() | OrderRejected():
+            case OrderAccepted() | OrderRejected() | OrderSubmitted():
                 self._open(event)
             case OrderFilled(fill=fill):
                 return self._fill(fill)
@@ -155,13 +163,41 @@ class Ledger:
                 order.triggered = True
                 order.updated_at = ts
             case OrderCancelled(order_id=order_id, timestamp=ts, message=message):
-                order = self._require(order_id)
-                if not order.status.is_open:
-                    raise LedgerError(f"cancel of {order_id} in status {order.status.value}")
-                order.status = OrderStatus.CANCELLED
-                del self._open_by_id[order_id]
-                order.message = message
-                order.updated_at = ts
+                self._close(self._require_open(order_id, "cancel"), OrderStatus.CANCELLED, ts)
+                self._orders[order_id].message = message
+            case VenueAccepted():
+                order = self._require_open(event.order_id, "venue ack")
+                order.venue_order_id = event.venue_order_id
+                if order.status in (OrderStatus.SUBMITTED, OrderStatus.AMBIGUOUS):
+                    order.status = OrderStatus.PARTIAL if order.filled_qty else OrderStatus.PLACED
+                order.raw = dict(event.raw)
+                order.message = event.message
+                order.updated_at = event.timestamp
+            case VenueRejected():
+                order = self._require_open(event.order_id, "venue rejection")
+                self._close(order, OrderStatus.REJECTED, event.timestamp)
+                order.reject_reason = RejectReason.BROKER
+                order.message = event.message
+                if event.raw:
+                    order.raw = dict(event.raw)
+            case VenueUpdated():
+                order = self._require_open(event.order_id, "venue update")
+                if event.cancel_refused and order.status is OrderStatus.PENDING_CANCEL:
+                    order.status = OrderStatus.PARTIAL if order.filled_qty else OrderStatus.PLACED
+                if event.raw:
+                    order.raw = dict(event.raw)
+                order.message = event.message
+                order.updated_at = event.timestamp
+            case OrderAmbiguous():
+                order = self._require_open(event.order_id, "ambiguous outcome")
+                order.status = OrderStatus.AMBIGUOUS
+                order.message = event.message
+                order.updated_at = event.timestamp
+            case CancelRequested():
+                order = self._require_open(event.order_id, "cancel request")
+                order.status = OrderStatus.PENDING_CANCEL
+                order.message = event.message
+                order.updated_at = event.timestamp
         return None
 
     def order(self, order_id: str) -> Order | None:
@@ -260,15 +296,21 @@ class Ledger:
         order = self._require(order_id)
         return dataclasses.replace(order)
 
-    def _open(self, event: OrderAccepted | OrderRejected) -> None:
+    def _open(self, event: OrderAccepted | OrderRejected | OrderSubmitted) -> None:
         if event.order_id in self._orders:
             raise LedgerError(f"duplicate order id {event.order_id}")
-        rejected = isinstance(event, OrderRejected)
+        status = (
+            OrderStatus.REJECTED
+            if isinstance(event, OrderRejected)
+            else OrderStatus.SUBMITTED
+            if isinstance(event, OrderSubmitted)
+            else OrderStatus.PLACED
+        )
         order = Order(
             order_id=event.order_id,
             client_order_id=event.client_order_id,
             intent=event.intent,
-            status=OrderStatus.REJECTED if rejected else OrderStatus.PLACED,
+            status=status,
             created_at=event.timestamp,
             updated_at=event.timestamp,
             dry_run=event.dry_run,
@@ -278,8 +320,10 @@ class Ledger:
         if isinstance(event, OrderRejected):
             order.reject_reason = event.reason
             order.message = event.message
-        else:
+        elif isinstance(event, OrderAccepted):
             order.raw = dict(event.raw)
+        else:
+            order.venue = event.venue
         self._orders[event.order_id] = order
         for ids in (
             self._ids,
@@ -304,16 +348,35 @@ class Ledger:
                 f"fill {fill.fill_id} of {fill.qty} does not fit order {order.order_id} "
                 f"({order.status.value}, {order.remaining_qty} remaining)"
             )
+        if fill.venue_trade_id:
+            if fill.venue_trade_id in order.venue_trade_ids:
+                raise LedgerError(
+                    f"trade {fill.venue_trade_id} already applied to {order.order_id}"
+                )
+            order.venue_trade_ids = (*order.venue_trade_ids, fill.venue_trade_id)
         order.filled_qty += fill.qty
         order.filled_value += fill.price * fill.qty
-        order.status = OrderStatus.FILLED if order.remaining_qty == 0 else OrderStatus.PARTIAL
-        if not order.status.is_open:
-            del self._open_by_id[order.order_id]
+        if order.remaining_qty == 0:
+            self._close(order, OrderStatus.FILLED, fill.timestamp)
+        elif order.status is not OrderStatus.PENDING_CANCEL:
+            # A fill is the venue's word that it has the order, acked or not yet.
+            order.status = OrderStatus.PARTIAL
         order.updated_at = fill.timestamp
         key = (fill.strategy_code, fill.symbol, fill.product)
         state = self._positions.setdefault(key, PositionState())
         realized, round_trip = state.apply(fill.side.sign * fill.qty, fill.price)
         return FillOutcome(key, realized, round_trip)
+
+    def _require_open(self, order_id: str, what: str) -> Order:
+        order = self._require(order_id)
+        if not order.status.is_open:
+            raise LedgerError(f"{what} of {order_id} in status {order.status.value}")
+        return order
+
+    def _close(self, order: Order, status: OrderStatus, when: datetime) -> None:
+        order.status = status
+        del self._open_by_id[order.order_id]
+        order.updated_at = when
 
     def _require(self, order_id: str) -> Order:
         order = self._orders.get(order_id)

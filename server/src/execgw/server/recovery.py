@@ -23,6 +23,7 @@ from execgw.server.events import (
     OrderAccepted,
     OrderFilled,
     OrderRejected,
+    OrderSubmitted,
 )
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
 from execgw.server.ledger import Ledger, LedgerError, PositionState
@@ -49,10 +50,11 @@ class IdSource:
         return value
 
     def observe(self, event: Event) -> None:
-        if isinstance(event, OrderAccepted | OrderRejected):
-            self.next_order = max(self.next_order, int(event.order_id[1:]) + 1)
+        # Ids are a letter and ten digits, perhaps with a marker after (dry-run "-DRY").
+        if isinstance(event, OrderAccepted | OrderRejected | OrderSubmitted):
+            self.next_order = max(self.next_order, int(event.order_id[1:11]) + 1)
         elif isinstance(event, OrderFilled):
-            self.next_fill = max(self.next_fill, int(event.fill.fill_id[1:]) + 1)
+            self.next_fill = max(self.next_fill, int(event.fill.fill_id[1:11]) + 1)
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from execgw.server.events import (
     MisSquareOffStarted,
     OrderAccepted,
     OrderFilled,
+    OrderSubmitted,
     TradingHalted,
     TradingResumed,
 )
@@ -83,7 +84,7 @@ class RiskBook:
                 self.unmarked.discard((event.strategy_code, event.symbol, event.product))
             case EquityPeak(equity=equity):
                 self.peak_equity = equity
-            case OrderAccepted(intent=intent) if not event.internal:
+            case OrderAccepted(intent=intent) | OrderSubmitted(intent=intent) if not event.internal:
                 self.trades_total += 1
                 code = intent.strategy_code
                 self.trades_by_strategy[code] = self.trades_by_strategy.get(code, 0) + 1

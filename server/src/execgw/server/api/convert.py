@@ -45,6 +45,9 @@ _STATUS = {
     orders_pb2.ORDER_STATUS_FILLED: domain.OrderStatus.FILLED,
     orders_pb2.ORDER_STATUS_PARTIAL: domain.OrderStatus.PARTIAL,
     orders_pb2.ORDER_STATUS_CANCELLED: domain.OrderStatus.CANCELLED,
+    orders_pb2.ORDER_STATUS_SUBMITTED: domain.OrderStatus.SUBMITTED,
+    orders_pb2.ORDER_STATUS_PENDING_CANCEL: domain.OrderStatus.PENDING_CANCEL,
+    orders_pb2.ORDER_STATUS_AMBIGUOUS: domain.OrderStatus.AMBIGUOUS,
 }
 _SIDE_PB = {v: k for k, v in _SIDE.items()}
 _ORDER_TYPE_PB = {v: k for k, v in _ORDER_TYPE.items()}
@@ -132,6 +135,7 @@ def result(order: domain.Order) -> orders_pb2.ExecutionResult:
         product=_PRODUCT_PB[intent.product],
         validity=_VALIDITY_PB[intent.validity],
         tag=intent.tag,
+        venue_order_id=order.venue_order_id,
     )
     avg = order.avg_price
     if avg is not None:
@@ -159,6 +163,7 @@ def fill(f: domain.Fill) -> orders_pb2.Fill:
         price=float(f.price),
         price_decimal=_plain(f.price),
         timestamp=timestamp(f.timestamp),
+        venue_trade_id=f.venue_trade_id,
     )
 
 

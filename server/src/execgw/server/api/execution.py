@@ -13,7 +13,7 @@ from execgw.server.api.errors import abort_for, unary, write_stream
 from execgw.server.api.streaming import FillStream, validate_heartbeat_interval
 from execgw.server.core import GatewayCore
 from execgw.server.domain import OrderIntent
-from execgw.server.errors import Forbidden
+from execgw.server.errors import Forbidden, GatewayUnavailable
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import Journal
 from execgw.server.ledger import OrderPage
@@ -44,11 +44,17 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         open_journal: Callable[[], Journal],
         *,
         require_client_order_id: bool = True,
+        venue_unavailable: Callable[[], str | None] = lambda: None,
+        venue_ack_wait_s: float = 0.0,
     ) -> None:
+        """`venue_unavailable` says why the venue cannot take orders now (None: it can);
+        `venue_ack_wait_s` is how long SubmitOrder waits for a broker's first answer."""
         self._core = core
         self._instruments = instruments
         self._open_journal = open_journal
         self._require_client_order_id = require_client_order_id
+        self._venue_unavailable = venue_unavailable
+        self._venue_ack_wait_s = venue_ack_wait_s
 
     @unary
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -71,7 +77,14 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             span.set_attribute("execgw.symbol", intent.symbol)
             span.set_attribute("execgw.strategy_code", intent.strategy_code)
             auth.check_strategy(intent.strategy_code, "intent.strategy_code")
+            problem = self._venue_unavailable()
+            if problem is not None:
+                # Refused before anything is journaled: nothing was sent, a retry is safe.
+                raise GatewayUnavailable(problem)
             order = await self._core.submit(intent, request.client_order_id, auth.order_caller())
+            # A broker answers later; give it a moment so the caller usually gets its
+            # verdict (PLACED, REJECTED with the broker's text) rather than SUBMITTED.
+            order = await self._core.wait_for_venue(order, self._venue_ack_wait_s)
             span.set_attribute("execgw.order_id", order.order_id)
             span.set_attribute("execgw.status", order.status.value)
             if order.reject_reason is not None:

@@ -1,0 +1,1 @@
+"""Venues: where accepted orders go (paper simulator, Kite, a dry run of Kite)."""

@@ -1,0 +1,54 @@
+"""The paper venue: the fill simulator decides every order's fate at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from execgw.server.domain import Order, OrderIntent, Quote
+from execgw.server.events import Event, OrderAccepted, OrderCancelled
+from execgw.server.venues.simulator import SmartFillSimulator
+
+
+class PaperVenue:
+    name = "paper"
+    dry_run = False
+    order_id_suffix = ""
+
+    def __init__(self, simulator: SmartFillSimulator) -> None:
+        self.simulator = simulator
+
+    def reset(self) -> None:
+        self.simulator.reset()
+
+    def restore(self, orders: Iterable[Order]) -> None:
+        self.simulator.restore(orders)
+
+    def forget(self, order: Order) -> None:
+        self.simulator.cancel(order.order_id, order.intent.symbol)
+
+    def open(
+        self,
+        order_id: str,
+        client_order_id: str,
+        intent: OrderIntent,
+        now: datetime,
+        *,
+        internal: bool,
+        placed_by: str,
+    ) -> OrderAccepted:
+        return OrderAccepted(
+            order_id, client_order_id, intent, now, internal=internal, placed_by=placed_by
+        )
+
+    def on_new_order(
+        self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
+    ) -> list[Event]:
+        return self.simulator.on_new_order(order, quote, now, next_fill_id)
+
+    def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        return self.simulator.on_quote(quote, now, next_fill_id)
+
+    def cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
+        self.simulator.cancel(order.order_id, order.intent.symbol)
+        return [OrderCancelled(order.order_id, now, message)]
