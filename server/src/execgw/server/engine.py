@@ -349,7 +349,9 @@ class ExecutionEngine:
                 now,
             )
         if seen.state == venue_reports.CANCELLED:
-            self._emit(OrderCancelled(order.order_id, now, seen.message or "cancelled"), now)
+            self._emit(
+                OrderCancelled(order.order_id, now, seen.message or "cancelled", seen.raw), now
+            )
         elif seen.raw and seen.raw != order.raw:
             # DONE with quantity still open means its trades are not all in yet: the
             # order stays open until they are (the link fetches them).

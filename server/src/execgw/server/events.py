@@ -141,6 +141,8 @@ class OrderCancelled:
     order_id: str
     timestamp: datetime
     message: str
+    # The venue's view of the order when it confirmed the cancel; empty for paper.
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

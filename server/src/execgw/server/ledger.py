@@ -163,8 +163,11 @@ class Ledger:
                 order.triggered = True
                 order.updated_at = ts
             case OrderCancelled(order_id=order_id, timestamp=ts, message=message):
-                self._close(self._require_open(order_id, "cancel"), OrderStatus.CANCELLED, ts)
-                self._orders[order_id].message = message
+                order = self._require_open(order_id, "cancel")
+                self._close(order, OrderStatus.CANCELLED, ts)
+                order.message = message
+                if event.raw:
+                    order.raw = dict(event.raw)
             case VenueAccepted():
                 order = self._require_open(event.order_id, "venue ack")
                 order.venue_order_id = event.venue_order_id

@@ -56,6 +56,7 @@ KITE_ZONE = ZoneInfo("Asia/Kolkata")
 # A 429 means Kite did not take the order: wait this long (doubling) and try again.
 RATE_LIMITED_RETRIES = 5
 RATE_LIMITED_PAUSE_S = 1.0
+PAISA = Decimal("0.01")
 # Postback fields that are about the delivery, not the order: left out of `raw`.
 _DELIVERY_FIELDS = ("checksum", "user_id", "app_id", "unfilled_quantity")
 
@@ -395,11 +396,15 @@ class KiteLink:
             if seen == tracked.last_seen and tracked.venue_order_id:
                 return
             venue_order_id = str(kite_order.get("order_id") or "")
-            reports: list[VenueReport] = []
+            trades: list[VenueReport] = []
             if filled > tracked.filled_qty and venue_order_id:
-                reports.extend(await self._new_trades(tracked, venue_order_id))
+                trades = await self._new_trades(tracked, venue_order_id)
             raw = {k: v for k, v in mapping.plain(kite_order).items() if k not in _DELIVERY_FIELDS}
-            reports.append(base.StatusSeen(tracked.order_id, venue_order_id, state, message, raw))
+            status = base.StatusSeen(tracked.order_id, venue_order_id, state, message, raw)
+            # A working or complete order's state first (the ack, Kite's record), so the
+            # fill that completes it finds both in place; a cancel or rejection last, so
+            # the fills before it are applied to an order still open.
+            reports = [status, *trades] if state in (base.WORKING, base.DONE) else [*trades, status]
             if await self._send(reports):
                 tracked.last_seen = seen
 
@@ -419,6 +424,9 @@ class KiteLink:
             except InvalidOperation:
                 log.error("trade %s of %s has no usable price", trade_id, tracked.order_id)
                 continue
+            if _exponent(price) > -2:
+                # Kite's JSON drops trailing zeros (1500.0, 1500): rupees to the paisa.
+                price = price.quantize(PAISA)
             when = _kite_time(trade.get("fill_timestamp") or trade.get("exchange_timestamp"))
             found.append(
                 base.Traded(
@@ -452,6 +460,11 @@ class KiteLink:
         if not self._session_lost:
             self._session_lost = True
             self._on_session_lost(message)
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return exponent if isinstance(exponent, int) else 0
 
 
 def _int(value: Any) -> int:
