@@ -34,6 +34,8 @@ from execgw.v1 import gateway_pb2, gateway_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 tracer = trace.get_tracer("execgw.server")
+# Time kept back from a caller's deadline to answer with the order as it stands.
+ACK_WAIT_MARGIN_S = 0.25
 
 
 class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
@@ -84,12 +86,20 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             order = await self._core.submit(intent, request.client_order_id, auth.order_caller())
             # A broker answers later; give it a moment so the caller usually gets its
             # verdict (PLACED, REJECTED with the broker's text) rather than SUBMITTED.
-            order = await self._core.wait_for_venue(order, self._venue_ack_wait_s)
+            order = await self._core.wait_for_venue(order, self._ack_wait(context))
             span.set_attribute("execgw.order_id", order.order_id)
             span.set_attribute("execgw.status", order.status.value)
             if order.reject_reason is not None:
                 span.set_attribute("execgw.reject_reason", order.reject_reason.value)
             return gateway_pb2.SubmitOrderResponse(result=convert.result(order))
+
+    def _ack_wait(self, context: Context) -> float:
+        """The configured wait for a broker's answer, within the caller's own deadline
+        (less a margin to answer in), so a short deadline gets SUBMITTED, not an error."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self._venue_ack_wait_s
+        return max(0.0, min(self._venue_ack_wait_s, remaining - ACK_WAIT_MARGIN_S))
 
     @unary
     async def CancelOrder(  # noqa: N802
