@@ -41,6 +41,7 @@ def live_config(tmp_path: Path, standin: KiteStandIn, **kite: Any) -> GatewayCon
         "poll_interval_s": 0.05,
         "timeout_s": 1.0,
         "ack_wait_s": 5.0,
+        "unresolved_grace_s": 0.5,
     }
     settings.update(kite)
     return make_config(tmp_path, mode="live", broker={"kite": settings})

@@ -27,6 +27,7 @@ from execgw.server.chain import chain_from_env
 from execgw.server.clock import Clock, SystemClock
 from execgw.server.config import ConfigError, GatewayConfig
 from execgw.server.core import CoreSettings, GatewayCore
+from execgw.server.domain import Order
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.listen import bind, check_bindable
@@ -38,6 +39,7 @@ from execgw.server.trading_calendar import TradingCalendar
 from execgw.server.transport import TlsMaterial, check_exposure, insecure_warning, load_tls
 from execgw.server.venues.factory import build_venue
 from execgw.server.venues.factory import describe as describe_venue
+from execgw.server.venues.factory import venue_name as build_venue_name
 from execgw.server.venues.kite.credentials import KiteCredentials, MissingCredentials
 from execgw.server.venues.kite.link import KiteLink
 from execgw.server.venues.kite.postback import PostbackServer
@@ -107,6 +109,7 @@ class Gateway:
             # Live only: the broker's I/O, fed by the core's committed records.
             self.link: KiteLink | None = None
             self._postbacks: PostbackServer | None = None
+            _check_open_orders_venue(self.core.open_orders(), config)
             if self.credentials is not None:
                 self.link, self._postbacks = self._build_link(self.credentials)
             anchor = config.journal.anchor
@@ -360,8 +363,6 @@ class Gateway:
                 await self._feed_task
         if self._postbacks is not None:
             await self._postbacks.stop()
-        if self.link is not None:
-            await self.link.stop()
         if self._server is not None:
             # Streams end when the bus closes; unary calls get the grace period.
             stopping = asyncio.create_task(
@@ -371,6 +372,10 @@ class Gateway:
             await stopping
         else:
             await self.core.stop()
+        # Last: orders the core committed while draining still go out (their answers,
+        # which the stopped core cannot take, are found by tag at the next start).
+        if self.link is not None:
+            await self.link.stop()
         if self._anchors is not None:
             await self._anchors.stop()
         self.journal.close()
@@ -378,6 +383,21 @@ class Gateway:
     async def wait_closed(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def _check_open_orders_venue(open_orders: list[Order], config: GatewayConfig) -> None:
+    """Open orders belong to the venue that took them: a restart on another venue (paper
+    to live, live to dry run) would cancel or fill them where they are not, and no one
+    would follow them where they are."""
+    venue = build_venue_name(config)
+    foreign = sorted({o.venue or "paper" for o in open_orders if (o.venue or "paper") != venue})
+    if foreign:
+        count = sum(1 for o in open_orders if (o.venue or "paper") != venue)
+        raise ConfigError(
+            f"the journal has {count} open orders at venue {', '.join(foreign)}, but this "
+            f"config routes to {venue}: restart with the config that placed them until they "
+            "are closed (cancel them there), or start on a new journal"
+        )
 
 
 def _live_credentials(config: GatewayConfig) -> KiteCredentials | None:

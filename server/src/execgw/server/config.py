@@ -260,6 +260,9 @@ class KiteBrokerConfig(_Section):
     # Seconds one broker HTTP call may take; past it the outcome is ambiguous and is
     # resolved by looking the order up by its tag, never by sending it again.
     timeout_s: float = Field(default=7.0, gt=0, le=60)
+    # How long an order whose placement is in doubt (no answer, then not in Kite's order
+    # book) must stay absent from the book before it is settled as never placed.
+    unresolved_grace_s: float = Field(default=30.0, gt=0, le=3600)
     # Kite's documented order rate limits, which the adapter shapes its calls under so a
     # burst is queued rather than refused with HTTP 429.
     orders_per_second: int = Field(default=10, ge=1, le=100)

@@ -29,6 +29,7 @@ from execgw.server.domain import (
     PositionView,
     Product,
     Quote,
+    RejectReason,
     Side,
     TradingState,
     Validity,
@@ -73,6 +74,9 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("execgw.server")
 
 SQUARE_OFF_TAG = "MIS_SQUAREOFF"
+# A venue that refuses a square-off this often in a day is not asked again: each
+# attempt is a new order, and the daily order cap is shared with everything else.
+MAX_SQUARE_OFF_REFUSALS = 3
 ZERO = Decimal(0)
 
 
@@ -135,6 +139,8 @@ class ExecutionEngine:
         # the peak moves on them); counted from start-up, so a fresh gateway does not
         # journal marks for every first order it sees.
         self._marks_due = clock.now() + quotes.marks_every
+        # Positions whose square-off the venue refused too often today (logged once).
+        self._square_off_given_up: set[tuple[str, str]] = set()
         # Open positions' symbols with no mark, as last reported in the log.
         self._unmarked: tuple[str, ...] = ()
         self.state = state
@@ -666,6 +672,17 @@ class ExecutionEngine:
                 continue
             if self._quotes.get(symbol) is None:
                 continue  # retried on a later tick, once there is a price to flatten at
+            if self._square_off_refusals(code, symbol) >= MAX_SQUARE_OFF_REFUSALS:
+                if (code, symbol) not in self._square_off_given_up:
+                    self._square_off_given_up.add((code, symbol))
+                    log.error(
+                        "MIS square-off of %s %s refused by the venue %d times today: no "
+                        "more attempts; flatten it by hand",
+                        code,
+                        symbol,
+                        MAX_SQUARE_OFF_REFUSALS,
+                    )
+                continue
             intent = OrderIntent(
                 symbol=symbol,
                 strategy_code=code,
@@ -679,6 +696,18 @@ class ExecutionEngine:
             )
             order_id = self._place(intent, "", now, internal=True)
             log.info("MIS square-off %s %s %s: order %s", code, symbol, intent.qty, order_id)
+
+    def _square_off_refusals(self, strategy_code: str, symbol: str) -> int:
+        """Today's square-off orders of this position the venue refused."""
+        return sum(
+            1
+            for o in self.state.ledger.orders_after("", symbol=symbol)
+            if o.internal
+            and o.intent.strategy_code == strategy_code
+            and o.intent.symbol == symbol
+            and o.reject_reason is RejectReason.BROKER
+            and self._today(o)
+        )
 
     def _cancel_scope(self, strategy_code: str, now: datetime, message: str) -> int:
         return self._cancel_where(lambda o: _in_scope(o, strategy_code), now, message)

@@ -29,6 +29,13 @@ def build_venue(config: GatewayConfig, instruments: InstrumentRegistry) -> Venue
     return KiteVenue(market_protection=protection)
 
 
+def venue_name(config: GatewayConfig) -> str:
+    """The name orders of this config's venue carry (Order.venue, "paper" for paper)."""
+    if config.mode == "paper":
+        return PaperVenue.name
+    return DryRunVenue.name if config.execution.dry_run else KiteVenue.name
+
+
 def describe(config: GatewayConfig) -> str:
     """The venue in a few words, for the start-up line and logs."""
     if config.mode == "paper":

@@ -84,6 +84,9 @@ class _Tracked:
     trade_ids: set[str] = field(default_factory=set)
     placing: bool = False
     cancelling: bool = False
+    # Monotonic time the last cancel call went out; a working order still PENDING_CANCEL
+    # long after it gets the cancel again (a cancel is safe to repeat).
+    cancel_sent_at: float | None = None
     # Monotonic time since when the order's placement is in doubt and it was not found.
     missing_since: float | None = None
     # (status, filled, message) last reported, so an unchanged order is not re-sent.
@@ -166,8 +169,14 @@ class KiteLink:
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._session_lost = False
+        self._stopped = False
         # How long an order in doubt must stay absent from the book to count as never placed.
-        self._grace_s = settings.timeout_s + 2 * settings.poll_interval_s
+        self._grace_s = max(
+            settings.unresolved_grace_s, settings.timeout_s + 2 * settings.poll_interval_s
+        )
+        # Tags of orders settled as never placed, still looked for all day: one that turns
+        # up after all is a break between the journal and the broker an operator must fix.
+        self._abandoned: dict[str, str] = {}
         self.place_calls = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -185,6 +194,7 @@ class KiteLink:
         self._poller = asyncio.create_task(self._poll_forever(), name="kite-poll")
 
     async def stop(self) -> None:
+        self._stopped = True
         tasks = [t for t in (self._poller, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -196,6 +206,9 @@ class KiteLink:
     # -- the outbox ------------------------------------------------------------------
 
     def committed(self, records: Sequence[JournalRecord]) -> None:
+        if self._stopped:
+            # Left SUBMITTED in the journal: the next start finds them by tag.
+            return
         for record in records:
             order = record.order
             if order is None or order.venue != VENUE_NAME or order.dry_run:
@@ -220,7 +233,13 @@ class KiteLink:
         # Without Kite's id yet, the cancel goes once the ack is in (VenueAccepted).
         if tracked.venue_order_id and not tracked.cancelling:
             tracked.cancelling = True
+            tracked.cancel_sent_at = self._monotonic()
             self._spawn(self._cancel(tracked))
+
+    def _cancel_again_if_due(self, tracked: _Tracked) -> None:
+        sent = tracked.cancel_sent_at
+        if sent is None or self._monotonic() - sent >= self._settings.timeout_s:
+            self._cancel_when_known(tracked)
 
     def _track(self, order: Order, request: dict[str, Any]) -> _Tracked:
         tracked = _Tracked(
@@ -253,12 +272,14 @@ class KiteLink:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, **kwargs))
 
-    async def _order_slot(self) -> None:
+    async def _order_slot(self, *, new_order: bool = True) -> None:
         today = self._today()
         if today != self._day:
             self._day = today
             self._shaper.new_day()
-        await self._shaper.acquire()
+        # Cancels share the rate windows but never the daily cap: a halt must be able
+        # to cancel after the last order of the day.
+        await self._shaper.acquire(count_daily=new_order)
 
     async def _place(self, tracked: _Tracked) -> None:
         try:
@@ -298,22 +319,20 @@ class KiteLink:
     async def _cancel(self, tracked: _Tracked) -> None:
         try:
             try:
-                await self._order_slot()
+                await self._order_slot(new_order=False)
                 await self._call(
                     self._kite.cancel_order,
                     variety=mapping.VARIETY,
                     order_id=tracked.venue_order_id,
                 )
-            except DailyCapReached as e:
-                await self._send([base.CancelFailed(tracked.order_id, str(e))])
-                return
             except Exception as e:
                 outcome, message = classify(e)
                 if outcome == _Outcome.SESSION:
                     self._session_expired(message)
-                if outcome != _Outcome.UNKNOWN:
+                if outcome in (_Outcome.REFUSED, _Outcome.SESSION):
                     await self._send([base.CancelFailed(tracked.order_id, message)])
-                # Unknown: the order book tells, at the next poll.
+                # Unknown or rate-limited: the next poll sees the order still working
+                # and sends the cancel again.
                 return
             # Kite confirms a cancel in the order's state: look now, not at the next poll.
             history = await self._call(self._kite.order_history, order_id=tracked.venue_order_id)
@@ -358,6 +377,14 @@ class KiteLink:
             return
         by_id = {str(o.get("order_id")): o for o in book or []}
         by_tag = {str(o.get("tag")): o for o in book or [] if o.get("tag")}
+        for tag in [t for t in self._abandoned if t in by_tag]:
+            log.critical(
+                "order %s was settled as never placed, but Kite now shows it (order_id %s, "
+                "status %s): the journal and the broker disagree; reconcile it by hand",
+                self._abandoned.pop(tag),
+                by_tag[tag].get("order_id"),
+                by_tag[tag].get("status"),
+            )
         for tracked in waiting:
             found = by_id.get(tracked.venue_order_id) if tracked.venue_order_id else None
             found = found or by_tag.get(tracked.tag)
@@ -376,6 +403,7 @@ class KiteLink:
                 [base.Unknown(tracked.order_id, "not in the broker's order book yet; looking")]
             )
         elif now - tracked.missing_since >= self._grace_s:
+            self._abandoned[tracked.tag] = tracked.order_id
             await self._send(
                 [
                     base.Refused(
@@ -393,28 +421,45 @@ class KiteLink:
             message = mapping.order_message(kite_order)
             filled = _int(kite_order.get("filled_quantity"))
             seen = (str(kite_order.get("status")), filled, message)
-            if seen == tracked.last_seen and tracked.venue_order_id:
+            if state == base.WORKING and tracked.status is OrderStatus.PENDING_CANCEL:
+                # A cancel that was lost, timed out or refused for the rate: again.
+                self._cancel_again_if_due(tracked)
+            if (
+                seen == tracked.last_seen
+                and tracked.venue_order_id
+                and (tracked.filled_qty >= filled)
+            ):
                 return
             venue_order_id = str(kite_order.get("order_id") or "")
-            trades: list[VenueReport] = []
+            trades: list[base.Traded] = []
             if filled > tracked.filled_qty and venue_order_id:
                 trades = await self._new_trades(tracked, venue_order_id)
+            # Kite's trade book can lag its order book, and a trades call can fail: until
+            # the trades account for every filled unit, the order is looked at again.
+            accounted = tracked.filled_qty + sum(t.qty for t in trades) >= filled
             raw = {k: v for k, v in mapping.plain(kite_order).items() if k not in _DELIVERY_FIELDS}
             status = base.StatusSeen(tracked.order_id, venue_order_id, state, message, raw)
-            # A working or complete order's state first (the ack, Kite's record), so the
-            # fill that completes it finds both in place; a cancel or rejection last, so
-            # the fills before it are applied to an order still open.
-            reports = [status, *trades] if state in (base.WORKING, base.DONE) else [*trades, status]
-            if await self._send(reports):
+            reports: list[VenueReport]
+            if state in (base.WORKING, base.DONE):
+                # The state first (the ack, Kite's record), so the fill that completes
+                # the order finds both in place.
+                reports = [status, *trades]
+            elif accounted:
+                # A cancel or rejection last, after the fills before it.
+                reports = [*trades, status]
+            else:
+                # Closing the order now would lose the fills still missing.
+                reports = list(trades)
+            if reports and await self._send(reports) and accounted:
                 tracked.last_seen = seen
 
-    async def _new_trades(self, tracked: _Tracked, venue_order_id: str) -> list[VenueReport]:
+    async def _new_trades(self, tracked: _Tracked, venue_order_id: str) -> list[base.Traded]:
         try:
             trades = await self._call(self._kite.order_trades, order_id=venue_order_id)
         except Exception as e:
             log.warning("trades of %s: %s", tracked.order_id, classify(e)[1])
             return []
-        found: list[VenueReport] = []
+        found: list[base.Traded] = []
         for trade in trades or []:
             trade_id = str(trade.get("trade_id") or "")
             if not trade_id or trade_id in tracked.trade_ids:

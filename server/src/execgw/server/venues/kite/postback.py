@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 8 * 1024
 MAX_BODY_BYTES = 64 * 1024
 READ_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 64
 
 PostbackHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -37,7 +38,8 @@ def checksum_valid(body: dict[str, Any], api_secret: str) -> bool:
     expected = postback_checksum(
         str(body.get("order_id") or ""), str(body.get("order_timestamp") or ""), api_secret
     )
-    return hmac.compare_digest(given.lower(), expected)
+    # Bytes, so a checksum with characters outside ASCII is a mismatch, not a TypeError.
+    return hmac.compare_digest(given.lower().encode("utf-8"), expected.encode("ascii"))
 
 
 class PostbackServer:
@@ -50,6 +52,10 @@ class PostbackServer:
         self._server: asyncio.Server | None = None
         self.refused = 0
         self.accepted = 0
+        # Connections served at once: a flood of slow senders costs at most this many.
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        # Verified postbacks being applied, after Kite already got its 200.
+        self._work: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -62,6 +68,8 @@ class PostbackServer:
         )
 
     async def stop(self) -> None:
+        for task in list(self._work):
+            task.cancel()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -69,6 +77,13 @@ class PostbackServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._slots.locked():
+            writer.close()
+            return
+        async with self._slots:
+            await self._serve_one(reader, writer)
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, text = await asyncio.wait_for(self._answer(reader), READ_TIMEOUT_S)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -125,5 +140,15 @@ class PostbackServer:
             )
             return 403, "bad checksum"
         self.accepted += 1
-        await self._handler(body)
+        # Answered at once; applied in the background (it may wait for a trades call).
+        # A postback lost here is found by the next poll of the order book.
+        task = asyncio.create_task(self._apply(body))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
         return 200, "ok"
+
+    async def _apply(self, body: dict[str, Any]) -> None:
+        try:
+            await self._handler(body)
+        except Exception:
+            log.exception("applying a postback failed; the next poll catches up")

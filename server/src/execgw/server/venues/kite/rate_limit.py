@@ -48,17 +48,19 @@ class OrderRateShaper:
     def new_day(self) -> None:
         self._sent_today = 0
 
-    async def acquire(self) -> None:
-        """Wait until one more call fits every window, and count it as sent."""
+    async def acquire(self, *, count_daily: bool = True) -> None:
+        """Wait until one more call fits every window, and count it as sent; with
+        count_daily False it is not held to (nor counted in) the daily cap."""
         async with self._lock:
-            if self._sent_today >= self._per_day:
+            if count_daily and self._sent_today >= self._per_day:
                 raise DailyCapReached(
                     f"Kite's daily cap of {self._per_day} orders is reached; no more today"
                 )
             while (wait := self._wait_needed()) > 0:
                 await self._sleep(wait)
             self._sent.append(self._monotonic())
-            self._sent_today += 1
+            if count_daily:
+                self._sent_today += 1
 
     def _wait_needed(self) -> float:
         now = self._monotonic()
