@@ -228,6 +228,17 @@ class GatewayCore:
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
 
+    # Read directly, not through the writer: the feed and health ask every fraction of a
+    # second, and a stale answer by one batch costs nothing (nothing is decided on it).
+
+    def exposure_symbols(self) -> frozenset[str]:
+        """Symbols with an open position or resting order (the feed subscribes them)."""
+        return self._engine.exposure_symbols()
+
+    def stale_symbols(self) -> tuple[str, ...]:
+        """Watched symbols whose quote is older than market_data.stale_after_s."""
+        return self._quotes.stale_symbols(self._engine.exposure_symbols())
+
     def trading_day_of(self, when: datetime) -> date:
         return self._engine.calendar.trading_day(when)
 
