@@ -235,9 +235,10 @@ class GatewayCore:
         """Symbols with an open position or resting order (the feed subscribes them)."""
         return self._engine.exposure_symbols()
 
-    def stale_symbols(self) -> tuple[str, ...]:
-        """Watched symbols whose quote is older than market_data.stale_after_s."""
-        return self._quotes.stale_symbols(self._engine.exposure_symbols())
+    def quote_freshness(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The symbols watched for staleness, and those of them that are stale now."""
+        exposure = self._engine.exposure_symbols()
+        return self._quotes.watched_symbols(exposure), self._quotes.stale_symbols(exposure)
 
     def trading_day_of(self, when: datetime) -> date:
         return self._engine.calendar.trading_day(when)

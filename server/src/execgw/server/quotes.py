@@ -149,17 +149,23 @@ class QuoteBook:
             f"(market_data.stale_after_s {limit.total_seconds():g})"
         )
 
+    def watched_symbols(self, exposure: Iterable[str] = ()) -> tuple[str, ...]:
+        """What staleness is reported for: the feed's own symbols, plus `exposure` (open
+        positions and resting orders), in order; none while staleness is off."""
+        if self._stale_after is None:
+            return ()
+        return tuple(sorted(self._watch.union(exposure)))
+
     def stale_symbols(self, exposure: Iterable[str] = ()) -> tuple[str, ...]:
-        """The watched symbols (the feed's own, plus `exposure`: open positions and
-        resting orders) with no quote for longer than stale_after, in order."""
+        """The watched symbols with no quote for longer than stale_after, in order."""
         limit = self._stale_after
         if limit is None or self._clock is None or self._since is None:
             return ()
-        now = self._clock.now()
+        now, since = self._clock.now(), self._since
         return tuple(
             symbol
-            for symbol in sorted(self._watch.union(exposure))
-            if now - self._received.get(symbol, self._since) > limit
+            for symbol in self.watched_symbols(exposure)
+            if now - self._received.get(symbol, since) > limit
         )
 
     def outside_band(self, symbol: str, ltp: Decimal, reference: Decimal | None) -> str | None:
