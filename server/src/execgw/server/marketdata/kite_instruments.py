@@ -163,7 +163,8 @@ def load_directory(
 def _write_atomically(path: Path, rows: list[dict[str, Any]]) -> None:
     """The SDK's rows back as the dump's CSV, so a restart the same day reads it again.
     Written aside and renamed, so a crash never leaves half a dump that looks whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # 0700 like the journal's own folder: the dump is no secret, but the folder is private.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     partial = path.with_suffix(".partial")
     with partial.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), extrasaction="ignore")
