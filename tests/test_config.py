@@ -129,7 +129,7 @@ def test_unknown_key_is_a_config_error_naming_it(dotted: str, value: Any) -> Non
         ("execution.circuit_breakers.max_loss_streak", True),
         ("journal.path", 7),
         ("mode", "backtest"),
-        ("market_data.source", "kite"),
+        ("market_data.source", "zerodha"),
         ("listen", "localhost"),
     ],
 )

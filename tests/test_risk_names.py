@@ -49,6 +49,7 @@ def test_names_are_the_strings_the_config_journal_and_api_use() -> None:
         "allowed_products",
         "min_confidence",
         "max_order_qty",
+        "fresh_quote",
         "max_order_notional",
         "price_collar",
         "order_rate",

@@ -47,6 +47,7 @@ CHECK_ORDER = [
     "allowed_products",
     "min_confidence",
     "max_order_qty",
+    "fresh_quote",
     "max_order_notional",
     "price_collar",
     "order_rate",

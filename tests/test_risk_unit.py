@@ -386,6 +386,7 @@ def test_check_runs_every_rule_in_order_and_reports_all_failures() -> None:
         ("allowed_products", False),
         ("min_confidence", False),
         ("max_order_qty", False),
+        ("fresh_quote", True),
         ("max_order_notional", False),
         ("price_collar", False),
         ("order_rate", True),
@@ -403,7 +404,7 @@ def test_check_runs_every_rule_in_order_and_reports_all_failures() -> None:
         RejectReason.PRICE_COLLAR,
     ]
     assert checks[0].message == "account is HALTED (kill_switch): halted by ops: stop"
-    assert "max_order_notional_rupees 1000.0 exceeded by notional 11000" in checks[6].message
+    assert "max_order_notional_rupees 1000.0 exceeded by notional 11000" in checks[7].message
 
 
 def test_check_consumes_a_token_only_when_everything_passes() -> None:

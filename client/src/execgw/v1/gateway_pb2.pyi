@@ -525,6 +525,7 @@ class GetRiskStateResponse(_message.Message):
     PEAK_EQUITY_DECIMAL_FIELD_NUMBER: _builtins.int
     DRAWDOWN_PCT_DECIMAL_FIELD_NUMBER: _builtins.int
     DAY_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
+    STALE_SYMBOLS_FIELD_NUMBER: _builtins.int
     state: _orders_pb2.TradingState.ValueType
     """The account's trading state."""
     trading_day: _builtins.str
@@ -579,6 +580,15 @@ class GetRiskStateResponse(_message.Message):
         (nor the day's peak equity moved) until each has a mark again.
         """
 
+    @_builtins.property
+    def stale_symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Watched symbols whose quote is stale: the feed's own symbols and every symbol with
+        an open position or a resting order, when none of their quotes arrived for more than
+        market_data.stale_after_s (since start-up, for one never quoted). A new order
+        against a stale quote is rejected with REJECT_REASON_STALE_QUOTE. Always empty while
+        staleness is off (market_data.stale_after_s).
+        """
+
     def __init__(
         self,
         *,
@@ -601,10 +611,11 @@ class GetRiskStateResponse(_message.Message):
         peak_equity_decimal: _builtins.str = ...,
         drawdown_pct_decimal: _builtins.str = ...,
         day_pnl_decimal: _builtins.str = ...,
+        stale_symbols: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "day_pnl_decimal", b"day_pnl_decimal", "drawdown_pct", b"drawdown_pct", "drawdown_pct_decimal", b"drawdown_pct_decimal", "equity", b"equity", "equity_decimal", b"equity_decimal", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "peak_equity_decimal", b"peak_equity_decimal", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unmarked_symbols", b"unmarked_symbols", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_decimal", b"unrealized_pnl_decimal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "day_pnl", b"day_pnl", "day_pnl_decimal", b"day_pnl_decimal", "drawdown_pct", b"drawdown_pct", "drawdown_pct_decimal", b"drawdown_pct_decimal", "equity", b"equity", "equity_decimal", b"equity_decimal", "mis_entries_closed", b"mis_entries_closed", "peak_equity", b"peak_equity", "peak_equity_decimal", b"peak_equity_decimal", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "stale_symbols", b"stale_symbols", "state", b"state", "strategies", b"strategies", "trades_today", b"trades_today", "trading_day", b"trading_day", "unmarked_symbols", b"unmarked_symbols", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_decimal", b"unrealized_pnl_decimal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

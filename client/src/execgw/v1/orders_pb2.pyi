@@ -241,6 +241,11 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     """Quantity above the exchange freeze quantity of the instrument."""
     REJECT_REASON_BROKER: _RejectReason.ValueType  # 20
     """The live broker refused the order; `message` carries its text."""
+    REJECT_REASON_STALE_QUOTE: _RejectReason.ValueType  # 21
+    """The symbol's last quote is older than market_data.stale_after_s (no tick from the
+    feed since then), so the order can be neither priced (MARKET) nor collared (LIMIT,
+    SL, SL-M) against it. GetRiskStateResponse.stale_symbols lists such symbols.
+    """
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
     """RejectReason names the one rule that refused an order: one value per rule."""
@@ -287,6 +292,11 @@ REJECT_REASON_FREEZE_QTY: RejectReason.ValueType  # 19
 """Quantity above the exchange freeze quantity of the instrument."""
 REJECT_REASON_BROKER: RejectReason.ValueType  # 20
 """The live broker refused the order; `message` carries its text."""
+REJECT_REASON_STALE_QUOTE: RejectReason.ValueType  # 21
+"""The symbol's last quote is older than market_data.stale_after_s (no tick from the
+feed since then), so the order can be neither priced (MARKET) nor collared (LIMIT,
+SL, SL-M) against it. GetRiskStateResponse.stale_symbols lists such symbols.
+"""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 class _TradingState:

@@ -19,6 +19,7 @@ from execgw.server.anchors import HeadAnchorRecorder
 from execgw.server.api import reflection_v1
 from execgw.server.api.auth import AuthInterceptor
 from execgw.server.api.execution import ExecutionGatewayServicer
+from execgw.server.api.health import HealthServicer
 from execgw.server.api.market_data import MarketDataServicer
 from execgw.server.api.request_decoding import RequestDecodingInterceptor
 from execgw.server.api.stream_limit import StreamLimitInterceptor
@@ -32,6 +33,8 @@ from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.listen import bind, check_bindable
 from execgw.server.marketdata import SyntheticFeed
+from execgw.server.marketdata.kite_feed import KiteTickerFeed, Sleep
+from execgw.server.marketdata.kite_setup import KiteSetup, prepare_kite
 from execgw.server.quotes import quote_book
 from execgw.server.risk import RiskEngine
 from execgw.server.telemetry import configure_tracing
@@ -57,9 +60,17 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-def build_instruments(config: GatewayConfig) -> InstrumentRegistry:
+# How often the market-data health entries are brought up to date (wall time).
+QUOTE_HEALTH_INTERVAL_S = 0.25
+
+
+def build_instruments(config: GatewayConfig, kite: KiteSetup | None = None) -> InstrumentRegistry:
     section = config.instruments
-    loaded = load_kite_instruments(Path(section.csv)) if section.csv else []
+    if section.csv:
+        loaded = load_kite_instruments(Path(section.csv))
+    else:
+        # With the Kite ticker and no CSV, the dump fetched for its tokens has the ticks.
+        loaded = [] if kite is None else kite.directory.tradable_instruments()
     return InstrumentRegistry(
         loaded,
         default_tick=Decimal(repr(section.default_tick_size)),
@@ -70,7 +81,14 @@ def build_instruments(config: GatewayConfig) -> InstrumentRegistry:
 class Gateway:
     """One running gateway: core, feed and gRPC server, started and stopped together."""
 
-    def __init__(self, config: GatewayConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Clock | None = None,
+        ticker_sleep: Sleep | None = None,
+    ) -> None:
+        """`ticker_sleep`: how the Kite ticker waits between reconnects (tests inject it)."""
         # Before anything is opened: live mode without credentials is a config mistake
         # (a dry run needs none: it never reaches the broker).
         self.credentials = _live_credentials(config)
@@ -82,8 +100,13 @@ class Gateway:
         )
         self.config = config
         self.clock = clock or SystemClock()
-        self.instruments = build_instruments(config)
-        self.health = health.aio.HealthServicer()
+        self.kite = (
+            prepare_kite(config, self.clock) if config.market_data.source == "kite" else None
+        )
+        self.kite_feed: KiteTickerFeed | None = None
+        self._ticker_sleep = ticker_sleep or asyncio.sleep
+        self.instruments = build_instruments(config, self.kite)
+        self.health = HealthServicer()
         self.chain = chain_from_env(config.journal.hmac_key_env)
         self.journal = Journal(Path(config.journal.path), chain=self.chain)
         try:
@@ -93,7 +116,7 @@ class Gateway:
             self.core = GatewayCore(
                 clock=self.clock,
                 journal=self.journal,
-                quotes=quote_book(config.market_data, self.instruments),
+                quotes=quote_book(config.market_data, self.instruments, self.clock),
                 venue=build_venue(config, self.instruments),
                 risk=RiskEngine(config.execution, TradingCalendar(config.trading_day)),
                 bus=EventBus(queue_size=config.stream.queue_size),
@@ -128,6 +151,7 @@ class Gateway:
         self._starting: grpc.aio.Server | None = None
         self._bound = False
         self._feed_task: asyncio.Task[None] | None = None
+        self._quote_health_task: asyncio.Task[None] | None = None
         self._health_tasks: set[asyncio.Future[None]] = set()
         self._stopping = False
         # Why the broker cannot take orders (an expired access token); None: it can.
@@ -185,10 +209,11 @@ class Gateway:
 
     async def _abort_start(self) -> None:
         self._stopping = True
-        if self._feed_task is not None:
-            self._feed_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._feed_task
+        for task in (self._feed_task, self._quote_health_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         server = self._starting
         if server is not None:
             with contextlib.suppress(Exception):
@@ -260,7 +285,7 @@ class Gateway:
                 self.core,
                 self.clock,
                 self.instruments,
-                takes_quotes=self.config.market_data.source != "synthetic",
+                source=self.config.market_data.source,
             ),
             server,
         )
@@ -314,12 +339,43 @@ class Gateway:
             self._feed_task = asyncio.create_task(
                 feed.run(self.core.apply_quotes, feed_config.interval_ms / 1000), name="feed"
             )
+        elif self.kite is not None:
+            self._start_kite_feed(self.kite)
         await self._set_serving(self.core.healthy)
+        if self.config.market_data.effective_stale_after_s() is not None:
+            self._quote_health_task = asyncio.create_task(
+                self._report_quote_health(), name="quote-health"
+            )
         return self.port
 
     @property
     def postback_port(self) -> int | None:
         return None if self._postbacks is None else self._postbacks.port
+
+    def _start_kite_feed(self, kite: KiteSetup) -> None:
+        symbols = self.config.market_data.kite.symbols
+        self.kite_feed = KiteTickerFeed(
+            config=self.config.market_data.kite,
+            credentials=kite.credentials,
+            directory=kite.directory,
+            # The configured symbols, and every one with an open position or resting order.
+            wanted=lambda: (*symbols, *self.core.exposure_symbols()),
+            publish=self.core.apply_quotes,
+            clock=self.clock,
+            sleep=self._ticker_sleep,
+        )
+        self._feed_task = asyncio.create_task(self.kite_feed.run(), name="feed")
+
+    async def _report_quote_health(self) -> None:
+        """Keep the market-data health entries (api/health.py) up to date."""
+        while True:
+            try:
+                watched, stale = self.core.quote_freshness()
+                feed_up = self.kite_feed is None or self.kite_feed.connected
+                await self.health.report_market_data(feed_up=feed_up, watched=watched, stale=stale)
+            except Exception:  # health reporting must outlive any one failure
+                log.exception("market-data health could not be updated")
+            await asyncio.sleep(QUOTE_HEALTH_INTERVAL_S)
 
     def _log_auth(self) -> None:
         auth = self.config.auth
@@ -356,11 +412,12 @@ class Gateway:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the core."""
         self._stopping = True
+        for task in (self._quote_health_task, self._feed_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
-        if self._feed_task is not None:
-            self._feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._feed_task
         if self._postbacks is not None:
             await self._postbacks.stop()
         if self._server is not None:

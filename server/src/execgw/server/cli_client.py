@@ -355,6 +355,7 @@ ACCOUNT_COLUMNS = (
     "TRADES",
     "MIS ENTRIES",
     "UNMARKED",
+    "STALE",
 )
 
 
@@ -381,6 +382,7 @@ def _risk(args: argparse.Namespace) -> int:
                 str(risk.trades_today),
                 "closed" if risk.mis_entries_closed else "open",
                 " ".join(risk.unmarked_symbols),
+                " ".join(risk.stale_symbols),
             ]
         ],
     )

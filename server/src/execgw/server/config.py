@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from execgw.server.chain import ENV_NAME_RULE, valid_env_name
-from execgw.server.validation import InvalidRequest, validate_strategy_code
+from execgw.server.validation import InvalidRequest, is_full_symbol, validate_strategy_code
 
 
 class ConfigError(ValueError):
@@ -97,9 +97,75 @@ class SyntheticFeedConfig(_Section):
         return value
 
 
+# Kite's ticker takes at most this many instruments on one connection.
+KITE_MAX_SUBSCRIPTIONS = 3000
+DEFAULT_KITE_STALE_AFTER_S = 5.0
+
+
+class KiteTickerConfig(_Section):
+    """Kite's WebSocket ticker (market_data.source: kite). The credentials come from the
+    environment only (KITE_API_KEY, KITE_ACCESS_TOKEN); the gateway adds them to the URL."""
+
+    # Tests and `python tests/kite_ticker_standin.py` point it at a local stand-in.
+    ws_root: str = "wss://ws.kite.trade"
+    # Streamed in mode full from start-up, with every symbol that has an open position
+    # or a resting order. Each must have an instrument token (instruments.csv, else the
+    # instrument dump fetched with the SDK from broker.kite.root): one without is a
+    # start-up error naming it.
+    symbols: list[str] = Field(default_factory=list, max_length=KITE_MAX_SUBSCRIPTIONS)
+    # Reconnects wait reconnect_initial_s, then twice as long each time, at most
+    # reconnect_max_s; the wait starts over once a connection has delivered a frame.
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
+    # Kite sends a frame at least every second (a 1-byte heartbeat when nothing trades):
+    # a connection silent for this long is dead, and is dropped and reopened.
+    silence_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # How long opening the WebSocket (TCP, TLS and the HTTP upgrade) may take.
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("ws_root")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"must be a ws:// or wss:// URL, got {value!r}")
+        if "?" in value or "#" in value:
+            # The message does not echo the value: it may hold a pasted access token.
+            raise ValueError(
+                "must have no query string: the gateway adds api_key and access_token from "
+                "KITE_API_KEY and KITE_ACCESS_TOKEN (the value given is not shown)"
+            )
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        for symbol in value:
+            if not is_full_symbol(symbol):
+                raise ValueError(f"symbol {symbol[:64]!r} must be EXCHANGE:TRADINGSYMBOL")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a symbol twice")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> KiteTickerConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be at least "
+                f"reconnect_initial_s ({self.reconnect_initial_s})"
+            )
+        return self
+
+
 class MarketDataConfig(_Section):
-    source: Literal["synthetic", "external"] = "synthetic"
+    source: Literal["synthetic", "external", "kite"] = "synthetic"
     synthetic: SyntheticFeedConfig = SyntheticFeedConfig()
+    kite: KiteTickerConfig = KiteTickerConfig()
+    # A symbol with no tick for this many seconds (gateway clock, since its last
+    # accepted quote) is stale: a new order in it is rejected with STALE_QUOTE, and
+    # GetRiskState and health list it. null (the default) means 5 with source kite and
+    # off with synthetic (the gateway makes those quotes itself) and external (a
+    # publisher may quote rarely on purpose); a number applies to any source.
+    stale_after_s: float | None = Field(default=None, gt=0, le=86_400)
     # A quote whose LTP is further than this fraction from the symbol's last accepted
     # LTP is refused: it moves no quote or mark and fills nothing. 0.20 is NSE's widest
     # static band (2, 5, 10, 20%); 0 or null turns the check off. The reference only
@@ -122,6 +188,29 @@ class MarketDataConfig(_Section):
     # band of the one before) are a real gap, not a glitch: the band moves to them.
     # 0 means never: only an operator's restart with a wider band moves it.
     price_band_confirm_quotes: int = Field(default=5, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _kite_has_symbols(self) -> MarketDataConfig:
+        if self.source == "kite" and not self.kite.symbols:
+            raise ValueError(
+                "source kite needs kite.symbols: the symbols to stream (positions and "
+                "resting orders are added to them)"
+            )
+        return self
+
+    def effective_stale_after_s(self) -> float | None:
+        """stale_after_s with its default decided by the source; None: staleness is off."""
+        if self.stale_after_s is not None:
+            return self.stale_after_s
+        return DEFAULT_KITE_STALE_AFTER_S if self.source == "kite" else None
+
+    def feed_symbols(self) -> tuple[str, ...]:
+        """The symbols the configured feed itself quotes (none for external)."""
+        if self.source == "kite":
+            return tuple(self.kite.symbols)
+        if self.source == "synthetic":
+            return tuple(self.synthetic.symbols)
+        return ()
 
 
 class InstrumentsConfig(_Section):

@@ -266,6 +266,18 @@ class GatewayCore:
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
 
+    # Read directly, not through the writer: the feed and health ask every fraction of a
+    # second, and a stale answer by one batch costs nothing (nothing is decided on it).
+
+    def exposure_symbols(self) -> frozenset[str]:
+        """Symbols with an open position or resting order (the feed subscribes them)."""
+        return self._engine.exposure_symbols()
+
+    def quote_freshness(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The symbols watched for staleness, and those of them that are stale now."""
+        exposure = self._engine.exposure_symbols()
+        return self._quotes.watched_symbols(exposure), self._quotes.stale_symbols(exposure)
+
     def trading_day_of(self, when: datetime) -> date:
         return self._engine.calendar.trading_day(when)
 

@@ -96,6 +96,7 @@ class RejectReason(enum.Enum):
     STRATEGY_HALTED = "STRATEGY_HALTED"
     FREEZE_QTY = "FREEZE_QTY"
     BROKER = "BROKER"
+    STALE_QUOTE = "STALE_QUOTE"
 
 
 @dataclass(frozen=True, slots=True)

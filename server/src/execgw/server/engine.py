@@ -467,6 +467,7 @@ class ExecutionEngine:
             pending_qty=self._pending_qty(intent),
             now=now,
             caller=caller,
+            stale=self._quotes.staleness(intent.symbol),
         )
         quoted = self._quotes.get(intent.symbol) is not None
         checks.append(rules.market_data(intent.symbol, quoted=quoted))
@@ -475,7 +476,20 @@ class ExecutionEngine:
     def risk_report(self, strategy_code: str = "") -> RiskReport:
         now = self._advance_time()
         unrealized, unmarked = self._valuation()
-        return self._risk.report(now, unrealized, strategy_code, unmarked=unmarked)
+        return self._risk.report(
+            now,
+            unrealized,
+            strategy_code,
+            unmarked=unmarked,
+            stale=self._quotes.stale_symbols(self.exposure_symbols()),
+        )
+
+    def exposure_symbols(self) -> frozenset[str]:
+        """Symbols with an open position or a resting order: their quotes must keep coming."""
+        ledger = self.state.ledger
+        symbols = {s for (_, s, _), p in ledger.position_items() if p.net_qty != 0}
+        symbols.update(o.intent.symbol for o in ledger.open_orders())
+        return frozenset(symbols)
 
     def positions(self, strategy_code: str = "") -> list[PositionView]:
         return self.state.ledger.positions(self._mark, strategy_code or None)
@@ -542,6 +556,7 @@ class ExecutionEngine:
                 pending_qty=self._pending_qty(intent),
                 now=now,
                 caller=caller,
+                stale=self._quotes.staleness(intent.symbol),
             )
             failed = next((c for c in checks if not c.passed), None)
         if failed is None and quote is None:

@@ -77,6 +77,8 @@ def load_kite_instruments(path: Path) -> list[Instrument]:
             raise InstrumentFileError(f"{path}: missing column(s) {', '.join(missing)}")
         instruments = []
         for line_no, row in enumerate(reader, start=2):
+            if row.get("segment") == "INDICES":
+                continue  # an index has no tick or lot (0 in the dump) and cannot be traded
             try:
                 tick = Decimal(row["tick_size"])
                 lot = int(row["lot_size"])

@@ -3,15 +3,21 @@
 Only quotes from the live feed live here: the venue prices orders against them. A
 restart starts with an empty book; positions are valued meanwhile at their journaled
 marks (GatewayState.marks), which never price an order.
+
+Staleness is measured from when a quote was accepted, on the gateway's clock, not from
+the quote's exchange time: a feed that stops delivering is what it detects, and the
+exchange's clock is not ours to compare with.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TypeVar
 
+from execgw.server.clock import Clock
 from execgw.server.config import MarketDataConfig
 from execgw.server.domain import Quote
 from execgw.server.instruments import InstrumentRegistry
@@ -34,8 +40,21 @@ class QuoteBook:
         band_min_ticks: int = DEFAULT_BAND_MIN_TICKS,
         band_confirm_quotes: int = DEFAULT_BAND_CONFIRM_QUOTES,
         instruments: InstrumentRegistry | None = None,
+        clock: Clock | None = None,
+        stale_after: timedelta | None = None,
+        watch: Iterable[str] = (),
     ) -> None:
         self._latest: dict[str, Quote] = {}
+        # When each quote was accepted, on the gateway clock (staleness is age since then).
+        self._received: dict[str, datetime] = {}
+        # None: staleness is off (no clock to measure with, or no stale_after).
+        self._stale_after = stale_after if clock is not None else None
+        self._clock = clock
+        # The feed's own symbols: watched for staleness whether or not they have a quote.
+        self._watch = frozenset(watch)
+        # A watched symbol with no quote yet is stale once stale_after has passed since
+        # the book began: after a restart, a feed that never delivers is reported too.
+        self._since = clock.now() if clock is not None else None
         self._max_symbols = max_symbols
         # Consecutive band refusals per symbol, so a stuck feed is logged in a bounded
         # way; only symbols with a reference price can be refused, which bounds it too.
@@ -44,7 +63,9 @@ class QuoteBook:
         # of them is a real gap, not a glitch, and the band moves to it.
         self._candidate: dict[str, tuple[Decimal, int]] = {}
         # How to take back the current command's changes, should it fail halfway.
-        self._undo: list[tuple[str, Quote | None, int | None, tuple[Decimal, int] | None]] = []
+        self._undo: list[
+            tuple[str, Quote | None, int | None, tuple[Decimal, int] | None, datetime | None]
+        ] = []
         # 0 and None both mean "no band".
         self.price_band_pct = price_band_pct or None
         self.marks_every = marks_every
@@ -57,6 +78,8 @@ class QuoteBook:
         refused in a row just before it."""
         self._remember(quote.symbol)
         self._latest[quote.symbol] = quote
+        if self._clock is not None:
+            self._received[quote.symbol] = self._clock.now()
         self._candidate.pop(quote.symbol, None)
         return self._refused.pop(quote.symbol, 0)
 
@@ -79,8 +102,9 @@ class QuoteBook:
     def undo_command(self) -> None:
         """Put back what the current command changed: it failed, so none of it stands."""
         while self._undo:
-            symbol, quote, refusals, candidate = self._undo.pop()
+            symbol, quote, refusals, candidate, received = self._undo.pop()
             _restore(self._latest, symbol, quote)
+            _restore(self._received, symbol, received)
             _restore(self._refused, symbol, refusals)
             _restore(self._candidate, symbol, candidate)
 
@@ -91,6 +115,7 @@ class QuoteBook:
                 self._latest.get(symbol),
                 self._refused.get(symbol),
                 self._candidate.get(symbol),
+                self._received.get(symbol),
             )
         )
 
@@ -103,6 +128,45 @@ class QuoteBook:
 
     def symbols(self) -> list[str]:
         return sorted(self._latest)
+
+    @property
+    def stale_after(self) -> timedelta | None:
+        """How old a quote may get before orders stop trusting it; None: never."""
+        return self._stale_after
+
+    def staleness(self, symbol: str) -> str | None:
+        """Why `symbol`'s quote is too old to price or collar an order, or None when it
+        is fresh, staleness is off, or there is no quote (that is NO_MARKET_DATA's case)."""
+        limit = self._stale_after
+        received = self._received.get(symbol)
+        if limit is None or received is None or self._clock is None:
+            return None
+        age = self._clock.now() - received
+        if age <= limit:
+            return None
+        return (
+            f"the quote of {symbol} is stale: no tick for {age.total_seconds():.1f}s "
+            f"(market_data.stale_after_s {limit.total_seconds():g})"
+        )
+
+    def watched_symbols(self, exposure: Iterable[str] = ()) -> tuple[str, ...]:
+        """What staleness is reported for: the feed's own symbols, plus `exposure` (open
+        positions and resting orders), in order; none while staleness is off."""
+        if self._stale_after is None:
+            return ()
+        return tuple(sorted(self._watch.union(exposure)))
+
+    def stale_symbols(self, exposure: Iterable[str] = ()) -> tuple[str, ...]:
+        """The watched symbols with no quote for longer than stale_after, in order."""
+        limit = self._stale_after
+        if limit is None or self._clock is None or self._since is None:
+            return ()
+        now, since = self._clock.now(), self._since
+        return tuple(
+            symbol
+            for symbol in self.watched_symbols(exposure)
+            if now - self._received.get(symbol, since) > limit
+        )
 
     def outside_band(self, symbol: str, ltp: Decimal, reference: Decimal | None) -> str | None:
         """Why `ltp` is too far from the last accepted LTP, or None if it may be applied.
@@ -158,9 +222,15 @@ def _restore(values: dict[_K, _V], key: _K, value: _V | None) -> None:
         values[key] = value
 
 
-def quote_book(config: MarketDataConfig, instruments: InstrumentRegistry) -> QuoteBook:
+def quote_book(
+    config: MarketDataConfig, instruments: InstrumentRegistry, clock: Clock | None = None
+) -> QuoteBook:
     band = config.price_band_pct
+    stale_after = config.effective_stale_after_s()
     return QuoteBook(
+        clock=clock,
+        stale_after=None if stale_after is None else timedelta(seconds=stale_after),
+        watch=config.feed_symbols(),
         price_band_pct=None if band is None else Decimal(repr(band)),
         marks_every=timedelta(seconds=config.marks_every_s),
         max_symbols=config.max_symbols,

@@ -99,6 +99,8 @@ class RiskReport:
     mis_entries_closed: bool
     # Symbols of open positions with no mark: PnL and equity above leave them out.
     unmarked_symbols: tuple[str, ...] = ()
+    # Watched symbols whose quote is older than market_data.stale_after_s.
+    stale_symbols: tuple[str, ...] = ()
 
 
 class RiskEngine:
@@ -283,13 +285,15 @@ class RiskEngine:
         pending_qty: int,
         now: datetime,
         caller: Caller | None = None,
+        stale: str | None = None,
     ) -> list[Check]:
         """Every rule in Rule order, changing nothing; `record_accepted` once the venue
         took the order.
 
         pending_qty: what the strategy's open orders on the same side of the same
         position already ask for, so resting orders cannot add up to a flip.
-        caller: the authenticated token sending the order, held to its own order rate."""
+        caller: the authenticated token sending the order, held to its own order rate.
+        stale: why the symbol's quote is stale, None when it is fresh (or staleness is off)."""
         code = intent.strategy_code
         limits = self._limits(code)
         pre = self._pre
@@ -303,6 +307,7 @@ class RiskEngine:
             rules.allowed_products(intent, limits),
             rules.min_confidence(intent, limits, pre),
             rules.max_order_qty(intent, limits, pre),
+            rules.fresh_quote(stale),
             rules.max_order_notional(intent, limits, pre, ltp),
             rules.price_collar(intent, ltp, self._collar),
             rules.order_rate(
@@ -394,6 +399,7 @@ class RiskEngine:
         strategy_code: str = "",
         *,
         unmarked: tuple[str, ...] = (),
+        stale: tuple[str, ...] = (),
     ) -> RiskReport:
         book = self.book
         complete = not unmarked
@@ -432,6 +438,7 @@ class RiskEngine:
             ],
             mis_entries_closed=self.calendar.mis_closed(now),
             unmarked_symbols=unmarked,
+            stale_symbols=stale,
         )
 
 

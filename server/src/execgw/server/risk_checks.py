@@ -32,6 +32,8 @@ class Rule(StrEnum):
     ALLOWED_PRODUCTS = "allowed_products"
     MIN_CONFIDENCE = "min_confidence"
     MAX_ORDER_QTY = "max_order_qty"
+    # Before the rules that read the LTP: a stale one must not price or collar an order.
+    FRESH_QUOTE = "fresh_quote"
     MAX_ORDER_NOTIONAL = "max_order_notional"
     PRICE_COLLAR = "price_collar"
     ORDER_RATE = "order_rate"
@@ -58,6 +60,8 @@ class Rule(StrEnum):
                 return RejectReason.LOW_CONFIDENCE
             case Rule.MAX_ORDER_QTY:
                 return RejectReason.MAX_ORDER_QTY
+            case Rule.FRESH_QUOTE:
+                return RejectReason.STALE_QUOTE
             case Rule.MAX_ORDER_NOTIONAL:
                 return RejectReason.MAX_ORDER_NOTIONAL
             case Rule.PRICE_COLLAR:
@@ -164,6 +168,15 @@ def max_order_qty(intent: OrderIntent, limits: StrategyLimits, pre: PreTradeConf
         Rule.MAX_ORDER_QTY,
         f"max_order_qty {max_qty} exceeded by qty {intent.qty} for strategy {intent.strategy_code}",
     )
+
+
+def fresh_quote(stale: str | None) -> Check:
+    """`stale`: why the symbol's quote is stale (QuoteBook.staleness), None when fresh
+    or unknown. Every order is priced (MARKET) or collared (LIMIT, SL, SL-M) against the
+    LTP, so none may go out against one the feed stopped updating."""
+    if stale is None:
+        return Check.ok(Rule.FRESH_QUOTE)
+    return Check.fail(Rule.FRESH_QUOTE, stale)
 
 
 def max_order_notional(

@@ -310,6 +310,7 @@ def risk_state(report: RiskReport) -> gateway_pb2.GetRiskStateResponse:
         trades_today=report.trades_today,
         mis_entries_closed=report.mis_entries_closed,
         unmarked_symbols=report.unmarked_symbols,
+        stale_symbols=report.stale_symbols,
         realized_pnl_decimal=_plain(report.realized_pnl),
         unrealized_pnl_decimal=_plain(report.unrealized_pnl),
         day_pnl_decimal=_plain(report.day_pnl),

@@ -31,13 +31,14 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
         clock: Clock,
         instruments: InstrumentRegistry,
         *,
-        takes_quotes: bool = True,
+        source: str = "external",
     ) -> None:
         self._core = core
         self._clock = clock
         self._instruments = instruments
-        # False while the gateway makes its own quotes (market_data.source: synthetic).
-        self._takes_quotes = takes_quotes
+        # Quotes are published only with market_data.source external: with synthetic or
+        # kite the gateway has its own, and a published price would fill orders at it.
+        self._source = source
 
     @unary
     async def PublishQuotes(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -45,13 +46,13 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServicer):
         request_iterator: AsyncIterator[market_data_pb2.PublishQuotesRequest],
         context: Context,
     ) -> market_data_pb2.PublishQuotesResponse:
-        if not self._takes_quotes:
+        if self._source != "external":
             # Refused before a quote is read, whoever asks: a published price would move
-            # the synthetic market and fill orders at it.
+            # the gateway's own market and fill orders at it.
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "PublishQuotes is refused: market_data.source is synthetic, so the gateway "
-                "makes its own quotes",
+                f"PublishQuotes is refused: market_data.source is {self._source}, so the "
+                "gateway makes its own quotes",
             )
         response = market_data_pb2.PublishQuotesResponse()
         index = 0
