@@ -70,6 +70,10 @@ go-example:
 bench: $(STAMP)
 	$(PY) bench/run.py $(if $(BENCH_SECURE),--secure)
 
+# SubmitOrder latency, paper against live on the Kite stand-in (not part of `make test`).
+bench-live: $(STAMP)
+	$(PY) bench/live_kite.py
+
 # The live path without a Kite account: the Kite stand-in (tests/kite_standin.py) on
 # 127.0.0.1:8765 and a live gateway on it (configs/kite-demo.yaml). Ctrl-C stops both.
 kite-demo: $(STAMP)
