@@ -10,7 +10,7 @@ BUF := npx --no-install buf
 # The last released contract: `buf breaking` compares proto/ with it (docs/contract-evolution.md).
 RELEASED_CONTRACT := proto/releases/v1.1.binpb
 
-.PHONY: setup proto run test lint breaking contract-release go-example bench clean
+.PHONY: setup proto run test lint breaking contract-release go-example bench bench-live kite-demo clean
 
 setup: $(STAMP)
 
@@ -69,6 +69,15 @@ go-example:
 # BENCH_SECURE=1: what TLS, mTLS and a bearer token cost SubmitOrder, instead.
 bench: $(STAMP)
 	$(PY) bench/run.py $(if $(BENCH_SECURE),--secure)
+
+# SubmitOrder latency, paper against live on the Kite stand-in (not part of `make test`).
+bench-live: $(STAMP)
+	$(PY) bench/live_kite.py
+
+# The live path without a Kite account: the Kite stand-in (tests/kite_standin.py) on
+# 127.0.0.1:8765 and a live gateway on it (configs/kite-demo.yaml). Ctrl-C stops both.
+kite-demo: $(STAMP)
+	$(PY) tools/kite_demo.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

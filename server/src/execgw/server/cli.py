@@ -21,6 +21,7 @@ from execgw.server.chain import (
     valid_env_name,
 )
 from execgw.server.cli_client import add_client_commands
+from execgw.server.cli_kite import add_kite_commands
 from execgw.server.config import ROLES, ConfigError, GatewayConfig, load_config
 
 
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_new.set_defaults(func=_token_new)
 
     add_client_commands(sub)
+    add_kite_commands(sub)
     return parser
 
 
