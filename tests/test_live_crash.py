@@ -81,7 +81,9 @@ def write_live_config(tmp_path: Path, standin: KiteStandIn, port: int, **kite: A
         "execution": RELAXED_EXECUTION,
         # Round the clock: MIS is not refused after 15:20 IST.
         "trading_day": {"mis_square_off": None},
-        "broker": {"kite": {"root": standin.url, "poll_interval_s": 0.2, **kite}},
+        "broker": {
+            "kite": {"root": standin.url, "poll_interval_s": 0.2, "unresolved_grace_s": 1.0, **kite}
+        },
         "server": {"shutdown_grace_s": 1.0},
     }
     path = tmp_path / "live.yaml"
