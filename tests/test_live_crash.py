@@ -10,6 +10,8 @@ test process, with the stand-in's credentials in the environment.
 - The order was journaled but never sent (held in the adapter's rate shaper) when the
   gateway died: at restart it is absent from Kite's book, and once no request could
   still be on its way it is settled as REJECTED (broker), never placed and not sent.
+- A cancel was journaled but not yet sent when the gateway died: the restart sends it,
+  and the order is CANCELLED at Kite and here.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ STRATEGY = "CRASH1"
 SUBMITTED = OrderStatus.Value("ORDER_STATUS_SUBMITTED")
 PLACED = OrderStatus.Value("ORDER_STATUS_PLACED")
 FILLED = OrderStatus.Value("ORDER_STATUS_FILLED")
+CANCELLED = OrderStatus.Value("ORDER_STATUS_CANCELLED")
 REJECTED = OrderStatus.Value("ORDER_STATUS_REJECTED")
 DEADLINE_S = 10.0
 
@@ -256,3 +259,36 @@ def test_crash_before_the_order_was_sent_settles_it_as_never_placed(
     assert ambiguous.order_id == held.order_id
     rejected = next(r.event for r in records if isinstance(r.event, VenueRejected))
     assert rejected.message == settled.message
+
+
+def test_crash_before_a_cancel_was_sent_sends_it_at_restart(
+    tmp_path: Path, standin: KiteStandIn
+) -> None:
+    port = free_port()
+    # One order call a minute: the cancel is journaled, then waits in the rate shaper.
+    path = write_live_config(
+        tmp_path, standin, port, orders_per_minute=1, timeout_s=1.0, ack_wait_s=0.0
+    )
+    first = start(path, port)
+    try:
+        sent = submit_limit(first.target, "crash-cancel-1", "1490.00")
+        placed = wait_for("the ack", order_in(first.target, sent.order_id, PLACED))
+        with ExecutionClient(first.target) as client:
+            pending = client.cancel(sent.order_id)
+        assert pending.status == OrderStatus.Value("ORDER_STATUS_PENDING_CANCEL")
+        assert [r.method for r in standin.order_calls()] == ["POST"]
+        first.kill()
+    finally:
+        first.close()
+
+    second = start(path, port)
+    try:
+        # The cancel the operator asked for reaches Kite after the restart.
+        cancelled = wait_for(
+            "the cancel", order_in(second.target, sent.order_id, CANCELLED), timeout=3.0
+        )
+        assert cancelled.venue_order_id == placed.venue_order_id
+    finally:
+        second.close()
+    assert [r.method for r in standin.order_calls()] == ["POST", "DELETE"]
+    assert standin.orders()[0]["status"] == "CANCELLED"
