@@ -32,7 +32,7 @@ from execgw.server.marketdata import SyntheticFeed
 from execgw.server.quotes import quote_book
 from execgw.server.risk import RiskEngine
 from execgw.server.simulator import SmartFillSimulator
-from execgw.server.telemetry import configure_tracing
+from execgw.server.telemetry.gateway import GatewayTelemetry
 from execgw.server.trading_calendar import TradingCalendar
 from execgw.server.transport import TlsMaterial, check_exposure, insecure_warning, load_tls
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
@@ -73,6 +73,7 @@ class Gateway:
         )
         self.config = config
         self.clock = clock or SystemClock()
+        self.telemetry = GatewayTelemetry(config)
         self.instruments = build_instruments(config)
         self.health = health.aio.HealthServicer()
         self.chain = chain_from_env(config.journal.hmac_key_env)
@@ -125,7 +126,9 @@ class Gateway:
         A start that fails releases what it took (port, anchor task, core, journal and
         its lock) before raising, so the same process can start a gateway again."""
         try:
-            return await self._start()
+            # The tasks it starts (core, timer, feed) work in the configured session.
+            with self.telemetry.entered():
+                return await self._start()
         except BaseException:
             await self._abort_start()
             raise
@@ -145,6 +148,8 @@ class Gateway:
                 await server.stop(0)
         with contextlib.suppress(Exception):
             await self.core.stop()
+        with contextlib.suppress(Exception):
+            await self.telemetry.stop()
         if self._anchors is not None:
             with contextlib.suppress(Exception):
                 await self._anchors.abort()
@@ -155,6 +160,7 @@ class Gateway:
         if self._anchors is not None:
             # First: an unwritable anchor path is a config mistake, found before binding.
             await self._anchors.start()
+        await self.telemetry.start(self.core)
         limits = self.config.server
         # Outermost first: a caller without a valid token is refused before anything else,
         # a call over the stream cap before any parsing.
@@ -165,6 +171,8 @@ class Gateway:
         auth = self.config.auth
         if auth is not None:
             interceptors.insert(0, AuthInterceptor(auth, self.core, self.clock))
+        # Outermost: its span covers every refusal too.
+        interceptors.insert(0, self.telemetry.interceptor)
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -226,6 +234,7 @@ class Gateway:
             log.warning(insecure_warning(address, self.insecure_gaps))
         self.journal.record_listen_address(address)
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
+        await self.telemetry.started(self.core)
         await server.start()
         self._server = server
         if self.config.market_data.source == "synthetic":
@@ -299,6 +308,7 @@ class Gateway:
             await stopping
         else:
             await self.core.stop()
+        await self.telemetry.stop()
         if self._anchors is not None:
             await self._anchors.stop()
         self.journal.close()
@@ -309,15 +319,6 @@ class Gateway:
 
 
 async def serve(config: GatewayConfig) -> None:
-    provider = configure_tracing(config.telemetry)
-    try:
-        await _serve(config)
-    finally:
-        if provider is not None:
-            provider.shutdown()
-
-
-async def _serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     port = await gateway.start()
     host = config.listen.rpartition(":")[0]
