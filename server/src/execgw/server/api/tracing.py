@@ -51,6 +51,8 @@ from execgw.server.validation import InvalidRequest
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 log = logging.getLogger("execgw.server.orders")
+# One DEBUG line per traced call: method, status and latency, with the trace ids.
+rpc_log = logging.getLogger("execgw.server.rpc")
 tracer = trace.get_tracer("execgw.server")
 
 TRACED_SERVICES = frozenset(
@@ -186,7 +188,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if error is not None and not isinstance(error, grpc.aio.AbortError | GeneratorExit):
             span.record_exception(error)
         result = _order_result(call.response)
-        if result is not None:
+        if result is not None and span.is_recording():
             span.set_attributes(order_attributes(result))
         measured: dict[str, AttributeValue] = {
             attr.RPC_SERVICE: call.service,
@@ -196,7 +198,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if scope.session_id:
             measured[attr.SESSION_ID] = scope.session_id  # the exemplar's, not a dimension
         self._metrics.rpc_duration.record(elapsed, measured)
-        if call.method == "SubmitOrder":
+        if call.method == "SubmitOrder" and self._metrics.enabled:
             outcome: dict[str, AttributeValue] = {attr.STATUS: code.name}
             if result is not None:
                 outcome = {k: v for k, v in order_attributes(result).items() if k in _OUTCOME}
@@ -205,6 +207,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             self._metrics.submit_duration.record(elapsed, outcome)
         if call.method in ORDER_OUTCOME_RPCS:
             log_order_outcome(call.method, result, code, context, elapsed)
+        if rpc_log.isEnabledFor(logging.DEBUG):
+            rpc_log.debug("%s %s (%.3f ms)", call.name, code.name, elapsed * 1000)
 
 
 _OUTCOME = frozenset({attr.STATUS, attr.REJECT_REASON})
