@@ -6,8 +6,9 @@ Spans are recorded in memory (telemetry_helpers); each is ended before its RPC a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,8 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind
 
 from execgw.client import (
     ExecutionClient,
@@ -312,17 +314,37 @@ def _value(text: str) -> Any:
     return value
 
 
-def test_jsonl_exporter_writes_one_span_per_line(tmp_path: Path) -> None:
+def test_jsonl_exporter_writes_one_span_per_line_as_the_sdk_would(tmp_path: Path) -> None:
     config = TelemetryConfig(exporter="jsonl", path=str(tmp_path / "t" / "spans.jsonl"))
     provider = TracerProvider()
-    exporter = JsonLinesSpanExporter(Path(config.path))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    kept = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(Path(config.path))))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("test")
-    for name in ("a", "b"):
-        with tracer.start_as_current_span(name):
+    with tracer.start_as_current_span("a", attributes={"execgw.qty": 3}) as a:
+        a.add_event("execgw.risk.near_limit", {"execgw.breaker": "max_trades_per_day"})
+        with tracer.start_as_current_span("b", links=[Link(a.get_span_context())]):
             pass
     provider.shutdown()
     lines = Path(config.path).read_text(encoding="utf-8").splitlines()
-    assert [line.count('"name": ') for line in lines] == [1, 1]
-    assert '"name": "a"' in lines[0]
-    assert '"name": "b"' in lines[1]
+    written = sorted((json.loads(line) for line in lines), key=lambda s: str(s["name"]))
+    assert [s["name"] for s in written] == ["a", "b"]
+    # The SDK's own to_json, field for field (its times round through a float).
+    sdk = sorted(
+        (json.loads(span.to_json(indent=None)) for span in kept.get_finished_spans()),
+        key=lambda s: str(s["name"]),
+    )
+    for ours, theirs in zip(written, sdk, strict=True):
+        times = [(ours, theirs, "start_time"), (ours, theirs, "end_time")]
+        times += [
+            (mine, sdks, "timestamp")
+            for mine, sdks in zip(ours["events"], theirs["events"], strict=True)
+        ]
+        for mine, sdks, key in times:
+            assert abs(_micros(mine.pop(key)) - _micros(sdks.pop(key))) <= 1
+        assert ours == theirs
+
+
+def _micros(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return round(moment.timestamp() * 1_000_000)

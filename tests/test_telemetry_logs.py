@@ -136,11 +136,17 @@ def test_the_order_outcome_lines_carry_the_ids_of_the_orders_server_span(
     assert not [e for e in lines if e["logger"].startswith(("grpc", "asyncio"))], lines
     outcomes = {e["fields"]["order_id"]: e for e in lines if e["logger"] == "execgw.server.orders"}
     assert set(outcomes) == {filled.order_id, rejected.order_id}
+    written = [json.loads(line) for line in span_file.read_text("utf-8").splitlines()]
     servers = {
         span["attributes"]["execgw.order_id"]: span
-        for span in map(json.loads, span_file.read_text("utf-8").splitlines())
+        for span in written
         if span["name"] == "execgw.v1.ExecutionGateway/SubmitOrder"
     }
+    # The gateway made the process's provider: its sampler stamps every span.
+    for each in written:
+        assert each["attributes"]["execgw.session_id"] == SESSION, each["name"]
+        assert each["attributes"]["execgw.mode"] == "paper", each["name"]
+    assert {"execgw.order", "execgw.journal.commit"} <= {each["name"] for each in written}
     for order_id, entry in outcomes.items():
         span: dict[str, Any] = servers[order_id]
         assert entry["level"] == "INFO"

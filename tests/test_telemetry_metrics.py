@@ -109,12 +109,12 @@ def test_orders_fills_and_latencies_move_with_the_orders(
     assert total(after, orders, execgw_dry_run="false", execgw_internal="false") == 5
     assert total(after, "execgw_fills_total", execgw_side="BUY") == 1
     assert total(after, "execgw_fills_qty_total", execgw_side="BUY") == 10
-    submit = "execgw_submit_order_duration_seconds_count"
-    assert total(after, submit, execgw_status="FILLED") == 1
-    assert total(after, submit, execgw_status="PLACED") == 1
-    assert total(after, submit, execgw_reject_reason="NO_MARKET_DATA") == 1
     rpcs = "execgw_rpc_server_duration_seconds_count"
-    assert total(after, rpcs, rpc_method="SubmitOrder", rpc_grpc_status_code="0") == 3
+    submit = {"rpc_method": "SubmitOrder"}
+    assert total(after, rpcs, execgw_status="FILLED", **submit) == 1
+    assert total(after, rpcs, execgw_status="PLACED", **submit) == 1
+    assert total(after, rpcs, execgw_reject_reason="NO_MARKET_DATA", **submit) == 1
+    assert total(after, rpcs, rpc_grpc_status_code="0", **submit) == 3
     assert total(after, rpcs, rpc_method="CancelOrder") == 1
     assert total(after, "execgw_journal_commit_duration_seconds_count") >= 4
     assert total(after, "execgw_journal_commit_records_sum") >= 6
@@ -177,7 +177,9 @@ def test_openmetrics_exemplars_name_the_trace_and_the_session(
     [exemplar] = [
         line
         for line in text.splitlines()
-        if line.startswith("execgw_submit_order_duration_seconds_bucket") and " # {" in line
+        if line.startswith("execgw_rpc_server_duration_seconds_bucket")
+        and 'rpc_method="SubmitOrder"' in line
+        and " # {" in line
     ]
     assert f'trace_id="{trace_id}"' in exemplar
     assert f'session_id="{SESSION}"' in exemplar

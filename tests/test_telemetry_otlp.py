@@ -163,8 +163,13 @@ def test_spans_and_metrics_reach_an_otlp_collector_with_the_session(
     orders = metrics["execgw.orders"].sum.data_points
     statuses = {_attributes(p.attributes)["execgw.status"]: p.as_int for p in orders}
     assert statuses["FILLED"] == 1
-    latency = metrics["execgw.submit_order.duration"].histogram.data_points
+    latency = [
+        point
+        for point in metrics["execgw.rpc.server.duration"].histogram.data_points
+        if _attributes(point.attributes)["rpc.method"] == "SubmitOrder"
+    ]
     assert sum(p.count for p in latency) == 1
+    assert _attributes(latency[0].attributes)["execgw.status"] == "FILLED"
     # Exemplars are sampled per export: the flush's carries this one, the final
     # export as the gateway stopped has none left.
     exemplars = [
@@ -173,8 +178,9 @@ def test_spans_and_metrics_reach_an_otlp_collector_with_the_session(
         for resource_metrics in request.resource_metrics
         for scope_metrics in resource_metrics.scope_metrics
         for metric in scope_metrics.metrics
-        if metric.name == "execgw.submit_order.duration"
+        if metric.name == "execgw.rpc.server.duration"
         for point in metric.histogram.data_points
+        if _attributes(point.attributes)["rpc.method"] == "SubmitOrder"
         for exemplar in point.exemplars
     ]
     assert exemplars

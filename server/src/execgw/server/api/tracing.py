@@ -140,7 +140,10 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         metadata = context.invocation_metadata() or ()
         session, session_ok = _session(metadata, self._scope.session_id)
         scope = self._scope.with_session(session)
-        parent = scopes.in_scope(scope, _PROPAGATOR.extract(_trace_carrier(metadata)))
+        carrier = _trace_carrier(metadata)
+        # No trace context: the call starts a trace of its own, under nothing current.
+        remote = _PROPAGATOR.extract(carrier) if carrier else otel_context.Context()
+        parent = scopes.in_scope(scope, remote)
         span = tracer.start_span(
             call.name,
             context=parent,
@@ -189,29 +192,28 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             span.record_exception(error)
         result = _order_result(call.response)
         if result is not None and span.is_recording():
-            span.set_attributes(order_attributes(result))
-        measured: dict[str, AttributeValue] = {
-            attr.RPC_SERVICE: call.service,
-            attr.RPC_METHOD: call.method,
-            attr.RPC_GRPC_STATUS_CODE: code.value[0],
-        }
-        if scope.session_id:
-            measured[attr.SESSION_ID] = scope.session_id  # the exemplar's, not a dimension
-        self._metrics.rpc_duration.record(elapsed, measured)
-        if call.method == "SubmitOrder" and self._metrics.enabled:
-            outcome: dict[str, AttributeValue] = {attr.STATUS: code.name}
-            if result is not None:
-                outcome = {k: v for k, v in order_attributes(result).items() if k in _OUTCOME}
+            # What the servicer did not set already (it sets what it knows first).
+            present = getattr(span, "attributes", None) or {}
+            span.set_attributes(
+                {k: v for k, v in order_attributes(result).items() if k not in present}
+            )
+        if self._metrics.enabled:
+            measured: dict[str, AttributeValue] = {
+                attr.RPC_SERVICE: call.service,
+                attr.RPC_METHOD: call.method,
+                attr.RPC_GRPC_STATUS_CODE: code.value[0],
+            }
+            if call.method == "SubmitOrder" and result is not None:
+                measured[attr.STATUS] = _enum_name(_STATUSES, result.status)
+                if result.reject_reason:
+                    measured[attr.REJECT_REASON] = _enum_name(_REASONS, result.reject_reason)
             if scope.session_id:
-                outcome[attr.SESSION_ID] = scope.session_id
-            self._metrics.submit_duration.record(elapsed, outcome)
+                measured[attr.SESSION_ID] = scope.session_id  # the exemplar's, not a label
+            self._metrics.rpc_duration.record(elapsed, measured)
         if call.method in ORDER_OUTCOME_RPCS:
             log_order_outcome(call.method, result, code, context, elapsed)
         if rpc_log.isEnabledFor(logging.DEBUG):
             rpc_log.debug("%s %s (%.3f ms)", call.name, code.name, elapsed * 1000)
-
-
-_OUTCOME = frozenset({attr.STATUS, attr.REJECT_REASON})
 
 
 def _trace_carrier(metadata: Iterable[tuple[str, Any]]) -> dict[str, str]:
@@ -252,11 +254,18 @@ def _order_result(response: Any) -> orders_pb2.ExecutionResult | None:
     return result if isinstance(result, orders_pb2.ExecutionResult) else None
 
 
-def _enum_name(enum: Any, number: int, prefix: str) -> str:
-    try:
-        return str(enum.Name(number)).removeprefix(prefix)
-    except ValueError:
-        return str(number)
+def _names(enum: Any, prefix: str) -> dict[int, str]:
+    """An enum's value names without their prefix, as the engine names them (FILLED)."""
+    return {v.number: v.name.removeprefix(prefix) for v in enum.DESCRIPTOR.values}
+
+
+_SIDES = _names(orders_pb2.Side, "SIDE_")
+_STATUSES = _names(orders_pb2.OrderStatus, "ORDER_STATUS_")
+_REASONS = _names(orders_pb2.RejectReason, "REJECT_REASON_")
+
+
+def _enum_name(names: dict[int, str], number: int) -> str:
+    return names.get(number) or str(number)
 
 
 def order_attributes(result: orders_pb2.ExecutionResult) -> dict[str, AttributeValue]:
@@ -266,16 +275,14 @@ def order_attributes(result: orders_pb2.ExecutionResult) -> dict[str, AttributeV
         attr.CLIENT_ORDER_ID: result.client_order_id,
         attr.STRATEGY: result.strategy_code,
         attr.SYMBOL: result.symbol,
-        attr.SIDE: _enum_name(orders_pb2.Side, result.side, "SIDE_"),
+        attr.SIDE: _enum_name(_SIDES, result.side),
         attr.QTY: result.qty,
         attr.FILLED_QTY: result.filled_qty,
-        attr.STATUS: _enum_name(orders_pb2.OrderStatus, result.status, "ORDER_STATUS_"),
+        attr.STATUS: _enum_name(_STATUSES, result.status),
         attr.DRY_RUN: result.dry_run,
     }
     if result.reject_reason:
-        found[attr.REJECT_REASON] = _enum_name(
-            orders_pb2.RejectReason, result.reject_reason, "REJECT_REASON_"
-        )
+        found[attr.REJECT_REASON] = _enum_name(_REASONS, result.reject_reason)
     return found
 
 
@@ -287,6 +294,8 @@ def log_order_outcome(
     elapsed: float,
 ) -> None:
     """One INFO line for the outcome of a SubmitOrder or CancelOrder call."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     millis = round(elapsed * 1000, 3)
     if result is None:
         # What the caller got wrong is worth repeating; a failure of the gateway's own

@@ -15,6 +15,7 @@ the RPC latency histograms (the call's session), next to the trace and span ids.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -65,7 +66,6 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 RPC_DURATION = "execgw.rpc.server.duration"
-SUBMIT_DURATION = "execgw.submit_order.duration"
 ORDERS = "execgw.orders"
 FILLS = "execgw.fills"
 FILLED_QTY = "execgw.fills.qty"
@@ -80,16 +80,21 @@ OVERFLOWS = "execgw.stream.overflows"
 BREAKER_TRIPPED = "execgw.breaker.tripped"
 TRADING_STATE = "execgw.trading.state"
 
-# The dimensions of the latency histograms; anything else a measurement carries (the
-# session) goes to its exemplars only.
-_RPC_KEYS = {attr.RPC_SERVICE, attr.RPC_METHOD, attr.RPC_GRPC_STATUS_CODE}
-_SUBMIT_KEYS = {attr.STATUS, attr.REJECT_REASON}
+# The dimensions of the RPC latency histogram (SubmitOrder's also by the order's status
+# and reject reason); anything else a measurement carries (the session) goes to its
+# exemplars only.
+_RPC_KEYS = {
+    attr.RPC_SERVICE,
+    attr.RPC_METHOD,
+    attr.RPC_GRPC_STATUS_CODE,
+    attr.STATUS,
+    attr.REJECT_REASON,
+}
 
 
 def views() -> list[View]:
     return [
         View(instrument_name=RPC_DURATION, attribute_keys=_RPC_KEYS),
-        View(instrument_name=SUBMIT_DURATION, attribute_keys=_SUBMIT_KEYS),
     ]
 
 
@@ -115,26 +120,29 @@ class GatewayMetrics:
         self.rpc_duration = meter.create_histogram(
             RPC_DURATION,
             unit="s",
-            description="RPCs served, by service, method and gRPC status code",
+            description="RPCs served, by service, method and gRPC status code; SubmitOrder "
+            "also by the order's status and reject reason",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
         )
-        self.submit_duration = meter.create_histogram(
-            SUBMIT_DURATION,
-            unit="s",
-            description="SubmitOrder latency, by the order's status (or the gRPC code of a "
-            "failed call) and reject reason",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
-        self._orders = meter.create_counter(
-            ORDERS,
-            unit="{event}",
-            description="Order events, by event, the status the order moved to, reject "
-            "reason, dry_run and internal (the gateway's own square-off orders)",
-        )
-        self._fills = meter.create_counter(FILLS, unit="{fill}", description="Fills, by side")
-        self._filled_qty = meter.create_counter(
-            FILLED_QTY, unit="{share}", description="Quantity filled, by side"
-        )
+        # Counted here as events are published, handed to the SDK only when metrics are
+        # collected: the order path pays a dict increment per event, not an SDK call.
+        self._orders: dict[_Key, int] = defaultdict(int)
+        self._fills: dict[_Key, int] = defaultdict(int)
+        self._filled_qty: dict[_Key, int] = defaultdict(int)
+        for name, unit, description, counts in (
+            (
+                ORDERS,
+                "{event}",
+                "Order events, by event, the status the order moved to, reject reason, "
+                "dry_run and internal (the gateway's own square-off orders)",
+                self._orders,
+            ),
+            (FILLS, "{fill}", "Fills, by side", self._fills),
+            (FILLED_QTY, "{share}", "Quantity filled, by side", self._filled_qty),
+        ):
+            meter.create_observable_counter(
+                name, [_reader(counts)], unit=unit, description=description
+            )
         self._commit_duration = meter.create_histogram(
             JOURNAL_COMMIT_DURATION,
             unit="s",
@@ -251,18 +259,17 @@ class GatewayMetrics:
 
     def _order_event(self, published: BusEvent) -> None:
         event, order = published.event, published.order
-        attributes: dict[str, Any] = {attr.EVENT: _event_kind(event)}
+        key: _Key = ((attr.EVENT, _event_kind(event)),)
         if order is not None:
-            attributes[attr.STATUS] = order.status.value
+            key += ((attr.STATUS, order.status.value),)
             if order.reject_reason is not None:
-                attributes[attr.REJECT_REASON] = order.reject_reason.value
-            attributes[attr.DRY_RUN] = order.dry_run
-            attributes[attr.INTERNAL] = order.internal
-        self._orders.add(1, attributes)
+                key += ((attr.REJECT_REASON, order.reject_reason.value),)
+            key += ((attr.DRY_RUN, order.dry_run), (attr.INTERNAL, order.internal))
+        self._orders[key] += 1
         if isinstance(event, OrderFilled):
-            side = {attr.SIDE: event.fill.side.value}
-            self._fills.add(1, side)
-            self._filled_qty.add(event.fill.qty, side)
+            side: _Key = ((attr.SIDE, event.fill.side.value),)
+            self._fills[side] += 1
+            self._filled_qty[side] += event.fill.qty
 
     def _trip(self, breaker: str, strategy_code: str, state: TradingState) -> None:
         key = (breaker, strategy_code or ACCOUNT_SCOPE)
@@ -294,7 +301,24 @@ class GatewayMetrics:
         return worst
 
 
+# A counter's attributes, as a hashable key.
+_Key = tuple[tuple[str, Any], ...]
+
+
+def _reader(counts: dict[_Key, int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(value, dict(key)) for key, value in list(counts.items())]
+
+    return observe
+
+
+_KINDS: dict[type, str] = {}
+
+
 def _event_kind(event: object) -> str:
     """OrderAccepted -> accepted: any order event, including ones added later."""
-    name = type(event).__name__
-    return name.removeprefix("Order").lower() or name.lower()
+    kind = _KINDS.get(type(event))
+    if kind is None:
+        name = type(event).__name__
+        kind = _KINDS[type(event)] = name.removeprefix("Order").lower() or name.lower()
+    return kind

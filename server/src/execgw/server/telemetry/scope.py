@@ -9,9 +9,10 @@ writer's task too, without the order path passing anything along.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from opentelemetry import context as otel_context
 from opentelemetry.util.types import AttributeValue
@@ -28,15 +29,17 @@ class Scope:
     session_id: str
     mode: str
     dry_run: bool
+    # The span attributes above, made once: every span of the gateway gets them.
+    attributes: Mapping[str, AttributeValue] = field(init=False, repr=False, compare=False)
 
-    def with_session(self, session_id: str) -> Scope:
-        return self if session_id == self.session_id else Scope(session_id, self.mode, self.dry_run)
-
-    def span_attributes(self) -> dict[str, AttributeValue]:
+    def __post_init__(self) -> None:
         found: dict[str, AttributeValue] = {attr.MODE: self.mode, attr.DRY_RUN: self.dry_run}
         if self.session_id:
             found[attr.SESSION_ID] = self.session_id
-        return found
+        object.__setattr__(self, "attributes", MappingProxyType(found))
+
+    def with_session(self, session_id: str) -> Scope:
+        return self if session_id == self.session_id else Scope(session_id, self.mode, self.dry_run)
 
 
 def current(context: otel_context.Context | None = None) -> Scope | None:
