@@ -129,7 +129,8 @@ class EventBus:
     @property
     def backlogs(self) -> list[int]:
         """Events waiting in each subscriber's queue: how far behind each one is."""
-        return [sub.backlog for sub in self._subscribers.values()]
+        # list() first: a metrics reader may ask from its own thread.
+        return [sub.backlog for sub in list(self._subscribers.values())]
 
     def observe(self, observer: Callable[[list[BusEvent]], None]) -> None:
         """Call `observer` with every published commit; it must be quick. It is no

@@ -277,28 +277,34 @@ class GatewayMetrics:
         self._breakers_seen.add(key)
         self._scopes_seen.add(key[1])
 
+    # The callbacks run on the collecting thread (the OTLP reader's own, or the loop for
+    # a Prometheus scrape) while the loop may update the state: they read copies.
+
     def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:
+        trips = dict(self._trips)
         return [
-            Observation(1 if key in self._trips else 0, {attr.BREAKER: key[0], attr.SCOPE: key[1]})
+            Observation(1 if key in trips else 0, {attr.BREAKER: key[0], attr.SCOPE: key[1]})
             for key in sorted(self._breakers_seen)
         ]
 
     def _observe_states(self, options: CallbackOptions) -> Iterable[Observation]:
+        trips = dict(self._trips)
         observations = []
-        account = self._state_of(ACCOUNT_SCOPE)
+        account = _state_of(trips, ACCOUNT_SCOPE)
         for scope in sorted(self._scopes_seen):
-            state = self._state_of(scope)
+            state = _state_of(trips, scope)
             if scope != ACCOUNT_SCOPE and account.severity > state.severity:
                 state = account  # account trips bind every strategy
             observations.append(Observation(state.severity, {attr.SCOPE: scope}))
         return observations
 
-    def _state_of(self, scope: str) -> TradingState:
-        worst = TradingState.ACTIVE
-        for (_, trip_scope), state in self._trips.items():
-            if trip_scope == scope and state.severity > worst.severity:
-                worst = state
-        return worst
+
+def _state_of(trips: dict[tuple[str, str], TradingState], scope: str) -> TradingState:
+    worst = TradingState.ACTIVE
+    for (_, trip_scope), state in trips.items():
+        if trip_scope == scope and state.severity > worst.severity:
+            worst = state
+    return worst
 
 
 # A counter's attributes, as a hashable key.
