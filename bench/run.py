@@ -8,6 +8,9 @@ load comes from this process through the real asyncio client.
   2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
   3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
   4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
+  5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
+                        and metrics (Prometheus endpoint) on, against the same with
+                        telemetry off (2.): what telemetry costs, at most 15%
 
 With --secure (`make bench BENCH_SECURE=1`) it measures what the security of the
 transport costs instead: SubmitOrder over TLS, and over mTLS, each call carrying a
@@ -120,6 +123,16 @@ def gateway(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def telemetry_extra(tmp: Path, rep: int) -> str:
+    """Traces to a jsonl file through the batch processor, metrics on a Prometheus
+    endpoint (collected only when scraped, as in production)."""
+    return (
+        "telemetry:\n  exporter: jsonl\n"
+        f"  path: {tmp / f'traces{rep}.jsonl'}\n  session_id: bench-{rep}\n"
+        f"  prometheus_listen: 127.0.0.1:{free_port()}\n"
+    )
 
 
 @contextlib.contextmanager
@@ -388,7 +401,7 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         # Interleaved repeats, reporting medians: machine noise hits every measure alike.
-        echoes, groups, singles = [], [], []
+        echoes, groups, singles, traced = [], [], [], []
         for rep in range(args.repeats):
             # The table needs every repetition; say what is being measured meanwhile.
             progress(f"run {rep + 1}/{args.repeats}: bare gRPC echo")
@@ -400,6 +413,9 @@ async def main(args: argparse.Namespace) -> None:
             progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, one fsync per order")
             with gateway(tmp, f"single{rep}", 1) as target:
                 singles.append(await submit_rate(target, args.n, args.concurrency))
+            progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, group commit, telemetry on")
+            with gateway(tmp, f"traced{rep}", 512, extra=telemetry_extra(tmp, rep)) as target:
+                traced.append(await submit_rate(target, args.n, args.concurrency))
         echo, group, single = (statistics.median(x) for x in (echoes, groups, singles))
         print(f"medians of {args.repeats} interleaved runs, {args.concurrency} calls in flight")
         print(f"{'measure':<40}{'per second':>14}{'vs echo':>10}")
@@ -407,6 +423,13 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'SubmitOrder, group commit':<40}{group:>14.0f}{group / echo:>10.3f}")
         print(f"{'SubmitOrder, one fsync per order':<40}{single:>14.0f}{single / echo:>10.3f}")
         print(f"group commit / one fsync per order: {group / single:.1f}x")
+        on = statistics.median(traced)
+        print(f"{'SubmitOrder, group commit, telemetry on':<40}{on:>14.0f}{on / echo:>10.3f}")
+        ratios = [t / g for t, g in zip(traced, groups, strict=True)]
+        print(
+            f"telemetry on / off: {statistics.median(ratios):.3f} (median; "
+            f"{min(ratios):.3f}-{max(ratios):.3f}), cost {1 - statistics.median(ratios):.1%}"
+        )
         for subscribers in (1, 10, 100):
             with gateway(tmp, f"fanout{subscribers}", 512, queue_size=100_000) as target:
                 each, total = await fanout_rate(target, subscribers, args.fanout_orders)

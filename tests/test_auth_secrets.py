@@ -196,7 +196,7 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, monkeypatch: pytest.Mon
     assert "access denied to 'strat-a'" in log
     assert "unauthenticated call to" in log
     assert "DEBUG" in log
-    assert "execgw.SubmitOrder" in traces
+    assert "execgw.v1.ExecutionGateway/SubmitOrder" in traces
     assert '"kind": "AccessDenied"' in exports["jsonl"]
     assert '"placed_by": "strat-a"' in exports["jsonl"]
     assert '"actor": "ops"' in exports["jsonl"]  # the CLI halted as its token's name

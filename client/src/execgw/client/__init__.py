@@ -12,6 +12,7 @@ types, so they never have to know the generated module layout.
 from execgw.client import builders, money
 from execgw.client._async import AsyncExecutionClient
 from execgw.client._sync import ExecutionClient
+from execgw.client._tracing import SESSION_METADATA_KEY, session
 from execgw.client.builders import limit, market, stop
 from execgw.client.errors import (
     AlreadyExists,
@@ -56,6 +57,7 @@ from execgw.v1.orders_pb2 import (
 )
 
 __all__ = [
+    "SESSION_METADATA_KEY",
     "AlreadyExists",
     "AsyncExecutionClient",
     "DeadlineExceeded",
@@ -98,5 +100,6 @@ __all__ = [
     "money",
     "result_from_legacy",
     "result_to_legacy",
+    "session",
     "stop",
 ]

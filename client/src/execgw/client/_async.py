@@ -28,7 +28,6 @@ from execgw.client._common import (
     DEFAULT_TIMEOUT,
     ChannelOptions,
     ClientCert,
-    Metadata,
     RequestErrors,
     RetryPolicy,
     StatusLike,
@@ -47,6 +46,7 @@ from execgw.client._common import (
     stream_fills_request,
 )
 from execgw.client._common import channel_options as merge_channel_options
+from execgw.client._tracing import ClientTelemetry
 from execgw.client.errors import Unavailable, error_for_code, from_rpc_error, rpc_error_code
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 from execgw.v1.market_data_pb2 import Quote
@@ -79,6 +79,7 @@ class AsyncExecutionClient:
         tls: bool | None = None,
         verify: Verify | None = None,
         cert: ClientCert | None = None,
+        session_id: str | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         check_timeout(timeout)
@@ -91,8 +92,9 @@ class AsyncExecutionClient:
             retry_deadline_exceeded=retry_deadline_exceeded,
         )
         self._sleep = sleep
-        # `authorization: Bearer <auth>` on every call; never in repr or errors.
-        self._metadata: Metadata | None = auth_metadata(auth)
+        # `authorization: Bearer <auth>` on every call; never in repr or errors. With
+        # it, the session and the trace context (execgw.client._tracing).
+        self._telemetry = ClientTelemetry(auth_metadata(auth), session_id)
         options = merge_channel_options(channel_options)
         credentials = channel_credentials(tls=tls, verify=verify, cert=cert)
         self.tls = credentials is not None
@@ -142,11 +144,19 @@ class AsyncExecutionClient:
         deadline = self.timeout if timeout is None else timeout
         retries_done = 0
         while True:
+            attempt = self._telemetry.start(request)
             try:
-                return await method(request, timeout=deadline, metadata=self._metadata)
+                response = await method(request, timeout=deadline, metadata=attempt.metadata)
             except grpc.RpcError as exc:
+                attempt.end(exc)
                 if not self.retry_policy.should_retry(rpc_error_code(exc), retries_done):
                     raise from_rpc_error(exc) from exc
+            except BaseException as exc:
+                attempt.end(exc)
+                raise
+            else:
+                attempt.end()
+                return response
             await self._sleep(self.retry_policy.delay(retries_done))
             retries_done += 1
 
@@ -307,7 +317,9 @@ class AsyncExecutionClient:
         refusals = 0
         while True:
             position = cursor.position
-            call = self._gateway.StreamFills(cursor.resume_request(), metadata=self._metadata)
+            request = cursor.resume_request()
+            traced = self._telemetry.start(request)
+            call = self._gateway.StreamFills(request, metadata=traced.metadata)
             error: grpc.RpcError | None = None
             try:
                 async for response in call:
@@ -316,14 +328,19 @@ class AsyncExecutionClient:
                         yield response.event
             except grpc.RpcError as exc:
                 error = exc
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
+                traced.end(exc)
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # our caller is being cancelled: let it
                 # The channel was closed under the stream: report it like the sync client.
                 raise error_for_code(grpc.StatusCode.CANCELLED, "the client was closed") from None
+            except BaseException as exc:  # the caller stopped iterating, or worse
+                traced.end(exc)
+                raise
             finally:
                 call.cancel()
+            traced.end(error)
             if error is None:
                 return  # the gateway ended the stream on purpose
             if cursor.position > position:
@@ -363,15 +380,22 @@ class AsyncExecutionClient:
         check_timeout(timeout)
         errors = RequestErrors()
         requests = errors.awatch(aquote_requests(quotes, quote_batch_size(quotes, batch_size)))
+        traced = self._telemetry.start_publish()
         try:
             response = await self._market.PublishQuotes(
-                requests, timeout=timeout, metadata=self._metadata
+                requests, timeout=timeout, metadata=traced.metadata
             )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            traced.end(errors.error or exc)
             # grpc.aio cancels the call when the request iterator raises.
             errors.reraise()
             raise
         except grpc.RpcError as exc:
+            traced.end(errors.error or exc)
             errors.reraise()
             raise from_rpc_error(exc) from exc
+        except BaseException as exc:
+            traced.end(exc)
+            raise
+        traced.end()
         return response

@@ -17,7 +17,6 @@ from execgw.client._common import (
     DEFAULT_TIMEOUT,
     ChannelOptions,
     ClientCert,
-    Metadata,
     RequestErrors,
     RetryPolicy,
     StatusLike,
@@ -36,6 +35,7 @@ from execgw.client._common import (
     stream_fills_request,
 )
 from execgw.client._common import channel_options as merge_channel_options
+from execgw.client._tracing import ClientTelemetry
 from execgw.client.errors import Unavailable, from_rpc_error, rpc_error_code
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
 from execgw.v1.market_data_pb2 import Quote
@@ -67,6 +67,12 @@ class ExecutionClient:
     client certificates (mTLS). Giving either, or ``tls=True``, makes the channel TLS;
     with none of them it is plaintext, for a gateway on loopback. ``verify=False``
     is refused: gRPC cannot skip checking the gateway's certificate.
+
+    Telemetry: ``session_id`` names the session of every call (``x-execgw-session``
+    metadata; the gateway's spans, exemplars and log lines of the call carry it);
+    ``with execgw.client.session("id"):`` names another for the calls inside. With
+    opentelemetry-api installed (``execgw-client[tracing]``) each call attempt is a
+    CLIENT span under the caller's current span, sent as W3C ``traceparent``.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class ExecutionClient:
         tls: bool | None = None,
         verify: Verify | None = None,
         cert: ClientCert | None = None,
+        session_id: str | None = None,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         check_timeout(timeout)
@@ -95,8 +102,9 @@ class ExecutionClient:
             retry_deadline_exceeded=retry_deadline_exceeded,
         )
         self._sleep = sleep
-        # `authorization: Bearer <auth>` on every call; never in repr or errors.
-        self._metadata: Metadata | None = auth_metadata(auth)
+        # `authorization: Bearer <auth>` on every call; never in repr or errors. With
+        # it, the session and the trace context (execgw.client._tracing).
+        self._telemetry = ClientTelemetry(auth_metadata(auth), session_id)
         options = merge_channel_options(channel_options)
         credentials = channel_credentials(tls=tls, verify=verify, cert=cert)
         self.tls = credentials is not None
@@ -148,11 +156,19 @@ class ExecutionClient:
         deadline = self.timeout if timeout is None else timeout
         retries_done = 0
         while True:
+            attempt = self._telemetry.start(request)
             try:
-                return method(request, timeout=deadline, metadata=self._metadata)
+                response = method(request, timeout=deadline, metadata=attempt.metadata)
             except grpc.RpcError as exc:
+                attempt.end(exc)
                 if not self.retry_policy.should_retry(rpc_error_code(exc), retries_done):
                     raise from_rpc_error(exc) from exc
+            except BaseException as exc:
+                attempt.end(exc)
+                raise
+            else:
+                attempt.end()
+                return response
             self._sleep(self.retry_policy.delay(retries_done))
             retries_done += 1
 
@@ -320,7 +336,9 @@ class ExecutionClient:
         refusals = 0
         while True:
             position = cursor.position
-            call = self._gateway.StreamFills(cursor.resume_request(), metadata=self._metadata)
+            request = cursor.resume_request()
+            traced = self._telemetry.start(request)
+            call = self._gateway.StreamFills(request, metadata=traced.metadata)
             error: grpc.RpcError | None = None
             try:
                 for response in call:
@@ -329,8 +347,12 @@ class ExecutionClient:
                         yield response.event
             except grpc.RpcError as exc:
                 error = exc
+            except BaseException as exc:  # the caller stopped iterating, or worse
+                traced.end(exc)
+                raise
             finally:
                 call.cancel()
+            traced.end(error)
             if error is None:
                 return  # the gateway ended the stream on purpose
             if cursor.position > position:
@@ -374,11 +396,17 @@ class ExecutionClient:
         check_timeout(timeout)
         errors = RequestErrors()
         requests = errors.watch(quote_requests(quotes, quote_batch_size(quotes, batch_size)))
+        traced = self._telemetry.start_publish()
         try:
             response = self._market.PublishQuotes(
-                requests, timeout=timeout, metadata=self._metadata
+                requests, timeout=timeout, metadata=traced.metadata
             )
         except grpc.RpcError as exc:
+            traced.end(errors.error or exc)
             errors.reraise()
             raise from_rpc_error(exc) from exc
+        except BaseException as exc:
+            traced.end(exc)
+            raise
+        traced.end()
         return response

@@ -37,7 +37,7 @@ from execgw.server.marketdata.kite_feed import KiteTickerFeed, Sleep
 from execgw.server.marketdata.kite_setup import KiteSetup, prepare_kite
 from execgw.server.quotes import quote_book
 from execgw.server.risk import RiskEngine
-from execgw.server.telemetry import configure_tracing
+from execgw.server.telemetry.gateway import GatewayTelemetry
 from execgw.server.trading_calendar import TradingCalendar
 from execgw.server.transport import TlsMaterial, check_exposure, insecure_warning, load_tls
 from execgw.server.venues.factory import build_venue
@@ -105,6 +105,7 @@ class Gateway:
         )
         self.kite_feed: KiteTickerFeed | None = None
         self._ticker_sleep = ticker_sleep or asyncio.sleep
+        self.telemetry = GatewayTelemetry(config)
         self.instruments = build_instruments(config, self.kite)
         self.health = HealthServicer()
         self.chain = chain_from_env(config.journal.hmac_key_env)
@@ -202,7 +203,9 @@ class Gateway:
         A start that fails releases what it took (port, anchor task, core, journal and
         its lock) before raising, so the same process can start a gateway again."""
         try:
-            return await self._start()
+            # The tasks it starts (core, timer, feed) work in the configured session.
+            with self.telemetry.entered():
+                return await self._start()
         except BaseException:
             await self._abort_start()
             raise
@@ -227,6 +230,8 @@ class Gateway:
                     await part.stop()
         with contextlib.suppress(Exception):
             await self.core.stop()
+        with contextlib.suppress(Exception):
+            await self.telemetry.stop()
         if self._anchors is not None:
             with contextlib.suppress(Exception):
                 await self._anchors.abort()
@@ -237,6 +242,7 @@ class Gateway:
         if self._anchors is not None:
             # First: an unwritable anchor path is a config mistake, found before binding.
             await self._anchors.start()
+        await self.telemetry.start(self.core)
         limits = self.config.server
         # Outermost first: a caller without a valid token is refused before anything else,
         # a call over the stream cap before any parsing.
@@ -247,6 +253,8 @@ class Gateway:
         auth = self.config.auth
         if auth is not None:
             interceptors.insert(0, AuthInterceptor(auth, self.core, self.clock))
+        # Outermost: its span covers every refusal too.
+        interceptors.insert(0, self.telemetry.interceptor)
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -312,6 +320,7 @@ class Gateway:
         # Taken before the core runs, so it is exactly what the journal holds.
         open_orders = self.core.open_orders()
         self.core.start(tick_interval_s=self.config.trading_day.tick_interval_s)
+        await self.telemetry.started(self.core)
         if self._postbacks is not None:
             await self._postbacks.start()
         if self.link is not None:
@@ -433,6 +442,7 @@ class Gateway:
         # which the stopped core cannot take, are found by tag at the next start).
         if self.link is not None:
             await self.link.stop()
+        await self.telemetry.stop()
         if self._anchors is not None:
             await self._anchors.stop()
         self.journal.close()
@@ -469,15 +479,6 @@ def _live_credentials(config: GatewayConfig) -> KiteCredentials | None:
 
 
 async def serve(config: GatewayConfig) -> None:
-    provider = configure_tracing(config.telemetry)
-    try:
-        await _serve(config)
-    finally:
-        if provider is not None:
-            provider.shutdown()
-
-
-async def _serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     port = await gateway.start()
     host = config.listen.rpartition(":")[0]

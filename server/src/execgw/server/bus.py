@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from execgw.server.domain import Fill, Order
 from execgw.server.events import Event, OrderFilled
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +117,25 @@ class EventBus:
         # The last published sequence: every event up to it is durable and was offered
         # to every subscriber registered at the time.
         self.head = head
+        # Called with every commit's events before subscribers see them (telemetry).
+        self._observers: list[Callable[[list[BusEvent]], None]] = []
+        # Subscribers cut off so far for falling behind (SubscriberOverflow).
+        self.overflowed = 0
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def backlogs(self) -> list[int]:
+        """Events waiting in each subscriber's queue: how far behind each one is."""
+        # list() first: a metrics reader may ask from its own thread.
+        return [sub.backlog for sub in list(self._subscribers.values())]
+
+    def observe(self, observer: Callable[[list[BusEvent]], None]) -> None:
+        """Call `observer` with every published commit; it must be quick. It is no
+        subscriber: it has no queue, cannot fall behind and is never dropped."""
+        self._observers.append(observer)
 
     def subscribe(self, accepts: Callable[[BusEvent], bool]) -> Subscription:
         sid = next(self._ids)
@@ -130,9 +148,15 @@ class EventBus:
         if not events:
             return
         self.head = events[-1].sequence
+        for observer in self._observers:
+            try:
+                observer(events)
+            except Exception:  # an observer's bug must not stop the events
+                log.exception("event bus observer failed")
         for sid, sub in list(self._subscribers.items()):
             if not sub.offer(events):
                 del self._subscribers[sid]
+                self.overflowed += 1
                 sub.close(overflow=True)
 
     def close(self) -> None:

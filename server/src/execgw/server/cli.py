@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import enum
-import logging
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,9 @@ from execgw.server.chain import (
 )
 from execgw.server.cli_client import add_client_commands
 from execgw.server.cli_kite import add_kite_commands
+from execgw.server.cli_trace import add_trace_commands
 from execgw.server.config import ROLES, ConfigError, GatewayConfig, load_config
+from execgw.server.telemetry.logs import LOG_FORMATS, configure_logging
 
 
 class ServeExit(enum.IntEnum):
@@ -244,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
     serve.add_argument("--listen", help="HOST:PORT, overrides the config's listen")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line; both carry trace_id, span_id and "
+        "session of the order path",
+    )
     serve.set_defaults(func=_serve)
 
     journal = sub.add_parser("journal", help="audit the durable journal")
@@ -297,15 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
     add_kite_commands(sub)
+    add_trace_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, getattr(args, "log_format", "text"))
     try:
         code: int = args.func(args)
         sys.stdout.flush()

@@ -91,13 +91,20 @@ def enum_name(name: str, prefix: str) -> str:
     return name.removeprefix(prefix)
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Print an aligned table; numbers right-aligned by their column name."""
+def table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    numeric: Iterable[str] = (),
+) -> None:
+    """Print an aligned table; numbers right-aligned by their column name (or `numeric`)."""
     grid = Table(
         title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False
     )
+    right_aligned = _NUMERIC | frozenset(numeric)
     for name in columns:
-        right = name in _NUMERIC
+        right = name in right_aligned
         grid.add_column(name, justify="right" if right else "left", no_wrap=True)
     for row in rows:
         grid.add_row(*row)

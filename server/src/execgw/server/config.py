@@ -329,10 +329,41 @@ class StreamConfig(_Section):
 
 
 class TelemetryConfig(_Section):
-    # none | console | jsonl (spans appended to `path`, one JSON object per line)
-    exporter: Literal["none", "console", "jsonl"] = "none"
+    """Where spans and metrics go (README, "Telemetry"). Nothing here is a secret: the
+    OTLP endpoint, headers and certificates come from the standard OTEL_EXPORTER_OTLP_*
+    environment variables."""
+
+    # none | console | jsonl (spans appended to `path`, one JSON object per line) |
+    # otlp (spans and metrics to an OTLP/gRPC collector, OTEL_EXPORTER_OTLP_* env)
+    exporter: Literal["none", "console", "jsonl", "otlp"] = "none"
     path: str = "var/traces.jsonl"
-    service_name: str = "execgw"
+    service_name: str = Field(default="execgw", min_length=1, max_length=64)
+    # The session every span, metric (resource attribute, exemplar) and log line of this
+    # gateway belongs to, unless a call names its own (x-execgw-session metadata).
+    # Empty: no session. 1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit.
+    session_id: str = ""
+    # HOST:PORT of a Prometheus text-format endpoint (GET /metrics); empty: none.
+    prometheus_listen: str = ""
+
+    @field_validator("session_id")
+    @classmethod
+    def _session(cls, value: str) -> str:
+        # Here, not at the top: this section's edits stay inside it.
+        from execgw.server.telemetry.attributes import SESSION_RULE, valid_session_id
+
+        if value and not valid_session_id(value):
+            raise ValueError(f"must be {SESSION_RULE}")
+        return value
+
+    @field_validator("prometheus_listen")
+    @classmethod
+    def _prometheus_host_port(cls, value: str) -> str:
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, got {value!r}")
+        return value
 
 
 class KiteBrokerConfig(_Section):

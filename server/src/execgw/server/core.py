@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -137,6 +138,8 @@ class GatewayCore:
         self._accepting = False
         self._healthy = True
         self._fatal: GatewayUnavailable | None = None
+        # Telemetry's observer of each durable commit: (seconds, records, commands).
+        self.on_commit: Callable[[float, int, int], None] | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -174,6 +177,11 @@ class GatewayCore:
     @property
     def bus(self) -> EventBus:
         return self._bus
+
+    @property
+    def queue_depth(self) -> int:
+        """Commands waiting for the writer: queued, or carried over from a full batch."""
+        return self._inbox.qsize() + len(self._carried)
 
     # -- commands (the only way state changes) ------------------------------
 
@@ -373,6 +381,7 @@ class GatewayCore:
                         "execgw.last_sequence": records[-1].sequence,
                     },
                 ):
+                    started = time.perf_counter()
                     await asyncio.to_thread(self._journal.append, records)
             except Exception as e:
                 await self._journal_failed(e)
@@ -389,6 +398,8 @@ class GatewayCore:
                 records = []
             else:
                 self._set_healthy(True)
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - started, len(records), len(batch))
         if records:
             try:
                 self._on_committed(records)

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from opentelemetry import propagate, trace
 
 from execgw.server.api import auth, convert, paging
 from execgw.server.api.errors import abort_for, unary, write_stream
 from execgw.server.api.streaming import FillStream, validate_heartbeat_interval
+from execgw.server.api.tracing import rpc_span
 from execgw.server.core import GatewayCore
 from execgw.server.domain import OrderIntent
 from execgw.server.errors import Forbidden, GatewayUnavailable
@@ -33,7 +33,6 @@ from execgw.server.validation import (
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-tracer = trace.get_tracer("execgw.server")
 # Time kept back from a caller's deadline to answer with the order as it stands.
 ACK_WAIT_MARGIN_S = 0.25
 
@@ -62,9 +61,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: gateway_pb2.SubmitOrderRequest, context: Context
     ) -> gateway_pb2.SubmitOrderResponse:
-        # Continue the strategy's trace when it sent W3C trace context in metadata.
-        parent = propagate.extract(dict(context.invocation_metadata() or ()))
-        with tracer.start_as_current_span("execgw.SubmitOrder", context=parent) as span:
+        # The interceptor's server span, which continues the strategy's trace.
+        with rpc_span() as span:
             span.set_attribute("execgw.client_order_id", request.client_order_id)
             found = Violations()  # in field order: the intent's, then the key's
             intent = found.value(self._intent, request)
@@ -211,7 +209,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         _validate_kill_switch(request)
         actor = auth.actor(request.actor, context.peer())
         reason = request.reason or "no reason given"
-        with tracer.start_as_current_span("execgw.HaltTrading") as span:
+        with rpc_span() as span:
             span.set_attribute("execgw.actor", actor)
             span.set_attribute("execgw.strategy_code", request.strategy_code)
             outcome = await self._core.halt(request.strategy_code, actor, reason)
@@ -227,7 +225,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         _validate_kill_switch(request)
         actor = auth.actor(request.actor, context.peer())
         reason = request.reason or "no reason given"
-        with tracer.start_as_current_span("execgw.ResumeTrading") as span:
+        with rpc_span() as span:
             span.set_attribute("execgw.actor", actor)
             span.set_attribute("execgw.strategy_code", request.strategy_code)
             outcome = await self._core.resume(request.strategy_code, actor, reason)

@@ -55,6 +55,11 @@ def wrap(
     behavior = _wrapped(inner, around, around_sync)
     if behavior is None:
         return handler
+    return rebuild(handler, behavior, request_deserializer=request_deserializer)
+
+
+def rebuild(handler: Handler, behavior: Behavior, *, request_deserializer: Deserializer) -> Handler:
+    """A handler of the same kind and serializer as `handler`, running `behavior`."""
     serializer = handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(behavior, request_deserializer, serializer)

@@ -1,0 +1,330 @@
+"""Where spans go: nowhere, the console, a JSON-lines file, or an OTLP/gRPC collector.
+
+Spans are created through the OpenTelemetry API everywhere (the engine and the core
+hold module-level tracers of the global provider), so the SDK provider is the global
+one, installed once per process. What a gateway adds to it is a span pipeline (an
+exporter behind a batch processor), attached when it starts and flushed and detached
+when it stops; and, once per provider, the scope processor that stamps every span with
+the session, mode and dry_run of the work it belongs to (telemetry.scope).
+
+A process that installed its own SDK provider first (a test, or an application that
+embeds the gateway) keeps it: the gateway attaches to it instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from execgw.server.config import ConfigError, TelemetryConfig
+from execgw.server.telemetry import scope as scopes
+
+log = logging.getLogger(__name__)
+
+# How long a stopping gateway waits for its last spans to be exported.
+FLUSH_TIMEOUT_MS = 5_000
+# Spans waiting for the exporter at most (unless OTEL_BSP_MAX_QUEUE_SIZE says); past it
+# new spans are dropped, never waited for.
+SPAN_QUEUE_SIZE = 16_384
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """One JSON object per finished span, appended to a file an operator can grep and
+    `execgw trace summary` reads.
+
+    The objects are those of the SDK's ReadableSpan.to_json (name, context, kind,
+    parent_id, start_time, end_time, status, attributes, events, links, resource),
+    encoded here at a fraction of its cost: the exporter shares the interpreter with
+    the order path."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._file: IO[bytes] | None = path.open("ab")
+        self._lock = threading.Lock()
+        self._encoder = msgspec.json.Encoder()
+        # Each resource's JSON, encoded once: the same on every span.
+        self._resources: dict[int, tuple[Resource, bytes]] = {}
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        encode = self._encoder.encode
+        # The entry's closing brace gives way to the resource, spliced in already encoded.
+        lines = b"".join(
+            encode(self._entry(span))[:-1] + self._resource(span.resource) for span in spans
+        )
+        with self._lock:
+            if self._file is None:
+                return SpanExportResult.FAILURE
+            try:
+                self._file.write(lines)
+                self._file.flush()
+            except OSError as e:  # a full disk loses spans, never an order
+                log.warning("cannot write spans to %s: %s", self._path, e)
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def _entry(self, span: ReadableSpan) -> dict[str, Any]:
+        parent = span.parent
+        return {
+            "name": span.name,
+            "context": _context(span.context),
+            "kind": str(span.kind),
+            "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
+            "start_time": _iso(span.start_time),
+            "end_time": _iso(span.end_time),
+            "status": _status(span),
+            "attributes": dict(span.attributes or {}),
+            "events": [
+                {
+                    "name": event.name,
+                    "timestamp": _iso(event.timestamp),
+                    "attributes": dict(event.attributes or {}),
+                }
+                for event in span.events
+            ],
+            "links": [
+                {"context": _context(link.context), "attributes": dict(link.attributes or {})}
+                for link in span.links
+            ],
+        }
+
+    def _resource(self, resource: Resource) -> bytes:
+        """`,"resource":{...}}` and the line's end, for spans of `resource`."""
+        cached = self._resources.get(id(resource))
+        if cached is None or cached[0] is not resource:
+            value = {"attributes": dict(resource.attributes), "schema_url": resource.schema_url}
+            encoded = b',"resource":' + self._encoder.encode(value) + b"}\n"
+            cached = self._resources[id(resource)] = (resource, encoded)
+        return cached[1]
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def _context(context: SpanContext | None) -> dict[str, str] | None:
+    if context is None:
+        return None
+    return {
+        "trace_id": f"0x{context.trace_id:032x}",
+        "span_id": f"0x{context.span_id:016x}",
+        "trace_state": repr(context.trace_state),
+    }
+
+
+def _iso(nanoseconds: int | None) -> str | None:
+    """As the SDK writes times: UTC, microseconds, a Z."""
+    if nanoseconds is None:
+        return None
+    seconds, nanos = divmod(nanoseconds, 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanos // 1000:06d}Z"
+
+
+def _status(span: ReadableSpan) -> dict[str, str]:
+    status: dict[str, str] = {"status_code": span.status.status_code.name}
+    if span.status.description:
+        status["description"] = span.status.description
+    return status
+
+
+class ScopeSampler(Sampler):
+    """Samples as `delegate` does (every trace, or as its parent was) and gives each
+    span, as it is made, the session, mode and dry_run of its scope: the cheapest place
+    to add attributes to every span, the engine's and the core's included."""
+
+    def __init__(self, delegate: Sampler | None = None) -> None:
+        self._delegate = delegate or ParentBased(ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        result = self._delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+        found = scopes.current(parent_context)
+        if found is None or result.decision is Decision.DROP:
+            return result
+        merged = dict(result.attributes)
+        merged.update(found.attributes)
+        return SamplingResult(result.decision, merged, result.trace_state)
+
+    def get_description(self) -> str:
+        return f"ScopeSampler{{{self._delegate.get_description()}}}"
+
+
+def _env_sampler() -> Sampler:
+    """The sampler OTEL_TRACES_SAMPLER (and _ARG) names; by default every trace the
+    caller did not sample out (parentbased_always_on), as the SDK would choose."""
+    return TracerProvider(shutdown_on_exit=False).sampler
+
+
+class ScopeSpanProcessor(SpanProcessor):
+    """The same stamp for a provider the gateway did not make (and so whose sampler is
+    not a ScopeSampler): set as each span starts."""
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        found = scopes.current(parent_context)
+        if found is not None:
+            span.set_attributes(found.attributes)
+
+
+class _Pipelines(SpanProcessor):
+    """The span processors of the gateways running in this process, attached and
+    detached as they start and stop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: tuple[SpanProcessor, ...] = ()
+
+    def attach(self, processor: SpanProcessor) -> None:
+        with self._lock:
+            self._members = (*self._members, processor)
+
+    def detach(self, processor: SpanProcessor) -> None:
+        with self._lock:
+            self._members = tuple(p for p in self._members if p is not processor)
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        for member in self._members:
+            member.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for member in self._members:
+            member.on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all(member.force_flush(timeout_millis) for member in self._members)
+
+
+_install_lock = threading.Lock()
+# The pipelines installed on each SDK provider, by the provider's id (and the provider,
+# so that a recycled id cannot match).
+_installed: dict[int, tuple[TracerProvider, _Pipelines]] = {}
+
+
+def _pipelines(resource: Resource, *, create: bool) -> _Pipelines | None:
+    """The span pipelines of the global SDK provider; with `create`, install one if the
+    process has none yet. None when there is no SDK provider to attach to."""
+    with _install_lock:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            if not create:
+                return None
+            if not isinstance(provider, trace.ProxyTracerProvider):
+                log.warning(
+                    "the process already has a tracer provider that is not the OpenTelemetry "
+                    "SDK's (%s): the gateway's spans cannot be exported",
+                    type(provider).__name__,
+                )
+                return None
+            provider = TracerProvider(resource=resource, sampler=ScopeSampler(_env_sampler()))
+            trace.set_tracer_provider(provider)
+        entry = _installed.get(id(provider))
+        if entry is not None and entry[0] is provider:
+            return entry[1]
+        pipelines = _Pipelines()
+        if not isinstance(provider.sampler, ScopeSampler):
+            provider.add_span_processor(ScopeSpanProcessor())
+        provider.add_span_processor(pipelines)
+        _installed[id(provider)] = (provider, pipelines)
+        return pipelines
+
+
+def check_otlp_protocol(*signals: str) -> None:
+    """The OTLP exporter here speaks gRPC: a protocol variable asking for another is a
+    configuration mistake, said at start-up rather than by spans that never arrive."""
+    names = ["OTEL_EXPORTER_OTLP_PROTOCOL", *(f"OTEL_EXPORTER_OTLP_{s}_PROTOCOL" for s in signals)]
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value and value != "grpc":
+            raise ConfigError(
+                f"{name}={value!r}: telemetry.exporter otlp speaks OTLP over gRPC only; "
+                "unset it or set it to grpc"
+            )
+
+
+def span_exporter(config: TelemetryConfig) -> SpanExporter | None:
+    if config.exporter == "none":
+        return None
+    if config.exporter == "console":
+        return ConsoleSpanExporter()
+    if config.exporter == "jsonl":
+        return JsonLinesSpanExporter(Path(config.path))
+    check_otlp_protocol("TRACES")
+    # Imported here: only a gateway that exports over OTLP pays for loading it.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    # Endpoint, headers, TLS, compression and timeout: OTEL_EXPORTER_OTLP_[TRACES_]*.
+    return OTLPSpanExporter()
+
+
+class SpanPipeline:
+    """One gateway's exporter, attached to the global provider while the gateway runs."""
+
+    def __init__(self, config: TelemetryConfig, resource: Resource) -> None:
+        exporter = span_exporter(config)
+        self._processor: BatchSpanProcessor | None = None
+        self._pipelines = _pipelines(resource, create=exporter is not None)
+        if exporter is not None and self._pipelines is not None:
+            # The batch processor exports on its own thread and drops spans (never
+            # blocks) when its queue is full: OTEL_BSP_* tune it. Its queue here holds
+            # a few seconds of a busy day's spans, not the SDK's 2048.
+            queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else SPAN_QUEUE_SIZE
+            self._processor = BatchSpanProcessor(exporter, max_queue_size=queue)
+            self._pipelines.attach(self._processor)
+
+    @property
+    def exporting(self) -> bool:
+        return self._processor is not None
+
+    def flush(self, timeout_millis: int = FLUSH_TIMEOUT_MS) -> bool:
+        """Export every span ended so far; False when that did not finish in time."""
+        return True if self._processor is None else self._processor.force_flush(timeout_millis)
+
+    def close(self) -> None:
+        """Export what is left and let go of the exporter (its file, its channel)."""
+        if self._processor is None or self._pipelines is None:
+            return
+        self._pipelines.detach(self._processor)
+        self._processor.force_flush(FLUSH_TIMEOUT_MS)
+        self._processor.shutdown()  # type: ignore[no-untyped-call]
+        self._processor = None
