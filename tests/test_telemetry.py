@@ -115,7 +115,24 @@ def test_a_filled_order_is_a_server_span_with_the_order_span_under_it(
     assert attributes(server)["rpc.service"] == "execgw.v1.ExecutionGateway"
     assert attributes(server)["rpc.method"] == "SubmitOrder"
     assert attributes(server)["rpc.grpc.status_code"] == 0
-    assert spans.children(order) == []  # stage spans come with the order path's rework
+    # One child span per stage: validate under the RPC, risk and venue under the order,
+    # and the batch-wide journal commit and publish in the order's own trace, linked to
+    # the batch's commit span.
+    [validate] = [s for s in spans.named("execgw.stage.validate") if is_child(s, server)]
+    assert sorted(s.name for s in spans.children(order)) == [
+        "execgw.stage.risk",
+        "execgw.stage.venue",
+    ]
+    for stage in ("execgw.stage.journal", "execgw.stage.publish"):
+        [stage_span] = [s for s in spans.named(stage) if is_child(s, server)]
+        assert attributes(stage_span)["execgw.order_id"] == result.order_id
+        assert attributes(stage_span)["execgw.session_id"] == SESSION
+    [journal] = [s for s in spans.named("execgw.stage.journal") if is_child(s, server)]
+    commit_ids = {c.context.span_id for c in spans.named("execgw.journal.commit")}
+    assert [link.context.span_id for link in journal.links] in ([i] for i in commit_ids)
+    assert validate.end_time is not None
+    assert journal.start_time is not None
+    assert validate.end_time <= journal.start_time
     # The commit that made the order durable: ended before the order was answered.
     commits = spans.named("execgw.journal.commit")
     assert commits
@@ -158,6 +175,50 @@ def test_a_resting_order_filled_later_is_placed_in_one_trace_and_seen_filled_lat
     get = spans.server("GetOrder")
     assert attributes(get)["execgw.order_id"] == placed.order_id
     assert attributes(get)["execgw.status"] == "FILLED"
+    # The later fill has its own span, in a trace of its own, linked to the order's span.
+    [fill] = spans.named("execgw.fill")
+    assert attributes(fill)["execgw.order_id"] == placed.order_id
+    assert attributes(fill)["execgw.status"] == "FILLED"
+    assert [link.context.span_id for link in fill.links] == [order.context.span_id]
+    assert fill.parent is None
+
+
+def test_the_risk_span_records_failed_checks_and_breakers_near_their_limit(
+    tmp_path: Path, clock: ManualClock, spans: Recorder
+) -> None:
+    config = make_config(
+        tmp_path,
+        telemetry={"session_id": SESSION},
+        execution={"circuit_breakers": {"max_trades_per_day": 5}},
+    )
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target) as client:
+            publish(client, INFY, 1500.0)
+            for n in range(4):
+                client.submit(market(INFY, "BUY", 1, strategy_code="S1"), f"near-{n}")
+            spans.clear()
+            client.submit(market(INFY, "BUY", 1, strategy_code="S1"), "near-4")
+            [risk] = spans.named("execgw.stage.risk")
+            near = [e for e in risk.events if e.name == "execgw.risk.near_limit"]
+            assert [dict(e.attributes or {}) for e in near] == [
+                {
+                    "execgw.breaker": "max_trades_per_day",
+                    "execgw.scope": "account",
+                    "execgw.value": "4",
+                    "execgw.limit": "5",
+                }
+            ]
+            spans.clear()
+            rejected = client.submit(market(INFY, "BUY", 1, strategy_code="S1"), "near-5")
+            assert rejected.status == OrderStatus.Value("ORDER_STATUS_REJECTED")
+            [risk] = spans.named("execgw.stage.risk")
+            failed = [
+                dict(e.attributes or {}) for e in risk.events if e.name == "execgw.risk.failed"
+            ]
+            assert {"execgw.reject_reason": "MAX_TRADES_PER_DAY"}.items() <= failed[0].items()
+    finally:
+        running.stop()
 
 
 def test_every_rpc_of_both_services_is_traced_with_its_status_code(

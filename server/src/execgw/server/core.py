@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from time import time_ns
 from typing import Any, Generic, TypeVar
 
 from opentelemetry import context as otel_context
@@ -92,6 +93,41 @@ class _Queued(Generic[R]):
     @property
     def name(self) -> str:
         return type(self.command).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    """When a batch-wide stage ran, and its own span when it has one."""
+
+    start_ns: int
+    end_ns: int
+    span: trace.SpanContext | None
+
+
+def _stage_spans(
+    outcomes: list[tuple[_Queued[Any], Any, BaseException | None]],
+    journal: _Stage,
+    publish: _Stage,
+) -> None:
+    """The journal and publish stages of each order the batch placed or cancelled, as
+    spans of that order's own trace: batch-wide work, timed once, shown per order and
+    linked to the batch's commit span."""
+    for queued, value, error in outcomes:
+        if error is not None or not isinstance(queued.command, Submit | Cancel):
+            continue
+        if not isinstance(value, Order):
+            continue
+        attributes = {"execgw.order_id": value.order_id, "execgw.status": value.status.value}
+        for name, stage in (("execgw.stage.journal", journal), ("execgw.stage.publish", publish)):
+            links = [] if stage.span is None else [trace.Link(stage.span)]
+            span = tracer.start_span(
+                name,
+                context=queued.trace_context,
+                start_time=stage.start_ns,
+                links=links,
+                attributes=attributes,
+            )
+            span.end(end_time=stage.end_ns)
 
 
 _STOP = object()
@@ -371,6 +407,7 @@ class GatewayCore:
                 recoveries += recovered
                 outcomes.append((command, None, dropped))
         records = self._engine.take_pending()
+        commit: _Stage | None = None
         if records:
             try:
                 with tracer.start_as_current_span(
@@ -380,9 +417,12 @@ class GatewayCore:
                         "execgw.commands": len(batch),
                         "execgw.last_sequence": records[-1].sequence,
                     },
-                ):
+                ) as commit_span:
                     started = time.perf_counter()
+                    commit_start = time_ns()
                     await asyncio.to_thread(self._journal.append, records)
+                    if commit_span.is_recording():
+                        commit = _Stage(commit_start, time_ns(), commit_span.get_span_context())
             except Exception as e:
                 await self._journal_failed(e)
                 failure = GatewayUnavailable(
@@ -405,7 +445,10 @@ class GatewayCore:
                 self._on_committed(records)
             except Exception:  # the link's bug must not fail a batch that is durable
                 log.exception("the venue link failed to take committed records")
+        publish_start = time_ns()
         self._bus.publish([BusEvent(r.sequence, r.timestamp, r.event, r.order) for r in records])
+        if commit is not None:
+            _stage_spans(outcomes, commit, _Stage(publish_start, time_ns(), None))
         self._answer_venue_waiters(records)
         for command, value, error in outcomes:
             if command.future.done():

@@ -9,11 +9,13 @@ queues the journal record with the order as the event left it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from execgw.server import risk_checks as rules
@@ -73,6 +75,11 @@ from execgw.server.venues.base import Venue, VenueReport
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("execgw.server")
 
+STAGE_RISK = "execgw.stage.risk"
+STAGE_VENUE = "execgw.stage.venue"
+FILL_SPAN = "execgw.fill"
+# A breaker at this fraction of its limit or more is reported on the order's risk span.
+NEAR_LIMIT = Decimal("0.8")
 SQUARE_OFF_TAG = "MIS_SQUAREOFF"
 # A venue that refuses a square-off this often in a day is not asked again: each
 # attempt is a new order, and the daily order cap is shared with everything else.
@@ -139,6 +146,8 @@ class ExecutionEngine:
         # the peak moves on them); counted from start-up, so a fresh gateway does not
         # journal marks for every first order it sees.
         self._marks_due = clock.now() + quotes.marks_every
+        # The span context that placed each resting order, to link its later fills to.
+        self._order_spans: dict[str, trace.SpanContext] = {}
         # Positions whose square-off the venue refused too often today (logged once).
         self._square_off_given_up: set[tuple[str, str]] = set()
         # Open positions' symbols with no mark, as last reported in the log.
@@ -548,17 +557,21 @@ class ExecutionEngine:
         quote = self._quotes.get(intent.symbol)
         failed: Check | None = None
         placed_by = "" if caller is None else caller.name
+        order_span = trace.get_current_span()
         if not internal:
-            checks = self._risk.check(
-                intent,
-                ltp=None if quote is None else quote.ltp,
-                position_qty=self._position_qty(intent),
-                pending_qty=self._pending_qty(intent),
-                now=now,
-                caller=caller,
-                stale=self._quotes.staleness(intent.symbol),
-            )
-            failed = next((c for c in checks if not c.passed), None)
+            with tracer.start_as_current_span(STAGE_RISK) as risk_span:
+                checks = self._risk.check(
+                    intent,
+                    ltp=None if quote is None else quote.ltp,
+                    position_qty=self._position_qty(intent),
+                    pending_qty=self._pending_qty(intent),
+                    now=now,
+                    caller=caller,
+                    stale=self._quotes.staleness(intent.symbol),
+                )
+                failed = next((c for c in checks if not c.passed), None)
+                if risk_span.is_recording():
+                    self._trace_risk(risk_span, checks, intent)
         if failed is None and quote is None:
             failed = rules.market_data(intent.symbol, quoted=False)
         if failed is not None:
@@ -578,24 +591,83 @@ class ExecutionEngine:
             )
             return
         assert quote is not None
-        opening = self._venue.open(
-            order_id, client_order_id, intent, now, internal=internal, placed_by=placed_by
-        )
-        if isinstance(opening, OrderSubmitted):
-            # The venue call as made (or, in a dry run, as it would have been), field by
-            # field, on the order's span as in the journal.
-            span = trace.get_current_span()
-            for key, value in opening.request.items():
-                span.set_attribute(f"execgw.venue.request.{key}", str(value))
-        self._emit(opening, now)
-        if not internal:
-            self._risk.record_accepted(intent, now, caller)
-        order = self.state.ledger.order(order_id)
-        assert order is not None
-        for event in self._venue.on_new_order(order, quote, now, self.state.ids.fill_id):
-            self._emit(event, now)
+        with tracer.start_as_current_span(
+            STAGE_VENUE,
+            attributes={"execgw.venue": self._venue.name, "execgw.dry_run": self._venue.dry_run},
+        ) as venue_span:
+            opening = self._venue.open(
+                order_id, client_order_id, intent, now, internal=internal, placed_by=placed_by
+            )
+            if isinstance(opening, OrderSubmitted):
+                # The venue call as made (or, in a dry run, as it would have been), field
+                # by field, on the order's span as in the journal.
+                for key, value in opening.request.items():
+                    order_span.set_attribute(f"execgw.venue.request.{key}", str(value))
+            self._emit(opening, now)
+            if not internal:
+                self._risk.record_accepted(intent, now, caller)
+            order = self.state.ledger.order(order_id)
+            assert order is not None
+            for event in self._venue.on_new_order(order, quote, now, self.state.ids.fill_id):
+                self._emit(event, now)
+            venue_span.set_attribute("execgw.status", order.status.value)
+        if order.status.is_open and order_span.get_span_context().is_valid:
+            # A later fill of this order gets its own span, linked to this one.
+            self._order_spans[order_id] = order_span.get_span_context()
+
+    def _trace_risk(self, span: trace.Span, checks: list[Check], intent: OrderIntent) -> None:
+        """Failed checks and breakers near their limit, as events on the risk span."""
+        for check in checks:
+            if not check.passed:
+                span.add_event(
+                    "execgw.risk.failed",
+                    {
+                        "execgw.rule": check.name.value,
+                        "execgw.reject_reason": "" if check.reason is None else check.reason.value,
+                    },
+                )
+        unrealized, unmarked = self._valuation()
+        for row in self._risk.breaker_values(unrealized, complete=not unmarked):
+            if row.strategy_code not in (ACCOUNT, intent.strategy_code) or row.limit <= 0:
+                continue
+            if row.value >= row.limit * NEAR_LIMIT:
+                span.add_event(
+                    "execgw.risk.near_limit",
+                    {
+                        "execgw.breaker": row.breaker.value,
+                        "execgw.scope": row.strategy_code or "account",
+                        "execgw.value": str(row.value),
+                        "execgw.limit": str(row.limit),
+                    },
+                )
+
+    @contextmanager
+    def _fill_span(self, order_id: str) -> Iterator[None]:
+        """A fill of a resting order: its own span, linked to the span that placed it."""
+        placed = self._order_spans.get(order_id)
+        if placed is None:
+            yield
+            return
+        with tracer.start_as_current_span(
+            FILL_SPAN,
+            context=otel_context.Context(),
+            links=[trace.Link(placed)],
+            attributes={"execgw.order_id": order_id},
+        ) as span:
+            yield
+            order = self.state.ledger.order(order_id)
+            if order is not None:
+                span.set_attribute("execgw.status", order.status.value)
+                span.set_attribute("execgw.filled_qty", order.filled_qty)
 
     def _emit(self, event: Event, now: datetime) -> None:
+        if isinstance(event, OrderFilled) and event.fill.order_id in self._order_spans:
+            with self._fill_span(event.fill.order_id):
+                self._append(event, now)
+            return
+        self._append(event, now)
+
+    def _append(self, event: Event, now: datetime) -> None:
         self._dirty = True
         state = self.state
         state.apply(event)
@@ -606,6 +678,8 @@ class ExecutionEngine:
             else None
         )
         self._pending.append(JournalRecord(state.sequence, now, event, after))
+        if after is not None and not after.status.is_open:
+            self._order_spans.pop(after.order_id, None)
 
     def _advance_time(self) -> datetime:
         now = self._clock.now()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from execgw.server.api import auth, convert, paging
 from execgw.server.api.errors import abort_for, unary, write_stream
@@ -33,6 +34,7 @@ from execgw.server.validation import (
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+tracer = trace.get_tracer("execgw.server")
 # Time kept back from a caller's deadline to answer with the order as it stands.
 ACK_WAIT_MARGIN_S = 0.25
 
@@ -64,14 +66,15 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         # The interceptor's server span, which continues the strategy's trace.
         with rpc_span() as span:
             span.set_attribute("execgw.client_order_id", request.client_order_id)
-            found = Violations()  # in field order: the intent's, then the key's
-            intent = found.value(self._intent, request)
-            found.check(
-                validate_client_order_id,
-                request.client_order_id,
-                required=self._require_client_order_id,
-            )
-            found.raise_if_any()
+            with tracer.start_as_current_span("execgw.stage.validate"):
+                found = Violations()  # in field order: the intent's, then the key's
+                intent = found.value(self._intent, request)
+                found.check(
+                    validate_client_order_id,
+                    request.client_order_id,
+                    required=self._require_client_order_id,
+                )
+                found.raise_if_any()
             if intent is None:
                 raise AssertionError("an invalid intent passed validation")
             span.set_attribute("execgw.symbol", intent.symbol)
