@@ -7,8 +7,10 @@ Spans are recorded in memory (telemetry_helpers); each is ended before its RPC a
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,6 +183,8 @@ def test_a_resting_order_filled_later_is_placed_in_one_trace_and_seen_filled_lat
     assert attributes(fill)["execgw.status"] == "FILLED"
     assert [link.context.span_id for link in fill.links] == [order.context.span_id]
     assert fill.parent is None
+    # In the session the order was placed in, so a session's summary sees it filled.
+    assert attributes(fill)["execgw.session_id"] == SESSION
 
 
 def test_the_risk_span_records_failed_checks_and_breakers_near_their_limit(
@@ -322,6 +326,32 @@ def test_a_malformed_session_is_refused_naming_the_metadata_key(
 _SECRET_TEXT = "SECRET-free-text-4242"
 
 
+def test_an_invalid_client_order_id_never_reaches_a_span(
+    traced: tuple[RunningGateway, ExecutionClient], spans: Recorder
+) -> None:
+    running, _ = traced
+    huge = "my password is hunter2 " + "x" * 100_000
+    with grpc.insecure_channel(running.target) as channel:
+        stub = gateway_pb2_grpc.ExecutionGatewayStub(channel)
+        request = gateway_pb2.SubmitOrderRequest(
+            intent=market(INFY, "BUY", 1, strategy_code="S1"), client_order_id=huge
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.SubmitOrder(request, timeout=5)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    # The server span of a failed call may end just after the caller has its answer.
+    pause = threading.Event()
+    for _ in range(500):
+        if spans.named(rpc("SubmitOrder"), SpanKind.SERVER):
+            break
+        pause.wait(0.01)
+    server = spans.server("SubmitOrder")
+    assert "execgw.client_order_id" not in attributes(server)
+    assert all(
+        len(str(value)) <= 256 for span in spans.spans for value in attributes(span).values()
+    )
+
+
 def test_credentials_and_free_text_never_reach_a_span(
     tmp_path: Path, clock: ManualClock, spans: Recorder
 ) -> None:
@@ -409,3 +439,23 @@ def test_jsonl_exporter_writes_one_span_per_line_as_the_sdk_would(tmp_path: Path
 def _micros(text: str) -> int:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return round(moment.timestamp() * 1_000_000)
+
+
+def test_a_later_outcome_no_rpc_answers_is_one_info_line(
+    traced: tuple[RunningGateway, ExecutionClient],
+    spans: Recorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, client = traced
+    caplog.set_level("INFO", logger="execgw.server.orders")
+    placed = client.submit(limit(INFY, "BUY", 5, 1490.0, strategy_code="S1"), "later-1")
+    caplog.clear()
+    publish(client, INFY, 1489.0)  # fills the resting order: no RPC of its own answers
+    lines = [r for r in caplog.records if placed.order_id in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        f"order {placed.order_id} FILLED after OrderFilled (5 filled)"
+    ]
+    assert Decimal(lines[0].__dict__["execgw"]["avg_price"]) == Decimal("1490")
+    caplog.clear()
+    client.cancel(client.submit(limit(INFY, "BUY", 5, 1400.0, strategy_code="S1")).order_id)
+    assert not [r for r in caplog.records if "after OrderCancelled" in r.getMessage()]

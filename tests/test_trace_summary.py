@@ -106,7 +106,7 @@ def test_the_summary_of_a_session_through_a_real_gateway(
     }
     for order in slowest:
         assert order["trace_id"] in submit_traces
-        assert order["slowest_stage"] == "execgw.order"
+        assert order["slowest_stage"].startswith("execgw.stage.")
         assert order["slowest_stage_ms"] <= order["latency_ms"]
     code, out, _ = run(capsys, str(path), "--session", "other", "--json")
     assert code == 0

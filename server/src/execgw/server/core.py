@@ -115,6 +115,8 @@ def _stage_spans(
     for queued, value, error in outcomes:
         if error is not None or not isinstance(queued.command, Submit | Cancel):
             continue
+        if not trace.get_current_span(queued.trace_context).is_recording():
+            continue  # not traced, or sampled out
         if not isinstance(value, Order):
             continue
         attributes = {"execgw.order_id": value.order_id, "execgw.status": value.status.value}
@@ -421,8 +423,10 @@ class GatewayCore:
                     started = time.perf_counter()
                     commit_start = time_ns()
                     await asyncio.to_thread(self._journal.append, records)
-                    if commit_span.is_recording():
-                        commit = _Stage(commit_start, time_ns(), commit_span.get_span_context())
+                    # Timed whether or not the commit span is sampled: the orders' own
+                    # traces may be.
+                    linked = commit_span.get_span_context() if commit_span.is_recording() else None
+                    commit = _Stage(commit_start, time_ns(), linked)
             except Exception as e:
                 await self._journal_failed(e)
                 failure = GatewayUnavailable(

@@ -146,8 +146,9 @@ class ExecutionEngine:
         # the peak moves on them); counted from start-up, so a fresh gateway does not
         # journal marks for every first order it sees.
         self._marks_due = clock.now() + quotes.marks_every
-        # The span context that placed each resting order, to link its later fills to.
-        self._order_spans: dict[str, trace.SpanContext] = {}
+        # The span that placed each resting order (to link its later fills to) and the
+        # telemetry scope (session, mode) it ran in.
+        self._order_spans: dict[str, tuple[trace.SpanContext, otel_context.Context]] = {}
         # Positions whose square-off the venue refused too often today (logged once).
         self._square_off_given_up: set[tuple[str, str]] = set()
         # Open positions' symbols with no mark, as last reported in the log.
@@ -160,6 +161,7 @@ class ExecutionEngine:
         self.state = state
         self._risk.adopt(state.risk)
         self._pending.clear()
+        self._order_spans.clear()
         self._venue.reset()
         self._venue.restore(state.ledger.open_orders())
 
@@ -174,6 +176,8 @@ class ExecutionEngine:
         self.state = durable
         self._risk.adopt(durable.risk, keep_transient=True)
         self._pending = list(keep)
+        # Ids may be drawn again: no link may point a new order at an old trace.
+        self._order_spans.clear()
         self._venue.reset()
         self._venue.restore(durable.ledger.open_orders())
 
@@ -613,7 +617,12 @@ class ExecutionEngine:
             venue_span.set_attribute("execgw.status", order.status.value)
         if order.status.is_open and order_span.get_span_context().is_valid:
             # A later fill of this order gets its own span, linked to this one.
-            self._order_spans[order_id] = order_span.get_span_context()
+            self._order_spans[order_id] = (
+                order_span.get_span_context(),
+                # The placing call's context without its span: the fill's own trace
+                # keeps the session and mode the order was placed in.
+                trace.set_span_in_context(trace.INVALID_SPAN, otel_context.get_current()),
+            )
 
     def _trace_risk(self, span: trace.Span, checks: list[Check], intent: OrderIntent) -> None:
         """Failed checks and breakers near their limit, as events on the risk span."""
@@ -644,13 +653,14 @@ class ExecutionEngine:
     @contextmanager
     def _fill_span(self, order_id: str) -> Iterator[None]:
         """A fill of a resting order: its own span, linked to the span that placed it."""
-        placed = self._order_spans.get(order_id)
-        if placed is None:
+        found = self._order_spans.get(order_id)
+        if found is None:
             yield
             return
+        placed, scope = found
         with tracer.start_as_current_span(
             FILL_SPAN,
-            context=otel_context.Context(),
+            context=scope,
             links=[trace.Link(placed)],
             attributes={"execgw.order_id": order_id},
         ) as span:

@@ -65,7 +65,6 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     ) -> gateway_pb2.SubmitOrderResponse:
         # The interceptor's server span, which continues the strategy's trace.
         with rpc_span() as span:
-            span.set_attribute("execgw.client_order_id", request.client_order_id)
             with tracer.start_as_current_span("execgw.stage.validate"):
                 found = Violations()  # in field order: the intent's, then the key's
                 intent = found.value(self._intent, request)
@@ -75,6 +74,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
                     required=self._require_client_order_id,
                 )
                 found.raise_if_any()
+            # Only once valid: the span never carries a caller's unchecked text.
+            span.set_attribute("execgw.client_order_id", request.client_order_id)
             if intent is None:
                 raise AssertionError("an invalid intent passed validation")
             span.set_attribute("execgw.symbol", intent.symbol)

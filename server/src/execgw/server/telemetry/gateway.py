@@ -31,6 +31,7 @@ from execgw.server.core import GatewayCore
 from execgw.server.telemetry import attributes as attr
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.metrics import METER_NAME, GatewayMetrics, meter_provider
+from execgw.server.telemetry.outcomes import log_later_outcomes
 from execgw.server.telemetry.prometheus import PrometheusEndpoint
 from execgw.server.telemetry.tracing import FLUSH_TIMEOUT_MS, SpanPipeline, check_otlp_protocol
 
@@ -104,7 +105,9 @@ class GatewayTelemetry:
             core.on_commit = metrics.on_commit
 
     async def started(self, core: GatewayCore) -> None:
-        """Once the core runs: the breakers as they stand (tripped ones from the journal)."""
+        """Once the core runs: the breakers as they stand (tripped ones from the journal),
+        and the log of order outcomes no RPC answers."""
+        core.bus.observe(log_later_outcomes)
         if self.metrics.enabled:
             self.metrics.seed(await core.risk_report())
 

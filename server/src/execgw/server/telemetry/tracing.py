@@ -25,7 +25,7 @@ import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -47,6 +47,8 @@ from execgw.server.config import ConfigError, TelemetryConfig
 from execgw.server.telemetry import scope as scopes
 
 log = logging.getLogger(__name__)
+# Longest span attribute value kept (longer ones are cut), whoever sent it.
+MAX_ATTRIBUTE_LENGTH = 256
 
 # How long a stopping gateway waits for its last spans to be exported.
 FLUSH_TIMEOUT_MS = 5_000
@@ -256,7 +258,13 @@ def _pipelines(resource: Resource, *, create: bool) -> _Pipelines | None:
                     type(provider).__name__,
                 )
                 return None
-            provider = TracerProvider(resource=resource, sampler=ScopeSampler(_env_sampler()))
+            provider = TracerProvider(
+                resource=resource,
+                sampler=ScopeSampler(_env_sampler()),
+                # Attribute values come from callers too: none may grow a span (and the
+                # export queue behind it) beyond this many characters.
+                span_limits=SpanLimits(max_attribute_length=MAX_ATTRIBUTE_LENGTH),
+            )
             trace.set_tracer_provider(provider)
         entry = _installed.get(id(provider))
         if entry is not None and entry[0] is provider:
