@@ -13,8 +13,12 @@ The grpc library's own DEBUG lines (its I/O engine, its polling) stay out of
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -95,7 +99,40 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler configure_logging installs (and replaces on a second call)."""
+    """Writes to stderr, on the listener's thread."""
+
+
+class _Enqueue(logging.handlers.QueueHandler):
+    """The handler configure_logging installs (and replaces on a second call).
+
+    Logging on the event loop must never wait for stderr: a stalled pipe or log
+    shipper would stall the single writer with it. Lines go through a bounded queue to
+    a thread; when it is full they are dropped and counted, never waited for."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(queue.Queue(capacity))
+        self.dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The message and traceback as text now (arguments may change later), with
+        # the record's own fields kept for the JSON formatter.
+        record = copy.copy(record)
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+LOG_QUEUE_CAPACITY = 10_000
+_listener: logging.handlers.QueueListener | None = None
 
 
 def configure_logging(level: str, log_format: LogFormat = "text") -> None:
@@ -103,15 +140,31 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
 
     Like logging.basicConfig, it leaves a root logger that someone else gave handlers
     (a test runner capturing logs) alone."""
+    global _listener
     root = logging.getLogger()
-    if any(not isinstance(h, _Handler) for h in root.handlers):
+    if any(not isinstance(h, _Enqueue) for h in root.handlers):
         return
-    handler = _Handler(sys.stderr)
+    writer = _Handler(sys.stderr)
+    writer.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler = _Enqueue(LOG_QUEUE_CAPACITY)
+    # On the logging thread: the trace context is the caller's.
     handler.addFilter(TraceContextFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     for old in list(root.handlers):
         root.removeHandler(old)
+    if _listener is not None:
+        _listener.stop()
+    _listener = logging.handlers.QueueListener(handler.queue, writer)
+    _listener.start()
+    atexit.register(_stop_listener)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+
+
+def _stop_listener() -> None:
+    """At exit: write what is queued."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
