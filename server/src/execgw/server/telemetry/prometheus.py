@@ -202,6 +202,7 @@ class PrometheusEndpoint:
         self._collect = collect
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._rendering = asyncio.Lock()
         self.port = 0
 
     async def start(self) -> int:
@@ -239,7 +240,11 @@ class PrometheusEndpoint:
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
                     head = await reader.readuntil(b"\r\n\r\n")
-                    status, content_type, body = self._answer(head)
+                    # Collected and rendered on a thread, one scrape at a time: however
+                    # often it is scraped, the event loop (and the orders on it) never
+                    # waits for a page.
+                    async with self._rendering:
+                        status, content_type, body = await asyncio.to_thread(self._answer, head)
                     writer.write(
                         (
                             f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
