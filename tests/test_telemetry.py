@@ -459,3 +459,59 @@ def test_a_later_outcome_no_rpc_answers_is_one_info_line(
     caplog.clear()
     client.cancel(client.submit(limit(INFY, "BUY", 5, 1400.0, strategy_code="S1")).order_id)
     assert not [r for r in caplog.records if "after OrderCancelled" in r.getMessage()]
+
+
+def test_a_dry_run_order_has_the_full_span_tree_with_the_would_be_call(
+    tmp_path: Path, clock: ManualClock, spans: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    config = make_config(
+        tmp_path,
+        mode="live",
+        execution={"dry_run": True, "dry_run_fills": "simulate"},
+        broker={"kite": {"root": "http://127.0.0.1:9"}},  # never called
+        telemetry={"session_id": "rehearsal-1"},
+    )
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target) as client:
+            publish(client, INFY, 1500.0)
+            spans.clear()
+            result = client.submit(market(INFY, "BUY", 10, strategy_code="S1"), "dry-1")
+        assert result.dry_run
+        assert result.order_id.endswith("-DRY")
+        assert result.status == OrderStatus.Value("ORDER_STATUS_FILLED")
+        server = spans.server("SubmitOrder")
+        order = _order_span_under(spans, server)
+        assert sorted(s.name for s in spans.children(server)) == [
+            "execgw.order",
+            "execgw.stage.journal",
+            "execgw.stage.publish",
+            "execgw.stage.validate",
+        ]
+        assert sorted(s.name for s in spans.children(order)) == [
+            "execgw.stage.risk",
+            "execgw.stage.venue",
+        ]
+        found = attributes(order)
+        assert found["execgw.dry_run"] is True
+        assert found["execgw.mode"] == "live"
+        assert found["execgw.session_id"] == "rehearsal-1"
+        assert found["execgw.venue"] == "kite-dry-run"
+        assert {k: v for k, v in found.items() if k.startswith("execgw.venue.request.")} == {
+            "execgw.venue.request.variety": "regular",
+            "execgw.venue.request.exchange": "NSE",
+            "execgw.venue.request.tradingsymbol": "INFY",
+            "execgw.venue.request.transaction_type": "BUY",
+            "execgw.venue.request.quantity": "10",
+            "execgw.venue.request.product": "MIS",
+            "execgw.venue.request.order_type": "MARKET",
+            "execgw.venue.request.validity": "DAY",
+            "execgw.venue.request.tag": found["execgw.venue.request.tag"],
+            "execgw.venue.request.market_protection": "-1",
+        }
+        [venue] = spans.named("execgw.stage.venue")
+        assert attributes(venue)["execgw.status"] == "FILLED"
+    finally:
+        running.stop()
