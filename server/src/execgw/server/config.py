@@ -271,6 +271,29 @@ class PreTradeConfig(_Section):
     strategies: dict[str, StrategyLimits] = Field(default_factory=dict)
 
 
+class SimulatorConfig(_Section):
+    """The paper simulator's market model (venues/fill_model.py). The defaults are the
+    seed's: fills at LTP +- slippage_bps for the whole quantity at once."""
+
+    # ltp: every fill priced off the last traded price. touch: a BUY off the ask, a SELL
+    # off the bid (the spread a taker really pays), LTP when that side is empty.
+    # slippage_model then moves that price further against the trader.
+    price_source: Literal["ltp", "touch"] = "ltp"
+    # Each fill at most the quantity displayed at the touch (ask_qty for a BUY, bid_qty
+    # for a SELL), shared by all orders within one quote. A remainder stays PARTIAL and
+    # fills on later quotes (DAY) or is cancelled (IOC).
+    cap_to_displayed_qty: bool = False
+    # A participation cap, as zipline's VolumeShareSlippage volume_limit: fills of one
+    # symbol take at most this fraction of the volume traded since its previous quote
+    # (Quote.volume is cumulative). No fill until the feed shows traded volume. null: none.
+    volume_limit: float | None = Field(default=None, gt=0, le=1)
+    # fixed_bps: execution.slippage_bps against the trader. volume_share: impact =
+    # impact_k * participation^2 (zipline), participation = fill qty / traded volume.
+    slippage_model: Literal["fixed_bps", "volume_share"] = "fixed_bps"
+    # zipline's price_impact (0.1): the price moves 10% at 100% participation.
+    impact_k: float = Field(default=0.1, ge=0, le=1)
+
+
 class ExecutionConfig(_Section):
     # With mode: live, take every step of the live path except the broker call: orders
     # go to the dry-run venue, which has no way to reach the broker. Only the config
@@ -283,6 +306,8 @@ class ExecutionConfig(_Section):
     # "auto-<order_id>" instead, and a retry of such a submit places a second order.
     require_client_order_id: bool = True
     slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
+    # The paper simulator's market model (paper mode and dry_run_fills: simulate).
+    simulator: SimulatorConfig = SimulatorConfig()
     # Equity for the drawdown breaker is capital plus the day's PnL.
     capital_rupees: float = Field(default=1_000_000.0, gt=0)
     circuit_breakers: CircuitBreakersConfig = CircuitBreakersConfig()

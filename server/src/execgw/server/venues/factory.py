@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from execgw.server.config import GatewayConfig
+from execgw.server.config import GatewayConfig, SimulatorConfig
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.venues.base import Venue
 from execgw.server.venues.dry_run import DryRunVenue
+from execgw.server.venues.fill_model import FillModel
 from execgw.server.venues.kite.venue import KiteVenue
 from execgw.server.venues.paper import PaperVenue
 from execgw.server.venues.simulator import SmartFillSimulator
@@ -17,7 +18,9 @@ from execgw.server.venues.simulator import SmartFillSimulator
 def build_venue(config: GatewayConfig, instruments: InstrumentRegistry) -> Venue:
     def simulator() -> SmartFillSimulator:
         return SmartFillSimulator(
-            slippage_bps=Decimal(repr(config.execution.slippage_bps)), instruments=instruments
+            slippage_bps=Decimal(repr(config.execution.slippage_bps)),
+            instruments=instruments,
+            model=fill_model(config.execution.simulator),
         )
 
     protection = config.broker.kite.market_protection
@@ -27,6 +30,17 @@ def build_venue(config: GatewayConfig, instruments: InstrumentRegistry) -> Venue
         fills = simulator() if config.execution.dry_run_fills == "simulate" else None
         return DryRunVenue(market_protection=protection, simulator=fills)
     return KiteVenue(market_protection=protection)
+
+
+def fill_model(sim: SimulatorConfig) -> FillModel:
+    """The simulator's market model from its config (floats to exact Decimals)."""
+    return FillModel(
+        price_source=sim.price_source,
+        cap_to_displayed_qty=sim.cap_to_displayed_qty,
+        volume_limit=None if sim.volume_limit is None else Decimal(repr(sim.volume_limit)),
+        slippage_model=sim.slippage_model,
+        impact_k=Decimal(repr(sim.impact_k)),
+    )
 
 
 def venue_name(config: GatewayConfig) -> str:

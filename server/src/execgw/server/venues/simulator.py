@@ -1,28 +1,31 @@
 """SmartFillSimulator: the paper venue. Fills orders against the latest quote.
 
-Pricing rules (all exact, in Decimal):
-- MARKET fills at LTP moved by slippage against the trader, snapped to the tick in
-  the direction that is worse for the trader.
+Pricing rules (all exact, in Decimal), with the market model of fill_model.py:
+- MARKET fills at the reference price (LTP, or the touch) moved by slippage against
+  the trader, snapped to the tick in the direction that is worse for the trader.
 - A marketable LIMIT fills at once at that slipped price, capped at the limit.
-- A resting DAY LIMIT fills at its limit when a later LTP reaches it; IOC is cancelled.
-- SL / SL_M rest until LTP reaches the trigger, then act as LIMIT / MARKET.
+- A resting DAY LIMIT fills at its limit when a later quote reaches it; IOC is cancelled.
+- SL / SL_M rest until LTP reaches the trigger (Kite triggers on LTP), then act as
+  LIMIT / MARKET.
+- With liquidity caps on, a fill takes at most what the quote still offers; a DAY
+  remainder stays working (PARTIAL) and fills on later quotes, an IOC remainder is
+  cancelled. Without caps (the default), every fill takes all that remains.
 
-The simulator owns only its book of working orders. It decides, and returns events;
-the core applies them to the ledger.
+The simulator owns only its book of working orders and what it saw of the market. It
+decides, and returns events; the core applies them to the ledger.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
 from execgw.server.domain import Fill, Order, OrderType, Quote, Side, Validity
 from execgw.server.events import Event, OrderCancelled, OrderFilled, OrderTriggered
 from execgw.server.instruments import InstrumentRegistry
-
-_BPS = Decimal(10_000)
+from execgw.server.venues.fill_model import FillModel, Liquidity
 
 
 @dataclass(slots=True)
@@ -38,15 +41,27 @@ class SmartFillSimulator:
         *,
         slippage_bps: Decimal,
         instruments: InstrumentRegistry,
+        model: FillModel | None = None,
     ) -> None:
         if slippage_bps < 0:
             raise ValueError("slippage_bps must be >= 0")
-        self._slippage = slippage_bps / _BPS
+        self._model = replace(model or FillModel(), slippage_bps=slippage_bps)
         self._instruments = instruments
         self._working: dict[str, dict[str, _Working]] = {}
+        # Per symbol: the latest quote and the cumulative volume of the one before it,
+        # so that a quote's traded volume is known. Kept only when liquidity is tracked.
+        self._seen: dict[str, tuple[Quote, int | None]] = {}
+        # Per symbol: what the latest quote still offers after the fills it gave.
+        self._liquidity: dict[str, Liquidity] = {}
+
+    @property
+    def model(self) -> FillModel:
+        return self._model
 
     def reset(self) -> None:
         self._working.clear()
+        # Liquidity taken by orders about to be rebuilt is given back; the quotes seen stay.
+        self._liquidity.clear()
 
     def working_order_ids(self) -> list[str]:
         return [oid for book in self._working.values() for oid in book]
@@ -59,56 +74,71 @@ class SmartFillSimulator:
                 self._rest(order, triggered=order.triggered or not is_stop)
 
     def market_price(self, side: Side, symbol: str, ltp: Decimal) -> Decimal:
-        instrument = self._instruments.get(symbol)
-        if side is Side.BUY:
-            return instrument.snap_up(ltp * (1 + self._slippage))
-        # Never below one tick: a penny stock sold at market must not fill at zero.
-        return max(instrument.snap_down(ltp * (1 - self._slippage)), instrument.tick_size)
+        """LTP moved by the fixed slippage against the trader (the seed's market price)."""
+        model = replace(self._model, slippage_model="fixed_bps")
+        return model.taker_price(self._instruments.get(symbol), side, ltp, Decimal(0))
 
     def on_new_order(
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
     ) -> list[Event]:
         """The immediate outcome of an accepted order: fill, rest, trigger or cancel."""
         intent = order.intent
+        liquidity = self._liquidity_for(quote)
         if intent.order_type in (OrderType.SL, OrderType.SL_M):
             if not self._trigger_crossed(order, quote.ltp):
                 self._rest(order, triggered=False)
                 return []
             triggered: list[Event] = [OrderTriggered(order.order_id, now, quote.ltp)]
-            return triggered + self._execute(order, quote, now, next_fill_id, resting_allowed=True)
+            return triggered + self._execute(
+                order, quote, liquidity, now, next_fill_id, resting_allowed=True
+            )
         return self._execute(
-            order, quote, now, next_fill_id, resting_allowed=intent.validity is Validity.DAY
+            order,
+            quote,
+            liquidity,
+            now,
+            next_fill_id,
+            resting_allowed=intent.validity is Validity.DAY,
         )
 
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        liquidity = self._observe(quote) if self._model.tracks_liquidity else None
         book = self._working.get(quote.symbol)
         if not book:
             return []
         events: list[Event] = []
-        # Oldest first: time priority among orders the same quote reaches.
+        # Oldest first: time priority among orders the same quote reaches, and for the
+        # liquidity it offers.
         for order_id, working in list(book.items()):
             order = working.order
+            order_type = order.intent.order_type
             if not working.triggered:
                 if not self._trigger_crossed(order, quote.ltp):
                     continue
                 working.triggered = True
                 events.append(OrderTriggered(order_id, now, quote.ltp))
-                if order.intent.order_type is OrderType.SL_M:
-                    self._remove(order)
-                    events.append(
-                        self._fill(next_fill_id, order, self._slipped(order, quote), quote, now)
-                    )
-                    continue
-                if self._limit_marketable(order, quote.ltp):
-                    self._remove(order)
-                    events.append(
-                        self._fill(next_fill_id, order, self._capped(order, quote), quote, now)
+                if order_type is OrderType.SL_M:
+                    events += self._take(order, quote, liquidity, now, next_fill_id)
+                elif self._limit_marketable(order, quote):
+                    events += self._take(
+                        order, quote, liquidity, now, next_fill_id, limit=order.intent.price
                     )
                 continue
-            if self._limit_marketable(order, quote.ltp):
-                self._remove(order)
+            if order_type in (OrderType.MARKET, OrderType.SL_M):
+                # Only a remainder the liquidity caps left over rests at market.
+                events += self._take(order, quote, liquidity, now, next_fill_id)
+            elif self._limit_marketable(order, quote):
+                # A resting limit is the passive side: it trades at its own price.
                 assert order.intent.price is not None
-                events.append(self._fill(next_fill_id, order, order.intent.price, quote, now))
+                events += self._take(
+                    order,
+                    quote,
+                    liquidity,
+                    now,
+                    next_fill_id,
+                    limit=order.intent.price,
+                    price=order.intent.price,
+                )
         return events
 
     def cancel(self, order_id: str, symbol: str) -> bool:
@@ -122,42 +152,107 @@ class SmartFillSimulator:
         self,
         order: Order,
         quote: Quote,
+        liquidity: Liquidity | None,
         now: datetime,
         next_fill_id: Callable[[], str],
         *,
         resting_allowed: bool,
     ) -> list[Event]:
         intent = order.intent
+        events: list[Event] = []
+        marketable = True
         if intent.order_type in (OrderType.MARKET, OrderType.SL_M):
-            return [self._fill(next_fill_id, order, self._slipped(order, quote), quote, now)]
-        if self._limit_marketable(order, quote.ltp):
-            return [self._fill(next_fill_id, order, self._capped(order, quote), quote, now)]
+            events = self._take(order, quote, liquidity, now, next_fill_id)
+        elif self._limit_marketable(order, quote):
+            events = self._take(order, quote, liquidity, now, next_fill_id, limit=intent.price)
+        else:
+            marketable = False
+        left = order.remaining_qty - sum(e.fill.qty for e in events if isinstance(e, OrderFilled))
+        if left == 0:
+            return events
         if resting_allowed:
             self._rest(order, triggered=True)
-            return []
-        return [
-            OrderCancelled(
-                order.order_id,
-                now,
-                f"IOC limit {intent.price} not marketable against LTP {quote.ltp}",
+            return events
+        if not marketable:
+            message = (
+                f"IOC limit {intent.price} not marketable against "
+                f"{self._reference_name(intent.side)} {self._model.reference(intent.side, quote)}"
             )
-        ]
+        else:
+            message = (
+                f"IOC remainder {left} of {intent.qty} cancelled: no more liquidity in the quote"
+            )
+        return [*events, OrderCancelled(order.order_id, now, message)]
 
-    def _slipped(self, order: Order, quote: Quote) -> Decimal:
-        return self.market_price(order.intent.side, order.intent.symbol, quote.ltp)
+    def _take(
+        self,
+        order: Order,
+        quote: Quote,
+        liquidity: Liquidity | None,
+        now: datetime,
+        next_fill_id: Callable[[], str],
+        *,
+        limit: Decimal | None = None,
+        price: Decimal | None = None,
+    ) -> list[Event]:
+        """Fill what the quote offers of the order's remainder: at `price`, or as a taker
+        at the slipped reference price, never worse than `limit`. Nothing when the quote
+        has nothing left; the order leaves the book once complete."""
+        side = order.intent.side
+        remaining = order.remaining_qty
+        qty = remaining if liquidity is None else liquidity.available(side, remaining)
+        if qty <= 0:
+            return []
+        if price is None:
+            participation = Decimal(0) if liquidity is None else liquidity.participation(side, qty)
+            price = self._model.taker_price(
+                self._instruments.get(order.intent.symbol),
+                side,
+                self._model.reference(side, quote),
+                participation,
+            )
+            if limit is not None:
+                price = min(price, limit) if side is Side.BUY else max(price, limit)
+        if liquidity is not None:
+            liquidity.take(side, qty)
+        if qty == remaining:
+            self._remove(order)
+        return [self._fill(next_fill_id, order, qty, price, quote, now)]
 
-    def _capped(self, order: Order, quote: Quote) -> Decimal:
-        """Slipped price, never worse than the limit."""
+    def _observe(self, quote: Quote) -> Liquidity:
+        """A new quote of a symbol: a fresh budget of liquidity."""
+        seen = self._seen.get(quote.symbol)
+        previous_volume = None if seen is None else seen[0].volume
+        self._seen[quote.symbol] = (quote, previous_volume)
+        liquidity = Liquidity.of(self._model, quote, previous_volume)
+        self._liquidity[quote.symbol] = liquidity
+        return liquidity
+
+    def _liquidity_for(self, quote: Quote) -> Liquidity | None:
+        """What `quote` still offers to a new order; None when liquidity is not tracked."""
+        if not self._model.tracks_liquidity:
+            return None
+        liquidity = self._liquidity.get(quote.symbol)
+        if liquidity is not None and liquidity.quote == quote:
+            return liquidity
+        seen = self._seen.get(quote.symbol)
+        if seen is not None and seen[0] == quote:
+            # Seen before a reset: its budget starts full again.
+            liquidity = Liquidity.of(self._model, quote, seen[1])
+            self._liquidity[quote.symbol] = liquidity
+            return liquidity
+        return self._observe(quote)
+
+    def _reference_name(self, side: Side) -> str:
+        if self._model.price_source == "touch":
+            return "ask" if side is Side.BUY else "bid"
+        return "LTP"
+
+    def _limit_marketable(self, order: Order, quote: Quote) -> bool:
         limit = order.intent.price
         assert limit is not None
-        slipped = self._slipped(order, quote)
-        return min(slipped, limit) if order.intent.side is Side.BUY else max(slipped, limit)
-
-    @staticmethod
-    def _limit_marketable(order: Order, ltp: Decimal) -> bool:
-        limit = order.intent.price
-        assert limit is not None
-        return ltp <= limit if order.intent.side is Side.BUY else ltp >= limit
+        reference = self._model.reference(order.intent.side, quote)
+        return reference <= limit if order.intent.side is Side.BUY else reference >= limit
 
     @staticmethod
     def _trigger_crossed(order: Order, ltp: Decimal) -> bool:
@@ -169,6 +264,7 @@ class SmartFillSimulator:
         self,
         next_fill_id: Callable[[], str],
         order: Order,
+        qty: int,
         price: Decimal,
         quote: Quote,
         now: datetime,
@@ -183,7 +279,7 @@ class SmartFillSimulator:
                 symbol=intent.symbol,
                 side=intent.side,
                 product=intent.product,
-                qty=order.remaining_qty,
+                qty=qty,
                 price=price,
                 timestamp=now,
             ),
