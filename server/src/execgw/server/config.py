@@ -294,6 +294,77 @@ class SimulatorConfig(_Section):
     impact_k: float = Field(default=0.1, ge=0, le=1)
 
 
+class SegmentChargesConfig(_Section):
+    """One segment's rates; every *_pct is a percentage of turnover (0.03 = 0.03%)."""
+
+    # null: brokerage is a flat brokerage_max_rupees per executed order (options).
+    brokerage_pct: float | None = Field(default=None, ge=0, le=100)
+    brokerage_max_rupees: float = Field(default=0.0, ge=0)
+    stt_buy_pct: float = Field(default=0.0, ge=0, le=100)
+    stt_sell_pct: float = Field(default=0.0, ge=0, le=100)
+    exchange_txn_pct: float = Field(default=0.0, ge=0, le=100)
+    stamp_buy_pct: float = Field(default=0.0, ge=0, le=100)
+
+
+ChargeSegment = Literal["equity_delivery", "equity_intraday", "futures", "options"]
+
+
+def _default_segments() -> dict[ChargeSegment, SegmentChargesConfig]:
+    # Zerodha, https://zerodha.com/charges (NSE), rates in force from 2024-10-01: NSE
+    # transaction charges per SEBI's "true to label" circular of 2024-07-01, STT on F&O
+    # per the Finance (No. 2) Act 2024, stamp duty per the Indian Stamp Act (2020-07-01).
+    # Check the page before relying on them: budgets change STT.
+    return {
+        # CNC: no brokerage; STT 0.1% both sides; stamp 0.015% on buys.
+        "equity_delivery": SegmentChargesConfig(
+            brokerage_pct=0.0,
+            brokerage_max_rupees=0.0,
+            stt_buy_pct=0.1,
+            stt_sell_pct=0.1,
+            exchange_txn_pct=0.00297,
+            stamp_buy_pct=0.015,
+        ),
+        # MIS: 0.03% or Rs 20 per executed order; STT 0.025% on sells; stamp 0.003%.
+        "equity_intraday": SegmentChargesConfig(
+            brokerage_pct=0.03,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.025,
+            exchange_txn_pct=0.00297,
+            stamp_buy_pct=0.003,
+        ),
+        # Futures: 0.03% or Rs 20; STT 0.02% on sells; stamp 0.002%.
+        "futures": SegmentChargesConfig(
+            brokerage_pct=0.03,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.02,
+            exchange_txn_pct=0.00173,
+            stamp_buy_pct=0.002,
+        ),
+        # Options: flat Rs 20; STT 0.1% of the premium on sells; stamp 0.003%.
+        "options": SegmentChargesConfig(
+            brokerage_pct=None,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.1,
+            exchange_txn_pct=0.03503,
+            stamp_buy_pct=0.003,
+        ),
+    }
+
+
+class ChargesConfig(_Section):
+    """Charges the paper simulator puts on each fill (venues/charges.py). Fills, orders
+    and positions then report them, and positions their realized PnL net of them."""
+
+    enabled: bool = False
+    # SEBI turnover fee, rupees per crore (10 since 2022-06-01).
+    sebi_per_crore: float = Field(default=10.0, ge=0)
+    # GST on brokerage, exchange transaction charges and SEBI fees, in percent.
+    gst_pct: float = Field(default=18.0, ge=0, le=100)
+    # Rates by segment: equity_delivery, equity_intraday, futures, options. A table
+    # given here replaces the default one whole.
+    segments: dict[ChargeSegment, SegmentChargesConfig] = Field(default_factory=_default_segments)
+
+
 class ExecutionConfig(_Section):
     # With mode: live, take every step of the live path except the broker call: orders
     # go to the dry-run venue, which has no way to reach the broker. Only the config
@@ -308,6 +379,8 @@ class ExecutionConfig(_Section):
     slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
     # The paper simulator's market model (paper mode and dry_run_fills: simulate).
     simulator: SimulatorConfig = SimulatorConfig()
+    # Brokerage, taxes and fees on simulated fills; off by default (the seed's PnL).
+    charges: ChargesConfig = ChargesConfig()
     # Equity for the drawdown breaker is capital plus the day's PnL.
     capital_rupees: float = Field(default=1_000_000.0, gt=0)
     circuit_breakers: CircuitBreakersConfig = CircuitBreakersConfig()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from execgw.server.config import GatewayConfig, SimulatorConfig
+from execgw.server.config import ChargesConfig, GatewayConfig, SimulatorConfig
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.venues.base import Venue
+from execgw.server.venues.charges import ChargeModel, SegmentRates
 from execgw.server.venues.dry_run import DryRunVenue
 from execgw.server.venues.fill_model import FillModel
 from execgw.server.venues.kite.venue import KiteVenue
@@ -21,6 +22,7 @@ def build_venue(config: GatewayConfig, instruments: InstrumentRegistry) -> Venue
             slippage_bps=Decimal(repr(config.execution.slippage_bps)),
             instruments=instruments,
             model=fill_model(config.execution.simulator),
+            charges=charge_model(config.execution.charges),
         )
 
     protection = config.broker.kite.market_protection
@@ -40,6 +42,31 @@ def fill_model(sim: SimulatorConfig) -> FillModel:
         volume_limit=None if sim.volume_limit is None else Decimal(repr(sim.volume_limit)),
         slippage_model=sim.slippage_model,
         impact_k=Decimal(repr(sim.impact_k)),
+    )
+
+
+def charge_model(charges: ChargesConfig) -> ChargeModel | None:
+    """The simulator's charges from their config; None when they are off."""
+    if not charges.enabled:
+        return None
+
+    def exact(value: float) -> Decimal:
+        return Decimal(repr(value))
+
+    return ChargeModel(
+        segments={
+            name: SegmentRates(
+                brokerage_pct=None if r.brokerage_pct is None else exact(r.brokerage_pct),
+                brokerage_max_rupees=exact(r.brokerage_max_rupees),
+                stt_buy_pct=exact(r.stt_buy_pct),
+                stt_sell_pct=exact(r.stt_sell_pct),
+                exchange_txn_pct=exact(r.exchange_txn_pct),
+                stamp_buy_pct=exact(r.stamp_buy_pct),
+            )
+            for name, r in charges.segments.items()
+        },
+        sebi_per_crore=exact(charges.sebi_per_crore),
+        gst_pct=exact(charges.gst_pct),
     )
 
 

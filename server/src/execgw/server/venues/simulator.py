@@ -25,6 +25,7 @@ from decimal import Decimal
 from execgw.server.domain import Fill, Order, OrderType, Quote, Side, Validity
 from execgw.server.events import Event, OrderCancelled, OrderFilled, OrderTriggered
 from execgw.server.instruments import InstrumentRegistry
+from execgw.server.venues.charges import ChargeModel
 from execgw.server.venues.fill_model import FillModel, Liquidity
 
 
@@ -42,6 +43,7 @@ class SmartFillSimulator:
         slippage_bps: Decimal,
         instruments: InstrumentRegistry,
         model: FillModel | None = None,
+        charges: ChargeModel | None = None,
     ) -> None:
         if slippage_bps < 0:
             raise ValueError("slippage_bps must be >= 0")
@@ -53,6 +55,9 @@ class SmartFillSimulator:
         self._seen: dict[str, tuple[Quote, int | None]] = {}
         # Per symbol: what the latest quote still offers after the fills it gave.
         self._liquidity: dict[str, Liquidity] = {}
+        self._charges = charges
+        # Brokerage each working order paid so far: Zerodha caps it per executed order.
+        self._brokerage: dict[str, Decimal] = {}
 
     @property
     def model(self) -> FillModel:
@@ -146,6 +151,7 @@ class SmartFillSimulator:
         if book is None or order_id not in book:
             return False
         del book[order_id]
+        self._brokerage.pop(order_id, None)
         return True
 
     def _execute(
@@ -270,6 +276,17 @@ class SmartFillSimulator:
         now: datetime,
     ) -> OrderFilled:
         intent = order.intent
+        charges = None
+        if self._charges is not None:
+            paid = self._brokerage.get(order.order_id, Decimal(0))
+            charges = self._charges.for_fill(
+                intent.symbol, intent.product, intent.side, qty, price, brokerage_so_far=paid
+            )
+            if charges is not None:
+                if qty == order.remaining_qty:
+                    self._brokerage.pop(order.order_id, None)
+                else:
+                    self._brokerage[order.order_id] = paid + charges.brokerage
         return OrderFilled(
             Fill(
                 fill_id=next_fill_id(),
@@ -282,6 +299,7 @@ class SmartFillSimulator:
                 qty=qty,
                 price=price,
                 timestamp=now,
+                charges=charges,
             ),
             quote,
         )
