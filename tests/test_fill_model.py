@@ -296,3 +296,41 @@ def test_the_default_model_fills_everything_at_once_whatever_the_book_shows() ->
 def test_the_model_refuses_nonsense(bad: dict[str, Decimal]) -> None:
     with pytest.raises(ValueError, match="must be"):
         FillModel(**bad)  # type: ignore[arg-type]
+
+
+# -- queue position at the touch ---------------------------------------------
+
+
+def test_touch_probability_zero_needs_a_trade_through() -> None:
+    sim = Sim(touch_fill_probability=D(0))
+    buy = order(Side.BUY, 5, price="100.00")
+    assert sim.new(buy, q("100.10")) == []
+    # LTP at the limit: others are ahead in the queue.
+    assert fills(sim.quote(q("100.00"))) == []
+    # A trade below the limit: it must have been filled at its price.
+    assert fills(sim.quote(q("99.95"))) == [(buy.order_id, 5, D("100.00"))]
+
+
+def test_touch_mode_fills_a_resting_limit_when_the_far_side_crosses_it() -> None:
+    sim = Sim(price_source="touch", touch_fill_probability=D(0))
+    sell = order(Side.SELL, 5, price="100.00")
+    assert sim.new(sell, q("99.95", "99.90", "100.05")) == []
+    # A bid at the limit crosses a resting sell, whatever LTP does.
+    assert fills(sim.quote(q("99.95", "100.00", "100.05"))) == [(sell.order_id, 5, D("100.00"))]
+
+
+def _touch_run(seed: int) -> list[str]:
+    sim = Sim(touch_fill_probability=D("0.5"), seed=seed)
+    orders = [order(Side.BUY, 1, price="100.00") for _ in range(200)]
+    for i, o in enumerate(orders):
+        o.order_id = f"T{i:03d}"  # the same ids in every run, as a replayed journal has
+        sim.new(o, q("100.05"))
+    return [oid for oid, _, _ in fills(sim.quote(q("100.00")))]
+
+
+def test_touch_probability_fills_about_that_share_the_same_ones_for_the_same_seed() -> None:
+    first = _touch_run(seed=7)
+    # 200 draws at 0.5: 100 expected, sd about 7.
+    assert 70 < len(first) < 130
+    assert _touch_run(seed=7) == first
+    assert _touch_run(seed=8) != first

@@ -292,6 +292,11 @@ class SimulatorConfig(_Section):
     slippage_model: Literal["fixed_bps", "volume_share"] = "fixed_bps"
     # zipline's price_impact (0.1): the price moves 10% at 100% participation.
     impact_k: float = Field(default=0.1, ge=0, le=1)
+    # A resting LIMIT whose price LTP only touches (does not trade through) fills with
+    # this probability, for the queue ahead of it: 1.0 fills on touch (the seed's rule),
+    # 0 needs a trade-through. Draws are seeded by `seed`, the order and the quote.
+    touch_fill_probability: float = Field(default=1.0, ge=0, le=1)
+    seed: int = 0
 
 
 class SegmentChargesConfig(_Section):

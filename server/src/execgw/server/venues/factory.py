@@ -42,6 +42,8 @@ def fill_model(sim: SimulatorConfig) -> FillModel:
         volume_limit=None if sim.volume_limit is None else Decimal(repr(sim.volume_limit)),
         slippage_model=sim.slippage_model,
         impact_k=Decimal(repr(sim.impact_k)),
+        touch_fill_probability=Decimal(repr(sim.touch_fill_probability)),
+        seed=sim.seed,
     )
 
 

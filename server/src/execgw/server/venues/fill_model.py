@@ -46,6 +46,11 @@ class FillModel:
     slippage_model: SlippageModel = "fixed_bps"
     # zipline's price_impact: the price moves by k at 100% participation.
     impact_k: Decimal = Decimal("0.1")
+    # A resting limit's chance of a fill when LTP only touches its price (queue position,
+    # as NautilusTrader's FillModel prob_fill_on_limit): 1 fills, 0 needs a trade-through.
+    touch_fill_probability: Decimal = Decimal(1)
+    # Seeds every random draw, so that a run can be repeated fill for fill.
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.slippage_bps < 0:
@@ -54,6 +59,8 @@ class FillModel:
             raise ValueError("volume_limit must be in (0, 1]")
         if self.impact_k < 0:
             raise ValueError("impact_k must be >= 0")
+        if not 0 <= self.touch_fill_probability <= 1:
+            raise ValueError("touch_fill_probability must be in [0, 1]")
 
     @property
     def tracks_liquidity(self) -> bool:

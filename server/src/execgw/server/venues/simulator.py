@@ -17,6 +17,7 @@ decides, and returns events; the core applies them to the ledger.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -132,7 +133,7 @@ class SmartFillSimulator:
             if order_type in (OrderType.MARKET, OrderType.SL_M):
                 # Only a remainder the liquidity caps left over rests at market.
                 events += self._take(order, quote, liquidity, now, next_fill_id)
-            elif self._limit_marketable(order, quote):
+            elif self._resting_limit_fills(order, quote):
                 # A resting limit is the passive side: it trades at its own price.
                 assert order.intent.price is not None
                 events += self._take(
@@ -259,6 +260,32 @@ class SmartFillSimulator:
         assert limit is not None
         reference = self._model.reference(order.intent.side, quote)
         return reference <= limit if order.intent.side is Side.BUY else reference >= limit
+
+    def _resting_limit_fills(self, order: Order, quote: Quote) -> bool:
+        """Whether a quote reaches a resting limit. A trade through the limit fills it,
+        and with touch so does the far side at or through it (the book crosses). LTP
+        exactly at the limit is a touch: others may be ahead in the queue, so it fills
+        with touch_fill_probability (1 fills on touch, 0 needs a trade-through), drawn
+        from an RNG seeded by the seed, the order and the quote: the same quotes and
+        orders give the same fills, also after a restart."""
+        limit = order.intent.price
+        assert limit is not None
+        buy = order.intent.side is Side.BUY
+        if quote.ltp < limit if buy else quote.ltp > limit:
+            return True
+        if self._model.price_source == "touch":
+            far = quote.ask if buy else quote.bid
+            if far > 0 and (far <= limit if buy else far >= limit):
+                return True
+        if quote.ltp != limit:
+            return False
+        probability = self._model.touch_fill_probability
+        if probability >= 1:
+            return True
+        if probability <= 0:
+            return False
+        key = f"{self._model.seed}|{order.order_id}|{quote.timestamp.isoformat()}|{quote.ltp}"
+        return Decimal(repr(random.Random(key).random())) < probability
 
     @staticmethod
     def _trigger_crossed(order: Order, ltp: Decimal) -> bool:
