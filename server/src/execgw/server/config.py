@@ -10,7 +10,7 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -218,6 +218,10 @@ class InstrumentsConfig(_Section):
     csv: str | None = None
     default_tick_size: float = Field(default=0.05, gt=0)
     default_lot_size: int = Field(default=1, ge=1)
+    # The exchange freeze quantity (the most one order may be) by symbol, or by a prefix
+    # ending in "*", e.g. {"NFO:NIFTY*": 1800}: NSE publishes them per underlying
+    # (nseindia.com, "qtyfreeze"), they are not in Kite's dump. See execution.autoslice.
+    freeze_qty: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
 
 
 TripState = Literal["REDUCING", "HALTED"]
@@ -384,6 +388,10 @@ class ExecutionConfig(_Section):
     slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
     # The paper simulator's market model (paper mode and dry_run_fills: simulate).
     simulator: SimulatorConfig = SimulatorConfig()
+    # An order above its instrument's freeze quantity (instruments.freeze_qty): the
+    # simulator rejects it (REJECT_REASON_BROKER, the limit in the message), as the
+    # exchange does. Kite's `slice` (child orders under one parent) is not built yet.
+    autoslice: Literal["reject"] = "reject"
     # Brokerage, taxes and fees on simulated fills; off by default (the seed's PnL).
     charges: ChargesConfig = ChargesConfig()
     # Equity for the drawdown breaker is capital plus the day's PnL.

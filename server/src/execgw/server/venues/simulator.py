@@ -24,7 +24,13 @@ from datetime import datetime
 from decimal import Decimal
 
 from execgw.server.domain import Fill, Order, OrderType, Quote, Side, Validity
-from execgw.server.events import Event, OrderCancelled, OrderFilled, OrderTriggered
+from execgw.server.events import (
+    Event,
+    OrderCancelled,
+    OrderFilled,
+    OrderTriggered,
+    VenueRejected,
+)
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.venues.charges import ChargeModel
 from execgw.server.venues.fill_model import FillModel, Liquidity
@@ -89,6 +95,16 @@ class SmartFillSimulator:
     ) -> list[Event]:
         """The immediate outcome of an accepted order: fill, rest, trigger or cancel."""
         intent = order.intent
+        freeze = self._instruments.get(intent.symbol).freeze_qty
+        if freeze is not None and intent.qty > freeze:
+            # The exchange refuses such an order outright (execution.autoslice: reject).
+            return [
+                VenueRejected(
+                    order.order_id,
+                    now,
+                    f"qty {intent.qty} exceeds the freeze quantity {freeze} of {intent.symbol}",
+                )
+            ]
         liquidity = self._liquidity_for(quote)
         if intent.order_type in (OrderType.SL, OrderType.SL_M):
             if not self._trigger_crossed(order, quote.ltp):
