@@ -275,6 +275,18 @@ class PreTradeConfig(_Section):
     strategies: dict[str, StrategyLimits] = Field(default_factory=dict)
 
 
+class LatencyConfig(_Section):
+    """Milliseconds from the gateway to the simulated exchange (venues/latency.py)."""
+
+    # An order meets the quote in force when it arrives, not when it was sent, and
+    # reaches the exchange with the first quote of its symbol after it is due.
+    insert: float = Field(default=0.0, ge=0, le=60_000)
+    # The order works, and may fill, until its cancel arrives (PENDING_CANCEL meanwhile).
+    cancel: float = Field(default=0.0, ge=0, le=60_000)
+    # Added to each: uniform in [0, jitter), drawn from an RNG seeded by simulator.seed.
+    jitter: float = Field(default=0.0, ge=0, le=60_000)
+
+
 class SimulatorConfig(_Section):
     """The paper simulator's market model (venues/fill_model.py). The defaults are the
     seed's: fills at LTP +- slippage_bps for the whole quantity at once."""
@@ -300,7 +312,11 @@ class SimulatorConfig(_Section):
     # this probability, for the queue ahead of it: 1.0 fills on touch (the seed's rule),
     # 0 needs a trade-through. Draws are seeded by `seed`, the order and the quote.
     touch_fill_probability: float = Field(default=1.0, ge=0, le=1)
+    # Seeds every random draw (queue position, latency jitter): the same journal of
+    # quotes and orders with the same seed gives the same fills.
     seed: int = 0
+    # Paper latency; all 0 (the default): orders and cancels act at once.
+    latency_ms: LatencyConfig = LatencyConfig()
 
 
 class SegmentChargesConfig(_Section):

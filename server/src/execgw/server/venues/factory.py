@@ -12,6 +12,7 @@ from execgw.server.venues.charges import ChargeModel, SegmentRates
 from execgw.server.venues.dry_run import DryRunVenue
 from execgw.server.venues.fill_model import FillModel
 from execgw.server.venues.kite.venue import KiteVenue
+from execgw.server.venues.latency import LatencyModel
 from execgw.server.venues.paper import PaperVenue
 from execgw.server.venues.simulator import SmartFillSimulator
 
@@ -23,6 +24,7 @@ def build_venue(config: GatewayConfig, instruments: InstrumentRegistry) -> Venue
             instruments=instruments,
             model=fill_model(config.execution.simulator),
             charges=charge_model(config.execution.charges),
+            latency=latency_model(config.execution.simulator),
         )
 
     protection = config.broker.kite.market_protection
@@ -43,6 +45,16 @@ def fill_model(sim: SimulatorConfig) -> FillModel:
         slippage_model=sim.slippage_model,
         impact_k=Decimal(repr(sim.impact_k)),
         touch_fill_probability=Decimal(repr(sim.touch_fill_probability)),
+        seed=sim.seed,
+    )
+
+
+def latency_model(sim: SimulatorConfig) -> LatencyModel:
+    latency = sim.latency_ms
+    return LatencyModel(
+        insert_ms=Decimal(repr(latency.insert)),
+        cancel_ms=Decimal(repr(latency.cancel)),
+        jitter_ms=Decimal(repr(latency.jitter)),
         seed=sim.seed,
     )
 

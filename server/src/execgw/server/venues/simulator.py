@@ -20,10 +20,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from execgw.server.domain import Fill, Order, OrderType, Quote, Side, Validity
+from execgw.server.domain import Fill, Order, OrderStatus, OrderType, Quote, Side, Validity
 from execgw.server.events import (
     Event,
     OrderCancelled,
@@ -34,6 +34,20 @@ from execgw.server.events import (
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.venues.charges import ChargeModel
 from execgw.server.venues.fill_model import FillModel, Liquidity
+from execgw.server.venues.latency import Kind, LatencyModel
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An order or a cancel on its way to the exchange."""
+
+    due: datetime
+    seq: int  # ties at one due time go in the order sent
+    kind: Kind
+    order: Order
+    message: str
 
 
 @dataclass(slots=True)
@@ -51,6 +65,7 @@ class SmartFillSimulator:
         instruments: InstrumentRegistry,
         model: FillModel | None = None,
         charges: ChargeModel | None = None,
+        latency: LatencyModel | None = None,
     ) -> None:
         if slippage_bps < 0:
             raise ValueError("slippage_bps must be >= 0")
@@ -63,6 +78,15 @@ class SmartFillSimulator:
         # Per symbol: what the latest quote still offers after the fills it gave.
         self._liquidity: dict[str, Liquidity] = {}
         self._charges = charges
+        self._latency = latency or LatencyModel()
+        # Orders and cancels sent but not yet at the exchange, per symbol, by due time.
+        self._pending: dict[str, list[_Pending]] = {}
+        self._pending_seq = 0
+        # The quote in force per symbol: what an order arriving between quotes meets.
+        self._last_quote: dict[str, Quote] = {}
+        # Quantity filled by events this call returns, which the ledger has not folded
+        # into the orders yet: one quote may fill an order on arrival and again resting.
+        self._unfolded: dict[str, int] = {}
         # Brokerage each working order paid so far: Zerodha caps it per executed order.
         self._brokerage: dict[str, Decimal] = {}
 
@@ -72,6 +96,7 @@ class SmartFillSimulator:
 
     def reset(self) -> None:
         self._working.clear()
+        self._pending.clear()
         # Liquidity taken by orders about to be rebuilt is given back; the quotes seen stay.
         self._liquidity.clear()
 
@@ -84,6 +109,9 @@ class SmartFillSimulator:
             if order.status.is_open:
                 is_stop = order.intent.order_type in (OrderType.SL, OrderType.SL_M)
                 self._rest(order, triggered=order.triggered or not is_stop)
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    # Its cancel was on its way: it arrives with the next quote.
+                    self._schedule(_EPOCH, "cancel", order, "cancelled by client")
 
     def market_price(self, side: Side, symbol: str, ltp: Decimal) -> Decimal:
         """LTP moved by the fixed slippage against the trader (the seed's market price)."""
@@ -93,7 +121,29 @@ class SmartFillSimulator:
     def on_new_order(
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
     ) -> list[Event]:
-        """The immediate outcome of an accepted order: fill, rest, trigger or cancel."""
+        """The immediate outcome of an accepted order: fill, rest, trigger or cancel;
+        with insert latency, nothing until it reaches the exchange (a later quote)."""
+        self._unfolded.clear()
+        self._last_quote[quote.symbol] = quote
+        if self._latency.active("insert"):
+            due = now + self._latency.delay("insert", order.order_id)
+            self._schedule(due, "insert", order, "")
+            return []
+        return self._arrive(order, quote, now, next_fill_id)
+
+    def request_cancel(self, order: Order, now: datetime, message: str) -> bool:
+        """Send a cancel that reaches the exchange after the cancel latency; False (and
+        nothing sent) when there is none: the caller cancels at once."""
+        if not self._latency.active("cancel"):
+            return False
+        due = now + self._latency.delay("cancel", order.order_id)
+        self._schedule(due, "cancel", order, message)
+        return True
+
+    def _arrive(
+        self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
+    ) -> list[Event]:
+        """An order reaches the exchange and meets `quote`."""
         intent = order.intent
         freeze = self._instruments.get(intent.symbol).freeze_qty
         if freeze is not None and intent.qty > freeze:
@@ -124,11 +174,17 @@ class SmartFillSimulator:
         )
 
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        self._unfolded.clear()
+        events: list[Event] = []
+        if self._pending.get(quote.symbol):
+            # What reached the exchange before this quote met the quote then in force.
+            events += self._deliver(quote.symbol, now, next_fill_id)
+        if self._latency.active("insert"):
+            self._last_quote[quote.symbol] = quote
         liquidity = self._observe(quote) if self._model.tracks_liquidity else None
         book = self._working.get(quote.symbol)
         if not book:
-            return []
-        events: list[Event] = []
+            return events
         # Oldest first: time priority among orders the same quote reaches, and for the
         # liquidity it offers.
         for order_id, working in list(book.items()):
@@ -164,12 +220,46 @@ class SmartFillSimulator:
         return events
 
     def cancel(self, order_id: str, symbol: str) -> bool:
+        pending = self._pending.get(symbol)
+        if pending:
+            pending[:] = [p for p in pending if p.order.order_id != order_id]
+        self._brokerage.pop(order_id, None)
         book = self._working.get(symbol)
         if book is None or order_id not in book:
             return False
         del book[order_id]
-        self._brokerage.pop(order_id, None)
         return True
+
+    def _remaining(self, order: Order) -> int:
+        return order.remaining_qty - self._unfolded.get(order.order_id, 0)
+
+    def _schedule(self, due: datetime, kind: Kind, order: Order, message: str) -> None:
+        self._pending_seq += 1
+        pending = self._pending.setdefault(order.intent.symbol, [])
+        pending.append(_Pending(due, self._pending_seq, kind, order, message))
+        pending.sort(key=lambda p: (p.due, p.seq))
+
+    def _deliver(self, symbol: str, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        """Orders and cancels due by `now`, in the order they reach the exchange."""
+        pending = self._pending[symbol]
+        due = [p for p in pending if p.due <= now]
+        if not due:
+            return []
+        pending[:] = pending[len(due) :]
+        events: list[Event] = []
+        for item in due:
+            order = item.order
+            if not order.status.is_open or self._remaining(order) == 0:
+                continue
+            if item.kind == "insert":
+                events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
+                continue
+            # A cancel that overtook its order's insert cancels it before it arrives.
+            pending[:] = [p for p in pending if p.order.order_id != order.order_id]
+            self._remove(order)
+            self._brokerage.pop(order.order_id, None)
+            events.append(OrderCancelled(order.order_id, now, item.message))
+        return events
 
     def _execute(
         self,
@@ -190,7 +280,7 @@ class SmartFillSimulator:
             events = self._take(order, quote, liquidity, now, next_fill_id, limit=intent.price)
         else:
             marketable = False
-        left = order.remaining_qty - sum(e.fill.qty for e in events if isinstance(e, OrderFilled))
+        left = self._remaining(order)
         if left == 0:
             return events
         if resting_allowed:
@@ -222,7 +312,7 @@ class SmartFillSimulator:
         at the slipped reference price, never worse than `limit`. Nothing when the quote
         has nothing left; the order leaves the book once complete."""
         side = order.intent.side
-        remaining = order.remaining_qty
+        remaining = self._remaining(order)
         qty = remaining if liquidity is None else liquidity.available(side, remaining)
         if qty <= 0:
             return []
@@ -326,10 +416,11 @@ class SmartFillSimulator:
                 intent.symbol, intent.product, intent.side, qty, price, brokerage_so_far=paid
             )
             if charges is not None:
-                if qty == order.remaining_qty:
+                if qty == self._remaining(order):
                     self._brokerage.pop(order.order_id, None)
                 else:
                     self._brokerage[order.order_id] = paid + charges.brokerage
+        self._unfolded[order.order_id] = self._unfolded.get(order.order_id, 0) + qty
         return OrderFilled(
             Fill(
                 fill_id=next_fill_id(),
