@@ -120,3 +120,27 @@ def test_a_partial_order_keeps_filling_after_a_restart(tmp_path: Path, clock: Ma
             assert done.avg_price_decimal == "1000.03"
     finally:
         gateway.stop()
+
+
+def test_a_dry_run_with_simulated_fills_uses_the_same_market_model(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    config = make_config(
+        tmp_path,
+        mode="live",
+        execution={"dry_run": True, "dry_run_fills": "simulate", **TOUCH_CAPPED},
+        # Never called: a dry run holds no link to the broker.
+        broker={"kite": {"root": "http://127.0.0.1:9", "market_protection": 2.5}},
+    )
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as client:
+            publish_book(client, book(1000.00, 999.90, 1000.10, 500, 30))
+            result = client.submit(market(INFY, "BUY", 100, strategy_code="s"))
+            assert result.dry_run
+            assert (result.status, result.filled_qty) == (PARTIAL, 30)
+            assert result.avg_price_decimal == "1000.10"
+    finally:
+        gateway.stop()
