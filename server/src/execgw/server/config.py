@@ -317,6 +317,11 @@ class SimulatorConfig(_Section):
     seed: int = 0
     # Paper latency; all 0 (the default): orders and cancels act at once.
     latency_ms: LatencyConfig = LatencyConfig()
+    # Order updates carry Kite's status in raw (raw.status, filled_quantity,
+    # pending_quantity), in Kite's sequence: OPEN PENDING (in flight), TRIGGER PENDING,
+    # OPEN (also while partly filled), then COMPLETE, CANCELLED or REJECTED; strategy
+    # code written against Kite's order updates then runs unchanged on paper.
+    kite_statuses: bool = False
 
 
 class SegmentChargesConfig(_Section):

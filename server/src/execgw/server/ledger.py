@@ -159,7 +159,10 @@ class Ledger:
             case OrderAccepted() | OrderRejected() | OrderSubmitted():
                 self._open(event)
             case OrderFilled(fill=fill):
-                return self._fill(fill)
+                outcome = self._fill(fill)
+                if event.raw:
+                    self._require(fill.order_id).raw = dict(event.raw)
+                return outcome
             case OrderTriggered(order_id=order_id, timestamp=ts):
                 order = self._require(order_id)
                 order.triggered = True

@@ -25,6 +25,7 @@ def build_venue(config: GatewayConfig, instruments: InstrumentRegistry) -> Venue
             model=fill_model(config.execution.simulator),
             charges=charge_model(config.execution.charges),
             latency=latency_model(config.execution.simulator),
+            kite_statuses=config.execution.simulator.kite_statuses,
         )
 
     protection = config.broker.kite.market_protection

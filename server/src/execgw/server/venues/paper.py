@@ -56,4 +56,5 @@ class PaperVenue:
             # With cancel latency the order works, and may fill, until the cancel arrives.
             return [CancelRequested(order.order_id, now, message)]
         self.simulator.cancel(order.order_id, order.intent.symbol)
-        return [OrderCancelled(order.order_id, now, message)]
+        raw = self.simulator.kite_cancelled(order)
+        return [OrderCancelled(order.order_id, now, message, raw=raw)]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from execgw.server.domain import Fill, Order, OrderStatus, OrderType, Quote, Side, Validity
 from execgw.server.events import (
@@ -30,6 +31,7 @@ from execgw.server.events import (
     OrderFilled,
     OrderTriggered,
     VenueRejected,
+    VenueUpdated,
 )
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.venues.charges import ChargeModel
@@ -37,6 +39,8 @@ from execgw.server.venues.fill_model import FillModel, Liquidity
 from execgw.server.venues.latency import Kind, LatencyModel
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+# Kite statuses after which nothing is pending.
+_KITE_FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class SmartFillSimulator:
         model: FillModel | None = None,
         charges: ChargeModel | None = None,
         latency: LatencyModel | None = None,
+        kite_statuses: bool = False,
     ) -> None:
         if slippage_bps < 0:
             raise ValueError("slippage_bps must be >= 0")
@@ -79,6 +84,8 @@ class SmartFillSimulator:
         self._liquidity: dict[str, Liquidity] = {}
         self._charges = charges
         self._latency = latency or LatencyModel()
+        # Put Kite's status strings in each event's raw, as Kite's order updates have.
+        self._kite_statuses = kite_statuses
         # Orders and cancels sent but not yet at the exchange, per symbol, by due time.
         self._pending: dict[str, list[_Pending]] = {}
         self._pending_seq = 0
@@ -128,7 +135,7 @@ class SmartFillSimulator:
         if self._latency.active("insert"):
             due = now + self._latency.delay("insert", order.order_id)
             self._schedule(due, "insert", order, "")
-            return []
+            return self._status(order, now, "OPEN PENDING")
         return self._arrive(order, quote, now, next_fill_id)
 
     def request_cancel(self, order: Order, now: datetime, message: str) -> bool:
@@ -153,18 +160,23 @@ class SmartFillSimulator:
                     order.order_id,
                     now,
                     f"qty {intent.qty} exceeds the freeze quantity {freeze} of {intent.symbol}",
+                    raw=self._raw(order, "REJECTED"),
                 )
             ]
         liquidity = self._liquidity_for(quote)
         if intent.order_type in (OrderType.SL, OrderType.SL_M):
             if not self._trigger_crossed(order, quote.ltp):
                 self._rest(order, triggered=False)
-                return []
-            triggered: list[Event] = [OrderTriggered(order.order_id, now, quote.ltp)]
+                return self._status(order, now, "TRIGGER PENDING")
+            triggered = [
+                *self._status(order, now, "TRIGGER PENDING"),
+                OrderTriggered(order.order_id, now, quote.ltp),
+                *self._status(order, now, "OPEN"),
+            ]
             return triggered + self._execute(
                 order, quote, liquidity, now, next_fill_id, resting_allowed=True
             )
-        return self._execute(
+        return self._status(order, now, "OPEN") + self._execute(
             order,
             quote,
             liquidity,
@@ -195,6 +207,7 @@ class SmartFillSimulator:
                     continue
                 working.triggered = True
                 events.append(OrderTriggered(order_id, now, quote.ltp))
+                events += self._status(order, now, "OPEN")
                 if order_type is OrderType.SL_M:
                     events += self._take(order, quote, liquidity, now, next_fill_id)
                 elif self._limit_marketable(order, quote):
@@ -230,6 +243,28 @@ class SmartFillSimulator:
         del book[order_id]
         return True
 
+    def kite_cancelled(self, order: Order) -> dict[str, Any]:
+        """The raw of an order cancelled at once by the venue."""
+        return self._raw(order, "CANCELLED")
+
+    def _raw(self, order: Order, status: str) -> dict[str, Any]:
+        """Kite's view of the order (its order-update fields) with `status`, counting
+        fills this call made; empty unless kite_statuses is on."""
+        if not self._kite_statuses:
+            return {}
+        filled = order.intent.qty - self._remaining(order)
+        return {
+            "status": status,
+            "filled_quantity": filled,
+            "pending_quantity": 0 if status in _KITE_FINAL else order.intent.qty - filled,
+        }
+
+    def _status(self, order: Order, now: datetime, status: str) -> list[Event]:
+        """An order update that only changes the Kite status; none when it is off."""
+        if not self._kite_statuses:
+            return []
+        return [VenueUpdated(order.order_id, now, "", raw=self._raw(order, status))]
+
     def _remaining(self, order: Order) -> int:
         return order.remaining_qty - self._unfolded.get(order.order_id, 0)
 
@@ -258,7 +293,9 @@ class SmartFillSimulator:
             pending[:] = [p for p in pending if p.order.order_id != order.order_id]
             self._remove(order)
             self._brokerage.pop(order.order_id, None)
-            events.append(OrderCancelled(order.order_id, now, item.message))
+            events.append(
+                OrderCancelled(order.order_id, now, item.message, raw=self._raw(order, "CANCELLED"))
+            )
         return events
 
     def _execute(
@@ -295,7 +332,8 @@ class SmartFillSimulator:
             message = (
                 f"IOC remainder {left} of {intent.qty} cancelled: no more liquidity in the quote"
             )
-        return [*events, OrderCancelled(order.order_id, now, message)]
+        raw = self._raw(order, "CANCELLED")
+        return [*events, OrderCancelled(order.order_id, now, message, raw=raw)]
 
     def _take(
         self,
@@ -421,6 +459,7 @@ class SmartFillSimulator:
                 else:
                     self._brokerage[order.order_id] = paid + charges.brokerage
         self._unfolded[order.order_id] = self._unfolded.get(order.order_id, 0) + qty
+        status = "OPEN" if self._remaining(order) else "COMPLETE"
         return OrderFilled(
             Fill(
                 fill_id=next_fill_id(),
@@ -436,6 +475,7 @@ class SmartFillSimulator:
                 charges=charges,
             ),
             quote,
+            raw=self._raw(order, status),
         )
 
     def _rest(self, order: Order, *, triggered: bool) -> None:
