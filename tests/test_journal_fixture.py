@@ -63,13 +63,19 @@ ORDER_FIELDS_ADDED_SINCE: dict[str, object] = {
     "venue": "",
     "venue_order_id": "",
     "venue_trade_ids": [],
+    "charges": "0",
 }
+# The same for positions.
+POSITION_FIELDS_ADDED_SINCE: dict[str, object] = {"charges": "0"}
 
 
 def _without_added_fields(state: dict[str, Any]) -> dict[str, Any]:
     for order in state["orders"]:
         for name, default in ORDER_FIELDS_ADDED_SINCE.items():
             assert order.pop(name) == default, (order["order_id"], name)
+    for position in state["positions"]:
+        for name, default in POSITION_FIELDS_ADDED_SINCE.items():
+            assert position.pop(name) == default, (position["symbol"], name)
     return state
 
 

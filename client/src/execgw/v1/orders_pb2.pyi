@@ -566,6 +566,7 @@ class ExecutionResult(_message.Message):
     PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     TRIGGER_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     VENUE_ORDER_ID_FIELD_NUMBER: _builtins.int
+    CHARGES_DECIMAL_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Gateway-assigned order id: opaque text of at most 64 printable ASCII characters
     (today "O" and ten digits, increasing with placement). Unique for the journal's life.
@@ -622,6 +623,11 @@ class ExecutionResult(_message.Message):
     """The venue's own id for the order once it acknowledged it (Kite's order_id; in a
     dry run "DRY-" and the order id). Empty for paper orders and before the ack.
     """
+    charges_decimal: _builtins.str
+    """Rupees of charges (brokerage, taxes, fees) on the order's fills so far, as exact
+    decimal text, e.g. "23.49". "0" when the paper simulator's charges are off
+    (execution.charges.enabled) and for broker fills, whose contract note has them.
+    """
     @_builtins.property
     def raw(self) -> _struct_pb2.Struct:
         """Venue-specific details (simulator decision or the broker's response)."""
@@ -662,10 +668,11 @@ class ExecutionResult(_message.Message):
         price_decimal: _builtins.str = ...,
         trigger_price_decimal: _builtins.str = ...,
         venue_order_id: _builtins.str = ...,
+        charges_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "created_at", b"created_at", "price", b"price", "raw", b"raw", "timestamp", b"timestamp", "trigger_price", b"trigger_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "client_order_id", b"client_order_id", "created_at", b"created_at", "dry_run", b"dry_run", "filled_qty", b"filled_qty", "message", b"message", "order_id", b"order_id", "order_type", b"order_type", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "raw", b"raw", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "timestamp", b"timestamp", "trigger_price", b"trigger_price", "trigger_price_decimal", b"trigger_price_decimal", "validity", b"validity", "venue_order_id", b"venue_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price", "_price", b"_price", "_trigger_price", b"_trigger_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "charges_decimal", b"charges_decimal", "client_order_id", b"client_order_id", "created_at", b"created_at", "dry_run", b"dry_run", "filled_qty", b"filled_qty", "message", b"message", "order_id", b"order_id", "order_type", b"order_type", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "raw", b"raw", "reject_reason", b"reject_reason", "side", b"side", "status", b"status", "strategy_code", b"strategy_code", "symbol", b"symbol", "tag", b"tag", "timestamp", b"timestamp", "trigger_price", b"trigger_price", "trigger_price_decimal", b"trigger_price_decimal", "validity", b"validity", "venue_order_id", b"venue_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__avg_price: _TypeAlias = _typing.Literal["avg_price"]  # noqa: Y015
     _WhichOneofArgType__avg_price: _TypeAlias = _typing.Literal["_avg_price", b"_avg_price"]  # noqa: Y015
@@ -700,6 +707,7 @@ class Fill(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     VENUE_TRADE_ID_FIELD_NUMBER: _builtins.int
+    CHARGES_FIELD_NUMBER: _builtins.int
     fill_id: _builtins.str
     """Unique id of this fill: opaque, at most 64 printable ASCII characters (today "F" and
     ten digits).
@@ -730,6 +738,12 @@ class Fill(_message.Message):
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the fill happened."""
 
+    @_builtins.property
+    def charges(self) -> Global___Charges:
+        """What this fill cost on top of its price, part by part; absent when the paper
+        simulator's charges are off and for broker fills.
+        """
+
     def __init__(
         self,
         *,
@@ -745,14 +759,64 @@ class Fill(_message.Message):
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         price_decimal: _builtins.str = ...,
         venue_trade_id: _builtins.str = ...,
+        charges: Global___Charges | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["charges", b"charges", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "fill_id", b"fill_id", "order_id", b"order_id", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "timestamp", b"timestamp", "venue_trade_id", b"venue_trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charges", b"charges", "client_order_id", b"client_order_id", "fill_id", b"fill_id", "order_id", b"order_id", "price", b"price", "price_decimal", b"price_decimal", "product", b"product", "qty", b"qty", "side", b"side", "strategy_code", b"strategy_code", "symbol", b"symbol", "timestamp", b"timestamp", "venue_trade_id", b"venue_trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Fill: _TypeAlias = Fill  # noqa: Y015
+
+@_typing.final
+class Charges(_message.Message):
+    """Charges are the Indian transaction charges of one fill, in rupees, each part an exact
+    decimal text rounded to the paisa (e.g. "0.45"). The rates are the gateway's
+    execution.charges table (Zerodha's published rates by default).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_DECIMAL_FIELD_NUMBER: _builtins.int
+    BROKERAGE_DECIMAL_FIELD_NUMBER: _builtins.int
+    STT_DECIMAL_FIELD_NUMBER: _builtins.int
+    EXCHANGE_TXN_DECIMAL_FIELD_NUMBER: _builtins.int
+    SEBI_DECIMAL_FIELD_NUMBER: _builtins.int
+    STAMP_DUTY_DECIMAL_FIELD_NUMBER: _builtins.int
+    GST_DECIMAL_FIELD_NUMBER: _builtins.int
+    total_decimal: _builtins.str
+    """The sum of the parts below."""
+    brokerage_decimal: _builtins.str
+    """Broker's fee (Zerodha: 0.03% or Rs 20 per executed order, 0 for delivery)."""
+    stt_decimal: _builtins.str
+    """Securities transaction tax."""
+    exchange_txn_decimal: _builtins.str
+    """Exchange transaction charges."""
+    sebi_decimal: _builtins.str
+    """SEBI turnover fee."""
+    stamp_duty_decimal: _builtins.str
+    """Stamp duty, on buys only."""
+    gst_decimal: _builtins.str
+    """GST on brokerage, exchange transaction charges and SEBI fee."""
+    def __init__(
+        self,
+        *,
+        total_decimal: _builtins.str = ...,
+        brokerage_decimal: _builtins.str = ...,
+        stt_decimal: _builtins.str = ...,
+        exchange_txn_decimal: _builtins.str = ...,
+        sebi_decimal: _builtins.str = ...,
+        stamp_duty_decimal: _builtins.str = ...,
+        gst_decimal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brokerage_decimal", b"brokerage_decimal", "exchange_txn_decimal", b"exchange_txn_decimal", "gst_decimal", b"gst_decimal", "sebi_decimal", b"sebi_decimal", "stamp_duty_decimal", b"stamp_duty_decimal", "stt_decimal", b"stt_decimal", "total_decimal", b"total_decimal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Charges: _TypeAlias = Charges  # noqa: Y015
 
 @_typing.final
 class Position(_message.Message):
@@ -774,6 +838,9 @@ class Position(_message.Message):
     UNREALIZED_PNL_DECIMAL_FIELD_NUMBER: _builtins.int
     AVG_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
     LAST_PRICE_DECIMAL_FIELD_NUMBER: _builtins.int
+    CHARGES_DECIMAL_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_NET_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_NET_DECIMAL_FIELD_NUMBER: _builtins.int
     strategy_code: _builtins.str
     """The strategy that holds the position."""
     symbol: _builtins.str
@@ -809,6 +876,14 @@ class Position(_message.Message):
     """
     last_price_decimal: _builtins.str
     """Exact mark as decimal text; empty when last_price is absent."""
+    charges_decimal: _builtins.str
+    """Rupees of charges on the position's fills, as exact decimal text; "0" when the
+    paper simulator's charges are off. realized_pnl is gross of them.
+    """
+    realized_pnl_net: _builtins.float
+    """realized_pnl less charges, in rupees; realized_pnl_net_decimal is exact."""
+    realized_pnl_net_decimal: _builtins.str
+    """Exact realized PnL net of charges as decimal text."""
     def __init__(
         self,
         *,
@@ -826,10 +901,13 @@ class Position(_message.Message):
         unrealized_pnl_decimal: _builtins.str = ...,
         avg_price_decimal: _builtins.str = ...,
         last_price_decimal: _builtins.str = ...,
+        charges_decimal: _builtins.str = ...,
+        realized_pnl_net: _builtins.float = ...,
+        realized_pnl_net_decimal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_last_price", b"_last_price", "last_price", b"last_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_price", b"_last_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "buy_qty", b"buy_qty", "last_price", b"last_price", "last_price_decimal", b"last_price_decimal", "net_qty", b"net_qty", "product", b"product", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "sell_qty", b"sell_qty", "strategy_code", b"strategy_code", "symbol", b"symbol", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_decimal", b"unrealized_pnl_decimal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_price", b"_last_price", "avg_price", b"avg_price", "avg_price_decimal", b"avg_price_decimal", "buy_qty", b"buy_qty", "charges_decimal", b"charges_decimal", "last_price", b"last_price", "last_price_decimal", b"last_price_decimal", "net_qty", b"net_qty", "product", b"product", "realized_pnl", b"realized_pnl", "realized_pnl_decimal", b"realized_pnl_decimal", "realized_pnl_net", b"realized_pnl_net", "realized_pnl_net_decimal", b"realized_pnl_net_decimal", "sell_qty", b"sell_qty", "strategy_code", b"strategy_code", "symbol", b"symbol", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_decimal", b"unrealized_pnl_decimal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__last_price: _TypeAlias = _typing.Literal["last_price"]  # noqa: Y015
     _WhichOneofArgType__last_price: _TypeAlias = _typing.Literal["_last_price", b"_last_price"]  # noqa: Y015

@@ -75,6 +75,7 @@ def build_instruments(config: GatewayConfig, kite: KiteSetup | None = None) -> I
         loaded,
         default_tick=Decimal(repr(section.default_tick_size)),
         default_lot=section.default_lot_size,
+        freeze_qty=section.freeze_qty,
     )
 
 

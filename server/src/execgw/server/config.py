@@ -10,7 +10,7 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -218,6 +218,10 @@ class InstrumentsConfig(_Section):
     csv: str | None = None
     default_tick_size: float = Field(default=0.05, gt=0)
     default_lot_size: int = Field(default=1, ge=1)
+    # The exchange freeze quantity (the most one order may be) by symbol, or by a prefix
+    # ending in "*", e.g. {"NFO:NIFTY*": 1800}: NSE publishes them per underlying
+    # (nseindia.com, "qtyfreeze"), they are not in Kite's dump. See execution.autoslice.
+    freeze_qty: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
 
 
 TripState = Literal["REDUCING", "HALTED"]
@@ -271,6 +275,126 @@ class PreTradeConfig(_Section):
     strategies: dict[str, StrategyLimits] = Field(default_factory=dict)
 
 
+class LatencyConfig(_Section):
+    """Milliseconds from the gateway to the simulated exchange (venues/latency.py)."""
+
+    # An order meets the quote in force when it arrives, not when it was sent, and
+    # reaches the exchange with the first quote of its symbol after it is due.
+    insert: float = Field(default=0.0, ge=0, le=60_000)
+    # The order works, and may fill, until its cancel arrives (PENDING_CANCEL meanwhile).
+    cancel: float = Field(default=0.0, ge=0, le=60_000)
+    # Added to each: uniform in [0, jitter), drawn from an RNG seeded by simulator.seed.
+    jitter: float = Field(default=0.0, ge=0, le=60_000)
+
+
+class SimulatorConfig(_Section):
+    """The paper simulator's market model (venues/fill_model.py). The defaults are the
+    seed's: fills at LTP +- slippage_bps for the whole quantity at once."""
+
+    # ltp: every fill priced off the last traded price. touch: a BUY off the ask, a SELL
+    # off the bid (the spread a taker really pays), LTP when that side is empty.
+    # slippage_model then moves that price further against the trader.
+    price_source: Literal["ltp", "touch"] = "ltp"
+    # Each fill at most the quantity displayed at the touch (ask_qty for a BUY, bid_qty
+    # for a SELL), shared by all orders within one quote. A remainder stays PARTIAL and
+    # fills on later quotes (DAY) or is cancelled (IOC).
+    cap_to_displayed_qty: bool = False
+    # A participation cap, as zipline's VolumeShareSlippage volume_limit: fills of one
+    # symbol take at most this fraction of the volume traded since its previous quote
+    # (Quote.volume is cumulative). No fill until the feed shows traded volume. null: none.
+    volume_limit: float | None = Field(default=None, gt=0, le=1)
+    # fixed_bps: execution.slippage_bps against the trader. volume_share: impact =
+    # impact_k * participation^2 (zipline), participation = fill qty / traded volume.
+    slippage_model: Literal["fixed_bps", "volume_share"] = "fixed_bps"
+    # zipline's price_impact (0.1): the price moves 10% at 100% participation.
+    impact_k: float = Field(default=0.1, ge=0, le=1)
+    # A resting LIMIT whose price LTP only touches (does not trade through) fills with
+    # this probability, for the queue ahead of it: 1.0 fills on touch (the seed's rule),
+    # 0 needs a trade-through. Draws are seeded by `seed`, the order and the quote.
+    touch_fill_probability: float = Field(default=1.0, ge=0, le=1)
+    # Seeds every random draw (queue position, latency jitter): the same journal of
+    # quotes and orders with the same seed gives the same fills.
+    seed: int = 0
+    # Paper latency; all 0 (the default): orders and cancels act at once.
+    latency_ms: LatencyConfig = LatencyConfig()
+    # Order updates carry Kite's status in raw (raw.status, filled_quantity,
+    # pending_quantity), in Kite's sequence: OPEN PENDING (in flight), TRIGGER PENDING,
+    # OPEN (also while partly filled), then COMPLETE, CANCELLED or REJECTED; strategy
+    # code written against Kite's order updates then runs unchanged on paper.
+    kite_statuses: bool = False
+
+
+class SegmentChargesConfig(_Section):
+    """One segment's rates; every *_pct is a percentage of turnover (0.03 = 0.03%)."""
+
+    # null: brokerage is a flat brokerage_max_rupees per executed order (options).
+    brokerage_pct: float | None = Field(default=None, ge=0, le=100)
+    brokerage_max_rupees: float = Field(default=0.0, ge=0)
+    stt_buy_pct: float = Field(default=0.0, ge=0, le=100)
+    stt_sell_pct: float = Field(default=0.0, ge=0, le=100)
+    exchange_txn_pct: float = Field(default=0.0, ge=0, le=100)
+    stamp_buy_pct: float = Field(default=0.0, ge=0, le=100)
+
+
+ChargeSegment = Literal["equity_delivery", "equity_intraday", "futures", "options"]
+
+
+def _default_segments() -> dict[ChargeSegment, SegmentChargesConfig]:
+    # Zerodha, https://zerodha.com/charges (NSE), rates in force from 2024-10-01: NSE
+    # transaction charges per SEBI's "true to label" circular of 2024-07-01, STT on F&O
+    # per the Finance (No. 2) Act 2024, stamp duty per the Indian Stamp Act (2020-07-01).
+    # Check the page before relying on them: budgets change STT.
+    return {
+        # CNC: no brokerage; STT 0.1% both sides; stamp 0.015% on buys.
+        "equity_delivery": SegmentChargesConfig(
+            brokerage_pct=0.0,
+            brokerage_max_rupees=0.0,
+            stt_buy_pct=0.1,
+            stt_sell_pct=0.1,
+            exchange_txn_pct=0.00297,
+            stamp_buy_pct=0.015,
+        ),
+        # MIS: 0.03% or Rs 20 per executed order; STT 0.025% on sells; stamp 0.003%.
+        "equity_intraday": SegmentChargesConfig(
+            brokerage_pct=0.03,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.025,
+            exchange_txn_pct=0.00297,
+            stamp_buy_pct=0.003,
+        ),
+        # Futures: 0.03% or Rs 20; STT 0.02% on sells; stamp 0.002%.
+        "futures": SegmentChargesConfig(
+            brokerage_pct=0.03,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.02,
+            exchange_txn_pct=0.00173,
+            stamp_buy_pct=0.002,
+        ),
+        # Options: flat Rs 20; STT 0.1% of the premium on sells; stamp 0.003%.
+        "options": SegmentChargesConfig(
+            brokerage_pct=None,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.1,
+            exchange_txn_pct=0.03503,
+            stamp_buy_pct=0.003,
+        ),
+    }
+
+
+class ChargesConfig(_Section):
+    """Charges the paper simulator puts on each fill (venues/charges.py). Fills, orders
+    and positions then report them, and positions their realized PnL net of them."""
+
+    enabled: bool = False
+    # SEBI turnover fee, rupees per crore (10 since 2022-06-01).
+    sebi_per_crore: float = Field(default=10.0, ge=0)
+    # GST on brokerage, exchange transaction charges and SEBI fees, in percent.
+    gst_pct: float = Field(default=18.0, ge=0, le=100)
+    # Rates by segment: equity_delivery, equity_intraday, futures, options. A table
+    # given here replaces the default one whole.
+    segments: dict[ChargeSegment, SegmentChargesConfig] = Field(default_factory=_default_segments)
+
+
 class ExecutionConfig(_Section):
     # With mode: live, take every step of the live path except the broker call: orders
     # go to the dry-run venue, which has no way to reach the broker. Only the config
@@ -283,6 +407,14 @@ class ExecutionConfig(_Section):
     # "auto-<order_id>" instead, and a retry of such a submit places a second order.
     require_client_order_id: bool = True
     slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
+    # The paper simulator's market model (paper mode and dry_run_fills: simulate).
+    simulator: SimulatorConfig = SimulatorConfig()
+    # An order above its instrument's freeze quantity (instruments.freeze_qty): the
+    # simulator rejects it (REJECT_REASON_BROKER, the limit in the message), as the
+    # exchange does. Kite's `slice` (child orders under one parent) is not built yet.
+    autoslice: Literal["reject"] = "reject"
+    # Brokerage, taxes and fees on simulated fills; off by default (the seed's PnL).
+    charges: ChargesConfig = ChargesConfig()
     # Equity for the drawdown breaker is capital plus the day's PnL.
     capital_rupees: float = Field(default=1_000_000.0, gt=0)
     circuit_breakers: CircuitBreakersConfig = CircuitBreakersConfig()

@@ -173,6 +173,9 @@ class Order:
     # The venue's trade ids already applied: the same trade reported twice (postback and
     # poll) fills once.
     venue_trade_ids: tuple[str, ...] = ()
+    # Rupees of charges (brokerage, taxes, fees) on the fills so far; 0 when the
+    # simulator's charges are off and for broker fills (the contract note has them).
+    charges: Decimal = Decimal(0)
 
     @property
     def avg_price(self) -> Decimal | None:
@@ -196,6 +199,25 @@ class Caller:
 
 
 @dataclass(frozen=True, slots=True)
+class Charges:
+    """What one fill cost on top of its price, in rupees, each part rounded to the paisa
+    (venues/charges.py). GST is on brokerage, exchange transaction and SEBI fees."""
+
+    brokerage: Decimal
+    stt: Decimal  # securities (or commodities) transaction tax
+    exchange_txn: Decimal
+    sebi: Decimal
+    stamp_duty: Decimal
+    gst: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return (
+            self.brokerage + self.stt + self.exchange_txn + self.sebi + self.stamp_duty + self.gst
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Fill:
     fill_id: str
     order_id: str
@@ -209,6 +231,8 @@ class Fill:
     timestamp: datetime
     # The venue's id of this execution (Kite's trade_id); "" for paper fills.
     venue_trade_id: str = ""
+    # Set by the paper simulator when execution.charges is enabled; None otherwise.
+    charges: Charges | None = None
 
 
 PositionKey = tuple[str, str, Product]
@@ -228,3 +252,9 @@ class PositionView:
     last_price: Decimal | None
     buy_qty: int
     sell_qty: int
+    # Charges of the position's fills today; realized_pnl is gross of them.
+    charges: Decimal = Decimal(0)
+
+    @property
+    def realized_pnl_net(self) -> Decimal:
+        return self.realized_pnl - self.charges

@@ -134,6 +134,9 @@ class OrderFilled:
     fill: Fill
     # The quote the fill was priced against, kept for the audit trail.
     quote: Quote
+    # The venue's view of the order after the fill (the paper simulator's Kite-like
+    # status with execution.simulator.kite_statuses); empty otherwise.
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

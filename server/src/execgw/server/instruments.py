@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
@@ -17,6 +17,7 @@ class Instrument:
     symbol: str
     tick_size: Decimal = DEFAULT_TICK
     lot_size: int = DEFAULT_LOT
+    # The exchange's most a single order may be (instruments.freeze_qty); None: no limit.
     freeze_qty: int | None = None
 
     def snap_up(self, price: Decimal) -> Decimal:
@@ -43,8 +44,14 @@ class InstrumentRegistry:
         *,
         default_tick: Decimal = DEFAULT_TICK,
         default_lot: int = DEFAULT_LOT,
+        freeze_qty: Mapping[str, int] | None = None,
     ) -> None:
-        self._by_symbol: Mapping[str, Instrument] = {i.symbol: i for i in instruments}
+        # Freeze quantities by symbol, or by a prefix ending in "*" ("NFO:NIFTY*"): NSE
+        # sets them per underlying. The longest matching key wins.
+        self._freeze = dict(freeze_qty or {})
+        self._by_symbol: Mapping[str, Instrument] = {
+            i.symbol: self._with_freeze(i) for i in instruments
+        }
         self._default_tick = default_tick
         self._default_lot = default_lot
 
@@ -52,7 +59,19 @@ class InstrumentRegistry:
         found = self._by_symbol.get(symbol)
         if found is not None:
             return found
-        return Instrument(symbol, self._default_tick, self._default_lot)
+        default = Instrument(symbol, self._default_tick, self._default_lot)
+        return self._with_freeze(default) if self._freeze else default
+
+    def _with_freeze(self, instrument: Instrument) -> Instrument:
+        if not self._freeze:
+            return instrument
+        symbol = instrument.symbol
+        if symbol in self._freeze:
+            return replace(instrument, freeze_qty=self._freeze[symbol])
+        matches = [key for key in self._freeze if key.endswith("*") and symbol.startswith(key[:-1])]
+        if not matches:
+            return instrument
+        return replace(instrument, freeze_qty=self._freeze[max(matches, key=len)])
 
     def __len__(self) -> int:
         return len(self._by_symbol)

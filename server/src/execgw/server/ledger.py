@@ -85,6 +85,8 @@ class PositionState:
     sell_qty: int = 0
     # Realized PnL since the position was last opened from flat.
     trip_pnl: Decimal = ZERO
+    # Charges of its fills (Fill.charges), kept apart: realized_pnl stays gross.
+    charges: Decimal = ZERO
 
     @property
     def avg_price(self) -> Decimal:
@@ -157,7 +159,10 @@ class Ledger:
             case OrderAccepted() | OrderRejected() | OrderSubmitted():
                 self._open(event)
             case OrderFilled(fill=fill):
-                return self._fill(fill)
+                outcome = self._fill(fill)
+                if event.raw:
+                    self._require(fill.order_id).raw = dict(event.raw)
+                return outcome
             case OrderTriggered(order_id=order_id, timestamp=ts):
                 order = self._require(order_id)
                 order.triggered = True
@@ -262,6 +267,7 @@ class Ledger:
                     last_price=ltp,
                     buy_qty=state.buy_qty,
                     sell_qty=state.sell_qty,
+                    charges=state.charges,
                 )
             )
         return views
@@ -368,6 +374,9 @@ class Ledger:
         key = (fill.strategy_code, fill.symbol, fill.product)
         state = self._positions.setdefault(key, PositionState())
         realized, round_trip = state.apply(fill.side.sign * fill.qty, fill.price)
+        if fill.charges is not None:
+            order.charges += fill.charges.total
+            state.charges += fill.charges.total
         return FillOutcome(key, realized, round_trip)
 
     def _require_open(self, order_id: str, what: str) -> Order:

@@ -114,6 +114,7 @@ class PositionEntry:
     buy_qty: int
     sell_qty: int
     trip_pnl: Decimal
+    charges: Decimal = Decimal(0)
 
     @classmethod
     def of(cls, key: PositionKey, position: PositionState) -> PositionEntry:

@@ -136,6 +136,7 @@ def result(order: domain.Order) -> orders_pb2.ExecutionResult:
         validity=_VALIDITY_PB[intent.validity],
         tag=intent.tag,
         venue_order_id=order.venue_order_id,
+        charges_decimal=_plain(order.charges),
     )
     avg = order.avg_price
     if avg is not None:
@@ -151,7 +152,7 @@ def result(order: domain.Order) -> orders_pb2.ExecutionResult:
 
 
 def fill(f: domain.Fill) -> orders_pb2.Fill:
-    return orders_pb2.Fill(
+    msg = orders_pb2.Fill(
         fill_id=f.fill_id,
         order_id=f.order_id,
         client_order_id=f.client_order_id,
@@ -165,6 +166,20 @@ def fill(f: domain.Fill) -> orders_pb2.Fill:
         timestamp=timestamp(f.timestamp),
         venue_trade_id=f.venue_trade_id,
     )
+    if f.charges is not None:
+        c = f.charges
+        msg.charges.CopyFrom(
+            orders_pb2.Charges(
+                total_decimal=_plain(c.total),
+                brokerage_decimal=_plain(c.brokerage),
+                stt_decimal=_plain(c.stt),
+                exchange_txn_decimal=_plain(c.exchange_txn),
+                sebi_decimal=_plain(c.sebi),
+                stamp_duty_decimal=_plain(c.stamp_duty),
+                gst_decimal=_plain(c.gst),
+            )
+        )
+    return msg
 
 
 def position(p: domain.PositionView) -> orders_pb2.Position:
@@ -181,6 +196,9 @@ def position(p: domain.PositionView) -> orders_pb2.Position:
         realized_pnl_decimal=_plain(p.realized_pnl),
         unrealized_pnl_decimal=_plain(p.unrealized_pnl),
         avg_price_decimal=_plain(p.avg_price),
+        charges_decimal=_plain(p.charges),
+        realized_pnl_net=float(p.realized_pnl_net),
+        realized_pnl_net_decimal=_plain(p.realized_pnl_net),
     )
     if p.last_price is not None:
         msg.last_price = float(p.last_price)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from execgw.server.domain import Order, OrderIntent, Quote
-from execgw.server.events import Event, OrderAccepted, OrderCancelled
+from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote
+from execgw.server.events import CancelRequested, Event, OrderAccepted, OrderCancelled
 from execgw.server.venues.simulator import SmartFillSimulator
 
 
@@ -50,5 +50,11 @@ class PaperVenue:
         return self.simulator.on_quote(quote, now, next_fill_id)
 
     def cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
+        if order.status is OrderStatus.PENDING_CANCEL:
+            return []  # already on its way to the exchange
+        if self.simulator.request_cancel(order, now, message):
+            # With cancel latency the order works, and may fill, until the cancel arrives.
+            return [CancelRequested(order.order_id, now, message)]
         self.simulator.cancel(order.order_id, order.intent.symbol)
-        return [OrderCancelled(order.order_id, now, message)]
+        raw = self.simulator.kite_cancelled(order)
+        return [OrderCancelled(order.order_id, now, message, raw=raw)]

@@ -1,28 +1,57 @@
 """SmartFillSimulator: the paper venue. Fills orders against the latest quote.
 
-Pricing rules (all exact, in Decimal):
-- MARKET fills at LTP moved by slippage against the trader, snapped to the tick in
-  the direction that is worse for the trader.
+Pricing rules (all exact, in Decimal), with the market model of fill_model.py:
+- MARKET fills at the reference price (LTP, or the touch) moved by slippage against
+  the trader, snapped to the tick in the direction that is worse for the trader.
 - A marketable LIMIT fills at once at that slipped price, capped at the limit.
-- A resting DAY LIMIT fills at its limit when a later LTP reaches it; IOC is cancelled.
-- SL / SL_M rest until LTP reaches the trigger, then act as LIMIT / MARKET.
+- A resting DAY LIMIT fills at its limit when a later quote reaches it; IOC is cancelled.
+- SL / SL_M rest until LTP reaches the trigger (Kite triggers on LTP), then act as
+  LIMIT / MARKET.
+- With liquidity caps on, a fill takes at most what the quote still offers; a DAY
+  remainder stays working (PARTIAL) and fills on later quotes, an IOC remainder is
+  cancelled. Without caps (the default), every fill takes all that remains.
 
-The simulator owns only its book of working orders. It decides, and returns events;
-the core applies them to the ledger.
+The simulator owns only its book of working orders and what it saw of the market. It
+decides, and returns events; the core applies them to the ledger.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from execgw.server.domain import Fill, Order, OrderType, Quote, Side, Validity
-from execgw.server.events import Event, OrderCancelled, OrderFilled, OrderTriggered
+from execgw.server.domain import Fill, Order, OrderStatus, OrderType, Quote, Side, Validity
+from execgw.server.events import (
+    Event,
+    OrderCancelled,
+    OrderFilled,
+    OrderTriggered,
+    VenueRejected,
+    VenueUpdated,
+)
 from execgw.server.instruments import InstrumentRegistry
+from execgw.server.venues.charges import ChargeModel
+from execgw.server.venues.fill_model import FillModel, Liquidity
+from execgw.server.venues.latency import Kind, LatencyModel
 
-_BPS = Decimal(10_000)
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+# Kite statuses after which nothing is pending.
+_KITE_FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An order or a cancel on its way to the exchange."""
+
+    due: datetime
+    seq: int  # ties at one due time go in the order sent
+    kind: Kind
+    order: Order
+    message: str
 
 
 @dataclass(slots=True)
@@ -38,15 +67,45 @@ class SmartFillSimulator:
         *,
         slippage_bps: Decimal,
         instruments: InstrumentRegistry,
+        model: FillModel | None = None,
+        charges: ChargeModel | None = None,
+        latency: LatencyModel | None = None,
+        kite_statuses: bool = False,
     ) -> None:
         if slippage_bps < 0:
             raise ValueError("slippage_bps must be >= 0")
-        self._slippage = slippage_bps / _BPS
+        self._model = replace(model or FillModel(), slippage_bps=slippage_bps)
         self._instruments = instruments
         self._working: dict[str, dict[str, _Working]] = {}
+        # Per symbol: the latest quote and the cumulative volume of the one before it,
+        # so that a quote's traded volume is known. Kept only when liquidity is tracked.
+        self._seen: dict[str, tuple[Quote, int | None]] = {}
+        # Per symbol: what the latest quote still offers after the fills it gave.
+        self._liquidity: dict[str, Liquidity] = {}
+        self._charges = charges
+        self._latency = latency or LatencyModel()
+        # Put Kite's status strings in each event's raw, as Kite's order updates have.
+        self._kite_statuses = kite_statuses
+        # Orders and cancels sent but not yet at the exchange, per symbol, by due time.
+        self._pending: dict[str, list[_Pending]] = {}
+        self._pending_seq = 0
+        # The quote in force per symbol: what an order arriving between quotes meets.
+        self._last_quote: dict[str, Quote] = {}
+        # Quantity filled by events this call returns, which the ledger has not folded
+        # into the orders yet: one quote may fill an order on arrival and again resting.
+        self._unfolded: dict[str, int] = {}
+        # Brokerage each working order paid so far: Zerodha caps it per executed order.
+        self._brokerage: dict[str, Decimal] = {}
+
+    @property
+    def model(self) -> FillModel:
+        return self._model
 
     def reset(self) -> None:
         self._working.clear()
+        self._pending.clear()
+        # Liquidity taken by orders about to be rebuilt is given back; the quotes seen stay.
+        self._liquidity.clear()
 
     def working_order_ids(self) -> list[str]:
         return [oid for book in self._working.values() for oid in book]
@@ -57,107 +116,320 @@ class SmartFillSimulator:
             if order.status.is_open:
                 is_stop = order.intent.order_type in (OrderType.SL, OrderType.SL_M)
                 self._rest(order, triggered=order.triggered or not is_stop)
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    # Its cancel was on its way: it arrives with the next quote.
+                    self._schedule(_EPOCH, "cancel", order, "cancelled by client")
 
     def market_price(self, side: Side, symbol: str, ltp: Decimal) -> Decimal:
-        instrument = self._instruments.get(symbol)
-        if side is Side.BUY:
-            return instrument.snap_up(ltp * (1 + self._slippage))
-        # Never below one tick: a penny stock sold at market must not fill at zero.
-        return max(instrument.snap_down(ltp * (1 - self._slippage)), instrument.tick_size)
+        """LTP moved by the fixed slippage against the trader (the seed's market price)."""
+        model = replace(self._model, slippage_model="fixed_bps")
+        return model.taker_price(self._instruments.get(symbol), side, ltp, Decimal(0))
 
     def on_new_order(
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
     ) -> list[Event]:
-        """The immediate outcome of an accepted order: fill, rest, trigger or cancel."""
+        """The immediate outcome of an accepted order: fill, rest, trigger or cancel;
+        with insert latency, nothing until it reaches the exchange (a later quote)."""
+        self._unfolded.clear()
+        self._last_quote[quote.symbol] = quote
+        if self._latency.active("insert"):
+            due = now + self._latency.delay("insert", order.order_id)
+            self._schedule(due, "insert", order, "")
+            return self._status(order, now, "OPEN PENDING")
+        return self._arrive(order, quote, now, next_fill_id)
+
+    def request_cancel(self, order: Order, now: datetime, message: str) -> bool:
+        """Send a cancel that reaches the exchange after the cancel latency; False (and
+        nothing sent) when there is none: the caller cancels at once."""
+        if not self._latency.active("cancel"):
+            return False
+        due = now + self._latency.delay("cancel", order.order_id)
+        self._schedule(due, "cancel", order, message)
+        return True
+
+    def _arrive(
+        self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
+    ) -> list[Event]:
+        """An order reaches the exchange and meets `quote`."""
         intent = order.intent
+        freeze = self._instruments.get(intent.symbol).freeze_qty
+        if freeze is not None and intent.qty > freeze:
+            # The exchange refuses such an order outright (execution.autoslice: reject).
+            return [
+                VenueRejected(
+                    order.order_id,
+                    now,
+                    f"qty {intent.qty} exceeds the freeze quantity {freeze} of {intent.symbol}",
+                    raw=self._raw(order, "REJECTED"),
+                )
+            ]
+        liquidity = self._liquidity_for(quote)
         if intent.order_type in (OrderType.SL, OrderType.SL_M):
             if not self._trigger_crossed(order, quote.ltp):
                 self._rest(order, triggered=False)
-                return []
-            triggered: list[Event] = [OrderTriggered(order.order_id, now, quote.ltp)]
-            return triggered + self._execute(order, quote, now, next_fill_id, resting_allowed=True)
-        return self._execute(
-            order, quote, now, next_fill_id, resting_allowed=intent.validity is Validity.DAY
+                return self._status(order, now, "TRIGGER PENDING")
+            triggered = [
+                *self._status(order, now, "TRIGGER PENDING"),
+                OrderTriggered(order.order_id, now, quote.ltp),
+                *self._status(order, now, "OPEN"),
+            ]
+            return triggered + self._execute(
+                order, quote, liquidity, now, next_fill_id, resting_allowed=True
+            )
+        return self._status(order, now, "OPEN") + self._execute(
+            order,
+            quote,
+            liquidity,
+            now,
+            next_fill_id,
+            resting_allowed=intent.validity is Validity.DAY,
         )
 
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        self._unfolded.clear()
+        events: list[Event] = []
+        if self._pending.get(quote.symbol):
+            # What reached the exchange before this quote met the quote then in force.
+            events += self._deliver(quote.symbol, now, next_fill_id)
+        if self._latency.active("insert"):
+            self._last_quote[quote.symbol] = quote
+        liquidity = self._observe(quote) if self._model.tracks_liquidity else None
         book = self._working.get(quote.symbol)
         if not book:
-            return []
-        events: list[Event] = []
-        # Oldest first: time priority among orders the same quote reaches.
+            return events
+        # Oldest first: time priority among orders the same quote reaches, and for the
+        # liquidity it offers.
         for order_id, working in list(book.items()):
             order = working.order
+            order_type = order.intent.order_type
             if not working.triggered:
                 if not self._trigger_crossed(order, quote.ltp):
                     continue
                 working.triggered = True
                 events.append(OrderTriggered(order_id, now, quote.ltp))
-                if order.intent.order_type is OrderType.SL_M:
-                    self._remove(order)
-                    events.append(
-                        self._fill(next_fill_id, order, self._slipped(order, quote), quote, now)
-                    )
-                    continue
-                if self._limit_marketable(order, quote.ltp):
-                    self._remove(order)
-                    events.append(
-                        self._fill(next_fill_id, order, self._capped(order, quote), quote, now)
+                events += self._status(order, now, "OPEN")
+                if order_type is OrderType.SL_M:
+                    events += self._take(order, quote, liquidity, now, next_fill_id)
+                elif self._limit_marketable(order, quote):
+                    events += self._take(
+                        order, quote, liquidity, now, next_fill_id, limit=order.intent.price
                     )
                 continue
-            if self._limit_marketable(order, quote.ltp):
-                self._remove(order)
+            if order_type in (OrderType.MARKET, OrderType.SL_M):
+                # Only a remainder the liquidity caps left over rests at market.
+                events += self._take(order, quote, liquidity, now, next_fill_id)
+            elif self._resting_limit_fills(order, quote):
+                # A resting limit is the passive side: it trades at its own price.
                 assert order.intent.price is not None
-                events.append(self._fill(next_fill_id, order, order.intent.price, quote, now))
+                events += self._take(
+                    order,
+                    quote,
+                    liquidity,
+                    now,
+                    next_fill_id,
+                    limit=order.intent.price,
+                    price=order.intent.price,
+                )
         return events
 
     def cancel(self, order_id: str, symbol: str) -> bool:
+        pending = self._pending.get(symbol)
+        if pending:
+            pending[:] = [p for p in pending if p.order.order_id != order_id]
+        self._brokerage.pop(order_id, None)
         book = self._working.get(symbol)
         if book is None or order_id not in book:
             return False
         del book[order_id]
         return True
 
+    def kite_cancelled(self, order: Order) -> dict[str, Any]:
+        """The raw of an order cancelled at once by the venue."""
+        return self._raw(order, "CANCELLED")
+
+    def _raw(self, order: Order, status: str) -> dict[str, Any]:
+        """Kite's view of the order (its order-update fields) with `status`, counting
+        fills this call made; empty unless kite_statuses is on."""
+        if not self._kite_statuses:
+            return {}
+        filled = order.intent.qty - self._remaining(order)
+        return {
+            "status": status,
+            "filled_quantity": filled,
+            "pending_quantity": 0 if status in _KITE_FINAL else order.intent.qty - filled,
+        }
+
+    def _status(self, order: Order, now: datetime, status: str) -> list[Event]:
+        """An order update that only changes the Kite status; none when it is off."""
+        if not self._kite_statuses:
+            return []
+        return [VenueUpdated(order.order_id, now, "", raw=self._raw(order, status))]
+
+    def _remaining(self, order: Order) -> int:
+        return order.remaining_qty - self._unfolded.get(order.order_id, 0)
+
+    def _schedule(self, due: datetime, kind: Kind, order: Order, message: str) -> None:
+        self._pending_seq += 1
+        pending = self._pending.setdefault(order.intent.symbol, [])
+        pending.append(_Pending(due, self._pending_seq, kind, order, message))
+        pending.sort(key=lambda p: (p.due, p.seq))
+
+    def _deliver(self, symbol: str, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        """Orders and cancels due by `now`, in the order they reach the exchange."""
+        pending = self._pending[symbol]
+        due = [p for p in pending if p.due <= now]
+        if not due:
+            return []
+        pending[:] = pending[len(due) :]
+        events: list[Event] = []
+        for item in due:
+            order = item.order
+            if not order.status.is_open or self._remaining(order) == 0:
+                continue
+            if item.kind == "insert":
+                events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
+                continue
+            # A cancel that overtook its order's insert cancels it before it arrives.
+            pending[:] = [p for p in pending if p.order.order_id != order.order_id]
+            self._remove(order)
+            self._brokerage.pop(order.order_id, None)
+            events.append(
+                OrderCancelled(order.order_id, now, item.message, raw=self._raw(order, "CANCELLED"))
+            )
+        return events
+
     def _execute(
         self,
         order: Order,
         quote: Quote,
+        liquidity: Liquidity | None,
         now: datetime,
         next_fill_id: Callable[[], str],
         *,
         resting_allowed: bool,
     ) -> list[Event]:
         intent = order.intent
+        events: list[Event] = []
+        marketable = True
         if intent.order_type in (OrderType.MARKET, OrderType.SL_M):
-            return [self._fill(next_fill_id, order, self._slipped(order, quote), quote, now)]
-        if self._limit_marketable(order, quote.ltp):
-            return [self._fill(next_fill_id, order, self._capped(order, quote), quote, now)]
+            events = self._take(order, quote, liquidity, now, next_fill_id)
+        elif self._limit_marketable(order, quote):
+            events = self._take(order, quote, liquidity, now, next_fill_id, limit=intent.price)
+        else:
+            marketable = False
+        left = self._remaining(order)
+        if left == 0:
+            return events
         if resting_allowed:
             self._rest(order, triggered=True)
-            return []
-        return [
-            OrderCancelled(
-                order.order_id,
-                now,
-                f"IOC limit {intent.price} not marketable against LTP {quote.ltp}",
+            return events
+        if not marketable:
+            message = (
+                f"IOC limit {intent.price} not marketable against "
+                f"{self._reference_name(intent.side)} {self._model.reference(intent.side, quote)}"
             )
-        ]
+        else:
+            message = (
+                f"IOC remainder {left} of {intent.qty} cancelled: no more liquidity in the quote"
+            )
+        raw = self._raw(order, "CANCELLED")
+        return [*events, OrderCancelled(order.order_id, now, message, raw=raw)]
 
-    def _slipped(self, order: Order, quote: Quote) -> Decimal:
-        return self.market_price(order.intent.side, order.intent.symbol, quote.ltp)
+    def _take(
+        self,
+        order: Order,
+        quote: Quote,
+        liquidity: Liquidity | None,
+        now: datetime,
+        next_fill_id: Callable[[], str],
+        *,
+        limit: Decimal | None = None,
+        price: Decimal | None = None,
+    ) -> list[Event]:
+        """Fill what the quote offers of the order's remainder: at `price`, or as a taker
+        at the slipped reference price, never worse than `limit`. Nothing when the quote
+        has nothing left; the order leaves the book once complete."""
+        side = order.intent.side
+        remaining = self._remaining(order)
+        qty = remaining if liquidity is None else liquidity.available(side, remaining)
+        if qty <= 0:
+            return []
+        if price is None:
+            participation = Decimal(0) if liquidity is None else liquidity.participation(side, qty)
+            price = self._model.taker_price(
+                self._instruments.get(order.intent.symbol),
+                side,
+                self._model.reference(side, quote),
+                participation,
+            )
+            if limit is not None:
+                price = min(price, limit) if side is Side.BUY else max(price, limit)
+        if liquidity is not None:
+            liquidity.take(side, qty)
+        if qty == remaining:
+            self._remove(order)
+        return [self._fill(next_fill_id, order, qty, price, quote, now)]
 
-    def _capped(self, order: Order, quote: Quote) -> Decimal:
-        """Slipped price, never worse than the limit."""
+    def _observe(self, quote: Quote) -> Liquidity:
+        """A new quote of a symbol: a fresh budget of liquidity."""
+        seen = self._seen.get(quote.symbol)
+        previous_volume = None if seen is None else seen[0].volume
+        self._seen[quote.symbol] = (quote, previous_volume)
+        liquidity = Liquidity.of(self._model, quote, previous_volume)
+        self._liquidity[quote.symbol] = liquidity
+        return liquidity
+
+    def _liquidity_for(self, quote: Quote) -> Liquidity | None:
+        """What `quote` still offers to a new order; None when liquidity is not tracked."""
+        if not self._model.tracks_liquidity:
+            return None
+        liquidity = self._liquidity.get(quote.symbol)
+        if liquidity is not None and liquidity.quote == quote:
+            return liquidity
+        seen = self._seen.get(quote.symbol)
+        if seen is not None and seen[0] == quote:
+            # Seen before a reset: its budget starts full again.
+            liquidity = Liquidity.of(self._model, quote, seen[1])
+            self._liquidity[quote.symbol] = liquidity
+            return liquidity
+        return self._observe(quote)
+
+    def _reference_name(self, side: Side) -> str:
+        if self._model.price_source == "touch":
+            return "ask" if side is Side.BUY else "bid"
+        return "LTP"
+
+    def _limit_marketable(self, order: Order, quote: Quote) -> bool:
         limit = order.intent.price
         assert limit is not None
-        slipped = self._slipped(order, quote)
-        return min(slipped, limit) if order.intent.side is Side.BUY else max(slipped, limit)
+        reference = self._model.reference(order.intent.side, quote)
+        return reference <= limit if order.intent.side is Side.BUY else reference >= limit
 
-    @staticmethod
-    def _limit_marketable(order: Order, ltp: Decimal) -> bool:
+    def _resting_limit_fills(self, order: Order, quote: Quote) -> bool:
+        """Whether a quote reaches a resting limit. A trade through the limit fills it,
+        and with touch so does the far side at or through it (the book crosses). LTP
+        exactly at the limit is a touch: others may be ahead in the queue, so it fills
+        with touch_fill_probability (1 fills on touch, 0 needs a trade-through), drawn
+        from an RNG seeded by the seed, the order and the quote: the same quotes and
+        orders give the same fills, also after a restart."""
         limit = order.intent.price
         assert limit is not None
-        return ltp <= limit if order.intent.side is Side.BUY else ltp >= limit
+        buy = order.intent.side is Side.BUY
+        if quote.ltp < limit if buy else quote.ltp > limit:
+            return True
+        if self._model.price_source == "touch":
+            far = quote.ask if buy else quote.bid
+            if far > 0 and (far <= limit if buy else far >= limit):
+                return True
+        if quote.ltp != limit:
+            return False
+        probability = self._model.touch_fill_probability
+        if probability >= 1:
+            return True
+        if probability <= 0:
+            return False
+        key = f"{self._model.seed}|{order.order_id}|{quote.timestamp.isoformat()}|{quote.ltp}"
+        return Decimal(repr(random.Random(key).random())) < probability
 
     @staticmethod
     def _trigger_crossed(order: Order, ltp: Decimal) -> bool:
@@ -169,11 +441,25 @@ class SmartFillSimulator:
         self,
         next_fill_id: Callable[[], str],
         order: Order,
+        qty: int,
         price: Decimal,
         quote: Quote,
         now: datetime,
     ) -> OrderFilled:
         intent = order.intent
+        charges = None
+        if self._charges is not None:
+            paid = self._brokerage.get(order.order_id, Decimal(0))
+            charges = self._charges.for_fill(
+                intent.symbol, intent.product, intent.side, qty, price, brokerage_so_far=paid
+            )
+            if charges is not None:
+                if qty == self._remaining(order):
+                    self._brokerage.pop(order.order_id, None)
+                else:
+                    self._brokerage[order.order_id] = paid + charges.brokerage
+        self._unfolded[order.order_id] = self._unfolded.get(order.order_id, 0) + qty
+        status = "OPEN" if self._remaining(order) else "COMPLETE"
         return OrderFilled(
             Fill(
                 fill_id=next_fill_id(),
@@ -183,11 +469,13 @@ class SmartFillSimulator:
                 symbol=intent.symbol,
                 side=intent.side,
                 product=intent.product,
-                qty=order.remaining_qty,
+                qty=qty,
                 price=price,
                 timestamp=now,
+                charges=charges,
             ),
             quote,
+            raw=self._raw(order, status),
         )
 
     def _rest(self, order: Order, *, triggered: bool) -> None:

@@ -1,0 +1,170 @@
+"""Indian charges per fill, from the default rate table, checked to the paisa by hand.
+
+Rates (config.py, Zerodha NSE from 2024-10-01): SEBI Rs 10 a crore (0.0001%), GST
+18% of brokerage + exchange txn + SEBI; every part rounded to the paisa, half up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from execgw.client import ExecutionClient, limit, market
+from execgw.server.clock import ManualClock
+from execgw.server.config import ChargesConfig
+from execgw.server.domain import Charges, Product, Side
+from execgw.server.venues.charges import ChargeModel, segment_of
+from execgw.server.venues.factory import charge_model
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningGateway, make_config
+    from tests.e2e_helpers import INFY, TIMEOUT_S, publish
+else:
+    from conftest import RunningGateway, make_config
+    from e2e_helpers import INFY, TIMEOUT_S, publish
+
+D = Decimal
+
+
+@pytest.fixture
+def model() -> ChargeModel:
+    built = charge_model(ChargesConfig(enabled=True))
+    assert built is not None
+    return built
+
+
+def parts(c: Charges | None) -> tuple[str, ...]:
+    assert c is not None
+    return tuple(
+        str(v) for v in (c.brokerage, c.stt, c.exchange_txn, c.sebi, c.stamp_duty, c.gst, c.total)
+    )
+
+
+def test_cnc_round_trip(model: ChargeModel) -> None:
+    # BUY 100 @ 1500 = 150,000: brokerage 0; STT 0.1% = 150.00; txn 0.00297% = 4.455
+    # -> 4.46; SEBI 0.15; stamp 0.015% = 22.50; GST 18% x 4.61 = 0.8298 -> 0.83.
+    buy = model.for_fill(INFY, Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
+    assert parts(buy) == ("0.00", "150.00", "4.46", "0.15", "22.50", "0.83", "177.94")
+    # SELL 100 @ 1600 = 160,000: STT 160.00; txn 4.752 -> 4.75; SEBI 0.16; no stamp;
+    # GST 18% x 4.91 = 0.8838 -> 0.88.
+    sell = model.for_fill(INFY, Product.CNC, Side.SELL, 100, D(1600), brokerage_so_far=D(0))
+    assert parts(sell) == ("0.00", "160.00", "4.75", "0.16", "0.00", "0.88", "165.79")
+
+
+def test_mis_round_trip(model: ChargeModel) -> None:
+    # BUY 100 @ 1500: 0.03% = 45 -> capped at Rs 20; no STT on an intraday buy; txn 4.46;
+    # SEBI 0.15; stamp 0.003% = 4.50; GST 18% x 24.61 = 4.4298 -> 4.43.
+    buy = model.for_fill(INFY, Product.MIS, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
+    assert parts(buy) == ("20.00", "0.00", "4.46", "0.15", "4.50", "4.43", "33.54")
+    # SELL 100 @ 1510 = 151,000: brokerage 20; STT 0.025% = 37.75; txn 4.4847 -> 4.48;
+    # SEBI 0.151 -> 0.15; GST 18% x 24.63 = 4.4334 -> 4.43.
+    sell = model.for_fill(INFY, Product.MIS, Side.SELL, 100, D(1510), brokerage_so_far=D(0))
+    assert parts(sell) == ("20.00", "37.75", "4.48", "0.15", "0.00", "4.43", "66.81")
+
+
+def test_small_mis_brokerage_is_the_percentage_below_the_cap(model: ChargeModel) -> None:
+    # 10 @ 1000 = 10,000: 0.03% = 3.00; txn 0.297 -> 0.30; SEBI 0.01; stamp 0.30;
+    # GST 18% x 3.31 = 0.5958 -> 0.60.
+    c = model.for_fill(INFY, Product.MIS, Side.BUY, 10, D(1000), brokerage_so_far=D(0))
+    assert parts(c) == ("3.00", "0.00", "0.30", "0.01", "0.30", "0.60", "4.21")
+
+
+def test_brokerage_cap_is_per_order_across_its_fills(model: ChargeModel) -> None:
+    # 60 @ 1500 = 90,000: 27 -> 20. Then 40 @ 1500: 18, but the order has paid its 20.
+    first = model.for_fill(INFY, Product.MIS, Side.BUY, 60, D(1500), brokerage_so_far=D(0))
+    assert first is not None
+    assert first.brokerage == D("20.00")
+    second = model.for_fill(INFY, Product.MIS, Side.BUY, 40, D(1500), brokerage_so_far=D(20))
+    assert second is not None
+    assert second.brokerage == D("0.00")
+
+
+def test_option_sell_pays_flat_brokerage_and_stt_on_the_premium(model: ChargeModel) -> None:
+    # 75 @ 100 = 7,500 premium: Rs 20 flat; STT 0.1% = 7.50; txn 0.03503% = 2.62725
+    # -> 2.63; SEBI 0.0075 -> 0.01; GST 18% x 22.64 = 4.0752 -> 4.08.
+    symbol = "NFO:NIFTY26DEC24000CE"
+    c = model.for_fill(symbol, Product.NRML, Side.SELL, 75, D(100), brokerage_so_far=D(0))
+    assert parts(c) == ("20.00", "7.50", "2.63", "0.01", "0.00", "4.08", "34.22")
+    again = model.for_fill(symbol, Product.NRML, Side.SELL, 75, D(100), brokerage_so_far=D(20))
+    assert again is not None
+    assert again.brokerage == D(0)
+
+
+def test_future_buy(model: ChargeModel) -> None:
+    # 50 @ 24,000 = 12,00,000: 0.03% = 360 -> 20; txn 0.00173% = 20.76; SEBI 1.20;
+    # stamp 0.002% = 24.00; GST 18% x 41.96 = 7.5528 -> 7.55.
+    c = model.for_fill(
+        "NFO:NIFTY26DECFUT", Product.NRML, Side.BUY, 50, D(24000), brokerage_so_far=D(0)
+    )
+    assert parts(c) == ("20.00", "0.00", "20.76", "1.20", "24.00", "7.55", "73.51")
+
+
+def test_segments_are_told_from_the_symbol() -> None:
+    assert segment_of("NSE:INFY", Product.CNC) == "equity_delivery"
+    assert segment_of("BSE:INFY", Product.MIS) == "equity_intraday"
+    assert segment_of("NFO:BANKNIFTY26DECFUT", Product.MIS) == "futures"
+    assert segment_of("BFO:SENSEX26DEC80000PE", Product.NRML) == "options"
+    assert segment_of("MCX:CRUDEOIL26DECFUT", Product.NRML) is None
+
+
+def test_disabled_charges_build_no_model() -> None:
+    assert charge_model(ChargesConfig()) is None
+
+
+# -- end to end ---------------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path: Path, clock: ManualClock) -> Iterator[ExecutionClient]:
+    config = make_config(tmp_path, execution={"slippage_bps": 0.0, "charges": {"enabled": True}})
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as c:
+            yield c
+    finally:
+        gateway.stop()
+
+
+def test_a_mis_round_trip_reports_charges_per_fill_and_pnl_gross_and_net(
+    client: ExecutionClient,
+) -> None:
+    publish(client, INFY, 1500.00)
+    buy = client.submit(market(INFY, "BUY", 100, strategy_code="s"))
+    assert buy.charges_decimal == "33.54"
+    publish(client, INFY, 1510.00)
+    sell = client.submit(limit(INFY, "SELL", 100, 1510.00, strategy_code="s"))
+    assert sell.charges_decimal == "66.81"
+    [position] = client.positions(strategy_code="s")
+    # Gross 100 x (1510 - 1500) = 1000; charges 33.54 + 66.81 = 100.35.
+    assert position.realized_pnl_decimal == "1000.00"
+    assert position.charges_decimal == "100.35"
+    assert position.realized_pnl_net_decimal == "899.65"
+    assert position.realized_pnl_net == pytest.approx(899.65)
+    fills = []
+    for event in client.stream_fills(from_sequence=1, reconnect=False, heartbeats=True):
+        if event.WhichOneof("payload") == "heartbeat":
+            break
+        if event.WhichOneof("payload") == "fill":
+            fills.append(event.fill)
+    assert [(f.charges.total_decimal, f.charges.stt_decimal) for f in fills] == [
+        ("33.54", "0.00"),
+        ("66.81", "37.75"),
+    ]
+
+
+def test_without_charges_nothing_is_charged(tmp_path: Path, clock: ManualClock) -> None:
+    gateway = RunningGateway(make_config(tmp_path), clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as client:
+            publish(client, INFY, 1500.00)
+            result = client.submit(market(INFY, "BUY", 10, strategy_code="s"))
+            assert result.charges_decimal == "0"
+            [position] = client.positions(strategy_code="s")
+            assert position.charges_decimal == "0"
+            assert position.realized_pnl_net_decimal == position.realized_pnl_decimal
+    finally:
+        gateway.stop()
