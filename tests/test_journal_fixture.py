@@ -64,6 +64,8 @@ ORDER_FIELDS_ADDED_SINCE: dict[str, object] = {
     "venue_order_id": "",
     "venue_trade_ids": [],
     "charges": "0",
+    "arrived": False,
+    "brokerage": "0",
 }
 # The same for positions.
 POSITION_FIELDS_ADDED_SINCE: dict[str, object] = {"charges": "0"}

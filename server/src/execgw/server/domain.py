@@ -176,6 +176,11 @@ class Order:
     # Rupees of charges (brokerage, taxes, fees) on the fills so far; 0 when the
     # simulator's charges are off and for broker fills (the contract note has them).
     charges: Decimal = Decimal(0)
+    # Paper orders with insert latency: it reached the simulated exchange (OrderArrived).
+    arrived: bool = False
+    # The brokerage part of `charges`: Zerodha caps it per order, across its fills and
+    # across restarts.
+    brokerage: Decimal = Decimal(0)
 
     @property
     def avg_price(self) -> Decimal | None:

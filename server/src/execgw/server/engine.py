@@ -63,6 +63,7 @@ from execgw.server.events import (
     VenueUpdated,
     event_order_id,
 )
+from execgw.server.instruments import Instrument
 from execgw.server.journal import JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState
@@ -786,7 +787,9 @@ class ExecutionEngine:
                 symbol=symbol,
                 strategy_code=code,
                 side=Side.SELL if position.net_qty > 0 else Side.BUY,
-                qty=abs(position.net_qty),
+                # No more than the exchange takes in one order: the rest goes in the
+                # next slice, on a later tick, once this one has filled.
+                qty=_square_off_qty(abs(position.net_qty), self._quotes.instruments.get(symbol)),
                 order_type=OrderType.MARKET,
                 product=Product.MIS,
                 validity=Validity.DAY,
@@ -928,6 +931,11 @@ class ExecutionEngine:
                 marks[symbol] = ltp
         if marks != self.state.marks:
             self._emit(MarksRecorded(marks, now), now)
+
+
+def _square_off_qty(open_qty: int, instrument: Instrument) -> int:
+    freeze = instrument.freeze_qty
+    return open_qty if freeze is None else min(open_qty, freeze)
 
 
 def _is_power_of_ten(n: int) -> bool:

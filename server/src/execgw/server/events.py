@@ -121,6 +121,16 @@ class CancelRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderArrived:
+    """A paper order reached the simulated exchange after its insert latency: from now
+    on it works there. Journaled so a restart knows which orders were still on their
+    way (and must arrive, freeze check and all) and which were already working."""
+
+    order_id: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class OrderTriggered:
     """A stop order's trigger was crossed; from now on it behaves as LIMIT or MARKET."""
 
@@ -249,6 +259,7 @@ OrderEvent = (
     | VenueUpdated
     | OrderAmbiguous
     | CancelRequested
+    | OrderArrived
 )
 RiskEvent = (
     BreakerTripped

@@ -28,6 +28,7 @@ from execgw.server.events import (
     Event,
     OrderAccepted,
     OrderAmbiguous,
+    OrderArrived,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
@@ -163,6 +164,8 @@ class Ledger:
                 if event.raw:
                     self._require(fill.order_id).raw = dict(event.raw)
                 return outcome
+            case OrderArrived(order_id=order_id):
+                self._require_open(order_id, "arrival").arrived = True
             case OrderTriggered(order_id=order_id, timestamp=ts):
                 order = self._require(order_id)
                 order.triggered = True
@@ -376,6 +379,7 @@ class Ledger:
         realized, round_trip = state.apply(fill.side.sign * fill.qty, fill.price)
         if fill.charges is not None:
             order.charges += fill.charges.total
+            order.brokerage += fill.charges.brokerage
             state.charges += fill.charges.total
         return FillOutcome(key, realized, round_trip)
 

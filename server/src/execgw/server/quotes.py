@@ -71,7 +71,11 @@ class QuoteBook:
         self.marks_every = marks_every
         self._band_min_ticks = band_min_ticks
         self._band_confirm = band_confirm_quotes
-        self._instruments = instruments or InstrumentRegistry()
+        self._instruments = InstrumentRegistry() if instruments is None else instruments
+
+    @property
+    def instruments(self) -> InstrumentRegistry:
+        return self._instruments
 
     def update(self, quote: Quote) -> int:
         """Take an accepted quote; returns how many of its symbol's quotes the band had

@@ -27,6 +27,7 @@ from typing import Any
 from execgw.server.domain import Fill, Order, OrderStatus, OrderType, Quote, Side, Validity
 from execgw.server.events import (
     Event,
+    OrderArrived,
     OrderCancelled,
     OrderFilled,
     OrderTriggered,
@@ -104,8 +105,10 @@ class SmartFillSimulator:
     def reset(self) -> None:
         self._working.clear()
         self._pending.clear()
-        # Liquidity taken by orders about to be rebuilt is given back; the quotes seen stay.
-        self._liquidity.clear()
+        # Liquidity taken stays taken: the fills that took it may well stand (a rebuild
+        # after one failed command keeps the rest of its batch), and a fill the rebuild
+        # drops only leaves the quote's remaining liquidity short until the next quote.
+        self._brokerage.clear()
 
     def working_order_ids(self) -> list[str]:
         return [oid for book in self._working.values() for oid in book]
@@ -114,6 +117,14 @@ class SmartFillSimulator:
         """Put open orders back in the book, e.g. after a restart."""
         for order in orders:
             if order.status.is_open:
+                if order.brokerage:
+                    self._brokerage[order.order_id] = order.brokerage
+                if not order.arrived and self._latency.active("insert"):
+                    # Still on its way to the simulated exchange: it arrives as it would
+                    # have (freeze check, IOC, first fill) once its latency has passed.
+                    due = order.created_at + self._latency.delay("insert", order.order_id)
+                    self._schedule(due, "insert", order, "")
+                    continue
                 is_stop = order.intent.order_type in (OrderType.SL, OrderType.SL_M)
                 self._rest(order, triggered=order.triggered or not is_stop)
                 if order.status is OrderStatus.PENDING_CANCEL:
@@ -151,6 +162,13 @@ class SmartFillSimulator:
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
     ) -> list[Event]:
         """An order reaches the exchange and meets `quote`."""
+        if self._latency.active("insert"):
+            return [OrderArrived(order.order_id, now), *self._meet(order, quote, now, next_fill_id)]
+        return self._meet(order, quote, now, next_fill_id)
+
+    def _meet(
+        self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
+    ) -> list[Event]:
         intent = order.intent
         freeze = self._instruments.get(intent.symbol).freeze_qty
         if freeze is not None and intent.qty > freeze:
@@ -188,6 +206,8 @@ class SmartFillSimulator:
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
         self._unfolded.clear()
         events: list[Event] = []
+        # After a restart, what was on its way meets the first quote seen.
+        self._last_quote.setdefault(quote.symbol, quote)
         if self._pending.get(quote.symbol):
             # What reached the exchange before this quote met the quote then in force.
             events += self._deliver(quote.symbol, now, next_fill_id)
