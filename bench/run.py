@@ -89,6 +89,15 @@ async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None
 def gateway(
     tmp: Path, name: str, max_batch: int, queue_size: int = 4096, extra: str = ""
 ) -> Iterator[str]:
+    with gateway_process(tmp, name, max_batch, queue_size, extra) as (target, _):
+        yield target
+
+
+@contextlib.contextmanager
+def gateway_process(
+    tmp: Path, name: str, max_batch: int, queue_size: int = 4096, extra: str = ""
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A gateway subprocess on journal `name` (reused if it exists): its target and process."""
     port = free_port()
     config = tmp / f"{name}.yaml"
     config.write_text(
@@ -119,7 +128,7 @@ def gateway(
         stdout=subprocess.DEVNULL,
     )
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -249,6 +258,68 @@ async def fanout_rate(target: str, subscribers: int, orders: int) -> tuple[float
         elapsed = max(finished) - started
         per_subscriber = expected / elapsed
         return per_subscriber, per_subscriber * subscribers
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def day_main(args: argparse.Namespace) -> None:
+    """`--day N`: one gateway through a day of N orders at 16 in flight, snapshots on
+    (journal.snapshot_every at its default). Per 5,000 orders: the rate, its ratio to the
+    bare echo measured just before, the slowest SubmitOrder, and the server's RSS. Then
+    the time a restart on that journal takes until it answers."""
+    chunk = 5_000
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        with echo_process() as target:
+            echo = await echo_rate(target, 3000, 16)
+        print(f"bare gRPC echo (unary), 16 in flight: {echo:.0f}/s")
+        print(
+            f"{'orders in the day':<20}{'per second':>12}{'vs echo':>10}{'max ms':>10}"
+            f"{'RSS MiB':>10}"
+        )
+        with gateway_process(tmp, "day", 512) as (target, proc):
+            async with AsyncExecutionClient(target, timeout=60) as client:
+                await client.wait_ready(20)
+                await publish_quote(client)
+                print(f"{0:<20}{'':>12}{'':>10}{'':>10}{rss_mib(proc.pid):>10.0f}")
+                run = os.urandom(4).hex()
+                done = 0
+                while done < args.day:
+                    size = min(chunk, args.day - done)
+                    slowest = 0.0
+
+                    async def call(i: int, base: int = done) -> None:
+                        nonlocal slowest
+                        side = "BUY" if i % 2 else "SELL"
+                        intent = market("NSE:INFY", side, 1, strategy_code=f"S{i % 8}")
+                        started = time.perf_counter()
+                        await client.submit(intent, f"{run}-{base + i}")
+                        slowest = max(slowest, time.perf_counter() - started)
+
+                    rate = await run_concurrently(size, 16, call)
+                    done += size
+                    print(
+                        f"{done:<20}{rate:>12.0f}{rate / echo:>10.3f}{slowest * 1e3:>10.0f}"
+                        f"{rss_mib(proc.pid):>10.0f}",
+                        flush=True,
+                    )
+        for label in ("restart on that journal", "start on an empty journal"):
+            name = "day" if label.startswith("restart") else "empty"
+            started = time.perf_counter()
+            with gateway_process(tmp, name, 512) as (target, proc):
+                async with AsyncExecutionClient(target, timeout=60) as client:
+                    await client.wait_ready(600)
+                    await client.risk_state()
+                    print(
+                        f"{label}: {time.perf_counter() - started:.2f} s to answer, "
+                        f"RSS {rss_mib(proc.pid):.0f} MiB"
+                    )
 
 
 def make_bench_pki(directory: Path) -> Pki:
@@ -448,6 +519,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--secure", action="store_true", help="measure the cost of TLS/mTLS and a bearer token"
     )
+    parser.add_argument(
+        "--day", type=int, default=0, help="a day of this many orders: tail latency, RSS, restart"
+    )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
@@ -457,6 +531,8 @@ if __name__ == "__main__":
             cert_file, key_file = parsed.echo_tls
             tls_pems = (Path(cert_file).read_bytes(), Path(key_file).read_bytes())
         asyncio.run(echo_server(parsed.echo_server, tls_pems))
+    elif parsed.day:
+        asyncio.run(day_main(parsed))
     elif parsed.secure:
         asyncio.run(secure_main(parsed))
     else:

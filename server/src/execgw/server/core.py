@@ -60,7 +60,7 @@ from execgw.server.engine import (
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.quotes import QuoteBook
-from execgw.server.recovery import rebuild, state_to_json
+from execgw.server.recovery import PreparedSnapshot, prepare_snapshot, rebuild
 from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.venues.base import Venue, VenueReport
 
@@ -171,6 +171,8 @@ class GatewayCore:
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # The snapshot being written, off the writer; at most one at a time.
+        self._snapshotting: asyncio.Task[None] | None = None
         self._accepting = False
         self._healthy = True
         self._fatal: GatewayUnavailable | None = None
@@ -200,6 +202,9 @@ class GatewayCore:
             with contextlib.suppress(Exception):
                 await self._task
             self._task = None
+        if self._snapshotting is not None:
+            with contextlib.suppress(Exception):
+                await self._snapshotting
         self._bus.close()
 
     @property
@@ -458,7 +463,7 @@ class GatewayCore:
             else:
                 command.future.set_exception(error)
         if records:
-            await self._maybe_snapshot()
+            self._maybe_snapshot()
 
     def _answer_venue_waiters(self, records: list[JournalRecord]) -> None:
         if not self._venue_waiters:
@@ -541,20 +546,33 @@ class GatewayCore:
             self._healthy = healthy
             self._on_health(healthy)
 
-    async def _maybe_snapshot(self) -> None:
+    def _maybe_snapshot(self) -> None:
+        """Start a snapshot when one is due. The writer only prepares it (the orders
+        changed since the last one are encoded; see prepare_snapshot); joining, sealing
+        and storing it run in a thread while the writer goes on, so its pause does not
+        grow with the day. It covers only durable events: it is taken after a commit."""
         state = self._engine.state
         if state.sequence - self._last_snapshot < self._settings.snapshot_every:
             return
-        sequence = state.sequence
-        body = state_to_json(state)
+        if self._snapshotting is not None and not self._snapshotting.done():
+            return  # the next batch tries again
+        previous, self._last_snapshot = self._last_snapshot, state.sequence
+        prepared = prepare_snapshot(state)
+        self._snapshotting = asyncio.create_task(
+            self._write_snapshot(prepared, previous), name=f"snapshot-{prepared.sequence}"
+        )
+
+    async def _write_snapshot(self, prepared: PreparedSnapshot, previous: int) -> None:
+        sequence = prepared.sequence
         try:
-            await asyncio.to_thread(self._journal.write_snapshot, sequence, body)
+            await asyncio.to_thread(self._store_snapshot, prepared)
         except Exception as e:
             log.warning(
                 "snapshot at %d failed (events are safe, start-up is slower): %s", sequence, e
             )
+            # Due again at the next batch, as if it had not been tried.
+            self._last_snapshot = min(self._last_snapshot, previous)
             return
-        self._last_snapshot = sequence
         if self._settings.retain_events:
             keep_from = min(sequence, sequence - self._settings.retain_events + 1)
             try:
@@ -563,6 +581,9 @@ class GatewayCore:
                 log.warning("pruning the journal below %d failed: %s", keep_from, e)
             else:
                 log.info("pruned %d journal events below %d", pruned, keep_from)
+
+    def _store_snapshot(self, prepared: PreparedSnapshot) -> None:
+        self._journal.write_snapshot(prepared.sequence, prepared.body())
 
     def _execute(self, queued: _Queued[Any]) -> Any:
         token = otel_context.attach(queued.trace_context)
