@@ -8,6 +8,8 @@ load comes from this process through the real asyncio client.
   2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
   3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
   4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
+  4b. SubmitOrders:     n orders over one bidirectional stream (the asyncio client),
+                        against a bare streaming echo of the same request bytes
   5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from tests.tls_helpers import Pki
 
 ECHO_METHOD = "/bench.Echo/Echo"
+ECHO_STREAM_METHOD = "/bench.Echo/EchoStream"
 ROOT = Path(__file__).resolve().parent.parent
 # Bearer tokens of the --secure runs: made for the run, their sha256 in the config.
 STRATEGY_TOKEN = os.urandom(24).hex()
@@ -66,12 +69,21 @@ async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
+    async def echo_stream(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        async for request in requests:
+            yield request
+
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo",
         {
             "Echo": grpc.unary_unary_rpc_method_handler(
                 echo, request_deserializer=None, response_serializer=None
-            )
+            ),
+            "EchoStream": grpc.stream_stream_rpc_method_handler(
+                echo_stream, request_deserializer=None, response_serializer=None
+            ),
         },
     )
     server = grpc.aio.server()
@@ -199,6 +211,61 @@ async def echo_rate(
 
         await run_concurrently(min(n, 200), concurrency, call)  # warm-up
         return await run_concurrently(n, concurrency, call)
+
+
+async def echo_stream_rate(target: str, n: int) -> float:
+    """Messages per second through one bidirectional stream of the bare echo: requests of
+    SubmitOrdersRequest's shape out, the same bytes back, parsed as a response."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        method: grpc.aio.StreamStreamMultiCallable[bytes, gateway_pb2.SubmitOrdersResponse] = (
+            channel.stream_stream(
+                ECHO_STREAM_METHOD,
+                request_serializer=None,
+                response_deserializer=gateway_pb2.SubmitOrdersResponse.FromString,
+            )
+        )
+
+        async def run(count: int) -> float:
+            async def requests() -> AsyncIterator[bytes]:
+                for i in range(count):
+                    yield stream_request(i).SerializeToString()
+
+            started = time.perf_counter()
+            seen = 0
+            async for _ in method(requests(), timeout=120):
+                seen += 1
+            assert seen == count
+            return count / (time.perf_counter() - started)
+
+        await run(min(n, 200))  # warm-up
+        return await run(n)
+
+
+def stream_request(i: int, run: str = "echo") -> gateway_pb2.SubmitOrdersRequest:
+    intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+    return gateway_pb2.SubmitOrdersRequest(intent=intent, client_order_id=f"{run}-{i}")
+
+
+async def submit_stream_rate(target: str, n: int) -> float:
+    """SubmitOrders through the asyncio client: n orders over one stream."""
+    async with AsyncExecutionClient(target, timeout=30) as client:
+        await client.wait_ready(20)
+        await publish_quote(client)
+
+        async def run(count: int) -> float:
+            key = os.urandom(4).hex()
+            orders = [(stream_request(i).intent, f"{key}-{i}") for i in range(count)]
+            started = time.perf_counter()
+            seen = 0
+            async for answer in client.submit_orders(orders, timeout=120):
+                assert answer.result.status, answer
+                seen += 1
+            assert seen == count
+            return count / (time.perf_counter() - started)
+
+        await run(min(n, 200))  # warm-up
+        return await run(n)
 
 
 async def publish_quote(client: AsyncExecutionClient) -> None:
@@ -473,11 +540,17 @@ async def main(args: argparse.Namespace) -> None:
         tmp = Path(tmp_dir)
         # Interleaved repeats, reporting medians: machine noise hits every measure alike.
         echoes, groups, singles, traced = [], [], [], []
+        stream_echoes: list[float] = []
+        streams: list[float] = []
         for rep in range(args.repeats):
             # The table needs every repetition; say what is being measured meanwhile.
             progress(f"run {rep + 1}/{args.repeats}: bare gRPC echo")
             with echo_process() as target:
                 echoes.append(await echo_rate(target, args.n, args.concurrency))
+                stream_echoes.append(await echo_stream_rate(target, args.n))
+            progress(f"run {rep + 1}/{args.repeats}: SubmitOrders, one stream")
+            with gateway(tmp, f"stream{rep}", 512) as target:
+                streams.append(await submit_stream_rate(target, args.n))
             progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, group commit")
             with gateway(tmp, f"group{rep}", 512) as target:
                 groups.append(await submit_rate(target, args.n, args.concurrency))
@@ -494,6 +567,12 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'SubmitOrder, group commit':<40}{group:>14.0f}{group / echo:>10.3f}")
         print(f"{'SubmitOrder, one fsync per order':<40}{single:>14.0f}{single / echo:>10.3f}")
         print(f"group commit / one fsync per order: {group / single:.1f}x")
+        stream_echo, stream = statistics.median(stream_echoes), statistics.median(streams)
+        print(f"{'bare gRPC echo (one stream)':<40}{stream_echo:>14.0f}{1.0:>10.3f}")
+        print(
+            f"{'SubmitOrders, one stream':<40}{stream:>14.0f}{stream / stream_echo:>10.3f}"
+            "   (vs the stream echo)"
+        )
         on = statistics.median(traced)
         print(f"{'SubmitOrder, group commit, telemetry on':<40}{on:>14.0f}{on / echo:>10.3f}")
         ratios = [t / g for t, g in zip(traced, groups, strict=True)]
