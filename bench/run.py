@@ -389,6 +389,45 @@ async def day_main(args: argparse.Namespace) -> None:
                     )
 
 
+# Room for 500 subscribers on one connection (the defaults allow 160 streams).
+MANY_STREAMS = (
+    "server:\n  max_concurrent_rpcs: 2048\n  max_streams: 1000\n"
+    "  max_streams_per_connection: 1000\n"
+)
+
+
+async def p50_with_subscribers(target: str, subscribers: int, n: int) -> float:
+    """SubmitOrder's median latency (ms) from one caller while `subscribers` StreamFills
+    subscribers (order updates included) are connected and receiving every event."""
+    async with AsyncExecutionClient(target, timeout=30) as client:
+        await client.wait_ready(20)
+        await publish_quote(client)
+        ready = asyncio.Barrier(subscribers + 1)
+
+        async def subscribe() -> None:
+            stream = client.stream_fills(include_order_updates=True, heartbeats=True)
+            live = False
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if event.HasField("heartbeat") and not live:
+                        live = True
+                        await ready.wait()
+
+        tasks = [asyncio.create_task(subscribe()) for _ in range(subscribers)]
+        await ready.wait()
+        run = os.urandom(4).hex()
+        latencies = []
+        for i in range(n):
+            intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+            started = time.perf_counter()
+            await client.submit(intent, f"{run}-{i}")
+            latencies.append(time.perf_counter() - started)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return statistics.median(latencies[min(50, n // 10) :]) * 1e3  # past the warm-up
+
+
 def make_bench_pki(directory: Path) -> Pki:
     # tests/ is not a package: its helpers are imported the way pytest imports them.
     sys.path.insert(0, str(ROOT / "tests"))
@@ -580,6 +619,16 @@ async def main(args: argparse.Namespace) -> None:
             f"telemetry on / off: {statistics.median(ratios):.3f} (median; "
             f"{min(ratios):.3f}-{max(ratios):.3f}), cost {1 - statistics.median(ratios):.1%}"
         )
+        quiet = loud = 0.0
+        for subscribers in (0, 500):
+            progress(f"SubmitOrder p50 with {subscribers} subscribers")
+            with gateway(tmp, f"subs{subscribers}", 512, extra=MANY_STREAMS) as target:
+                p50 = await p50_with_subscribers(target, subscribers, args.latency_calls)
+            quiet, loud = (p50, loud) if subscribers == 0 else (quiet, p50)
+        print(
+            f"SubmitOrder p50, one caller: {quiet:.2f} ms with no subscriber, {loud:.2f} ms "
+            f"with 500 receiving ({loud / quiet:.2f}x)"
+        )
         for subscribers in (1, 10, 100):
             with gateway(tmp, f"fanout{subscribers}", 512, queue_size=100_000) as target:
                 each, total = await fanout_rate(target, subscribers, args.fanout_orders)
@@ -595,6 +644,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--fanout-orders", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-calls", type=int, default=500)
     parser.add_argument(
         "--secure", action="store_true", help="measure the cost of TLS/mTLS and a bearer token"
     )
