@@ -8,6 +8,8 @@ load comes from this process through the real asyncio client.
   2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
   3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
   4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
+  4b. SubmitOrders:     n orders over one bidirectional stream (the asyncio client),
+                        against a bare streaming echo of the same request bytes
   5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from tests.tls_helpers import Pki
 
 ECHO_METHOD = "/bench.Echo/Echo"
+ECHO_STREAM_METHOD = "/bench.Echo/EchoStream"
 ROOT = Path(__file__).resolve().parent.parent
 # Bearer tokens of the --secure runs: made for the run, their sha256 in the config.
 STRATEGY_TOKEN = os.urandom(24).hex()
@@ -66,12 +69,21 @@ async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
+    async def echo_stream(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        async for request in requests:
+            yield request
+
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo",
         {
             "Echo": grpc.unary_unary_rpc_method_handler(
                 echo, request_deserializer=None, response_serializer=None
-            )
+            ),
+            "EchoStream": grpc.stream_stream_rpc_method_handler(
+                echo_stream, request_deserializer=None, response_serializer=None
+            ),
         },
     )
     server = grpc.aio.server()
@@ -89,6 +101,15 @@ async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None
 def gateway(
     tmp: Path, name: str, max_batch: int, queue_size: int = 4096, extra: str = ""
 ) -> Iterator[str]:
+    with gateway_process(tmp, name, max_batch, queue_size, extra) as (target, _):
+        yield target
+
+
+@contextlib.contextmanager
+def gateway_process(
+    tmp: Path, name: str, max_batch: int, queue_size: int = 4096, extra: str = ""
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A gateway subprocess on journal `name` (reused if it exists): its target and process."""
     port = free_port()
     config = tmp / f"{name}.yaml"
     config.write_text(
@@ -119,7 +140,7 @@ def gateway(
         stdout=subprocess.DEVNULL,
     )
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -192,6 +213,61 @@ async def echo_rate(
         return await run_concurrently(n, concurrency, call)
 
 
+async def echo_stream_rate(target: str, n: int) -> float:
+    """Messages per second through one bidirectional stream of the bare echo: requests of
+    SubmitOrdersRequest's shape out, the same bytes back, parsed as a response."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        method: grpc.aio.StreamStreamMultiCallable[bytes, gateway_pb2.SubmitOrdersResponse] = (
+            channel.stream_stream(
+                ECHO_STREAM_METHOD,
+                request_serializer=None,
+                response_deserializer=gateway_pb2.SubmitOrdersResponse.FromString,
+            )
+        )
+
+        async def run(count: int) -> float:
+            async def requests() -> AsyncIterator[bytes]:
+                for i in range(count):
+                    yield stream_request(i).SerializeToString()
+
+            started = time.perf_counter()
+            seen = 0
+            async for _ in method(requests(), timeout=120):
+                seen += 1
+            assert seen == count
+            return count / (time.perf_counter() - started)
+
+        await run(min(n, 200))  # warm-up
+        return await run(n)
+
+
+def stream_request(i: int, run: str = "echo") -> gateway_pb2.SubmitOrdersRequest:
+    intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+    return gateway_pb2.SubmitOrdersRequest(intent=intent, client_order_id=f"{run}-{i}")
+
+
+async def submit_stream_rate(target: str, n: int) -> float:
+    """SubmitOrders through the asyncio client: n orders over one stream."""
+    async with AsyncExecutionClient(target, timeout=30) as client:
+        await client.wait_ready(20)
+        await publish_quote(client)
+
+        async def run(count: int) -> float:
+            key = os.urandom(4).hex()
+            orders = [(stream_request(i).intent, f"{key}-{i}") for i in range(count)]
+            started = time.perf_counter()
+            seen = 0
+            async for answer in client.submit_orders(orders, timeout=120):
+                assert answer.result.status, answer
+                seen += 1
+            assert seen == count
+            return count / (time.perf_counter() - started)
+
+        await run(min(n, 200))  # warm-up
+        return await run(n)
+
+
 async def publish_quote(client: AsyncExecutionClient) -> None:
     await client.publish_quotes([market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)])
 
@@ -249,6 +325,107 @@ async def fanout_rate(target: str, subscribers: int, orders: int) -> tuple[float
         elapsed = max(finished) - started
         per_subscriber = expected / elapsed
         return per_subscriber, per_subscriber * subscribers
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def day_main(args: argparse.Namespace) -> None:
+    """`--day N`: one gateway through a day of N orders at 16 in flight, snapshots on
+    (journal.snapshot_every at its default). Per 5,000 orders: the rate, its ratio to the
+    bare echo measured just before, the slowest SubmitOrder, and the server's RSS. Then
+    the time a restart on that journal takes until it answers."""
+    chunk = 5_000
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        with echo_process() as target:
+            echo = await echo_rate(target, 3000, 16)
+        print(f"bare gRPC echo (unary), 16 in flight: {echo:.0f}/s")
+        print(
+            f"{'orders in the day':<20}{'per second':>12}{'vs echo':>10}{'max ms':>10}"
+            f"{'RSS MiB':>10}"
+        )
+        with gateway_process(tmp, "day", 512) as (target, proc):
+            async with AsyncExecutionClient(target, timeout=60) as client:
+                await client.wait_ready(20)
+                await publish_quote(client)
+                print(f"{0:<20}{'':>12}{'':>10}{'':>10}{rss_mib(proc.pid):>10.0f}")
+                run = os.urandom(4).hex()
+                done = 0
+                while done < args.day:
+                    size = min(chunk, args.day - done)
+                    slowest = 0.0
+
+                    async def call(i: int, base: int = done) -> None:
+                        nonlocal slowest
+                        side = "BUY" if i % 2 else "SELL"
+                        intent = market("NSE:INFY", side, 1, strategy_code=f"S{i % 8}")
+                        started = time.perf_counter()
+                        await client.submit(intent, f"{run}-{base + i}")
+                        slowest = max(slowest, time.perf_counter() - started)
+
+                    rate = await run_concurrently(size, 16, call)
+                    done += size
+                    print(
+                        f"{done:<20}{rate:>12.0f}{rate / echo:>10.3f}{slowest * 1e3:>10.0f}"
+                        f"{rss_mib(proc.pid):>10.0f}",
+                        flush=True,
+                    )
+        for label in ("restart on that journal", "start on an empty journal"):
+            name = "day" if label.startswith("restart") else "empty"
+            started = time.perf_counter()
+            with gateway_process(tmp, name, 512) as (target, proc):
+                async with AsyncExecutionClient(target, timeout=60) as client:
+                    await client.wait_ready(600)
+                    await client.risk_state()
+                    print(
+                        f"{label}: {time.perf_counter() - started:.2f} s to answer, "
+                        f"RSS {rss_mib(proc.pid):.0f} MiB"
+                    )
+
+
+# Room for 500 subscribers on one connection (the defaults allow 160 streams).
+MANY_STREAMS = (
+    "server:\n  max_concurrent_rpcs: 2048\n  max_streams: 1000\n"
+    "  max_streams_per_connection: 1000\n"
+)
+
+
+async def p50_with_subscribers(target: str, subscribers: int, n: int) -> float:
+    """SubmitOrder's median latency (ms) from one caller while `subscribers` StreamFills
+    subscribers (order updates included) are connected and receiving every event."""
+    async with AsyncExecutionClient(target, timeout=30) as client:
+        await client.wait_ready(20)
+        await publish_quote(client)
+        ready = asyncio.Barrier(subscribers + 1)
+
+        async def subscribe() -> None:
+            stream = client.stream_fills(include_order_updates=True, heartbeats=True)
+            live = False
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if event.HasField("heartbeat") and not live:
+                        live = True
+                        await ready.wait()
+
+        tasks = [asyncio.create_task(subscribe()) for _ in range(subscribers)]
+        await ready.wait()
+        run = os.urandom(4).hex()
+        latencies = []
+        for i in range(n):
+            intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
+            started = time.perf_counter()
+            await client.submit(intent, f"{run}-{i}")
+            latencies.append(time.perf_counter() - started)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return statistics.median(latencies[min(50, n // 10) :]) * 1e3  # past the warm-up
 
 
 def make_bench_pki(directory: Path) -> Pki:
@@ -402,11 +579,17 @@ async def main(args: argparse.Namespace) -> None:
         tmp = Path(tmp_dir)
         # Interleaved repeats, reporting medians: machine noise hits every measure alike.
         echoes, groups, singles, traced = [], [], [], []
+        stream_echoes: list[float] = []
+        streams: list[float] = []
         for rep in range(args.repeats):
             # The table needs every repetition; say what is being measured meanwhile.
             progress(f"run {rep + 1}/{args.repeats}: bare gRPC echo")
             with echo_process() as target:
                 echoes.append(await echo_rate(target, args.n, args.concurrency))
+                stream_echoes.append(await echo_stream_rate(target, args.n))
+            progress(f"run {rep + 1}/{args.repeats}: SubmitOrders, one stream")
+            with gateway(tmp, f"stream{rep}", 512) as target:
+                streams.append(await submit_stream_rate(target, args.n))
             progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, group commit")
             with gateway(tmp, f"group{rep}", 512) as target:
                 groups.append(await submit_rate(target, args.n, args.concurrency))
@@ -423,12 +606,28 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'SubmitOrder, group commit':<40}{group:>14.0f}{group / echo:>10.3f}")
         print(f"{'SubmitOrder, one fsync per order':<40}{single:>14.0f}{single / echo:>10.3f}")
         print(f"group commit / one fsync per order: {group / single:.1f}x")
+        stream_echo, stream = statistics.median(stream_echoes), statistics.median(streams)
+        print(f"{'bare gRPC echo (one stream)':<40}{stream_echo:>14.0f}{1.0:>10.3f}")
+        print(
+            f"{'SubmitOrders, one stream':<40}{stream:>14.0f}{stream / stream_echo:>10.3f}"
+            "   (vs the stream echo)"
+        )
         on = statistics.median(traced)
         print(f"{'SubmitOrder, group commit, telemetry on':<40}{on:>14.0f}{on / echo:>10.3f}")
         ratios = [t / g for t, g in zip(traced, groups, strict=True)]
         print(
             f"telemetry on / off: {statistics.median(ratios):.3f} (median; "
             f"{min(ratios):.3f}-{max(ratios):.3f}), cost {1 - statistics.median(ratios):.1%}"
+        )
+        quiet = loud = 0.0
+        for subscribers in (0, 500):
+            progress(f"SubmitOrder p50 with {subscribers} subscribers")
+            with gateway(tmp, f"subs{subscribers}", 512, extra=MANY_STREAMS) as target:
+                p50 = await p50_with_subscribers(target, subscribers, args.latency_calls)
+            quiet, loud = (p50, loud) if subscribers == 0 else (quiet, p50)
+        print(
+            f"SubmitOrder p50, one caller: {quiet:.2f} ms with no subscriber, {loud:.2f} ms "
+            f"with 500 receiving ({loud / quiet:.2f}x)"
         )
         for subscribers in (1, 10, 100):
             with gateway(tmp, f"fanout{subscribers}", 512, queue_size=100_000) as target:
@@ -445,8 +644,12 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--fanout-orders", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-calls", type=int, default=500)
     parser.add_argument(
         "--secure", action="store_true", help="measure the cost of TLS/mTLS and a bearer token"
+    )
+    parser.add_argument(
+        "--day", type=int, default=0, help="a day of this many orders: tail latency, RSS, restart"
     )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
@@ -457,6 +660,8 @@ if __name__ == "__main__":
             cert_file, key_file = parsed.echo_tls
             tls_pems = (Path(cert_file).read_bytes(), Path(key_file).read_bytes())
         asyncio.run(echo_server(parsed.echo_server, tls_pems))
+    elif parsed.day:
+        asyncio.run(day_main(parsed))
     elif parsed.secure:
         asyncio.run(secure_main(parsed))
     else:

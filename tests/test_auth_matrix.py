@@ -86,6 +86,26 @@ def submit(s: Stubs, md: Metadata, book: Book, code: str) -> None:
     s.gateway.SubmitOrder(request, metadata=md, timeout=TIMEOUT_S)
 
 
+class RequestRefused(grpc.RpcError):
+    """One SubmitOrders request's error, as the status SubmitOrder would have ended with."""
+
+    def __init__(self, answer: gateway_pb2.SubmitOrdersResponse) -> None:
+        self._answer = answer
+
+    def code(self) -> grpc.StatusCode:
+        return next(c for c in grpc.StatusCode if c.value[0] == self._answer.error_code)
+
+    def details(self) -> str:
+        return self._answer.error_message
+
+
+def submit_orders(s: Stubs, md: Metadata, book: Book, code: str) -> None:
+    request = gateway_pb2.SubmitOrdersRequest(intent=_intent(code), client_order_id="m-1")
+    (answer,) = s.gateway.SubmitOrders(iter([request]), metadata=md, timeout=TIMEOUT_S)
+    if answer.error_code:
+        raise RequestRefused(answer)
+
+
 def cancel(s: Stubs, md: Metadata, book: Book, code: str) -> None:
     request = gateway_pb2.CancelOrderRequest(order_id=_own_order(book, code))
     s.gateway.CancelOrder(request, metadata=md, timeout=TIMEOUT_S)
@@ -159,6 +179,7 @@ class Rpc:
 # resuming and publishing name no strategy of the caller's).
 RPCS: dict[str, Rpc] = {
     "SubmitOrder": Rpc(submit, "ops", ("strat-a", "B"), (("strat-a", "A"),)),
+    "SubmitOrders": Rpc(submit_orders, "ops", ("strat-a", "B"), (("strat-a", "A"),)),
     "CancelOrder": Rpc(cancel, "ops", ("strat-a", "B"), (("strat-a", "A"),)),
     "GetOrder": Rpc(get_order, "feed", ("strat-a", "B"), (("strat-a", "A"), ("ops", "B"))),
     "ListOrders": Rpc(list_orders, "feed", ("strat-a", "B"), (("strat-a", "A"), ("ops", ""))),

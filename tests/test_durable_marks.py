@@ -258,7 +258,8 @@ def test_marks_are_kept_in_snapshots(tmp_path: Path, clock: ManualClock) -> None
         clock.advance(timedelta(seconds=10))
         h.publish(INFY, 1010.0)  # journals the mark
         h.lmt("BUY", 1, 1000.0)  # one more commit, so the mark's own event is pruned
-        h.state()  # queued behind that commit's snapshot and pruning
+        h.state()  # queued behind that commit, which started its snapshot and pruning
+        h.running.call(h.running.gateway.core.snapshot_written())  # written off the writer
         assert marks_recorded(journal) == []
 
         reader = Journal(journal, read_only=True)

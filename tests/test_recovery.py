@@ -372,6 +372,40 @@ def test_snapshot_state_equals_a_full_replay(snapshot_run: SnapshotRun, tmp_path
     assert state_to_json(from_snapshot) == state_to_json(full)
 
 
+def test_snapshots_that_reuse_unchanged_orders_equal_a_full_replay(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A snapshot encodes only the orders changed since the previous one and reuses the
+    others' bytes, across a restart too (they come from the snapshot read at start-up).
+    Orders resting at one snapshot and filled or cancelled before the next must be taken
+    as they are now: the last snapshot is the state a full replay derives."""
+    path = tmp_path / "journal.db"
+    with running(_config(tmp_path, snapshot_every=5), clock) as client:
+        _busy_day(client)
+        resting = [
+            client.submit(limit("NSE:TCS", "BUY", 1, 4000.0, strategy_code="snap0"), f"x{i}")
+            for i in range(6)
+        ]
+    with running(_config(tmp_path, snapshot_every=5), clock) as client:
+        for order in resting[:3]:
+            client.cancel(order.order_id)
+        client.publish_quotes([quote("NSE:TCS", 3990.0)])  # fills the other three
+        for i in range(4):
+            client.submit(market("NSE:INFY", "BUY", 1, strategy_code="snap1"), f"after{i}")
+        orders = client.list_orders()
+    from_snapshot, counted = _rebuild(path)
+    assert counted.afters[0] > 0  # started from a snapshot
+    full_copy = _copy(path, tmp_path / "full.db")
+    with sqlite3.connect(full_copy) as raw:
+        raw.execute("DELETE FROM snapshots")
+    full, _ = _rebuild(full_copy)
+    assert state_to_json(from_snapshot) == state_to_json(full)
+    assert {o.status for o in orders if o.client_order_id.startswith("x")} == {
+        orders_pb2.ORDER_STATUS_CANCELLED,
+        orders_pb2.ORDER_STATUS_FILLED,
+    }
+
+
 def test_a_pruned_journal_recovers_identically_and_still_verifies(
     tmp_path: Path, clock: ManualClock
 ) -> None:

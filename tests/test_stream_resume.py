@@ -330,10 +330,12 @@ def test_sequences_are_gap_free_across_restarts_and_filtered_explains_every_jump
 # -- 3. OUT_OF_RANGE ---------------------------------------------------------------------
 
 
-def settle_retention(client: ExecutionClient) -> None:
-    """The core snapshots and prunes after answering a batch's callers; a read goes
-    through the same single writer, so once it is answered the pruning is done."""
+def settle_retention(running: RunningGateway, client: ExecutionClient) -> None:
+    """The core starts a snapshot (and its pruning) after answering a batch's callers,
+    and writes it off the writer; a read goes through the same single writer, so once it
+    is answered every snapshot due has been started: then wait for it to be written."""
     client.list_orders(strategy_code="nobody")
+    running.call(running.gateway.core.snapshot_written())
 
 
 def oldest_retained(journal: Path) -> int:
@@ -355,7 +357,7 @@ def test_out_of_range_names_the_oldest_retained_sequence_or_the_head(
         with ExecutionClient(running.target, timeout=TIMEOUT_S) as client:
             for i in range(20):
                 client.submit(market(INFY, "BUY" if i % 2 else "SELL", 1, strategy_code="old"))
-            settle_retention(client)
+            settle_retention(running, client)
             head = running.gateway.core.head_sequence
             oldest = oldest_retained(journal)
             assert head >= 40
@@ -442,7 +444,7 @@ def test_history_pruned_during_a_replay_is_reported_not_skipped(
         with ExecutionClient(running.target, timeout=TIMEOUT_S) as client:
             for i in range(10):
                 client.submit(market(INFY, "BUY" if i % 2 else "SELL", 1, strategy_code="p"))
-            settle_retention(client)
+            settle_retention(running, client)
             oldest = oldest_retained(journal)
             stream = RawStream(
                 running.target,
@@ -455,7 +457,7 @@ def test_history_pruned_during_a_replay_is_reported_not_skipped(
             assert watcher.next().HasField("heartbeat")
             for i in range(10):
                 client.submit(market(INFY, "BUY" if i % 2 else "SELL", 1, strategy_code="p"))
-            settle_retention(client)
+            settle_retention(running, client)
             head = running.gateway.core.head_sequence
             # Every event in between is streamable (watched live, nothing filtered)...
             live, _ = watcher.until_head(head)

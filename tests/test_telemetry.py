@@ -240,6 +240,8 @@ def test_every_rpc_of_both_services_is_traced_with_its_status_code(
     client.resume("telemetry test")
     client.get_quote(INFY)
     client.publish_quotes([quote(INFY, 1500.5)])
+    (answer,) = client.submit_orders([(market(INFY, "BUY", 1, strategy_code="S1"), None)])
+    assert answer.result.order_id
     for _ in client.stream_fills(from_sequence=1, include_order_updates=True, reconnect=False):
         break  # one replayed event, then leave: the server span ends with the call
     with pytest.raises(NotFound):

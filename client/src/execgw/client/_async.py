@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
+    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -28,6 +29,7 @@ from execgw.client._common import (
     DEFAULT_TIMEOUT,
     ChannelOptions,
     ClientCert,
+    OrderToSubmit,
     RequestErrors,
     RetryPolicy,
     StatusLike,
@@ -44,6 +46,7 @@ from execgw.client._common import (
     quote_batch_size,
     should_reconnect,
     stream_fills_request,
+    submit_orders_request,
 )
 from execgw.client._common import channel_options as merge_channel_options
 from execgw.client._tracing import ClientTelemetry
@@ -176,6 +179,44 @@ class AsyncExecutionClient:
             intent=intent, client_order_id=client_order_id_or_new(client_order_id)
         )
         return (await self._unary(self._gateway.SubmitOrder, request, timeout)).result
+
+    async def submit_orders(
+        self,
+        orders: Iterable[OrderToSubmit] | AsyncIterable[OrderToSubmit],
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[gateway_pb2.SubmitOrdersResponse]:
+        """Submit orders over one SubmitOrders stream, yielding one answer per order in
+        the order given: ``(intent, client_order_id)`` pairs, a None id generated.
+
+        Each order is validated, risk-checked and journaled as ``submit`` does; an order
+        ``submit`` would have raised for comes back with ``error_code`` and
+        ``error_message`` set instead, and the rest go on. The stream is not retried
+        (``orders`` may be a live generator): after an error that ends it, resubmit the
+        unanswered orders with the same ids, which places each at most once. No deadline
+        unless ``timeout`` is given. An exception raised by ``orders`` propagates as itself.
+        """
+        check_timeout(timeout)
+        errors = RequestErrors()
+        requests = errors.awatch(_submit_orders_requests(orders))
+        traced = self._telemetry.start_submit_orders()
+        call = self._gateway.SubmitOrders(requests, timeout=timeout, metadata=traced.metadata)
+        try:
+            async for response in call:
+                yield response
+        except asyncio.CancelledError as exc:
+            traced.end(errors.error or exc)
+            errors.reraise()  # grpc.aio cancels the call when the request iterator raises
+            raise
+        except grpc.RpcError as exc:
+            traced.end(errors.error or exc)
+            errors.reraise()
+            raise from_rpc_error(exc) from exc
+        except BaseException as exc:
+            traced.end(exc)
+            call.cancel()
+            raise
+        traced.end()
 
     async def cancel(self, order_id: str, *, timeout: float | None = None) -> ExecutionResult:
         """Cancel a resting order; the result says whether it took effect."""
@@ -399,3 +440,14 @@ class AsyncExecutionClient:
             raise
         traced.end()
         return response
+
+
+async def _submit_orders_requests(
+    orders: Iterable[OrderToSubmit] | AsyncIterable[OrderToSubmit],
+) -> AsyncIterator[gateway_pb2.SubmitOrdersRequest]:
+    if isinstance(orders, AsyncIterable):
+        async for order in orders:
+            yield submit_orders_request(order)
+    else:
+        for order in orders:
+            yield submit_orders_request(order)

@@ -447,3 +447,15 @@ async def aquote_requests(
             batch = []
     if batch:
         yield market_data_pb2.PublishQuotesRequest(quotes=batch)
+
+
+# One order of a submit_orders stream: the intent and its client_order_id (None: one is
+# generated, as submit does).
+OrderToSubmit = tuple[orders_pb2.OrderIntent, str | None]
+
+
+def submit_orders_request(order: OrderToSubmit) -> gateway_pb2.SubmitOrdersRequest:
+    intent, client_order_id = order
+    return gateway_pb2.SubmitOrdersRequest(
+        intent=intent, client_order_id=client_order_id_or_new(client_order_id)
+    )

@@ -51,6 +51,7 @@ _METHODS: dict[str, tuple[str, str]] = {
     for service in module.DESCRIPTOR.services_by_name.values()
     for method in service.methods
 }
+_SUBMIT_ORDERS = ("execgw.v1.ExecutionGateway", "SubmitOrders")
 _PUBLISH_QUOTES = (
     market_data_pb2.DESCRIPTOR.services_by_name["MarketData"].full_name,
     "PublishQuotes",
@@ -149,6 +150,9 @@ class ClientTelemetry:
 
     def start_publish(self) -> CallTrace:
         return self.start(None, method=_PUBLISH_QUOTES)
+
+    def start_submit_orders(self) -> CallTrace:
+        return self.start(None, method=_SUBMIT_ORDERS)
 
 
 if TRACING:

@@ -26,7 +26,7 @@ from execgw.v1 import orders_pb2 as execgw_dot_v1_dot_orders__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65xecgw/v1/gateway.proto\x12\texecgw.v1\x1a\x16\x65xecgw/v1/orders.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x12SubmitOrderRequest\x12&\n\x06intent\x18\x01 \x01(\x0b\x32\x16.execgw.v1.OrderIntent\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\"A\n\x13SubmitOrderResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.execgw.v1.ExecutionResult\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"A\n\x13\x43\x61ncelOrderResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.execgw.v1.ExecutionResult\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\">\n\x10GetOrderResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.execgw.v1.ExecutionResult\"\x89\x01\n\x11ListOrdersRequest\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.execgw.v1.OrderStatus\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListOrdersResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.execgw.v1.ExecutionResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x13GetPositionsRequest\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\">\n\x14GetPositionsResponse\x12&\n\tpositions\x18\x01 \x03(\x0b\x32\x13.execgw.v1.Position\"\xaf\x01\n\x12StreamFillsRequest\x12\x16\n\x0estrategy_codes\x18\x01 \x03(\t\x12\x0f\n\x07symbols\x18\x02 \x03(\t\x12\x15\n\rfrom_sequence\x18\x03 \x01(\x04\x12\x1d\n\x15include_order_updates\x18\x04 \x01(\x08\x12\x1b\n\x13include_risk_events\x18\x05 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x06 \x01(\r\"?\n\x13StreamFillsResponse\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.execgw.v1.ExecutionEvent\",\n\x13GetRiskStateRequest\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\"\xfd\x01\n\rBreakerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rstrategy_code\x18\x02 \x01(\t\x12\x0f\n\x07tripped\x18\x03 \x01(\x08\x12)\n\x08trips_to\x18\x04 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\r\n\x05value\x18\x05 \x01(\x01\x12\r\n\x05limit\x18\x06 \x01(\x01\x12.\n\ntripped_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x15\n\rvalue_decimal\x18\t \x01(\t\x12\x15\n\rlimit_decimal\x18\n \x01(\t\"\xb1\x01\n\x11StrategyRiskState\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x14\n\x0ctrades_today\x18\x03 \x01(\x03\x12\x13\n\x0bloss_streak\x18\x04 \x01(\x03\x12\x14\n\x0crealized_pnl\x18\x05 \x01(\x01\x12\x1c\n\x14realized_pnl_decimal\x18\x06 \x01(\t\"\xb8\x04\n\x14GetRiskStateResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x13\n\x0btrading_day\x18\x02 \x01(\t\x12\x14\n\x0crealized_pnl\x18\x03 \x01(\x01\x12\x16\n\x0eunrealized_pnl\x18\x04 \x01(\x01\x12\x0e\n\x06\x65quity\x18\x05 \x01(\x01\x12\x13\n\x0bpeak_equity\x18\x06 \x01(\x01\x12\x14\n\x0c\x64rawdown_pct\x18\x07 \x01(\x01\x12\x14\n\x0ctrades_today\x18\x08 \x01(\x03\x12*\n\x08\x62reakers\x18\t \x03(\x0b\x32\x18.execgw.v1.BreakerStatus\x12\x30\n\nstrategies\x18\n \x03(\x0b\x32\x1c.execgw.v1.StrategyRiskState\x12\x1a\n\x12mis_entries_closed\x18\x0b \x01(\x08\x12\x0f\n\x07\x64\x61y_pnl\x18\x0c \x01(\x01\x12\x18\n\x10unmarked_symbols\x18\r \x03(\t\x12\x1c\n\x14realized_pnl_decimal\x18\x0e \x01(\t\x12\x1e\n\x16unrealized_pnl_decimal\x18\x0f \x01(\t\x12\x16\n\x0e\x65quity_decimal\x18\x10 \x01(\t\x12\x1b\n\x13peak_equity_decimal\x18\x11 \x01(\t\x12\x1c\n\x14\x64rawdown_pct_decimal\x18\x12 \x01(\t\x12\x17\n\x0f\x64\x61y_pnl_decimal\x18\x13 \x01(\t\x12\x15\n\rstale_symbols\x18\x14 \x03(\t\"J\n\x12HaltTradingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x15\n\rstrategy_code\x18\x03 \x01(\t\"W\n\x13HaltTradingResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x18\n\x10\x63\x61ncelled_orders\x18\x02 \x01(\x03\"L\n\x14ResumeTradingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x15\n\rstrategy_code\x18\x03 \x01(\t\"V\n\x15ResumeTradingResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x15\n\rstill_tripped\x18\x02 \x03(\t\"=\n\x13PreviewOrderRequest\x12&\n\x06intent\x18\x01 \x01(\x0b\x32\x16.execgw.v1.OrderIntent\"<\n\x0b\x43heckResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x91\x01\n\x14PreviewOrderResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12.\n\rreject_reason\x18\x02 \x01(\x0e\x32\x17.execgw.v1.RejectReason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12&\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x16.execgw.v1.CheckResult2\xa3\x06\n\x10\x45xecutionGateway\x12L\n\x0bSubmitOrder\x12\x1d.execgw.v1.SubmitOrderRequest\x1a\x1e.execgw.v1.SubmitOrderResponse\x12L\n\x0b\x43\x61ncelOrder\x12\x1d.execgw.v1.CancelOrderRequest\x1a\x1e.execgw.v1.CancelOrderResponse\x12\x43\n\x08GetOrder\x12\x1a.execgw.v1.GetOrderRequest\x1a\x1b.execgw.v1.GetOrderResponse\x12I\n\nListOrders\x12\x1c.execgw.v1.ListOrdersRequest\x1a\x1d.execgw.v1.ListOrdersResponse\x12O\n\x0cGetPositions\x12\x1e.execgw.v1.GetPositionsRequest\x1a\x1f.execgw.v1.GetPositionsResponse\x12N\n\x0bStreamFills\x12\x1d.execgw.v1.StreamFillsRequest\x1a\x1e.execgw.v1.StreamFillsResponse0\x01\x12O\n\x0cGetRiskState\x12\x1e.execgw.v1.GetRiskStateRequest\x1a\x1f.execgw.v1.GetRiskStateResponse\x12L\n\x0bHaltTrading\x12\x1d.execgw.v1.HaltTradingRequest\x1a\x1e.execgw.v1.HaltTradingResponse\x12R\n\rResumeTrading\x12\x1f.execgw.v1.ResumeTradingRequest\x1a .execgw.v1.ResumeTradingResponse\x12O\n\x0cPreviewOrder\x12\x1e.execgw.v1.PreviewOrderRequest\x1a\x1f.execgw.v1.PreviewOrderResponseB~\n\rcom.execgw.v1B\x0cGatewayProtoP\x01Z2github.com/execgw/execgw/gen/go/execgw/v1;execgwv1\xa2\x02\x03\x45XV\xaa\x02\tExecgw.V1\xca\x02\tExecgw\\V1\xea\x02\nExecgw::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65xecgw/v1/gateway.proto\x12\texecgw.v1\x1a\x16\x65xecgw/v1/orders.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x12SubmitOrderRequest\x12&\n\x06intent\x18\x01 \x01(\x0b\x32\x16.execgw.v1.OrderIntent\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\"A\n\x13SubmitOrderResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.execgw.v1.ExecutionResult\"V\n\x13SubmitOrdersRequest\x12&\n\x06intent\x18\x01 \x01(\x0b\x32\x16.execgw.v1.OrderIntent\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\"\x86\x01\n\x14SubmitOrdersResponse\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.execgw.v1.ExecutionResult\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"A\n\x13\x43\x61ncelOrderResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.execgw.v1.ExecutionResult\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\">\n\x10GetOrderResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.execgw.v1.ExecutionResult\"\x89\x01\n\x11ListOrdersRequest\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.execgw.v1.OrderStatus\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListOrdersResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.execgw.v1.ExecutionResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x13GetPositionsRequest\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\">\n\x14GetPositionsResponse\x12&\n\tpositions\x18\x01 \x03(\x0b\x32\x13.execgw.v1.Position\"\xaf\x01\n\x12StreamFillsRequest\x12\x16\n\x0estrategy_codes\x18\x01 \x03(\t\x12\x0f\n\x07symbols\x18\x02 \x03(\t\x12\x15\n\rfrom_sequence\x18\x03 \x01(\x04\x12\x1d\n\x15include_order_updates\x18\x04 \x01(\x08\x12\x1b\n\x13include_risk_events\x18\x05 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x06 \x01(\r\"?\n\x13StreamFillsResponse\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.execgw.v1.ExecutionEvent\",\n\x13GetRiskStateRequest\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\"\xfd\x01\n\rBreakerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rstrategy_code\x18\x02 \x01(\t\x12\x0f\n\x07tripped\x18\x03 \x01(\x08\x12)\n\x08trips_to\x18\x04 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\r\n\x05value\x18\x05 \x01(\x01\x12\r\n\x05limit\x18\x06 \x01(\x01\x12.\n\ntripped_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x15\n\rvalue_decimal\x18\t \x01(\t\x12\x15\n\rlimit_decimal\x18\n \x01(\t\"\xb1\x01\n\x11StrategyRiskState\x12\x15\n\rstrategy_code\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x14\n\x0ctrades_today\x18\x03 \x01(\x03\x12\x13\n\x0bloss_streak\x18\x04 \x01(\x03\x12\x14\n\x0crealized_pnl\x18\x05 \x01(\x01\x12\x1c\n\x14realized_pnl_decimal\x18\x06 \x01(\t\"\xb8\x04\n\x14GetRiskStateResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x13\n\x0btrading_day\x18\x02 \x01(\t\x12\x14\n\x0crealized_pnl\x18\x03 \x01(\x01\x12\x16\n\x0eunrealized_pnl\x18\x04 \x01(\x01\x12\x0e\n\x06\x65quity\x18\x05 \x01(\x01\x12\x13\n\x0bpeak_equity\x18\x06 \x01(\x01\x12\x14\n\x0c\x64rawdown_pct\x18\x07 \x01(\x01\x12\x14\n\x0ctrades_today\x18\x08 \x01(\x03\x12*\n\x08\x62reakers\x18\t \x03(\x0b\x32\x18.execgw.v1.BreakerStatus\x12\x30\n\nstrategies\x18\n \x03(\x0b\x32\x1c.execgw.v1.StrategyRiskState\x12\x1a\n\x12mis_entries_closed\x18\x0b \x01(\x08\x12\x0f\n\x07\x64\x61y_pnl\x18\x0c \x01(\x01\x12\x18\n\x10unmarked_symbols\x18\r \x03(\t\x12\x1c\n\x14realized_pnl_decimal\x18\x0e \x01(\t\x12\x1e\n\x16unrealized_pnl_decimal\x18\x0f \x01(\t\x12\x16\n\x0e\x65quity_decimal\x18\x10 \x01(\t\x12\x1b\n\x13peak_equity_decimal\x18\x11 \x01(\t\x12\x1c\n\x14\x64rawdown_pct_decimal\x18\x12 \x01(\t\x12\x17\n\x0f\x64\x61y_pnl_decimal\x18\x13 \x01(\t\x12\x15\n\rstale_symbols\x18\x14 \x03(\t\"J\n\x12HaltTradingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x15\n\rstrategy_code\x18\x03 \x01(\t\"W\n\x13HaltTradingResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x18\n\x10\x63\x61ncelled_orders\x18\x02 \x01(\x03\"L\n\x14ResumeTradingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x15\n\rstrategy_code\x18\x03 \x01(\t\"V\n\x15ResumeTradingResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.execgw.v1.TradingState\x12\x15\n\rstill_tripped\x18\x02 \x03(\t\"=\n\x13PreviewOrderRequest\x12&\n\x06intent\x18\x01 \x01(\x0b\x32\x16.execgw.v1.OrderIntent\"<\n\x0b\x43heckResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x91\x01\n\x14PreviewOrderResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12.\n\rreject_reason\x18\x02 \x01(\x0e\x32\x17.execgw.v1.RejectReason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12&\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x16.execgw.v1.CheckResult2\xf8\x06\n\x10\x45xecutionGateway\x12L\n\x0bSubmitOrder\x12\x1d.execgw.v1.SubmitOrderRequest\x1a\x1e.execgw.v1.SubmitOrderResponse\x12S\n\x0cSubmitOrders\x12\x1e.execgw.v1.SubmitOrdersRequest\x1a\x1f.execgw.v1.SubmitOrdersResponse(\x01\x30\x01\x12L\n\x0b\x43\x61ncelOrder\x12\x1d.execgw.v1.CancelOrderRequest\x1a\x1e.execgw.v1.CancelOrderResponse\x12\x43\n\x08GetOrder\x12\x1a.execgw.v1.GetOrderRequest\x1a\x1b.execgw.v1.GetOrderResponse\x12I\n\nListOrders\x12\x1c.execgw.v1.ListOrdersRequest\x1a\x1d.execgw.v1.ListOrdersResponse\x12O\n\x0cGetPositions\x12\x1e.execgw.v1.GetPositionsRequest\x1a\x1f.execgw.v1.GetPositionsResponse\x12N\n\x0bStreamFills\x12\x1d.execgw.v1.StreamFillsRequest\x1a\x1e.execgw.v1.StreamFillsResponse0\x01\x12O\n\x0cGetRiskState\x12\x1e.execgw.v1.GetRiskStateRequest\x1a\x1f.execgw.v1.GetRiskStateResponse\x12L\n\x0bHaltTrading\x12\x1d.execgw.v1.HaltTradingRequest\x1a\x1e.execgw.v1.HaltTradingResponse\x12R\n\rResumeTrading\x12\x1f.execgw.v1.ResumeTradingRequest\x1a .execgw.v1.ResumeTradingResponse\x12O\n\x0cPreviewOrder\x12\x1e.execgw.v1.PreviewOrderRequest\x1a\x1f.execgw.v1.PreviewOrderResponseB~\n\rcom.execgw.v1B\x0cGatewayProtoP\x01Z2github.com/execgw/execgw/gen/go/execgw/v1;execgwv1\xa2\x02\x03\x45XV\xaa\x02\tExecgw.V1\xca\x02\tExecgw\\V1\xea\x02\nExecgw::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,48 +38,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITORDERREQUEST']._serialized_end=180
   _globals['_SUBMITORDERRESPONSE']._serialized_start=182
   _globals['_SUBMITORDERRESPONSE']._serialized_end=247
-  _globals['_CANCELORDERREQUEST']._serialized_start=249
-  _globals['_CANCELORDERREQUEST']._serialized_end=287
-  _globals['_CANCELORDERRESPONSE']._serialized_start=289
-  _globals['_CANCELORDERRESPONSE']._serialized_end=354
-  _globals['_GETORDERREQUEST']._serialized_start=356
-  _globals['_GETORDERREQUEST']._serialized_end=391
-  _globals['_GETORDERRESPONSE']._serialized_start=393
-  _globals['_GETORDERRESPONSE']._serialized_end=455
-  _globals['_LISTORDERSREQUEST']._serialized_start=458
-  _globals['_LISTORDERSREQUEST']._serialized_end=595
-  _globals['_LISTORDERSRESPONSE']._serialized_start=597
-  _globals['_LISTORDERSRESPONSE']._serialized_end=687
-  _globals['_GETPOSITIONSREQUEST']._serialized_start=689
-  _globals['_GETPOSITIONSREQUEST']._serialized_end=733
-  _globals['_GETPOSITIONSRESPONSE']._serialized_start=735
-  _globals['_GETPOSITIONSRESPONSE']._serialized_end=797
-  _globals['_STREAMFILLSREQUEST']._serialized_start=800
-  _globals['_STREAMFILLSREQUEST']._serialized_end=975
-  _globals['_STREAMFILLSRESPONSE']._serialized_start=977
-  _globals['_STREAMFILLSRESPONSE']._serialized_end=1040
-  _globals['_GETRISKSTATEREQUEST']._serialized_start=1042
-  _globals['_GETRISKSTATEREQUEST']._serialized_end=1086
-  _globals['_BREAKERSTATUS']._serialized_start=1089
-  _globals['_BREAKERSTATUS']._serialized_end=1342
-  _globals['_STRATEGYRISKSTATE']._serialized_start=1345
-  _globals['_STRATEGYRISKSTATE']._serialized_end=1522
-  _globals['_GETRISKSTATERESPONSE']._serialized_start=1525
-  _globals['_GETRISKSTATERESPONSE']._serialized_end=2093
-  _globals['_HALTTRADINGREQUEST']._serialized_start=2095
-  _globals['_HALTTRADINGREQUEST']._serialized_end=2169
-  _globals['_HALTTRADINGRESPONSE']._serialized_start=2171
-  _globals['_HALTTRADINGRESPONSE']._serialized_end=2258
-  _globals['_RESUMETRADINGREQUEST']._serialized_start=2260
-  _globals['_RESUMETRADINGREQUEST']._serialized_end=2336
-  _globals['_RESUMETRADINGRESPONSE']._serialized_start=2338
-  _globals['_RESUMETRADINGRESPONSE']._serialized_end=2424
-  _globals['_PREVIEWORDERREQUEST']._serialized_start=2426
-  _globals['_PREVIEWORDERREQUEST']._serialized_end=2487
-  _globals['_CHECKRESULT']._serialized_start=2489
-  _globals['_CHECKRESULT']._serialized_end=2549
-  _globals['_PREVIEWORDERRESPONSE']._serialized_start=2552
-  _globals['_PREVIEWORDERRESPONSE']._serialized_end=2697
-  _globals['_EXECUTIONGATEWAY']._serialized_start=2700
-  _globals['_EXECUTIONGATEWAY']._serialized_end=3503
+  _globals['_SUBMITORDERSREQUEST']._serialized_start=249
+  _globals['_SUBMITORDERSREQUEST']._serialized_end=335
+  _globals['_SUBMITORDERSRESPONSE']._serialized_start=338
+  _globals['_SUBMITORDERSRESPONSE']._serialized_end=472
+  _globals['_CANCELORDERREQUEST']._serialized_start=474
+  _globals['_CANCELORDERREQUEST']._serialized_end=512
+  _globals['_CANCELORDERRESPONSE']._serialized_start=514
+  _globals['_CANCELORDERRESPONSE']._serialized_end=579
+  _globals['_GETORDERREQUEST']._serialized_start=581
+  _globals['_GETORDERREQUEST']._serialized_end=616
+  _globals['_GETORDERRESPONSE']._serialized_start=618
+  _globals['_GETORDERRESPONSE']._serialized_end=680
+  _globals['_LISTORDERSREQUEST']._serialized_start=683
+  _globals['_LISTORDERSREQUEST']._serialized_end=820
+  _globals['_LISTORDERSRESPONSE']._serialized_start=822
+  _globals['_LISTORDERSRESPONSE']._serialized_end=912
+  _globals['_GETPOSITIONSREQUEST']._serialized_start=914
+  _globals['_GETPOSITIONSREQUEST']._serialized_end=958
+  _globals['_GETPOSITIONSRESPONSE']._serialized_start=960
+  _globals['_GETPOSITIONSRESPONSE']._serialized_end=1022
+  _globals['_STREAMFILLSREQUEST']._serialized_start=1025
+  _globals['_STREAMFILLSREQUEST']._serialized_end=1200
+  _globals['_STREAMFILLSRESPONSE']._serialized_start=1202
+  _globals['_STREAMFILLSRESPONSE']._serialized_end=1265
+  _globals['_GETRISKSTATEREQUEST']._serialized_start=1267
+  _globals['_GETRISKSTATEREQUEST']._serialized_end=1311
+  _globals['_BREAKERSTATUS']._serialized_start=1314
+  _globals['_BREAKERSTATUS']._serialized_end=1567
+  _globals['_STRATEGYRISKSTATE']._serialized_start=1570
+  _globals['_STRATEGYRISKSTATE']._serialized_end=1747
+  _globals['_GETRISKSTATERESPONSE']._serialized_start=1750
+  _globals['_GETRISKSTATERESPONSE']._serialized_end=2318
+  _globals['_HALTTRADINGREQUEST']._serialized_start=2320
+  _globals['_HALTTRADINGREQUEST']._serialized_end=2394
+  _globals['_HALTTRADINGRESPONSE']._serialized_start=2396
+  _globals['_HALTTRADINGRESPONSE']._serialized_end=2483
+  _globals['_RESUMETRADINGREQUEST']._serialized_start=2485
+  _globals['_RESUMETRADINGREQUEST']._serialized_end=2561
+  _globals['_RESUMETRADINGRESPONSE']._serialized_start=2563
+  _globals['_RESUMETRADINGRESPONSE']._serialized_end=2649
+  _globals['_PREVIEWORDERREQUEST']._serialized_start=2651
+  _globals['_PREVIEWORDERREQUEST']._serialized_end=2712
+  _globals['_CHECKRESULT']._serialized_start=2714
+  _globals['_CHECKRESULT']._serialized_end=2774
+  _globals['_PREVIEWORDERRESPONSE']._serialized_start=2777
+  _globals['_PREVIEWORDERRESPONSE']._serialized_end=2922
+  _globals['_EXECUTIONGATEWAY']._serialized_start=2925
+  _globals['_EXECUTIONGATEWAY']._serialized_end=3813
 # @@protoc_insertion_point(module_scope)

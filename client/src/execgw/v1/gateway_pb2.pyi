@@ -80,6 +80,76 @@ class SubmitOrderResponse(_message.Message):
 Global___SubmitOrderResponse: _TypeAlias = SubmitOrderResponse  # noqa: Y015
 
 @_typing.final
+class SubmitOrdersRequest(_message.Message):
+    """SubmitOrdersRequest is one order of a SubmitOrders stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENT_FIELD_NUMBER: _builtins.int
+    CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    client_order_id: _builtins.str
+    """Idempotency key, with the rules of SubmitOrderRequest.client_order_id."""
+    @_builtins.property
+    def intent(self) -> _orders_pb2.OrderIntent:
+        """What the strategy wants done, as SubmitOrderRequest.intent."""
+
+    def __init__(
+        self,
+        *,
+        intent: _orders_pb2.OrderIntent | None = ...,
+        client_order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["intent", b"intent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "intent", b"intent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitOrdersRequest: _TypeAlias = SubmitOrdersRequest  # noqa: Y015
+
+@_typing.final
+class SubmitOrdersResponse(_message.Message):
+    """SubmitOrdersResponse answers one SubmitOrdersRequest, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    client_order_id: _builtins.str
+    """The client_order_id of the request this answers, as sent (for a request with none,
+    while keys are optional, the key the gateway assigned: result.client_order_id).
+    """
+    error_code: _builtins.int
+    """The gRPC status code (google.rpc.Code) SubmitOrder would have ended with for this
+    request; 0 (OK) when result is set. Only this request failed: the stream goes on.
+    """
+    error_message: _builtins.str
+    """The status message that goes with error_code; empty when error_code is 0."""
+    @_builtins.property
+    def result(self) -> _orders_pb2.ExecutionResult:
+        """The order as SubmitOrder would have answered it (PLACED, FILLED, REJECTED, ...).
+        Unset when error_code is set.
+        """
+
+    def __init__(
+        self,
+        *,
+        client_order_id: _builtins.str = ...,
+        result: _orders_pb2.ExecutionResult | None = ...,
+        error_code: _builtins.int = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_order_id", b"client_order_id", "error_code", b"error_code", "error_message", b"error_message", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitOrdersResponse: _TypeAlias = SubmitOrdersResponse  # noqa: Y015
+
+@_typing.final
 class CancelOrderRequest(_message.Message):
     """CancelOrderRequest names the order to cancel."""
 

@@ -62,6 +62,11 @@ class ExecutionGatewayStub:
                 request_serializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrderRequest.SerializeToString,
                 response_deserializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrderResponse.FromString,
                 _registered_method=True)
+        self.SubmitOrders = channel.stream_stream(
+                '/execgw.v1.ExecutionGateway/SubmitOrders',
+                request_serializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrdersRequest.SerializeToString,
+                response_deserializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrdersResponse.FromString,
+                _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/execgw.v1.ExecutionGateway/CancelOrder',
                 request_serializer=execgw_dot_v1_dot_gateway__pb2.CancelOrderRequest.SerializeToString,
@@ -147,6 +152,28 @@ class ExecutionGatewayServicer:
         client_order_id while execution.require_client_order_id is on, the default);
         ALREADY_EXISTS (the client_order_id was used today for a different intent);
         UNAVAILABLE (retry with the same client_order_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitOrders(self, request_iterator, context):
+        """SubmitOrders is SubmitOrder over one long-lived stream: for each request, the same
+        validation, authorization, idempotency, risk checks and durability (an answer is
+        sent only once the order is journaled) as SubmitOrder.
+
+        Answers come back in request order, one per request, each naming its
+        client_order_id. A request SubmitOrder would have failed (INVALID_ARGUMENT,
+        ALREADY_EXISTS, PERMISSION_DENIED, UNAVAILABLE, ...) gets an answer carrying that
+        status instead of a result, and the stream goes on. At most 64 requests are in
+        progress per stream: the gateway reads the next one only when an earlier one is
+        answered, so a sender that outruns it is held back by flow control.
+
+        Errors that end the stream: those of any call (UNAUTHENTICATED, PERMISSION_DENIED
+        for a role that may not submit, RESOURCE_EXHAUSTED, INVALID_ARGUMENT for a request
+        that is no valid message, naming it), CANCELLED and DEADLINE_EXCEEDED. After any of
+        them, requests without an answer may still have been placed: retry them with the
+        same client_order_id to find out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,6 +295,11 @@ def add_ExecutionGatewayServicer_to_server(servicer, server):
                     request_deserializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrderRequest.FromString,
                     response_serializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrderResponse.SerializeToString,
             ),
+            'SubmitOrders': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitOrders,
+                    request_deserializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrdersRequest.FromString,
+                    response_serializer=execgw_dot_v1_dot_gateway__pb2.SubmitOrdersResponse.SerializeToString,
+            ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
                     request_deserializer=execgw_dot_v1_dot_gateway__pb2.CancelOrderRequest.FromString,
@@ -364,6 +396,33 @@ class ExecutionGateway:
             '/execgw.v1.ExecutionGateway/SubmitOrder',
             execgw_dot_v1_dot_gateway__pb2.SubmitOrderRequest.SerializeToString,
             execgw_dot_v1_dot_gateway__pb2.SubmitOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitOrders(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/execgw.v1.ExecutionGateway/SubmitOrders',
+            execgw_dot_v1_dot_gateway__pb2.SubmitOrdersRequest.SerializeToString,
+            execgw_dot_v1_dot_gateway__pb2.SubmitOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,24 @@ class ExecutionGatewayStub:
     ALREADY_EXISTS (the client_order_id was used today for a different intent);
     UNAVAILABLE (retry with the same client_order_id).
     """
+    SubmitOrders: _grpc.StreamStreamMultiCallable[_gateway_pb2.SubmitOrdersRequest, _gateway_pb2.SubmitOrdersResponse]
+    """SubmitOrders is SubmitOrder over one long-lived stream: for each request, the same
+    validation, authorization, idempotency, risk checks and durability (an answer is
+    sent only once the order is journaled) as SubmitOrder.
+
+    Answers come back in request order, one per request, each naming its
+    client_order_id. A request SubmitOrder would have failed (INVALID_ARGUMENT,
+    ALREADY_EXISTS, PERMISSION_DENIED, UNAVAILABLE, ...) gets an answer carrying that
+    status instead of a result, and the stream goes on. At most 64 requests are in
+    progress per stream: the gateway reads the next one only when an earlier one is
+    answered, so a sender that outruns it is held back by flow control.
+
+    Errors that end the stream: those of any call (UNAUTHENTICATED, PERMISSION_DENIED
+    for a role that may not submit, RESOURCE_EXHAUSTED, INVALID_ARGUMENT for a request
+    that is no valid message, naming it), CANCELLED and DEADLINE_EXCEEDED. After any of
+    them, requests without an answer may still have been placed: retry them with the
+    same client_order_id to find out.
+    """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelOrderRequest, _gateway_pb2.CancelOrderResponse]
     """CancelOrder cancels a resting order.
 
@@ -182,6 +200,24 @@ class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
     client_order_id while execution.require_client_order_id is on, the default);
     ALREADY_EXISTS (the client_order_id was used today for a different intent);
     UNAVAILABLE (retry with the same client_order_id).
+    """
+    SubmitOrders: _aio.StreamStreamMultiCallable[_gateway_pb2.SubmitOrdersRequest, _gateway_pb2.SubmitOrdersResponse]  # type: ignore[assignment]
+    """SubmitOrders is SubmitOrder over one long-lived stream: for each request, the same
+    validation, authorization, idempotency, risk checks and durability (an answer is
+    sent only once the order is journaled) as SubmitOrder.
+
+    Answers come back in request order, one per request, each naming its
+    client_order_id. A request SubmitOrder would have failed (INVALID_ARGUMENT,
+    ALREADY_EXISTS, PERMISSION_DENIED, UNAVAILABLE, ...) gets an answer carrying that
+    status instead of a result, and the stream goes on. At most 64 requests are in
+    progress per stream: the gateway reads the next one only when an earlier one is
+    answered, so a sender that outruns it is held back by flow control.
+
+    Errors that end the stream: those of any call (UNAUTHENTICATED, PERMISSION_DENIED
+    for a role that may not submit, RESOURCE_EXHAUSTED, INVALID_ARGUMENT for a request
+    that is no valid message, naming it), CANCELLED and DEADLINE_EXCEEDED. After any of
+    them, requests without an answer may still have been placed: retry them with the
+    same client_order_id to find out.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelOrderRequest, _gateway_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """CancelOrder cancels a resting order.
@@ -299,6 +335,30 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         client_order_id while execution.require_client_order_id is on, the default);
         ALREADY_EXISTS (the client_order_id was used today for a different intent);
         UNAVAILABLE (retry with the same client_order_id).
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitOrders(
+        self,
+        request_iterator: _MaybeAsyncIterator[_gateway_pb2.SubmitOrdersRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.SubmitOrdersResponse], _abc.AsyncIterator[_gateway_pb2.SubmitOrdersResponse]]:
+        """SubmitOrders is SubmitOrder over one long-lived stream: for each request, the same
+        validation, authorization, idempotency, risk checks and durability (an answer is
+        sent only once the order is journaled) as SubmitOrder.
+
+        Answers come back in request order, one per request, each naming its
+        client_order_id. A request SubmitOrder would have failed (INVALID_ARGUMENT,
+        ALREADY_EXISTS, PERMISSION_DENIED, UNAVAILABLE, ...) gets an answer carrying that
+        status instead of a result, and the stream goes on. At most 64 requests are in
+        progress per stream: the gateway reads the next one only when an earlier one is
+        answered, so a sender that outruns it is held back by flow control.
+
+        Errors that end the stream: those of any call (UNAUTHENTICATED, PERMISSION_DENIED
+        for a role that may not submit, RESOURCE_EXHAUSTED, INVALID_ARGUMENT for a request
+        that is no valid message, naming it), CANCELLED and DEADLINE_EXCEEDED. After any of
+        them, requests without an answer may still have been placed: retry them with the
+        same client_order_id to find out.
         """
 
     @_abc_1.abstractmethod

@@ -10,8 +10,9 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from execgw.server.domain import Fill, Order
 from execgw.server.events import Event, OrderFilled
@@ -28,6 +29,10 @@ class BusEvent:
     timestamp: datetime
     event: Event
     order: Order | None
+    # What subscribers send for this event, built by the first one to send it and reused,
+    # unchanged, by the others: one conversion per event, not one per subscriber. Opaque
+    # here (the API layer owns the wire form).
+    wire: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def fill(self) -> Fill | None:

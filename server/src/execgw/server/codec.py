@@ -45,6 +45,10 @@ def encode(value: object) -> str:
     return _encoder.encode(value).decode("utf-8")
 
 
+def encode_bytes(value: object) -> bytes:
+    return _encoder.encode(value)
+
+
 def decode(text: str | bytes, into: type[_T]) -> _T:
     try:
         return msgspec.json.decode(text, type=into)

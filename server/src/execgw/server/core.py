@@ -4,7 +4,7 @@ Commands arrive on one queue and are executed one at a time by one asyncio task,
 so the domain code needs no locks and every state change has a total order. The
 task drains whatever is queued into a batch, executes it, makes the batch's events
 durable in one journal transaction (group commit), and only then answers callers
-and publishes the events. A caller is never told about a change that could be lost.
+and then publishes the events. A caller is never told about a change that could be lost.
 
 If the journal write fails, the batch's callers get UNAVAILABLE and the in-memory
 state is rebuilt from the journal, so memory never holds what the disk does not.
@@ -60,7 +60,7 @@ from execgw.server.engine import (
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.quotes import QuoteBook
-from execgw.server.recovery import rebuild, state_to_json
+from execgw.server.recovery import PreparedSnapshot, prepare_snapshot, rebuild
 from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.venues.base import Venue, VenueReport
 
@@ -165,7 +165,8 @@ class GatewayCore:
         self._on_committed = on_committed
         # Callers waiting for a venue's first answer to their order (see wait_for_venue).
         self._venue_waiters: dict[str, list[asyncio.Future[Order]]] = {}
-        self._last_snapshot = self._engine.state.sequence
+        # The sequence of the last snapshot taken (due or written), and of the last written.
+        self._last_snapshot = self._last_written = self._engine.state.sequence
         self._bus.head = self._engine.state.sequence
         self._inbox: asyncio.Queue[_Queued[Any] | object] = asyncio.Queue()
         # Commands a batch left unexecuted, run first by the next batch.
@@ -173,6 +174,9 @@ class GatewayCore:
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # Writes snapshots off the writer, one at a time; the next one due waits here.
+        self._snapshotting: asyncio.Task[None] | None = None
+        self._snapshot_waiting: PreparedSnapshot | None = None
         self._accepting = False
         self._healthy = True
         self._fatal: GatewayUnavailable | None = None
@@ -202,6 +206,12 @@ class GatewayCore:
             with contextlib.suppress(Exception):
                 await self._task
             self._task = None
+        if self._snapshotting is not None:
+            with contextlib.suppress(Exception):
+                await self._snapshotting
+        # The last batch's publish is a callback queued by the writer: let it run, so
+        # subscribers get every event before the bus closes.
+        await asyncio.sleep(0)
         self._bus.close()
 
     @property
@@ -449,10 +459,6 @@ class GatewayCore:
                 self._on_committed(records)
             except Exception:  # the link's bug must not fail a batch that is durable
                 log.exception("the venue link failed to take committed records")
-        publish_start = time_ns()
-        self._bus.publish([BusEvent(r.sequence, r.timestamp, r.event, r.order) for r in records])
-        if commit is not None:
-            _stage_spans(outcomes, commit, _Stage(publish_start, time_ns(), None))
         self._answer_venue_waiters(records)
         for command, value, error in outcomes:
             if command.future.done():
@@ -462,7 +468,22 @@ class GatewayCore:
             else:
                 command.future.set_exception(error)
         if records:
-            await self._maybe_snapshot()
+            # Subscribers hear of the batch right after its callers: the callers' answers
+            # were scheduled first, so fan-out to many subscribers never delays them. The
+            # loop runs callbacks in order, so batches still reach the bus in order.
+            asyncio.get_running_loop().call_soon(self._publish, records, outcomes, commit)
+            self._maybe_snapshot()
+
+    def _publish(
+        self,
+        records: list[JournalRecord],
+        outcomes: list[tuple[_Queued[Any], Any, BaseException | None]],
+        commit: _Stage | None,
+    ) -> None:
+        publish_start = time_ns()
+        self._bus.publish([BusEvent(r.sequence, r.timestamp, r.event, r.order) for r in records])
+        if commit is not None:
+            _stage_spans(outcomes, commit, _Stage(publish_start, time_ns(), None))
 
     def _answer_venue_waiters(self, records: list[JournalRecord]) -> None:
         if not self._venue_waiters:
@@ -545,20 +566,47 @@ class GatewayCore:
             self._healthy = healthy
             self._on_health(healthy)
 
-    async def _maybe_snapshot(self) -> None:
+    async def snapshot_written(self) -> None:
+        """Wait until the snapshot being written (and its pruning), if any, is done: for
+        whoever reads the journal's snapshots while the gateway runs."""
+        task = self._snapshotting
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    def _maybe_snapshot(self) -> None:
+        """Start a snapshot when one is due. The writer only prepares it (the orders
+        changed since the last one are encoded; see prepare_snapshot); joining, sealing
+        and storing it run in a thread while the writer goes on, so its pause does not
+        grow with the day. It covers only durable events: it is taken after a commit.
+        One is written at a time; a newer one due meanwhile waits, replacing any older
+        one waiting, so the latest due is always written and the backlog is bounded."""
         state = self._engine.state
         if state.sequence - self._last_snapshot < self._settings.snapshot_every:
             return
-        sequence = state.sequence
-        body = state_to_json(state)
+        self._last_snapshot = state.sequence
+        self._snapshot_waiting = prepare_snapshot(state)
+        if self._snapshotting is None or self._snapshotting.done():
+            self._snapshotting = asyncio.create_task(self._write_snapshots(), name="snapshots")
+
+    async def _write_snapshots(self) -> None:
+        while self._snapshot_waiting is not None:
+            prepared, self._snapshot_waiting = self._snapshot_waiting, None
+            await self._write_snapshot(prepared)
+
+    async def _write_snapshot(self, prepared: PreparedSnapshot) -> None:
+        sequence = prepared.sequence
         try:
-            await asyncio.to_thread(self._journal.write_snapshot, sequence, body)
+            await asyncio.to_thread(self._store_snapshot, prepared)
         except Exception as e:
             log.warning(
                 "snapshot at %d failed (events are safe, start-up is slower): %s", sequence, e
             )
+            if self._snapshot_waiting is None:
+                # Due again at the next commit, as if it had not been taken.
+                self._last_snapshot = self._last_written
             return
-        self._last_snapshot = sequence
+        self._last_written = sequence
         if self._settings.retain_events:
             keep_from = min(sequence, sequence - self._settings.retain_events + 1)
             try:
@@ -567,6 +615,9 @@ class GatewayCore:
                 log.warning("pruning the journal below %d failed: %s", keep_from, e)
             else:
                 log.info("pruned %d journal events below %d", pruned, keep_from)
+
+    def _store_snapshot(self, prepared: PreparedSnapshot) -> None:
+        self._journal.write_snapshot(prepared.sequence, prepared.body())
 
     def _execute(self, queued: _Queued[Any]) -> Any:
         token = otel_context.attach(queued.trace_context)

@@ -144,14 +144,25 @@ class Ledger:
         self._ids: list[str] = []
         self._ids_by_strategy: dict[str, list[str]] = {}
         self._ids_by_symbol: dict[str, list[str]] = {}
+        # Each order's snapshot encoding as it stood at the last snapshot, dropped when
+        # an event changes the order: a snapshot encodes only the orders changed since
+        # the previous one, so its cost on the writer follows the traffic between
+        # snapshots, not the size of the day.
+        self._encoded: dict[str, bytes] = {}
 
     def apply(self, event: Event) -> FillOutcome | None:
         """Fold one event in; events that are not about orders leave the ledger alone."""
+        order_id = getattr(event, "order_id", None)
+        if isinstance(event, OrderFilled):
+            order_id = event.fill.order_id
+        if order_id is not None:
+            self._encoded.pop(order_id, None)
         match event:
             case DayRolledOver():
                 # The journal keeps history; memory keeps the working day only. Orders
                 # still open here are cancelled (DAY expiry) right after this event.
                 for order_id in [o.order_id for o in self._orders.values() if not o.status.is_open]:
+                    self._encoded.pop(order_id, None)
                     order = self._orders.pop(order_id)
                     key = (order.intent.strategy_code, order.client_order_id)
                     if self._by_client_id.get(key) == order_id:
@@ -278,11 +289,31 @@ class Ledger:
     def export(self) -> tuple[list[Order], list[tuple[PositionKey, PositionState]]]:
         return list(self._orders.values()), list(self._positions.items())
 
+    def encoded_orders(self, encode: Callable[[Order], bytes]) -> list[bytes]:
+        """Every order's encoding, in export() order: kept ones reused, the others
+        encoded now and kept. The bytes are immutable, so another thread may join them
+        while the ledger goes on changing."""
+        cache = self._encoded
+        parts = []
+        for order_id, order in self._orders.items():
+            body = cache.get(order_id)
+            if body is None:
+                body = cache[order_id] = encode(order)
+            parts.append(body)
+        return parts
+
     @classmethod
     def restore(
-        cls, orders: list[Order], positions: list[tuple[PositionKey, PositionState]]
+        cls,
+        orders: list[Order],
+        positions: list[tuple[PositionKey, PositionState]],
+        encoded: list[bytes] | None = None,
     ) -> Ledger:
+        """`encoded`, when given, is each order's encoding as the snapshot held it:
+        kept, so the first snapshot after a restart need not encode the whole day."""
         ledger = cls()
+        if encoded is not None:
+            ledger._encoded = {o.order_id: e for o, e in zip(orders, encoded, strict=True)}
         for order in orders:
             ledger._orders[order.order_id] = order
             if order.status.is_open:

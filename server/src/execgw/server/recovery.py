@@ -10,7 +10,9 @@ import logging
 from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+
+import msgspec
 
 from execgw.server import codec
 from execgw.server.domain import Order, PositionKey, Product
@@ -169,25 +171,77 @@ class Snapshot:
     fill_marks: list[str] = field(default_factory=list)
 
 
-def state_to_json(state: GatewayState) -> str:
-    orders, positions = state.ledger.export()
-    return codec.encode(
+# Stands for the orders in a prepared snapshot's envelope until body() puts them in: a
+# NUL byte, which encoded JSON never holds raw (control characters are escaped).
+_ORDERS_HOLE = b"\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSnapshot:
+    """The state at `sequence`, encoded except for the joining: immutable bytes only, so
+    body() may run in another thread while the writer goes on changing the state."""
+
+    sequence: int
+    envelope: bytes
+    orders: list[bytes]
+
+    def body(self) -> str:
+        """The snapshot, the same text as encoding the whole state at once."""
+        head, tail = self.envelope.split(_ORDERS_HOLE)
+        return b"".join((head, b"[", b",".join(self.orders), b"]", tail)).decode("utf-8")
+
+
+def prepare_snapshot(state: GatewayState) -> PreparedSnapshot:
+    """What the writer does for a snapshot: encodes the orders changed since the last one
+    (kept per order by the ledger) and the small rest (risk, positions, marks); the
+    day's orders are joined by PreparedSnapshot.body(), off the writer."""
+    _, positions = state.ledger.export()
+    orders = state.ledger.encoded_orders(codec.encode_bytes)
+    envelope = codec.encode_bytes(
         Snapshot(
             sequence=state.sequence,
             ids=state.ids,
             risk=RiskEntry.of(state.risk),
-            orders=orders,
+            orders=cast(list[Order], msgspec.Raw(_ORDERS_HOLE)),
             positions=[PositionEntry.of(key, p) for key, p in positions],
             marks=state.marks,
             fill_marks=sorted(state.fill_marks),
         )
     )
+    return PreparedSnapshot(state.sequence, envelope, orders)
+
+
+def state_to_json(state: GatewayState) -> str:
+    return prepare_snapshot(state).body()
+
+
+class _OrderBodies(msgspec.Struct):
+    """A snapshot's orders as the bytes it holds them in (the other fields skipped)."""
+
+    orders: list[msgspec.Raw]
+
+
+def _order_bodies(body: str, orders: list[Order]) -> list[bytes] | None:
+    """Each order's bytes in the snapshot, if they are what the codec writes today (a
+    snapshot of an older codec is encoded afresh at the next snapshot instead)."""
+    if not orders:
+        return None
+    raws = codec.decode(body, _OrderBodies).orders
+    if len(raws) != len(orders) or any(
+        bytes(raws[i]) != codec.encode_bytes(orders[i]) for i in (0, -1)
+    ):
+        return None
+    return [bytes(raw) for raw in raws]
 
 
 def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
     snapshot = codec.decode(body, Snapshot)
     return GatewayState(
-        ledger=Ledger.restore(snapshot.orders, [p.restore() for p in snapshot.positions]),
+        ledger=Ledger.restore(
+            snapshot.orders,
+            [p.restore() for p in snapshot.positions],
+            _order_bodies(body, snapshot.orders),
+        ),
         risk=snapshot.risk.restore(),
         ids=snapshot.ids,
         sequence=snapshot.sequence,

@@ -64,6 +64,7 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     f"/{service}/{rpc}": frozenset(roles)
     for service, rpc, roles in (
         (_GATEWAY, "SubmitOrder", {STRATEGY}),
+        (_GATEWAY, "SubmitOrders", {STRATEGY}),
         (_GATEWAY, "CancelOrder", {STRATEGY}),
         (_GATEWAY, "PreviewOrder", {STRATEGY, OPERATOR}),
         (_GATEWAY, "GetOrder", {STRATEGY, OPERATOR}),
@@ -187,6 +188,11 @@ class DenialAudit:
         self._throttle = Throttle(clock, DENIALS_PER_SECOND, DENIALS_BURST)
 
     async def deny(self, context: Context, principal: Principal, rpc: str, reason: str) -> NoReturn:
+        await self.record(principal, rpc, reason)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    async def record(self, principal: Principal, rpc: str, reason: str) -> None:
+        """Journal a refusal (at a bounded rate per principal) without ending the call."""
         held = self._throttle.admit(principal.name)
         if held is not None:
             more = f" ({held} more refused since, not journaled)" if held else ""
@@ -195,7 +201,6 @@ class DenialAudit:
                 await self._core.record_denial(principal.name, rpc, reason, held)
             except Exception as e:  # a refusal stands even when it cannot be journaled
                 log.error("could not journal the access denial of %r: %s", principal.name, e)
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +303,14 @@ def principal() -> Principal | None:
     """The caller of the current call; None when authentication is off."""
     call = _CALL.get()
     return None if call is None else call.principal
+
+
+async def record_denial(error: Forbidden) -> None:
+    """Journal `error` as a refusal of the current call, which goes on: one message of
+    a stream refused alone (SubmitOrders)."""
+    call = _CALL.get()
+    if call is not None:
+        await call.audit.record(call.principal, call.rpc, str(error))
 
 
 def order_caller() -> Caller | None:

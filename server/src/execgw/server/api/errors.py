@@ -89,6 +89,20 @@ def invalid_argument_status(error: InvalidRequest, message: str | None = None) -
     )
 
 
+def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status abort_for would end a call with, for an answer that carries it instead
+    (one request of a stream); never a stack trace or internal detail."""
+    if isinstance(error, Forbidden):
+        return grpc.StatusCode.PERMISSION_DENIED, _ascii(str(error), MAX_MESSAGE_BYTES)
+    for kind, code in _CODES.items():
+        if isinstance(error, kind):
+            return code, _ascii(str(error), MAX_MESSAGE_BYTES)
+    if isinstance(error, GatewayError):
+        return grpc.StatusCode.FAILED_PRECONDITION, _ascii(str(error), MAX_MESSAGE_BYTES)
+    log.error("internal error", exc_info=error)
+    return grpc.StatusCode.INTERNAL, "internal error; see the gateway log"
+
+
 async def abort_for(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
     if isinstance(error, Forbidden):
         await auth.denied(context, error)  # PERMISSION_DENIED, journaled

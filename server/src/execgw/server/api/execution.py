@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from opentelemetry import trace
 
 from execgw.server.api import auth, convert, paging
-from execgw.server.api.errors import abort_for, unary, write_stream
+from execgw.server.api.errors import abort_for, status_for, unary, write_stream
 from execgw.server.api.streaming import FillStream, validate_heartbeat_interval
 from execgw.server.api.tracing import rpc_span
 from execgw.server.core import GatewayCore
-from execgw.server.domain import OrderIntent
+from execgw.server.domain import Order, OrderIntent
 from execgw.server.errors import Forbidden, GatewayUnavailable
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import Journal
@@ -37,6 +38,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 tracer = trace.get_tracer("execgw.server")
 # Time kept back from a caller's deadline to answer with the order as it stands.
 ACK_WAIT_MARGIN_S = 0.25
+# Requests of one SubmitOrders stream in progress at once (read, not yet answered).
+SUBMIT_STREAM_IN_FLIGHT = 64
 
 
 class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
@@ -65,35 +68,97 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     ) -> gateway_pb2.SubmitOrderResponse:
         # The interceptor's server span, which continues the strategy's trace.
         with rpc_span() as span:
-            with tracer.start_as_current_span("execgw.stage.validate"):
-                found = Violations()  # in field order: the intent's, then the key's
-                intent = found.value(self._intent, request)
-                found.check(
-                    validate_client_order_id,
-                    request.client_order_id,
-                    required=self._require_client_order_id,
-                )
-                found.raise_if_any()
-            # Only once valid: the span never carries a caller's unchecked text.
-            span.set_attribute("execgw.client_order_id", request.client_order_id)
-            if intent is None:
-                raise AssertionError("an invalid intent passed validation")
-            span.set_attribute("execgw.symbol", intent.symbol)
-            span.set_attribute("execgw.strategy_code", intent.strategy_code)
-            auth.check_strategy(intent.strategy_code, "intent.strategy_code")
-            problem = self._venue_unavailable()
-            if problem is not None:
-                # Refused before anything is journaled: nothing was sent, a retry is safe.
-                raise GatewayUnavailable(problem)
-            order = await self._core.submit(intent, request.client_order_id, auth.order_caller())
-            # A broker answers later; give it a moment so the caller usually gets its
-            # verdict (PLACED, REJECTED with the broker's text) rather than SUBMITTED.
-            order = await self._core.wait_for_venue(order, self._ack_wait(context))
-            span.set_attribute("execgw.order_id", order.order_id)
-            span.set_attribute("execgw.status", order.status.value)
-            if order.reject_reason is not None:
-                span.set_attribute("execgw.reject_reason", order.reject_reason.value)
+            order = await self._submit(request, context, span)
             return gateway_pb2.SubmitOrderResponse(result=convert.result(order))
+
+    async def SubmitOrders(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[gateway_pb2.SubmitOrdersRequest],
+        context: Context,
+    ) -> AsyncIterator[gateway_pb2.SubmitOrdersResponse]:
+        """SubmitOrder per request, answered in request order, at most
+        SUBMIT_STREAM_IN_FLIGHT at a time: the next request is read only when a slot is
+        free, so a fast sender is held back by flow control, not buffered here."""
+        slots = asyncio.Semaphore(SUBMIT_STREAM_IN_FLIGHT)
+        answers: asyncio.Queue[asyncio.Task[gateway_pb2.SubmitOrdersResponse] | None]
+        answers = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    # Each runs at once, so the requests of one stream share a batch.
+                    answers.put_nowait(asyncio.create_task(self._submit_one(request, context)))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                response = await answer
+                slots.release()
+                yield response
+            # Raises the reader's error: a request that is no valid message aborted the
+            # call there (INVALID_ARGUMENT naming it).
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _submit_one(
+        self, request: gateway_pb2.SubmitOrdersRequest, context: Context
+    ) -> gateway_pb2.SubmitOrdersResponse:
+        """One request of a SubmitOrders stream: SubmitOrder's answer, or the status it
+        would have ended with, for this request alone."""
+        response = gateway_pb2.SubmitOrdersResponse(client_order_id=request.client_order_id)
+        try:
+            with tracer.start_as_current_span("execgw.SubmitOrders.request") as span:
+                order = await self._submit(request, context, span)
+        except Exception as e:
+            if isinstance(e, Forbidden):
+                await auth.record_denial(e)  # journaled, as SubmitOrder's refusal is
+            code, message = status_for(e)
+            response.error_code = code.value[0]
+            response.error_message = message
+        else:
+            response.result.CopyFrom(convert.result(order))
+            response.client_order_id = order.client_order_id
+        return response
+
+    async def _submit(
+        self,
+        request: gateway_pb2.SubmitOrderRequest | gateway_pb2.SubmitOrdersRequest,
+        context: Context,
+        span: trace.Span,
+    ) -> Order:
+        with tracer.start_as_current_span("execgw.stage.validate"):
+            found = Violations()  # in field order: the intent's, then the key's
+            intent = found.value(self._intent, request)
+            found.check(
+                validate_client_order_id,
+                request.client_order_id,
+                required=self._require_client_order_id,
+            )
+            found.raise_if_any()
+        # Only once valid: the span never carries a caller's unchecked text.
+        span.set_attribute("execgw.client_order_id", request.client_order_id)
+        if intent is None:
+            raise AssertionError("an invalid intent passed validation")
+        span.set_attribute("execgw.symbol", intent.symbol)
+        span.set_attribute("execgw.strategy_code", intent.strategy_code)
+        auth.check_strategy(intent.strategy_code, "intent.strategy_code")
+        problem = self._venue_unavailable()
+        if problem is not None:
+            # Refused before anything is journaled: nothing was sent, a retry is safe.
+            raise GatewayUnavailable(problem)
+        order = await self._core.submit(intent, request.client_order_id, auth.order_caller())
+        # A broker answers later; give it a moment so the caller usually gets its
+        # verdict (PLACED, REJECTED with the broker's text) rather than SUBMITTED.
+        order = await self._core.wait_for_venue(order, self._ack_wait(context))
+        span.set_attribute("execgw.order_id", order.order_id)
+        span.set_attribute("execgw.status", order.status.value)
+        if order.reject_reason is not None:
+            span.set_attribute("execgw.reject_reason", order.reject_reason.value)
+        return order
 
     def _ack_wait(self, context: Context) -> float:
         """The configured wait for a broker's answer, within the caller's own deadline
@@ -257,7 +322,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         )
 
     def _intent(
-        self, request: gateway_pb2.SubmitOrderRequest | gateway_pb2.PreviewOrderRequest
+        self,
+        request: gateway_pb2.SubmitOrderRequest
+        | gateway_pb2.SubmitOrdersRequest
+        | gateway_pb2.PreviewOrderRequest,
     ) -> OrderIntent:
         """The request's intent, validated exactly as SubmitOrder validates it."""
         if not request.HasField("intent"):

@@ -29,6 +29,8 @@ REPLAY_BATCH = 64
 DEFAULT_HEARTBEAT_S = 5.0
 MIN_HEARTBEAT_MS = 50
 RESUME_METADATA_KEY = "execgw-resume-from"
+# Where a live event keeps its ExecutionEvent, shared by every stream (BusEvent.wire).
+_WIRE_KEY = "execution_event"
 
 
 def event_filter(request: gateway_pb2.StreamFillsRequest) -> Callable[[BusEvent], bool]:
@@ -195,11 +197,18 @@ class FillStream:
             journal.close()
 
     def _send(self, event: BusEvent) -> gateway_pb2.StreamFillsResponse:
-        # The event's own trading day: a replayed halt from yesterday says yesterday.
-        message = convert.event(event, self._trading_day_of(event.timestamp))
-        message.filtered = event.sequence - self._last_sent - 1
+        shared = event.wire.get(_WIRE_KEY)
+        if shared is None:
+            # The event's own trading day: a replayed halt from yesterday says yesterday.
+            shared = convert.event(event, self._trading_day_of(event.timestamp))
+            event.wire[_WIRE_KEY] = shared
+        response = gateway_pb2.StreamFillsResponse()
+        # A copy (in C): `filtered` is this stream's own, and the shared message stays
+        # as built for the other subscribers.
+        response.event.CopyFrom(shared)
+        response.event.filtered = event.sequence - self._last_sent - 1
         self._last = self._last_sent = event.sequence
-        return gateway_pb2.StreamFillsResponse(event=message)
+        return response
 
     def _heartbeat(self) -> gateway_pb2.StreamFillsResponse:
         return gateway_pb2.StreamFillsResponse(
