@@ -119,7 +119,10 @@ class SubmitOrdersResponse(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     """The client_order_id of the request this answers, as sent (for a request with none,
-    while keys are optional, the key the gateway assigned: result.client_order_id).
+    while keys are optional, the key the gateway assigned: result.client_order_id);
+    empty when the key itself is invalid (error_code INVALID_ARGUMENT says so). Answers
+    come in request order, so a request waiting for a broker's ack holds back the
+    answers after it (up to broker.kite.ack_wait_s).
     """
     error_code: _builtins.int
     """The gRPC status code (google.rpc.Code) SubmitOrder would have ended with for this

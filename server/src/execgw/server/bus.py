@@ -159,7 +159,14 @@ class EventBus:
             except Exception:  # an observer's bug must not stop the events
                 log.exception("event bus observer failed")
         for sid, sub in list(self._subscribers.items()):
-            if not sub.offer(events):
+            try:
+                taken = sub.offer(events)
+            except Exception:
+                # A bug for one subscriber ends its stream with a resume point, as an
+                # overflow does: it resumes from the journal and misses nothing.
+                log.exception("offering events to a subscriber failed")
+                taken = False
+            if not taken:
                 del self._subscribers[sid]
                 self.overflowed += 1
                 sub.close(overflow=True)

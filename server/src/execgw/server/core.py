@@ -60,7 +60,7 @@ from execgw.server.engine import (
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.quotes import QuoteBook
-from execgw.server.recovery import PreparedSnapshot, prepare_snapshot, rebuild
+from execgw.server.recovery import GatewayState, PreparedSnapshot, prepare_snapshot, rebuild
 from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.venues.base import Venue, VenueReport
 
@@ -176,6 +176,9 @@ class GatewayCore:
         self._ticker: asyncio.Task[None] | None = None
         # Writes snapshots off the writer, one at a time; the next one due waits here.
         self._snapshotting: asyncio.Task[None] | None = None
+        # Held while a snapshot is stored and the journal pruned, and while state is
+        # rebuilt from the journal: the two must not interleave.
+        self._snapshot_store = asyncio.Lock()
         self._snapshot_waiting: PreparedSnapshot | None = None
         self._accepting = False
         self._healthy = True
@@ -519,7 +522,7 @@ class GatewayCore:
         self._engine.undo_transient()
         if dirty:
             keep = self._engine.pending()[:start]
-            durable = await asyncio.to_thread(rebuild, self._journal)
+            durable = await self._rebuild()
             self._engine.recover(durable, keep)
         return dirty, CommandFailed(
             "internal error while executing this request; nothing of it was recorded "
@@ -548,7 +551,14 @@ class GatewayCore:
 
     async def _reload(self) -> None:
         """Memory may hold effects the disk does not: rebuild from what is durable."""
-        self._engine.reload(await asyncio.to_thread(rebuild, self._journal))
+        self._engine.reload(await self._rebuild())
+
+    async def _rebuild(self) -> GatewayState:
+        """State from the journal. Never while a snapshot is stored or the journal pruned
+        below it: a rebuild reads the latest snapshot, then the rows after it, in several
+        reads, and a prune in between would leave it a gap (and stop the writer)."""
+        async with self._snapshot_store:
+            return await asyncio.to_thread(rebuild, self._journal)
 
     async def _probe_until_writable(self) -> None:
         while not self._healthy and self._accepting:
@@ -595,6 +605,10 @@ class GatewayCore:
             await self._write_snapshot(prepared)
 
     async def _write_snapshot(self, prepared: PreparedSnapshot) -> None:
+        async with self._snapshot_store:
+            await self._store_and_prune(prepared)
+
+    async def _store_and_prune(self, prepared: PreparedSnapshot) -> None:
         sequence = prepared.sequence
         try:
             await asyncio.to_thread(self._store_snapshot, prepared)

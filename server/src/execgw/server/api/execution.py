@@ -109,7 +109,11 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     ) -> gateway_pb2.SubmitOrdersResponse:
         """One request of a SubmitOrders stream: SubmitOrder's answer, or the status it
         would have ended with, for this request alone."""
-        response = gateway_pb2.SubmitOrdersResponse(client_order_id=request.client_order_id)
+        # The key is echoed only when valid: an answer must not carry a caller's
+        # unchecked megabytes back (up to 64 answers wait per stream).
+        response = gateway_pb2.SubmitOrdersResponse(
+            client_order_id=_echoable(request.client_order_id)
+        )
         try:
             with tracer.start_as_current_span("execgw.SubmitOrders.request") as span:
                 order = await self._submit(request, context, span)
@@ -354,3 +358,11 @@ def _validate_kill_switch(
     found.check(validate_text, request.reason, "reason", MAX_REASON_LENGTH)
     found.check(validate_text, request.actor, "actor", MAX_ACTOR_LENGTH)
     found.raise_if_any()
+
+
+def _echoable(client_order_id: str) -> str:
+    try:
+        validate_client_order_id(client_order_id)
+    except InvalidRequest:
+        return ""
+    return client_order_id
