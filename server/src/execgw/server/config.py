@@ -59,6 +59,9 @@ class JournalConfig(_Section):
     # Keep at least this many events for StreamFills replay; older events below the
     # latest snapshot are pruned. 0 keeps everything.
     retain_events: int = Field(default=0, ge=0)
+    # Journal the quotes each batch accepted (QuotesRecorded), so that `execgw replay`
+    # can re-run the day through another config. Off by default: one record per batch.
+    record_quotes: bool = False
 
     @field_validator("hmac_key_env")
     @classmethod

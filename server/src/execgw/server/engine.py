@@ -57,6 +57,7 @@ from execgw.server.events import (
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
+    QuotesRecorded,
     TradingHalted,
     TradingResumed,
     VenueAccepted,
@@ -134,8 +135,11 @@ class ExecutionEngine:
         quotes: QuoteBook,
         venue: Venue,
         risk: RiskEngine,
+        record_quotes: bool = False,
     ) -> None:
+        """`record_quotes`: journal each batch's accepted quotes (QuotesRecorded)."""
         self._clock = clock
+        self._record_quotes = record_quotes
         self._quotes = quotes
         self._venue = venue
         self._risk = risk
@@ -319,6 +323,7 @@ class ExecutionEngine:
         LTP (the price band) is refused and changes nothing."""
         now = self._advance_time()
         refused: list[RefusedQuote] = []
+        accepted: list[Quote] = []
         for position, quote in enumerate(quotes):
             full = self._quotes.full_for(quote.symbol)
             if full is not None and not self._has_exposure(quote.symbol):
@@ -333,6 +338,7 @@ class ExecutionEngine:
                 refused.append(RefusedQuote(position, quote.symbol, why))
                 continue
             self._dirty = True
+            accepted.append(quote)
             streak = self._quotes.update(quote)
             if streak:
                 log.warning(
@@ -345,6 +351,9 @@ class ExecutionEngine:
                 self._mark_baseline(quote, now)
             for event in self._venue.on_quote(quote, now, self.state.ids.fill_id):
                 self._emit(event, now)
+        if self._record_quotes and accepted:
+            # After the fills they caused: a replay applies them as one batch, as here.
+            self._emit(QuotesRecorded(tuple(accepted), now), now)
         self._after_change(now)
         return QuotesOutcome(len(quotes) - len(refused), refused)
 
