@@ -167,23 +167,8 @@ def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> 
         raise ReplayError(
             "the journal has no recorded quotes: record them with journal.record_quotes: true"
         )
-    section = config.instruments
-    instruments = InstrumentRegistry(
-        load_kite_instruments(Path(section.csv)) if section.csv else [],
-        default_tick=Decimal(repr(section.default_tick_size)),
-        default_lot=section.default_lot_size,
-        freeze_qty=section.freeze_qty,
-    )
     clock = ManualClock(items[0].timestamp if items else datetime.now().astimezone())
-    engine = ExecutionEngine(
-        state=GatewayState(
-            ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
-        ),
-        clock=clock,
-        quotes=quote_book(config.market_data, instruments, clock),
-        venue=build_venue(config, instruments),
-        risk=RiskEngine(config.execution, TradingCalendar(config.trading_day)),
-    )
+    engine = build_engine(config, clock)
     # The recorded order id of each order a strategy placed, to its key.
     keys: dict[str, tuple[str, str]] = {}
     cancelled: set[str] = set()
@@ -199,6 +184,27 @@ def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> 
             engine.undo_transient()
         engine.take_pending()
     return summarize(engine.state)
+
+
+def build_engine(config: GatewayConfig, clock: ManualClock) -> ExecutionEngine:
+    """A fresh engine with `config`'s instruments, quote book, venue and risk: in
+    memory, no journal (take_pending drops its records)."""
+    section = config.instruments
+    instruments = InstrumentRegistry(
+        load_kite_instruments(Path(section.csv)) if section.csv else [],
+        default_tick=Decimal(repr(section.default_tick_size)),
+        default_lot=section.default_lot_size,
+        freeze_qty=section.freeze_qty,
+    )
+    return ExecutionEngine(
+        state=GatewayState(
+            ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+        ),
+        clock=clock,
+        quotes=quote_book(config.market_data, instruments, clock),
+        venue=build_venue(config, instruments),
+        risk=RiskEngine(config.execution, TradingCalendar(config.trading_day)),
+    )
 
 
 def _feed(
