@@ -127,3 +127,30 @@ def test_a_journal_without_recorded_quotes_cannot_be_replayed(
     record_day(config, clock)
     with pytest.raises(ReplayError, match="record_quotes"):
         _compare(config, config)
+
+
+SEEDED: dict[str, Any] = {
+    "slippage_bps": 0.0,
+    "simulator": {
+        "price_source": "touch",
+        "cap_to_displayed_qty": True,
+        "touch_fill_probability": 0.5,
+        "seed": 11,
+        "latency_ms": {"insert": 200, "cancel": 100, "jitter": 900},
+        "kite_statuses": True,
+    },
+}
+
+
+def test_latency_and_queue_draws_replay_exactly_and_deterministically(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    config = make_config(tmp_path, execution=SEEDED, journal={"record_quotes": True})
+    record_day(config, clock)
+    same = _compare(config, config)
+    assert same.replayed == same.recorded
+    other = make_config(
+        tmp_path, execution={**SEEDED, "simulator": {**SEEDED["simulator"], "seed": 12}}
+    )
+    runs = [json.dumps(as_json(_compare(config, other)), sort_keys=True) for _ in range(2)]
+    assert runs[0] == runs[1]
