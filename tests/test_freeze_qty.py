@@ -56,6 +56,7 @@ def test_orders_above_the_freeze_qty_are_rejected_at_the_venue(
         gateway.stop()
 
 
-def test_autoslice_slice_is_refused_until_it_is_built(tmp_path: Path) -> None:
+def test_autoslice_slice_is_refused_for_live(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="autoslice"):
-        make_config(tmp_path, execution={"autoslice": "slice"})
+        make_config(tmp_path, mode="live", execution={"autoslice": "slice"})
+    assert make_config(tmp_path, execution={"autoslice": "slice"}).execution.autoslice == "slice"

@@ -630,7 +630,12 @@ class ExecutionResult(_message.Message):
     """
     @_builtins.property
     def raw(self) -> _struct_pb2.Struct:
-        """Venue-specific details (simulator decision or the broker's response)."""
+        """Venue-specific details (simulator decision or the broker's response). For an order
+        split by execution.autoslice: slice, `autoslice` holds parent_client_order_id and
+        children (order_id, client_order_id, qty, filled_qty, status of each child order
+        "<parent>#n"); the result then is the children's aggregate under the first child's
+        order_id.
+        """
 
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:

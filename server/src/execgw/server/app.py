@@ -127,6 +127,7 @@ class Gateway:
                     snapshot_every=config.journal.snapshot_every,
                     probe_interval_s=config.journal.probe_interval_s,
                     retain_events=config.journal.retain_events,
+                    record_quotes=config.journal.record_quotes,
                 ),
                 on_health=self._health_changed,
                 on_committed=self._committed,

@@ -21,6 +21,7 @@ from execgw.server.chain import (
 )
 from execgw.server.cli_client import add_client_commands
 from execgw.server.cli_kite import add_kite_commands
+from execgw.server.cli_replay import add_replay_command
 from execgw.server.cli_trace import add_trace_commands
 from execgw.server.config import ROLES, ConfigError, GatewayConfig, load_config
 from execgw.server.telemetry.logs import LOG_FORMATS, configure_logging
@@ -253,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         "session of the order path",
     )
     serve.set_defaults(func=_serve)
+
+    add_replay_command(sub)
 
     journal = sub.add_parser("journal", help="audit the durable journal")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True)

@@ -59,6 +59,9 @@ class JournalConfig(_Section):
     # Keep at least this many events for StreamFills replay; older events below the
     # latest snapshot are pruned. 0 keeps everything.
     retain_events: int = Field(default=0, ge=0)
+    # Journal the quotes each batch accepted (QuotesRecorded), so that `execgw replay`
+    # can re-run the day through another config. Off by default: one record per batch.
+    record_quotes: bool = False
 
     @field_validator("hmac_key_env")
     @classmethod
@@ -409,10 +412,13 @@ class ExecutionConfig(_Section):
     slippage_bps: float = Field(default=5.0, ge=0, le=1_000)
     # The paper simulator's market model (paper mode and dry_run_fills: simulate).
     simulator: SimulatorConfig = SimulatorConfig()
-    # An order above its instrument's freeze quantity (instruments.freeze_qty): the
-    # simulator rejects it (REJECT_REASON_BROKER, the limit in the message), as the
-    # exchange does. Kite's `slice` (child orders under one parent) is not built yet.
-    autoslice: Literal["reject"] = "reject"
+    # An order above its instrument's freeze quantity (instruments.freeze_qty). `reject`:
+    # the simulator rejects it (REJECT_REASON_BROKER, the limit in the message), as the
+    # exchange does. `slice`: as Kite's autoslice, the gateway checks risk once for the
+    # whole order, then places child orders of at most the freeze quantity (whole lots),
+    # client_order_id "<parent>#1", "#2", ...; the result is their aggregate (see
+    # engine.py). Paper mode only: with mode: live the gateway refuses to start.
+    autoslice: Literal["reject", "slice"] = "reject"
     # Brokerage, taxes and fees on simulated fills; off by default (the seed's PnL).
     charges: ChargesConfig = ChargesConfig()
     # Equity for the drawdown breaker is capital plus the day's PnL.
@@ -764,6 +770,16 @@ class GatewayConfig(_Section):
     server: ServerConfig = ServerConfig()
     # None: no authentication, every caller may do everything (the server warns at start).
     auth: AuthConfig | None = None
+
+    @model_validator(mode="after")
+    def _autoslice_paper_only(self) -> GatewayConfig:
+        if self.mode == "live" and self.execution.autoslice == "slice":
+            # A broker answers each child later; the submit path waits for one order's
+            # answer, so a sliced live order would be reported by its first child only.
+            raise ValueError(
+                "execution.autoslice: slice is paper-only for now; use reject with mode: live"
+            )
+        return self
 
     @field_validator("listen")
     @classmethod

@@ -79,6 +79,8 @@ class CoreSettings:
     probe_interval_s: float = 0.5
     # Events kept for replay below the head; 0 keeps the whole journal.
     retain_events: int = 0
+    # journal.record_quotes: journal the accepted quotes of each batch (QuotesRecorded).
+    record_quotes: bool = False
 
 
 @dataclass(slots=True)
@@ -160,7 +162,12 @@ class GatewayCore:
         self._settings = settings
         self._on_health = on_health
         self._engine = ExecutionEngine(
-            state=rebuild(journal), clock=clock, quotes=quotes, venue=venue, risk=risk
+            state=rebuild(journal),
+            clock=clock,
+            quotes=quotes,
+            venue=venue,
+            risk=risk,
+            record_quotes=settings.record_quotes,
         )
         self._on_committed = on_committed
         # Callers waiting for a venue's first answer to their order (see wait_for_venue).

@@ -18,6 +18,7 @@ from decimal import Decimal
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from execgw.server import autoslice
 from execgw.server import risk_checks as rules
 from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.clock import Clock
@@ -56,6 +57,7 @@ from execgw.server.events import (
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
+    QuotesRecorded,
     TradingHalted,
     TradingResumed,
     VenueAccepted,
@@ -133,8 +135,11 @@ class ExecutionEngine:
         quotes: QuoteBook,
         venue: Venue,
         risk: RiskEngine,
+        record_quotes: bool = False,
     ) -> None:
+        """`record_quotes`: journal each batch's accepted quotes (QuotesRecorded)."""
         self._clock = clock
+        self._record_quotes = record_quotes
         self._quotes = quotes
         self._venue = venue
         self._risk = risk
@@ -234,9 +239,68 @@ class ExecutionEngine:
                         f"order ({existing.order_id}); use a new id for a new order"
                     )
                 return ledger.snapshot(existing.order_id)
+        if self._risk.autoslice:
+            sizes = autoslice.slice_sizes(intent.qty, self._quotes.instruments.get(intent.symbol))
+            if sizes is not None:
+                return self._submit_sliced(intent, client_order_id, sizes, now, caller)
         order_id = self._place(intent, client_order_id, now, caller=caller)
         self._after_change(now)
         return ledger.snapshot(order_id)
+
+    def _submit_sliced(
+        self,
+        intent: OrderIntent,
+        client_order_id: str,
+        sizes: list[int],
+        now: datetime,
+        caller: Caller | None,
+    ) -> Order:
+        """execution.autoslice: slice (autoslice.py). A retry of the parent key returns
+        the children placed the first time, never new ones."""
+        ledger = self.state.ledger
+        code = intent.strategy_code
+        keys = [
+            autoslice.child_client_order_id(client_order_id, i) for i in range(1, 1 + len(sizes))
+        ]
+        if client_order_id:
+            found = [ledger.order_for_client_id(code, key) for key in keys]
+            existing = [o for o in found if o is not None and self._today(o)]
+            if existing:
+                same = len(existing) == len(sizes) and all(
+                    o.intent.fingerprint() == replace(intent, qty=qty).fingerprint()
+                    for o, qty in zip(existing, sizes, strict=True)
+                )
+                if not same:
+                    raise IdempotencyConflict(
+                        f"client_order_id {client_order_id!r} was already used for a different "
+                        f"order, or its child keys {keys[0]!r}... are taken; use a new id"
+                    )
+                return autoslice.aggregate(
+                    client_order_id, [ledger.snapshot(o.order_id) for o in existing]
+                )
+        quote = self._quotes.get(intent.symbol)
+        checks = self._risk.check(
+            intent,
+            ltp=None if quote is None else quote.ltp,
+            position_qty=self._position_qty(intent),
+            pending_qty=self._pending_qty(intent),
+            now=now,
+            caller=caller,
+            stale=self._quotes.staleness(intent.symbol),
+        )
+        if quote is None or any(not c.passed for c in checks):
+            # Rejected whole, as one order under the parent's own key (the same checks).
+            order_id = self._place(intent, client_order_id, now, caller=caller)
+            self._after_change(now)
+            return ledger.snapshot(order_id)
+        ids = [
+            self._place(replace(intent, qty=qty), key, now, caller=caller, prechecked=True)
+            for qty, key in zip(sizes, keys, strict=True)
+        ]
+        # One order's rate token and duplicate window: risk saw one order.
+        self._risk.record_accepted(intent, now, caller)
+        self._after_change(now)
+        return autoslice.aggregate(client_order_id, [ledger.snapshot(i) for i in ids])
 
     def cancel(self, order_id: str, scope: frozenset[str] | None = None) -> Order:
         """`scope`: the strategy codes the caller may act for (None: any)."""
@@ -259,6 +323,7 @@ class ExecutionEngine:
         LTP (the price band) is refused and changes nothing."""
         now = self._advance_time()
         refused: list[RefusedQuote] = []
+        accepted: list[Quote] = []
         for position, quote in enumerate(quotes):
             full = self._quotes.full_for(quote.symbol)
             if full is not None and not self._has_exposure(quote.symbol):
@@ -273,6 +338,7 @@ class ExecutionEngine:
                 refused.append(RefusedQuote(position, quote.symbol, why))
                 continue
             self._dirty = True
+            accepted.append(quote)
             streak = self._quotes.update(quote)
             if streak:
                 log.warning(
@@ -285,6 +351,9 @@ class ExecutionEngine:
                 self._mark_baseline(quote, now)
             for event in self._venue.on_quote(quote, now, self.state.ids.fill_id):
                 self._emit(event, now)
+        if self._record_quotes and accepted:
+            # After the fills they caused: a replay applies them as one batch, as here.
+            self._emit(QuotesRecorded(tuple(accepted), now), now)
         self._after_change(now)
         return QuotesOutcome(len(quotes) - len(refused), refused)
 
@@ -518,8 +587,10 @@ class ExecutionEngine:
         *,
         internal: bool = False,
         caller: Caller | None = None,
+        prechecked: bool = False,
     ) -> str:
-        """Risk, then the venue. Returns the new order's id, accepted or rejected.
+        """Risk, then the venue (`prechecked`: risk saw the whole order already, an
+        autoslice child). Returns the new order's id, accepted or rejected.
 
         Internal orders (the gateway's own MIS square-off) skip the pre-trade checks:
         they only ever flatten, and must go through even when trading is restricted."""
@@ -541,7 +612,7 @@ class ExecutionEngine:
                 "execgw.dry_run": self._venue.dry_run,
             },
         ) as span:
-            self._route(order_id, client_order_id, intent, now, internal, caller)
+            self._route(order_id, client_order_id, intent, now, internal, caller, prechecked)
             order = self.state.ledger.order(order_id)
             assert order is not None
             span.set_attribute("execgw.status", order.status.value)
@@ -558,12 +629,13 @@ class ExecutionEngine:
         now: datetime,
         internal: bool,
         caller: Caller | None,
+        prechecked: bool = False,
     ) -> None:
         quote = self._quotes.get(intent.symbol)
         failed: Check | None = None
         placed_by = "" if caller is None else caller.name
         order_span = trace.get_current_span()
-        if not internal:
+        if not internal and not prechecked:
             with tracer.start_as_current_span(STAGE_RISK) as risk_span:
                 checks = self._risk.check(
                     intent,
@@ -609,7 +681,7 @@ class ExecutionEngine:
                 for key, value in opening.request.items():
                     order_span.set_attribute(f"execgw.venue.request.{key}", str(value))
             self._emit(opening, now)
-            if not internal:
+            if not internal and not prechecked:
                 self._risk.record_accepted(intent, now, caller)
             order = self.state.ledger.order(order_id)
             assert order is not None

@@ -247,6 +247,17 @@ class AccessDenied:
     suppressed: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class QuotesRecorded:
+    """The quotes one PublishQuotes batch (or feed batch) had accepted, in the order they
+    were applied, journaled with journal.record_quotes so that `execgw replay` can run
+    the day again. Changes no state: the marks positions are valued at stay with
+    MarksRecorded and fills. Not streamed."""
+
+    quotes: tuple[Quote, ...]
+    timestamp: datetime
+
+
 OrderEvent = (
     OrderAccepted
     | OrderRejected
@@ -272,7 +283,8 @@ RiskEvent = (
     | MarksRecorded
 )
 AuditEvent = AccessDenied
-Event = OrderEvent | RiskEvent | AuditEvent
+MarketEvent = QuotesRecorded
+Event = OrderEvent | RiskEvent | AuditEvent | MarketEvent
 # For isinstance checks; derived, so it cannot drift from the union.
 ORDER_EVENTS: tuple[type[OrderEvent], ...] = get_args(OrderEvent)
 

@@ -107,6 +107,8 @@ class RiskEngine:
     def __init__(self, config: ExecutionConfig, calendar: TradingCalendar) -> None:
         self.calendar = calendar
         self.book = RiskBook()
+        # execution.autoslice: slice (the engine splits orders above the freeze quantity).
+        self.autoslice = config.autoslice == "slice"
         self._cb = config.circuit_breakers
         self._pre = config.pre_trade
         self._capital = Decimal(repr(config.capital_rupees))

@@ -1,0 +1,100 @@
+"""execution.autoslice: slice. An order above its instrument's freeze quantity becomes
+child orders of at most that quantity under one parent, as Kite's autoslice does.
+
+Representation: there is no parent order in the ledger. The children are ordinary
+orders, journaled as any other, with client_order_id "<parent>#1", "<parent>#2", ...
+(in order, the last one the remainder). What the submit returns, and what a retry of
+the parent key returns, is `aggregate`: the first child's order id, the parent's
+client_order_id and quantity, the children's filled quantity, value and charges
+summed, and raw["autoslice"] listing every child (order_id, client_order_id, qty,
+filled_qty, status). Each child is also an order of its own (GetOrder, ListOrders,
+StreamFills name the child). Risk checks the whole order once, before any child.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from execgw.server.domain import Order, OrderStatus
+from execgw.server.instruments import Instrument
+
+SEPARATOR = "#"
+
+
+def slice_sizes(qty: int, instrument: Instrument) -> list[int] | None:
+    """The children's quantities, or None when `qty` needs no slicing. Each child is
+    at most the freeze quantity and a whole number of lots (as Kite slices F&O)."""
+    freeze = instrument.freeze_qty
+    if freeze is None or qty <= freeze:
+        return None
+    lot = max(instrument.lot_size, 1)
+    size = max(freeze // lot * lot, lot)
+    sizes = [size] * (qty // size)
+    if qty % size:
+        sizes.append(qty % size)
+    return sizes
+
+
+def child_client_order_id(parent: str, index: int) -> str:
+    """The key of child `index` (from 1); "" for a parent without a key (the gateway
+    then assigns each child its own "auto-<order_id>")."""
+    return f"{parent}{SEPARATOR}{index}" if parent else ""
+
+
+def aggregate(parent_client_order_id: str, children: list[Order]) -> Order:
+    """The parent as one result: see the module docstring."""
+    first = children[0]
+    total = sum(c.intent.qty for c in children)
+    filled = sum(c.filled_qty for c in children)
+    statuses = {c.status for c in children}
+    status = _status(statuses, filled, total, [c.status for c in children])
+    raw: dict[str, Any] = {
+        **first.raw,
+        "autoslice": {
+            "parent_client_order_id": parent_client_order_id,
+            "children": [
+                {
+                    "order_id": c.order_id,
+                    "client_order_id": c.client_order_id,
+                    "qty": c.intent.qty,
+                    "filled_qty": c.filled_qty,
+                    "status": c.status.value,
+                }
+                for c in children
+            ],
+        },
+    }
+    message = first.message if len(statuses) == 1 else ""
+    message = "; ".join(x for x in (f"autosliced into {len(children)} orders", message) if x)
+    return replace(
+        first,
+        client_order_id=parent_client_order_id or first.client_order_id,
+        intent=replace(first.intent, qty=total),
+        status=status,
+        filled_qty=filled,
+        filled_value=sum((c.filled_value for c in children), Decimal(0)),
+        charges=sum((c.charges for c in children), Decimal(0)),
+        brokerage=sum((c.brokerage for c in children), Decimal(0)),
+        message=message,
+        raw=raw,
+        updated_at=max(c.updated_at for c in children),
+    )
+
+
+def _status(
+    statuses: set[OrderStatus], filled: int, total: int, ordered: list[OrderStatus]
+) -> OrderStatus:
+    """One child's status when all agree; otherwise FILLED when all filled, PARTIAL (or
+    the first open child's status) while any is open, else CANCELLED or REJECTED."""
+    if len(statuses) == 1:
+        return next(iter(statuses))
+    if filled == total:
+        return OrderStatus.FILLED
+    if any(s.is_open for s in statuses):
+        if filled:
+            return OrderStatus.PARTIAL
+        return next(s for s in ordered if s.is_open)
+    # All closed, not all filled: what ended the rest (filled_qty shows what filled).
+    return OrderStatus.CANCELLED if OrderStatus.CANCELLED in statuses else OrderStatus.REJECTED

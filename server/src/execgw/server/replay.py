@@ -1,0 +1,243 @@
+"""`execgw replay`: re-run a recorded day through another config, in memory.
+
+The journal is read, never written. Its inputs are taken in journal order and fed to
+a fresh engine (no gRPC, no journal) built from the other config, at the clock times
+they were recorded at:
+
+- quotes: QuotesRecorded (journal.record_quotes: true), applied as the batch they were;
+- orders: every OrderAccepted / OrderSubmitted / OrderRejected a strategy placed (not
+  the gateway's own MIS square-off: the replay engine places its own), submitted with
+  the same intent and client_order_id (an autoslice child is submitted as the child it
+  was);
+- a client's cancel (CancelRequested, or OrderCancelled "cancelled by client"), sent
+  to the replayed order with the same key; an operator's halt and resume;
+- the times of rollovers, square-offs and the gateway's own orders, as ticks.
+
+Then both runs are summed up the same way, per order (filled qty, average price) and
+per strategy (realized PnL gross and net of charges), and compared. Nothing here is
+random beyond the simulator's seed: the same journal and config give the same result,
+and the recording's own config gives the recorded fills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+from execgw.server.clock import ManualClock
+from execgw.server.config import GatewayConfig
+from execgw.server.domain import Order
+from execgw.server.engine import ExecutionEngine
+from execgw.server.errors import GatewayError
+from execgw.server.events import (
+    CancelRequested,
+    DayRolledOver,
+    MisSquareOffStarted,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderSubmitted,
+    QuotesRecorded,
+    TradingHalted,
+    TradingResumed,
+)
+from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
+from execgw.server.journal import GENESIS_HASH, Journal, JournalRecord
+from execgw.server.ledger import Ledger
+from execgw.server.quotes import quote_book
+from execgw.server.recovery import GatewayState, IdSource, rebuild
+from execgw.server.risk import RiskEngine
+from execgw.server.risk_state import RiskBook
+from execgw.server.trading_calendar import TradingCalendar
+from execgw.server.venues.factory import build_venue
+
+CLIENT_CANCEL = "cancelled by client"
+ZERO = Decimal(0)
+
+
+class ReplayError(Exception):
+    """The journal cannot be replayed (pruned, no recorded quotes) or the config is not
+    a paper one."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderResult:
+    strategy_code: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: int
+    status: str
+    filled_qty: int
+    avg_price: Decimal | None
+    charges: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyResult:
+    strategy_code: str
+    filled_qty: int
+    realized_gross: Decimal
+    charges: Decimal
+
+    @property
+    def realized_net(self) -> Decimal:
+        return self.realized_gross - self.charges
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    orders: dict[tuple[str, str], OrderResult]
+    strategies: dict[str, StrategyResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    recorded: RunResult
+    replayed: RunResult
+
+    def order_keys(self) -> list[tuple[str, str]]:
+        return sorted(set(self.recorded.orders) | set(self.replayed.orders))
+
+    def strategy_codes(self) -> list[str]:
+        return sorted(set(self.recorded.strategies) | set(self.replayed.strategies))
+
+    def differs(self, key: tuple[str, str]) -> bool:
+        a, b = self.recorded.orders.get(key), self.replayed.orders.get(key)
+        if a is None or b is None:
+            return True
+        return (a.filled_qty, a.avg_price, a.status) != (b.filled_qty, b.avg_price, b.status)
+
+
+def summarize(state: GatewayState) -> RunResult:
+    """Per order (by strategy and client_order_id) and per strategy, as `state` stands.
+    The gateway's own orders are keyed "auto-<order id>" as journaled."""
+    orders: dict[tuple[str, str], OrderResult] = {}
+    for order in state.ledger.orders():
+        orders[(order.intent.strategy_code, order.client_order_id)] = _order_result(order)
+    strategies: dict[str, StrategyResult] = {}
+    for view in state.ledger.positions(lambda symbol: None):
+        before = strategies.get(view.strategy_code)
+        strategies[view.strategy_code] = StrategyResult(
+            view.strategy_code,
+            view.buy_qty + view.sell_qty + (0 if before is None else before.filled_qty),
+            view.realized_pnl + (ZERO if before is None else before.realized_gross),
+            view.charges + (ZERO if before is None else before.charges),
+        )
+    return RunResult(orders, strategies)
+
+
+def _order_result(order: Order) -> OrderResult:
+    intent = order.intent
+    return OrderResult(
+        intent.strategy_code,
+        order.client_order_id,
+        intent.symbol,
+        intent.side.value,
+        intent.qty,
+        order.status.value,
+        order.filled_qty,
+        order.avg_price,
+        order.charges,
+    )
+
+
+def records(journal: Journal) -> Iterator[JournalRecord]:
+    if journal.oldest_sequence() > 1:
+        raise ReplayError(
+            "the journal was pruned (journal.retain_events): a replay needs it from the start"
+        )
+    for row in journal.rows():
+        yield row.decode()
+
+
+def recorded(journal: Journal) -> RunResult:
+    return summarize(rebuild(journal))
+
+
+def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> RunResult:
+    """The recorded inputs run through `config`'s simulator and risk, in memory."""
+    if config.mode != "paper":
+        raise ReplayError("replay runs the paper simulator: give a config with mode: paper")
+    items = list(recorded_records)
+    if not any(isinstance(r.event, QuotesRecorded) for r in items):
+        raise ReplayError(
+            "the journal has no recorded quotes: record them with journal.record_quotes: true"
+        )
+    clock = ManualClock(items[0].timestamp if items else datetime.now().astimezone())
+    engine = build_engine(config, clock)
+    # The recorded order id of each order a strategy placed, to its key.
+    keys: dict[str, tuple[str, str]] = {}
+    cancelled: set[str] = set()
+    for record in items:
+        event = record.event
+        clock.set(max(clock.now(), record.timestamp))
+        engine.begin_command()
+        try:
+            _feed(engine, event, keys, cancelled)
+        except GatewayError:
+            # As the gateway answers such a command (a cancel of an order the other
+            # config had filled already): an error to the caller, nothing changed.
+            engine.undo_transient()
+        engine.take_pending()
+    return summarize(engine.state)
+
+
+def build_engine(config: GatewayConfig, clock: ManualClock) -> ExecutionEngine:
+    """A fresh engine with `config`'s instruments, quote book, venue and risk: in
+    memory, no journal (take_pending drops its records)."""
+    section = config.instruments
+    instruments = InstrumentRegistry(
+        load_kite_instruments(Path(section.csv)) if section.csv else [],
+        default_tick=Decimal(repr(section.default_tick_size)),
+        default_lot=section.default_lot_size,
+        freeze_qty=section.freeze_qty,
+    )
+    return ExecutionEngine(
+        state=GatewayState(
+            ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+        ),
+        clock=clock,
+        quotes=quote_book(config.market_data, instruments, clock),
+        venue=build_venue(config, instruments),
+        risk=RiskEngine(config.execution, TradingCalendar(config.trading_day)),
+    )
+
+
+def _feed(
+    engine: ExecutionEngine,
+    event: object,
+    keys: dict[str, tuple[str, str]],
+    cancelled: set[str],
+) -> None:
+    match event:
+        case QuotesRecorded(quotes=quotes):
+            engine.apply_quotes(list(quotes))
+        case OrderAccepted() | OrderSubmitted() | OrderRejected() if not event.internal:
+            keys[event.order_id] = (event.intent.strategy_code, event.client_order_id)
+            engine.submit(event.intent, event.client_order_id)
+        case CancelRequested() | OrderCancelled() if (
+            event.message == CLIENT_CANCEL and event.order_id not in cancelled
+        ):
+            cancelled.add(event.order_id)
+            key = keys.get(event.order_id)
+            order = None if key is None else engine.state.ledger.order_for_client_id(*key)
+            if order is not None and order.status.is_open:
+                engine.cancel(order.order_id)
+        case TradingHalted(strategy_code=code, actor=actor, reason=reason):
+            engine.halt(code, actor, reason)
+        case TradingResumed(strategy_code=code, actor=actor, reason=reason):
+            engine.resume(code, actor, reason)
+        case OrderAccepted() | OrderSubmitted() | OrderRejected() | DayRolledOver():
+            engine.tick()
+        case MisSquareOffStarted():
+            engine.tick()
+        case _:
+            pass
+
+
+def compare(journal: Journal, config: GatewayConfig) -> Comparison:
+    return Comparison(recorded(journal), replay(records(journal), config))
