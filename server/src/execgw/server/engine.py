@@ -21,6 +21,7 @@ from opentelemetry import trace
 from execgw.server import risk_checks as rules
 from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.clock import Clock
+from execgw.server.closed_orders import ClosedOrder
 from execgw.server.domain import (
     Caller,
     Fill,
@@ -442,7 +443,7 @@ class ExecutionEngine:
 
         budget = MAX_ORDERS_EXAMINED if max_examined is None else max_examined
         ledger = self.state.ledger
-        found: list[Order] = []
+        found: list[Order | ClosedOrder] = []
         scanned_to = after
         examined = 0
         more = False
@@ -844,7 +845,7 @@ class ExecutionEngine:
         for event in self._venue.cancel(order, now, message):
             self._emit(event, now)
 
-    def _today(self, order: Order) -> bool:
+    def _today(self, order: Order | ClosedOrder) -> bool:
         return self._risk.calendar.trading_day(order.created_at) == self._risk.book.day
 
     def _pending_qty(self, intent: OrderIntent) -> int:
