@@ -638,7 +638,9 @@ class ExecutionEngine:
                     },
                 )
         unrealized, unmarked = self._valuation()
-        for row in self._risk.breaker_values(unrealized, complete=not unmarked):
+        for row in self._risk.breaker_values(
+            unrealized, complete=not unmarked, strategy_code=intent.strategy_code
+        ):
             if row.strategy_code not in (ACCOUNT, intent.strategy_code) or row.limit <= 0:
                 continue
             if row.value >= row.limit * NEAR_LIMIT:
