@@ -22,6 +22,7 @@ from execgw.client import AsyncExecutionClient, ExecutionClient, Quote, limit, m
 from execgw.client.errors import InvalidArgument
 from execgw.server import ledger as ledger_module
 from execgw.server.clock import ManualClock
+from execgw.server.closed_orders import ClosedOrder
 from execgw.server.domain import (
     Order,
     OrderIntent,
@@ -237,7 +238,7 @@ def looked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def counting(
         self: Ledger, after: str, *, strategy_code: str = "", symbol: str = ""
-    ) -> Iterator[Order]:
+    ) -> Iterator[Order | ClosedOrder]:
         handed = 0
         try:
             for order in orders_after(self, after, strategy_code=strategy_code, symbol=symbol):

@@ -22,6 +22,7 @@ from execgw.server import autoslice
 from execgw.server import risk_checks as rules
 from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.clock import Clock
+from execgw.server.closed_orders import ClosedOrder
 from execgw.server.domain import (
     Caller,
     Fill,
@@ -511,7 +512,7 @@ class ExecutionEngine:
 
         budget = MAX_ORDERS_EXAMINED if max_examined is None else max_examined
         ledger = self.state.ledger
-        found: list[Order] = []
+        found: list[Order | ClosedOrder] = []
         scanned_to = after
         examined = 0
         more = False
@@ -709,7 +710,9 @@ class ExecutionEngine:
                     },
                 )
         unrealized, unmarked = self._valuation()
-        for row in self._risk.breaker_values(unrealized, complete=not unmarked):
+        for row in self._risk.breaker_values(
+            unrealized, complete=not unmarked, strategy_code=intent.strategy_code
+        ):
             if row.strategy_code not in (ACCOUNT, intent.strategy_code) or row.limit <= 0:
                 continue
             if row.value >= row.limit * NEAR_LIMIT:
@@ -916,7 +919,7 @@ class ExecutionEngine:
         for event in self._venue.cancel(order, now, message):
             self._emit(event, now)
 
-    def _today(self, order: Order) -> bool:
+    def _today(self, order: Order | ClosedOrder) -> bool:
         return self._risk.calendar.trading_day(order.created_at) == self._risk.book.day
 
     def _pending_qty(self, intent: OrderIntent) -> int:

@@ -420,10 +420,15 @@ class Journal:
         )
 
     def write_snapshot(self, sequence: int, body: str) -> None:
-        """Store the state as of `sequence`, sealed over it and the event at `sequence`."""
+        """Store the state as of `sequence`, sealed over it and the event at `sequence`.
+
+        The seal is computed before the write takes the lock: hashing a whole day's
+        state takes long, and the writer's commits wait for that lock. The event it
+        covers is durable and events are never rewritten, so it cannot change meanwhile."""
+        row_hash = self._read(partial(self._hash_at, sequence))
+        seal = self.chain.seal_snapshot(sequence, row_hash, body)
 
         def statements() -> None:
-            seal = self._snapshot_seal(sequence, body)
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, body, seal)
             )

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from execgw.server import codec
+from execgw.server.closed_orders import ClosedOrder, ListedKey
 from execgw.server.domain import (
     Fill,
     Order,
@@ -131,7 +133,13 @@ class PositionState:
 
 class Ledger:
     def __init__(self) -> None:
-        self._orders: dict[str, Order] = {}
+        # The day's orders, in placement order: open ones live, finished ones compact
+        # (see closed_orders.py), so memory follows the open orders, not the day.
+        self._orders: dict[str, Order | ClosedOrder] = {}
+        # Orders the last event finished: compacted when the next event comes, so the
+        # command that finished one may still read and amend it as a live Order.
+        self._closing: list[str] = []
+        self._listed_keys: dict[ListedKey, ListedKey] = {}
         # Open orders by id, oldest first: the order path asks for them on every submit,
         # so they must not cost a scan of the whole day's book.
         self._open_by_id: dict[str, Order] = {}
@@ -144,7 +152,8 @@ class Ledger:
         self._ids: list[str] = []
         self._ids_by_strategy: dict[str, list[str]] = {}
         self._ids_by_symbol: dict[str, list[str]] = {}
-        # Each order's snapshot encoding as it stood at the last snapshot, dropped when
+        # Each live order's snapshot encoding as it stood at the last snapshot (a finished
+        # one carries its own, ClosedOrder.body), dropped when
         # an event changes the order: a snapshot encodes only the orders changed since
         # the previous one, so its cost on the writer follows the traffic between
         # snapshots, not the size of the day.
@@ -152,6 +161,8 @@ class Ledger:
 
     def apply(self, event: Event) -> FillOutcome | None:
         """Fold one event in; events that are not about orders leave the ledger alone."""
+        if self._closing:
+            self.compact()
         order_id = getattr(event, "order_id", None)
         if isinstance(event, OrderFilled):
             order_id = event.fill.order_id
@@ -223,22 +234,27 @@ class Ledger:
         return None
 
     def order(self, order_id: str) -> Order | None:
-        return self._orders.get(order_id)
+        """The order, live if open; a finished one is decoded afresh (a copy)."""
+        found = self._orders.get(order_id)
+        return found.decode() if isinstance(found, ClosedOrder) else found
 
     def order_for_client_id(self, strategy_code: str, client_order_id: str) -> Order | None:
         order_id = self._by_client_id.get((strategy_code, client_order_id))
-        return None if order_id is None else self._orders[order_id]
+        return None if order_id is None else self.order(order_id)
 
     def orders(self) -> Iterator[Order]:
-        return iter(self._orders.values())
+        for found in self._orders.values():
+            yield found.decode() if isinstance(found, ClosedOrder) else found
 
     def orders_after(
         self, after: str, *, strategy_code: str = "", symbol: str = ""
-    ) -> Iterator[Order]:
+    ) -> Iterator[Order | ClosedOrder]:
         """Orders with ids above `after`, ascending. With a strategy_code or symbol, only
         (and all) orders of that strategy or symbol come, perhaps with others: filter
         again. Found by bisection, so the cost does not grow with the orders before
-        `after`. Not for use while the ledger changes (the writer is single)."""
+        `after`. Finished orders come compact: only the fields a listing filters on
+        (ClosedOrder); ask order() for the whole one. Not for use while the ledger
+        changes (the writer is single)."""
         ids = self._ids
         if strategy_code:
             # Always the strategy's own index when there is one: the scan position ends up
@@ -287,7 +303,7 @@ class Ledger:
         return views
 
     def export(self) -> tuple[list[Order], list[tuple[PositionKey, PositionState]]]:
-        return list(self._orders.values()), list(self._positions.items())
+        return list(self.orders()), list(self._positions.items())
 
     def encoded_orders(self, encode: Callable[[Order], bytes]) -> list[bytes]:
         """Every order's encoding, in export() order: kept ones reused, the others
@@ -296,6 +312,9 @@ class Ledger:
         cache = self._encoded
         parts = []
         for order_id, order in self._orders.items():
+            if isinstance(order, ClosedOrder):
+                parts.append(order.body)
+                continue
             body = cache.get(order_id)
             if body is None:
                 body = cache[order_id] = encode(order)
@@ -312,12 +331,20 @@ class Ledger:
         """`encoded`, when given, is each order's encoding as the snapshot held it:
         kept, so the first snapshot after a restart need not encode the whole day."""
         ledger = cls()
-        if encoded is not None:
-            ledger._encoded = {o.order_id: e for o, e in zip(orders, encoded, strict=True)}
+        bodies = (
+            {o.order_id: e for o, e in zip(orders, encoded, strict=True)}
+            if encoded is not None
+            else {}
+        )
         for order in orders:
-            ledger._orders[order.order_id] = order
             if order.status.is_open:
+                ledger._orders[order.order_id] = order
                 ledger._open_by_id[order.order_id] = order
+                if order.order_id in bodies:
+                    ledger._encoded[order.order_id] = bodies[order.order_id]
+            else:
+                body = bodies.get(order.order_id) or codec.encode_bytes(order)
+                ledger._orders[order.order_id] = ledger._closed(order, body)
             if order.client_order_id:
                 key = (order.intent.strategy_code, order.client_order_id)
                 ledger._by_client_id[key] = order.order_id
@@ -336,8 +363,25 @@ class Ledger:
 
     def snapshot(self, order_id: str) -> Order:
         """A copy that later events will not change, for replies and subscribers."""
-        order = self._require(order_id)
-        return dataclasses.replace(order)
+        found = self._orders.get(order_id)
+        if isinstance(found, ClosedOrder):
+            return found.decode()
+        if found is None:
+            raise LedgerError(f"unknown order id {order_id}")
+        return dataclasses.replace(found)
+
+    def _closed(self, order: Order, body: bytes) -> ClosedOrder:
+        key = ListedKey(order.intent.strategy_code, order.intent.symbol)
+        return ClosedOrder(order, body, self._listed_keys.setdefault(key, key))
+
+    def compact(self) -> None:
+        """Turn the orders finished by the last event into their compact form."""
+        for order_id in self._closing:
+            order = self._orders.get(order_id)
+            if isinstance(order, Order) and not order.status.is_open:
+                body = self._encoded.pop(order_id, None) or codec.encode_bytes(order)
+                self._orders[order_id] = self._closed(order, body)
+        self._closing.clear()
 
     def _open(self, event: OrderAccepted | OrderRejected | OrderSubmitted) -> None:
         if event.order_id in self._orders:
@@ -380,6 +424,8 @@ class Ledger:
                 ids.append(event.order_id)
         if order.status.is_open:
             self._open_by_id[event.order_id] = order
+        else:
+            self._closing.append(event.order_id)  # rejected at once
         if event.client_order_id:
             key = (event.intent.strategy_code, event.client_order_id)
             self._by_client_id[key] = event.order_id
@@ -424,9 +470,16 @@ class Ledger:
         order.status = status
         del self._open_by_id[order.order_id]
         order.updated_at = when
+        self._closing.append(order.order_id)
 
     def _require(self, order_id: str) -> Order:
         order = self._orders.get(order_id)
         if order is None:
             raise LedgerError(f"unknown order id {order_id}")
+        if isinstance(order, ClosedOrder):
+            # An event about a finished order: it applies to the live order as before
+            # (or is refused as before), and the order is compacted again after it.
+            live = self._orders[order_id] = order.decode()
+            self._closing.append(order_id)
+            return live
         return order

@@ -195,7 +195,7 @@ def prepare_snapshot(state: GatewayState) -> PreparedSnapshot:
     """What the writer does for a snapshot: encodes the orders changed since the last one
     (kept per order by the ledger) and the small rest (risk, positions, marks); the
     day's orders are joined by PreparedSnapshot.body(), off the writer."""
-    _, positions = state.ledger.export()
+    positions = state.ledger.position_items()
     orders = state.ledger.encoded_orders(codec.encode_bytes)
     envelope = codec.encode_bytes(
         Snapshot(
@@ -286,6 +286,8 @@ def rebuild(journal: Journal) -> GatewayState:
             raise JournalCorrupt(f"journal row {row.sequence} does not apply: {e}") from e
         state.sequence, state.head_hash = row.sequence, row.hash
         replayed += 1
+    # The last events' finished orders too: nothing else may come before the first command.
+    state.ledger.compact()
     log.info(
         "recovered state at sequence %d (snapshot %s, %d events replayed)",
         state.sequence,

@@ -200,7 +200,11 @@ class RiskEngine:
         drawdown = max((peak - equity) / peak, ZERO) if peak > 0 else ZERO
         return _Equity(pnl, equity, peak, drawdown)
 
-    def breaker_values(self, unrealized: Decimal, *, complete: bool = True) -> list[BreakerReport]:
+    def breaker_values(
+        self, unrealized: Decimal, *, complete: bool = True, strategy_code: str | None = None
+    ) -> list[BreakerReport]:
+        """Every breaker's value and limit; with `strategy_code`, the account's and that
+        strategy's only (an order's risk span asks on every order, with many strategies)."""
         book = self.book
         cb = self._cb
         now = self._equity(unrealized, complete=complete)
@@ -214,7 +218,10 @@ class RiskEngine:
                 Decimal(cb.max_trades_per_day),
             ),
         ]
-        for code in sorted(set(book.trades_by_strategy) | set(book.loss_streak)):
+        codes = set(book.trades_by_strategy) | set(book.loss_streak)
+        if strategy_code is not None:
+            codes &= {strategy_code}
+        for code in sorted(codes):
             rows.append(
                 (
                     Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,

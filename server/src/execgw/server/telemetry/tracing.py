@@ -185,6 +185,10 @@ class ScopeSampler(Sampler):
         found = scopes.current(parent_context)
         if found is None or result.decision is Decision.DROP:
             return result
+        if not result.attributes:
+            # The usual case (the delegate adds none): the scope's attributes as they
+            # are, read-only already, with no dict built per span.
+            return SamplingResult(result.decision, found.attributes, result.trace_state)
         merged = dict(result.attributes)
         merged.update(found.attributes)
         return SamplingResult(result.decision, merged, result.trace_state)
