@@ -31,6 +31,15 @@ class ConfigError(ValueError):
     pass
 
 
+def _host_port(value: str) -> str:
+    """`value` if it is HOST:PORT with a port from 0 to 65535; the listen addresses'
+    one rule."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, got {value!r}")
+    return value
+
+
 class _Section(BaseModel):
     # strict: YAML `true` or "50" where a number belongs is a mistake, not a value.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -496,12 +505,7 @@ class TelemetryConfig(_Section):
     @field_validator("prometheus_listen")
     @classmethod
     def _prometheus_host_port(cls, value: str) -> str:
-        if not value:
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be HOST:PORT, got {value!r}")
-        return value
+        return _host_port(value) if value else value
 
 
 class KiteBrokerConfig(_Section):
@@ -543,12 +547,7 @@ class KiteBrokerConfig(_Section):
     @field_validator("postback_listen")
     @classmethod
     def _postback_host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be HOST:PORT, got {value!r}")
-        return value
+        return None if value is None else _host_port(value)
 
 
 class BrokerConfig(_Section):
@@ -783,10 +782,8 @@ class GatewayConfig(_Section):
 
     @field_validator("listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be HOST:PORT, got {value!r}")
+    def _listen_host_port(cls, value: str) -> str:
+        host = _host_port(value).rpartition(":")[0]
         if ":" in host and not (host.startswith("[") and host.endswith("]")):
             # "::1:5005" reads as host ::1 here but as another address to gRPC.
             raise ValueError(f"an IPv6 host goes in brackets, as in [::1]:50051; got {value!r}")
