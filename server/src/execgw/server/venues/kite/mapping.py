@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from execgw.server.domain import OrderIntent, OrderType, Side
+from execgw.server.events import OrderSubmitted
 from execgw.server.venues import base
 
 VARIETY = "regular"
@@ -86,6 +87,38 @@ def place_order_params(
     if intent.order_type in (OrderType.MARKET, OrderType.SL_M):
         params["market_protection"] = protection_text(market_protection)
     return params
+
+
+def submission(
+    order_id: str,
+    client_order_id: str,
+    intent: OrderIntent,
+    now: datetime,
+    *,
+    venue: str,
+    market_protection: float,
+    dry_run: bool,
+    internal: bool,
+    placed_by: str,
+) -> OrderSubmitted:
+    """The journal record of an order handed to Kite (or to its dry run): the exact
+    place_order call, under the order's tag."""
+    request = place_order_params(
+        intent,
+        tag=order_tag(intent.strategy_code, client_order_id),
+        market_protection=market_protection,
+    )
+    return OrderSubmitted(
+        order_id,
+        client_order_id,
+        intent,
+        now,
+        venue=venue,
+        request=request,
+        dry_run=dry_run,
+        internal=internal,
+        placed_by=placed_by,
+    )
 
 
 def cancel_params(venue_order_id: str) -> dict[str, Any]:

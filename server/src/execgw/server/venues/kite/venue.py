@@ -41,18 +41,14 @@ class KiteVenue:
         internal: bool,
         placed_by: str,
     ) -> OrderSubmitted:
-        request = mapping.place_order_params(
-            intent,
-            tag=mapping.order_tag(intent.strategy_code, client_order_id),
-            market_protection=self._market_protection,
-        )
-        return OrderSubmitted(
+        return mapping.submission(
             order_id,
             client_order_id,
             intent,
             now,
             venue=self.name,
-            request=request,
+            market_protection=self._market_protection,
+            dry_run=False,
             internal=internal,
             placed_by=placed_by,
         )
