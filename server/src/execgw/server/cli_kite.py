@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from execgw.server.venues.kite.credentials import (
     ACCESS_TOKEN_ENV,
     API_KEY_ENV,
     API_SECRET_ENV,
+    from_environment,
 )
 
 
@@ -55,11 +55,8 @@ def _session(args: argparse.Namespace) -> int:
         config = load_config(Path(args.config)) if args.config else GatewayConfig()
     except ConfigError as e:
         return _fail(f"config error: {e}", KiteExit.USAGE)
-    api_key = os.environ.get(API_KEY_ENV, "").strip()
-    api_secret = os.environ.get(API_SECRET_ENV, "").strip()
-    missing = [
-        name for name, value in ((API_KEY_ENV, api_key), (API_SECRET_ENV, api_secret)) if not value
-    ]
+    values, missing = from_environment([API_KEY_ENV, API_SECRET_ENV])
+    api_key, api_secret = values[API_KEY_ENV], values[API_SECRET_ENV]
     if missing:
         return _fail(
             f"needs {' and '.join(missing)} in the environment (the app's key and secret "

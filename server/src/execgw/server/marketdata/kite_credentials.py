@@ -9,16 +9,18 @@ message) goes through `redact` first.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 from execgw.server.config import ConfigError
+from execgw.server.venues.kite.credentials import (
+    ACCESS_TOKEN_ENV,
+    API_KEY_ENV,
+    from_environment,
+)
 
-API_KEY_ENV = "KITE_API_KEY"
-ACCESS_TOKEN_ENV = "KITE_ACCESS_TOKEN"
 REDACTED = "[redacted]"
 
 
@@ -31,18 +33,13 @@ class KiteCredentials:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, purpose: str) -> KiteCredentials:
         """Both variables, or a ConfigError naming the missing ones (never a value)."""
-        env = os.environ if environ is None else environ
-        api_key = env.get(API_KEY_ENV, "").strip()
-        access_token = env.get(ACCESS_TOKEN_ENV, "").strip()
-        missing = [
-            name for name, v in ((API_KEY_ENV, api_key), (ACCESS_TOKEN_ENV, access_token)) if not v
-        ]
+        values, missing = from_environment([API_KEY_ENV, ACCESS_TOKEN_ENV], environ)
         if missing:
             raise ConfigError(
                 f"{purpose} needs {' and '.join(missing)} in the environment "
                 "(credentials are never read from the config file)"
             )
-        return cls(api_key, access_token)
+        return cls(values[API_KEY_ENV], values[ACCESS_TOKEN_ENV])
 
     def ticker_url(self, ws_root: str) -> str:
         """The ticker URL with the credentials in its query: never log it."""
