@@ -62,7 +62,13 @@ class Pty:
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TERM": "xterm-256color"},
+            # COLUMNS/LINES (pytest-xdist's workers set 80x24) would override the size
+            # of the terminal itself, which is what top must draw for.
+            env={
+                **{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")},
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "TERM": "xterm-256color",
+            },
             close_fds=True,
         )
         os.close(slave)
