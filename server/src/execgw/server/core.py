@@ -62,11 +62,11 @@ from execgw.server.journal import Journal, JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState, PreparedSnapshot, prepare_snapshot, rebuild
 from execgw.server.risk import RiskEngine, RiskReport
+from execgw.server.telemetry.spans import tracer
 from execgw.server.venues.base import Venue, VenueReport
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-tracer = trace.get_tracer("execgw.server")
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,12 +72,12 @@ from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState
 from execgw.server.risk import RiskEngine, RiskReport
 from execgw.server.risk_checks import Check, reduces
+from execgw.server.telemetry.spans import tracer
 from execgw.server.trading_calendar import TradingCalendar
 from execgw.server.venues import base as venue_reports
 from execgw.server.venues.base import Venue, VenueReport
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("execgw.server")
 
 STAGE_RISK = "execgw.stage.risk"
 STAGE_VENUE = "execgw.stage.venue"

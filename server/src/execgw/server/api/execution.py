@@ -19,6 +19,7 @@ from execgw.server.errors import Forbidden, GatewayUnavailable
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import Journal
 from execgw.server.ledger import OrderPage
+from execgw.server.telemetry.spans import tracer
 from execgw.server.validation import (
     MAX_ACTOR_LENGTH,
     MAX_REASON_LENGTH,
@@ -35,7 +36,6 @@ from execgw.server.validation import (
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-tracer = trace.get_tracer("execgw.server")
 # Time kept back from a caller's deadline to answer with the order as it stands.
 ACK_WAIT_MARGIN_S = 0.25
 # Requests of one SubmitOrders stream in progress at once (read, not yet answered).

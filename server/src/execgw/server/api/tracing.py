@@ -47,13 +47,13 @@ from execgw.server.telemetry import attributes as attr
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.logs import FIELDS_ATTRIBUTE
 from execgw.server.telemetry.metrics import GatewayMetrics
+from execgw.server.telemetry.spans import tracer
 from execgw.server.validation import InvalidRequest
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
 log = logging.getLogger("execgw.server.orders")
 # One DEBUG line per traced call: method, status and latency, with the trace ids.
 rpc_log = logging.getLogger("execgw.server.rpc")
-tracer = trace.get_tracer("execgw.server")
 
 TRACED_SERVICES = frozenset(
     {

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
@@ -97,12 +97,12 @@ class JsonLinesSpanExporter(SpanExporter):
         return {
             "name": span.name,
             "context": _context(span.context),
-            "kind": str(span.kind),
+            "kind": _KINDS[span.kind],
             "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
             "start_time": _iso(span.start_time),
             "end_time": _iso(span.end_time),
             "status": _status(span),
-            "attributes": dict(span.attributes or {}),
+            "attributes": _attributes(span),
             "events": [
                 {
                     "name": event.name,
@@ -136,25 +136,53 @@ class JsonLinesSpanExporter(SpanExporter):
         return True
 
 
+_KINDS = {kind: str(kind) for kind in SpanKind}
+_NO_TRACE_STATE = repr(TraceState())
+
+
 def _context(context: SpanContext | None) -> dict[str, str] | None:
     if context is None:
         return None
+    state = context.trace_state
     return {
         "trace_id": f"0x{context.trace_id:032x}",
         "span_id": f"0x{context.span_id:016x}",
-        "trace_state": repr(context.trace_state),
+        "trace_state": repr(state) if state else _NO_TRACE_STATE,
     }
+
+
+def _attributes(span: ReadableSpan) -> dict[str, Any]:
+    """The span's attributes as a dict: the gateway's own spans hold one already (read
+    here after the span ended, when nothing changes it any more)."""
+    own = getattr(span, "_values", None)
+    return own if isinstance(own, dict) else dict(span.attributes or {})
+
+
+# The last second formatted, and its text: spans come in bursts within one second.
+_last_second: tuple[int, str] = (-1, "")
 
 
 def _iso(nanoseconds: int | None) -> str | None:
     """As the SDK writes times: UTC, microseconds, a Z."""
+    global _last_second
     if nanoseconds is None:
         return None
     seconds, nanos = divmod(nanoseconds, 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanos // 1000:06d}Z"
+    cached = _last_second
+    if cached[0] != seconds:
+        cached = _last_second = (
+            seconds,
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)),
+        )
+    return f"{cached[1]}.{nanos // 1000:06d}Z"
+
+
+_UNSET_STATUS = {"status_code": StatusCode.UNSET.name}
 
 
 def _status(span: ReadableSpan) -> dict[str, str]:
+    if span.status.status_code is StatusCode.UNSET and not span.status.description:
+        return _UNSET_STATUS
     status: dict[str, str] = {"status_code": span.status.status_code.name}
     if span.status.description:
         status["description"] = span.status.description
@@ -193,6 +221,10 @@ class ScopeSampler(Sampler):
         merged.update(found.attributes)
         return SamplingResult(result.decision, merged, result.trace_state)
 
+    @property
+    def delegate(self) -> Sampler:
+        return self._delegate
+
     def get_description(self) -> str:
         return f"ScopeSampler{{{self._delegate.get_description()}}}"
 
@@ -220,17 +252,22 @@ class _Pipelines(SpanProcessor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._members: tuple[SpanProcessor, ...] = ()
+        # The members whose on_start does something (a batch processor's does not): the
+        # call is made for every span.
+        self._starters: tuple[SpanProcessor, ...] = ()
 
     def attach(self, processor: SpanProcessor) -> None:
         with self._lock:
             self._members = (*self._members, processor)
+            self._starters = _starters(self._members)
 
     def detach(self, processor: SpanProcessor) -> None:
         with self._lock:
             self._members = tuple(p for p in self._members if p is not processor)
+            self._starters = _starters(self._members)
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
-        for member in self._members:
+        for member in self._starters:
             member.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -239,6 +276,11 @@ class _Pipelines(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return all(member.force_flush(timeout_millis) for member in self._members)
+
+
+def _starters(members: tuple[SpanProcessor, ...]) -> tuple[SpanProcessor, ...]:
+    idle = (SpanProcessor.on_start, BatchSpanProcessor.on_start)
+    return tuple(m for m in members if type(m).on_start not in idle)
 
 
 _install_lock = threading.Lock()
