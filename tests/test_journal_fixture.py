@@ -66,6 +66,7 @@ ORDER_FIELDS_ADDED_SINCE: dict[str, object] = {
     "charges": "0",
     "arrived": False,
     "brokerage": "0",
+    "fills_in_flight": [],
 }
 # The same for positions.
 POSITION_FIELDS_ADDED_SINCE: dict[str, object] = {"charges": "0"}

@@ -295,6 +295,11 @@ class LatencyConfig(_Section):
     insert: float = Field(default=0.0, ge=0, le=60_000)
     # The order works, and may fill, until its cancel arrives (PENDING_CANCEL meanwhile).
     cancel: float = Field(default=0.0, ge=0, le=60_000)
+    # A fill the exchange made at T (on the quote in force at T) reaches the gateway at
+    # T + fill (+ jitter), with the first quote of its symbol from then on; until then
+    # the order shows no such fill. A cancel arriving meanwhile cannot undo it. 0 (the
+    # default): fills are reported at once, and jitter does not apply to them.
+    fill: float = Field(default=0.0, ge=0, le=60_000)
     # Added to each: uniform in [0, jitter), drawn from an RNG seeded by simulator.seed.
     jitter: float = Field(default=0.0, ge=0, le=60_000)
 

@@ -181,6 +181,10 @@ class Order:
     # The brokerage part of `charges`: Zerodha caps it per order, across its fills and
     # across restarts.
     brokerage: Decimal = Decimal(0)
+    # Paper orders with fill latency: fills the simulated exchange made whose reports
+    # have not reached the gateway yet (FillExecuted). Not in filled_qty, charges or
+    # positions until reported (OrderFilled with the same fill_id).
+    fills_in_flight: tuple[FillInFlight, ...] = ()
 
     @property
     def avg_price(self) -> Decimal | None:
@@ -191,6 +195,11 @@ class Order:
     @property
     def remaining_qty(self) -> int:
         return self.intent.qty - self.filled_qty
+
+    @property
+    def in_flight_qty(self) -> int:
+        """Filled at the simulated exchange, not yet reported (fills_in_flight)."""
+        return sum(f.fill.qty for f in self.fills_in_flight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +247,18 @@ class Fill:
     venue_trade_id: str = ""
     # Set by the paper simulator when execution.charges is enabled; None otherwise.
     charges: Charges | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FillInFlight:
+    """A fill the simulated exchange made at fill.timestamp whose report reaches the
+    gateway at `reported_at` (execution.simulator.latency_ms.fill): the OrderFilled it
+    becomes then, kept with the order meanwhile so a restart neither loses nor repeats it."""
+
+    fill: Fill
+    quote: Quote
+    reported_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 PositionKey = tuple[str, str, Product]

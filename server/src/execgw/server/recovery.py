@@ -21,6 +21,7 @@ from execgw.server.events import (
     DayRolledOver,
     EquityPeak,
     Event,
+    FillExecuted,
     MarksRecorded,
     OrderAccepted,
     OrderFilled,
@@ -55,7 +56,7 @@ class IdSource:
         # Ids are a letter and ten digits, perhaps with a marker after (dry-run "-DRY").
         if isinstance(event, OrderAccepted | OrderRejected | OrderSubmitted):
             self.next_order = max(self.next_order, int(event.order_id[1:11]) + 1)
-        elif isinstance(event, OrderFilled):
+        elif isinstance(event, OrderFilled | FillExecuted):
             self.next_fill = max(self.next_fill, int(event.fill.fill_id[1:11]) + 1)
 
 
