@@ -261,6 +261,21 @@ class FillInFlight:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class QuoteLiquidity:
+    """What the paper simulator knows of a symbol's latest quote when it tracks
+    liquidity (execution.simulator caps or volume_share): the quote, the cumulative
+    volume of the one before it (so the quote's traded volume, which volume_limit takes
+    a share of) and what fills took from it per side. Journaled (QuoteObserved, fills)
+    and snapshotted, so a restart neither forgets the volume already seen nor offers
+    what was taken again."""
+
+    quote: Quote
+    previous_volume: int | None
+    taken_buy: int = 0
+    taken_sell: int = 0
+
+
 PositionKey = tuple[str, str, Product]
 
 

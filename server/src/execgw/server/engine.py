@@ -170,7 +170,7 @@ class ExecutionEngine:
         self._pending.clear()
         self._order_spans.clear()
         self._venue.reset()
-        self._venue.restore(state.ledger.open_orders())
+        self._venue.restore(state.ledger.open_orders(), state.liquidity.values())
 
     def recover(self, durable: GatewayState, keep: list[JournalRecord]) -> None:
         """Drop a failed command's half-applied effects: adopt the durable state plus
@@ -186,7 +186,7 @@ class ExecutionEngine:
         # Ids may be drawn again: no link may point a new order at an old trace.
         self._order_spans.clear()
         self._venue.reset()
-        self._venue.restore(durable.ledger.open_orders())
+        self._venue.restore(durable.ledger.open_orders(), durable.liquidity.values())
 
     def begin_command(self) -> int:
         """Mark the start of one command; returns where its records will start."""

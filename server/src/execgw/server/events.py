@@ -164,6 +164,17 @@ class FillExecuted:
 
 
 @dataclass(frozen=True, slots=True)
+class QuoteObserved:
+    """The paper simulator took a new quote as the latest of its symbol, with the
+    cumulative volume of the quote before it (None for the first it saw); emitted only
+    while it tracks liquidity. Fills against the quote (FillExecuted, or OrderFilled
+    reported at once) then count as taken from it. Not streamed."""
+
+    quote: Quote
+    previous_volume: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class OrderCancelled:
     order_id: str
     timestamp: datetime
@@ -300,7 +311,7 @@ AuditEvent = AccessDenied
 MarketEvent = QuotesRecorded
 # The simulated exchange's own state, journaled for restarts; the gateway's orders and
 # positions do not show it.
-SimulatorEvent = FillExecuted
+SimulatorEvent = FillExecuted | QuoteObserved
 Event = OrderEvent | RiskEvent | AuditEvent | MarketEvent | SimulatorEvent
 # For isinstance checks; derived, so it cannot drift from the union.
 ORDER_EVENTS: tuple[type[OrderEvent], ...] = get_args(OrderEvent)

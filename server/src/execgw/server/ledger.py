@@ -245,6 +245,14 @@ class Ledger:
                 order.updated_at = event.timestamp
         return None
 
+    def reported_late(self, fill: Fill) -> bool:
+        """Whether `fill` is the report of a fill already recorded as made at the
+        exchange (FillExecuted, fill latency)."""
+        order = self._open_by_id.get(fill.order_id)
+        return order is not None and any(
+            f.fill.fill_id == fill.fill_id for f in order.fills_in_flight
+        )
+
     def order(self, order_id: str) -> Order | None:
         """The order, live if open; a finished one is decoded afresh (a copy)."""
         found = self._orders.get(order_id)

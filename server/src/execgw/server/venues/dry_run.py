@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote
+from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote, QuoteLiquidity
 from execgw.server.events import (
     CancelRequested,
     Event,
@@ -41,9 +41,9 @@ class DryRunVenue:
         if self._simulator is not None:
             self._simulator.reset()
 
-    def restore(self, orders: Iterable[Order]) -> None:
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
         if self._simulator is not None:
-            self._simulator.restore(orders)
+            self._simulator.restore(orders, liquidity)
 
     def forget(self, order: Order) -> None:
         if self._simulator is not None:

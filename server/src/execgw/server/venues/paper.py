@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote
+from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote, QuoteLiquidity
 from execgw.server.events import CancelRequested, Event, OrderAccepted
 from execgw.server.venues.simulator import SmartFillSimulator
 
@@ -21,8 +21,8 @@ class PaperVenue:
     def reset(self) -> None:
         self.simulator.reset()
 
-    def restore(self, orders: Iterable[Order]) -> None:
-        self.simulator.restore(orders)
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
+        self.simulator.restore(orders, liquidity)
 
     def forget(self, order: Order) -> None:
         self.simulator.cancel(order.order_id, order.intent.symbol)

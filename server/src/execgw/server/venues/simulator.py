@@ -31,6 +31,7 @@ from execgw.server.domain import (
     OrderStatus,
     OrderType,
     Quote,
+    QuoteLiquidity,
     Side,
     Validity,
 )
@@ -42,6 +43,7 @@ from execgw.server.events import (
     OrderCancelled,
     OrderFilled,
     OrderTriggered,
+    QuoteObserved,
     VenueRejected,
     VenueUpdated,
 )
@@ -96,6 +98,9 @@ class SmartFillSimulator:
         self._seen: dict[str, tuple[Quote, int | None]] = {}
         # Per symbol: what the latest quote still offers after the fills it gave.
         self._liquidity: dict[str, Liquidity] = {}
+        # Quotes observed by this call, journaled (QuoteObserved) ahead of their fills so
+        # that a restart gets _seen and _liquidity back (restore's `liquidity`).
+        self._observed: list[Event] = []
         self._charges = charges
         self._latency = latency or LatencyModel()
         # Put Kite's status strings in each event's raw, as Kite's order updates have.
@@ -124,17 +129,30 @@ class SmartFillSimulator:
         self._pending.clear()
         self._unfolded.clear()
         self._cancelled_at_exchange.clear()
-        # Liquidity taken stays taken: the fills that took it may well stand (a rebuild
-        # after one failed command keeps the rest of its batch), and a fill the rebuild
-        # drops only leaves the quote's remaining liquidity short until the next quote.
+        # Restored from the state's journaled liquidity (QuoteObserved and the fills
+        # since): what the durable quotes offered, less what durable fills took.
+        self._seen.clear()
+        self._liquidity.clear()
+        self._observed.clear()
         self._brokerage.clear()
 
     def working_order_ids(self) -> list[str]:
         return [oid for book in self._working.values() for oid in book]
 
-    def restore(self, orders: Iterable[Order]) -> None:
-        """Put open orders back in the book, e.g. after a restart."""
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
+        """Put open orders back in the book, e.g. after a restart, and each symbol's
+        latest quote with what fills took from it (when liquidity is tracked)."""
         self._unfolded.clear()
+        if self._model.tracks_liquidity:
+            for entry in liquidity:
+                quote = entry.quote
+                self._seen[quote.symbol] = (quote, entry.previous_volume)
+                budget = Liquidity.of(self._model, quote, entry.previous_volume)
+                budget.take(Side.BUY, entry.taken_buy)
+                budget.take(Side.SELL, entry.taken_sell)
+                self._liquidity[quote.symbol] = budget
+                # The quote in force at the exchange: orders on their way meet it.
+                self._last_quote.setdefault(quote.symbol, quote)
         for order in orders:
             if order.status.is_open:
                 brokerage = order.brokerage + sum(
@@ -214,9 +232,12 @@ class SmartFillSimulator:
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
     ) -> list[Event]:
         """An order reaches the exchange and meets `quote`."""
+        met = self._meet(order, quote, now, next_fill_id)
+        # A quote it was the first to see goes ahead of the fills against it.
+        head, self._observed = self._observed, []
         if self._latency.active("insert"):
-            return [OrderArrived(order.order_id, now), *self._meet(order, quote, now, next_fill_id)]
-        return self._meet(order, quote, now, next_fill_id)
+            head.append(OrderArrived(order.order_id, now))
+        return [*head, *met]
 
     def _meet(
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
@@ -269,7 +290,17 @@ class SmartFillSimulator:
             events += self._deliver(quote.symbol, now, next_fill_id)
         if self._latency.active("insert"):
             self._last_quote[quote.symbol] = quote
-        liquidity = self._observe(quote) if self._model.tracks_liquidity else None
+        liquidity = None
+        if self._model.tracks_liquidity:
+            seen = self._seen.get(quote.symbol)
+            if seen is not None and seen[0] is quote:
+                # An order on its way met this very quote first (after a restart, with
+                # nothing restored): it is observed once.
+                liquidity = self._liquidity[quote.symbol]
+            else:
+                liquidity = self._observe(quote)
+                events += self._observed
+                self._observed = []
         book = self._working.get(quote.symbol)
         if not book:
             return events
@@ -493,6 +524,7 @@ class SmartFillSimulator:
         self._seen[quote.symbol] = (quote, previous_volume)
         liquidity = Liquidity.of(self._model, quote, previous_volume)
         self._liquidity[quote.symbol] = liquidity
+        self._observed.append(QuoteObserved(quote, previous_volume))
         return liquidity
 
     def _liquidity_for(self, quote: Quote) -> Liquidity | None:
