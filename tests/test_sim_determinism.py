@@ -82,6 +82,9 @@ def session(seed: int, fill_ms: int = 0) -> list[str]:
                 o = orders[event.fill.order_id]
                 # What the ledger would refuse: a fill of a closed order, or an overfill.
                 assert o.status.is_open
+                # An order's reports come in the order its fills were made.
+                if o.fills_in_flight:
+                    assert o.fills_in_flight[0].fill.fill_id == event.fill.fill_id
                 o.fills_in_flight = tuple(
                     f for f in o.fills_in_flight if f.fill.fill_id != event.fill.fill_id
                 )

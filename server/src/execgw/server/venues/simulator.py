@@ -627,6 +627,14 @@ class SmartFillSimulator:
         if not self._latency.active("fill"):
             return OrderFilled(fill, quote, raw=raw)
         reported_at = now + self._latency.delay("fill", fill.fill_id)
+        # An order's reports come in the order its fills were made, as an exchange sends
+        # them: a fill with less jitter waits for the one before it.
+        earlier = [
+            p.due
+            for p in self._pending.get(intent.symbol, ())
+            if p.kind == "fill" and p.order.order_id == order.order_id
+        ]
+        reported_at = max([reported_at, *earlier])
         flight = FillInFlight(fill, quote, reported_at, raw)
         self._schedule(reported_at, "fill", order, "", report=flight)
         return FillExecuted(fill, quote, reported_at, raw=raw)
