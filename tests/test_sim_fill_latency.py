@@ -212,3 +212,62 @@ def test_fill_latency_is_seeded_and_jitter_alone_does_not_turn_it_on() -> None:
     assert jitter_only.active("insert")
     assert jitter_only.active("cancel")
     assert not jitter_only.active("fill")
+
+
+def test_a_restart_between_a_cancel_and_the_report_it_waits_for(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """60 of 100 filled at the exchange at t0 (report due t0 + 100); the cancel at
+    t0 + 10 takes the 40 off; a restart; then the report lands and the cancel is
+    confirmed behind it. The 40 never fill, though the next quote offers 100."""
+    config = make_config(tmp_path, execution=CAPPED)
+    running = RunningGateway(config, clock)
+    with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+        assert c.publish_quotes([book(1000.00, 60)]) == 1
+        day = c.submit(market(INFY, "BUY", 100, strategy_code="s")).order_id
+        ioc = c.submit(limit(INFY, "BUY", 50, 1000.00, strategy_code="s", validity="IOC"))
+        # The ask's 60 went to the first order: the IOC took none, and is cancelled.
+        assert (ioc.status, ioc.filled_qty) == (CANCELLED, 0)
+        clock.advance(ms(10))
+        assert c.cancel(day).status == PENDING_CANCEL
+    running.stop()
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            assert c.get_order(day).status == PENDING_CANCEL
+            clock.advance(ms(140))
+            assert c.publish_quotes([book(1001.00, 100)]) == 1
+            done = c.get_order(day)
+            assert (done.status, done.filled_qty, done.avg_price_decimal) == (
+                CANCELLED,
+                60,
+                "1000.00",
+            )
+        reported, made = _journaled(config.journal.path, day)
+        assert [e.fill.qty for e in reported] == [60]
+        assert [e.fill.qty for e in made] == [60]
+    finally:
+        running.stop()
+
+
+def test_an_ioc_part_filled_before_a_restart_is_cancelled_behind_its_report_after_it(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    config = make_config(tmp_path, execution=CAPPED)
+    running = RunningGateway(config, clock)
+    with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+        assert c.publish_quotes([book(1000.00, 60)]) == 1
+        ioc = c.submit(limit(INFY, "BUY", 100, 1000.00, strategy_code="s", validity="IOC"))
+        assert (ioc.status, ioc.filled_qty) == (PLACED, 0)
+    running.stop()
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            clock.advance(ms(100))
+            # 100 on the ask now: an IOC remainder must not rest and take them.
+            assert c.publish_quotes([book(1000.00, 100)]) == 1
+            done = c.get_order(ioc.order_id)
+            assert (done.status, done.filled_qty) == (CANCELLED, 60)
+            assert done.message.startswith("IOC remainder 40 of 100 cancelled")
+    finally:
+        running.stop()
