@@ -271,3 +271,39 @@ def test_an_ioc_part_filled_before_a_restart_is_cancelled_behind_its_report_afte
             assert done.message.startswith("IOC remainder 40 of 100 cancelled")
     finally:
         running.stop()
+
+
+def test_a_dry_run_cancel_keeps_simulated_fills_whose_reports_are_on_their_way(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dry_run_fills: simulate with fill latency: a dry-run cancel is never sent, but
+    the simulated exchange had filled 60 of 100 already; they stand, reported at
+    t0 + 100, and only the 40 left are cancelled."""
+    for name in ("KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    config = make_config(
+        tmp_path,
+        mode="live",
+        execution={**CAPPED, "dry_run": True, "dry_run_fills": "simulate"},
+        # Never called: a dry run holds no broker link.
+        broker={"kite": {"root": "http://127.0.0.1:9"}},
+    )
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            assert c.publish_quotes([book(1000.00, 60)]) == 1
+            order_id = c.submit(market(INFY, "BUY", 100, strategy_code="s")).order_id
+            assert c.get_order(order_id).filled_qty == 0
+            clock.advance(ms(10))
+            assert c.cancel(order_id).status == PENDING_CANCEL
+            clock.advance(ms(140))
+            assert c.publish_quotes([book(1001.00, 100)]) == 1
+            done = c.get_order(order_id)
+            assert (done.status, done.filled_qty, done.avg_price_decimal) == (
+                CANCELLED,
+                60,
+                "1000.00",
+            )
+            assert done.dry_run
+    finally:
+        running.stop()

@@ -213,10 +213,20 @@ class SmartFillSimulator:
         if not order.fills_in_flight:
             self.cancel(order.order_id, order.intent.symbol)
             return [OrderCancelled(order.order_id, now, message, raw=self.kite_cancelled(order))]
-        events: list[Event] = [CancelRequested(order.order_id, now, message)]
+        return [
+            CancelRequested(order.order_id, now, message),
+            *self.cancel_behind_reports(order, now, message),
+        ]
+
+    def cancel_behind_reports(self, order: Order, now: datetime, message: str) -> list[Event]:
+        """The exchange cancels what is left of an order whose fill reports are on their
+        way (order.fills_in_flight); the confirmation (OrderCancelled) comes after them,
+        and none if the exchange had filled it all. The caller has the order
+        PENDING_CANCEL meanwhile."""
+        self._unfolded.clear()
         if self._at_exchange(order):
-            events += self._exchange_cancel(order, now, message)
-        return events
+            return self._exchange_cancel(order, now, message)
+        return []
 
     def request_cancel(self, order: Order, now: datetime, message: str) -> bool:
         """Send a cancel that reaches the exchange after the cancel latency; False (and
