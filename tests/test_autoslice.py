@@ -129,3 +129,68 @@ def test_a_parent_key_whose_child_keys_are_taken_is_a_conflict(
             assert len(client.list_orders(strategy_code="s")) == 1
     finally:
         gateway.stop()
+
+
+def test_each_child_counts_against_the_trade_limits_before_slicing(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """max_trades_per_day 5: three single orders leave room for two more. A 250 order
+    (freeze 100: children 100, 100, 50) would make it 6, so it is refused whole with the
+    trade limit's reason and places nothing; a 200 order (two children) makes it exactly
+    5 and fills, after which the tripped breaker refuses the next order as before."""
+    config = make_config(
+        tmp_path,
+        execution={**SLICE, "circuit_breakers": {"max_trades_per_day": 5}},
+        instruments={"freeze_qty": {"NSE:INFY": 100}},
+    )
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as client:
+            publish(client, INFY, 1500.0)
+            for i in range(3):
+                one = client.submit(market(INFY, "BUY", 10, strategy_code="s"), f"one-{i}")
+                assert one.status == OrderStatus.ORDER_STATUS_FILLED
+            big = market(INFY, "BUY", 250, strategy_code="s")
+            preview = client.preview(big)
+            assert not preview.accepted
+            refused = client.submit(big, "big")
+            assert refused.status == OrderStatus.ORDER_STATUS_REJECTED
+            assert refused.reject_reason == RejectReason.REJECT_REASON_MAX_TRADES_PER_DAY
+            assert "3 of 5 trades" in refused.message
+            assert "3 child orders" in refused.message
+            assert (refused.client_order_id, refused.qty) == ("big", 250)
+            assert len(client.list_orders(strategy_code="s")) == 4  # 3 + the rejection
+            fits = client.submit(market(INFY, "BUY", 200, strategy_code="s"), "fits")
+            assert fits.status == OrderStatus.ORDER_STATUS_FILLED
+            assert [c["qty"] for c in _children(fits)] == [100, 100]
+            (breaker,) = [b for b in client.risk_state().breakers if b.name == "max_trades_per_day"]
+            assert (breaker.value, breaker.tripped) == (5, True)
+            after = client.submit(market(INFY, "BUY", 10, strategy_code="s"), "after")
+            assert after.reject_reason == RejectReason.REJECT_REASON_MAX_TRADES_PER_DAY
+    finally:
+        gateway.stop()
+
+
+def test_each_child_counts_against_the_strategy_trade_limit(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    config = make_config(
+        tmp_path,
+        execution={**SLICE, "circuit_breakers": {"max_trades_per_strategy_per_day": 2}},
+        instruments={"freeze_qty": {"NSE:INFY": 100}},
+    )
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as client:
+            publish(client, INFY, 1500.0)
+            # 0 of 2 trades, three children: one past the strategy's limit.
+            refused = client.submit(market(INFY, "BUY", 250, strategy_code="s"), "big")
+            assert (
+                refused.reject_reason == RejectReason.REJECT_REASON_MAX_TRADES_PER_STRATEGY_PER_DAY
+            )
+            assert "strategy s has 0 of 2 trades" in refused.message
+            # Another strategy's count is its own: two children fit exactly.
+            fits = client.submit(market(INFY, "BUY", 200, strategy_code="t"), "fits")
+            assert fits.status == OrderStatus.ORDER_STATUS_FILLED
+    finally:
+        gateway.stop()

@@ -103,11 +103,57 @@ def test_future_buy(model: ChargeModel) -> None:
     assert parts(c) == ("20.00", "0.00", "20.76", "1.20", "24.00", "7.55", "73.51")
 
 
+def test_bse_cnc_round_trip_pays_bse_transaction_charges(model: ChargeModel) -> None:
+    # BSE rows (Zerodha, BSE column, from 2024-10-01): transaction charges 0.00375%.
+    # BUY 100 @ 1500 = 150,000: brokerage 0; STT 0.1% = 150.00; txn 0.00375% = 5.625
+    # -> 5.63; SEBI 0.15; stamp 0.015% = 22.50; GST 18% x 5.78 = 1.0404 -> 1.04.
+    buy = model.for_fill("BSE:INFY", Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
+    assert parts(buy) == ("0.00", "150.00", "5.63", "0.15", "22.50", "1.04", "179.32")
+    # SELL 100 @ 1600 = 160,000: STT 160.00; txn 6.00; SEBI 0.16; no stamp;
+    # GST 18% x 6.16 = 1.1088 -> 1.11. The round trip: 179.32 + 167.27 = 346.59 (NSE:
+    # 177.94 + 165.79 = 343.73).
+    sell = model.for_fill("BSE:INFY", Product.CNC, Side.SELL, 100, D(1600), brokerage_so_far=D(0))
+    assert parts(sell) == ("0.00", "160.00", "6.00", "0.16", "0.00", "1.11", "167.27")
+
+
+def test_bfo_option_and_future_pay_bse_derivative_charges(model: ChargeModel) -> None:
+    # SELL 20 SENSEX CE @ 250 = 5,000 premium: flat 20; STT 0.1% = 5.00; txn 0.0325% =
+    # 1.625 -> 1.63; SEBI 0.005 -> 0.01; GST 18% x 21.64 = 3.8952 -> 3.90.
+    option = model.for_fill(
+        "BFO:SENSEX26DEC80000CE", Product.NRML, Side.SELL, 20, D(250), brokerage_so_far=D(0)
+    )
+    assert parts(option) == ("20.00", "5.00", "1.63", "0.01", "0.00", "3.90", "30.54")
+    # BUY 10 SENSEX FUT @ 80,000 = 8,00,000: 0.03% = 240 -> 20; no transaction charge
+    # on BSE futures; SEBI 0.80; stamp 0.002% = 16.00; GST 18% x 20.80 = 3.744 -> 3.74.
+    future = model.for_fill(
+        "BFO:SENSEX26DECFUT", Product.NRML, Side.BUY, 10, D(80000), brokerage_so_far=D(0)
+    )
+    assert parts(future) == ("20.00", "0.00", "0.00", "0.80", "16.00", "3.74", "40.54")
+
+
+def test_a_table_without_bse_rows_charges_bse_at_the_nse_row() -> None:
+    nse_only = ChargesConfig(
+        enabled=True,
+        segments={"equity_delivery": ChargesConfig().segments["equity_delivery"]},
+    )
+    built = charge_model(nse_only)
+    assert built is not None
+    bse = built.for_fill("BSE:INFY", Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
+    # As test_cnc_round_trip's NSE buy.
+    assert parts(bse) == ("0.00", "150.00", "4.46", "0.15", "22.50", "0.83", "177.94")
+    assert (
+        built.for_fill("BFO:SENSEX26DECFUT", Product.NRML, Side.BUY, 1, D(1), brokerage_so_far=D(0))
+        is None
+    )
+
+
 def test_segments_are_told_from_the_symbol() -> None:
     assert segment_of("NSE:INFY", Product.CNC) == "equity_delivery"
-    assert segment_of("BSE:INFY", Product.MIS) == "equity_intraday"
+    assert segment_of("BSE:INFY", Product.MIS) == "bse_equity_intraday"
+    assert segment_of("BSE:INFY", Product.CNC) == "bse_equity_delivery"
     assert segment_of("NFO:BANKNIFTY26DECFUT", Product.MIS) == "futures"
-    assert segment_of("BFO:SENSEX26DEC80000PE", Product.NRML) == "options"
+    assert segment_of("BFO:SENSEX26DECFUT", Product.NRML) == "bfo_futures"
+    assert segment_of("BFO:SENSEX26DEC80000PE", Product.NRML) == "bfo_options"
     assert segment_of("MCX:CRUDEOIL26DECFUT", Product.NRML) is None
 
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from execgw.server import codec
-from execgw.server.domain import Order
+from execgw.server.domain import Order, QuoteLiquidity
 from execgw.server.events import Event
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.ledger import Ledger, PositionState
@@ -146,6 +146,7 @@ def test_every_event_type_round_trips_through_a_real_journal(
     ids=strategy_for(IdSource),
     marks=strategy_for(dict[str, Decimal]),
     sequence=st.integers(0, 2**40),
+    liquidity=st.lists(strategy_for(QuoteLiquidity), max_size=3),
 )
 def test_the_state_round_trips_through_the_snapshot(
     orders: list[Order],
@@ -154,6 +155,7 @@ def test_the_state_round_trips_through_the_snapshot(
     ids: IdSource,
     marks: dict[str, Decimal],
     sequence: int,
+    liquidity: list[QuoteLiquidity],
 ) -> None:
     unique = {o.order_id: o for o in orders}
     state = GatewayState(
@@ -164,6 +166,7 @@ def test_the_state_round_trips_through_the_snapshot(
         head_hash="0" * 64,
         marks=marks,
         fill_marks=set(list(marks)[:1]),
+        liquidity={entry.quote.symbol: entry for entry in liquidity},
     )
     body = state_to_json(state)
     again = state_from_json(body)
@@ -171,6 +174,7 @@ def test_the_state_round_trips_through_the_snapshot(
     assert again.ledger.export() == state.ledger.export()
     assert again.risk == state.risk
     assert (again.ids, again.marks, again.fill_marks) == (state.ids, state.marks, state.fill_marks)
+    assert again.liquidity == state.liquidity
 
 
 @pytest.mark.parametrize(

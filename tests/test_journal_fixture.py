@@ -66,9 +66,12 @@ ORDER_FIELDS_ADDED_SINCE: dict[str, object] = {
     "charges": "0",
     "arrived": False,
     "brokerage": "0",
+    "fills_in_flight": [],
 }
 # The same for positions.
 POSITION_FIELDS_ADDED_SINCE: dict[str, object] = {"charges": "0"}
+# And for the snapshot's own fields.
+STATE_FIELDS_ADDED_SINCE: dict[str, object] = {"liquidity": []}
 
 
 def _without_added_fields(state: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +81,8 @@ def _without_added_fields(state: dict[str, Any]) -> dict[str, Any]:
     for position in state["positions"]:
         for name, default in POSITION_FIELDS_ADDED_SINCE.items():
             assert position.pop(name) == default, (position["symbol"], name)
+    for name, default in STATE_FIELDS_ADDED_SINCE.items():
+        assert state.pop(name) == default, name
     return state
 
 

@@ -1,20 +1,37 @@
 """Regressions from the review of the paper simulator: what it knew only in memory
 survives a restart (orders still on their way to the simulated exchange, the brokerage
-an order paid), and the MIS square-off of a position above the freeze quantity goes
-out in slices the exchange takes."""
+an order paid, the volume it saw and what fills took of it), and the MIS square-off of
+a position above the freeze quantity goes out in slices the exchange takes."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from execgw.client import ExecutionClient, OrderStatus, Quote, limit, market
 from execgw.server.clock import ManualClock
-from execgw.server.domain import Fill
-from execgw.server.events import OrderFilled
-from execgw.server.journal import Journal
+from execgw.server.domain import (
+    Fill,
+    OrderIntent,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
+from execgw.server.domain import Quote as DomainQuote
+from execgw.server.events import FillExecuted, OrderAccepted, OrderFilled, QuoteObserved
+from execgw.server.instruments import Instrument, InstrumentRegistry
+from execgw.server.journal import GENESIS_HASH, Journal
+from execgw.server.ledger import Ledger
+from execgw.server.recovery import GatewayState, IdSource
+from execgw.server.risk_state import RiskBook
+from execgw.server.venues.fill_model import FillModel
+from execgw.server.venues.latency import LatencyModel
+from execgw.server.venues.simulator import SmartFillSimulator
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -26,6 +43,7 @@ else:
 FILLED = OrderStatus.ORDER_STATUS_FILLED
 CANCELLED = OrderStatus.ORDER_STATUS_CANCELLED
 REJECTED = OrderStatus.ORDER_STATUS_REJECTED
+PARTIAL = OrderStatus.ORDER_STATUS_PARTIAL
 
 
 def _quote(ltp: float, *, ask_qty: int) -> Quote:
@@ -119,3 +137,159 @@ def test_a_square_off_above_the_freeze_quantity_goes_in_slices(
             assert [o.qty for o in square_offs] == [100, 100]
     finally:
         running.stop()
+
+
+# -- the simulator's volume state (execution.simulator.volume_limit) ------------------
+
+
+def _volume_quote(ltp: float, volume: int) -> Quote:
+    return Quote(symbol=INFY, ltp=ltp, bid=ltp - 0.05, ask=ltp, bid_qty=0, ask_qty=0, volume=volume)
+
+
+def _fills_of(path: str, order_id: str) -> list[tuple[int, Decimal]]:
+    return [(f.qty, f.price) for f in _fills(path) if f.order_id == order_id]
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["uninterrupted", "restarted"])
+def test_volume_already_seen_survives_a_restart(
+    tmp_path: Path, clock: ManualClock, restart: bool
+) -> None:
+    """volume_limit 0.1 of the volume traded between quotes. Q2 (11,000 after 10,000)
+    offers 100: A (BUY 150) takes 100 at 1001, B (SELL 30) gets none (the traded volume
+    is shared by both sides). Q3 (11,600) offers 60: A's last 50 at 1002, then B 10 at
+    1002. Q4 (11,800) offers 20: B's last 20 at 1003. A restart between Q2 and Q3 must
+    not change this: before, the simulator forgot Q2's volume, so Q3's traded volume was
+    unknown and it offered nothing."""
+    execution: dict[str, Any] = {"slippage_bps": 0.0, "simulator": {"volume_limit": 0.1}}
+    running = RunningGateway(make_config(tmp_path, execution=execution), clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            assert c.publish_quotes([_volume_quote(1000.00, 10_000)]) == 1
+            clock.advance(timedelta(seconds=1))
+            assert c.publish_quotes([_volume_quote(1001.00, 11_000)]) == 1
+            a = c.submit(market(INFY, "BUY", 150, strategy_code="s")).order_id
+            b = c.submit(market(INFY, "SELL", 30, product="MIS", strategy_code="t")).order_id
+            assert c.get_order(a).filled_qty == 100
+            assert c.get_order(b).filled_qty == 0
+        if restart:
+            running = restarted(running)
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            clock.advance(timedelta(seconds=1))
+            assert c.publish_quotes([_volume_quote(1002.00, 11_600)]) == 1
+            clock.advance(timedelta(seconds=1))
+            assert c.publish_quotes([_volume_quote(1003.00, 11_800)]) == 1
+            assert (c.get_order(a).status, c.get_order(b).status) == (FILLED, FILLED)
+        path = running.config.journal.path
+        assert _fills_of(path, a) == [(100, Decimal("1001.00")), (50, Decimal("1002.00"))]
+        assert _fills_of(path, b) == [(10, Decimal("1002.00")), (20, Decimal("1003.00"))]
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["uninterrupted", "restarted"])
+def test_volume_taken_from_a_quote_is_not_offered_again_after_a_restart(
+    tmp_path: Path, clock: ManualClock, restart: bool
+) -> None:
+    """Insert latency 100 ms, volume_limit 0.1. R (BUY 80 limit 1001) rests; Q2
+    (11,000 after 10,000: 100 to take) trades through it: 80 at 1001, 20 left. A (MARKET
+    BUY 50), sent just before Q2, reaches the exchange after it, while Q2 is still in
+    force: it gets the 20 left at 1000, and 30 rest (Q3 shows no new volume). A restart
+    before A arrives must give the same: A meets Q2 with 20 left, not a fresh 100 (it
+    took 50 then) nor the later Q3 (it took nothing then)."""
+    execution: dict[str, Any] = {
+        "slippage_bps": 0.0,
+        "simulator": {"volume_limit": 0.1, "latency_ms": {"insert": 100.0}},
+    }
+    running = RunningGateway(make_config(tmp_path, execution=execution), clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            assert c.publish_quotes([_volume_quote(1000.00, 10_000)]) == 1
+            r = c.submit(limit(INFY, "BUY", 80, 1001.00, strategy_code="s")).order_id
+            clock.advance(timedelta(milliseconds=500))
+            # R arrives (at + 100 ms, on the first quote: no volume seen yet) and rests.
+            assert c.publish_quotes([_volume_quote(1003.00, 10_000)]) == 1
+            clock.advance(timedelta(milliseconds=450))
+            a = c.submit(market(INFY, "BUY", 50, strategy_code="s")).order_id  # due + 1,050
+            clock.advance(timedelta(milliseconds=50))
+            assert c.publish_quotes([_volume_quote(1000.00, 11_000)]) == 1  # Q2 at + 1,000
+            assert c.get_order(r).filled_qty == 80
+            assert c.get_order(a).filled_qty == 0
+        if restart:
+            running = restarted(running)
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            clock.advance(timedelta(milliseconds=200))
+            assert c.publish_quotes([_volume_quote(1002.00, 11_000)]) == 1  # Q3
+            done = c.get_order(a)
+            assert (done.status, done.filled_qty) == (PARTIAL, 20)
+        path = running.config.journal.path
+        assert _fills_of(path, r) == [(80, Decimal("1001.0"))]
+        assert _fills_of(path, a) == [(20, Decimal("1000.00"))]
+    finally:
+        running.stop()
+
+
+def test_the_journaled_liquidity_counts_a_late_reported_fill_once_and_restores_the_budget() -> None:
+    """Domain level, with fill latency 50 ms and volume_limit 0.1: Q2 (11,000 after
+    10,000) offers 100. A (BUY 60) takes 60 at once (FillExecuted); its report, 50 ms
+    later, takes nothing more. A simulator restored from the folded state offers B (BUY
+    100) the 40 left of Q2, at Q2's ask."""
+    sym, t0 = "NSE:INFY", datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+    def simulator() -> SmartFillSimulator:
+        return SmartFillSimulator(
+            slippage_bps=Decimal(0),
+            instruments=InstrumentRegistry([Instrument(sym, Decimal("0.05"), 1)]),
+            model=FillModel(volume_limit=Decimal("0.1"), price_source="touch"),
+            latency=LatencyModel(fill_ms=Decimal(50)),
+        )
+
+    def quote(at: datetime, volume: int) -> DomainQuote:
+        return DomainQuote(
+            sym, Decimal(1000), at, Decimal("999.95"), Decimal(1000), 500, 500, volume
+        )
+
+    def intent(qty: int) -> OrderIntent:
+        return OrderIntent(sym, "s", Side.BUY, qty, OrderType.MARKET, Product.CNC, Validity.DAY)
+
+    state = GatewayState(
+        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+    )
+    sim = simulator()
+    q1, q2 = quote(t0, 10_000), quote(t0 + timedelta(seconds=1), 11_000)
+    for event in [
+        *sim.on_quote(q1, t0, state.ids.fill_id),
+        *sim.on_quote(q2, q2.timestamp, state.ids.fill_id),
+    ]:
+        state.apply(event)
+    state.apply(OrderAccepted("O1", "a", intent(60), q2.timestamp))
+    order_a = state.ledger.order("O1")
+    assert order_a is not None
+    made = sim.on_new_order(order_a, q2, q2.timestamp, state.ids.fill_id)
+    assert [type(e) for e in made] == [FillExecuted]
+    for event in made:
+        state.apply(event)
+    assert (state.liquidity[sym].previous_volume, state.liquidity[sym].taken_buy) == (10_000, 60)
+
+    # Restored from the state alone (a restart): 40 of Q2's 100 are left.
+    again = simulator()
+    again.restore(state.ledger.open_orders(), state.liquidity.values())
+    state.apply(OrderAccepted("O2", "b", intent(100), q2.timestamp))
+    order_b = state.ledger.order("O2")
+    assert order_b is not None
+    (b_fill,) = again.on_new_order(order_b, q2, q2.timestamp, state.ids.fill_id)
+    assert isinstance(b_fill, FillExecuted)
+    assert (b_fill.fill.qty, b_fill.fill.price) == (40, Decimal(1000))
+    state.apply(b_fill)
+    assert state.liquidity[sym].taken_buy == 100
+
+    # A's report lands (before Q3 is observed, in the same call): it takes nothing more.
+    q3 = quote(t0 + timedelta(seconds=2), 11_000)
+    delivered = again.on_quote(q3, q3.timestamp, state.ids.fill_id)
+    assert [type(e) for e in delivered[:2]] == [OrderFilled, OrderFilled]
+    for event in delivered[:2]:
+        state.apply(event)
+    assert state.liquidity[sym].taken_buy == 100
+    assert isinstance(delivered[2], QuoteObserved)
+    reported = state.ledger.order("O1")
+    assert reported is not None
+    assert reported.filled_qty == 60

@@ -295,6 +295,11 @@ class LatencyConfig(_Section):
     insert: float = Field(default=0.0, ge=0, le=60_000)
     # The order works, and may fill, until its cancel arrives (PENDING_CANCEL meanwhile).
     cancel: float = Field(default=0.0, ge=0, le=60_000)
+    # A fill the exchange made at T (on the quote in force at T) reaches the gateway at
+    # T + fill (+ jitter), with the first quote of its symbol from then on; until then
+    # the order shows no such fill. A cancel arriving meanwhile cannot undo it. 0 (the
+    # default): fills are reported at once, and jitter does not apply to them.
+    fill: float = Field(default=0.0, ge=0, le=60_000)
     # Added to each: uniform in [0, jitter), drawn from an RNG seeded by simulator.seed.
     jitter: float = Field(default=0.0, ge=0, le=60_000)
 
@@ -348,7 +353,16 @@ class SegmentChargesConfig(_Section):
     stamp_buy_pct: float = Field(default=0.0, ge=0, le=100)
 
 
-ChargeSegment = Literal["equity_delivery", "equity_intraday", "futures", "options"]
+ChargeSegment = Literal[
+    "equity_delivery",
+    "equity_intraday",
+    "futures",
+    "options",
+    "bse_equity_delivery",
+    "bse_equity_intraday",
+    "bfo_futures",
+    "bfo_options",
+]
 
 
 def _default_segments() -> dict[ChargeSegment, SegmentChargesConfig]:
@@ -390,6 +404,45 @@ def _default_segments() -> dict[ChargeSegment, SegmentChargesConfig]:
             exchange_txn_pct=0.03503,
             stamp_buy_pct=0.003,
         ),
+        # BSE and BFO, in force from 2024-10-01 (as of 2026-12-02 no later revision was
+        # found offline): the NSE rows' brokerage, STT, SEBI fee and stamp duty, and BSE's
+        # own transaction charges. Zerodha's charges page, BSE column (read from a copy at
+        # https://tradesee.in/stock-brokers/zerodha): equity 0.00375%, futures 0,
+        # options 0.0325% of premium. BSE's circular of 2024-09-27 (Mint, "NSE, BSE
+        # revise transaction fees effective from October 1", 2024-09-27): Sensex and
+        # Bankex options Rs 3,250 a crore of premium (0.0325%), Sensex 50 and stock
+        # options Rs 500 a crore (0.005%), index and stock futures nil; cash market
+        # group A/B Rs 375 a crore (0.00375%) since 2022-12-01.
+        "bse_equity_delivery": SegmentChargesConfig(
+            brokerage_pct=0.0,
+            brokerage_max_rupees=0.0,
+            stt_buy_pct=0.1,
+            stt_sell_pct=0.1,
+            exchange_txn_pct=0.00375,
+            stamp_buy_pct=0.015,
+        ),
+        "bse_equity_intraday": SegmentChargesConfig(
+            brokerage_pct=0.03,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.025,
+            exchange_txn_pct=0.00375,
+            stamp_buy_pct=0.003,
+        ),
+        "bfo_futures": SegmentChargesConfig(
+            brokerage_pct=0.03,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.02,
+            exchange_txn_pct=0.0,
+            stamp_buy_pct=0.002,
+        ),
+        # Sensex/Bankex options; Sensex 50 and stock options pay 0.005% (override).
+        "bfo_options": SegmentChargesConfig(
+            brokerage_pct=None,
+            brokerage_max_rupees=20.0,
+            stt_sell_pct=0.1,
+            exchange_txn_pct=0.0325,
+            stamp_buy_pct=0.003,
+        ),
     }
 
 
@@ -402,8 +455,10 @@ class ChargesConfig(_Section):
     sebi_per_crore: float = Field(default=10.0, ge=0)
     # GST on brokerage, exchange transaction charges and SEBI fees, in percent.
     gst_pct: float = Field(default=18.0, ge=0, le=100)
-    # Rates by segment: equity_delivery, equity_intraday, futures, options. A table
-    # given here replaces the default one whole.
+    # Rates by segment: equity_delivery, equity_intraday, futures, options (NSE/NFO),
+    # bse_equity_delivery, bse_equity_intraday, bfo_futures, bfo_options (BSE/BFO). A
+    # table given here replaces the default one whole; one without a bse_/bfo_ row
+    # charges that exchange at the NSE row of the same kind.
     segments: dict[ChargeSegment, SegmentChargesConfig] = Field(default_factory=_default_segments)
 
 

@@ -181,6 +181,10 @@ class Order:
     # The brokerage part of `charges`: Zerodha caps it per order, across its fills and
     # across restarts.
     brokerage: Decimal = Decimal(0)
+    # Paper orders with fill latency: fills the simulated exchange made whose reports
+    # have not reached the gateway yet (FillExecuted). Not in filled_qty, charges or
+    # positions until reported (OrderFilled with the same fill_id).
+    fills_in_flight: tuple[FillInFlight, ...] = ()
 
     @property
     def avg_price(self) -> Decimal | None:
@@ -191,6 +195,11 @@ class Order:
     @property
     def remaining_qty(self) -> int:
         return self.intent.qty - self.filled_qty
+
+    @property
+    def in_flight_qty(self) -> int:
+        """Filled at the simulated exchange, not yet reported (fills_in_flight)."""
+        return sum(f.fill.qty for f in self.fills_in_flight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +247,33 @@ class Fill:
     venue_trade_id: str = ""
     # Set by the paper simulator when execution.charges is enabled; None otherwise.
     charges: Charges | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FillInFlight:
+    """A fill the simulated exchange made at fill.timestamp whose report reaches the
+    gateway at `reported_at` (execution.simulator.latency_ms.fill): the OrderFilled it
+    becomes then, kept with the order meanwhile so a restart neither loses nor repeats it."""
+
+    fill: Fill
+    quote: Quote
+    reported_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class QuoteLiquidity:
+    """What the paper simulator knows of a symbol's latest quote when it tracks
+    liquidity (execution.simulator caps or volume_share): the quote, the cumulative
+    volume of the one before it (so the quote's traded volume, which volume_limit takes
+    a share of) and what fills took from it per side. Journaled (QuoteObserved, fills)
+    and snapshotted, so a restart neither forgets the volume already seen nor offers
+    what was taken again."""
+
+    quote: Quote
+    previous_volume: int | None
+    taken_buy: int = 0
+    taken_sell: int = 0
 
 
 PositionKey = tuple[str, str, Product]

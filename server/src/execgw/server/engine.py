@@ -170,7 +170,7 @@ class ExecutionEngine:
         self._pending.clear()
         self._order_spans.clear()
         self._venue.reset()
-        self._venue.restore(state.ledger.open_orders())
+        self._venue.restore(state.ledger.open_orders(), state.liquidity.values())
 
     def recover(self, durable: GatewayState, keep: list[JournalRecord]) -> None:
         """Drop a failed command's half-applied effects: adopt the durable state plus
@@ -186,7 +186,7 @@ class ExecutionEngine:
         # Ids may be drawn again: no link may point a new order at an old trace.
         self._order_spans.clear()
         self._venue.reset()
-        self._venue.restore(durable.ledger.open_orders())
+        self._venue.restore(durable.ledger.open_orders(), durable.liquidity.values())
 
     def begin_command(self) -> int:
         """Mark the start of one command; returns where its records will start."""
@@ -288,10 +288,13 @@ class ExecutionEngine:
             now=now,
             caller=caller,
             stale=self._quotes.staleness(intent.symbol),
+            orders=len(sizes),
         )
         if quote is None or any(not c.passed for c in checks):
-            # Rejected whole, as one order under the parent's own key (the same checks).
-            order_id = self._place(intent, client_order_id, now, caller=caller)
+            # Rejected whole, as one order under the parent's own key, for the first
+            # check that failed (the trade count included: each child is one trade).
+            failed = next((c for c in checks if not c.passed), None)
+            order_id = self._place(intent, client_order_id, now, caller=caller, failed=failed)
             self._after_change(now)
             return ledger.snapshot(order_id)
         ids = [
@@ -544,6 +547,11 @@ class ExecutionEngine:
     def preview(self, intent: OrderIntent, caller: Caller | None = None) -> Preview:
         # Time-driven events first, exactly as a submit now would see them.
         now = self._advance_time()
+        sizes = (
+            autoslice.slice_sizes(intent.qty, self._quotes.instruments.get(intent.symbol))
+            if self._risk.autoslice
+            else None
+        )
         checks = self._risk.check(
             intent,
             ltp=self._quotes.ltp(intent.symbol),
@@ -552,6 +560,7 @@ class ExecutionEngine:
             now=now,
             caller=caller,
             stale=self._quotes.staleness(intent.symbol),
+            orders=1 if sizes is None else len(sizes),
         )
         quoted = self._quotes.get(intent.symbol) is not None
         checks.append(rules.market_data(intent.symbol, quoted=quoted))
@@ -589,9 +598,11 @@ class ExecutionEngine:
         internal: bool = False,
         caller: Caller | None = None,
         prechecked: bool = False,
+        failed: Check | None = None,
     ) -> str:
         """Risk, then the venue (`prechecked`: risk saw the whole order already, an
-        autoslice child). Returns the new order's id, accepted or rejected.
+        autoslice child; `failed`: risk refused it already, with this check). Returns the
+        new order's id, accepted or rejected.
 
         Internal orders (the gateway's own MIS square-off) skip the pre-trade checks:
         they only ever flatten, and must go through even when trading is restricted."""
@@ -613,7 +624,9 @@ class ExecutionEngine:
                 "execgw.dry_run": self._venue.dry_run,
             },
         ) as span:
-            self._route(order_id, client_order_id, intent, now, internal, caller, prechecked)
+            self._route(
+                order_id, client_order_id, intent, now, internal, caller, prechecked, failed
+            )
             order = self.state.ledger.order(order_id)
             assert order is not None
             span.set_attribute("execgw.status", order.status.value)
@@ -631,12 +644,12 @@ class ExecutionEngine:
         internal: bool,
         caller: Caller | None,
         prechecked: bool = False,
+        failed: Check | None = None,
     ) -> None:
         quote = self._quotes.get(intent.symbol)
-        failed: Check | None = None
         placed_by = "" if caller is None else caller.name
         order_span = trace.get_current_span()
-        if not internal and not prechecked:
+        if not internal and not prechecked and failed is None:
             with tracer.start_as_current_span(STAGE_RISK) as risk_span:
                 checks = self._risk.check(
                     intent,

@@ -150,6 +150,31 @@ class OrderFilled:
 
 
 @dataclass(frozen=True, slots=True)
+class FillExecuted:
+    """The simulated exchange filled (part of) a paper order at fill.timestamp, on
+    `quote`; its report reaches the gateway at `reported_at` (fill latency), as the
+    OrderFilled with the same fill. Until then the order shows no such fill: this only
+    records the exchange's decision, so a restart delivers the report once, neither
+    losing nor repeating it. Not an order update: it is not streamed."""
+
+    fill: Fill
+    quote: Quote
+    reported_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteObserved:
+    """The paper simulator took a new quote as the latest of its symbol, with the
+    cumulative volume of the quote before it (None for the first it saw); emitted only
+    while it tracks liquidity. Fills against the quote (FillExecuted, or OrderFilled
+    reported at once) then count as taken from it. Not streamed."""
+
+    quote: Quote
+    previous_volume: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class OrderCancelled:
     order_id: str
     timestamp: datetime
@@ -284,7 +309,10 @@ RiskEvent = (
 )
 AuditEvent = AccessDenied
 MarketEvent = QuotesRecorded
-Event = OrderEvent | RiskEvent | AuditEvent | MarketEvent
+# The simulated exchange's own state, journaled for restarts; the gateway's orders and
+# positions do not show it.
+SimulatorEvent = FillExecuted | QuoteObserved
+Event = OrderEvent | RiskEvent | AuditEvent | MarketEvent | SimulatorEvent
 # For isinstance checks; derived, so it cannot drift from the union.
 ORDER_EVENTS: tuple[type[OrderEvent], ...] = get_args(OrderEvent)
 

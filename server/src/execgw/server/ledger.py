@@ -18,6 +18,7 @@ from execgw.server import codec
 from execgw.server.closed_orders import ClosedOrder, ListedKey
 from execgw.server.domain import (
     Fill,
+    FillInFlight,
     Order,
     OrderStatus,
     PositionKey,
@@ -28,6 +29,7 @@ from execgw.server.events import (
     CancelRequested,
     DayRolledOver,
     Event,
+    FillExecuted,
     OrderAccepted,
     OrderAmbiguous,
     OrderArrived,
@@ -164,7 +166,7 @@ class Ledger:
         if self._closing:
             self.compact()
         order_id = getattr(event, "order_id", None)
-        if isinstance(event, OrderFilled):
+        if isinstance(event, OrderFilled | FillExecuted):
             order_id = event.fill.order_id
         if order_id is not None:
             self._encoded.pop(order_id, None)
@@ -186,6 +188,16 @@ class Ledger:
                 if event.raw:
                     self._require(fill.order_id).raw = dict(event.raw)
                 return outcome
+            case FillExecuted(fill=fill):
+                order = self._require_open(fill.order_id, "fill in flight")
+                if fill.qty > order.remaining_qty - order.in_flight_qty:
+                    raise LedgerError(
+                        f"fill {fill.fill_id} of {fill.qty} does not fit order "
+                        f"{order.order_id} ({order.remaining_qty - order.in_flight_qty} "
+                        "remaining at the exchange)"
+                    )
+                flight = FillInFlight(fill, event.quote, event.reported_at, dict(event.raw))
+                order.fills_in_flight = (*order.fills_in_flight, flight)
             case OrderArrived(order_id=order_id):
                 self._require_open(order_id, "arrival").arrived = True
             case OrderTriggered(order_id=order_id, timestamp=ts):
@@ -232,6 +244,14 @@ class Ledger:
                 order.message = event.message
                 order.updated_at = event.timestamp
         return None
+
+    def reported_late(self, fill: Fill) -> bool:
+        """Whether `fill` is the report of a fill already recorded as made at the
+        exchange (FillExecuted, fill latency)."""
+        order = self._open_by_id.get(fill.order_id)
+        return order is not None and any(
+            f.fill.fill_id == fill.fill_id for f in order.fills_in_flight
+        )
 
     def order(self, order_id: str) -> Order | None:
         """The order, live if open; a finished one is decoded afresh (a copy)."""
@@ -443,6 +463,11 @@ class Ledger:
                     f"trade {fill.venue_trade_id} already applied to {order.order_id}"
                 )
             order.venue_trade_ids = (*order.venue_trade_ids, fill.venue_trade_id)
+        if order.fills_in_flight:
+            # The report of a fill the exchange made earlier (fill latency) lands.
+            order.fills_in_flight = tuple(
+                f for f in order.fills_in_flight if f.fill.fill_id != fill.fill_id
+            )
         order.filled_qty += fill.qty
         order.filled_value += fill.price * fill.qty
         if order.remaining_qty == 0:
@@ -468,6 +493,8 @@ class Ledger:
 
     def _close(self, order: Order, status: OrderStatus, when: datetime) -> None:
         order.status = status
+        # Reports still on their way to a closed order (expired at the rollover) lapse.
+        order.fills_in_flight = ()
         del self._open_by_id[order.order_id]
         order.updated_at = when
         self._closing.append(order.order_id)

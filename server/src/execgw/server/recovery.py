@@ -15,17 +15,19 @@ from typing import Any, cast
 import msgspec
 
 from execgw.server import codec
-from execgw.server.domain import Order, PositionKey, Product
+from execgw.server.domain import Fill, Order, PositionKey, Product, Quote, QuoteLiquidity, Side
 from execgw.server.events import (
     BreakerTripped,
     DayRolledOver,
     EquityPeak,
     Event,
+    FillExecuted,
     MarksRecorded,
     OrderAccepted,
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
+    QuoteObserved,
 )
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
 from execgw.server.ledger import Ledger, LedgerError, PositionState
@@ -55,7 +57,7 @@ class IdSource:
         # Ids are a letter and ten digits, perhaps with a marker after (dry-run "-DRY").
         if isinstance(event, OrderAccepted | OrderRejected | OrderSubmitted):
             self.next_order = max(self.next_order, int(event.order_id[1:11]) + 1)
-        elif isinstance(event, OrderFilled):
+        elif isinstance(event, OrderFilled | FillExecuted):
             self.next_fill = max(self.next_fill, int(event.fill.fill_id[1:11]) + 1)
 
 
@@ -73,9 +75,19 @@ class GatewayState:
     marks: dict[str, Decimal] = field(default_factory=dict)
     # Symbols whose mark is the quote of their last fill rather than a MarksRecorded.
     fill_marks: set[str] = field(default_factory=set)
+    # The paper simulator's latest quote per symbol and what fills took from it, while it
+    # tracks liquidity (QuoteObserved); handed back to it after a restart or rebuild.
+    liquidity: dict[str, QuoteLiquidity] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         """Fold one event into every part of the state; the one path for live and replay."""
+        if isinstance(event, QuoteObserved):
+            self.liquidity[event.quote.symbol] = QuoteLiquidity(event.quote, event.previous_volume)
+        elif isinstance(event, FillExecuted) or (
+            # Taken when the exchange made the fill: its late report takes nothing more.
+            isinstance(event, OrderFilled) and not self.ledger.reported_late(event.fill)
+        ):
+            self._take(event.fill, event.quote)
         outcome = self.ledger.apply(event)
         self.risk.apply(event, outcome)
         self.ids.observe(event)
@@ -95,6 +107,17 @@ class GatewayState:
             for symbol in self.fill_marks:
                 self.marks.pop(symbol, None)
             self.fill_marks.clear()
+
+    def _take(self, fill: Fill, quote: Quote) -> None:
+        if not self.liquidity:
+            return
+        seen = self.liquidity.get(fill.symbol)
+        if seen is None or seen.quote != quote:
+            return  # priced on a quote the simulator has moved past: nothing to keep
+        if fill.side is Side.BUY:
+            seen.taken_buy += fill.qty
+        else:
+            seen.taken_sell += fill.qty
 
 
 # -- the snapshot -------------------------------------------------------------------
@@ -169,6 +192,8 @@ class Snapshot:
     # unknown until their next quote, never valued at zero.
     marks: dict[str, Decimal] = field(default_factory=dict)
     fill_marks: list[str] = field(default_factory=list)
+    # By symbol; snapshots from before the simulator's liquidity was kept have none.
+    liquidity: list[QuoteLiquidity] = field(default_factory=list)
 
 
 # Stands for the orders in a prepared snapshot's envelope until body() puts them in: a
@@ -206,6 +231,7 @@ def prepare_snapshot(state: GatewayState) -> PreparedSnapshot:
             positions=[PositionEntry.of(key, p) for key, p in positions],
             marks=state.marks,
             fill_marks=sorted(state.fill_marks),
+            liquidity=[state.liquidity[symbol] for symbol in sorted(state.liquidity)],
         )
     )
     return PreparedSnapshot(state.sequence, envelope, orders)
@@ -248,6 +274,7 @@ def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
         head_hash=head_hash,
         marks=dict(snapshot.marks),
         fill_marks=set(snapshot.fill_marks),
+        liquidity={entry.quote.symbol: entry for entry in snapshot.liquidity},
     )
 
 

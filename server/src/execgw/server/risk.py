@@ -295,9 +295,13 @@ class RiskEngine:
         now: datetime,
         caller: Caller | None = None,
         stale: str | None = None,
+        orders: int = 1,
     ) -> list[Check]:
         """Every rule in Rule order, changing nothing; `record_accepted` once the venue
         took the order.
+
+        orders: how many orders the gateway places for it (the child orders of an
+        autoslice); each counts against the trade-count breakers.
 
         pending_qty: what the strategy's open orders on the same side of the same
         position already ask for, so resting orders cannot add up to a flip.
@@ -309,8 +313,28 @@ class RiskEngine:
         reducing = reduces(intent, position_qty, pending_qty)
         # A list display evaluates in order: the rate bucket refills, and the duplicate
         # window is pruned, exactly once per check, after the rules before them.
+        breakers = rules.circuit_breakers(self.book, code, reducing)
+        if breakers.passed and orders > 1:
+            breakers = rules.trade_count_room(
+                self.book,
+                code,
+                reducing,
+                orders,
+                [
+                    (
+                        Breaker.MAX_TRADES_PER_DAY,
+                        self._cb.max_trades_per_day,
+                        self._trip_to[Breaker.MAX_TRADES_PER_DAY],
+                    ),
+                    (
+                        Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
+                        self._cb.max_trades_per_strategy_per_day,
+                        self._trip_to[Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY],
+                    ),
+                ],
+            )
         return [
-            rules.circuit_breakers(self.book, code, reducing),
+            breakers,
             rules.mis_square_off(intent, self.calendar, now, reducing),
             rules.allowed_symbols(intent, limits),
             rules.allowed_products(intent, limits),

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
 from enum import StrEnum
 
-from execgw.server.breakers import ACCOUNT
+from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.config import PreTradeConfig, StrategyLimits
 from execgw.server.domain import Caller, OrderIntent, Product, RejectReason, Side, TradingState
 from execgw.server.risk_state import RiskBook
@@ -113,6 +113,40 @@ def circuit_breakers(book: RiskBook, strategy_code: str, reducing: bool) -> Chec
                 # A Breaker formats as its value, the name the config and API use.
                 f"{scope} is {trip.state.value} ({trip.breaker}): {trip.message}",
                 trip.reason,
+            )
+    return Check.ok(Rule.CIRCUIT_BREAKERS)
+
+
+def trade_count_room(
+    book: RiskBook,
+    strategy_code: str,
+    reducing: bool,
+    orders: int,
+    limits: list[tuple[Breaker, int, TradingState]],
+) -> Check:
+    """An order the gateway places as `orders` child orders (execution.autoslice: slice)
+    counts as that many trades: refused, with the trade breaker's reason, when its
+    children would take the day's count past a limit that the breaker's trip would
+    then enforce on them (a REDUCING trip lets an order that only shrinks a position
+    through, as it would each child). `limits`: each trade-count breaker, its limit
+    and the state it trips to."""
+    for breaker, limit, trips_to in limits:
+        code = ACCOUNT if breaker is Breaker.MAX_TRADES_PER_DAY else strategy_code
+        if (breaker, code) in book.trips:
+            continue  # tripped already: circuit_breakers judged it
+        if trips_to is not TradingState.HALTED and reducing:
+            continue
+        count = (
+            book.trades_total if code == ACCOUNT else book.trades_by_strategy.get(strategy_code, 0)
+        )
+        if count + orders > limit:
+            scope = "account" if code == ACCOUNT else f"strategy {strategy_code}"
+            return Check.fail(
+                Rule.CIRCUIT_BREAKERS,
+                f"{scope} has {count} of {limit} trades today ({breaker}): the order would "
+                f"be placed as {orders} child orders (autoslice), {count + orders - limit} "
+                "past the limit",
+                breaker.reason(code),
             )
     return Check.ok(Rule.CIRCUIT_BREAKERS)
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from execgw.server.domain import Order, OrderIntent, Quote
+from execgw.server.domain import Order, OrderIntent, Quote, QuoteLiquidity
 from execgw.server.events import Event, OrderAccepted, OrderSubmitted
 from execgw.server.journal import JournalRecord
 
@@ -40,8 +40,9 @@ class Venue(Protocol):
     def reset(self) -> None:
         """Forget every working order (state is about to be rebuilt)."""
 
-    def restore(self, orders: Iterable[Order]) -> None:
-        """Take the open orders back after a rebuild or a restart."""
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
+        """Take the open orders back after a rebuild or a restart, and (a simulator) what
+        it knew of each symbol's latest quote."""
 
     def forget(self, order: Order) -> None:
         """Drop an order the gateway closed by itself (DAY expiry at the rollover)."""

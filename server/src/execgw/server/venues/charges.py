@@ -2,9 +2,11 @@
 SEBI fees, stamp duty and GST, from a rate table (config.ChargesConfig).
 
 The table's defaults are Zerodha's published rates (https://zerodha.com/charges, NSE
-column), as revised from 2024-10-01 (NSE/BSE uniform "true to label" transaction
-charges, SEBI circular SEBI/HO/MRD/TPD-1/P/CIR/2024/84; STT on F&O from the Finance
-(No. 2) Act 2024). Stamp duty is the Indian Stamp Act rate in force since 2020-07-01.
+and BSE columns), as revised from 2024-10-01 (NSE/BSE uniform "true to label"
+transaction charges, SEBI circular SEBI/HO/MRD/TPD-1/P/CIR/2024/84; STT on F&O from the
+Finance (No. 2) Act 2024). Stamp duty is the Indian Stamp Act rate in force since
+2020-07-01. BSE (BSE:) and BFO (BFO:) have rows of their own: they differ from NSE only
+in the exchange transaction charge (config.py has the figures and their sources).
 Rates change with budgets and circulars: check the page and override the table.
 
 Approximations, each the conservative or the simple side:
@@ -15,7 +17,12 @@ Approximations, each the conservative or the simple side:
 - The stamp duty ceilings (Rs 1,500 a crore and so on) are not applied.
 - Segments are told from the symbol as Kite spells it: NSE:/BSE: is equity (CNC and
   NRML delivery, MIS intraday), NFO:/BFO: a future when it ends in FUT, an option when
-  it ends in CE or PE. Anything else (MCX, CDS) has no row and costs nothing here.
+  it ends in CE or PE; BSE: and BFO: symbols take the bse_/bfo_ rows. Anything else
+  (MCX, CDS) has no row and costs nothing here.
+- A table without a bse_/bfo_ row charges that exchange at the NSE row of the same kind
+  (as before BSE had rows of its own).
+- BFO options all pay the Sensex/Bankex rate; BSE charges Sensex 50 and stock options
+  less (0.005% of premium): override bfo_options for those.
 """
 
 from __future__ import annotations
@@ -26,7 +33,23 @@ from typing import Literal
 
 from execgw.server.domain import Charges, Product, Side
 
-Segment = Literal["equity_delivery", "equity_intraday", "futures", "options"]
+Segment = Literal[
+    "equity_delivery",
+    "equity_intraday",
+    "futures",
+    "options",
+    "bse_equity_delivery",
+    "bse_equity_intraday",
+    "bfo_futures",
+    "bfo_options",
+]
+# The NSE row a BSE/BFO segment falls back to when the table has no row for it.
+_NSE_KIND: dict[Segment, Segment] = {
+    "bse_equity_delivery": "equity_delivery",
+    "bse_equity_intraday": "equity_intraday",
+    "bfo_futures": "futures",
+    "bfo_options": "options",
+}
 
 _PAISA = Decimal("0.01")
 _PERCENT = Decimal(100)
@@ -66,6 +89,8 @@ class ChargeModel:
         `brokerage_so_far` is what earlier fills of the same order paid."""
         segment = segment_of(symbol, product)
         rates = None if segment is None else self.segments.get(segment)
+        if rates is None and segment in _NSE_KIND:
+            rates = self.segments.get(_NSE_KIND[segment])
         if rates is None:
             return None
         turnover = price * qty
@@ -95,13 +120,16 @@ _ZERO = Decimal("0.00")
 
 def segment_of(symbol: str, product: Product) -> Segment | None:
     exchange, _, tradingsymbol = symbol.partition(":")
-    if exchange in ("NSE", "BSE"):
+    if exchange == "NSE":
         return "equity_intraday" if product is Product.MIS else "equity_delivery"
+    if exchange == "BSE":
+        return "bse_equity_intraday" if product is Product.MIS else "bse_equity_delivery"
     if exchange in ("NFO", "BFO"):
+        bfo = exchange == "BFO"
         if tradingsymbol.endswith("FUT"):
-            return "futures"
+            return "bfo_futures" if bfo else "futures"
         if tradingsymbol.endswith(("CE", "PE")):
-            return "options"
+            return "bfo_options" if bfo else "options"
     return None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote
+from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote, QuoteLiquidity
 from execgw.server.events import (
     CancelRequested,
     Event,
@@ -41,9 +41,9 @@ class DryRunVenue:
         if self._simulator is not None:
             self._simulator.reset()
 
-    def restore(self, orders: Iterable[Order]) -> None:
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
         if self._simulator is not None:
-            self._simulator.restore(orders)
+            self._simulator.restore(orders, liquidity)
 
     def forget(self, order: Order) -> None:
         if self._simulator is not None:
@@ -95,12 +95,14 @@ class DryRunVenue:
     def cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
         if order.status is OrderStatus.PENDING_CANCEL:
             return []
-        self.forget(order)
         request = mapping.cancel_params(order.venue_order_id or dry_run_venue_id(order.order_id))
-        return [
-            CancelRequested(order.order_id, now, f"{message} ({NOT_SENT})", request),
-            OrderCancelled(order.order_id, now, message),
-        ]
+        requested = CancelRequested(order.order_id, now, f"{message} ({NOT_SENT})", request)
+        if self._simulator is not None and order.fills_in_flight:
+            # Simulated fills with their reports on the way stand (fill latency): only
+            # the rest is cancelled, confirmed behind them.
+            return [requested, *self._simulator.cancel_behind_reports(order, now, message)]
+        self.forget(order)
+        return [requested, OrderCancelled(order.order_id, now, message)]
 
 
 def dry_run_venue_id(order_id: str) -> str:

@@ -57,6 +57,7 @@ def latency_model(sim: SimulatorConfig) -> LatencyModel:
         cancel_ms=Decimal(repr(latency.cancel)),
         jitter_ms=Decimal(repr(latency.jitter)),
         seed=sim.seed,
+        fill_ms=Decimal(repr(latency.fill)),
     )
 
 

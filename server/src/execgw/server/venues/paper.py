@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote
-from execgw.server.events import CancelRequested, Event, OrderAccepted, OrderCancelled
+from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote, QuoteLiquidity
+from execgw.server.events import CancelRequested, Event, OrderAccepted
 from execgw.server.venues.simulator import SmartFillSimulator
 
 
@@ -21,8 +21,8 @@ class PaperVenue:
     def reset(self) -> None:
         self.simulator.reset()
 
-    def restore(self, orders: Iterable[Order]) -> None:
-        self.simulator.restore(orders)
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
+        self.simulator.restore(orders, liquidity)
 
     def forget(self, order: Order) -> None:
         self.simulator.cancel(order.order_id, order.intent.symbol)
@@ -55,6 +55,4 @@ class PaperVenue:
         if self.simulator.request_cancel(order, now, message):
             # With cancel latency the order works, and may fill, until the cancel arrives.
             return [CancelRequested(order.order_id, now, message)]
-        self.simulator.cancel(order.order_id, order.intent.symbol)
-        raw = self.simulator.kite_cancelled(order)
-        return [OrderCancelled(order.order_id, now, message, raw=raw)]
+        return self.simulator.cancel_now(order, now, message)

@@ -22,15 +22,28 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from execgw.server.domain import Fill, Order, OrderStatus, OrderType, Quote, Side, Validity
+from execgw.server.domain import (
+    Fill,
+    FillInFlight,
+    Order,
+    OrderStatus,
+    OrderType,
+    Quote,
+    QuoteLiquidity,
+    Side,
+    Validity,
+)
 from execgw.server.events import (
+    CancelRequested,
     Event,
+    FillExecuted,
     OrderArrived,
     OrderCancelled,
     OrderFilled,
     OrderTriggered,
+    QuoteObserved,
     VenueRejected,
     VenueUpdated,
 )
@@ -46,13 +59,15 @@ _KITE_FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """An order or a cancel on its way to the exchange."""
+    """An order or a cancel on its way to the exchange; or, with fill latency, the
+    report of a fill ("fill") or of a cancel ("cancelled") on its way back from it."""
 
     due: datetime
     seq: int  # ties at one due time go in the order sent
-    kind: Kind
+    kind: Kind | Literal["cancelled"]
     order: Order
     message: str
+    report: FillInFlight | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +98,9 @@ class SmartFillSimulator:
         self._seen: dict[str, tuple[Quote, int | None]] = {}
         # Per symbol: what the latest quote still offers after the fills it gave.
         self._liquidity: dict[str, Liquidity] = {}
+        # Quotes observed by this call, journaled (QuoteObserved) ahead of their fills so
+        # that a restart gets _seen and _liquidity back (restore's `liquidity`).
+        self._observed: list[Event] = []
         self._charges = charges
         self._latency = latency or LatencyModel()
         # Put Kite's status strings in each event's raw, as Kite's order updates have.
@@ -97,6 +115,10 @@ class SmartFillSimulator:
         self._unfolded: dict[str, int] = {}
         # Brokerage each working order paid so far: Zerodha caps it per executed order.
         self._brokerage: dict[str, Decimal] = {}
+        # Orders whose rest the exchange cancelled while reports of their fills were on
+        # their way (fill latency): nothing of them works there, though the gateway
+        # still has them open until the cancel's confirmation lands.
+        self._cancelled_at_exchange: dict[str, Order] = {}
 
     @property
     def model(self) -> FillModel:
@@ -105,20 +127,43 @@ class SmartFillSimulator:
     def reset(self) -> None:
         self._working.clear()
         self._pending.clear()
-        # Liquidity taken stays taken: the fills that took it may well stand (a rebuild
-        # after one failed command keeps the rest of its batch), and a fill the rebuild
-        # drops only leaves the quote's remaining liquidity short until the next quote.
+        self._unfolded.clear()
+        self._cancelled_at_exchange.clear()
+        # Restored from the state's journaled liquidity (QuoteObserved and the fills
+        # since): what the durable quotes offered, less what durable fills took.
+        self._seen.clear()
+        self._liquidity.clear()
+        self._observed.clear()
         self._brokerage.clear()
 
     def working_order_ids(self) -> list[str]:
         return [oid for book in self._working.values() for oid in book]
 
-    def restore(self, orders: Iterable[Order]) -> None:
-        """Put open orders back in the book, e.g. after a restart."""
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
+        """Put open orders back in the book, e.g. after a restart, and each symbol's
+        latest quote with what fills took from it (when liquidity is tracked)."""
+        self._unfolded.clear()
+        if self._model.tracks_liquidity:
+            for entry in liquidity:
+                quote = entry.quote
+                self._seen[quote.symbol] = (quote, entry.previous_volume)
+                budget = Liquidity.of(self._model, quote, entry.previous_volume)
+                budget.take(Side.BUY, entry.taken_buy)
+                budget.take(Side.SELL, entry.taken_sell)
+                self._liquidity[quote.symbol] = budget
+                # The quote in force at the exchange: orders on their way meet it.
+                self._last_quote.setdefault(quote.symbol, quote)
         for order in orders:
             if order.status.is_open:
-                if order.brokerage:
-                    self._brokerage[order.order_id] = order.brokerage
+                brokerage = order.brokerage + sum(
+                    (f.fill.charges.brokerage for f in order.fills_in_flight if f.fill.charges),
+                    Decimal(0),
+                )
+                if brokerage:
+                    self._brokerage[order.order_id] = brokerage
+                for flight in order.fills_in_flight:
+                    # Made by the exchange before the restart, reported when it was due.
+                    self._schedule(flight.reported_at, "fill", order, "", report=flight)
                 if not order.arrived and self._latency.active("insert"):
                     # Still on its way to the simulated exchange: it arrives as it would
                     # have (freeze check, IOC, first fill) once its latency has passed.
@@ -126,7 +171,17 @@ class SmartFillSimulator:
                     self._schedule(due, "insert", order, "")
                     continue
                 is_stop = order.intent.order_type in (OrderType.SL, OrderType.SL_M)
-                self._rest(order, triggered=order.triggered or not is_stop)
+                left = self._remaining(order)
+                ioc = order.intent.validity is Validity.IOC and not is_stop
+                if ioc and order.fills_in_flight and left > 0:
+                    # Its remainder was cancelled when it arrived; the confirmation comes
+                    # behind the reports of its fills, as it would have.
+                    due = max(f.reported_at for f in order.fills_in_flight)
+                    self._schedule(due, "cancelled", order, self._ioc_remainder(order, left))
+                    continue
+                if left > 0:
+                    # Not when the exchange filled it all: only the reports are to come.
+                    self._rest(order, triggered=order.triggered or not is_stop)
                 if order.status is OrderStatus.PENDING_CANCEL:
                     # Its cancel was on its way: it arrives with the next quote.
                     self._schedule(_EPOCH, "cancel", order, "cancelled by client")
@@ -149,11 +204,36 @@ class SmartFillSimulator:
             return self._status(order, now, "OPEN PENDING")
         return self._arrive(order, quote, now, next_fill_id)
 
+    def cancel_now(self, order: Order, now: datetime, message: str) -> list[Event]:
+        """A cancel with no cancel latency. With fill reports of the order on their way
+        the exchange has filled it (in part or whole) already: the order is
+        PENDING_CANCEL, the fills stand and are reported as they come, and the cancel of
+        whatever is left (nothing, if it is filled) is confirmed after them."""
+        self._unfolded.clear()
+        if not order.fills_in_flight:
+            self.cancel(order.order_id, order.intent.symbol)
+            return [OrderCancelled(order.order_id, now, message, raw=self.kite_cancelled(order))]
+        return [
+            CancelRequested(order.order_id, now, message),
+            *self.cancel_behind_reports(order, now, message),
+        ]
+
+    def cancel_behind_reports(self, order: Order, now: datetime, message: str) -> list[Event]:
+        """The exchange cancels what is left of an order whose fill reports are on their
+        way (order.fills_in_flight); the confirmation (OrderCancelled) comes after them,
+        and none if the exchange had filled it all. The caller has the order
+        PENDING_CANCEL meanwhile."""
+        self._unfolded.clear()
+        if self._at_exchange(order):
+            return self._exchange_cancel(order, now, message)
+        return []
+
     def request_cancel(self, order: Order, now: datetime, message: str) -> bool:
         """Send a cancel that reaches the exchange after the cancel latency; False (and
         nothing sent) when there is none: the caller cancels at once."""
         if not self._latency.active("cancel"):
             return False
+        self._unfolded.clear()
         due = now + self._latency.delay("cancel", order.order_id)
         self._schedule(due, "cancel", order, message)
         return True
@@ -162,9 +242,12 @@ class SmartFillSimulator:
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
     ) -> list[Event]:
         """An order reaches the exchange and meets `quote`."""
+        met = self._meet(order, quote, now, next_fill_id)
+        # A quote it was the first to see goes ahead of the fills against it.
+        head, self._observed = self._observed, []
         if self._latency.active("insert"):
-            return [OrderArrived(order.order_id, now), *self._meet(order, quote, now, next_fill_id)]
-        return self._meet(order, quote, now, next_fill_id)
+            head.append(OrderArrived(order.order_id, now))
+        return [*head, *met]
 
     def _meet(
         self, order: Order, quote: Quote, now: datetime, next_fill_id: Callable[[], str]
@@ -205,6 +288,10 @@ class SmartFillSimulator:
 
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
         self._unfolded.clear()
+        if self._cancelled_at_exchange:
+            self._cancelled_at_exchange = {
+                k: o for k, o in self._cancelled_at_exchange.items() if o.status.is_open
+            }
         events: list[Event] = []
         # After a restart, what was on its way meets the first quote seen.
         self._last_quote.setdefault(quote.symbol, quote)
@@ -213,7 +300,17 @@ class SmartFillSimulator:
             events += self._deliver(quote.symbol, now, next_fill_id)
         if self._latency.active("insert"):
             self._last_quote[quote.symbol] = quote
-        liquidity = self._observe(quote) if self._model.tracks_liquidity else None
+        liquidity = None
+        if self._model.tracks_liquidity:
+            seen = self._seen.get(quote.symbol)
+            if seen is not None and seen[0] is quote:
+                # An order on its way met this very quote first (after a restart, with
+                # nothing restored): it is observed once.
+                liquidity = self._liquidity[quote.symbol]
+            else:
+                liquidity = self._observe(quote)
+                events += self._observed
+                self._observed = []
         book = self._working.get(quote.symbol)
         if not book:
             return events
@@ -253,6 +350,7 @@ class SmartFillSimulator:
         return events
 
     def cancel(self, order_id: str, symbol: str) -> bool:
+        self._cancelled_at_exchange.pop(order_id, None)
         pending = self._pending.get(symbol)
         if pending:
             pending[:] = [p for p in pending if p.order.order_id != order_id]
@@ -286,37 +384,73 @@ class SmartFillSimulator:
         return [VenueUpdated(order.order_id, now, "", raw=self._raw(order, status))]
 
     def _remaining(self, order: Order) -> int:
-        return order.remaining_qty - self._unfolded.get(order.order_id, 0)
+        """What is left of the order at the exchange: neither reported (filled_qty), nor
+        filled with its report on the way, nor filled by events of this call."""
+        return order.remaining_qty - order.in_flight_qty - self._unfolded.get(order.order_id, 0)
 
-    def _schedule(self, due: datetime, kind: Kind, order: Order, message: str) -> None:
+    def _schedule(
+        self,
+        due: datetime,
+        kind: Kind | Literal["cancelled"],
+        order: Order,
+        message: str,
+        *,
+        report: FillInFlight | None = None,
+    ) -> None:
         self._pending_seq += 1
+        if kind == "cancelled":
+            self._cancelled_at_exchange[order.order_id] = order
         pending = self._pending.setdefault(order.intent.symbol, [])
-        pending.append(_Pending(due, self._pending_seq, kind, order, message))
+        pending.append(_Pending(due, self._pending_seq, kind, order, message, report))
         pending.sort(key=lambda p: (p.due, p.seq))
 
     def _deliver(self, symbol: str, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
-        """Orders and cancels due by `now`, in the order they reach the exchange."""
+        """What is due by `now`, in due order: orders and cancels reaching the exchange,
+        reports of its fills and cancels reaching the gateway."""
         pending = self._pending[symbol]
-        due = [p for p in pending if p.due <= now]
-        if not due:
-            return []
-        pending[:] = pending[len(due) :]
         events: list[Event] = []
-        for item in due:
+        while pending and pending[0].due <= now:
+            item = pending.pop(0)
             order = item.order
-            if not order.status.is_open or self._remaining(order) == 0:
+            if not order.status.is_open:
                 continue
-            if item.kind == "insert":
-                events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
-                continue
-            # A cancel that overtook its order's insert cancels it before it arrives.
-            pending[:] = [p for p in pending if p.order.order_id != order.order_id]
-            self._remove(order)
-            self._brokerage.pop(order.order_id, None)
-            events.append(
-                OrderCancelled(order.order_id, now, item.message, raw=self._raw(order, "CANCELLED"))
-            )
+            match item.kind:
+                case "fill":
+                    assert item.report is not None
+                    report = item.report
+                    events.append(OrderFilled(report.fill, report.quote, raw=report.raw))
+                case "cancelled":
+                    raw = self._raw(order, "CANCELLED")
+                    events.append(OrderCancelled(order.order_id, now, item.message, raw=raw))
+                case "insert":
+                    if self._remaining(order) > 0:
+                        events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
+                case "cancel":
+                    # Nothing left when the exchange filled it all (the fill stands, and
+                    # its report, on the way, closes the order) or cancelled the rest.
+                    if self._at_exchange(order):
+                        events += self._exchange_cancel(order, now, item.message)
         return events
+
+    def _at_exchange(self, order: Order) -> bool:
+        """Whether some of the order still works at the exchange: not all filled there,
+        and the rest not cancelled there already (its confirmation behind reports)."""
+        return self._remaining(order) > 0 and order.order_id not in self._cancelled_at_exchange
+
+    def _exchange_cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
+        """The exchange cancels what is left of the order (before it arrived, if the
+        cancel overtook the insert). The confirmation travels behind the reports of the
+        order's fills still on their way: none comes after it."""
+        order_id = order.order_id
+        pending = self._pending.get(order.intent.symbol, [])
+        pending[:] = [p for p in pending if p.order.order_id != order_id or p.kind == "fill"]
+        self._remove(order)
+        self._brokerage.pop(order_id, None)
+        reports = [p.due for p in pending if p.order.order_id == order_id]
+        if reports:
+            self._schedule(max(reports), "cancelled", order, message)
+            return []
+        return [OrderCancelled(order_id, now, message, raw=self._raw(order, "CANCELLED"))]
 
     def _execute(
         self,
@@ -349,11 +483,14 @@ class SmartFillSimulator:
                 f"{self._reference_name(intent.side)} {self._model.reference(intent.side, quote)}"
             )
         else:
-            message = (
-                f"IOC remainder {left} of {intent.qty} cancelled: no more liquidity in the quote"
-            )
-        raw = self._raw(order, "CANCELLED")
-        return [*events, OrderCancelled(order.order_id, now, message, raw=raw)]
+            message = self._ioc_remainder(order, left)
+        return [*events, *self._exchange_cancel(order, now, message)]
+
+    @staticmethod
+    def _ioc_remainder(order: Order, left: int) -> str:
+        return (
+            f"IOC remainder {left} of {order.intent.qty} cancelled: no more liquidity in the quote"
+        )
 
     def _take(
         self,
@@ -397,6 +534,7 @@ class SmartFillSimulator:
         self._seen[quote.symbol] = (quote, previous_volume)
         liquidity = Liquidity.of(self._model, quote, previous_volume)
         self._liquidity[quote.symbol] = liquidity
+        self._observed.append(QuoteObserved(quote, previous_volume))
         return liquidity
 
     def _liquidity_for(self, quote: Quote) -> Liquidity | None:
@@ -465,7 +603,9 @@ class SmartFillSimulator:
         price: Decimal,
         quote: Quote,
         now: datetime,
-    ) -> OrderFilled:
+    ) -> OrderFilled | FillExecuted:
+        """The fill; with fill latency, the exchange's record of it (FillExecuted), its
+        report (the OrderFilled) scheduled to reach the gateway after the latency."""
         intent = order.intent
         charges = None
         if self._charges is not None:
@@ -480,23 +620,34 @@ class SmartFillSimulator:
                     self._brokerage[order.order_id] = paid + charges.brokerage
         self._unfolded[order.order_id] = self._unfolded.get(order.order_id, 0) + qty
         status = "OPEN" if self._remaining(order) else "COMPLETE"
-        return OrderFilled(
-            Fill(
-                fill_id=next_fill_id(),
-                order_id=order.order_id,
-                client_order_id=order.client_order_id,
-                strategy_code=intent.strategy_code,
-                symbol=intent.symbol,
-                side=intent.side,
-                product=intent.product,
-                qty=qty,
-                price=price,
-                timestamp=now,
-                charges=charges,
-            ),
-            quote,
-            raw=self._raw(order, status),
+        fill = Fill(
+            fill_id=next_fill_id(),
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            strategy_code=intent.strategy_code,
+            symbol=intent.symbol,
+            side=intent.side,
+            product=intent.product,
+            qty=qty,
+            price=price,
+            timestamp=now,
+            charges=charges,
         )
+        raw = self._raw(order, status)
+        if not self._latency.active("fill"):
+            return OrderFilled(fill, quote, raw=raw)
+        reported_at = now + self._latency.delay("fill", fill.fill_id)
+        # An order's reports come in the order its fills were made, as an exchange sends
+        # them: a fill with less jitter waits for the one before it.
+        earlier = [
+            p.due
+            for p in self._pending.get(intent.symbol, ())
+            if p.kind == "fill" and p.order.order_id == order.order_id
+        ]
+        reported_at = max([reported_at, *earlier])
+        flight = FillInFlight(fill, quote, reported_at, raw)
+        self._schedule(reported_at, "fill", order, "", report=flight)
+        return FillExecuted(fill, quote, reported_at, raw=raw)
 
     def _rest(self, order: Order, *, triggered: bool) -> None:
         self._working.setdefault(order.intent.symbol, {})[order.order_id] = _Working(

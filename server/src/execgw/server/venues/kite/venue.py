@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote
+from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote, QuoteLiquidity
 from execgw.server.events import CancelRequested, Event, OrderSubmitted
 from execgw.server.venues.kite import mapping
 
@@ -25,7 +25,7 @@ class KiteVenue:
     def reset(self) -> None:
         pass
 
-    def restore(self, orders: Iterable[Order]) -> None:
+    def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
         pass
 
     def forget(self, order: Order) -> None:
