@@ -217,14 +217,18 @@ def _bounded(value: Any, limit: int | None) -> Any:
 class GatewayTracer:
     """Starts the gateway's spans; the subset of `trace.Tracer` the gateway uses."""
 
-    def __init__(self, name: str, version: str | None = None) -> None:
+    def __init__(
+        self, name: str, version: str | None = None, provider: trace.TracerProvider | None = None
+    ) -> None:
+        """`provider`: this one rather than the global provider (tests)."""
         self._name = name
         self._version = version
+        self._provider = provider
         # The backend of the provider last seen (the global provider rarely changes).
         self._backend: _Backend | None = None
 
     def _resolve(self) -> _Backend | None:
-        provider = trace.get_tracer_provider()
+        provider = self._provider or trace.get_tracer_provider()
         backend = self._backend
         if backend is not None and backend.provider is provider:
             return backend
@@ -267,7 +271,7 @@ class GatewayTracer:
     ) -> trace.Span:
         backend = self._resolve()
         if backend is None:
-            fallback = trace.get_tracer(self._name, self._version)
+            fallback = trace.get_tracer(self._name, self._version, tracer_provider=self._provider)
             return fallback.start_span(
                 name, context, kind, attributes, links, start_time=start_time
             )
@@ -310,11 +314,15 @@ class GatewayTracer:
             if random:
                 flags = trace.TraceFlags(flags | trace.TraceFlags.RANDOM_TRACE_ID)
             trace_state = result.trace_state
-            found = dict(result.attributes or {})
+            # The sampler's answer holds the span's own attributes (as given) and its own.
+            found = {k: v for k, v in (result.attributes or {}).items() if v is not None}
         if attributes:
             limit = backend.max_length
             for key, value in attributes.items():
-                if value is not None:
+                # Numbers and booleans (most values) as they are; strings within the limit.
+                if type(value) is str:
+                    found[key] = value if limit is None or len(value) <= limit else value[:limit]
+                elif value is not None:
                     found[key] = _bounded(value, limit)
         span = RecordedSpan(
             backend,

@@ -1,0 +1,170 @@
+"""GatewayTracer (telemetry/spans.py): the gateway's light spans behave as the SDK's do
+for everything an exporter, a sampler or a span processor can see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from execgw.server.telemetry import scope as scopes
+from execgw.server.telemetry.spans import GatewayTracer, RecordedSpan
+from execgw.server.telemetry.tracing import ScopeSampler
+
+SCOPE = scopes.Scope("rehearsal-1", "live", True)
+
+
+def _setup(
+    sampler: Sampler | None = None, limits: SpanLimits | None = None
+) -> tuple[GatewayTracer, InMemorySpanExporter, TracerProvider]:
+    provider = TracerProvider(sampler=sampler or ScopeSampler(), span_limits=limits)
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    return GatewayTracer("execgw.test", provider=provider), exported, provider
+
+
+def _by_name(exported: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {span.name: span for span in exported.get_finished_spans()}
+
+
+def test_a_tree_of_spans_reaches_the_processors_with_parents_scope_and_attributes() -> None:
+    tracer, exported, _ = _setup()
+    token = otel_context.attach(scopes.in_scope(SCOPE))
+    try:
+        with tracer.start_as_current_span(
+            "rpc", kind=SpanKind.SERVER, attributes={"rpc.method": "SubmitOrder"}
+        ) as rpc:
+            assert trace.get_current_span() is rpc
+            with tracer.start_as_current_span("order", attributes={"execgw.qty": 5}) as order:
+                order.set_attribute("execgw.status", "FILLED")
+                order.add_event("execgw.risk.near_limit", {"execgw.breaker": "max_loss"})
+            later = tracer.start_span(
+                "late", start_time=10, links=[trace.Link(rpc.get_span_context())]
+            )
+            later.end(end_time=20)
+    finally:
+        otel_context.detach(token)
+    spans = _by_name(exported)
+    assert set(spans) == {"rpc", "order", "late"}
+    rpc_span, order_span, late = spans["rpc"], spans["order"], spans["late"]
+    assert isinstance(order_span, RecordedSpan)
+    assert rpc_span.parent is None
+    assert rpc_span.kind is SpanKind.SERVER
+    assert order_span.parent is not None
+    assert order_span.parent.span_id == rpc_span.context.span_id
+    assert order_span.context.trace_id == rpc_span.context.trace_id
+    assert order_span.context.span_id != rpc_span.context.span_id
+    # every span carries the scope (the sampler's stamp), the child too (no sampler call)
+    for span in spans.values():
+        assert span.attributes is not None
+        assert span.attributes["execgw.session_id"] == "rehearsal-1"
+        assert span.attributes["execgw.mode"] == "live"
+        assert span.attributes["execgw.dry_run"] is True
+    assert dict(order_span.attributes or {})["execgw.qty"] == 5
+    assert dict(order_span.attributes or {})["execgw.status"] == "FILLED"
+    assert [e.name for e in order_span.events] == ["execgw.risk.near_limit"]
+    assert late.start_time == 10
+    assert late.end_time == 20
+    assert [link.context.span_id for link in late.links] == [rpc_span.context.span_id]
+    assert order_span.context.trace_flags.sampled
+    assert order_span.instrumentation_scope is not None
+    assert order_span.instrumentation_scope.name == "execgw.test"
+    assert '"execgw.session_id": "rehearsal-1"' in order_span.to_json()
+
+
+def test_a_remote_parent_is_continued_and_its_trace_state_kept() -> None:
+    tracer, exported, _ = _setup()
+    remote = SpanContext(
+        0xABC,
+        0xDEF,
+        is_remote=True,
+        trace_flags=TraceFlags(1),
+        trace_state=TraceState([("k", "v")]),
+    )
+    parent = trace.set_span_in_context(NonRecordingSpan(remote))
+    tracer.start_span("rpc", context=parent).end()
+    (span,) = exported.get_finished_spans()
+    assert span.context.trace_id == 0xABC
+    assert span.parent is not None
+    assert span.parent.span_id == 0xDEF
+    assert span.context.trace_state.get("k") == "v"
+
+
+def test_the_sampler_decides_roots_and_children_follow_an_unsampled_parent() -> None:
+    tracer, exported, _ = _setup(sampler=ParentBased(ALWAYS_OFF))
+    with tracer.start_as_current_span("root") as root:
+        assert not root.is_recording()
+        with tracer.start_as_current_span("child") as child:
+            assert not child.is_recording()
+            assert child.get_span_context().trace_id == root.get_span_context().trace_id
+    assert exported.get_finished_spans() == ()
+
+
+def test_a_sampler_that_drops_children_of_sampled_parents_is_asked() -> None:
+    """Only a parent-based sampler whose local sampled parents are always on is skipped."""
+    sampler = ParentBased(ALWAYS_ON, local_parent_sampled=ALWAYS_OFF)
+    tracer, exported, _ = _setup(sampler=sampler)
+    with tracer.start_as_current_span("root"), tracer.start_as_current_span("child") as child:
+        assert not child.is_recording()
+    assert [s.name for s in exported.get_finished_spans()] == ["root"]
+
+
+def test_values_are_cut_to_the_providers_limit_and_nones_dropped() -> None:
+    tracer, exported, _ = _setup(limits=SpanLimits(max_attribute_length=8, max_events=1))
+    given: dict[str, Any] = {"long": "x" * 20, "none": None, "n": 7}
+    span = tracer.start_span("s", attributes=given)
+    span.set_attribute("tags", ["abcdefghijk", "ok"])
+    span.add_event("first", {"text": "y" * 20})
+    span.add_event("second")  # over max_events
+    span.end()
+    (found,) = exported.get_finished_spans()
+    attributes = dict(found.attributes or {})
+    assert attributes["long"] == "x" * 8
+    assert "none" not in attributes
+    assert attributes["n"] == 7
+    assert attributes["tags"] == ("abcdefgh", "ok")
+    assert [e.name for e in found.events] == ["first"]
+    assert dict(found.events[0].attributes or {})["text"] == "y" * 8
+
+
+def test_an_exception_is_recorded_and_sets_the_status_and_the_span_is_final_after_end() -> None:
+    tracer, exported, _ = _setup()
+    with pytest.raises(ValueError, match="bad qty"), tracer.start_as_current_span("order") as span:
+        raise ValueError("bad qty")
+    span.set_attribute("after", 1)
+    span.add_event("after")
+    span.end()  # twice: exported once
+    (found,) = exported.get_finished_spans()
+    assert found.status.status_code is StatusCode.ERROR
+    assert found.status.description == "ValueError: bad qty"
+    (event,) = found.events
+    assert event.name == "exception"
+    assert dict(event.attributes or {})["exception.type"] == "ValueError"
+    assert "after" not in dict(found.attributes or {})
+    assert trace.get_current_span() is trace.INVALID_SPAN  # the context was restored
+
+
+def test_status_ok_is_final_and_unset_changes_nothing() -> None:
+    tracer, exported, _ = _setup()
+    span = tracer.start_span("s")
+    span.set_status(StatusCode.UNSET)
+    span.set_status(StatusCode.OK)
+    span.set_status(StatusCode.ERROR, "late")
+    span.end()
+    (found,) = exported.get_finished_spans()
+    assert found.status.status_code is StatusCode.OK
+
+
+def test_without_an_sdk_provider_spans_do_not_record() -> None:
+    tracer = GatewayTracer("execgw.test", provider=trace.NoOpTracerProvider())
+    with tracer.start_as_current_span("s") as span:
+        assert not span.is_recording()
+        span.set_attribute("k", "v")  # harmless
