@@ -224,26 +224,31 @@ class GatewayTracer:
         self._name = name
         self._version = version
         self._provider = provider
-        # The backend of the provider last seen (the global provider rarely changes).
+        # The backend of the provider last seen (the global provider rarely changes), or
+        # the tracer of a provider that is not the SDK's (spans that do not record).
         self._backend: _Backend | None = None
+        self._fallback: tuple[trace.TracerProvider, trace.Tracer] | None = None
 
-    def _resolve(self) -> _Backend | None:
+    def _resolve(self) -> _Backend | trace.Tracer:
         provider = self._provider or trace.get_tracer_provider()
         backend = self._backend
         if backend is not None and backend.provider is provider:
             return backend
-        if not isinstance(provider, TracerProvider):
-            return None
+        fallback = self._fallback
+        if fallback is not None and fallback[0] is provider:
+            return fallback[1]
         sdk = provider.get_tracer(self._name, self._version)
-        if not isinstance(sdk, SdkTracer):
-            return None
+        if not isinstance(provider, TracerProvider) or not isinstance(sdk, SdkTracer):
+            self._fallback = (provider, sdk)
+            return sdk
         processor = getattr(sdk, "span_processor", None)
         instrumentation = getattr(sdk, "_instrumentation_scope", None)
         limits = getattr(sdk, "_span_limits", None)
         if processor is None or instrumentation is None or limits is None:
             # An SDK this module does not know: its own spans, at its own cost.
             log.warning("unknown OpenTelemetry SDK tracer layout: using the SDK's spans")
-            return None
+            self._fallback = (provider, sdk)
+            return sdk
         backend = self._backend = _Backend(
             provider=provider,
             sampler=sdk.sampler,
@@ -270,11 +275,8 @@ class GatewayTracer:
         start_time: int | None = None,
     ) -> trace.Span:
         backend = self._resolve()
-        if backend is None:
-            fallback = trace.get_tracer(self._name, self._version, tracer_provider=self._provider)
-            return fallback.start_span(
-                name, context, kind, attributes, links, start_time=start_time
-            )
+        if not isinstance(backend, _Backend):
+            return backend.start_span(name, context, kind, attributes, links, start_time=start_time)
         parent = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:
             parent_context: SpanContext | None = None
