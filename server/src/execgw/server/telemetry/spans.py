@@ -230,7 +230,11 @@ class GatewayTracer:
         self._fallback: tuple[trace.TracerProvider, trace.Tracer] | None = None
 
     def _resolve(self) -> _Backend | trace.Tracer:
-        provider = self._provider or trace.get_tracer_provider()
+        # The global provider as the API keeps it: get_tracer_provider() also reads the
+        # environment on every call until one is set, which is every span with tracing off.
+        provider = self._provider or getattr(trace, "_TRACER_PROVIDER", None)
+        if provider is None:
+            provider = trace.get_tracer_provider()
         backend = self._backend
         if backend is not None and backend.provider is provider:
             return backend
