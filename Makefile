@@ -10,7 +10,7 @@ BUF := npx --no-install buf
 # The last released contract: `buf breaking` compares proto/ with it (docs/contract-evolution.md).
 RELEASED_CONTRACT := proto/releases/v1.1.binpb
 
-.PHONY: setup proto run test lint breaking contract-release go-example bench bench-live kite-demo clean
+.PHONY: setup proto run test lint breaking contract-release go-example bench bench-live kite-demo rehearsal clean
 
 setup: $(STAMP)
 
@@ -82,6 +82,13 @@ bench-live: $(STAMP)
 # 127.0.0.1:8765 and a live gateway on it (configs/kite-demo.yaml). Ctrl-C stops both.
 kite-demo: $(STAMP)
 	$(PY) tools/kite_demo.py
+
+# A traced dry-run session end to end (tools/rehearsal.py): a live + dry_run gateway, a
+# scripted session of REHEARSAL_ORDERS orders through the Python client, then `execgw
+# trace summary` of its spans. Config, journal, spans and log stay in var/rehearsal/.
+REHEARSAL_ORDERS ?= 200
+rehearsal: $(STAMP)
+	$(PY) tools/rehearsal.py --orders $(REHEARSAL_ORDERS) --dir var/rehearsal
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
