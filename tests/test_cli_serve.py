@@ -241,3 +241,32 @@ def test_bad_listen_override_exits_nonzero_naming_it(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "listen" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_reader_that_closed_stdout_does_not_turn_a_clean_stop_into_a_failure(
+    tmp_path: Path,
+) -> None:
+    """`execgw serve | head -1`: the pipe is gone when "execgw stopped" is printed."""
+    port = free_port()
+    config = write_config(tmp_path)
+    proc = subprocess.Popen(
+        [*execgw_command(), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(b"execgw listening on")
+        proc.stdout.close()  # the reader goes away, as head does after one line
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=STOP_TIMEOUT_S)
+        assert proc.stderr is not None
+        errors = proc.stderr.read().decode()
+        assert code == 0, errors
+        assert "cannot start" not in errors
+        assert "Broken pipe" not in errors
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT_S)

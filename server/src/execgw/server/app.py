@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -496,10 +498,7 @@ async def serve(config: GatewayConfig) -> None:
     )
     insecure = "" if gateway.insecure_gaps is None else " INSECURE"
     dry = " dry_run=true" if config.mode == "live" and config.execution.dry_run else ""
-    print(
-        f"execgw listening on {host}:{port} mode={config.mode}{dry} tls={transport}{insecure}",
-        flush=True,
-    )
+    _say(f"execgw listening on {host}:{port} mode={config.mode}{dry} tls={transport}{insecure}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -507,4 +506,15 @@ async def serve(config: GatewayConfig) -> None:
     await stop.wait()
     log.info("shutting down")
     await gateway.stop()
-    print("execgw stopped", flush=True)
+    _say("execgw stopped")
+
+
+def _say(line: str) -> None:
+    """A line on stdout for whoever started the gateway. A reader that went away (`serve |
+    head -1`) is no failure of the gateway: stdout goes to /dev/null from then on."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
