@@ -187,6 +187,25 @@ def test_a_resting_order_filled_later_is_placed_in_one_trace_and_seen_filled_lat
     assert attributes(fill)["execgw.session_id"] == SESSION
 
 
+def test_a_cancel_has_its_venue_journal_and_publish_stages_under_its_call(
+    traced: tuple[RunningGateway, ExecutionClient], spans: Recorder
+) -> None:
+    _, client = traced
+    placed = client.submit(limit(INFY, "BUY", 5, 1490.0, strategy_code="S1"))
+    spans.clear()
+    client.cancel(placed.order_id)
+    cancel = spans.server("CancelOrder")
+    stages = {s.name: s for s in spans.spans if s.context.trace_id == cancel.context.trace_id}
+    venue = stages["execgw.stage.venue"]
+    assert is_child(venue, cancel)
+    assert attributes(venue)["execgw.order_id"] == placed.order_id
+    assert attributes(venue)["execgw.venue"] == "paper"
+    assert attributes(venue)["execgw.status"] == "CANCELLED"
+    for name in ("execgw.stage.journal", "execgw.stage.publish"):
+        assert attributes(stages[name])["execgw.order_id"] == placed.order_id
+        assert attributes(stages[name])["execgw.session_id"] == SESSION
+
+
 def test_the_risk_span_records_failed_checks_and_breakers_near_their_limit(
     tmp_path: Path, clock: ManualClock, spans: Recorder
 ) -> None:

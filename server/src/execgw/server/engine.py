@@ -319,7 +319,18 @@ class ExecutionEngine:
         # A cancel already on its way to the venue is not sent twice: a retry gets the
         # order as it stands, PENDING_CANCEL until the venue confirms.
         if order.status is not OrderStatus.PENDING_CANCEL:
-            self._cancel_resting(order, now, "cancelled by client")
+            # The venue stage of a cancel, as of an order: the simulator, the broker's
+            # cancel (sent once the cancel is durable) or the dry run's would-be call.
+            with tracer.start_as_current_span(
+                STAGE_VENUE,
+                attributes={
+                    "execgw.order_id": order_id,
+                    "execgw.venue": self._venue.name,
+                    "execgw.dry_run": self._venue.dry_run,
+                },
+            ) as venue_span:
+                self._cancel_resting(order, now, "cancelled by client")
+                venue_span.set_attribute("execgw.status", order.status.value)
         return ledger.snapshot(order_id)
 
     def apply_quotes(self, quotes: list[Quote]) -> QuotesOutcome:
