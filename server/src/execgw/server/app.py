@@ -483,6 +483,12 @@ def _live_credentials(config: GatewayConfig) -> KiteCredentials | None:
 
 
 async def serve(config: GatewayConfig) -> None:
+    # Before anything can report the gateway up (health, the line below): a SIGTERM sent
+    # as soon as it is seen up must drain the gateway, not kill it.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config)
     port = await gateway.start()
     host = config.listen.rpartition(":")[0]
@@ -499,10 +505,6 @@ async def serve(config: GatewayConfig) -> None:
     insecure = "" if gateway.insecure_gaps is None else " INSECURE"
     dry = " dry_run=true" if config.mode == "live" and config.execution.dry_run else ""
     _say(f"execgw listening on {host}:{port} mode={config.mode}{dry} tls={transport}{insecure}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
     await gateway.stop()
