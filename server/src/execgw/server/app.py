@@ -29,6 +29,7 @@ from execgw.server.clock import Clock, SystemClock
 from execgw.server.config import ConfigError, GatewayConfig
 from execgw.server.core import CoreSettings, GatewayCore
 from execgw.server.domain import Order
+from execgw.server.heap import freeze_long_lived
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.listen import bind, check_bindable
@@ -483,6 +484,8 @@ def _live_credentials(config: GatewayConfig) -> KiteCredentials | None:
 async def serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     port = await gateway.start()
+    # Recovered and serving: the day's heap leaves the full collections' walks (heap.py).
+    freeze_long_lived()
     host = config.listen.rpartition(":")[0]
     transport = "off" if gateway.tls is None else "mtls" if gateway.tls.mutual else "on"
     venue = describe_venue(config)
