@@ -482,10 +482,11 @@ def _live_credentials(config: GatewayConfig) -> KiteCredentials | None:
 
 
 async def serve(config: GatewayConfig) -> None:
-    gateway = Gateway(config)
-    port = await gateway.start()
-    # Recovered and serving: the day's heap leaves the full collections' walks (heap.py).
+    gateway = Gateway(config)  # recovers the day from the journal
+    # Recovered, not yet taking calls: the day's heap leaves the full collections' walks
+    # (heap.py), and the one full collection this takes delays no call.
     freeze_long_lived()
+    port = await gateway.start()
     host = config.listen.rpartition(":")[0]
     transport = "off" if gateway.tls is None else "mtls" if gateway.tls.mutual else "on"
     venue = describe_venue(config)

@@ -26,8 +26,8 @@ import gc
 
 
 def freeze_long_lived() -> None:
-    """After start-up (recovery done): collect, freeze what is alive, and from now on
-    freeze the survivors of every full collection. Idempotent."""
+    """After recovery, before taking calls: collect, freeze what is alive, and from now
+    on freeze the survivors of every full collection. Idempotent."""
     gc.collect()
     gc.freeze()
     if _freeze_survivors not in gc.callbacks:
