@@ -13,6 +13,14 @@ load comes from this process through the real asyncio client.
   5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%
+  6. latency:           one caller: the echo's p50 and p99, SubmitOrder's with no
+                        subscriber and with 500 receiving every event
+
+Each measurement is printed as it is taken; then the medians, their ratios and issue
+15's targets (met or not), all written to bench/results.json with the machine's core
+count, Python and the date. --quick (`make bench-quick`, under 30 s) measures fewer
+calls once and leaves out 3., 5., the 500 subscribers and fan-out to 1 and 10; it writes
+bench/results-quick.json. --day N writes bench/results-day.json.
 
 With --secure (`make bench BENCH_SECURE=1`) it measures what the security of the
 transport costs instead: SubmitOrder over TLS, and over mTLS, each call carrying a
@@ -29,8 +37,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import hashlib
+import json
 import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -39,7 +50,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -53,6 +64,7 @@ if TYPE_CHECKING:
 ECHO_METHOD = "/bench.Echo/Echo"
 ECHO_STREAM_METHOD = "/bench.Echo/EchoStream"
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 # Bearer tokens of the --secure runs: made for the run, their sha256 in the config.
 STRATEGY_TOKEN = os.urandom(24).hex()
 FEED_TOKEN = os.urandom(24).hex()
@@ -213,6 +225,21 @@ async def echo_rate(
         return await run_concurrently(n, concurrency, call)
 
 
+async def echo_latencies(target: str, n: int) -> list[float]:
+    """The bare echo's latencies (ms) from one caller, past the warm-up, on the same
+    request bytes as echo_rate."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+        latencies = []
+        for i in range(n):
+            payload = request_bytes(i)
+            started = time.perf_counter()
+            await method(payload, timeout=10)
+            latencies.append(time.perf_counter() - started)
+        return [x * 1e3 for x in latencies[min(50, n // 10) :]]
+
+
 async def echo_stream_rate(target: str, n: int) -> float:
     """Messages per second through one bidirectional stream of the bare echo: requests of
     SubmitOrdersRequest's shape out, the same bytes back, parsed as a response."""
@@ -327,6 +354,125 @@ async def fanout_rate(target: str, subscribers: int, orders: int) -> tuple[float
         return per_subscriber, per_subscriber * subscribers
 
 
+class Report:
+    """Every figure of one run, printed as it is measured, and written to a JSON file
+    (bench/results.json, results-quick.json or results-day.json) at the end: each
+    measurement, the medians and their ratios to the echo of the same run, the issue's
+    targets with met or not met, and the machine it ran on."""
+
+    def __init__(self, kind: str, path: Path, settings: dict[str, object]) -> None:
+        self.kind = kind
+        self.path = path
+        self.settings = settings
+        self.started = time.perf_counter()
+        self.machine = machine_info()
+        self.measurements: list[dict[str, object]] = []
+        self.rows: list[dict[str, object]] = []
+        self.targets: list[dict[str, object]] = []
+
+    def measured(
+        self, measure: str, value: float, unit: str, seconds: float, run: int | None = None
+    ) -> None:
+        """One measurement, printed now."""
+        self.measurements.append(
+            {"measure": measure, "run": run, "value": value, "unit": unit, "seconds": seconds}
+        )
+        label = measure if run is None else f"{measure} [run {run}]"
+        print(f"  {label:<58}{value:>12.2f} {unit:<10}({seconds:.1f} s)", flush=True)
+
+    def row(
+        self, measure: str, value: float, unit: str, vs: str | None = None, ratio: float = 1.0
+    ) -> None:
+        """A summary row: a median, and its ratio to `vs` (a row of the same run)."""
+        self.rows.append(
+            {"measure": measure, "value": value, "unit": unit, "vs": vs, "ratio": ratio}
+        )
+        against = "" if vs is None else f"  vs {vs}"
+        print(f"{measure:<46}{value:>12.2f} {unit:<10}{ratio:>8.3f}{against}", flush=True)
+
+    def target(
+        self, name: str, description: str, measured: float | None, op: str, limit: float | None
+    ) -> None:
+        """An issue-15 target (op ">=", "<=", or "reported": a figure with no limit);
+        measured None: not measured by this kind of run."""
+        met = (
+            None
+            if measured is None or limit is None
+            else measured >= limit
+            if op == ">="
+            else measured <= limit
+        )
+        self.targets.append(
+            {
+                "target": name,
+                "description": description,
+                "measured": measured,
+                "op": op,
+                "limit": limit,
+                "met": met,
+            }
+        )
+
+    def finish(self) -> None:
+        print(f"{'target (issue 15)':<34}{'measured':>10}  {'needs':<10}{'':>2}")
+        for t in self.targets:
+            value = t["measured"]
+            shown = "-" if not isinstance(value, float) else f"{value:.3f}"
+            verdict = {True: "met", False: "NOT MET", None: "not measured here"}[
+                cast("bool | None", t["met"])
+            ]
+            needs = f"{t['op']} {t['limit']}"
+            if t["limit"] is None:
+                verdict, needs = ("reported" if value is not None else verdict), "reported"
+            print(f"{t['target']:<34}{shown:>10}  {needs:<10}  {verdict}  ({t['description']})")
+        elapsed = time.perf_counter() - self.started
+        document = {
+            "kind": self.kind,
+            "machine": self.machine,
+            "settings": self.settings,
+            "elapsed_s": round(elapsed, 1),
+            "measurements": self.measurements,
+            "rows": self.rows,
+            "targets": self.targets,
+        }
+        self.path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"{elapsed:.0f} s; written to {self.path.relative_to(ROOT)}", flush=True)
+
+
+def machine_info() -> dict[str, object]:
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "grpcio": grpc.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
+        "commit": commit,
+    }
+
+
+async def timed(coroutine: Awaitable[T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = await coroutine
+    return value, time.perf_counter() - started
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 def rss_mib(pid: int) -> float:
     """A process's resident memory (Linux /proc), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
@@ -335,17 +481,32 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+# Issue 15's targets that only a day of orders measures (bench/run.py --day N).
+DAY_TARGETS: list[tuple[str, str, str, float | None]] = [
+    ("history", "ratio to the echo over the day's last 5,000 / its first 5,000", ">=", 0.9),
+    ("tail latency", "slowest SubmitOrder per 5,000 at 16 in flight, snapshots on, ms", "<=", 200),
+    ("memory", "server RSS at the day's end, MiB", "reported", None),
+    ("restart", "restart on the day's journal until it answers, s", "reported", None),
+]
+
+
 async def day_main(args: argparse.Namespace) -> None:
     """`--day N`: one gateway through a day of N orders at 16 in flight, snapshots on
     (journal.snapshot_every at its default). Per 5,000 orders: the rate, its ratio to the
     bare echo measured just before, the slowest SubmitOrder, and the server's RSS. Then
-    the time a restart on that journal takes until it answers."""
+    the time a restart on that journal takes until it answers. Written to
+    bench/results-day.json."""
     chunk = 5_000
+    report = Report(
+        "day", ROOT / "bench" / "results-day.json", {"orders": args.day, "concurrency": 16}
+    )
+    chunks: list[tuple[float, float]] = []  # (ratio to the echo, slowest ms) per chunk
+    rss = 0.0
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         with echo_process() as target:
-            echo = await echo_rate(target, 3000, 16)
-        print(f"bare gRPC echo (unary), 16 in flight: {echo:.0f}/s")
+            echo, took = await timed(echo_rate(target, 3000, 16))
+        report.measured("bare gRPC echo (unary), 16 in flight", echo, "calls/s", took)
         print(
             f"{'orders in the day':<20}{'per second':>12}{'vs echo':>10}{'max ms':>10}"
             f"{'RSS MiB':>10}"
@@ -354,7 +515,9 @@ async def day_main(args: argparse.Namespace) -> None:
             async with AsyncExecutionClient(target, timeout=60) as client:
                 await client.wait_ready(20)
                 await publish_quote(client)
-                print(f"{0:<20}{'':>12}{'':>10}{'':>10}{rss_mib(proc.pid):>10.0f}")
+                rss = rss_mib(proc.pid)
+                report.rows.append({"measure": "server RSS, 0 orders", "value": rss, "unit": "MiB"})
+                print(f"{0:<20}{'':>12}{'':>10}{'':>10}{rss:>10.0f}")
                 run = os.urandom(4).hex()
                 done = 0
                 while done < args.day:
@@ -371,11 +534,26 @@ async def day_main(args: argparse.Namespace) -> None:
 
                     rate = await run_concurrently(size, 16, call)
                     done += size
+                    rss = rss_mib(proc.pid)
+                    chunks.append((rate / echo, slowest * 1e3))
+                    report.rows.append(
+                        {
+                            "measure": f"orders {done - size}-{done}",
+                            "orders_in_day": done,
+                            "value": rate,
+                            "unit": "calls/s",
+                            "vs": "bare gRPC echo (unary), 16 in flight",
+                            "ratio": rate / echo,
+                            "slowest_ms": slowest * 1e3,
+                            "rss_mib": rss,
+                        }
+                    )
                     print(
                         f"{done:<20}{rate:>12.0f}{rate / echo:>10.3f}{slowest * 1e3:>10.0f}"
-                        f"{rss_mib(proc.pid):>10.0f}",
+                        f"{rss:>10.0f}",
                         flush=True,
                     )
+        restart = None
         for label in ("restart on that journal", "start on an empty journal"):
             name = "day" if label.startswith("restart") else "empty"
             started = time.perf_counter()
@@ -383,10 +561,15 @@ async def day_main(args: argparse.Namespace) -> None:
                 async with AsyncExecutionClient(target, timeout=60) as client:
                     await client.wait_ready(600)
                     await client.risk_state()
-                    print(
-                        f"{label}: {time.perf_counter() - started:.2f} s to answer, "
-                        f"RSS {rss_mib(proc.pid):.0f} MiB"
-                    )
+                    took = time.perf_counter() - started
+                    report.measured(label, took, "s", took)
+                    report.measured(f"{label}, server RSS", rss_mib(proc.pid), "MiB", took)
+                    restart = took if restart is None else restart
+    history = chunks[-1][0] / chunks[0][0] if len(chunks) > 1 else None
+    measured = [history, max(slowest for _, slowest in chunks), rss, restart]
+    for (name, description, op, limit), value in zip(DAY_TARGETS, measured, strict=True):
+        report.target(name, description, value, op, limit)
+    report.finish()
 
 
 # Room for 500 subscribers on one connection (the defaults allow 160 streams).
@@ -396,9 +579,10 @@ MANY_STREAMS = (
 )
 
 
-async def p50_with_subscribers(target: str, subscribers: int, n: int) -> float:
-    """SubmitOrder's median latency (ms) from one caller while `subscribers` StreamFills
-    subscribers (order updates included) are connected and receiving every event."""
+async def latencies_with_subscribers(target: str, subscribers: int, n: int) -> list[float]:
+    """SubmitOrder's latencies (ms) from one caller, past the warm-up, while `subscribers`
+    StreamFills subscribers (order updates included) are connected and receiving every
+    event."""
     async with AsyncExecutionClient(target, timeout=30) as client:
         await client.wait_ready(20)
         await publish_quote(client)
@@ -425,7 +609,7 @@ async def p50_with_subscribers(target: str, subscribers: int, n: int) -> float:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        return statistics.median(latencies[min(50, n // 10) :]) * 1e3  # past the warm-up
+        return [x * 1e3 for x in latencies[min(50, n // 10) :]]  # past the warm-up
 
 
 def make_bench_pki(directory: Path) -> Pki:
@@ -575,76 +759,182 @@ def progress(text: str) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    """`make bench` (and `make bench-quick`, args.quick: one repetition of fewer calls,
+    without the one-fsync-per-order, telemetry and 500-subscriber rows, fan-out to 100
+    subscribers only). Each measurement is printed as it is taken, the medians, ratios
+    and targets at the end, and all of it written to bench/results(-quick).json."""
+    quick = args.quick
+    c = args.concurrency
+    report = Report(
+        "quick" if quick else "full",
+        ROOT / "bench" / ("results-quick.json" if quick else "results.json"),
+        {
+            "calls": args.n,
+            "concurrency": c,
+            "repeats": args.repeats,
+            "latency_calls": args.latency_calls,
+            "fanout_orders": args.fanout_orders,
+        },
+    )
+    print(
+        f"{report.kind} bench: {args.repeats} interleaved run(s) of {args.n} calls, "
+        f"{c} in flight; {report.machine['cpu_count']} cores, Python "
+        f"{report.machine['python']}",
+        flush=True,
+    )
+    echo_unary = f"bare gRPC echo (unary), {c} in flight"
+    echo_stream = "bare gRPC echo (one stream)"
+    stream_row = "SubmitOrders, one stream"
+    group_row = f"SubmitOrder, group commit, {c} in flight"
+    single_row = f"SubmitOrder, one fsync per order, {c} in flight"
+    traced_row = f"SubmitOrder, group commit, telemetry on, {c} in flight"
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         # Interleaved repeats, reporting medians: machine noise hits every measure alike.
-        echoes, groups, singles, traced = [], [], [], []
+        echoes: list[float] = []
+        groups: list[float] = []
+        singles: list[float] = []
+        traced: list[float] = []
         stream_echoes: list[float] = []
         streams: list[float] = []
-        for rep in range(args.repeats):
-            # The table needs every repetition; say what is being measured meanwhile.
-            progress(f"run {rep + 1}/{args.repeats}: bare gRPC echo")
+        for rep in range(1, args.repeats + 1):
             with echo_process() as target:
-                echoes.append(await echo_rate(target, args.n, args.concurrency))
-                stream_echoes.append(await echo_stream_rate(target, args.n))
-            progress(f"run {rep + 1}/{args.repeats}: SubmitOrders, one stream")
+                rate, took = await timed(echo_rate(target, args.n, c))
+                report.measured(echo_unary, rate, "calls/s", took, rep)
+                echoes.append(rate)
+                rate, took = await timed(echo_stream_rate(target, args.n))
+                report.measured(echo_stream, rate, "msgs/s", took, rep)
+                stream_echoes.append(rate)
             with gateway(tmp, f"stream{rep}", 512) as target:
-                streams.append(await submit_stream_rate(target, args.n))
-            progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, group commit")
+                rate, took = await timed(submit_stream_rate(target, args.n))
+                report.measured(stream_row, rate, "msgs/s", took, rep)
+                streams.append(rate)
             with gateway(tmp, f"group{rep}", 512) as target:
-                groups.append(await submit_rate(target, args.n, args.concurrency))
-            progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, one fsync per order")
-            with gateway(tmp, f"single{rep}", 1) as target:
-                singles.append(await submit_rate(target, args.n, args.concurrency))
-            progress(f"run {rep + 1}/{args.repeats}: SubmitOrder, group commit, telemetry on")
-            with gateway(tmp, f"traced{rep}", 512, extra=telemetry_extra(tmp, rep)) as target:
-                traced.append(await submit_rate(target, args.n, args.concurrency))
-        echo, group, single = (statistics.median(x) for x in (echoes, groups, singles))
-        print(f"medians of {args.repeats} interleaved runs, {args.concurrency} calls in flight")
-        print(f"{'measure':<40}{'per second':>14}{'vs echo':>10}")
-        print(f"{'bare gRPC echo (unary)':<40}{echo:>14.0f}{1.0:>10.3f}")
-        print(f"{'SubmitOrder, group commit':<40}{group:>14.0f}{group / echo:>10.3f}")
-        print(f"{'SubmitOrder, one fsync per order':<40}{single:>14.0f}{single / echo:>10.3f}")
-        print(f"group commit / one fsync per order: {group / single:.1f}x")
-        stream_echo, stream = statistics.median(stream_echoes), statistics.median(streams)
-        print(f"{'bare gRPC echo (one stream)':<40}{stream_echo:>14.0f}{1.0:>10.3f}")
-        print(
-            f"{'SubmitOrders, one stream':<40}{stream:>14.0f}{stream / stream_echo:>10.3f}"
-            "   (vs the stream echo)"
-        )
-        on = statistics.median(traced)
-        print(f"{'SubmitOrder, group commit, telemetry on':<40}{on:>14.0f}{on / echo:>10.3f}")
-        ratios = [t / g for t, g in zip(traced, groups, strict=True)]
-        print(
-            f"telemetry on / off: {statistics.median(ratios):.3f} (median; "
-            f"{min(ratios):.3f}-{max(ratios):.3f}), cost {1 - statistics.median(ratios):.1%}"
-        )
-        quiet = loud = 0.0
-        for subscribers in (0, 500):
-            progress(f"SubmitOrder p50 with {subscribers} subscribers")
+                rate, took = await timed(submit_rate(target, args.n, c))
+                report.measured(group_row, rate, "calls/s", took, rep)
+                groups.append(rate)
+            if not quick:
+                with gateway(tmp, f"single{rep}", 1) as target:
+                    rate, took = await timed(submit_rate(target, args.n, c))
+                    report.measured(single_row, rate, "calls/s", took, rep)
+                    singles.append(rate)
+                extra = telemetry_extra(tmp, rep)
+                with gateway(tmp, f"traced{rep}", 512, extra=extra) as target:
+                    rate, took = await timed(submit_rate(target, args.n, c))
+                    report.measured(traced_row, rate, "calls/s", took, rep)
+                    traced.append(rate)
+
+        # One caller: the echo's latency, then SubmitOrder's with no subscriber and with
+        # 500 receiving every event.
+        with echo_process() as target:
+            echo_ms, took = await timed(echo_latencies(target, args.latency_calls))
+        echo_p50, echo_p99 = percentile(echo_ms, 0.5), percentile(echo_ms, 0.99)
+        report.measured("bare gRPC echo, one caller, p50", echo_p50, "ms", took)
+        report.measured("bare gRPC echo, one caller, p99", echo_p99, "ms", took)
+        latency: dict[int, list[float]] = {}
+        for subscribers in (0,) if quick else (0, 500):
             with gateway(tmp, f"subs{subscribers}", 512, extra=MANY_STREAMS) as target:
-                p50 = await p50_with_subscribers(target, subscribers, args.latency_calls)
-            quiet, loud = (p50, loud) if subscribers == 0 else (quiet, p50)
-        print(
-            f"SubmitOrder p50, one caller: {quiet:.2f} ms with no subscriber, {loud:.2f} ms "
-            f"with 500 receiving ({loud / quiet:.2f}x)"
-        )
-        for subscribers in (1, 10, 100):
+                # With 500 receiving a call takes ~100 ms here: fewer calls, under 3 minutes.
+                calls = args.latency_calls if subscribers == 0 else min(args.latency_calls, 150)
+                latency[subscribers], took = await timed(
+                    latencies_with_subscribers(target, subscribers, calls)
+                )
+            for q in (0.5, 0.99):
+                report.measured(
+                    f"SubmitOrder, one caller, {subscribers} subscribers, p{q * 100:.0f}",
+                    percentile(latency[subscribers], q),
+                    "ms",
+                    took,
+                )
+        fanout: dict[int, float] = {}
+        for subscribers in (100,) if quick else (1, 10, 100):
             with gateway(tmp, f"fanout{subscribers}", 512, queue_size=100_000) as target:
-                each, total = await fanout_rate(target, subscribers, args.fanout_orders)
-            print(
-                f"{f'fan-out to {subscribers} subscriber(s)':<40}{total:>14.0f}"
-                f"{total / echo:>10.3f}   ({each:.0f} events/s each)"
+                (_each, total), took = await timed(
+                    fanout_rate(target, subscribers, args.fanout_orders)
+                )
+            report.measured(
+                f"fan-out to {subscribers} subscriber(s), total", total, "events/s", took
             )
+            fanout[subscribers] = total
+
+    median = statistics.median
+    print(f"\nmedians of {args.repeats} interleaved run(s); ratios against this run's echo")
+    echo = median(echoes)
+    report.row(echo_unary, echo, "calls/s")
+    group = median(groups)
+    report.row(group_row, group, "calls/s", echo_unary, group / echo)
+    if singles:
+        single = median(singles)
+        report.row(single_row, single, "calls/s", echo_unary, single / echo)
+    if traced:
+        on = median(traced)
+        report.row(traced_row, on, "calls/s", echo_unary, on / echo)
+        # Telemetry's cost: the median of each repetition's on/off ratio.
+        cost = median(t / g for t, g in zip(traced, groups, strict=True))
+        report.row(
+            "telemetry on / off (median of the runs' ratios)", cost, "ratio", group_row, cost
+        )
+    stream_echo, stream = median(stream_echoes), median(streams)
+    report.row(echo_stream, stream_echo, "msgs/s")
+    report.row(stream_row, stream, "msgs/s", echo_stream, stream / stream_echo)
+    echo_p50_row, echo_p99_row = (
+        "bare gRPC echo, one caller, p50",
+        "bare gRPC echo, one caller, p99",
+    )
+    report.row(echo_p50_row, echo_p50, "ms")
+    report.row(echo_p99_row, echo_p99, "ms")
+    quiet = latency[0]
+    quiet_p50, quiet_p99 = percentile(quiet, 0.5), percentile(quiet, 0.99)
+    quiet_row = "SubmitOrder, one caller, p50"
+    report.row(quiet_row, quiet_p50, "ms", echo_p50_row, quiet_p50 / echo_p50)
+    report.row("SubmitOrder, one caller, p99", quiet_p99, "ms", echo_p99_row, quiet_p99 / echo_p99)
+    loud_ratio = None
+    if 500 in latency:
+        loud_p50 = percentile(latency[500], 0.5)
+        loud_ratio = loud_p50 / quiet_p50
+        report.row(
+            "SubmitOrder, one caller, p50, 500 subscribers", loud_p50, "ms", quiet_row, loud_ratio
+        )
+    for subscribers, total in fanout.items():
+        report.row(f"fan-out to {subscribers} subscriber(s), total", total, "events/s")
+
+    report.target(
+        "throughput",
+        f"SubmitOrder / echo, {c} in flight" + ("" if c == 16 else " (the target is at 16)"),
+        group / echo,
+        ">=",
+        0.7,
+    )
+    report.target(
+        "latency p50", "SubmitOrder / echo p50, one caller", quiet_p50 / echo_p50, "<=", 1.5
+    )
+    report.target(
+        "latency p99", "SubmitOrder / echo p99, one caller", quiet_p99 / echo_p99, "<=", 3.0
+    )
+    report.target(
+        "streaming submit", "SubmitOrders / streaming echo", stream / stream_echo, ">=", 0.7
+    )
+    report.target("fan-out latency", "p50 with 500 subscribers / with none", loud_ratio, "<=", 2.0)
+    report.target("fan-out rate", "events/s in total to 100 subscribers", fanout[100], ">=", 20_000)
+    for name, description, op, limit in DAY_TARGETS:
+        report.target(name, f"{description} (bench/run.py --day 100000)", None, op, limit)
+    report.finish()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=3000, help="calls per measurement")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--fanout-orders", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--latency-calls", type=int, default=500)
+    parser.add_argument("--n", type=int, help="calls per measurement (3000; quick 1000)")
+    # 16: the concurrency of issue 15's throughput target.
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--fanout-orders", type=int, help="orders per fan-out run (500; quick 200)")
+    parser.add_argument("--repeats", type=int, help="interleaved repetitions (3; quick 1)")
+    parser.add_argument("--latency-calls", type=int, help="one caller's calls (500; quick 200)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="`make bench-quick`: fewer calls, one repetition, the slow rows left out; "
+        "writes bench/results-quick.json",
+    )
     parser.add_argument(
         "--secure", action="store_true", help="measure the cost of TLS/mTLS and a bearer token"
     )
@@ -654,6 +944,14 @@ if __name__ == "__main__":
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
+    for name, full, quick in (
+        ("n", 3000, 1000),
+        ("fanout_orders", 500, 200),
+        ("repeats", 3, 1),
+        ("latency_calls", 500, 200),
+    ):
+        if getattr(parsed, name) is None:
+            setattr(parsed, name, quick if parsed.quick else full)
     if parsed.echo_server:
         tls_pems = None
         if parsed.echo_tls:

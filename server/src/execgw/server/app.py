@@ -31,6 +31,7 @@ from execgw.server.clock import Clock, SystemClock
 from execgw.server.config import ConfigError, GatewayConfig
 from execgw.server.core import CoreSettings, GatewayCore
 from execgw.server.domain import Order
+from execgw.server.heap import freeze_long_lived
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import Journal, JournalRecord
 from execgw.server.listen import bind, check_bindable
@@ -489,7 +490,10 @@ async def serve(config: GatewayConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(config)
+    gateway = Gateway(config)  # recovers the day from the journal
+    # Recovered, not yet taking calls: the day's heap leaves the full collections' walks
+    # (heap.py), and the one full collection this takes delays no call.
+    freeze_long_lived()
     port = await gateway.start()
     host = config.listen.rpartition(":")[0]
     transport = "off" if gateway.tls is None else "mtls" if gateway.tls.mutual else "on"

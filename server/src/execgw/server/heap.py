@@ -1,0 +1,46 @@
+"""The cyclic garbage collector in a gateway that runs all day.
+
+CPython's full (generation-2) collection walks every container object alive. A
+gateway's day (its orders, the ledger, idempotency keys) is one heap that only grows
+until the process stops, so each full collection walked all of it again, found next to
+nothing, and held the event loop, and every call in flight, meanwhile: on a 2-core
+machine, 30-70 ms early in the day and 370 ms at 100,000 orders (bench/run.py --day
+100000, timed with gc.callbacks), over issue 15's 200 ms budget for the slowest
+SubmitOrder. With the freezing below: 3-22 ms all day.
+
+`gc.freeze()` moves every object the collector tracks to a permanent generation it never
+walks; it is cheap (it splices lists). Freezing right after each full collection means
+only what was just found alive is frozen, and the next full collection walks only the
+objects that reached the old generation since: its pause no longer grows with the day.
+Nothing else changes: reference counting still frees every frozen object that becomes
+garbage, and young objects are collected as before. The cost: a frozen object that later
+becomes part of an unreachable reference cycle is never reclaimed. There are few: after
+30,000 orders, unfreezing and collecting found 75 such objects among 120,000 frozen.
+
+The collector is never disabled, and its thresholds are left at their defaults.
+"""
+
+from __future__ import annotations
+
+import gc
+
+
+def freeze_long_lived() -> None:
+    """After recovery, before taking calls: collect, freeze what is alive, and from now
+    on freeze the survivors of every full collection. Idempotent."""
+    gc.collect()
+    gc.freeze()
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+
+
+def stop_freezing() -> None:
+    """Full collections stop freezing their survivors; what is frozen stays frozen
+    (gc.unfreeze() would put it all back under the collector)."""
+    if _freeze_survivors in gc.callbacks:
+        gc.callbacks.remove(_freeze_survivors)
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
