@@ -168,3 +168,58 @@ def test_without_an_sdk_provider_spans_do_not_record() -> None:
     with tracer.start_as_current_span("s") as span:
         assert not span.is_recording()
         span.set_attribute("k", "v")  # harmless
+
+
+def test_values_the_exporters_cannot_encode_are_dropped_and_lists_copied() -> None:
+    tracer, exported, _ = _setup()
+    tags = ["a", "b"]
+    given: dict[str, Any] = {"object": object(), "mapping": {"k": 1}, "raw": b"bytes", "tags": tags}
+    span = tracer.start_span("s", attributes=given)
+    span.set_attribute("later", ["x", object()])  # type: ignore[list-item]
+    tags.append("c")  # after the fact: the span keeps what it was given
+    span.end()
+    (found,) = exported.get_finished_spans()
+    attributes = dict(found.attributes or {})
+    assert "object" not in attributes
+    assert "mapping" not in attributes
+    assert "later" not in attributes
+    assert attributes["raw"] == "bytes"
+    assert attributes["tags"] == ("a", "b")
+
+
+def test_the_scope_wins_over_a_span_attribute_of_the_same_name_as_the_sdk_has_it() -> None:
+    tracer, exported, _ = _setup()
+    token = otel_context.attach(scopes.in_scope(SCOPE))
+    try:
+        with tracer.start_as_current_span("root", attributes={"execgw.dry_run": False}):
+            tracer.start_span("child", attributes={"execgw.dry_run": False}).end()
+    finally:
+        otel_context.detach(token)
+    for span in exported.get_finished_spans():
+        assert dict(span.attributes or {})["execgw.dry_run"] is True, span.name
+
+
+def test_unlimited_counts_stay_unlimited_and_the_span_length_limit_applies() -> None:
+    limits = SpanLimits(
+        max_span_attributes=SpanLimits.UNSET,
+        max_events=SpanLimits.UNSET,
+        max_span_attribute_length=4,
+    )
+    tracer, exported, _ = _setup(limits=limits)
+    span = tracer.start_span("s", attributes={f"k{i}": "long value" for i in range(200)})
+    for i in range(200):
+        span.add_event(f"e{i}")
+    span.end()
+    (found,) = exported.get_finished_spans()
+    attributes = dict(found.attributes or {})
+    assert len([k for k in attributes if k.startswith("k")]) == 200
+    assert attributes["k0"] == "long"
+    assert len(found.events) == 200
+
+
+def test_a_dropped_root_keeps_the_random_trace_id_flag() -> None:
+    tracer, _, _ = _setup(sampler=ParentBased(ALWAYS_OFF))
+    span = tracer.start_span("root")
+    flags = span.get_span_context().trace_flags
+    assert not flags.sampled
+    assert flags.random_trace_id

@@ -484,17 +484,34 @@ def _live_credentials(config: GatewayConfig) -> KiteCredentials | None:
 
 
 async def serve(config: GatewayConfig) -> None:
-    # Before anything can report the gateway up (health, the line below): a SIGTERM sent
-    # as soon as it is seen up must drain the gateway, not kill it.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config)  # recovers the day from the journal
     # Recovered, not yet taking calls: the day's heap leaves the full collections' walks
     # (heap.py), and the one full collection this takes delays no call.
     freeze_long_lived()
-    port = await gateway.start()
+    # Before anything can report the gateway up (health, the line below): a SIGTERM sent
+    # as soon as it is seen up must drain the gateway, not kill it. While it starts, a
+    # signal aborts the start (which releases what it took), as Ctrl-C always did.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    starting = asyncio.current_task()
+
+    def on_signal() -> None:
+        if starting is not None and not started:
+            starting.cancel()
+        stop.set()
+
+    started = False
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        port = await gateway.start()
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        log.info("stopped while starting")
+        _say("execgw stopped")
+        return
+    started = True
     host = config.listen.rpartition(":")[0]
     transport = "off" if gateway.tls is None else "mtls" if gateway.tls.mutual else "on"
     venue = describe_venue(config)

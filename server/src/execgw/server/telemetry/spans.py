@@ -23,6 +23,8 @@ Without an SDK provider (telemetry off) it hands out the API's non-recording spa
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from time import time_ns
@@ -78,8 +80,9 @@ def _follows_parent(sampler: Sampler) -> bool:
     )
 
 
-def _limit(value: int | None, default: int = 128) -> int:
-    return default if value is None else value
+def _limit(value: int | None) -> int:
+    """A count limit as SpanLimits resolves it: None is no limit."""
+    return sys.maxsize if value is None else value
 
 
 class RecordedSpan(ReadableSpan, trace.Span):
@@ -109,7 +112,7 @@ class RecordedSpan(ReadableSpan, trace.Span):
         self._attributes = self._values = attributes
         self._span_context = context
         self._events: list[Event] = []
-        self._links = tuple(links[: backend.max_links])
+        self._links = tuple(links[-backend.max_links :]) if links else ()
         self._resource = backend.resource
         self._status = _UNSET
         self._backend = backend
@@ -123,12 +126,15 @@ class RecordedSpan(ReadableSpan, trace.Span):
         return self._end_time is None
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
-        if self._end_time is not None or value is None:
+        if self._end_time is not None:
             return
+        bounded = _bounded(value, self._backend.max_length)
         attributes = self._values
-        if key not in attributes and len(attributes) >= self._backend.max_attributes:
+        if bounded is None or (
+            key not in attributes and len(attributes) >= self._backend.max_attributes
+        ):
             return
-        attributes[key] = _bounded(value, self._backend.max_length)
+        attributes[key] = bounded
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         for key, value in attributes.items():
@@ -142,7 +148,9 @@ class RecordedSpan(ReadableSpan, trace.Span):
         bounded = None
         if attributes:
             limit = self._backend.max_length
-            bounded = {k: _bounded(v, limit) for k, v in attributes.items() if v is not None}
+            bounded = {
+                k: cut for k, v in attributes.items() if (cut := _bounded(v, limit)) is not None
+            }
         self._events.append(
             Event(name, bounded, timestamp=time_ns() if timestamp is None else timestamp)
         )
@@ -198,20 +206,39 @@ class RecordedSpan(ReadableSpan, trace.Span):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc_val, Exception) and self.is_recording():
+        if exc_val is not None and self.is_recording():
             self.record_exception(exc_val, escaped=True)
             self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
         self.end()
 
 
+_PRIMITIVES = (str, bool, int, float)
+
+
 def _bounded(value: Any, limit: int | None) -> Any:
-    if limit is None:
-        return value
+    """A valid attribute value, strings cut to `limit`; None for one the SDK would drop
+    (a None, a mapping, an object): the exporters encode only these types."""
     if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit]
+        return value if limit is None or len(value) <= limit else value[:limit]
+    if isinstance(value, _PRIMITIVES):
+        return value
+    if isinstance(value, bytes):
+        return _bounded(value.decode("utf-8", errors="replace"), limit)
     if isinstance(value, list | tuple):
-        return tuple(v[:limit] if isinstance(v, str) else v for v in value)
-    return value
+        # A copy: a caller's list changed later must not change the span.
+        items = tuple(_bounded(v, limit) for v in value)
+        return items if all(v is not None for v in items) else None
+    return None
+
+
+# What the API hands out while no provider is set, and whether the environment names a
+# provider for it to load on first use (then it must be asked each time).
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+_PROXY = (
+    None
+    if _PROVIDER_FROM_ENV or getattr(trace, "_TRACER_PROVIDER", None) is not None
+    else trace.get_tracer_provider()
+)
 
 
 class GatewayTracer:
@@ -234,6 +261,9 @@ class GatewayTracer:
         # environment on every call until one is set, which is every span with tracing off.
         provider = self._provider or getattr(trace, "_TRACER_PROVIDER", None)
         if provider is None:
+            fallback = self._fallback
+            if fallback is not None and fallback[0] is _PROXY and not _PROVIDER_FROM_ENV:
+                return fallback[1]  # none set yet (tracing off): spans that do not record
             provider = trace.get_tracer_provider()
         backend = self._backend
         if backend is not None and backend.provider is provider:
@@ -260,7 +290,9 @@ class GatewayTracer:
             resource=sdk.resource,
             ids=sdk.id_generator,
             scope=instrumentation,
-            max_length=limits.max_attribute_length,
+            max_length=limits.max_span_attribute_length
+            if limits.max_span_attribute_length is not None
+            else limits.max_attribute_length,
             max_attributes=_limit(limits.max_span_attributes),
             max_events=_limit(limits.max_events),
             max_links=_limit(limits.max_links),
@@ -275,12 +307,13 @@ class GatewayTracer:
         context: otel_context.Context | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: Mapping[str, AttributeValue] | None = None,
-        links: Sequence[Link] = (),
+        links: Sequence[Link] | None = (),
         start_time: int | None = None,
     ) -> trace.Span:
         backend = self._resolve()
         if not isinstance(backend, _Backend):
             return backend.start_span(name, context, kind, attributes, links, start_time=start_time)
+        links = links or ()
         parent = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:
             parent_context: SpanContext | None = None
@@ -288,7 +321,17 @@ class GatewayTracer:
         else:
             parent_context = parent
             trace_id = parent.trace_id
-        found: dict[str, AttributeValue]
+        limit = backend.max_length
+        found: dict[str, AttributeValue] = {}
+        if attributes:
+            for key, value in attributes.items():
+                # Strings (most values) within the limit, numbers as they are.
+                if type(value) is str:
+                    found[key] = value if limit is None or len(value) <= limit else value[:limit]
+                elif type(value) in _PRIMITIVES:
+                    found[key] = value
+                elif (cut := _bounded(value, limit)) is not None:
+                    found[key] = cut
         trace_state: TraceState | None
         if (
             parent_context is not None
@@ -298,38 +341,38 @@ class GatewayTracer:
         ):
             flags = parent.trace_flags
             trace_state = parent.trace_state
-            found = {}
             if backend.stamps_scope:
                 scope = scopes.current(context)
                 if scope is not None:
+                    # As ScopeSampler's answer: the scope's values win over the span's.
                     found.update(scope.attributes)
         else:
             result = backend.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-            sampled = result.decision is Decision.RECORD_AND_SAMPLE
-            if result.decision is Decision.DROP:
-                flags = trace.TraceFlags(trace.TraceFlags.DEFAULT)
-                span_id = backend.ids.generate_span_id()
-                return trace.NonRecordingSpan(
-                    SpanContext(trace_id, span_id, False, flags, result.trace_state)
-                )
-            flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0)
             if parent_context is None:
                 random = backend.ids.is_trace_id_random()
             else:
                 random = parent_context.trace_flags.random_trace_id
-            if random:
-                flags = trace.TraceFlags(flags | trace.TraceFlags.RANDOM_TRACE_ID)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            flags = trace.TraceFlags(
+                (trace.TraceFlags.SAMPLED if sampled else 0)
+                | (trace.TraceFlags.RANDOM_TRACE_ID if random else 0)
+            )
+            if result.decision is Decision.DROP:
+                span_id = backend.ids.generate_span_id()
+                return trace.NonRecordingSpan(
+                    SpanContext(trace_id, span_id, False, flags, result.trace_state)
+                )
             trace_state = result.trace_state
-            # The sampler's answer holds the span's own attributes (as given) and its own.
-            found = {k: v for k, v in (result.attributes or {}).items() if v is not None}
-        if attributes:
-            limit = backend.max_length
-            for key, value in attributes.items():
-                # Numbers and booleans (most values) as they are; strings within the limit.
-                if type(value) is str:
-                    found[key] = value if limit is None or len(value) <= limit else value[:limit]
-                elif value is not None:
-                    found[key] = _bounded(value, limit)
+            # The sampler's answer: the span's own attributes as given (kept as bounded
+            # above) and what the sampler adds or replaces, which wins as in the SDK.
+            given = attributes or {}
+            for key, value in (result.attributes or {}).items():
+                if key in given and value is given[key]:
+                    continue
+                if (cut := _bounded(value, limit)) is not None:
+                    found[key] = cut
+        if len(found) > backend.max_attributes:  # the SDK keeps the latest
+            found = dict(list(found.items())[-backend.max_attributes :])
         span = RecordedSpan(
             backend,
             name,
