@@ -1,15 +1,18 @@
-"""`make bench`: gateway throughput as ratios against a bare gRPC echo server.
+"""`make bench`: gateway throughput as ratios against an echo server of the same shape.
 
 Everything is measured in the same run on the same machine, so the ratios mean
 something even where absolute numbers are noisy. Servers run as subprocesses; the
 load comes from this process through the real asyncio client.
 
-  1. echo:              a bare grpc.aio unary echo of the same request bytes
+  1. echo:              an echo gateway (EchoGateway): grpc.aio serving our services,
+                        parsing our requests and answering with a result of the shape
+                        of a filled order, called through the same asyncio client as
+                        the gateway rows; nothing behind it (no risk, no journal)
   2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
   3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
   4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
   4b. SubmitOrders:     n orders over one bidirectional stream (the asyncio client),
-                        against a bare streaming echo of the same request bytes
+                        against the echo gateway's SubmitOrders through the same client
   5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%
@@ -39,6 +42,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -50,19 +54,25 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 import grpc.aio
+from google.protobuf import timestamp_pb2
 
 from execgw.client import AsyncExecutionClient, market
-from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
+from execgw.v1 import (
+    gateway_pb2,
+    gateway_pb2_grpc,
+    market_data_pb2,
+    market_data_pb2_grpc,
+    orders_pb2,
+)
 
 if TYPE_CHECKING:
     from tests.tls_helpers import Pki
 
 ECHO_METHOD = "/bench.Echo/Echo"
-ECHO_STREAM_METHOD = "/bench.Echo/EchoStream"
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 # Bearer tokens of the --secure runs: made for the run, their sha256 in the config.
@@ -81,25 +91,22 @@ async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
-    async def echo_stream(
-        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
-    ) -> AsyncIterator[bytes]:
-        async for request in requests:
-            yield request
-
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo",
         {
             "Echo": grpc.unary_unary_rpc_method_handler(
                 echo, request_deserializer=None, response_serializer=None
             ),
-            "EchoStream": grpc.stream_stream_rpc_method_handler(
-                echo_stream, request_deserializer=None, response_serializer=None
-            ),
         },
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
+    # The baseline of the gateway rows: our services and messages, parsed and built like
+    # ours and called through the same client, with no gateway behind them.
+    # Only the methods the bench calls (the stubs declare every method abstract).
+    echo_gateway, echo_market = cast(Any, EchoGateway)(), cast(Any, EchoMarketData)()
+    gateway_pb2_grpc.add_ExecutionGatewayServicer_to_server(echo_gateway, server)
+    market_data_pb2_grpc.add_MarketDataServicer_to_server(echo_market, server)
     if tls is not None:
         cert, key = tls
         server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
@@ -107,6 +114,60 @@ async def echo_server(port: int, tls: tuple[bytes, bytes] | None = None) -> None
         server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
+
+
+def echo_result(intent: orders_pb2.OrderIntent, client_order_id: str, n: int) -> Any:
+    """An answer of the shape a filled MARKET order gets from the gateway."""
+    now = timestamp_pb2.Timestamp(seconds=1_764_000_000 + n)
+    return orders_pb2.ExecutionResult(
+        order_id=f"O{n:010d}",
+        client_order_id=client_order_id,
+        status=orders_pb2.ORDER_STATUS_FILLED,
+        symbol=intent.symbol,
+        side=intent.side,
+        qty=intent.qty,
+        filled_qty=intent.qty,
+        avg_price=1500.0,
+        avg_price_decimal="1500.00",
+        strategy_code=intent.strategy_code,
+        order_type=intent.order_type,
+        product=intent.product,
+        validity=intent.validity or orders_pb2.VALIDITY_DAY,
+        timestamp=now,
+        created_at=now,
+    )
+
+
+class EchoGateway(gateway_pb2_grpc.ExecutionGatewayServicer):
+    """SubmitOrder and SubmitOrders answered at once from the request."""
+
+    def __init__(self) -> None:
+        self._orders = itertools.count(1)
+
+    async def SubmitOrder(  # noqa: N802
+        self, request: gateway_pb2.SubmitOrderRequest, context: object
+    ) -> gateway_pb2.SubmitOrderResponse:
+        result = echo_result(request.intent, request.client_order_id, next(self._orders))
+        return gateway_pb2.SubmitOrderResponse(result=result)
+
+    async def SubmitOrders(  # noqa: N802
+        self, requests: AsyncIterator[gateway_pb2.SubmitOrdersRequest], context: object
+    ) -> AsyncIterator[gateway_pb2.SubmitOrdersResponse]:
+        async for request in requests:
+            result = echo_result(request.intent, request.client_order_id, next(self._orders))
+            yield gateway_pb2.SubmitOrdersResponse(
+                client_order_id=request.client_order_id, result=result
+            )
+
+
+class EchoMarketData(market_data_pb2_grpc.MarketDataServicer):
+    async def PublishQuotes(  # noqa: N802
+        self, requests: AsyncIterator[market_data_pb2.PublishQuotesRequest], context: object
+    ) -> market_data_pb2.PublishQuotesResponse:
+        accepted = 0
+        async for request in requests:
+            accepted += len(request.quotes)
+        return market_data_pb2.PublishQuotesResponse(accepted=accepted)
 
 
 @contextlib.contextmanager
@@ -223,50 +284,6 @@ async def echo_rate(
 
         await run_concurrently(min(n, 200), concurrency, call)  # warm-up
         return await run_concurrently(n, concurrency, call)
-
-
-async def echo_latencies(target: str, n: int) -> list[float]:
-    """The bare echo's latencies (ms) from one caller, past the warm-up, on the same
-    request bytes as echo_rate."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 20)
-        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
-        latencies = []
-        for i in range(n):
-            payload = request_bytes(i)
-            started = time.perf_counter()
-            await method(payload, timeout=10)
-            latencies.append(time.perf_counter() - started)
-        return [x * 1e3 for x in latencies[min(50, n // 10) :]]
-
-
-async def echo_stream_rate(target: str, n: int) -> float:
-    """Messages per second through one bidirectional stream of the bare echo: requests of
-    SubmitOrdersRequest's shape out, the same bytes back, parsed as a response."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 20)
-        method: grpc.aio.StreamStreamMultiCallable[bytes, gateway_pb2.SubmitOrdersResponse] = (
-            channel.stream_stream(
-                ECHO_STREAM_METHOD,
-                request_serializer=None,
-                response_deserializer=gateway_pb2.SubmitOrdersResponse.FromString,
-            )
-        )
-
-        async def run(count: int) -> float:
-            async def requests() -> AsyncIterator[bytes]:
-                for i in range(count):
-                    yield stream_request(i).SerializeToString()
-
-            started = time.perf_counter()
-            seen = 0
-            async for _ in method(requests(), timeout=120):
-                seen += 1
-            assert seen == count
-            return count / (time.perf_counter() - started)
-
-        await run(min(n, 200))  # warm-up
-        return await run(n)
 
 
 def stream_request(i: int, run: str = "echo") -> gateway_pb2.SubmitOrdersRequest:
@@ -505,8 +522,8 @@ async def day_main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         with echo_process() as target:
-            echo, took = await timed(echo_rate(target, 3000, 16))
-        report.measured("bare gRPC echo (unary), 16 in flight", echo, "calls/s", took)
+            echo, took = await timed(submit_rate(target, 3000, 16))
+        report.measured("echo gateway SubmitOrder, 16 in flight", echo, "calls/s", took)
         print(
             f"{'orders in the day':<20}{'per second':>12}{'vs echo':>10}{'max ms':>10}"
             f"{'RSS MiB':>10}"
@@ -542,7 +559,7 @@ async def day_main(args: argparse.Namespace) -> None:
                             "orders_in_day": done,
                             "value": rate,
                             "unit": "calls/s",
-                            "vs": "bare gRPC echo (unary), 16 in flight",
+                            "vs": "echo gateway SubmitOrder, 16 in flight",
                             "ratio": rate / echo,
                             "slowest_ms": slowest * 1e3,
                             "rss_mib": rss,
@@ -782,8 +799,8 @@ async def main(args: argparse.Namespace) -> None:
         f"{report.machine['python']}",
         flush=True,
     )
-    echo_unary = f"bare gRPC echo (unary), {c} in flight"
-    echo_stream = "bare gRPC echo (one stream)"
+    echo_unary = f"echo gateway SubmitOrder, {c} in flight"
+    echo_stream = "echo gateway SubmitOrders (one stream)"
     stream_row = "SubmitOrders, one stream"
     group_row = f"SubmitOrder, group commit, {c} in flight"
     single_row = f"SubmitOrder, one fsync per order, {c} in flight"
@@ -799,10 +816,10 @@ async def main(args: argparse.Namespace) -> None:
         streams: list[float] = []
         for rep in range(1, args.repeats + 1):
             with echo_process() as target:
-                rate, took = await timed(echo_rate(target, args.n, c))
+                rate, took = await timed(submit_rate(target, args.n, c))
                 report.measured(echo_unary, rate, "calls/s", took, rep)
                 echoes.append(rate)
-                rate, took = await timed(echo_stream_rate(target, args.n))
+                rate, took = await timed(submit_stream_rate(target, args.n))
                 report.measured(echo_stream, rate, "msgs/s", took, rep)
                 stream_echoes.append(rate)
             with gateway(tmp, f"stream{rep}", 512) as target:
@@ -827,10 +844,10 @@ async def main(args: argparse.Namespace) -> None:
         # One caller: the echo's latency, then SubmitOrder's with no subscriber and with
         # 500 receiving every event.
         with echo_process() as target:
-            echo_ms, took = await timed(echo_latencies(target, args.latency_calls))
+            echo_ms, took = await timed(latencies_with_subscribers(target, 0, args.latency_calls))
         echo_p50, echo_p99 = percentile(echo_ms, 0.5), percentile(echo_ms, 0.99)
-        report.measured("bare gRPC echo, one caller, p50", echo_p50, "ms", took)
-        report.measured("bare gRPC echo, one caller, p99", echo_p99, "ms", took)
+        report.measured("echo gateway SubmitOrder, one caller, p50", echo_p50, "ms", took)
+        report.measured("echo gateway SubmitOrder, one caller, p99", echo_p99, "ms", took)
         latency: dict[int, list[float]] = {}
         for subscribers in (0,) if quick else (0, 500):
             with gateway(tmp, f"subs{subscribers}", 512, extra=MANY_STREAMS) as target:
@@ -878,8 +895,8 @@ async def main(args: argparse.Namespace) -> None:
     report.row(echo_stream, stream_echo, "msgs/s")
     report.row(stream_row, stream, "msgs/s", echo_stream, stream / stream_echo)
     echo_p50_row, echo_p99_row = (
-        "bare gRPC echo, one caller, p50",
-        "bare gRPC echo, one caller, p99",
+        "echo gateway SubmitOrder, one caller, p50",
+        "echo gateway SubmitOrder, one caller, p99",
     )
     report.row(echo_p50_row, echo_p50, "ms")
     report.row(echo_p99_row, echo_p99, "ms")
