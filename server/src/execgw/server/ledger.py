@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ from execgw.server.events import (
     VenueRejected,
     VenueUpdated,
 )
+
+log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 # Orders one ListOrders page may look at, matching or not: the page ends there, short or
@@ -493,7 +496,18 @@ class Ledger:
 
     def _close(self, order: Order, status: OrderStatus, when: datetime) -> None:
         order.status = status
-        # Reports still on their way to a closed order (expired at the rollover) lapse.
+        for flight in order.fills_in_flight:
+            # Never expected: the engine takes every report before it closes an order
+            # (the rollover's expiry included). A fill made at the exchange is lost here.
+            log.error(
+                "order %s closed (%s) with the report of its fill %s (%d at %s) still on "
+                "its way: that fill is lost to positions",
+                order.order_id,
+                status.value,
+                flight.fill.fill_id,
+                flight.fill.qty,
+                flight.fill.price,
+            )
         order.fills_in_flight = ()
         del self._open_by_id[order.order_id]
         order.updated_at = when

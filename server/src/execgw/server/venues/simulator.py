@@ -17,6 +17,7 @@ decides, and returns events; the core applies them to the ledger.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -51,6 +52,8 @@ from execgw.server.instruments import InstrumentRegistry
 from execgw.server.venues.charges import ChargeModel
 from execgw.server.venues.fill_model import FillModel, Liquidity
 from execgw.server.venues.latency import Kind, LatencyModel
+
+log = logging.getLogger(__name__)
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 # Kite statuses after which nothing is pending.
@@ -183,7 +186,7 @@ class SmartFillSimulator:
                     # Not when the exchange filled it all: only the reports are to come.
                     self._rest(order, triggered=order.triggered or not is_stop)
                 if order.status is OrderStatus.PENDING_CANCEL:
-                    # Its cancel was on its way: it arrives with the next quote.
+                    # Its cancel was on its way: it arrives as soon as time moves on.
                     self._schedule(_EPOCH, "cancel", order, "cancelled by client")
 
     def market_price(self, side: Side, symbol: str, ltp: Decimal) -> Decimal:
@@ -286,12 +289,46 @@ class SmartFillSimulator:
             resting_allowed=intent.validity is Validity.DAY,
         )
 
-    def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+    def on_time(self, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        """Everything the latency model holds that is due by `now`, for every symbol, in
+        due order: orders and cancels reaching the exchange, reports of its fills and
+        cancels reaching the gateway. Time alone delivers them: a report must not wait
+        for its symbol's next quote, which may never come (the day's last quote, then
+        the rollover). An order that would reach the exchange with no quote known there
+        (after a restart) waits for the first, and what is behind it with it."""
         self._unfolded.clear()
+        self._forget_closed_cancels()
+        events: list[Event] = []
+        while (symbol := self._next_due(now)) is not None:
+            events += self._deliver_one(symbol, now, next_fill_id)
+        return events
+
+    def _next_due(self, now: datetime) -> str | None:
+        best: str | None = None
+        best_key: tuple[datetime, int] | None = None
+        for symbol in list(self._pending):
+            pending = self._pending[symbol]
+            if not pending:
+                del self._pending[symbol]
+                continue
+            head = pending[0]
+            if head.due > now:
+                continue
+            if head.kind == "insert" and symbol not in self._last_quote:
+                continue
+            if best_key is None or (head.due, head.seq) < best_key:
+                best, best_key = symbol, (head.due, head.seq)
+        return best
+
+    def _forget_closed_cancels(self) -> None:
         if self._cancelled_at_exchange:
             self._cancelled_at_exchange = {
                 k: o for k, o in self._cancelled_at_exchange.items() if o.status.is_open
             }
+
+    def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        self._unfolded.clear()
+        self._forget_closed_cancels()
         events: list[Event] = []
         # After a restart, what was on its way meets the first quote seen.
         self._last_quote.setdefault(quote.symbol, quote)
@@ -353,6 +390,9 @@ class SmartFillSimulator:
         self._cancelled_at_exchange.pop(order_id, None)
         pending = self._pending.get(symbol)
         if pending:
+            for p in pending:
+                if p.order.order_id == order_id and p.kind == "fill":
+                    self._lost(p)
             pending[:] = [p for p in pending if p.order.order_id != order_id]
         self._brokerage.pop(order_id, None)
         book = self._working.get(symbol)
@@ -404,32 +444,61 @@ class SmartFillSimulator:
         pending.append(_Pending(due, self._pending_seq, kind, order, message, report))
         pending.sort(key=lambda p: (p.due, p.seq))
 
+    @staticmethod
+    def _lost(item: _Pending) -> None:
+        """A fill the exchange made whose report is dropped: never expected (the caller
+        delivers the order's fills_in_flight before closing it), so said loudly."""
+        report = item.report
+        order = item.order
+        if report is None:
+            return
+        if any(f.fill.fill_id == report.fill.fill_id for f in order.fills_in_flight):
+            log.error(
+                "the report of fill %s (%d of order %s at %s, made at %s) was dropped "
+                "undelivered: the gateway's position misses it",
+                report.fill.fill_id,
+                report.fill.qty,
+                order.order_id,
+                report.fill.price,
+                report.fill.timestamp.isoformat(),
+            )
+
     def _deliver(self, symbol: str, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
-        """What is due by `now`, in due order: orders and cancels reaching the exchange,
-        reports of its fills and cancels reaching the gateway."""
+        """What is due by `now` for `symbol`, in due order."""
         pending = self._pending[symbol]
         events: list[Event] = []
         while pending and pending[0].due <= now:
-            item = pending.pop(0)
-            order = item.order
-            if not order.status.is_open:
-                continue
-            match item.kind:
-                case "fill":
-                    assert item.report is not None
-                    report = item.report
-                    events.append(OrderFilled(report.fill, report.quote, raw=report.raw))
-                case "cancelled":
-                    raw = self._raw(order, "CANCELLED")
-                    events.append(OrderCancelled(order.order_id, now, item.message, raw=raw))
-                case "insert":
-                    if self._remaining(order) > 0:
-                        events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
-                case "cancel":
-                    # Nothing left when the exchange filled it all (the fill stands, and
-                    # its report, on the way, closes the order) or cancelled the rest.
-                    if self._at_exchange(order):
-                        events += self._exchange_cancel(order, now, item.message)
+            events += self._deliver_one(symbol, now, next_fill_id)
+        return events
+
+    def _deliver_one(
+        self, symbol: str, now: datetime, next_fill_id: Callable[[], str]
+    ) -> list[Event]:
+        """The first item pending for `symbol`: an order or a cancel reaching the
+        exchange, the report of a fill or of a cancel reaching the gateway."""
+        item = self._pending[symbol].pop(0)
+        order = item.order
+        events: list[Event] = []
+        if not order.status.is_open:
+            # Closed by the gateway: a report it still waited for was lost there (the
+            # ledger says so loudly), never here.
+            return events
+        match item.kind:
+            case "fill":
+                assert item.report is not None
+                report = item.report
+                events.append(OrderFilled(report.fill, report.quote, raw=report.raw))
+            case "cancelled":
+                raw = self._raw(order, "CANCELLED")
+                events.append(OrderCancelled(order.order_id, now, item.message, raw=raw))
+            case "insert":
+                if self._remaining(order) > 0:
+                    events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
+            case "cancel":
+                # Nothing left when the exchange filled it all (the fill stands, and
+                # its report, on the way, closes the order) or cancelled the rest.
+                if self._at_exchange(order):
+                    events += self._exchange_cancel(order, now, item.message)
         return events
 
     def _at_exchange(self, order: Order) -> bool:
