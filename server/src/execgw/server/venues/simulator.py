@@ -104,6 +104,10 @@ class SmartFillSimulator:
         # Quotes observed by this call, journaled (QuoteObserved) ahead of their fills so
         # that a restart gets _seen and _liquidity back (restore's `liquidity`).
         self._observed: list[Event] = []
+        # Per symbol: the latest quote observed but not journaled. Only a symbol with an
+        # order here (working or on its way) has its quotes journaled: one with none is
+        # journaled lazily, when an order comes (see _journal_quote).
+        self._unjournaled: dict[str, QuoteObserved] = {}
         self._charges = charges
         self._latency = latency or LatencyModel()
         # Put Kite's status strings in each event's raw, as Kite's order updates have.
@@ -137,6 +141,7 @@ class SmartFillSimulator:
         self._seen.clear()
         self._liquidity.clear()
         self._observed.clear()
+        self._unjournaled.clear()
         self._brokerage.clear()
 
     def working_order_ids(self) -> list[str]:
@@ -144,11 +149,19 @@ class SmartFillSimulator:
 
     def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
         """Put open orders back in the book, e.g. after a restart, and each symbol's
-        latest quote with what fills took from it (when liquidity is tracked)."""
+        latest quote with what fills took from it (when liquidity is tracked).
+
+        Only the symbols of open orders get theirs back: a symbol's quotes are journaled
+        only while it has orders, so the journaled quote of any other may be stale (its
+        volume would make the next quote's traded volume look larger than it was)."""
         self._unfolded.clear()
+        orders = list(orders)
         if self._model.tracks_liquidity:
+            busy = {o.intent.symbol for o in orders if o.status.is_open}
             for entry in liquidity:
                 quote = entry.quote
+                if quote.symbol not in busy:
+                    continue
                 self._seen[quote.symbol] = (quote, entry.previous_volume)
                 budget = Liquidity.of(self._model, quote, entry.previous_volume)
                 budget.take(Side.BUY, entry.taken_buy)
@@ -204,7 +217,10 @@ class SmartFillSimulator:
         if self._latency.active("insert"):
             due = now + self._latency.delay("insert", order.order_id)
             self._schedule(due, "insert", order, "")
-            return self._status(order, now, "OPEN PENDING")
+            # The quote it will meet, if no other comes first: a restart must know it.
+            self._journal_quote(quote.symbol)
+            observed, self._observed = self._observed, []
+            return [*observed, *self._status(order, now, "OPEN PENDING")]
         return self._arrive(order, quote, now, next_fill_id)
 
     def cancel_now(self, order: Order, now: datetime, message: str) -> list[Event]:
@@ -246,7 +262,8 @@ class SmartFillSimulator:
     ) -> list[Event]:
         """An order reaches the exchange and meets `quote`."""
         met = self._meet(order, quote, now, next_fill_id)
-        # A quote it was the first to see goes ahead of the fills against it.
+        # The quote it met, if not journaled yet, goes ahead of the fills against it.
+        self._journal_quote(order.intent.symbol)
         head, self._observed = self._observed, []
         if self._latency.active("insert"):
             head.append(OrderArrived(order.order_id, now))
@@ -346,6 +363,9 @@ class SmartFillSimulator:
                 liquidity = self._liquidity[quote.symbol]
             else:
                 liquidity = self._observe(quote)
+            if self._working.get(quote.symbol) or self._pending.get(quote.symbol):
+                # Orders here may fill against it, also after a restart: journal it.
+                self._journal_quote(quote.symbol)
                 events += self._observed
                 self._observed = []
         book = self._working.get(quote.symbol)
@@ -603,8 +623,17 @@ class SmartFillSimulator:
         self._seen[quote.symbol] = (quote, previous_volume)
         liquidity = Liquidity.of(self._model, quote, previous_volume)
         self._liquidity[quote.symbol] = liquidity
-        self._observed.append(QuoteObserved(quote, previous_volume))
+        self._unjournaled[quote.symbol] = QuoteObserved(quote, previous_volume)
         return liquidity
+
+    def _journal_quote(self, symbol: str) -> None:
+        """Journal (QuoteObserved, ahead of the fills against it) the symbol's latest
+        quote if it is not yet: when an order may fill against it. Quotes of symbols
+        with no order here are never journaled: nothing depends on them after a
+        restart, and a feed of many symbols must not cost a journal row per quote."""
+        observed = self._unjournaled.pop(symbol, None)
+        if observed is not None:
+            self._observed.append(observed)
 
     def _liquidity_for(self, quote: Quote) -> Liquidity | None:
         """What `quote` still offers to a new order; None when liquidity is not tracked."""
