@@ -1,7 +1,8 @@
 """Regressions from the review of fill latency (FillExecuted, Order.fills_in_flight):
 what the simulator's latency holds is delivered as time passes, not only with its
 symbol's next quote, so no fill the simulated exchange made is lost at the rollover;
-and a replay reproduces deliveries made by time alone.
+a late report does not move its order's updated_at back; and a replay reproduces
+deliveries made by time alone.
 
 Driven through the real engine (the one the gateway runs in its single writer), with a
 ManualClock as the only time; slippage 0, so every fill price is the price it met."""
@@ -269,6 +270,29 @@ def test_a_replay_delivers_what_time_delivered_in_the_recording() -> None:
     first, second = replay(s.records, cfg), replay(s.records, cfg)
     assert first == second == recorded
     assert first.orders[("s", "k1")].filled_qty == 10
+
+
+# -- 3. updated_at ---------------------------------------------------------------
+
+
+def test_a_late_report_moves_updated_at_forward_to_its_report_time() -> None:
+    """Made at T0, reported at T0 + 100 ms; a cancel at T0 + 10 makes the order
+    PENDING_CANCEL then. The report must not set updated_at back to T0; the fill keeps
+    the exchange's time."""
+    s = Session(config(FILL_LATENCY))
+    s.quote("1000.00")
+    order_id = s.submit(intent("BUY", 10), "k1")
+    s.clock.advance(ms(10))
+    s.run(s.engine.cancel, order_id)
+    order = s.engine.state.ledger.order(order_id)
+    assert order is not None
+    assert (order.status, order.updated_at) == (OrderStatus.PENDING_CANCEL, T0 + ms(10))
+    s.clock.advance(ms(140))
+    (filled,) = [e for e in s.quote("1005.00") if isinstance(e, OrderFilled)]
+    assert filled.fill.timestamp == T0
+    done = s.engine.state.ledger.order(order_id)
+    assert done is not None
+    assert (done.status, done.updated_at) == (OrderStatus.FILLED, T0 + ms(100))
 
 
 def test_closing_an_order_with_a_report_still_on_its_way_is_logged_loudly(
