@@ -1,8 +1,8 @@
 """Regressions from the review of fill latency (FillExecuted, Order.fills_in_flight):
 what the simulator's latency holds is delivered as time passes, not only with its
 symbol's next quote, so no fill the simulated exchange made is lost at the rollover;
-a late report does not move its order's updated_at back; and a replay reproduces
-deliveries made by time alone.
+a late report neither moves its order's updated_at back nor puts its old price over a
+newer mark; and a replay reproduces deliveries made by time alone.
 
 Driven through the real engine (the one the gateway runs in its single writer), with a
 ManualClock as the only time; slippage 0, so every fill price is the price it met."""
@@ -33,6 +33,7 @@ from execgw.server.events import (
     DayRolledOver,
     Event,
     FillExecuted,
+    MarksRecorded,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
@@ -293,6 +294,40 @@ def test_a_late_report_moves_updated_at_forward_to_its_report_time() -> None:
     done = s.engine.state.ledger.order(order_id)
     assert done is not None
     assert (done.status, done.updated_at) == (OrderStatus.FILLED, T0 + ms(100))
+
+
+# -- 4. marks ----------------------------------------------------------------------
+
+
+def test_a_late_report_does_not_put_its_old_price_over_a_newer_mark() -> None:
+    """The fold (live and at recovery alike): a fill made at T0 at 1000, marks
+    journaled at T0 + 50 ms at 1010, the fill's report at T0 + 100 ms. The mark stays
+    1010."""
+    state = GatewayState(
+        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+    )
+    order = intent("BUY", 10)
+    fill = Fill(
+        fill_id="F0000000001",
+        order_id="O0000000001",
+        client_order_id="k1",
+        strategy_code="s",
+        symbol=INFY,
+        side=Side.BUY,
+        product=Product.CNC,
+        qty=10,
+        price=Decimal(1000),
+        timestamp=T0,
+    )
+    quote = Quote(INFY, Decimal(1000), T0)
+    state.apply(OrderAccepted("O0000000001", "k1", order, T0))
+    state.apply(FillExecuted(fill, quote, T0 + ms(100)))
+    state.apply(MarksRecorded({INFY: Decimal(1010)}, T0 + ms(50)))
+    state.apply(OrderFilled(fill, quote))
+    assert state.marks[INFY] == Decimal(1010)
+    position = state.ledger.position(("s", INFY, Product.CNC))
+    assert position is not None
+    assert position.net_qty == 10
 
 
 def test_closing_an_order_with_a_report_still_on_its_way_is_logged_loudly(
