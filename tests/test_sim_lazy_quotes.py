@@ -200,3 +200,41 @@ def test_a_restart_does_not_offer_volume_from_a_stale_journaled_quote() -> None:
     again.restore(state.ledger.open_orders(), state.liquidity.values())
     assert uninterrupted == 50
     assert fills_on_q5(again, "O3") <= uninterrupted
+
+
+def test_liquidity_taken_from_the_quote_in_force_stays_taken_after_a_rebuild() -> None:
+    """cap_to_displayed_qty, domain level: A (BUY 60) takes 60 of the ask's 100 and is
+    done, so INFY has no order left. A rebuild (a failed command's recovery keeps the
+    quote book) restores the simulator from the state: B (BUY 100) meeting the same
+    quote gets the 40 left, not 100."""
+    sym, t0 = INFY, datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+    def simulator() -> SmartFillSimulator:
+        return SmartFillSimulator(
+            slippage_bps=Decimal(0),
+            instruments=InstrumentRegistry([Instrument(sym, Decimal("0.05"), 1)]),
+            model=FillModel(cap_to_displayed_qty=True, price_source="touch"),
+        )
+
+    state = GatewayState(
+        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+    )
+
+    def place(order_id: str, qty: int) -> Order:
+        intent = OrderIntent(sym, "s", Side.BUY, qty, OrderType.MARKET, Product.CNC, Validity.DAY)
+        state.apply(OrderAccepted(order_id, order_id, intent, t0))
+        order = state.ledger.order(order_id)
+        assert order is not None
+        return order
+
+    q = DomainQuote(sym, Decimal(1000), t0, Decimal("999.95"), Decimal(1000), 100, 100)
+    sim = simulator()
+    assert sim.on_quote(q, t0, state.ids.fill_id) == []
+    for event in sim.on_new_order(place("O1", 60), q, t0, state.ids.fill_id):
+        state.apply(event)
+    assert state.ledger.open_orders() == []
+
+    again = simulator()
+    again.restore(state.ledger.open_orders(), state.liquidity.values())
+    events = again.on_new_order(place("O2", 100), q, t0, state.ids.fill_id)
+    assert [e.fill.qty for e in events if isinstance(e, OrderFilled)] == [40]

@@ -108,6 +108,11 @@ class SmartFillSimulator:
         # order here (working or on its way) has its quotes journaled: one with none is
         # journaled lazily, when an order comes (see _journal_quote).
         self._unjournaled: dict[str, QuoteObserved] = {}
+        # Per symbol with no open order: its journaled quote (budget, previous volume)
+        # as restored. Perhaps stale, so used only for that very quote (the quote in
+        # force after a rebuild that kept the quote book), never for the volume before
+        # a new one.
+        self._idle: dict[str, tuple[Liquidity, int | None]] = {}
         self._charges = charges
         self._latency = latency or LatencyModel()
         # Put Kite's status strings in each event's raw, as Kite's order updates have.
@@ -142,6 +147,7 @@ class SmartFillSimulator:
         self._liquidity.clear()
         self._observed.clear()
         self._unjournaled.clear()
+        self._idle.clear()
         self._brokerage.clear()
 
     def working_order_ids(self) -> list[str]:
@@ -151,21 +157,23 @@ class SmartFillSimulator:
         """Put open orders back in the book, e.g. after a restart, and each symbol's
         latest quote with what fills took from it (when liquidity is tracked).
 
-        Only the symbols of open orders get theirs back: a symbol's quotes are journaled
-        only while it has orders, so the journaled quote of any other may be stale (its
-        volume would make the next quote's traded volume look larger than it was)."""
+        Only the symbols of open orders get theirs back in full: a symbol's quotes are
+        journaled only while it has orders, so the journaled quote of any other may be
+        stale (its volume would make the next quote's traded volume look larger than it
+        was). Such a quote serves only an order that meets that very quote."""
         self._unfolded.clear()
         orders = list(orders)
         if self._model.tracks_liquidity:
             busy = {o.intent.symbol for o in orders if o.status.is_open}
             for entry in liquidity:
                 quote = entry.quote
-                if quote.symbol not in busy:
-                    continue
-                self._seen[quote.symbol] = (quote, entry.previous_volume)
                 budget = Liquidity.of(self._model, quote, entry.previous_volume)
                 budget.take(Side.BUY, entry.taken_buy)
                 budget.take(Side.SELL, entry.taken_sell)
+                if quote.symbol not in busy:
+                    self._idle[quote.symbol] = (budget, entry.previous_volume)
+                    continue
+                self._seen[quote.symbol] = (quote, entry.previous_volume)
                 self._liquidity[quote.symbol] = budget
                 # The quote in force at the exchange: orders on their way meet it.
                 self._last_quote.setdefault(quote.symbol, quote)
@@ -620,6 +628,7 @@ class SmartFillSimulator:
         """A new quote of a symbol: a fresh budget of liquidity."""
         seen = self._seen.get(quote.symbol)
         previous_volume = None if seen is None else seen[0].volume
+        self._idle.pop(quote.symbol, None)
         self._seen[quote.symbol] = (quote, previous_volume)
         liquidity = Liquidity.of(self._model, quote, previous_volume)
         self._liquidity[quote.symbol] = liquidity
@@ -648,6 +657,12 @@ class SmartFillSimulator:
             liquidity = Liquidity.of(self._model, quote, seen[1])
             self._liquidity[quote.symbol] = liquidity
             return liquidity
+        idle = self._idle.pop(quote.symbol, None)
+        if idle is not None and idle[0].quote == quote:
+            # The journaled quote, still in force: what fills took of it stays taken.
+            self._seen[quote.symbol] = (quote, idle[1])
+            self._liquidity[quote.symbol] = idle[0]
+            return idle[0]
         return self._observe(quote)
 
     def _reference_name(self, side: Side) -> str:
