@@ -515,7 +515,11 @@ class SmartFillSimulator:
             case "fill":
                 assert item.report is not None
                 report = item.report
-                events.append(OrderFilled(report.fill, report.quote, raw=report.raw))
+                fill_id = report.fill.fill_id
+                # Once: a report the gateway took already (e.g. at the rollover) is not
+                # applied again.
+                if any(f.fill.fill_id == fill_id for f in order.fills_in_flight):
+                    events.append(OrderFilled(report.fill, report.quote, raw=report.raw))
             case "cancelled":
                 raw = self._raw(order, "CANCELLED")
                 events.append(OrderCancelled(order.order_id, now, item.message, raw=raw))
