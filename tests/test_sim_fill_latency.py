@@ -1,7 +1,8 @@
 """Fill-report latency (execution.simulator.latency_ms.fill), end to end through the
 real server and client: the simulated exchange fills an order at T on the quote in
-force at T; the gateway learns of it (OrderFilled) with the first quote of the symbol
-from T + fill latency on, and until then its order shows no such fill. A cancel that
+force at T; the gateway learns of it (OrderFilled) at its first command, tick or quote
+from T + fill latency on (tests/test_sim_on_time.py: with no quote at all), and until
+then its order shows no such fill. A cancel that
 comes in between cannot undo the fill. A restart in between neither loses nor repeats
 the report. The ManualClock is the only time; slippage is 0, so every fill price is the
 price it met."""

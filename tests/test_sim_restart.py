@@ -230,7 +230,8 @@ def test_volume_taken_from_a_quote_is_not_offered_again_after_a_restart(
 
 def test_the_journaled_liquidity_counts_a_late_reported_fill_once_and_restores_the_budget() -> None:
     """Domain level, with fill latency 50 ms and volume_limit 0.1: Q2 (11,000 after
-    10,000) offers 100. A (BUY 60) takes 60 at once (FillExecuted); its report, 50 ms
+    10,000) offers 100. A (BUY 60) takes 60 at once (FillExecuted, after Q2's
+    QuoteObserved); its report, 50 ms
     later, takes nothing more. A simulator restored from the folded state offers B (BUY
     100) the 40 left of Q2, at Q2's ask."""
     sym, t0 = "NSE:INFY", datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
@@ -265,7 +266,9 @@ def test_the_journaled_liquidity_counts_a_late_reported_fill_once_and_restores_t
     order_a = state.ledger.order("O1")
     assert order_a is not None
     made = sim.on_new_order(order_a, q2, q2.timestamp, state.ids.fill_id)
-    assert [type(e) for e in made] == [FillExecuted]
+    # Q2 is journaled only now, ahead of the first fill against it: with no order, no
+    # quote was.
+    assert [type(e) for e in made] == [QuoteObserved, FillExecuted]
     for event in made:
         state.apply(event)
     assert (state.liquidity[sym].previous_volume, state.liquidity[sym].taken_buy) == (10_000, 60)

@@ -791,8 +791,17 @@ class ExecutionEngine:
         if after is not None and not after.status.is_open:
             self._order_spans.pop(after.order_id, None)
 
+    def advance_time(self) -> None:
+        """Time passing alone: what the venue has due and the time-driven events, with
+        no breaker evaluation (replay: the moments the journal shows them happening)."""
+        self._advance_time()
+
     def _advance_time(self) -> datetime:
         now = self._clock.now()
+        # What the venue's latency held until now (fill reports above all) lands first:
+        # at a rollover it belongs to the day that ends, not to the next.
+        for event in self._venue.on_time(now, self.state.ids.fill_id):
+            self._emit(event, now)
         book_day = self._risk.book.day
         if book_day is not None and self._risk.calendar.trading_day(now) > book_day:
             # The new day's baseline values positions at these marks: journal them first,
@@ -932,8 +941,14 @@ class ExecutionEngine:
         for order in doomed:
             if expire:
                 self._dirty = True
+                # Fills the venue made before the day ended stand: reports still on their
+                # way (fill latency, at most a minute) are taken now, then what is left
+                # expires.
+                for flight in order.fills_in_flight:
+                    self._emit(OrderFilled(flight.fill, flight.quote, raw=flight.raw), now)
                 self._venue.forget(order)
-                self._emit(OrderCancelled(order.order_id, now, message), now)
+                if order.status.is_open:
+                    self._emit(OrderCancelled(order.order_id, now, message), now)
             else:
                 self._cancel_resting(order, now, message)
         return len(doomed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ from execgw.server.events import (
     VenueRejected,
     VenueUpdated,
 )
+
+log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 # Orders one ListOrders page may look at, matching or not: the page ends there, short or
@@ -463,19 +466,25 @@ class Ledger:
                     f"trade {fill.venue_trade_id} already applied to {order.order_id}"
                 )
             order.venue_trade_ids = (*order.venue_trade_ids, fill.venue_trade_id)
+        # When the order learnt of the fill: at once, or (fill latency) when the report
+        # of a fill the exchange made earlier lands, never before what it knew already.
+        # The fill keeps the exchange's time.
+        when = fill.timestamp
         if order.fills_in_flight:
-            # The report of a fill the exchange made earlier (fill latency) lands.
-            order.fills_in_flight = tuple(
-                f for f in order.fills_in_flight if f.fill.fill_id != fill.fill_id
-            )
+            late = [f for f in order.fills_in_flight if f.fill.fill_id == fill.fill_id]
+            if late:
+                when = max(order.updated_at, late[0].reported_at)
+                order.fills_in_flight = tuple(
+                    f for f in order.fills_in_flight if f.fill.fill_id != fill.fill_id
+                )
         order.filled_qty += fill.qty
         order.filled_value += fill.price * fill.qty
         if order.remaining_qty == 0:
-            self._close(order, OrderStatus.FILLED, fill.timestamp)
+            self._close(order, OrderStatus.FILLED, when)
         elif order.status is not OrderStatus.PENDING_CANCEL:
             # A fill is the venue's word that it has the order, acked or not yet.
             order.status = OrderStatus.PARTIAL
-        order.updated_at = fill.timestamp
+        order.updated_at = when
         key = (fill.strategy_code, fill.symbol, fill.product)
         state = self._positions.setdefault(key, PositionState())
         realized, round_trip = state.apply(fill.side.sign * fill.qty, fill.price)
@@ -493,7 +502,18 @@ class Ledger:
 
     def _close(self, order: Order, status: OrderStatus, when: datetime) -> None:
         order.status = status
-        # Reports still on their way to a closed order (expired at the rollover) lapse.
+        for flight in order.fills_in_flight:
+            # Never expected: the engine takes every report before it closes an order
+            # (the rollover's expiry included). A fill made at the exchange is lost here.
+            log.error(
+                "order %s closed (%s) with the report of its fill %s (%d at %s) still on "
+                "its way: that fill is lost to positions",
+                order.order_id,
+                status.value,
+                flight.fill.fill_id,
+                flight.fill.qty,
+                flight.fill.price,
+            )
         order.fills_in_flight = ()
         del self._open_by_id[order.order_id]
         order.updated_at = when

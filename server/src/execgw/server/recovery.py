@@ -81,11 +81,12 @@ class GatewayState:
 
     def apply(self, event: Event) -> None:
         """Fold one event into every part of the state; the one path for live and replay."""
+        late = isinstance(event, OrderFilled) and self.ledger.reported_late(event.fill)
         if isinstance(event, QuoteObserved):
             self.liquidity[event.quote.symbol] = QuoteLiquidity(event.quote, event.previous_volume)
         elif isinstance(event, FillExecuted) or (
             # Taken when the exchange made the fill: its late report takes nothing more.
-            isinstance(event, OrderFilled) and not self.ledger.reported_late(event.fill)
+            isinstance(event, OrderFilled) and not late
         ):
             self._take(event.fill, event.quote)
         outcome = self.ledger.apply(event)
@@ -94,9 +95,12 @@ class GatewayState:
         if isinstance(event, MarksRecorded):
             self.marks = dict(event.marks)
             self.fill_marks.clear()
-        elif isinstance(event, OrderFilled):
+        elif isinstance(event, FillExecuted) or (isinstance(event, OrderFilled) and not late):
             # Every fill carries the quote it was priced against: a durable mark for a
             # position that has had no MarksRecorded yet (opened just before a crash).
+            # With fill latency that is the fill's own record (FillExecuted, in journal
+            # order with the marks after it), not its late report: the report's quote is
+            # as old as the fill, and must not replace a mark journaled since.
             self.marks[event.fill.symbol] = event.quote.ltp
             self.fill_marks.add(event.fill.symbol)
         elif isinstance(event, EquityPeak | BreakerTripped | DayRolledOver):

@@ -11,7 +11,9 @@ they were recorded at:
   was);
 - a client's cancel (CancelRequested, or OrderCancelled "cancelled by client"), sent
   to the replayed order with the same key; an operator's halt and resume;
-- the times of rollovers, square-offs and the gateway's own orders, as ticks.
+- the times of rollovers, square-offs and the gateway's own orders, as ticks;
+- the times of fills, arrivals and cancels, as time passing: with latency, the
+  simulator delivers what is due then even when no quote comes.
 
 Then both runs are summed up the same way, per order (filled qty, average price) and
 per strategy (realized PnL gross and net of charges), and compared. Nothing here is
@@ -35,14 +37,18 @@ from execgw.server.errors import GatewayError
 from execgw.server.events import (
     CancelRequested,
     DayRolledOver,
+    FillExecuted,
     MisSquareOffStarted,
     OrderAccepted,
+    OrderArrived,
     OrderCancelled,
+    OrderFilled,
     OrderRejected,
     OrderSubmitted,
     QuotesRecorded,
     TradingHalted,
     TradingResumed,
+    VenueRejected,
 )
 from execgw.server.instruments import InstrumentRegistry, load_kite_instruments
 from execgw.server.journal import GENESIS_HASH, Journal, JournalRecord
@@ -235,6 +241,10 @@ def _feed(
             engine.tick()
         case MisSquareOffStarted():
             engine.tick()
+        case OrderFilled() | FillExecuted() | OrderArrived() | OrderCancelled() | VenueRejected():
+            # Perhaps what the simulator's latency held until then, delivered as time
+            # passed with no quote (a tick): time passes here too, at the same moment.
+            engine.advance_time()
         case _:
             pass
 

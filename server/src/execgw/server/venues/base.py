@@ -67,6 +67,11 @@ class Venue(Protocol):
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
         """Fills and triggers a new quote causes among working orders."""
 
+    def on_time(self, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        """What time alone brings by `now`, quotes or not: a simulator's messages due
+        after their latency (fill reports, cancel confirmations, orders reaching it).
+        Called first whenever the engine's time advances."""
+
     def cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
         """Cancel an open order: at once (OrderCancelled) or by request (CancelRequested)."""
 

@@ -92,6 +92,11 @@ class DryRunVenue:
             return []
         return self._simulator.on_quote(quote, now, next_fill_id)
 
+    def on_time(self, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        if self._simulator is None:
+            return []
+        return self._simulator.on_time(now, next_fill_id)
+
     def cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
         if order.status is OrderStatus.PENDING_CANCEL:
             return []

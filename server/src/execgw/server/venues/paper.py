@@ -49,6 +49,9 @@ class PaperVenue:
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
         return self.simulator.on_quote(quote, now, next_fill_id)
 
+    def on_time(self, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        return self.simulator.on_time(now, next_fill_id)
+
     def cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
         if order.status is OrderStatus.PENDING_CANCEL:
             return []  # already on its way to the exchange

@@ -17,6 +17,7 @@ decides, and returns events; the core applies them to the ledger.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -51,6 +52,8 @@ from execgw.server.instruments import InstrumentRegistry
 from execgw.server.venues.charges import ChargeModel
 from execgw.server.venues.fill_model import FillModel, Liquidity
 from execgw.server.venues.latency import Kind, LatencyModel
+
+log = logging.getLogger(__name__)
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 # Kite statuses after which nothing is pending.
@@ -101,6 +104,15 @@ class SmartFillSimulator:
         # Quotes observed by this call, journaled (QuoteObserved) ahead of their fills so
         # that a restart gets _seen and _liquidity back (restore's `liquidity`).
         self._observed: list[Event] = []
+        # Per symbol: the latest quote observed but not journaled. Only a symbol with an
+        # order here (working or on its way) has its quotes journaled: one with none is
+        # journaled lazily, when an order comes (see _journal_quote).
+        self._unjournaled: dict[str, QuoteObserved] = {}
+        # Per symbol with no open order: its journaled quote (budget, previous volume)
+        # as restored. Perhaps stale, so used only for that very quote (the quote in
+        # force after a rebuild that kept the quote book), never for the volume before
+        # a new one.
+        self._idle: dict[str, tuple[Liquidity, int | None]] = {}
         self._charges = charges
         self._latency = latency or LatencyModel()
         # Put Kite's status strings in each event's raw, as Kite's order updates have.
@@ -134,6 +146,8 @@ class SmartFillSimulator:
         self._seen.clear()
         self._liquidity.clear()
         self._observed.clear()
+        self._unjournaled.clear()
+        self._idle.clear()
         self._brokerage.clear()
 
     def working_order_ids(self) -> list[str]:
@@ -141,15 +155,25 @@ class SmartFillSimulator:
 
     def restore(self, orders: Iterable[Order], liquidity: Iterable[QuoteLiquidity] = ()) -> None:
         """Put open orders back in the book, e.g. after a restart, and each symbol's
-        latest quote with what fills took from it (when liquidity is tracked)."""
+        latest quote with what fills took from it (when liquidity is tracked).
+
+        Only the symbols of open orders get theirs back in full: a symbol's quotes are
+        journaled only while it has orders, so the journaled quote of any other may be
+        stale (its volume would make the next quote's traded volume look larger than it
+        was). Such a quote serves only an order that meets that very quote."""
         self._unfolded.clear()
+        orders = list(orders)
         if self._model.tracks_liquidity:
+            busy = {o.intent.symbol for o in orders if o.status.is_open}
             for entry in liquidity:
                 quote = entry.quote
-                self._seen[quote.symbol] = (quote, entry.previous_volume)
                 budget = Liquidity.of(self._model, quote, entry.previous_volume)
                 budget.take(Side.BUY, entry.taken_buy)
                 budget.take(Side.SELL, entry.taken_sell)
+                if quote.symbol not in busy:
+                    self._idle[quote.symbol] = (budget, entry.previous_volume)
+                    continue
+                self._seen[quote.symbol] = (quote, entry.previous_volume)
                 self._liquidity[quote.symbol] = budget
                 # The quote in force at the exchange: orders on their way meet it.
                 self._last_quote.setdefault(quote.symbol, quote)
@@ -183,7 +207,7 @@ class SmartFillSimulator:
                     # Not when the exchange filled it all: only the reports are to come.
                     self._rest(order, triggered=order.triggered or not is_stop)
                 if order.status is OrderStatus.PENDING_CANCEL:
-                    # Its cancel was on its way: it arrives with the next quote.
+                    # Its cancel was on its way: it arrives as soon as time moves on.
                     self._schedule(_EPOCH, "cancel", order, "cancelled by client")
 
     def market_price(self, side: Side, symbol: str, ltp: Decimal) -> Decimal:
@@ -201,7 +225,10 @@ class SmartFillSimulator:
         if self._latency.active("insert"):
             due = now + self._latency.delay("insert", order.order_id)
             self._schedule(due, "insert", order, "")
-            return self._status(order, now, "OPEN PENDING")
+            # The quote it will meet, if no other comes first: a restart must know it.
+            self._journal_quote(quote.symbol)
+            observed, self._observed = self._observed, []
+            return [*observed, *self._status(order, now, "OPEN PENDING")]
         return self._arrive(order, quote, now, next_fill_id)
 
     def cancel_now(self, order: Order, now: datetime, message: str) -> list[Event]:
@@ -243,7 +270,8 @@ class SmartFillSimulator:
     ) -> list[Event]:
         """An order reaches the exchange and meets `quote`."""
         met = self._meet(order, quote, now, next_fill_id)
-        # A quote it was the first to see goes ahead of the fills against it.
+        # The quote it met, if not journaled yet, goes ahead of the fills against it.
+        self._journal_quote(order.intent.symbol)
         head, self._observed = self._observed, []
         if self._latency.active("insert"):
             head.append(OrderArrived(order.order_id, now))
@@ -286,12 +314,46 @@ class SmartFillSimulator:
             resting_allowed=intent.validity is Validity.DAY,
         )
 
-    def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+    def on_time(self, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        """Everything the latency model holds that is due by `now`, for every symbol, in
+        due order: orders and cancels reaching the exchange, reports of its fills and
+        cancels reaching the gateway. Time alone delivers them: a report must not wait
+        for its symbol's next quote, which may never come (the day's last quote, then
+        the rollover). An order that would reach the exchange with no quote known there
+        (after a restart) waits for the first, and what is behind it with it."""
         self._unfolded.clear()
+        self._forget_closed_cancels()
+        events: list[Event] = []
+        while (symbol := self._next_due(now)) is not None:
+            events += self._deliver_one(symbol, now, next_fill_id)
+        return events
+
+    def _next_due(self, now: datetime) -> str | None:
+        best: str | None = None
+        best_key: tuple[datetime, int] | None = None
+        for symbol in list(self._pending):
+            pending = self._pending[symbol]
+            if not pending:
+                del self._pending[symbol]
+                continue
+            head = pending[0]
+            if head.due > now:
+                continue
+            if head.kind == "insert" and symbol not in self._last_quote:
+                continue
+            if best_key is None or (head.due, head.seq) < best_key:
+                best, best_key = symbol, (head.due, head.seq)
+        return best
+
+    def _forget_closed_cancels(self) -> None:
         if self._cancelled_at_exchange:
             self._cancelled_at_exchange = {
                 k: o for k, o in self._cancelled_at_exchange.items() if o.status.is_open
             }
+
+    def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        self._unfolded.clear()
+        self._forget_closed_cancels()
         events: list[Event] = []
         # After a restart, what was on its way meets the first quote seen.
         self._last_quote.setdefault(quote.symbol, quote)
@@ -309,6 +371,9 @@ class SmartFillSimulator:
                 liquidity = self._liquidity[quote.symbol]
             else:
                 liquidity = self._observe(quote)
+            if self._working.get(quote.symbol) or self._pending.get(quote.symbol):
+                # Orders here may fill against it, also after a restart: journal it.
+                self._journal_quote(quote.symbol)
                 events += self._observed
                 self._observed = []
         book = self._working.get(quote.symbol)
@@ -353,6 +418,9 @@ class SmartFillSimulator:
         self._cancelled_at_exchange.pop(order_id, None)
         pending = self._pending.get(symbol)
         if pending:
+            for p in pending:
+                if p.order.order_id == order_id and p.kind == "fill":
+                    self._lost(p)
             pending[:] = [p for p in pending if p.order.order_id != order_id]
         self._brokerage.pop(order_id, None)
         book = self._working.get(symbol)
@@ -404,32 +472,65 @@ class SmartFillSimulator:
         pending.append(_Pending(due, self._pending_seq, kind, order, message, report))
         pending.sort(key=lambda p: (p.due, p.seq))
 
+    @staticmethod
+    def _lost(item: _Pending) -> None:
+        """A fill the exchange made whose report is dropped: never expected (the caller
+        delivers the order's fills_in_flight before closing it), so said loudly."""
+        report = item.report
+        order = item.order
+        if report is None:
+            return
+        if any(f.fill.fill_id == report.fill.fill_id for f in order.fills_in_flight):
+            log.error(
+                "the report of fill %s (%d of order %s at %s, made at %s) was dropped "
+                "undelivered: the gateway's position misses it",
+                report.fill.fill_id,
+                report.fill.qty,
+                order.order_id,
+                report.fill.price,
+                report.fill.timestamp.isoformat(),
+            )
+
     def _deliver(self, symbol: str, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
-        """What is due by `now`, in due order: orders and cancels reaching the exchange,
-        reports of its fills and cancels reaching the gateway."""
+        """What is due by `now` for `symbol`, in due order."""
         pending = self._pending[symbol]
         events: list[Event] = []
         while pending and pending[0].due <= now:
-            item = pending.pop(0)
-            order = item.order
-            if not order.status.is_open:
-                continue
-            match item.kind:
-                case "fill":
-                    assert item.report is not None
-                    report = item.report
+            events += self._deliver_one(symbol, now, next_fill_id)
+        return events
+
+    def _deliver_one(
+        self, symbol: str, now: datetime, next_fill_id: Callable[[], str]
+    ) -> list[Event]:
+        """The first item pending for `symbol`: an order or a cancel reaching the
+        exchange, the report of a fill or of a cancel reaching the gateway."""
+        item = self._pending[symbol].pop(0)
+        order = item.order
+        events: list[Event] = []
+        if not order.status.is_open:
+            # Closed by the gateway: a report it still waited for was lost there (the
+            # ledger says so loudly), never here.
+            return events
+        match item.kind:
+            case "fill":
+                assert item.report is not None
+                report = item.report
+                fill_id = report.fill.fill_id
+                # Once: a report the gateway took already (e.g. at the rollover) is not
+                # applied again.
+                if any(f.fill.fill_id == fill_id for f in order.fills_in_flight):
                     events.append(OrderFilled(report.fill, report.quote, raw=report.raw))
-                case "cancelled":
-                    raw = self._raw(order, "CANCELLED")
-                    events.append(OrderCancelled(order.order_id, now, item.message, raw=raw))
-                case "insert":
-                    if self._remaining(order) > 0:
-                        events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
-                case "cancel":
-                    # Nothing left when the exchange filled it all (the fill stands, and
-                    # its report, on the way, closes the order) or cancelled the rest.
-                    if self._at_exchange(order):
-                        events += self._exchange_cancel(order, now, item.message)
+            case "cancelled":
+                raw = self._raw(order, "CANCELLED")
+                events.append(OrderCancelled(order.order_id, now, item.message, raw=raw))
+            case "insert":
+                if self._remaining(order) > 0:
+                    events += self._arrive(order, self._last_quote[symbol], now, next_fill_id)
+            case "cancel":
+                # Nothing left when the exchange filled it all (the fill stands, and
+                # its report, on the way, closes the order) or cancelled the rest.
+                if self._at_exchange(order):
+                    events += self._exchange_cancel(order, now, item.message)
         return events
 
     def _at_exchange(self, order: Order) -> bool:
@@ -531,11 +632,21 @@ class SmartFillSimulator:
         """A new quote of a symbol: a fresh budget of liquidity."""
         seen = self._seen.get(quote.symbol)
         previous_volume = None if seen is None else seen[0].volume
+        self._idle.pop(quote.symbol, None)
         self._seen[quote.symbol] = (quote, previous_volume)
         liquidity = Liquidity.of(self._model, quote, previous_volume)
         self._liquidity[quote.symbol] = liquidity
-        self._observed.append(QuoteObserved(quote, previous_volume))
+        self._unjournaled[quote.symbol] = QuoteObserved(quote, previous_volume)
         return liquidity
+
+    def _journal_quote(self, symbol: str) -> None:
+        """Journal (QuoteObserved, ahead of the fills against it) the symbol's latest
+        quote if it is not yet: when an order may fill against it. Quotes of symbols
+        with no order here are never journaled: nothing depends on them after a
+        restart, and a feed of many symbols must not cost a journal row per quote."""
+        observed = self._unjournaled.pop(symbol, None)
+        if observed is not None:
+            self._observed.append(observed)
 
     def _liquidity_for(self, quote: Quote) -> Liquidity | None:
         """What `quote` still offers to a new order; None when liquidity is not tracked."""
@@ -550,6 +661,12 @@ class SmartFillSimulator:
             liquidity = Liquidity.of(self._model, quote, seen[1])
             self._liquidity[quote.symbol] = liquidity
             return liquidity
+        idle = self._idle.pop(quote.symbol, None)
+        if idle is not None and idle[0].quote == quote:
+            # The journaled quote, still in force: what fills took of it stays taken.
+            self._seen[quote.symbol] = (quote, idle[1])
+            self._liquidity[quote.symbol] = idle[0]
+            return idle[0]
         return self._observe(quote)
 
     def _reference_name(self, side: Side) -> str:

@@ -61,6 +61,9 @@ class KiteVenue:
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
         return []
 
+    def on_time(self, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
+        return []
+
     def cancel(self, order: Order, now: datetime, message: str) -> list[Event]:
         if order.status is OrderStatus.PENDING_CANCEL:
             return []
