@@ -661,7 +661,7 @@ class ExecutionEngine:
         placed_by = "" if caller is None else caller.name
         order_span = trace.get_current_span()
         if not internal and not prechecked and failed is None:
-            with tracer.start_as_current_span(STAGE_RISK) as risk_span:
+            with tracer.start_span(STAGE_RISK) as risk_span:
                 checks = self._risk.check(
                     intent,
                     ltp=None if quote is None else quote.ltp,
@@ -693,7 +693,7 @@ class ExecutionEngine:
             )
             return
         assert quote is not None
-        with tracer.start_as_current_span(
+        with tracer.start_span(
             STAGE_VENUE,
             attributes={"execgw.venue": self._venue.name, "execgw.dry_run": self._venue.dry_run},
         ) as venue_span:
