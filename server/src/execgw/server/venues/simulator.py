@@ -131,6 +131,9 @@ class SmartFillSimulator:
         # their way (fill latency): nothing of them works there, though the gateway
         # still has them open until the cancel's confirmation lands.
         self._cancelled_at_exchange: dict[str, Order] = {}
+        # Orders that deliveries of this call closed (rejected, cancelled): the ledger
+        # sees those events only after the call, so the orders' statuses are stale here.
+        self._closed: set[str] = set()
 
     @property
     def model(self) -> FillModel:
@@ -284,6 +287,9 @@ class SmartFillSimulator:
         freeze = self._instruments.get(intent.symbol).freeze_qty
         if freeze is not None and intent.qty > freeze:
             # The exchange refuses such an order outright (execution.autoslice: reject).
+            # Nothing of it is left to deliver: a cancel on its way finds it gone.
+            self._drop_pending(order)
+            self._remove(order)
             return [
                 VenueRejected(
                     order.order_id,
@@ -322,6 +328,7 @@ class SmartFillSimulator:
         the rollover). An order that would reach the exchange with no quote known there
         (after a restart) waits for the first, and what is behind it with it."""
         self._unfolded.clear()
+        self._closed.clear()
         self._forget_closed_cancels()
         events: list[Event] = []
         while (symbol := self._next_due(now)) is not None:
@@ -353,6 +360,7 @@ class SmartFillSimulator:
 
     def on_quote(self, quote: Quote, now: datetime, next_fill_id: Callable[[], str]) -> list[Event]:
         self._unfolded.clear()
+        self._closed.clear()
         self._forget_closed_cancels()
         events: list[Event] = []
         # After a restart, what was on its way meets the first quote seen.
@@ -507,7 +515,7 @@ class SmartFillSimulator:
         item = self._pending[symbol].pop(0)
         order = item.order
         events: list[Event] = []
-        if not order.status.is_open:
+        if not order.status.is_open or order.order_id in self._closed:
             # Closed by the gateway: a report it still waited for was lost there (the
             # ledger says so loudly), never here.
             return events
@@ -531,6 +539,9 @@ class SmartFillSimulator:
                 # its report, on the way, closes the order) or cancelled the rest.
                 if self._at_exchange(order):
                     events += self._exchange_cancel(order, now, item.message)
+        self._closed.update(
+            e.order_id for e in events if isinstance(e, VenueRejected | OrderCancelled)
+        )
         return events
 
     def _at_exchange(self, order: Order) -> bool:
@@ -543,8 +554,7 @@ class SmartFillSimulator:
         cancel overtook the insert). The confirmation travels behind the reports of the
         order's fills still on their way: none comes after it."""
         order_id = order.order_id
-        pending = self._pending.get(order.intent.symbol, [])
-        pending[:] = [p for p in pending if p.order.order_id != order_id or p.kind == "fill"]
+        pending = self._drop_pending(order)
         self._remove(order)
         self._brokerage.pop(order_id, None)
         reports = [p.due for p in pending if p.order.order_id == order_id]
@@ -552,6 +562,15 @@ class SmartFillSimulator:
             self._schedule(max(reports), "cancelled", order, message)
             return []
         return [OrderCancelled(order_id, now, message, raw=self._raw(order, "CANCELLED"))]
+
+    def _drop_pending(self, order: Order) -> list[_Pending]:
+        """Drop what of the order is on its way to the exchange, and any confirmation
+        of a cancel: only the reports of fills the exchange made stay. The symbol's
+        queue is returned."""
+        order_id = order.order_id
+        pending = self._pending.get(order.intent.symbol, [])
+        pending[:] = [p for p in pending if p.order.order_id != order_id or p.kind == "fill"]
+        return pending
 
     def _execute(
         self,

@@ -1,0 +1,156 @@
+"""Regressions from the second review of the simulator's latency: a freeze-quantity
+rejection with the order's cancel due in the same delivery; breaker trips a replay
+must reproduce; a cancel on its way across a restart; a what-if replay after a
+refused command; reports behind an insert with no quote after a restart.
+
+Driven through the real engine, one command at a time as the gateway's writer runs
+it, with a ManualClock as the only time; slippage 0."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from execgw.server.clock import ManualClock
+from execgw.server.config import GatewayConfig, parse_config
+from execgw.server.domain import (
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Product,
+    Quote,
+    Side,
+    Validity,
+)
+from execgw.server.events import Event
+from execgw.server.journal import GENESIS_HASH, JournalRecord
+from execgw.server.ledger import Ledger
+from execgw.server.recovery import GatewayState, IdSource
+from execgw.server.replay import build_engine
+from execgw.server.risk_state import RiskBook
+
+INFY = "NSE:INFY"
+# 10:00 IST on a Friday.
+T0 = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+
+def ms(n: int) -> timedelta:
+    return timedelta(milliseconds=n)
+
+
+def config(execution: dict[str, Any], **over: Any) -> GatewayConfig:
+    base: dict[str, Any] = {
+        "pre_trade": {"orders_per_second": 1_000_000.0, "order_burst": 1_000_000},
+        "circuit_breakers": {
+            "max_trades_per_day": 1_000_000,
+            "max_trades_per_strategy_per_day": 1_000_000,
+        },
+    }
+    data = {
+        "listen": "127.0.0.1:0",
+        "mode": "paper",
+        "journal": {"path": "unused.db"},
+        "market_data": {"source": "external"},
+        "execution": {**base, **execution},
+        **over,
+    }
+    return parse_config(data, source="test")
+
+
+class Session:
+    """An engine run as the gateway's writer runs it: one command at a time, each
+    command's records taken (journaled) after it."""
+
+    def __init__(self, cfg: GatewayConfig, start: datetime = T0) -> None:
+        self.cfg = cfg
+        self.clock = ManualClock(start)
+        self.engine = build_engine(cfg, self.clock)
+        self.records: list[JournalRecord] = []
+
+    def run(self, command: Any, *args: Any) -> list[Event]:
+        self.engine.begin_command()
+        command(*args)
+        taken = self.engine.take_pending()
+        self.records += taken
+        return [r.event for r in taken]
+
+    def quote(self, ltp: str, *, qty: int = 0) -> list[Event]:
+        price = Decimal(ltp)
+        q = Quote(INFY, price, self.clock.now(), price, price, qty, qty, 0)
+        return self.run(self.engine.apply_quotes, [q])
+
+    def submit(self, intent: OrderIntent, key: str) -> str:
+        self.engine.begin_command()
+        order = self.engine.submit(intent, key)
+        self.records += self.engine.take_pending()
+        return order.order_id
+
+    def tick(self) -> list[Event]:
+        return self.run(self.engine.tick)
+
+    def order(self, order_id: str) -> Order:
+        order = self.engine.state.ledger.order(order_id)
+        assert order is not None
+        return order
+
+    def restart(self) -> None:
+        """A new engine from the journaled records, as recovery builds it."""
+        state = GatewayState(
+            ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+        )
+        for record in self.records:
+            state.apply(record.event)
+            state.sequence = record.sequence
+        self.engine = build_engine(self.cfg, self.clock)
+        self.engine.reload(state)
+
+
+def intent(side: str, qty: int, price: str | None = None) -> OrderIntent:
+    return OrderIntent(
+        symbol=INFY,
+        strategy_code="s",
+        side=Side[side],
+        qty=qty,
+        order_type=OrderType.MARKET if price is None else OrderType.LIMIT,
+        product=Product.CNC,
+        validity=Validity.DAY,
+        price=None if price is None else Decimal(price),
+    )
+
+
+def kinds(events: list[Event]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+# -- 1. a freeze-quantity rejection and a cancel due in the same delivery -----------
+
+
+@pytest.mark.parametrize("how", ["tick", "quote"])
+def test_a_cancel_due_behind_a_freeze_rejection_is_not_applied_to_the_rejected_order(
+    how: str,
+) -> None:
+    """Insert 50 ms, cancel 10 ms, freeze 400: BUY 500 at T0, its cancel sent at
+    T0 + 45 reaches the exchange at T0 + 55, behind the order (T0 + 50). Both are
+    delivered by the next command at T0 + 65: the exchange rejects the order, and the
+    cancel finds nothing. Before, the cancel was applied to the REJECTED order too
+    (LedgerError, and the command failed)."""
+    cfg = config(
+        {"slippage_bps": 0.0, "simulator": {"latency_ms": {"insert": 50.0, "cancel": 10.0}}},
+        instruments={"freeze_qty": {INFY: 400}},
+    )
+    s = Session(cfg)
+    s.quote("1000.00")
+    order_id = s.submit(intent("BUY", 500), "k1")
+    s.clock.advance(ms(45))
+    assert kinds(s.run(s.engine.cancel, order_id)) == ["CancelRequested"]
+    s.clock.advance(ms(20))
+    events = s.tick() if how == "tick" else s.quote("1001.00")
+    assert kinds(events)[:2] == ["OrderArrived", "VenueRejected"]
+    assert "OrderCancelled" not in kinds(events)
+    assert s.order(order_id).status is OrderStatus.REJECTED
+    s.clock.advance(ms(100))
+    assert s.tick() == []
