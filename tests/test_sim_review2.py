@@ -26,12 +26,18 @@ from execgw.server.domain import (
     Side,
     Validity,
 )
+from execgw.server.engine import ExecutionEngine
 from execgw.server.events import Event
+from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import GENESIS_HASH, JournalRecord
 from execgw.server.ledger import Ledger
+from execgw.server.quotes import quote_book
 from execgw.server.recovery import GatewayState, IdSource
-from execgw.server.replay import build_engine
+from execgw.server.replay import build_engine, replay, summarize
+from execgw.server.risk import RiskEngine
 from execgw.server.risk_state import RiskBook
+from execgw.server.trading_calendar import TradingCalendar
+from execgw.server.venues.factory import build_venue
 
 INFY = "NSE:INFY"
 # 10:00 IST on a Friday.
@@ -109,6 +115,24 @@ class Session:
         self.engine.reload(state)
 
 
+def recording(cfg: GatewayConfig) -> Session:
+    """A session whose engine journals the quotes (journal.record_quotes), as the
+    gateway's does: a replay needs them."""
+    s = Session(cfg)
+    instruments = InstrumentRegistry([])
+    s.engine = ExecutionEngine(
+        state=GatewayState(
+            ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+        ),
+        clock=s.clock,
+        quotes=quote_book(cfg.market_data, instruments, s.clock),
+        venue=build_venue(cfg, instruments),
+        risk=RiskEngine(cfg.execution, TradingCalendar(cfg.trading_day)),
+        record_quotes=cfg.journal.record_quotes,
+    )
+    return s
+
+
 def intent(side: str, qty: int, price: str | None = None) -> OrderIntent:
     return OrderIntent(
         symbol=INFY,
@@ -154,3 +178,44 @@ def test_a_cancel_due_behind_a_freeze_rejection_is_not_applied_to_the_rejected_o
     assert s.order(order_id).status is OrderStatus.REJECTED
     s.clock.advance(ms(100))
     assert s.tick() == []
+
+
+# -- 2. a replay reproduces a breaker tripped by a tick's deliveries ------------------
+
+
+def test_a_replay_trips_the_breaker_a_tick_tripped_in_the_recording() -> None:
+    """max_loss_streak 1, fill latency 500 ms: the losing SELL's report lands on a tick,
+    whose breaker evaluation trips the strategy; its next BUY is refused. The replay
+    with the same config evaluates breakers there too: the BUY is refused as well
+    (before, it was accepted and left PENDING_CANCEL)."""
+    cfg = config(
+        {
+            "slippage_bps": 0.0,
+            "simulator": {"latency_ms": {"fill": 500.0}},
+            "circuit_breakers": {
+                "max_loss_streak": 1,
+                "max_trades_per_day": 1000,
+                "max_trades_per_strategy_per_day": 1000,
+            },
+        },
+        journal={"path": "unused.db", "record_quotes": True},
+    )
+    s = recording(cfg)
+    s.quote("1000.00")
+    s.clock.advance(timedelta(seconds=1))
+    s.submit(intent("BUY", 10), "b1")
+    s.clock.advance(timedelta(seconds=1))
+    s.tick()
+    s.clock.advance(timedelta(seconds=1))
+    s.quote("990.00")
+    s.clock.advance(timedelta(seconds=1))
+    s.submit(intent("SELL", 10), "s1")
+    s.clock.advance(timedelta(seconds=1))
+    assert kinds(s.tick())[-1] == "BreakerTripped"
+    s.clock.advance(timedelta(seconds=1))
+    b2 = s.submit(intent("BUY", 10), "b2")
+    assert s.order(b2).status is OrderStatus.REJECTED
+    recorded = summarize(s.engine.state)
+    replayed = replay(s.records, cfg)
+    assert replayed.orders[("s", "b2")].status == "REJECTED"
+    assert replayed == recorded

@@ -35,8 +35,10 @@ from execgw.server.domain import Order
 from execgw.server.engine import ExecutionEngine
 from execgw.server.errors import GatewayError
 from execgw.server.events import (
+    BreakerTripped,
     CancelRequested,
     DayRolledOver,
+    EquityPeak,
     FillExecuted,
     MisSquareOffStarted,
     OrderAccepted,
@@ -240,6 +242,10 @@ def _feed(
         case OrderAccepted() | OrderSubmitted() | OrderRejected() | DayRolledOver():
             engine.tick()
         case MisSquareOffStarted():
+            engine.tick()
+        case BreakerTripped() | EquityPeak():
+            # Only ever journaled by the breaker evaluation that ends a command: when a
+            # tick's deliveries (time alone) tripped it, nothing else here evaluates.
             engine.tick()
         case OrderFilled() | FillExecuted() | OrderArrived() | OrderCancelled() | VenueRejected():
             # Perhaps what the simulator's latency held until then, delivered as time
