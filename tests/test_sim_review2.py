@@ -219,3 +219,45 @@ def test_a_replay_trips_the_breaker_a_tick_tripped_in_the_recording() -> None:
     replayed = replay(s.records, cfg)
     assert replayed.orders[("s", "b2")].status == "REJECTED"
     assert replayed == recorded
+
+
+# -- 3. a cancel on its way across a restart ------------------------------------------
+
+
+def test_a_cancel_that_overtook_the_order_still_cancels_it_after_a_restart() -> None:
+    """Insert 50 ms, cancel 10 ms: the cancel sent at T0 + 5 reaches the exchange at
+    T0 + 15, before the order (T0 + 50), as it would have without the restart. Before,
+    the restored order arrived and FILLED, its cancel lost."""
+    cfg = config(
+        {"slippage_bps": 0.0, "simulator": {"latency_ms": {"insert": 50.0, "cancel": 10.0}}}
+    )
+    s = Session(cfg)
+    s.quote("1000.00")
+    order_id = s.submit(intent("BUY", 10), "k1")
+    s.clock.advance(ms(5))
+    assert kinds(s.run(s.engine.cancel, order_id)) == ["CancelRequested"]
+    s.clock.advance(ms(5))
+    s.restart()
+    s.clock.advance(ms(90))
+    events = s.tick() + s.quote("1001.00")
+    assert "OrderFilled" not in kinds(events)
+    order = s.order(order_id)
+    assert (order.status, order.filled_qty) == (OrderStatus.CANCELLED, 0)
+
+
+def test_a_cancel_behind_the_order_still_finds_it_filled_after_a_restart() -> None:
+    """The cancel sent at T0 + 45 is due at T0 + 55, after the order arrived (and filled)
+    at T0 + 50: after the restart too it cancels nothing."""
+    cfg = config(
+        {"slippage_bps": 0.0, "simulator": {"latency_ms": {"insert": 50.0, "cancel": 10.0}}}
+    )
+    s = Session(cfg)
+    s.quote("1000.00")
+    order_id = s.submit(intent("BUY", 10), "k1")
+    s.clock.advance(ms(45))
+    s.run(s.engine.cancel, order_id)
+    s.restart()
+    s.clock.advance(ms(55))
+    s.quote("1001.00")
+    order = s.order(order_id)
+    assert (order.status, order.filled_qty) == (OrderStatus.FILLED, 10)

@@ -196,6 +196,13 @@ class SmartFillSimulator:
                     # have (freeze check, IOC, first fill) once its latency has passed.
                     due = order.created_at + self._latency.delay("insert", order.order_id)
                     self._schedule(due, "insert", order, "")
+                    if order.status is OrderStatus.PENDING_CANCEL:
+                        # Its cancel was sent too (CancelRequested, the order's last
+                        # update): it reaches the exchange when it would have, before
+                        # the order (which it then cancels) or after it.
+                        sent = order.updated_at
+                        due = sent + self._latency.delay("cancel", order.order_id)
+                        self._schedule(due, "cancel", order, order.message)
                     continue
                 is_stop = order.intent.order_type in (OrderType.SL, OrderType.SL_M)
                 left = self._remaining(order)
