@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from execgw.server import replay as replay_module
 from execgw.server.clock import ManualClock
 from execgw.server.config import GatewayConfig, parse_config
 from execgw.server.domain import (
@@ -27,7 +28,7 @@ from execgw.server.domain import (
     Validity,
 )
 from execgw.server.engine import ExecutionEngine
-from execgw.server.events import Event
+from execgw.server.events import Event, OrderFilled
 from execgw.server.instruments import InstrumentRegistry
 from execgw.server.journal import GENESIS_HASH, JournalRecord
 from execgw.server.ledger import Ledger
@@ -261,3 +262,61 @@ def test_a_cancel_behind_the_order_still_finds_it_filled_after_a_restart() -> No
     s.quote("1001.00")
     order = s.order(order_id)
     assert (order.status, order.filled_qty) == (OrderStatus.FILLED, 10)
+
+
+# -- 4. a what-if replay keeps what a refused command did -----------------------------
+
+
+def test_a_what_if_replay_keeps_the_fill_ids_a_refused_cancel_drew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recorded with no latency: a BUY LIMIT 990 rests (LTP 1000) and is cancelled at
+    T0 + 170; a BUY MARKET later fills. Replayed with touch prices and insert latency
+    100 ms: the LIMIT reaches the exchange (ask 990) as the cancel's command passes time,
+    and fills, drawing a fill id; the cancel is then refused. As in the gateway the
+    fill and its id stand: before, the replay took the id back and the MARKET's fill got
+    it again (a duplicate fill id)."""
+    live = config({"slippage_bps": 0.0}, journal={"path": "unused.db", "record_quotes": True})
+    s = recording(live)
+
+    def book() -> list[Event]:
+        q = Quote(INFY, Decimal(1000), s.clock.now(), Decimal(989), Decimal(990), 1000, 1000, 0)
+        return s.run(s.engine.apply_quotes, [q])
+
+    book()
+    s.clock.advance(ms(10))
+    rests = s.submit(intent("BUY", 10, "990.00"), "A")
+    s.clock.advance(ms(160))
+    s.run(s.engine.cancel, rests)
+    assert s.order(rests).status is OrderStatus.CANCELLED
+    s.clock.advance(ms(30))
+    book()
+    s.submit(intent("BUY", 10), "B")
+    s.clock.advance(ms(150))
+    book()  # B has reached the exchange in the replay
+    what_if = config(
+        {
+            "slippage_bps": 0.0,
+            "simulator": {"price_source": "touch", "latency_ms": {"insert": 100.0}},
+        }
+    )
+    replayed: list[JournalRecord] = []
+
+    def capture(cfg: GatewayConfig, clock: ManualClock) -> ExecutionEngine:
+        engine = build_engine(cfg, clock)
+        take = engine.take_pending
+
+        def taken() -> list[JournalRecord]:
+            replayed.extend(take())
+            return []
+
+        monkeypatch.setattr(engine, "take_pending", taken)
+        return engine
+
+    monkeypatch.setattr(replay_module, "build_engine", capture)
+    result = replay(s.records, what_if)
+    assert result.orders[("s", "A")].status == "FILLED"
+    fills = [r.event.fill for r in replayed if isinstance(r.event, OrderFilled)]
+    assert [(f.client_order_id, f.qty) for f in fills] == [("A", 10), ("B", 10)]
+    assert fills[0].fill_id != fills[1].fill_id
+    assert result.orders[("s", "B")].filled_qty == 10
