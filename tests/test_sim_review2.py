@@ -320,3 +320,31 @@ def test_a_what_if_replay_keeps_the_fill_ids_a_refused_cancel_drew(
     assert [(f.client_order_id, f.qty) for f in fills] == [("A", 10), ("B", 10)]
     assert fills[0].fill_id != fills[1].fill_id
     assert result.orders[("s", "B")].filled_qty == 10
+
+
+# -- 5. an order waiting for a quote after a restart holds up only itself ----------------
+
+
+def test_after_a_restart_an_order_waiting_for_a_quote_does_not_hold_up_other_reports() -> None:
+    """Insert 50 ms, fill 500 ms: A arrives and fills at T0 + 50, its report due at
+    T0 + 550; B (a LIMIT) is sent at T0 + 70 and the gateway restarts. B cannot reach
+    the exchange before INFY's next quote (none known); A's report must not wait for it
+    behind B: a tick delivers it. Before, it waited for the quote."""
+    cfg = config(
+        {"slippage_bps": 0.0, "simulator": {"latency_ms": {"insert": 50.0, "fill": 500.0}}}
+    )
+    s = Session(cfg)
+    s.quote("1000.00")
+    a = s.submit(intent("BUY", 10), "A")
+    s.clock.advance(ms(60))
+    assert "FillExecuted" in kinds(s.tick())
+    s.clock.advance(ms(10))
+    b = s.submit(intent("BUY", 10, "900.00"), "B")
+    s.restart()
+    s.clock.advance(timedelta(seconds=5))
+    assert kinds(s.tick()) == ["OrderFilled"]
+    order = s.order(a)
+    assert (order.status, order.filled_qty, order.fills_in_flight) == (OrderStatus.FILLED, 10, ())
+    assert not s.order(b).arrived
+    assert "OrderArrived" in kinds(s.quote("1000.00"))
+    assert s.order(b).arrived

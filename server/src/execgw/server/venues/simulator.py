@@ -333,31 +333,50 @@ class SmartFillSimulator:
         cancels reaching the gateway. Time alone delivers them: a report must not wait
         for its symbol's next quote, which may never come (the day's last quote, then
         the rollover). An order that would reach the exchange with no quote known there
-        (after a restart) waits for the first, and what is behind it with it."""
+        (after a restart) waits for the first, and what of it is behind it with it;
+        other orders' reports and cancels do not wait."""
         self._unfolded.clear()
         self._closed.clear()
         self._forget_closed_cancels()
         events: list[Event] = []
-        while (symbol := self._next_due(now)) is not None:
-            events += self._deliver_one(symbol, now, next_fill_id)
+        while (due := self._next_due(now)) is not None:
+            events += self._deliver_one(*due, now, next_fill_id)
         return events
 
-    def _next_due(self, now: datetime) -> str | None:
-        best: str | None = None
+    def _next_due(self, now: datetime) -> tuple[str, int] | None:
+        """The symbol and queue position of the item to deliver next, if any is due."""
+        best: tuple[str, int] | None = None
         best_key: tuple[datetime, int] | None = None
         for symbol in list(self._pending):
             pending = self._pending[symbol]
             if not pending:
                 del self._pending[symbol]
                 continue
-            head = pending[0]
-            if head.due > now:
+            index = self._first_deliverable(symbol, now)
+            if index is None:
                 continue
-            if head.kind == "insert" and symbol not in self._last_quote:
-                continue
-            if best_key is None or (head.due, head.seq) < best_key:
-                best, best_key = symbol, (head.due, head.seq)
+            item = pending[index]
+            if best_key is None or (item.due, item.seq) < best_key:
+                best, best_key = (symbol, index), (item.due, item.seq)
         return best
+
+    def _first_deliverable(self, symbol: str, now: datetime) -> int | None:
+        """The position of the first item due for `symbol` that can be delivered. With
+        no quote known there (after a restart) an order cannot reach the exchange: it
+        waits for the first quote, and what else of that order is behind it with it;
+        the rest (other orders' reports and cancels) goes on as time passes."""
+        pending = self._pending[symbol]
+        if symbol in self._last_quote:
+            return 0 if pending[0].due <= now else None
+        waiting: set[str] = set()
+        for index, item in enumerate(pending):
+            if item.due > now:
+                return None
+            if item.kind == "insert" or item.order.order_id in waiting:
+                waiting.add(item.order.order_id)
+                continue
+            return index
+        return None
 
     def _forget_closed_cancels(self) -> None:
         if self._cancelled_at_exchange:
@@ -511,15 +530,15 @@ class SmartFillSimulator:
         pending = self._pending[symbol]
         events: list[Event] = []
         while pending and pending[0].due <= now:
-            events += self._deliver_one(symbol, now, next_fill_id)
+            events += self._deliver_one(symbol, 0, now, next_fill_id)
         return events
 
     def _deliver_one(
-        self, symbol: str, now: datetime, next_fill_id: Callable[[], str]
+        self, symbol: str, index: int, now: datetime, next_fill_id: Callable[[], str]
     ) -> list[Event]:
-        """The first item pending for `symbol`: an order or a cancel reaching the
+        """The item pending for `symbol` at `index`: an order or a cancel reaching the
         exchange, the report of a fill or of a cancel reaching the gateway."""
-        item = self._pending[symbol].pop(0)
+        item = self._pending[symbol].pop(index)
         order = item.order
         events: list[Event] = []
         if not order.status.is_open or order.order_id in self._closed:
