@@ -348,3 +348,45 @@ def test_after_a_restart_an_order_waiting_for_a_quote_does_not_hold_up_other_rep
     assert not s.order(b).arrived
     assert "OrderArrived" in kinds(s.quote("1000.00"))
     assert s.order(b).arrived
+
+
+# -- 6. a tick's deliveries cost in proportion to them -----------------------------------
+
+
+def test_a_tick_delivering_across_many_symbols_looks_at_each_symbol_a_few_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Insert latency 100 ms, one order in each of 200 symbols, all delivered by one
+    tick. Before, finding each next item rescanned every symbol (200 x 200 looks);
+    now each symbol is looked at once per item it delivers, and once to start."""
+    cfg = config({"slippage_bps": 0.0, "simulator": {"latency_ms": {"insert": 100.0}}})
+    s = Session(cfg)
+    symbols = [f"NSE:S{i}" for i in range(200)]
+    price = Decimal(100)
+    quotes = [Quote(sym, price, s.clock.now(), price, price, 0, 0, 0) for sym in symbols]
+    s.run(s.engine.apply_quotes, quotes)
+    for sym in symbols:
+        order = OrderIntent(
+            symbol=sym,
+            strategy_code="s",
+            side=Side.BUY,
+            qty=1,
+            order_type=OrderType.MARKET,
+            product=Product.CNC,
+            validity=Validity.DAY,
+        )
+        s.submit(order, f"k-{sym}")
+    simulator = s.engine._venue.simulator  # type: ignore[attr-defined]
+    looks = 0
+    first_deliverable = simulator._first_deliverable
+
+    def counted(symbol: str, now: datetime) -> int | None:
+        nonlocal looks
+        looks += 1
+        result: int | None = first_deliverable(symbol, now)
+        return result
+
+    monkeypatch.setattr(simulator, "_first_deliverable", counted)
+    s.clock.advance(ms(150))
+    assert kinds(s.tick()).count("OrderFilled") == 200
+    assert looks <= 3 * len(symbols)

@@ -17,6 +17,7 @@ decides, and returns events; the core applies them to the ledger.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -339,26 +340,36 @@ class SmartFillSimulator:
         self._closed.clear()
         self._forget_closed_cancels()
         events: list[Event] = []
-        while (due := self._next_due(now)) is not None:
-            events += self._deliver_one(*due, now, next_fill_id)
-        return events
-
-    def _next_due(self, now: datetime) -> tuple[str, int] | None:
-        """The symbol and queue position of the item to deliver next, if any is due."""
-        best: tuple[str, int] | None = None
-        best_key: tuple[datetime, int] | None = None
+        # Per symbol with something due, its next item, by (due, seq): each delivery
+        # changes only its own symbol's queue, which goes back in with its next one.
+        heap: list[tuple[datetime, int, str]] = []
         for symbol in list(self._pending):
-            pending = self._pending[symbol]
-            if not pending:
+            if not self._pending[symbol]:
                 del self._pending[symbol]
                 continue
+            self._push_due(heap, symbol, now)
+        while heap:
+            due, seq, symbol = heapq.heappop(heap)
             index = self._first_deliverable(symbol, now)
             if index is None:
                 continue
-            item = pending[index]
-            if best_key is None or (item.due, item.seq) < best_key:
-                best, best_key = (symbol, index), (item.due, item.seq)
-        return best
+            item = self._pending[symbol][index]
+            if (item.due, item.seq) != (due, seq):
+                # Not the item it was queued for (never expected): queue it again.
+                heapq.heappush(heap, (item.due, item.seq, symbol))
+                continue
+            events += self._deliver_one(symbol, index, now, next_fill_id)
+            self._push_due(heap, symbol, now)
+        return events
+
+    def _push_due(self, heap: list[tuple[datetime, int, str]], symbol: str, now: datetime) -> None:
+        """Queue `symbol` by its next deliverable item, if one is due."""
+        if not self._pending.get(symbol):
+            return
+        index = self._first_deliverable(symbol, now)
+        if index is not None:
+            item = self._pending[symbol][index]
+            heapq.heappush(heap, (item.due, item.seq, symbol))
 
     def _first_deliverable(self, symbol: str, now: datetime) -> int | None:
         """The position of the first item due for `symbol` that can be delivered. With
