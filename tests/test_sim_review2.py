@@ -390,3 +390,34 @@ def test_a_tick_delivering_across_many_symbols_looks_at_each_symbol_a_few_times(
     s.clock.advance(ms(150))
     assert kinds(s.tick()).count("OrderFilled") == 200
     assert looks <= 3 * len(symbols)
+
+
+# -- 7. a report on its way at the rollover belongs to the day that ended -----------------
+
+
+def test_a_report_due_after_the_rollover_counts_in_the_day_that_ended() -> None:
+    """Fill latency 500 ms: a SELL closing a long fills at the exchange at 07:59:59.900
+    IST with a profit of 100; its report is due at 08:00:00.400, after the rollover.
+    The tick at 08:00:00.100 takes the report before DayRolledOver: the profit is the
+    ended day's, and the new day starts at 0. Before, it landed after the rollover,
+    in the new day's realized P&L."""
+    cfg = config(
+        {"slippage_bps": 0.0, "simulator": {"latency_ms": {"fill": 500.0}}},
+        trading_day={"mis_square_off": None},
+    )
+    s = Session(cfg, start=datetime(2026, 11, 27, 2, 29, 58, tzinfo=UTC))
+    s.quote("1000.00")
+    s.submit(intent("BUY", 10), "b")
+    s.clock.advance(timedelta(seconds=1))
+    assert kinds(s.tick()) == ["OrderFilled"]
+    s.clock.advance(ms(100))
+    s.submit(intent("SELL", 10, "1010.00"), "s")
+    s.clock.set(datetime(2026, 11, 27, 2, 29, 59, 900_000, tzinfo=UTC))
+    assert "FillExecuted" in kinds(s.quote("1011.00"))
+    s.clock.set(datetime(2026, 11, 27, 2, 30, 0, 100_000, tzinfo=UTC))
+    events = kinds(s.tick())
+    assert events.index("OrderFilled") < events.index("DayRolledOver")
+    book = s.engine.state.risk
+    assert book.day is not None
+    assert book.day.isoformat() == "2026-11-27"
+    assert book.realized_total == 0

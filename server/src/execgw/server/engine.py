@@ -804,6 +804,12 @@ class ExecutionEngine:
             self._emit(event, now)
         book_day = self._risk.book.day
         if book_day is not None and self._risk.calendar.trading_day(now) > book_day:
+            # Fills the exchange made before the day ended belong to that day: reports
+            # still on their way (fill latency) are taken now, before the rollover closes
+            # the day's books, not after it.
+            for order in self.state.ledger.open_orders():
+                for flight in order.fills_in_flight:
+                    self._emit(OrderFilled(flight.fill, flight.quote, raw=flight.raw), now)
             # The new day's baseline values positions at these marks: journal them first,
             # so a restart values them the same way (a fill's price becomes a real mark).
             self._record_marks(now, force=True)
