@@ -19,6 +19,7 @@ from typing import Any
 
 from execgw.server import cli_render as render
 from execgw.server.telemetry.summary import DEFAULT_SLOWEST, Summary, read_spans, summarize
+from execgw.server.telemetry.tracing import EXPORT_DELAY_S
 
 
 def add_trace_commands(sub: Any) -> None:
@@ -63,7 +64,8 @@ def _summary(args: argparse.Namespace) -> int:
         seen = ", ".join(found.sessions) or "none"
         print(
             f"execgw: trace summary: no spans of session {args.session!r} in {path} "
-            f"(sessions there: {seen})",
+            f"(sessions there: {seen}); a running gateway writes its spans in batches, "
+            f"about {EXPORT_DELAY_S:g} s after they end, and the rest as it stops",
             file=sys.stderr,
         )
         return 1
@@ -135,7 +137,10 @@ def _print_tables(summary: Summary, path: Path, session: str | None) -> None:
     unreadable = f", {summary.unreadable} unreadable lines" if summary.unreadable else ""
     render.line(f"{path}: {summary.spans} spans ({scope}){unreadable}")
     if not summary.spans:
-        render.line("no spans")
+        render.line(
+            f"no spans (a running gateway writes them in batches, about {EXPORT_DELAY_S:g} s "
+            "after they end, and the rest as it stops)"
+        )
         return
     if summary.orders:
         render.table(

@@ -55,6 +55,10 @@ FLUSH_TIMEOUT_MS = 5_000
 # Spans waiting for the exporter at most (unless OTEL_BSP_MAX_QUEUE_SIZE says); past it
 # new spans are dropped, never waited for.
 SPAN_QUEUE_SIZE = 16_384
+# Seconds between exports of a quiet gateway (unless OTEL_BSP_SCHEDULE_DELAY says): the
+# SDK's 5 s left a new user's first `execgw trace summary` with nothing to read. A busy
+# gateway exports every 512 spans anyway.
+EXPORT_DELAY_S = 1.0
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -363,7 +367,10 @@ class SpanPipeline:
             # blocks) when its queue is full: OTEL_BSP_* tune it. Its queue here holds
             # a few seconds of a busy day's spans, not the SDK's 2048.
             queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else SPAN_QUEUE_SIZE
-            self._processor = BatchSpanProcessor(exporter, max_queue_size=queue)
+            delay = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else EXPORT_DELAY_S * 1000
+            self._processor = BatchSpanProcessor(
+                exporter, max_queue_size=queue, schedule_delay_millis=delay
+            )
             self._pipelines.attach(self._processor)
 
     @property
