@@ -510,7 +510,7 @@ DAY_TARGETS: list[tuple[str, str, str, float | None]] = [
 async def day_main(args: argparse.Namespace) -> None:
     """`--day N`: one gateway through a day of N orders at 16 in flight, snapshots on
     (journal.snapshot_every at its default). Per 5,000 orders: the rate, its ratio to the
-    bare echo measured just before, the slowest SubmitOrder, and the server's RSS. Then
+    echo gateway measured just before, the slowest SubmitOrder, and the server's RSS. Then
     the time a restart on that journal takes until it answers. Written to
     bench/results-day.json."""
     chunk = 5_000

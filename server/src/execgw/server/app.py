@@ -496,7 +496,8 @@ async def serve(config: GatewayConfig) -> None:
     starting = asyncio.current_task()
 
     def on_signal() -> None:
-        if starting is not None and not started:
+        # Once: a second signal must not cut short the cleanup the first one started.
+        if starting is not None and not started and not stop.is_set():
             starting.cancel()
         stop.set()
 

@@ -65,7 +65,7 @@ def _summary(args: argparse.Namespace) -> int:
         print(
             f"execgw: trace summary: no spans of session {args.session!r} in {path} "
             f"(sessions there: {seen}); a running gateway writes its spans in batches, "
-            f"about {EXPORT_DELAY_S:g} s after they end, and the rest as it stops",
+            f"by default about {EXPORT_DELAY_S:g} s after they end, and the rest as it stops",
             file=sys.stderr,
         )
         return 1
@@ -138,8 +138,8 @@ def _print_tables(summary: Summary, path: Path, session: str | None) -> None:
     render.line(f"{path}: {summary.spans} spans ({scope}){unreadable}")
     if not summary.spans:
         render.line(
-            f"no spans (a running gateway writes them in batches, about {EXPORT_DELAY_S:g} s "
-            "after they end, and the rest as it stops)"
+            f"no spans (a running gateway writes them in batches, by default about "
+            f"{EXPORT_DELAY_S:g} s after they end, and the rest as it stops)"
         )
         return
     if summary.orders:
