@@ -486,9 +486,10 @@ def test_concurrent_call_caps_answer_resource_exhausted(limited: RunningGateway)
                 return sum(len(c.answered) + len(c.refused) for c in others)
 
             poll(lambda: answered() >= 4, "the other raw calls answered or holding a slot")
-            # A request over max_receive_message_bytes is refused before it is parsed.
+            # A request over max_receive_message_bytes is refused before it is parsed (by
+            # its size: not the call cap, which `first`'s slots may still hold).
             first.close()
-            with pytest.raises(ResourceExhausted):
+            with pytest.raises(ResourceExhausted, match="larger than max"):
                 honest.get_quote("NSE:" + "X" * 100_000)
 
             def served() -> bool:
