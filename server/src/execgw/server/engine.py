@@ -808,8 +808,7 @@ class ExecutionEngine:
             # still on their way (fill latency) are taken now, before the rollover closes
             # the day's books, not after it.
             for order in self.state.ledger.open_orders():
-                for flight in order.fills_in_flight:
-                    self._emit(OrderFilled(flight.fill, flight.quote, raw=flight.raw), now)
+                self._land_reports_in_flight(order, now)
             # The new day's baseline values positions at these marks: journal them first,
             # so a restart values them the same way (a fill's price becomes a real mark).
             self._record_marks(now, force=True)
@@ -950,14 +949,20 @@ class ExecutionEngine:
                 # Fills the venue made before the day ended stand: reports still on their
                 # way (fill latency, at most a minute) are taken now, then what is left
                 # expires.
-                for flight in order.fills_in_flight:
-                    self._emit(OrderFilled(flight.fill, flight.quote, raw=flight.raw), now)
+                self._land_reports_in_flight(order, now)
                 self._venue.forget(order)
                 if order.status.is_open:
                     self._emit(OrderCancelled(order.order_id, now, message), now)
             else:
                 self._cancel_resting(order, now, message)
         return len(doomed)
+
+    def _land_reports_in_flight(self, order: Order, now: datetime) -> None:
+        """The fills the venue made for `order` whose reports are still on their way
+        (fill latency), taken now: the day closing or the order expiring cannot undo
+        them."""
+        for flight in order.fills_in_flight:
+            self._emit(OrderFilled(flight.fill, flight.quote, raw=flight.raw), now)
 
     def _cancel_resting(self, order: Order, now: datetime, message: str) -> None:
         self._dirty = True
