@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -110,7 +110,6 @@ class RecordedSpan(ReadableSpan, trace.Span):
         self._start_time = start_time
         self._end_time: int | None = None
         self._attributes = self._values = attributes
-        self._span_context = context
         self._events: list[Event] = []
         self._links = tuple(links[-backend.max_links :]) if links else ()
         self._resource = backend.resource
@@ -120,7 +119,7 @@ class RecordedSpan(ReadableSpan, trace.Span):
     # -- trace.Span
 
     def get_span_context(self) -> SpanContext:
-        return self._span_context
+        return cast(SpanContext, self._context)  # set from a SpanContext, never None
 
     def is_recording(self) -> bool:
         return self._end_time is None
