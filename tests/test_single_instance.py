@@ -259,9 +259,11 @@ def _posix_locks_of_this_process(path: Path) -> list[str]:
     """SQLite's own (POSIX) locks on the file, as the kernel lists them."""
     st = path.stat()
     inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    # Each line opens with its ordinal in the kernel's whole table, which moves as other
+    # processes (parallel test workers) take and drop locks: compare what follows it.
     with open("/proc/locks", encoding="ascii") as locks:
         return [
-            line
+            line.split(":", 1)[1].strip()
             for line in locks
             if " POSIX " in line and f" {os.getpid()} " in line and f" {inode} " in line
         ]
