@@ -3,6 +3,8 @@ for everything an exporter, a sampler or a span processor can see."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from opentelemetry.trace.span import TraceState
 
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.spans import GatewayTracer, RecordedSpan
-from execgw.server.telemetry.tracing import ScopeSampler
+from execgw.server.telemetry.tracing import JsonLinesSpanExporter, ScopeSampler, _plain_line
 
 SCOPE = scopes.Scope("rehearsal-1", "live", True)
 
@@ -223,3 +225,55 @@ def test_a_dropped_root_keeps_the_random_trace_id_flag() -> None:
     flags = span.get_span_context().trace_flags
     assert not flags.sampled
     assert flags.random_trace_id
+
+
+def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_path: Path) -> None:
+    """The jsonl exporter writes the commonest gateway span directly (no events, links,
+    status or trace state); that line must be exactly what the general encoder writes,
+    and every other span must take the general path."""
+    tracer, exported, _ = _setup()
+    exporter = JsonLinesSpanExporter(tmp_path / "spans.jsonl")
+    encode = exporter._encoder.encode
+    token = otel_context.attach(scopes.in_scope(SCOPE))
+    try:
+        with tracer.start_as_current_span(
+            "rpc",
+            kind=SpanKind.SERVER,
+            attributes={
+                "text": 'é "quoted" \\ \n\t\x00',
+                "n": -(2**40),
+                "f": 1.5,
+                "b": False,
+                "seq": ("x", "y"),
+            },
+        ):
+            tracer.start_span("plain child").end()
+            with tracer.start_as_current_span("with event") as evented:
+                evented.add_event("e", {"k": "v"})
+            linked = tracer.start_span("with link", links=[trace.Link(evented.get_span_context())])
+            linked.end()
+            failed = tracer.start_span("with status")
+            failed.set_status(StatusCode.ERROR, "boom")
+            failed.end()
+        remote = SpanContext(1, 2, True, TraceFlags(1), TraceState([("k", "v")]))
+        tracer.start_span(
+            "with trace state", context=trace.set_span_in_context(NonRecordingSpan(remote))
+        ).end()
+    finally:
+        otel_context.detach(token)
+    spans = _by_name(exported)
+    direct = {name for name, span in spans.items() if _plain_line(span, encode) is not None}
+    assert direct == {"rpc", "plain child"}
+    for name in direct:
+        span = spans[name]
+        assert _plain_line(span, encode) == encode(exporter._entry(span))[:-1], name
+    exporter.export(list(spans.values()))
+    exporter.shutdown()
+    lines = (tmp_path / "spans.jsonl").read_bytes().splitlines()
+    assert len(lines) == len(spans)
+    decoded = {entry["name"]: entry for entry in map(json.loads, lines)}
+    assert decoded["rpc"]["attributes"]["text"] == 'é "quoted" \\ \n\t\x00'
+    assert decoded["rpc"]["attributes"]["seq"] == ["x", "y"]
+    assert decoded["plain child"]["parent_id"] == decoded["rpc"]["context"]["span_id"]
+    assert decoded["with trace state"]["context"]["trace_state"] != "[]"
+    assert decoded["rpc"]["resource"]["attributes"]
