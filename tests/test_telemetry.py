@@ -244,6 +244,44 @@ def test_the_risk_span_records_failed_checks_and_breakers_near_their_limit(
         running.stop()
 
 
+def test_a_loss_near_its_limit_is_reported_on_the_valuation_of_the_latest_quote(
+    tmp_path: Path, clock: ManualClock, spans: Recorder
+) -> None:
+    """The risk span reads the valuation the breakers were last evaluated on: after a
+    quote moves a position's loss near the limit, the next order's span says so."""
+    config = make_config(
+        tmp_path,
+        telemetry={"session_id": SESSION},
+        execution={"circuit_breakers": {"max_daily_loss_rupees": 1000.0}},
+    )
+    running = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(running.target) as client:
+            publish(client, INFY, 1500.0)
+            client.submit(market(INFY, "BUY", 10, strategy_code="S1"), "loss-0")
+
+            def near_limits() -> list[dict[str, object]]:
+                spans.clear()
+                client.submit(limit(INFY, "BUY", 1, 1.0, strategy_code="S1"))
+                [risk] = spans.named("execgw.stage.risk")
+                return [
+                    dict(e.attributes or {})
+                    for e in risk.events
+                    if e.name == "execgw.risk.near_limit"
+                    and (e.attributes or {}).get("execgw.breaker") == "max_daily_loss_rupees"
+                ]
+
+            assert near_limits() == []
+            filled = client.get_order(client.list_orders(strategy_code="S1")[0].order_id)
+            fill_price = float(filled.avg_price_decimal)
+            publish(client, INFY, fill_price - 85.0)  # 10 x 85 = 850 of a 1000 limit
+            [near] = near_limits()
+            assert float(str(near["execgw.limit"])) == 1000
+            assert float(str(near["execgw.value"])) == pytest.approx(850.0)
+    finally:
+        running.stop()
+
+
 def test_every_rpc_of_both_services_is_traced_with_its_status_code(
     traced: tuple[RunningGateway, ExecutionClient], spans: Recorder
 ) -> None:

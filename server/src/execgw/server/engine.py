@@ -160,12 +160,16 @@ class ExecutionEngine:
         self._square_off_given_up: set[tuple[str, str]] = set()
         # Open positions' symbols with no mark, as last reported in the log.
         self._unmarked: tuple[str, ...] = ()
+        # The valuation the breakers were last evaluated on (_after_change runs after
+        # every change): an order's risk span reports near limits on the same figures.
+        self._evaluated_on: tuple[Decimal, tuple[str, ...]] | None = None
         self.state = state
         self.reload(state)
 
     def reload(self, state: GatewayState) -> None:
         """Adopt state rebuilt from the journal, dropping anything not yet durable."""
         self.state = state
+        self._evaluated_on = None
         self._risk.adopt(state.risk)
         self._pending.clear()
         self._order_spans.clear()
@@ -181,6 +185,7 @@ class ExecutionEngine:
             durable.apply(record.event)
             durable.sequence = record.sequence
         self.state = durable
+        self._evaluated_on = None
         self._risk.adopt(durable.risk, keep_transient=True)
         self._pending = list(keep)
         # Ids may be drawn again: no link may point a new order at an old trace.
@@ -733,7 +738,7 @@ class ExecutionEngine:
                         "execgw.reject_reason": "" if check.reason is None else check.reason.value,
                     },
                 )
-        unrealized, unmarked = self._valuation()
+        unrealized, unmarked = self._evaluated_on or self._valuation()
         for row in self._risk.breaker_values(
             unrealized, complete=not unmarked, strategy_code=intent.strategy_code
         ):
@@ -832,7 +837,7 @@ class ExecutionEngine:
 
     def _after_change(self, now: datetime) -> None:
         """Trip any breaker whose condition now holds, and enforce what it trips to."""
-        unrealized, unmarked = self._valuation()
+        unrealized, unmarked = self._evaluated_on = self._valuation()
         if unmarked != self._unmarked:
             if unmarked:
                 log.warning(
