@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
     InMemoryMetricReader,
     MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import AttributeValue
 
 from execgw.server.api.tracing import TelemetryInterceptor
@@ -30,6 +32,7 @@ from execgw.server.config import GatewayConfig
 from execgw.server.core import GatewayCore
 from execgw.server.telemetry import attributes as attr
 from execgw.server.telemetry import scope as scopes
+from execgw.server.telemetry.histograms import Histograms, HistogramsExporter, HistogramsReader
 from execgw.server.telemetry.metrics import METER_NAME, GatewayMetrics, meter_provider
 from execgw.server.telemetry.outcomes import log_later_outcomes
 from execgw.server.telemetry.prometheus import PrometheusEndpoint
@@ -59,16 +62,16 @@ def resource(config: GatewayConfig) -> Resource:
 
 
 class GatewayTelemetry:
-    def __init__(
-        self, config: GatewayConfig, *, metric_readers: Sequence[MetricReader] = ()
-    ) -> None:
-        """`metric_readers`: more readers of the gateway's metrics (tests)."""
+    def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         section = config.telemetry
         self.scope = scopes.Scope(section.session_id, config.mode, config.execution.dry_run)
         self._resource = resource(config)
-        self._extra_readers = list(metric_readers)
+        self._histograms = Histograms(
+            InstrumentationScope(METER_NAME, _server_version()), self._resource
+        )
         self._pull: InMemoryMetricReader | None = None
+        self._pull_histograms: HistogramsReader | None = None
         self._meters: MeterProvider | None = None
         self._spans: SpanPipeline | None = None
         self.prometheus: PrometheusEndpoint | None = None
@@ -82,10 +85,11 @@ class GatewayTelemetry:
         section = self.config.telemetry
         if section.exporter == "otlp":
             check_otlp_protocol("TRACES", "METRICS")
-        readers: list[MetricReader] = list(self._extra_readers)
+        readers: list[MetricReader] = []
         if section.prometheus_listen:
             self._pull = InMemoryMetricReader()
             readers.append(self._pull)
+            self._pull_histograms = self._histograms.reader(AggregationTemporality.CUMULATIVE)
             self.prometheus = PrometheusEndpoint(section.prometheus_listen, self.collect)
             await self.prometheus.start()
         if section.exporter == "otlp":
@@ -94,11 +98,14 @@ class GatewayTelemetry:
             )
 
             # Interval: OTEL_METRIC_EXPORT_INTERVAL; endpoint etc.: OTEL_EXPORTER_OTLP_*.
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+            exporter = HistogramsExporter(OTLPMetricExporter(), self._histograms)
+            readers.append(PeriodicExportingMetricReader(exporter))
         self._spans = SpanPipeline(section, self._resource)
         if readers:
             self._meters = meter_provider(readers, self._resource)
-            metrics = GatewayMetrics(self._meters.get_meter(METER_NAME, _server_version()))
+            metrics = GatewayMetrics(
+                self._meters.get_meter(METER_NAME, _server_version()), self._histograms
+            )
             self.metrics = metrics
             self.interceptor = TelemetryInterceptor(self.scope, metrics)
             metrics.watch(core.bus, lambda: core.queue_depth)
@@ -120,7 +127,9 @@ class GatewayTelemetry:
 
     def collect(self) -> MetricsData | None:
         """The metrics as they stand (the Prometheus endpoint's reader); None without one."""
-        return None if self._pull is None else self._pull.get_metrics_data()
+        if self._pull is None or self._pull_histograms is None:
+            return None
+        return self._pull_histograms.add_to(self._pull.get_metrics_data())
 
     def flush(self) -> bool:
         """Export every span ended and every metric recorded so far (blocking)."""

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeterProvider, Observation
-from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from execgw.server.breakers import Breaker
 from execgw.server.bus import BusEvent, EventBus
@@ -38,6 +38,7 @@ from execgw.server.events import (
 )
 from execgw.server.risk import RiskReport
 from execgw.server.telemetry import attributes as attr
+from execgw.server.telemetry.histograms import Histograms
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +93,10 @@ _RPC_KEYS = {
 }
 
 
-def views() -> list[View]:
-    return [
-        View(instrument_name=RPC_DURATION, attribute_keys=_RPC_KEYS),
-    ]
-
-
 def meter_provider(readers: Sequence[MetricReader], resource: Resource) -> MeterProvider:
     return MeterProvider(
         metric_readers=list(readers),
         resource=resource,
-        views=views(),
-        # Exemplars from sampled spans: a latency bucket names a trace that landed in it.
-        exemplar_filter=TraceBasedExemplarFilter(),
         # The gateway shuts it down as it stops; no exit hook holding it forever.
         shutdown_on_exit=False,
     )
@@ -114,15 +106,22 @@ class GatewayMetrics:
     """The instruments, and what feeds them. With no meter (no reader configured) every
     instrument is a no-op and nothing is hooked up."""
 
-    def __init__(self, meter: Meter | None = None) -> None:
+    def __init__(self, meter: Meter | None = None, histograms: Histograms | None = None) -> None:
+        """`histograms`: where the histograms go (each reader of the meter collects them
+        too); with no meter, nothing is recorded."""
         self.enabled = meter is not None
         meter = meter or NoOpMeterProvider().get_meter(METER_NAME)
-        self.rpc_duration = meter.create_histogram(
+        # Latencies and batch sizes: explicit-bucket histograms of our own, recorded
+        # into for a fraction of the SDK instrument's cost (telemetry/histograms.py),
+        # with its exemplars from sampled spans.
+        histograms = histograms or Histograms(InstrumentationScope(METER_NAME), Resource({}))
+        self.rpc_duration = histograms.create(
             RPC_DURATION,
             unit="s",
             description="RPCs served, by service, method and gRPC status code; SubmitOrder "
             "also by the order's status and reject reason",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+            boundaries=LATENCY_BUCKETS,
+            dimensions=sorted(_RPC_KEYS),
         )
         # Counted here as events are published, handed to the SDK only when metrics are
         # collected: the order path pays a dict increment per event, not an SDK call.
@@ -143,23 +142,23 @@ class GatewayMetrics:
             meter.create_observable_counter(
                 name, [_reader(counts)], unit=unit, description=description
             )
-        self._commit_duration = meter.create_histogram(
+        self._commit_duration = histograms.create(
             JOURNAL_COMMIT_DURATION,
             unit="s",
             description="Durable journal commits (one per batch of commands)",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+            boundaries=LATENCY_BUCKETS,
         )
-        self._commit_records = meter.create_histogram(
+        self._commit_records = histograms.create(
             JOURNAL_COMMIT_RECORDS,
             unit="{record}",
             description="Events per journal commit",
-            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+            boundaries=BATCH_BUCKETS,
         )
-        self._commit_commands = meter.create_histogram(
+        self._commit_commands = histograms.create(
             JOURNAL_COMMIT_COMMANDS,
             unit="{command}",
             description="Commands per journal commit (the group-commit batch size)",
-            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+            boundaries=BATCH_BUCKETS,
         )
         self._meter = meter
         # (breaker, scope) -> state it put the scope in; mirrors RiskBook.trips.
