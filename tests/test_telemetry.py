@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from execgw.client import (
 )
 from execgw.server.clock import ManualClock
 from execgw.server.config import TelemetryConfig
+from execgw.server.domain import Product
 from execgw.server.telemetry import JsonLinesSpanExporter
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from tests.auth_helpers import TOKENS, auth_section
     from tests.conftest import RunningGateway, make_config
     from tests.e2e_helpers import INFY, TCS, publish, quote
+    from tests.sim_session import Session
+    from tests.sim_session import config as sim_config
+    from tests.sim_session import intent as sim_intent
     from tests.telemetry_helpers import (
         ALL_RPCS,
         Recorder,
@@ -54,6 +58,9 @@ else:
     from auth_helpers import TOKENS, auth_section
     from conftest import RunningGateway, make_config
     from e2e_helpers import INFY, TCS, publish, quote
+    from sim_session import Session
+    from sim_session import config as sim_config
+    from sim_session import intent as sim_intent
     from telemetry_helpers import ALL_RPCS, Recorder, attributes, is_child, rpc, spans
 
 __all__ = ["spans"]  # the fixture, imported for the tests below
@@ -574,3 +581,29 @@ def test_a_dry_run_order_has_the_full_span_tree_with_the_would_be_call(
         assert attributes(venue)["execgw.status"] == "FILLED"
     finally:
         running.stop()
+
+
+def test_near_limits_count_what_the_order_itself_set_off_before_its_risk_check(
+    spans: Recorder,
+) -> None:
+    """The MIS square-off that an order's own arrival sets off (no tick came since
+    15:20) realizes the loss before the order's risk check: the loss is counted once,
+    realized, not again as the unrealized figure the breakers last saw."""
+    execution = {
+        "slippage_bps": 0.0,
+        "circuit_breakers": {
+            "max_daily_loss_rupees": 1000.0,
+            "max_trades_per_day": 1_000_000,
+            "max_trades_per_strategy_per_day": 1_000_000,
+        },
+    }
+    session = Session(sim_config(execution), start=datetime(2026, 11, 27, 9, 40, tzinfo=UTC))
+    session.quote("1000.00")
+    session.submit(sim_intent("BUY", 10, product=Product.MIS), "mis-buy")
+    session.quote("950.00")  # 500 unrealized loss, half the limit: not near it
+    session.clock.advance(timedelta(minutes=10, seconds=1))  # past the square-off
+    spans.clear()
+    session.submit(sim_intent("BUY", 1, "1.00"), "cnc-after")  # squares off, then routes
+    [risk] = spans.named("execgw.stage.risk")
+    assert [e for e in risk.events if e.name == "execgw.risk.near_limit"] == []
+    assert session.engine._risk.book.realized_total == Decimal("-500.00")

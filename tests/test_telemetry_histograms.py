@@ -182,3 +182,14 @@ def test_an_exporter_sends_them_in_the_temporality_it_prefers() -> None:
     counts = [[p.count for p in _points(data, "h").values()] for data in inner.exported]
     assert counts == [[2], [1], []]
     assert exporter._preferred_temporality == inner._preferred_temporality
+
+
+def test_whole_numbers_sum_to_a_whole_number_as_in_the_sdk() -> None:
+    sdk, sdk_reader = _sdk(AggregationTemporality.CUMULATIVE)
+    ours, reader = _ours(AggregationTemporality.CUMULATIVE)
+    _record_all([sdk, ours], [(3, {"rpc.method": "A"}, True), (5, {"rpc.method": "A"}, False)])
+    [expected] = _points(sdk_reader.get_metrics_data(), "h").values()
+    [got] = _points(reader.add_to(None), "h").values()
+    assert (got.sum, type(got.sum)) == (expected.sum, type(expected.sum)) == (8, int)
+    assert [dict(e.filtered_attributes or {}) for e in got.exemplars] == [{}]
+    assert got.exemplars[0].filtered_attributes == expected.exemplars[0].filtered_attributes

@@ -160,9 +160,10 @@ class ExecutionEngine:
         self._square_off_given_up: set[tuple[str, str]] = set()
         # Open positions' symbols with no mark, as last reported in the log.
         self._unmarked: tuple[str, ...] = ()
-        # The valuation the breakers were last evaluated on (_after_change runs after
-        # every change): an order's risk span reports near limits on the same figures.
-        self._evaluated_on: tuple[Decimal, tuple[str, ...]] | None = None
+        # The valuation the breakers were last evaluated on, and the sequence it was
+        # taken at: an order's risk span reuses it while no event has been emitted
+        # since (positions, realized PnL and quotes change only through events).
+        self._evaluated_on: tuple[int, Decimal, tuple[str, ...]] | None = None
         self.state = state
         self.reload(state)
 
@@ -738,7 +739,7 @@ class ExecutionEngine:
                         "execgw.reject_reason": "" if check.reason is None else check.reason.value,
                     },
                 )
-        unrealized, unmarked = self._evaluated_on or self._valuation()
+        unrealized, unmarked = self._current_valuation()
         for row in self._risk.breaker_values(
             unrealized, complete=not unmarked, strategy_code=intent.strategy_code
         ):
@@ -837,7 +838,8 @@ class ExecutionEngine:
 
     def _after_change(self, now: datetime) -> None:
         """Trip any breaker whose condition now holds, and enforce what it trips to."""
-        unrealized, unmarked = self._evaluated_on = self._valuation()
+        unrealized, unmarked = self._valuation()
+        self._evaluated_on = (self.state.sequence, unrealized, unmarked)
         if unmarked != self._unmarked:
             if unmarked:
                 log.warning(
@@ -1029,6 +1031,13 @@ class ExecutionEngine:
         journaled mark (after a restart, until the first quote); None when unknown."""
         ltp = self._quotes.ltp(symbol)
         return ltp if ltp is not None else self.state.marks.get(symbol)
+
+    def _current_valuation(self) -> tuple[Decimal, tuple[str, ...]]:
+        """_valuation(), reusing the breakers' last one when nothing happened since."""
+        cached = self._evaluated_on
+        if cached is not None and cached[0] == self.state.sequence:
+            return cached[1], cached[2]
+        return self._valuation()
 
     def _valuation(self) -> tuple[Decimal, tuple[str, ...]]:
         """Unrealized PnL of the open positions that have a mark, and the symbols of

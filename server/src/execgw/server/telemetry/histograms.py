@@ -53,7 +53,8 @@ class _Point:
     counts: list[int]
     start_ns: int
     count: int = 0
-    total: float = 0.0
+    # An int while every value is (batch sizes): rendered as the SDK renders it.
+    total: int | float = 0
     low: float = math.inf
     high: float = -math.inf
     # The last sampled measurement per bucket: (value, time, trace id, span id, extra).
@@ -170,7 +171,7 @@ class BucketHistogram:
                 min=point.low,
                 max=point.high,
                 exemplars=[
-                    Exemplar(extra or None, value, at, span_id, trace_id)
+                    Exemplar(extra, value, at, span_id, trace_id)
                     for _, (value, at, trace_id, span_id, extra) in sorted(point.exemplars.items())
                 ],
             )
@@ -263,7 +264,13 @@ def histogram_temporality(exporter: MetricExporter) -> AggregationTemporality:
 
 
 class HistogramsExporter(MetricExporter):
-    """`inner`, sent the gateway's histograms with every export."""
+    """`inner`, sent the gateway's histograms with every export.
+
+    The reader calls it only when the SDK's instruments collected something; the
+    gateway's observable gauges always do (GatewayMetrics.watch), so every collection,
+    the last one at shutdown included, carries the histograms. The histograms are
+    explicit-bucket ones whatever OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_
+    AGGREGATION says."""
 
     def __init__(self, inner: MetricExporter, histograms: Histograms) -> None:
         super().__init__(
