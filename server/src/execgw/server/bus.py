@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,57 +55,108 @@ class SubscriberOverflow(Exception):
     """The subscriber fell too far behind and was dropped; it must resume from the journal."""
 
 
-_CLOSED = object()
-
-
 class Subscription:
+    """One subscriber's events: a bounded backlog, and a turn in the bus's delivery line
+    whenever it waits for the next event while some are pending."""
+
     def __init__(self, bus: EventBus, sid: int, accepts: Callable[[BusEvent], bool], size: int):
         self._bus = bus
         self.sid = sid
         self._accepts = accepts
         # Unbounded as a container; `offer` enforces the bound per commit.
-        self._queue: asyncio.Queue[BusEvent | object] = asyncio.Queue()
+        self._pending: deque[BusEvent] = deque()
         self._size = size
+        # Set while the subscriber waits in `next`: True when given its turn (or closed),
+        # False when idle_s passed with nothing pending.
+        self._waiter: asyncio.Future[bool] | None = None
+        self._closed = False
         self.overflowed = False
+        # In the bus's delivery line (at most once).
+        self.lined_up = False
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the subscriber is parked in `next`, ready to take an event."""
+        return self._waiter is not None and not self._waiter.done()
 
     def offer(self, events: list[BusEvent]) -> bool:
         """Queue the wanted events of one commit; False means drop this subscriber.
 
         The bound applies to what was already waiting: a subscriber that keeps up is
         never cut off because a single commit carried more events than its queue."""
-        if self._queue.qsize() >= self._size:
+        if len(self._pending) >= self._size:
             return False
+        before = len(self._pending)
         for event in events:
             if self._accepts(event):
-                self._queue.put_nowait(event)
+                self._pending.append(event)
+        if len(self._pending) > before and self.waiting:
+            if self._bus.take_turn():
+                self.grant()
+            else:
+                self._bus.line_up(self)
         return True
 
     def close(self, *, overflow: bool = False) -> None:
+        self._closed = True
         self.overflowed = overflow
         if overflow:
             # What is queued is lost to this stream anyway: free it now.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        self._queue.put_nowait(_CLOSED)
+            self._pending.clear()
+        self.grant()  # no turn needed to hear of the end
+
+    def grant(self) -> bool:
+        """Let a waiting subscriber go on (the delivery line's turn); False if it was not
+        waiting."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(True)
+        return True
+
+    def _idle(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
 
     async def next(self, idle_s: float | None = None) -> BusEvent | None:
-        """The next event; None after idle_s without one. Raises SubscriberOverflow or BusClosed."""
-        try:
-            async with asyncio.timeout(idle_s):
-                item = await self._queue.get()
-        except TimeoutError:
-            return None
-        if item is _CLOSED:
-            self._queue.put_nowait(_CLOSED)  # stay closed for any later call
+        """The next event; None after idle_s without one. Raises SubscriberOverflow or BusClosed.
+
+        An event is sent on the bus's delivery budget: a few subscribers per turn of the
+        loop (EventBus.take_turn). One that finds the budget spent waits in line for the
+        next turn, so a commit's fan-out to hundreds of subscribers is spread over many
+        turns and the order path's steps run between them."""
+        if not self._closed:
+            if self._pending and self._bus.take_turn():
+                return self._pending.popleft()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiter = waiter
+            timer = None
+            if self._pending:
+                self._bus.line_up(self)
+            elif idle_s is not None:
+                timer = loop.call_later(idle_s, self._idle)
+            try:
+                granted = await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not granted:
+                return None
+        if self._pending:
+            # Closed without overflow (the gateway stopping): what was queued still goes.
+            return self._pending.popleft()
+        if self._closed:
             if self.overflowed:
                 raise SubscriberOverflow()
             raise BusClosed()
-        assert isinstance(item, BusEvent)
-        return item
+        return None  # the turn came with nothing left (cannot happen; harmless)
 
     def unsubscribe(self) -> None:
         self._bus._remove(self.sid)
@@ -114,9 +166,24 @@ class BusClosed(Exception):
     """The gateway is shutting down."""
 
 
+# Subscribers let go per turn of the delivery line: how many stream writes the order
+# path's next step can find ahead of it on the loop, at most (tests/test_bus_delivery.py).
+DELIVERY_BATCH = 8
+
+
 class EventBus:
-    def __init__(self, *, queue_size: int = 4096, head: int = 0) -> None:
+    def __init__(
+        self, *, queue_size: int = 4096, head: int = 0, delivery_batch: int = DELIVERY_BATCH
+    ) -> None:
         self._queue_size = queue_size
+        self._delivery_batch = delivery_batch
+        # Subscribers waiting for a turn with events pending, first come first served.
+        self._line: deque[Subscription] = deque()
+        self._turn_scheduled = False
+        self._budget = delivery_batch
+        # Turns so far, and events sent on their budgets: what tests can see of delivery.
+        self.turns = 0
+        self.granted = 0
         self._subscribers: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         # The last published sequence: every event up to it is durable and was offered
@@ -178,3 +245,50 @@ class EventBus:
 
     def _remove(self, sid: int) -> None:
         self._subscribers.pop(sid, None)
+
+    # -- delivery: a few subscribers per turn of the loop ---------------------------
+
+    def take_turn(self) -> bool:
+        """Whether a subscriber with an event to send may send it now: when nobody waits
+        in line and this turn's budget is not spent. Otherwise it lines up."""
+        if self._line or self._budget <= 0:
+            return False
+        self._budget -= 1
+        self.granted += 1
+        self._schedule_turn()
+        return True
+
+    def line_up(self, sub: Subscription) -> None:
+        """Give `sub` (waiting, events pending) a place in the delivery line."""
+        if sub.lined_up:
+            return
+        sub.lined_up = True
+        self._line.append(sub)
+        self._schedule_turn()
+
+    def _schedule_turn(self) -> None:
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn)
+
+    def _turn(self) -> None:
+        """A new turn: a fresh budget, first for those in line, in order.
+
+        Scheduled with call_soon, a turn comes after everything the loop already has
+        ready, so the subscribers let go in one turn (at most the budget) are all the
+        stream writes an order's next step can find ahead of it; a subscriber sends one
+        event per turn at most, so its events stay in order."""
+        self._turn_scheduled = False
+        self.turns += 1
+        self._budget = self._delivery_batch
+        line = self._line
+        while line and self._budget > 0:
+            sub = line.popleft()
+            sub.lined_up = False
+            # One that stopped waiting (its stream ended) has nothing to be let go for.
+            if sub.backlog and sub.grant():
+                self._budget -= 1
+                self.granted += 1
+        if line or self._budget < self._delivery_batch:
+            # Spent some: the next turn renews it (and serves the line).
+            self._schedule_turn()
