@@ -71,8 +71,9 @@ class Subscription:
         self._waiter: asyncio.Future[bool] | None = None
         self._closed = False
         self.overflowed = False
-        # In the bus's delivery line (at most once).
+        # Whether it has a place in the bus's delivery line, and in its urgent line.
         self.lined_up = False
+        self.urgent = False
 
     @property
     def backlog(self) -> int:
@@ -95,7 +96,7 @@ class Subscription:
             if self._accepts(event):
                 self._pending.append(event)
         if len(self._pending) > before and self.waiting:
-            if self._bus.take_turn():
+            if self._bus.take_turn(self):
                 self.grant()
             else:
                 self._bus.line_up(self)
@@ -131,7 +132,7 @@ class Subscription:
         next turn, so a commit's fan-out to hundreds of subscribers is spread over many
         turns and the order path's steps run between them."""
         if not self._closed:
-            if self._pending and self._bus.take_turn():
+            if self._pending and self._bus.take_turn(self):
                 return self._pending.popleft()
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
@@ -166,21 +167,41 @@ class BusClosed(Exception):
     """The gateway is shutting down."""
 
 
-# Subscribers let go per turn of the delivery line: how many stream writes the order
-# path's next step can find ahead of it on the loop, at most (tests/test_bus_delivery.py).
+# Events sent per turn of the loop at most: how many stream writes an order's next step
+# can find ahead of it on the loop (tests/test_bus_delivery.py).
 DELIVERY_BATCH = 8
+# While orders are in flight (EventBus.hold), events sent per event published: delivery
+# then costs the order path in proportion to what it commits, not to the number of
+# subscribers; the rest waits until no order is in flight.
+HELD_SHARE = 2
+# Delivery stays held this long after the last order-path call ends: a strategy that
+# submits again as soon as it has its answer finds the fan-out still held.
+HOLD_LINGER_S = 0.002
 
 
 class EventBus:
     def __init__(
-        self, *, queue_size: int = 4096, head: int = 0, delivery_batch: int = DELIVERY_BATCH
+        self,
+        *,
+        queue_size: int = 4096,
+        head: int = 0,
+        delivery_batch: int = DELIVERY_BATCH,
+        hold_linger_s: float = HOLD_LINGER_S,
     ) -> None:
         self._queue_size = queue_size
         self._delivery_batch = delivery_batch
         # Subscribers waiting for a turn with events pending, first come first served.
         self._line: deque[Subscription] = deque()
+        # Subscribers half way to being dropped: served first, held or not.
+        self._urgent: deque[Subscription] = deque()
+        self._urgent_at = max(1, queue_size // 2)
         self._turn_scheduled = False
         self._budget = delivery_batch
+        # Order-path calls in flight, and what may be sent meanwhile (HELD_SHARE).
+        self._holds = 0
+        self._allowance = 0
+        self._hold_linger_s = hold_linger_s
+        self._lingering: asyncio.TimerHandle | None = None
         # Turns so far, and events sent on their budgets: what tests can see of delivery.
         self.turns = 0
         self.granted = 0
@@ -220,6 +241,9 @@ class EventBus:
         if not events:
             return
         self.head = events[-1].sequence
+        if self.held:
+            cap = HELD_SHARE * max(len(events), self._delivery_batch)
+            self._allowance = min(self._allowance + HELD_SHARE * len(events), cap)
         for observer in self._observers:
             try:
                 observer(events)
@@ -237,6 +261,8 @@ class EventBus:
                 del self._subscribers[sid]
                 self.overflowed += 1
                 sub.close(overflow=True)
+        if self._line and self.held and self._allowance > 0:
+            self._schedule_turn()  # what this commit allows the held line
 
     def close(self) -> None:
         for sub in self._subscribers.values():
@@ -248,23 +274,72 @@ class EventBus:
 
     # -- delivery: a few subscribers per turn of the loop ---------------------------
 
-    def take_turn(self) -> bool:
-        """Whether a subscriber with an event to send may send it now: when nobody waits
-        in line and this turn's budget is not spent. Otherwise it lines up."""
-        if self._line or self._budget <= 0:
+    @property
+    def held(self) -> bool:
+        """Whether delivery is held back: an order-path call is in flight, or one ended
+        less than hold_linger_s ago."""
+        return self._holds > 0 or self._lingering is not None
+
+    def hold(self) -> Callable[[], None]:
+        """An order-path call is in flight: until the returned release is called (once;
+        later calls do nothing) and hold_linger_s after, subscribers get only HELD_SHARE
+        sends per published event, and those half way to being dropped (queue_size / 2
+        behind) go on at the usual pace. The rest is sent once no order is in flight: on
+        a machine whose cores fan-out would fill, an order waits for no subscriber."""
+        self._holds += 1
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._holds -= 1
+            if self._holds:
+                return
+            if self._hold_linger_s > 0:
+                loop = asyncio.get_running_loop()
+                self._lingering = loop.call_later(self._hold_linger_s, self._unhold)
+            else:
+                self._unhold()
+
+        return release
+
+    def _unhold(self) -> None:
+        self._lingering = None
+        self._allowance = 0
+        if self._line:
+            self._schedule_turn()
+
+    def take_turn(self, sub: Subscription) -> bool:
+        """Whether `sub`, with an event to send, may send it now: when nobody waits in
+        line and this turn's budget (and, while held, the allowance) is not spent.
+        Otherwise it lines up."""
+        if self._line or self._urgent or self._budget <= 0:
             return False
+        if self.held and sub.backlog < self._urgent_at:
+            if self._allowance <= 0:
+                return False
+            self._allowance -= 1
         self._budget -= 1
         self.granted += 1
         self._schedule_turn()
         return True
 
     def line_up(self, sub: Subscription) -> None:
-        """Give `sub` (waiting, events pending) a place in the delivery line."""
-        if sub.lined_up:
-            return
-        sub.lined_up = True
-        self._line.append(sub)
-        self._schedule_turn()
+        """Give `sub` (waiting, events pending) a place in the delivery line; one half
+        way to being dropped (also) in the line served first."""
+        if sub.backlog >= self._urgent_at and not sub.urgent:
+            sub.urgent = True
+            self._urgent.append(sub)
+            self._schedule_turn()
+        elif not sub.lined_up:
+            sub.lined_up = True
+            self._line.append(sub)
+            self._schedule_turn()
 
     def _schedule_turn(self) -> None:
         if not self._turn_scheduled:
@@ -272,7 +347,7 @@ class EventBus:
             asyncio.get_running_loop().call_soon(self._turn)
 
     def _turn(self) -> None:
-        """A new turn: a fresh budget, first for those in line, in order.
+        """A new turn: a fresh budget, for those in line, the urgent first, in order.
 
         Scheduled with call_soon, a turn comes after everything the loop already has
         ready, so the subscribers let go in one turn (at most the budget) are all the
@@ -281,14 +356,25 @@ class EventBus:
         self._turn_scheduled = False
         self.turns += 1
         self._budget = self._delivery_batch
-        line = self._line
-        while line and self._budget > 0:
+        # A subscriber may have a place in both lines: whichever comes first serves it,
+        # and the other place finds it not waiting (or waiting for its next event).
+        urgent, line = self._urgent, self._line
+        while urgent and self._budget > 0:
+            sub = urgent.popleft()
+            sub.urgent = False
+            if sub.backlog and sub.grant():
+                self._budget -= 1
+                self.granted += 1
+        while line and self._budget > 0 and (not self.held or self._allowance > 0):
             sub = line.popleft()
             sub.lined_up = False
             # One that stopped waiting (its stream ended) has nothing to be let go for.
             if sub.backlog and sub.grant():
                 self._budget -= 1
                 self.granted += 1
-        if line or self._budget < self._delivery_batch:
-            # Spent some: the next turn renews it (and serves the line).
+                if self.held:
+                    self._allowance -= 1
+        if self._budget < self._delivery_batch or urgent:
+            # Spent some: the next turn renews the budget and serves the lines (a held
+            # line with no allowance left waits for a publish or the release).
             self._schedule_turn()

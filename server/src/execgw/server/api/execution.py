@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from opentelemetry import trace
@@ -66,6 +66,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: gateway_pb2.SubmitOrderRequest, context: Context
     ) -> gateway_pb2.SubmitOrderResponse:
+        self._hold_delivery(context)
         # The interceptor's server span, which continues the strategy's trace.
         with rpc_span() as span:
             order = await self._submit(request, context, span)
@@ -114,6 +115,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         response = gateway_pb2.SubmitOrdersResponse(
             client_order_id=_echoable(request.client_order_id)
         )
+        # Held for this request alone: the stream itself may stay open all day.
+        release = self._core.bus.hold()
         try:
             with tracer.start_as_current_span("execgw.SubmitOrders.request") as span:
                 order = await self._submit(request, context, span)
@@ -126,7 +129,16 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         else:
             response.result.CopyFrom(convert.result(order))
             response.client_order_id = order.client_order_id
+        finally:
+            release()
         return response
+
+    def _hold_delivery(self, context: Context) -> None:
+        """Hold the fan-out back (EventBus.hold) until this call is over, its answer
+        written: an order waits for no subscriber's events."""
+        release = self._core.bus.hold()
+        # Any: the stubs type the callback as a class of their own, not a callable.
+        context.add_done_callback(cast(Any, lambda _: release()))
 
     async def _submit(
         self,
@@ -177,6 +189,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def CancelOrder(  # noqa: N802
         self, request: gateway_pb2.CancelOrderRequest, context: Context
     ) -> gateway_pb2.CancelOrderResponse:
+        self._hold_delivery(context)
         validate_order_id(request.order_id)
         order = await self._core.cancel(request.order_id, auth.scope())
         return gateway_pb2.CancelOrderResponse(result=convert.result(order))
