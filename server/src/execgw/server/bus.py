@@ -2,6 +2,15 @@
 
 Publishing never blocks the order path: each subscriber has a bounded queue, and a
 subscriber whose queue is full is dropped with the sequence it should resume from.
+
+Delivery never stands in the order path's way either. A commit does not wake every
+subscriber at once: each sends its next event on a budget of a few per turn of the
+event loop (DELIVERY_BATCH), the others waiting in line, so an order's next step finds
+at most one turn's stream writes ahead of it. And while an order-path call is in flight
+(EventBus.hold), delivery is held back to HELD_SHARE sends per published event: what
+fan-out costs an order then grows with what it commits, not with the number of
+subscribers. A subscriber half way to its bound is served at the usual pace even then,
+so none is dropped for having yielded to orders.
 """
 
 from __future__ import annotations
@@ -273,6 +282,11 @@ class EventBus:
         self._subscribers.pop(sid, None)
 
     # -- delivery: a few subscribers per turn of the loop ---------------------------
+
+    @property
+    def holding(self) -> int:
+        """Order-path calls in flight (holds not yet released)."""
+        return self._holds
 
     @property
     def held(self) -> bool:
