@@ -17,7 +17,13 @@ load comes from this process through the real asyncio client.
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%
   6. latency:           one caller: the echo's p50 and p99, SubmitOrder's with no
-                        subscriber and with 500 receiving every event
+                        subscriber and with 500 receiving every event (order updates
+                        included); the 500 run in a process of their own, as
+                        strategies would (in the caller's process their receiving
+                        would be timed as the caller's latency), and the row says how
+                        many events they received during the calls: the gateway holds
+                        fan-out back while orders are in flight (server/bus.py), so
+                        most arrive once the caller stops
 
 Each measurement is printed as it is taken; then the medians, their ratios and issue
 15's targets (met or not), all written to bench/results.json with the machine's core
@@ -905,7 +911,7 @@ async def main(args: argparse.Namespace) -> None:
         latency: dict[int, list[float]] = {}
         for subscribers in (0,) if quick else (0, 500):
             with gateway(tmp, f"subs{subscribers}", 512, extra=MANY_STREAMS) as target:
-                # With 500 receiving a call takes ~100 ms here: fewer calls, under 3 minutes.
+                # Fewer calls with 500: each of them adds 1,000 events to catch up on.
                 calls = args.latency_calls if subscribers == 0 else min(args.latency_calls, 150)
                 latency[subscribers], took = await timed(
                     latencies_with_subscribers(target, subscribers, calls)

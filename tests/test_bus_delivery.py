@@ -136,7 +136,7 @@ async def test_while_an_order_is_in_flight_delivery_is_held_to_its_share() -> No
     bus = EventBus(hold_linger_s=0)
     subscribers = Subscribers(bus, 100)
     await asyncio.sleep(0)
-    release = bus.hold()
+    hold = bus.hold()
     assert bus.held
     bus.publish(events(1, 2))
     for _ in range(200):  # plenty of turns: held, nothing more goes out
@@ -146,13 +146,37 @@ async def test_while_an_order_is_in_flight_delivery_is_held_to_its_share() -> No
     for _ in range(200):
         await asyncio.sleep(0)
     assert len(subscribers.writes) == HELD_SHARE * 4
-    release()
-    release()  # a second release changes nothing
+    hold.release()
+    hold.release()  # a second release changes nothing
     assert not bus.held
     assert bus.holding == 0
     await turns_until(subscribers, lambda: len(subscribers.writes) == 400)
     for i in range(100):
         assert subscribers.received(i) == [1, 2, 3, 4]
+    await subscribers.stop()
+
+
+async def test_a_call_waiting_on_its_broker_does_not_hold_delivery() -> None:
+    """A hold paused (SubmitOrder waiting for a broker's answer) lets delivery go at
+    the usual pace; it holds again after, and a release while paused is final."""
+    bus = EventBus(hold_linger_s=0)
+    subscribers = Subscribers(bus, 50)
+    await asyncio.sleep(0)
+    hold = bus.hold()
+    with hold.paused():
+        assert not bus.held
+        bus.publish(events(1, 1))
+        await turns_until(subscribers, lambda: len(subscribers.writes) == 50)
+    assert bus.held
+    bus.publish(events(2, 1))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(subscribers.writes) == 50 + HELD_SHARE
+    with hold.paused():
+        hold.release()
+    assert not bus.held
+    assert bus.holding == 0
+    await turns_until(subscribers, lambda: len(subscribers.writes) == 100)
     await subscribers.stop()
 
 
@@ -163,7 +187,7 @@ async def test_a_subscriber_half_way_to_its_bound_is_served_while_held() -> None
     bus = EventBus(queue_size=16, hold_linger_s=0)
     subscribers = Subscribers(bus, 5)
     await asyncio.sleep(0)
-    release = bus.hold()
+    hold = bus.hold()
     sequence = 1
     deepest = 0
     for _ in range(200):  # 400 events, 25 queues' worth, all while held
@@ -177,7 +201,7 @@ async def test_a_subscriber_half_way_to_its_bound_is_served_while_held() -> None
     assert 8 <= deepest < 16
     assert not subscribers.ended
     assert bus.overflowed == 0
-    release()
+    hold.release()
     await turns_until(subscribers, lambda: len(subscribers.writes) == 5 * 400)
     for i in range(5):
         assert subscribers.received(i) == list(range(1, 401))
@@ -265,22 +289,24 @@ def test_submits_are_not_made_to_wait_for_many_subscribers(
 
     original_hold = bus.hold
 
-    def watched_hold() -> Callable[[], None]:
-        release = original_hold()
-        with lock:
-            at_hold = (sends, published)
-
-        def watched_release() -> None:
-            release()
+    class WatchedHold:
+        def __init__(self) -> None:
+            self.hold = original_hold()
             with lock:
-                during.append((sends - at_hold[0], published - at_hold[1]))
+                self.at_hold = (sends, published)
+
+        def release(self) -> None:
+            self.hold.release()
+            with lock:
+                during.append((sends - self.at_hold[0], published - self.at_hold[1]))
                 lock.notify_all()
 
-        return watched_release
+        def paused(self) -> Any:
+            return self.hold.paused()
 
     monkeypatch.setattr(FillStream, "_send", counted_send)
     monkeypatch.setattr(bus, "publish", counted_publish)
-    monkeypatch.setattr(bus, "hold", watched_hold)
+    monkeypatch.setattr(bus, "hold", WatchedHold)
 
     async def scenario() -> list[list[int]]:
         async with AsyncExecutionClient(running.target, timeout=TIMEOUT_S) as client:

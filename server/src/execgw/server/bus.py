@@ -16,10 +16,11 @@ so none is dropped for having yielded to orders.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -188,6 +189,41 @@ HELD_SHARE = 2
 HOLD_LINGER_S = 0.002
 
 
+class Hold:
+    """One order-path call holding delivery back (EventBus.hold) until released."""
+
+    __slots__ = ("_bus", "_held", "_released")
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._held = True
+        self._released = False
+        bus._add_hold()
+
+    def release(self) -> None:
+        """The call is over; later calls do nothing."""
+        self._released = True
+        if self._held:
+            self._held = False
+            self._bus._drop_hold()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Not held meanwhile: the call waits on something outside the gateway (a
+        broker's answer), and delivery has the gateway to itself."""
+        if not self._held:
+            yield
+            return
+        self._held = False
+        self._bus._drop_hold()
+        try:
+            yield
+        finally:
+            if not self._released:
+                self._held = True
+                self._bus._add_hold()
+
+
 class EventBus:
     def __init__(
         self,
@@ -294,33 +330,29 @@ class EventBus:
         less than hold_linger_s ago."""
         return self._holds > 0 or self._lingering is not None
 
-    def hold(self) -> Callable[[], None]:
-        """An order-path call is in flight: until the returned release is called (once;
-        later calls do nothing) and hold_linger_s after, subscribers get only HELD_SHARE
-        sends per published event, and those half way to being dropped (queue_size / 2
-        behind) go on at the usual pace. The rest is sent once no order is in flight: on
-        a machine whose cores fan-out would fill, an order waits for no subscriber."""
+    def hold(self) -> Hold:
+        """An order-path call is in flight: until the hold is released, and hold_linger_s
+        after, subscribers get only HELD_SHARE sends per published event, and those half
+        way to being dropped (queue_size / 2 behind) go on at the usual pace. The rest
+        is sent once no order is in flight: on a machine whose cores fan-out would fill,
+        an order waits for no subscriber."""
+        return Hold(self)
+
+    def _add_hold(self) -> None:
         self._holds += 1
         if self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None
-        released = False
 
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            self._holds -= 1
-            if self._holds:
-                return
-            if self._hold_linger_s > 0:
-                loop = asyncio.get_running_loop()
-                self._lingering = loop.call_later(self._hold_linger_s, self._unhold)
-            else:
-                self._unhold()
-
-        return release
+    def _drop_hold(self) -> None:
+        self._holds -= 1
+        if self._holds:
+            return
+        if self._hold_linger_s > 0:
+            loop = asyncio.get_running_loop()
+            self._lingering = loop.call_later(self._hold_linger_s, self._unhold)
+        else:
+            self._unhold()
 
     def _unhold(self) -> None:
         self._lingering = None

@@ -13,6 +13,7 @@ from execgw.server.api import auth, convert, paging
 from execgw.server.api.errors import abort_for, status_for, unary, write_stream
 from execgw.server.api.streaming import FillStream, validate_heartbeat_interval
 from execgw.server.api.tracing import rpc_span
+from execgw.server.bus import Hold
 from execgw.server.core import GatewayCore
 from execgw.server.domain import Order, OrderIntent
 from execgw.server.errors import Forbidden, GatewayUnavailable
@@ -66,10 +67,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: gateway_pb2.SubmitOrderRequest, context: Context
     ) -> gateway_pb2.SubmitOrderResponse:
-        self._hold_delivery(context)
+        hold = self._hold_delivery(context)
         # The interceptor's server span, which continues the strategy's trace.
         with rpc_span() as span:
-            order = await self._submit(request, context, span)
+            order = await self._submit(request, context, span, hold)
             return gateway_pb2.SubmitOrderResponse(result=convert.result(order))
 
     async def SubmitOrders(  # noqa: N802
@@ -116,10 +117,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             client_order_id=_echoable(request.client_order_id)
         )
         # Held for this request alone: the stream itself may stay open all day.
-        release = self._core.bus.hold()
+        hold = self._core.bus.hold()
         try:
             with tracer.start_as_current_span("execgw.SubmitOrders.request") as span:
-                order = await self._submit(request, context, span)
+                order = await self._submit(request, context, span, hold)
         except Exception as e:
             if isinstance(e, Forbidden):
                 await auth.record_denial(e)  # journaled, as SubmitOrder's refusal is
@@ -130,21 +131,23 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             response.result.CopyFrom(convert.result(order))
             response.client_order_id = order.client_order_id
         finally:
-            release()
+            hold.release()
         return response
 
-    def _hold_delivery(self, context: Context) -> None:
+    def _hold_delivery(self, context: Context) -> Hold:
         """Hold the fan-out back (EventBus.hold) until this call is over, its answer
         written: an order waits for no subscriber's events."""
-        release = self._core.bus.hold()
+        hold = self._core.bus.hold()
         # Any: the stubs type the callback as a class of their own, not a callable.
-        context.add_done_callback(cast(Any, lambda _: release()))
+        context.add_done_callback(cast(Any, lambda _: hold.release()))
+        return hold
 
     async def _submit(
         self,
         request: gateway_pb2.SubmitOrderRequest | gateway_pb2.SubmitOrdersRequest,
         context: Context,
         span: trace.Span,
+        hold: Hold,
     ) -> Order:
         # Not made current: nothing inside starts a span (saves the context switch).
         with tracer.start_span("execgw.stage.validate"):
@@ -170,7 +173,9 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         order = await self._core.submit(intent, request.client_order_id, auth.order_caller())
         # A broker answers later; give it a moment so the caller usually gets its
         # verdict (PLACED, REJECTED with the broker's text) rather than SUBMITTED.
-        order = await self._core.wait_for_venue(order, self._ack_wait(context))
+        # Waiting on the broker, not on the gateway: fan-out may go on meanwhile.
+        with hold.paused():
+            order = await self._core.wait_for_venue(order, self._ack_wait(context))
         span.set_attribute("execgw.order_id", order.order_id)
         span.set_attribute("execgw.status", order.status.value)
         if order.reject_reason is not None:
