@@ -260,7 +260,7 @@ def test_submits_are_not_made_to_wait_for_many_subscribers(
 ) -> None:
     """40 live StreamFills subscribers (order updates included), then SubmitOrder calls
     one at a time, each once every subscriber has the previous order's events. Between a
-    call's arrival (its hold) and its end (the hold released once its answer is sent),
+    call's arrival (its hold) and its end (the hold released once its answer is written),
     StreamFills sends at most HELD_SHARE per event published meanwhile: a handful, where
     all 80 of a filled order's sends used to go out in the call's way. Afterwards every
     subscriber has every event once, in order, and no hold is left behind, by refused
@@ -303,6 +303,12 @@ def test_submits_are_not_made_to_wait_for_many_subscribers(
 
         def paused(self) -> Any:
             return self.hold.paused()
+
+        def __enter__(self) -> WatchedHold:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            self.release()
 
     monkeypatch.setattr(FillStream, "_send", counted_send)
     monkeypatch.setattr(bus, "publish", counted_publish)
@@ -354,7 +360,7 @@ def test_submits_are_not_made_to_wait_for_many_subscribers(
 
     received = asyncio.run(scenario())
     with lock:
-        # Every call's hold is released once the call is over, its answer sent.
+        # Every call's hold is released, refused calls' too.
         assert lock.wait_for(lambda: len(during) == ORDERS + 3, TIMEOUT_S)
         calls = list(during)
     assert running.call(_holding(bus)) == 0

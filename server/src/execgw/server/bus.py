@@ -184,8 +184,8 @@ DELIVERY_BATCH = 8
 # then costs the order path in proportion to what it commits, not to the number of
 # subscribers; the rest waits until no order is in flight.
 HELD_SHARE = 2
-# Delivery stays held this long after the last order-path call ends: a strategy that
-# submits again as soon as it has its answer finds the fan-out still held.
+# Delivery stays held this long after the last order-path call ends: while its answer
+# is written, and for a strategy that submits again as soon as it has its answer.
 HOLD_LINGER_S = 0.002
 
 
@@ -199,6 +199,12 @@ class Hold:
         self._held = True
         self._released = False
         bus._add_hold()
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
     def release(self) -> None:
         """The call is over; later calls do nothing."""

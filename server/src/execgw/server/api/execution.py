@@ -41,6 +41,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 ACK_WAIT_MARGIN_S = 0.25
 # Requests of one SubmitOrders stream in progress at once (read, not yet answered).
 SUBMIT_STREAM_IN_FLIGHT = 64
+# An order call holds fan-out back (EventBus.hold) until it is over, and this long at
+# most: a caller that does not take its answer must not hold every stream back.
+ANSWER_HOLD_LIMIT_S = 0.5
 
 
 class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
@@ -67,7 +70,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: gateway_pb2.SubmitOrderRequest, context: Context
     ) -> gateway_pb2.SubmitOrderResponse:
-        hold = self._hold_delivery(context)
+        hold = self._hold_until_answered(context)
         # The interceptor's server span, which continues the strategy's trace.
         with rpc_span() as span:
             order = await self._submit(request, context, span, hold)
@@ -134,12 +137,15 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
             hold.release()
         return response
 
-    def _hold_delivery(self, context: Context) -> Hold:
-        """Hold the fan-out back (EventBus.hold) until this call is over, its answer
-        written: an order waits for no subscriber's events."""
+    def _hold_until_answered(self, context: Context) -> Hold:
+        """Hold fan-out back (EventBus.hold) until this call is over, its answer
+        written: an order waits for no subscriber's events. ANSWER_HOLD_LIMIT_S at most
+        from now, for a caller that does not take its answer (its connection's window
+        full) or a call that takes that long anyway."""
         hold = self._core.bus.hold()
         # Any: the stubs type the callback as a class of their own, not a callable.
         context.add_done_callback(cast(Any, lambda _: hold.release()))
+        asyncio.get_running_loop().call_later(ANSWER_HOLD_LIMIT_S, hold.release)
         return hold
 
     async def _submit(
@@ -194,7 +200,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def CancelOrder(  # noqa: N802
         self, request: gateway_pb2.CancelOrderRequest, context: Context
     ) -> gateway_pb2.CancelOrderResponse:
-        self._hold_delivery(context)
+        self._hold_until_answered(context)
         validate_order_id(request.order_id)
         order = await self._core.cancel(request.order_id, auth.scope())
         return gateway_pb2.CancelOrderResponse(result=convert.result(order))
