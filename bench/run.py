@@ -17,7 +17,13 @@ load comes from this process through the real asyncio client.
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%
   6. latency:           one caller: the echo's p50 and p99, SubmitOrder's with no
-                        subscriber and with 500 receiving every event
+                        subscriber and with 500 receiving every event (order updates
+                        included); the 500 run in a process of their own, as
+                        strategies would (in the caller's process their receiving
+                        would be timed as the caller's latency), and the row says how
+                        many events they received during the calls: the gateway holds
+                        fan-out back while orders are in flight (server/bus.py), so
+                        most arrive once the caller stops
 
 Each measurement is printed as it is taken; then the medians, their ratios and issue
 15's targets (met or not), all written to bench/results.json with the machine's core
@@ -599,34 +605,88 @@ MANY_STREAMS = (
 async def latencies_with_subscribers(target: str, subscribers: int, n: int) -> list[float]:
     """SubmitOrder's latencies (ms) from one caller, past the warm-up, while `subscribers`
     StreamFills subscribers (order updates included) are connected and receiving every
-    event."""
+    event.
+
+    The subscribers run in a process of their own (`--subscribers`), as strategies
+    would: in the caller's process, on its event loop, their receiving would be measured
+    as the caller's latency. The caller starts once every stream is live; afterwards the
+    subscriber process says how many events its streams received."""
+    subscriber_process = None
+    received = b""
+    if subscribers:
+        subscriber_process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--subscribers",
+            str(subscribers),
+            "--target",
+            target,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert subscriber_process.stdout is not None
+        assert subscriber_process.stdin is not None
+        line = await asyncio.wait_for(subscriber_process.stdout.readline(), 120)
+        if line.strip() != b"live":
+            raise RuntimeError(f"the subscriber process did not go live: {line!r}")
+    try:
+        async with AsyncExecutionClient(target, timeout=30) as client:
+            await client.wait_ready(20)
+            await publish_quote(client)
+            run = os.urandom(4).hex()
+            latencies = []
+            for i in range(n):
+                side = "BUY" if i % 2 else "SELL"
+                intent = market("NSE:INFY", side, 1, strategy_code=f"S{i % 8}")
+                started = time.perf_counter()
+                await client.submit(intent, f"{run}-{i}")
+                latencies.append(time.perf_counter() - started)
+    finally:
+        if subscriber_process is not None:
+            assert subscriber_process.stdin is not None
+            assert subscriber_process.stdout is not None
+            subscriber_process.stdin.close()  # the subscribers stop and say what they got
+            received = await asyncio.wait_for(subscriber_process.stdout.read(), 60)
+            await subscriber_process.wait()
+    if subscriber_process is not None:
+        print(
+            f"    ({subscribers} subscribers in their own process received "
+            f"{received.decode().strip() or '?'} events during the {n} calls)",
+            flush=True,
+        )
+    return [x * 1e3 for x in latencies[min(50, n // 10) :]]  # past the warm-up
+
+
+async def subscribers_main(target: str, subscribers: int) -> None:
+    """`--subscribers N --target T`: N StreamFills subscribers (order updates included)
+    on one channel, receiving every event. Prints `live` once every stream is live, and
+    when its stdin closes the number of events they received, then exits."""
+    received = 0
     async with AsyncExecutionClient(target, timeout=30) as client:
         await client.wait_ready(20)
-        await publish_quote(client)
         ready = asyncio.Barrier(subscribers + 1)
 
         async def subscribe() -> None:
+            nonlocal received
             stream = client.stream_fills(include_order_updates=True, heartbeats=True)
             live = False
             async with contextlib.aclosing(stream):
                 async for event in stream:
-                    if event.HasField("heartbeat") and not live:
-                        live = True
-                        await ready.wait()
+                    if event.HasField("heartbeat"):
+                        if not live:
+                            live = True
+                            await ready.wait()
+                        continue
+                    received += 1
 
         tasks = [asyncio.create_task(subscribe()) for _ in range(subscribers)]
-        await ready.wait()
-        run = os.urandom(4).hex()
-        latencies = []
-        for i in range(n):
-            intent = market("NSE:INFY", "BUY" if i % 2 else "SELL", 1, strategy_code=f"S{i % 8}")
-            started = time.perf_counter()
-            await client.submit(intent, f"{run}-{i}")
-            latencies.append(time.perf_counter() - started)
+        await asyncio.wait_for(ready.wait(), 120)
+        print("live", flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the bench closes our stdin
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        return [x * 1e3 for x in latencies[min(50, n // 10) :]]  # past the warm-up
+    print(received, flush=True)
 
 
 def make_bench_pki(directory: Path) -> Pki:
@@ -851,7 +911,7 @@ async def main(args: argparse.Namespace) -> None:
         latency: dict[int, list[float]] = {}
         for subscribers in (0,) if quick else (0, 500):
             with gateway(tmp, f"subs{subscribers}", 512, extra=MANY_STREAMS) as target:
-                # With 500 receiving a call takes ~100 ms here: fewer calls, under 3 minutes.
+                # Fewer calls with 500: each of them adds 1,000 events to catch up on.
                 calls = args.latency_calls if subscribers == 0 else min(args.latency_calls, 150)
                 latency[subscribers], took = await timed(
                     latencies_with_subscribers(target, subscribers, calls)
@@ -959,6 +1019,8 @@ if __name__ == "__main__":
         "--day", type=int, default=0, help="a day of this many orders: tail latency, RSS, restart"
     )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--subscribers", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     for name, full, quick in (
@@ -969,7 +1031,9 @@ if __name__ == "__main__":
     ):
         if getattr(parsed, name) is None:
             setattr(parsed, name, quick if parsed.quick else full)
-    if parsed.echo_server:
+    if parsed.subscribers:
+        asyncio.run(subscribers_main(parsed.target, parsed.subscribers))
+    elif parsed.echo_server:
         tls_pems = None
         if parsed.echo_tls:
             cert_file, key_file = parsed.echo_tls

@@ -118,6 +118,13 @@ class ExecutionGatewayStub:
     Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
     their head_sequence says every event up to it was sent or filtered out.
 
+    Pace: orders come first. While the gateway handles a SubmitOrder, CancelOrder or
+    SubmitOrders request (and for 2 ms after; not while it waits for a broker's
+    answer), streams get only a share of the events committed meanwhile; the rest
+    follows once no order is being handled, or at once for a stream half way to
+    stream.queue_size behind. Under a steady flow of orders, events can therefore
+    arrive later than the answers to the orders they concern.
+
     Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
     events N onward from the journal, then continues live with no gap and no
     duplicate. To resume after a disconnect, send the last sequence seen (an event's
@@ -249,6 +256,13 @@ class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
     says how many the stream's filters skipped since the previous event it sent.
     Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
     their head_sequence says every event up to it was sent or filtered out.
+
+    Pace: orders come first. While the gateway handles a SubmitOrder, CancelOrder or
+    SubmitOrders request (and for 2 ms after; not while it waits for a broker's
+    answer), streams get only a share of the events committed meanwhile; the rest
+    follows once no order is being handled, or at once for a stream half way to
+    stream.queue_size behind. Under a steady flow of orders, events can therefore
+    arrive later than the answers to the orders they concern.
 
     Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
     events N onward from the journal, then continues live with no gap and no
@@ -420,6 +434,13 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         says how many the stream's filters skipped since the previous event it sent.
         Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
         their head_sequence says every event up to it was sent or filtered out.
+
+        Pace: orders come first. While the gateway handles a SubmitOrder, CancelOrder or
+        SubmitOrders request (and for 2 ms after; not while it waits for a broker's
+        answer), streams get only a share of the events committed meanwhile; the rest
+        follows once no order is being handled, or at once for a stream half way to
+        stream.queue_size behind. Under a steady flow of orders, events can therefore
+        arrive later than the answers to the orders they concern.
 
         Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
         events N onward from the journal, then continues live with no gap and no
