@@ -185,7 +185,8 @@ async def test_a_subscriber_half_way_to_its_bound_is_served_while_held() -> None
     yielded to orders is served at the usual pace once half its queue is used, so it
     never overflows, and gets every event in order."""
     bus = EventBus(queue_size=16, hold_linger_s=0)
-    subscribers = Subscribers(bus, 5)
+    many = HELD_SHARE + 4  # more streams that want every event than the share serves
+    subscribers = Subscribers(bus, many)
     await asyncio.sleep(0)
     hold = bus.hold()
     sequence = 1
@@ -196,15 +197,36 @@ async def test_a_subscriber_half_way_to_its_bound_is_served_while_held() -> None
         deepest = max(deepest, *(sub.backlog for sub in subscribers.subs))
         for _ in range(4):
             await asyncio.sleep(0)
-    # The share (2 per event) is less than 5 subscribers need: they fell behind to
-    # the half-way mark, and no further.
+    # The share is less than these subscribers need: they fell behind to the half-way
+    # mark, and no further.
     assert 8 <= deepest < 16
     assert not subscribers.ended
     assert bus.overflowed == 0
     hold.release()
-    await turns_until(subscribers, lambda: len(subscribers.writes) == 5 * 400)
-    for i in range(5):
+    await turns_until(subscribers, lambda: len(subscribers.writes) == many * 400)
+    for i in range(many):
         assert subscribers.received(i) == list(range(1, 401))
+    await subscribers.stop()
+
+
+async def test_up_to_the_share_of_streams_keep_pace_under_a_steady_flow_of_orders() -> None:
+    """The usual deployment: a few streams that each want every event. Held by orders
+    that never stop, they are not left behind: what each commit lets out covers them."""
+    bus = EventBus(queue_size=4096, hold_linger_s=0)
+    subscribers = Subscribers(bus, 8)
+    await asyncio.sleep(0)
+    hold = bus.hold()
+    sequence = 1
+    deepest = 0
+    for _ in range(300):
+        bus.publish(events(sequence, 2))
+        sequence += 2
+        for _ in range(4):
+            await asyncio.sleep(0)
+        deepest = max(deepest, *(sub.backlog for sub in subscribers.subs))
+    assert deepest <= 2  # one commit's events at most, never a growing backlog
+    assert len(subscribers.writes) == 8 * 600
+    hold.release()
     await subscribers.stop()
 
 

@@ -182,8 +182,11 @@ class BusClosed(Exception):
 DELIVERY_BATCH = 8
 # While orders are in flight (EventBus.hold), events sent per event published: delivery
 # then costs the order path in proportion to what it commits, not to the number of
-# subscribers; the rest waits until no order is in flight.
-HELD_SHARE = 2
+# subscribers; the rest waits until no order is in flight. Up to this many streams that
+# each want every event keep pace under a steady flow of orders (a strategy's own
+# stream usually wants only its own events); beyond it they fall behind, to at most
+# half their queue, while orders keep coming.
+HELD_SHARE = 8
 # Delivery stays held this long after the last order-path call ends: while its answer
 # is written, and for a strategy that submits again as soon as it has its answer.
 HOLD_LINGER_S = 0.002
