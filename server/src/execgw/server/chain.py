@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable
 
 PLAIN = "sha256"
 KEYED = "hmac-sha256"
@@ -62,9 +63,14 @@ class Chain:
     def seal_snapshot(self, sequence: int, row_hash: str, body: str) -> str:
         """A snapshot's seal: over its sequence, the seal of the event at that sequence
         (which commits to every event up to it) and the state it holds."""
-        # Fed in parts, the same digest as over the joined text, without copying a day's
-        # state into one more string first.
-        return self._digest_parts(f"snapshot|{sequence}|{row_hash}|".encode(), body.encode())
+        return self.seal_snapshot_parts(sequence, row_hash, (body,))
+
+    def seal_snapshot_parts(self, sequence: int, row_hash: str, parts: Iterable[str]) -> str:
+        """seal_snapshot over the text `parts` join to, fed part by part: the same digest,
+        without copying a day's state into one more string first."""
+        return self._digest_parts(
+            f"snapshot|{sequence}|{row_hash}|".encode(), *(part.encode() for part in parts)
+        )
 
     def seal_pruning(self, pruned_below: int, prev_hash: str) -> str:
         """The pruning record's seal: events below `pruned_below` were removed by the
