@@ -25,7 +25,7 @@ from execgw.server.journal import (
     JournalCorrupt,
     JournalError,
     JournalWriteFailed,
-    _split_parts,
+    _iter_parts,
 )
 from execgw.server.recovery import prepare_snapshot, rebuild, state_to_json
 
@@ -119,7 +119,7 @@ def _rebuilt(path: Path, chain: Chain = PLAIN_CHAIN) -> str:
 def test_the_text_is_split_into_parts_that_join_back_to_it(
     pieces: list[str], size: int, parts: list[str]
 ) -> None:
-    assert _split_parts(pieces, size) == parts
+    assert list(_iter_parts(pieces, size)) == parts
     assert "".join(parts) == "".join(pieces)
 
 

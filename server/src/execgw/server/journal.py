@@ -162,6 +162,10 @@ class Journal:
         self._version = SCHEMA_VERSION
         self._writer_lock: JournalLock | None = None
         self._reader_inode: InodeKey | None = None
+        # A writer's second connection, opened by the first snapshot of several parts:
+        # it checkpoints the WAL between parts without the journal's lock (_checkpoint).
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
         if read_only:
             self._reader_inode = note_reader_open(path)
         else:
@@ -474,11 +478,16 @@ class Journal:
         leaves parts no row names: never read, and removed by the next writer. The
         older snapshots' parts are removed afterwards, a few at a time.
 
-        The seal is computed before any write takes the lock: the event it covers is
-        durable and events are never rewritten, so it cannot change meanwhile."""
+        The seal is computed part by part outside the lock, as the parts are made: the
+        event it covers is durable and events are never rewritten, so it cannot change
+        meanwhile."""
         row_hash = self._read(partial(self._hash_at, sequence))
-        parts = _split_parts([body] if isinstance(body, str) else body, part_size)
-        seal = self.chain.seal_snapshot_parts(sequence, row_hash, parts)
+        sealer = self.chain.snapshot_sealer(sequence, row_hash)
+        # Made and sealed one at a time, as they are written: the thread joining them never
+        # holds the GIL long, nor a second copy of the whole state.
+        parts = _iter_parts([body] if isinstance(body, str) else body, part_size)
+        first = next(parts)
+        sealer.update(first.encode())
         # Rewriting a stored snapshot (same sequence) replaces its parts in place: all of
         # it in the final transaction, so no reader ever sees them mixed.
         replacing = self._read(
@@ -487,29 +496,58 @@ class Journal:
                 is not None
             )
         )
-        if not replacing:
+        rest: list[str] = []
+        if replacing:
+            rest = list(parts)
+            for part in rest:
+                sealer.update(part.encode())
+        else:
             self._remove_parts("seq = ?", (sequence,))  # a crashed attempt's, if any
-            for number in range(1, len(parts)):
+            for number, part in enumerate(parts, start=1):
+                sealer.update(part.encode())
                 time.sleep(_PART_PAUSE_S)
                 self._write(
-                    partial(self._insert_part, sequence, number, parts[number]),
-                    "snapshot write failed",
+                    partial(self._insert_part, sequence, number, part), "snapshot write failed"
                 )
+                self._checkpoint()
+            time.sleep(_PART_PAUSE_S)
+        seal = sealer.hexdigest()
 
         def statements() -> None:
             if replacing:
                 self._db.execute("DELETE FROM snapshot_parts WHERE seq = ?", (sequence,))
-                for number in range(1, len(parts)):
-                    self._insert_part(sequence, number, parts[number])
+                for number, part in enumerate(rest, start=1):
+                    self._insert_part(sequence, number, part)
             self._db.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, parts[0], seal)
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, first, seal)
             )
             # Older snapshots are never read again; events stay for audit and replay.
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
 
-        time.sleep(_PART_PAUSE_S if len(parts) > 1 else 0)
         self._write(statements, "snapshot write failed")
         self._remove_unused_parts()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database file, from a connection of
+        its own and without the journal's lock. Otherwise SQLite's automatic checkpoint
+        (every 1000 pages) runs inside whichever commit crosses that mark, often one of
+        the writer's, which would then wait while a snapshot's megabytes are copied. A
+        passive checkpoint never blocks the writer; one that fails is only left to the
+        automatic one."""
+        with self._checkpoint_lock:
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = sqlite3.connect(
+                        f"file:{self.path}?mode=rw",
+                        uri=True,
+                        isolation_level=None,
+                        check_same_thread=False,
+                        timeout=1.0,
+                    )
+                    self._checkpointer.execute("PRAGMA synchronous=FULL")
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as e:
+                log.debug("%s: checkpoint between snapshot parts failed: %s", self.path, e)
 
     def _insert_part(self, sequence: int, number: int, text: str) -> None:
         self._db.execute("INSERT INTO snapshot_parts VALUES (?, ?, ?)", (sequence, number, text))
@@ -778,6 +816,10 @@ class Journal:
                 log.warning("could not record the listen address in the journal lock: %s", e)
 
     def close(self) -> None:
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         with self._lock:
             self._db.close()
         # Only once the connection is closed: a successor must not open the file while
@@ -799,14 +841,14 @@ _CREATE_SNAPSHOT_PARTS = (
 )
 
 
-def _split_parts(pieces: Iterable[str], size: int) -> list[str]:
+def _iter_parts(pieces: Iterable[str], size: int) -> Iterator[str]:
     """The text of `pieces`, joined in order, as parts of `size` characters (the last
-    may be shorter); one empty part for no text."""
+    may be shorter), made as they are asked for; one empty part for no text."""
     if size < 1:
         raise ValueError(f"part size must be positive, not {size}")
-    parts: list[str] = []
     pending: list[str] = []
     filled = 0
+    made = False
     for piece in pieces:
         start = 0
         while start < len(piece):
@@ -816,11 +858,11 @@ def _split_parts(pieces: Iterable[str], size: int) -> list[str]:
             filled += len(chunk)
             start += len(chunk)
             if filled == size:
-                parts.append("".join(pending))
+                yield "".join(pending)
+                made = True
                 pending, filled = [], 0
-    if pending or not parts:
-        parts.append("".join(pending))
-    return parts
+    if pending or not made:
+        yield "".join(pending)
 
 
 def _removed_nothing(below: str, prev_hash: str | None) -> bool:
