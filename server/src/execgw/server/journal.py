@@ -205,8 +205,12 @@ class Journal:
                 self._migrate_from_2()
             self._head_pair = self._head()
             if not read_only:
-                # Parts of a snapshot whose writer stopped before its row committed.
-                self._remove_unused_parts()
+                # Parts of a snapshot whose writer stopped before its row committed: never
+                # read, so a failure to remove them (a full disk) need not stop a start.
+                try:
+                    self._remove_unused_parts()
+                except JournalWriteFailed as e:
+                    log.warning("%s: unused snapshot parts left in place: %s", path, e)
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise JournalCorrupt(
