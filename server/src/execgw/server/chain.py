@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable
+from typing import Protocol
 
 PLAIN = "sha256"
 KEYED = "hmac-sha256"
@@ -30,6 +32,14 @@ ENV_NAME_RULE = (
     f"must be the NAME of an environment variable (A-Z, 0-9 and _, not starting with a "
     f"digit, at most {MAX_ENV_NAME_LENGTH} characters), not a key"
 )
+
+
+class Digest(Protocol):
+    """A hash being fed: hashlib's or hmac's."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
 
 
 class ChainKeyError(ValueError):
@@ -62,9 +72,22 @@ class Chain:
     def seal_snapshot(self, sequence: int, row_hash: str, body: str) -> str:
         """A snapshot's seal: over its sequence, the seal of the event at that sequence
         (which commits to every event up to it) and the state it holds."""
-        # Fed in parts, the same digest as over the joined text, without copying a day's
-        # state into one more string first.
-        return self._digest_parts(f"snapshot|{sequence}|{row_hash}|".encode(), body.encode())
+        return self.seal_snapshot_parts(sequence, row_hash, (body,))
+
+    def seal_snapshot_parts(self, sequence: int, row_hash: str, parts: Iterable[str]) -> str:
+        """seal_snapshot over the text `parts` join to, fed part by part: the same digest,
+        without copying a day's state into one more string first."""
+        sealer = self.snapshot_sealer(sequence, row_hash)
+        for part in parts:
+            sealer.update(part.encode())
+        return sealer.hexdigest()
+
+    def snapshot_sealer(self, sequence: int, row_hash: str) -> Digest:
+        """seal_snapshot as it is fed: update() with the state's text (UTF-8) in order,
+        then hexdigest()."""
+        digest = self._new_digest()
+        digest.update(f"snapshot|{sequence}|{row_hash}|".encode())
+        return digest
 
     def seal_pruning(self, pruned_below: int, prev_hash: str) -> str:
         """The pruning record's seal: events below `pruned_below` were removed by the
@@ -77,10 +100,13 @@ class Chain:
     def _digest(self, text: str) -> str:
         return self._digest_parts(text.encode())
 
+    def _new_digest(self) -> Digest:
+        if self._key is None:
+            return hashlib.sha256()
+        return hmac.new(self._key, None, hashlib.sha256)
+
     def _digest_parts(self, *parts: bytes) -> str:
-        digest = (
-            hashlib.sha256() if self._key is None else hmac.new(self._key, None, hashlib.sha256)
-        )
+        digest = self._new_digest()
         for part in parts:
             digest.update(part)
         return digest.hexdigest()

@@ -638,7 +638,7 @@ class GatewayCore:
                 log.info("pruned %d journal events below %d", pruned, keep_from)
 
     def _store_snapshot(self, prepared: PreparedSnapshot) -> None:
-        self._journal.write_snapshot(prepared.sequence, prepared.body())
+        self._journal.write_snapshot(prepared.sequence, prepared.pieces())
 
     def _execute(self, queued: _Queued[Any]) -> Any:
         token = otel_context.attach(queued.trace_context)

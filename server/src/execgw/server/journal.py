@@ -21,7 +21,8 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -48,7 +49,20 @@ log = logging.getLogger(__name__)
 # 2: snapshots carry the chain's seal (column seal, Chain.seal_snapshot); the pruning
 #    record carries one too (meta pruned_seal, Chain.seal_pruning). A writer migrates a
 #    schema 1 journal when it opens it (_migrate_from_1).
-SCHEMA_VERSION = 2
+# 3: a snapshot's state may be stored in parts (table snapshot_parts), each written in a
+#    transaction of its own, so the writer's commits go on between them; snapshots.body
+#    holds its first part. A writer adds the table when it opens a schema 2 journal
+#    (_migrate_from_2); a schema 2 snapshot, all in snapshots.body, reads unchanged.
+SCHEMA_VERSION = 3
+# A snapshot's parts are about this many characters (bytes, for the ASCII JSON a
+# snapshot mostly is): one part is what a commit of the writer may wait behind.
+SNAPSHOT_PART_SIZE = 1 << 20
+# Between two parts the snapshot's thread pauses this long without the journal's lock:
+# threading.Lock is not fair, and a writer waiting for it must get its turn.
+_PART_PAUSE_S = 0.002
+# Pruning and removing old parts: at most this many rows per transaction.
+_PRUNE_BATCH = 2_000
+_PARTS_BATCH = 8
 _T = TypeVar("_T")
 GENESIS_HASH = "0" * 64
 
@@ -148,6 +162,10 @@ class Journal:
         self._version = SCHEMA_VERSION
         self._writer_lock: JournalLock | None = None
         self._reader_inode: InodeKey | None = None
+        # A writer's second connection, opened by the first snapshot of several parts:
+        # it checkpoints the WAL between parts without the journal's lock (_checkpoint).
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
         if read_only:
             self._reader_inode = note_reader_open(path)
         else:
@@ -183,7 +201,16 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             if not read_only and self._version == 1:
                 self._migrate_from_1()
+            if not read_only and self._version == 2:
+                self._migrate_from_2()
             self._head_pair = self._head()
+            if not read_only:
+                # Parts of a snapshot whose writer stopped before its row committed: never
+                # read, so a failure to remove them (a full disk) need not stop a start.
+                try:
+                    self._remove_unused_parts()
+                except JournalWriteFailed as e:
+                    log.warning("%s: unused snapshot parts left in place: %s", path, e)
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise JournalCorrupt(
@@ -213,6 +240,7 @@ class Journal:
                 "CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, "
                 "seal TEXT NOT NULL)"
             )
+            self._db.execute(_CREATE_SNAPSHOT_PARTS)
             self._db.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -247,6 +275,8 @@ class Journal:
             raise JournalCorrupt(f"{self.path}: journal schema_version {row[0]!r} is not valid")
         self._version = version
         missing = {"events", "snapshots"} - tables
+        if version >= 3:
+            missing |= {"snapshot_parts"} - tables
         if missing:
             raise JournalCorrupt(f"{self.path}: journal tables missing: {sorted(missing)}")
 
@@ -290,9 +320,7 @@ class Journal:
                     (self.chain.seal_pruning(self._pruned_below(below), prev_hash or ""),),
                 )
             self._db.execute("ALTER TABLE snapshots RENAME COLUMN body_hash TO seal")
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-            )
+            self._db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
         # Still in the constructor: no other thread has this connection yet.
         self._db.execute("BEGIN IMMEDIATE")
@@ -304,8 +332,25 @@ class Journal:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        self._version = 2
+        log.info("%s: journal schema 1 migrated to 2", self.path)
+
+    def _migrate_from_2(self) -> None:
+        """Schema 2 to 3, in one transaction: the table for snapshots' further parts. A
+        schema 2 snapshot keeps its whole state in snapshots.body, its only part."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(_CREATE_SNAPSHOT_PARTS.replace("TABLE", "TABLE IF NOT EXISTS", 1))
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
         self._version = SCHEMA_VERSION
-        log.info("%s: journal schema 1 migrated to %d", self.path, SCHEMA_VERSION)
+        log.info("%s: journal schema 2 migrated to %d", self.path, SCHEMA_VERSION)
 
     def _check_chain(self) -> None:
         def stored(key: str) -> str | None:
@@ -419,53 +464,168 @@ class Journal:
             "journal not writable",
         )
 
-    def write_snapshot(self, sequence: int, body: str) -> None:
+    def write_snapshot(
+        self,
+        sequence: int,
+        body: str | Iterable[str],
+        *,
+        part_size: int = SNAPSHOT_PART_SIZE,
+    ) -> None:
         """Store the state as of `sequence`, sealed over it and the event at `sequence`.
 
-        The seal is computed before the write takes the lock: hashing a whole day's
-        state takes long, and the writer's commits wait for that lock. The event it
-        covers is durable and events are never rewritten, so it cannot change meanwhile."""
+        `body` is the state's text, whole or as pieces to be joined in order. It is
+        stored in parts of about `part_size` characters, each in a transaction of its
+        own with the journal's lock released between them, so the writer's commits do
+        not wait behind a whole day's state: parts 1..n first, then one transaction with
+        the snapshots row (part 0 and the seal over the whole text), which makes the
+        snapshot visible and drops the older ones. A crash before that row commits
+        leaves parts no row names: never read, and removed by the next writer. The
+        older snapshots' parts are removed afterwards, a few at a time.
+
+        The seal is computed part by part outside the lock, as the parts are made: the
+        event it covers is durable and events are never rewritten, so it cannot change
+        meanwhile."""
         row_hash = self._read(partial(self._hash_at, sequence))
-        seal = self.chain.seal_snapshot(sequence, row_hash, body)
+        sealer = self.chain.snapshot_sealer(sequence, row_hash)
+        # Made and sealed one at a time, as they are written: the thread joining them never
+        # holds the GIL long, nor a second copy of the whole state.
+        parts = _iter_parts([body] if isinstance(body, str) else body, part_size)
+        first = next(parts)
+        sealer.update(first.encode())
+        # Rewriting a stored snapshot (same sequence) replaces its parts in place: all of
+        # it in the final transaction, so no reader ever sees them mixed.
+        replacing = self._read(
+            lambda: (
+                self._db.execute("SELECT 1 FROM snapshots WHERE seq = ?", (sequence,)).fetchone()
+                is not None
+            )
+        )
+        rest: list[str] = []
+        if replacing:
+            rest = list(parts)
+            for part in rest:
+                sealer.update(part.encode())
+        else:
+            self._remove_parts("seq = ?", (sequence,))  # a crashed attempt's, if any
+            for number, part in enumerate(parts, start=1):
+                sealer.update(part.encode())
+                time.sleep(_PART_PAUSE_S)
+                self._write(
+                    partial(self._insert_part, sequence, number, part), "snapshot write failed"
+                )
+                self._checkpoint()
+            time.sleep(_PART_PAUSE_S)
+        seal = sealer.hexdigest()
 
         def statements() -> None:
+            if replacing:
+                self._db.execute("DELETE FROM snapshot_parts WHERE seq = ?", (sequence,))
+                for number, part in enumerate(rest, start=1):
+                    self._insert_part(sequence, number, part)
             self._db.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, body, seal)
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, first, seal)
             )
             # Older snapshots are never read again; events stay for audit and replay.
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
 
         self._write(statements, "snapshot write failed")
+        self._remove_unused_parts()
 
-    def prune_before(self, sequence: int) -> int:
+    def _checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database file, from a connection of
+        its own and without the journal's lock. Otherwise SQLite's automatic checkpoint
+        (every 1000 pages) runs inside whichever commit crosses that mark, often one of
+        the writer's, which would then wait while a snapshot's megabytes are copied. A
+        passive checkpoint never blocks the writer; one that fails is only left to the
+        automatic one."""
+        with self._checkpoint_lock:
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = sqlite3.connect(
+                        f"file:{self.path}?mode=rw",
+                        uri=True,
+                        isolation_level=None,
+                        check_same_thread=False,
+                        timeout=1.0,
+                    )
+                    self._checkpointer.execute("PRAGMA synchronous=FULL")
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as e:
+                log.debug("%s: checkpoint between snapshot parts failed: %s", self.path, e)
+
+    def _insert_part(self, sequence: int, number: int, text: str) -> None:
+        self._db.execute("INSERT INTO snapshot_parts VALUES (?, ?, ?)", (sequence, number, text))
+
+    def _remove_unused_parts(self) -> None:
+        """Parts no snapshots row names (an older snapshot's, or a crashed one's)."""
+        if self._version >= 3:
+            self._remove_parts("seq NOT IN (SELECT seq FROM snapshots)", ())
+
+    def _remove_parts(self, where: str, args: tuple[int, ...]) -> None:
+        """Delete the parts `where` selects, a few per transaction (none when there are
+        none: no write at all)."""
+        select = f"SELECT rowid FROM snapshot_parts WHERE {where} LIMIT ?"
+
+        def any_left() -> bool:
+            return self._db.execute(select, (*args, 1)).fetchone() is not None
+
+        def some() -> None:
+            self._db.execute(
+                f"DELETE FROM snapshot_parts WHERE rowid IN ({select})", (*args, _PARTS_BATCH)
+            )
+
+        while self._read(any_left):
+            self._write(some, "removing old snapshot parts failed")
+            time.sleep(_PART_PAUSE_S)
+
+    def prune_before(self, sequence: int, *, batch: int = _PRUNE_BATCH) -> int:
         """Drop events below `sequence` (a snapshot must cover them); returns how many.
 
         The first kept event's prev_hash is recorded, so `verify` can tell a pruned
-        journal from one whose oldest events were deleted behind our back."""
-
-        def statements() -> int:
-            row = self._db.execute(
-                "SELECT seq, prev_hash FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
-                (sequence,),
+        journal from one whose oldest events were deleted behind our back. At most
+        `batch` events go per transaction, each leaving a pruning record that matches
+        what it kept, so the writer's commits go on between them."""
+        keeps_one = self._read(
+            lambda: self._db.execute(
+                "SELECT 1 FROM events WHERE seq >= ? LIMIT 1", (sequence,)
             ).fetchone()
-            if row is None:
-                return 0
-            cursor = self._db.execute("DELETE FROM events WHERE seq < ?", (row[0],))
-            if cursor.rowcount == 0:
-                return 0  # nothing removed: the record (if any) already says where it cut
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('pruned_below', ?)", (str(row[0]),)
+        )
+        if keeps_one is None:
+            return 0  # no event at or after `sequence`: nothing would follow the cut
+        removed = 0
+        while True:
+            oldest = self._read(self._oldest)
+            if oldest is None or oldest >= sequence:
+                return removed
+            some = self._write(
+                partial(self._prune_below, min(sequence, oldest + batch)), "prune failed"
             )
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('pruned_prev_hash', ?)", (row[1],)
-            )
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('pruned_seal', ?)",
-                (self.chain.seal_pruning(int(row[0]), str(row[1])),),
-            )
-            return cursor.rowcount
+            if some == 0:
+                return removed
+            removed += some
+            time.sleep(_PART_PAUSE_S)
 
-        return self._write(statements, "prune failed")
+    def _oldest(self) -> int | None:
+        row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def _prune_below(self, sequence: int) -> int:
+        row = self._db.execute(
+            "SELECT seq, prev_hash FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
+            (sequence,),
+        ).fetchone()
+        if row is None:
+            return 0
+        cursor = self._db.execute("DELETE FROM events WHERE seq < ?", (row[0],))
+        if cursor.rowcount == 0:
+            return 0  # nothing removed: the record (if any) already says where it cut
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_below', ?)", (str(row[0]),))
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_prev_hash', ?)", (row[1],))
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('pruned_seal', ?)",
+            (self.chain.seal_pruning(int(row[0]), str(row[1])),),
+        )
+        return int(cursor.rowcount)
 
     # -- reading ----------------------------------------------------------
 
@@ -484,14 +644,42 @@ class Journal:
 
     def _checked_snapshots(self, *, newest_only: bool) -> list[Snapshot]:
         column = "seal" if self._version >= 2 else "body_hash"
-        rows = self._db.execute(
-            f"SELECT seq, body, {column} FROM snapshots ORDER BY seq"
-            + (" DESC LIMIT 1" if newest_only else "")
-        ).fetchall()
-        return [self._checked_snapshot(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+        # One read transaction: a snapshots row and its parts as one commit left them,
+        # even while a writer (another process) replaces that snapshot meanwhile.
+        self._db.execute("BEGIN")
+        try:
+            rows = self._db.execute(
+                f"SELECT seq, body, {column} FROM snapshots ORDER BY seq"
+                + (" DESC LIMIT 1" if newest_only else "")
+            ).fetchall()
+            found = [(int(r[0]), [str(r[1]), *self._parts(int(r[0]))], str(r[2])) for r in rows]
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+        return [self._checked_snapshot(seq, parts, stored) for seq, parts, stored in found]
 
-    def _checked_snapshot(self, sequence: int, body: str, stored: str) -> Snapshot:
+    def _parts(self, sequence: int) -> list[str]:
+        """A snapshot's parts after the first, in order; JournalCorrupt if one is missing."""
+        if self._version < 3:
+            return []
+        rows = self._db.execute(
+            "SELECT part, body FROM snapshot_parts WHERE seq = ? ORDER BY part", (sequence,)
+        ).fetchall()
+        for expected, (number, _) in enumerate(rows, start=1):
+            if number != expected:
+                raise JournalCorrupt(
+                    f"{self.path}: snapshot at {sequence} is missing part {expected} of its "
+                    f"state (found part {number} next): a part was deleted. Restore the "
+                    "journal from a backup; `execgw journal verify` checks one"
+                )
+        return [str(body) for _, body in rows]
+
+    def _checked_snapshot(self, sequence: int, parts: str | list[str], stored: str) -> Snapshot:
+        """Check a snapshot stored as `parts` (its text is their concatenation)."""
         where = f"{self.path}: snapshot at {sequence}"
+        if isinstance(parts, str):
+            parts = [parts]
+        body = parts[0] if len(parts) == 1 else "".join(parts)
         if self._version < 2:
             if self.chain.keyed:
                 raise JournalCorrupt(
@@ -505,12 +693,14 @@ class Journal:
                 raise JournalCorrupt(f"{where} fails its checksum: it was altered")
             self._snapshot_seal(sequence, body)  # its event must still be there
             return Snapshot(sequence, body)
-        if not self.chain.matches(stored, self._snapshot_seal(sequence, body)):
+        expected = self.chain.seal_snapshot_parts(sequence, self._hash_at(sequence), parts)
+        if not self.chain.matches(stored, expected):
+            stored_in = f" (its state stored in {len(parts)} parts)" if len(parts) > 1 else ""
             raise JournalCorrupt(
-                f"{where} fails its checksum: its seal does not match its state and the "
-                f"event at {sequence} (the snapshot was altered or forged, or that event "
-                "was rewritten). Restore the journal from a backup; `execgw journal "
-                "verify` checks one"
+                f"{where} fails its checksum: its seal does not match its state{stored_in} "
+                f"and the event at {sequence} (the snapshot was altered or forged, a part "
+                "added or removed, or that event was rewritten). Restore the journal from "
+                "a backup; `execgw journal verify` checks one"
             )
         return Snapshot(sequence, body)
 
@@ -630,6 +820,10 @@ class Journal:
                 log.warning("could not record the listen address in the journal lock: %s", e)
 
     def close(self) -> None:
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         with self._lock:
             self._db.close()
         # Only once the connection is closed: a successor must not open the file while
@@ -643,6 +837,36 @@ class Journal:
             self._writer_lock = None
         note_reader_closed(self._reader_inode)
         self._reader_inode = None
+
+
+_CREATE_SNAPSHOT_PARTS = (
+    "CREATE TABLE snapshot_parts (seq INTEGER NOT NULL, part INTEGER NOT NULL, "
+    "body TEXT NOT NULL, PRIMARY KEY (seq, part))"
+)
+
+
+def _iter_parts(pieces: Iterable[str], size: int) -> Iterator[str]:
+    """The text of `pieces`, joined in order, as parts of `size` characters (the last
+    may be shorter), made as they are asked for; one empty part for no text."""
+    if size < 1:
+        raise ValueError(f"part size must be positive, not {size}")
+    pending: list[str] = []
+    filled = 0
+    made = False
+    for piece in pieces:
+        start = 0
+        while start < len(piece):
+            room = size - filled
+            chunk = piece[start : start + room]
+            pending.append(chunk)
+            filled += len(chunk)
+            start += len(chunk)
+            if filled == size:
+                yield "".join(pending)
+                made = True
+                pending, filled = [], 0
+    if pending or not made:
+        yield "".join(pending)
 
 
 def _removed_nothing(below: str, prev_hash: str | None) -> bool:
