@@ -118,14 +118,6 @@ class ExecutionGatewayStub:
     Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
     their head_sequence says every event up to it was sent or filtered out.
 
-    Pace: orders come first. While the gateway handles a SubmitOrder, CancelOrder or
-    SubmitOrders request (and for 2 ms after; not while it waits for a broker's
-    answer), streams get 8 sends for each event committed meanwhile: up to 8 streams
-    that each want every event keep pace. Beyond that, the rest follows once no
-    order is being handled, or at once for a stream half way to stream.queue_size
-    behind; under a steady flow of orders such streams' events can arrive later than
-    the answers to the orders they concern.
-
     Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
     events N onward from the journal, then continues live with no gap and no
     duplicate. To resume after a disconnect, send the last sequence seen (an event's
@@ -257,14 +249,6 @@ class ExecutionGatewayAsyncStub(ExecutionGatewayStub):
     says how many the stream's filters skipped since the previous event it sent.
     Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
     their head_sequence says every event up to it was sent or filtered out.
-
-    Pace: orders come first. While the gateway handles a SubmitOrder, CancelOrder or
-    SubmitOrders request (and for 2 ms after; not while it waits for a broker's
-    answer), streams get 8 sends for each event committed meanwhile: up to 8 streams
-    that each want every event keep pace. Beyond that, the rest follows once no
-    order is being handled, or at once for a stream half way to stream.queue_size
-    behind; under a steady flow of orders such streams' events can arrive later than
-    the answers to the orders they concern.
 
     Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
     events N onward from the journal, then continues live with no gap and no
@@ -436,14 +420,6 @@ class ExecutionGatewayServicer(metaclass=_abc_1.ABCMeta):
         says how many the stream's filters skipped since the previous event it sent.
         Heartbeats (sequence 0) come when the stream is idle and once when it goes live;
         their head_sequence says every event up to it was sent or filtered out.
-
-        Pace: orders come first. While the gateway handles a SubmitOrder, CancelOrder or
-        SubmitOrders request (and for 2 ms after; not while it waits for a broker's
-        answer), streams get 8 sends for each event committed meanwhile: up to 8 streams
-        that each want every event keep pace. Beyond that, the rest follows once no
-        order is being handled, or at once for a stream half way to stream.queue_size
-        behind; under a steady flow of orders such streams' events can arrive later than
-        the answers to the orders they concern.
 
         Resume: from_sequence = 0 starts with live events only. from_sequence = N replays
         events N onward from the journal, then continues live with no gap and no

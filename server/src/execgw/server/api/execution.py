@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -13,7 +13,6 @@ from execgw.server.api import auth, convert, paging
 from execgw.server.api.errors import abort_for, status_for, unary, write_stream
 from execgw.server.api.streaming import FillStream, validate_heartbeat_interval
 from execgw.server.api.tracing import rpc_span
-from execgw.server.bus import Hold
 from execgw.server.core import GatewayCore
 from execgw.server.domain import Order, OrderIntent
 from execgw.server.errors import Forbidden, GatewayUnavailable
@@ -41,9 +40,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 ACK_WAIT_MARGIN_S = 0.25
 # Requests of one SubmitOrders stream in progress at once (read, not yet answered).
 SUBMIT_STREAM_IN_FLIGHT = 64
-# An order call holds fan-out back (EventBus.hold) until it is over, and this long at
-# most: a caller that does not take its answer must not hold every stream back.
-ANSWER_HOLD_LIMIT_S = 0.5
 
 
 class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
@@ -70,10 +66,9 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def SubmitOrder(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: gateway_pb2.SubmitOrderRequest, context: Context
     ) -> gateway_pb2.SubmitOrderResponse:
-        hold = self._hold_until_answered(context)
         # The interceptor's server span, which continues the strategy's trace.
         with rpc_span() as span:
-            order = await self._submit(request, context, span, hold)
+            order = await self._submit(request, context, span)
             return gateway_pb2.SubmitOrderResponse(result=convert.result(order))
 
     async def SubmitOrders(  # noqa: N802
@@ -119,11 +114,9 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         response = gateway_pb2.SubmitOrdersResponse(
             client_order_id=_echoable(request.client_order_id)
         )
-        # Held for this request alone: the stream itself may stay open all day.
-        hold = self._core.bus.hold()
         try:
             with tracer.start_as_current_span("execgw.SubmitOrders.request") as span:
-                order = await self._submit(request, context, span, hold)
+                order = await self._submit(request, context, span)
         except Exception as e:
             if isinstance(e, Forbidden):
                 await auth.record_denial(e)  # journaled, as SubmitOrder's refusal is
@@ -133,27 +126,13 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         else:
             response.result.CopyFrom(convert.result(order))
             response.client_order_id = order.client_order_id
-        finally:
-            hold.release()
         return response
-
-    def _hold_until_answered(self, context: Context) -> Hold:
-        """Hold fan-out back (EventBus.hold) until this call is over, its answer
-        written: an order waits for no subscriber's events. ANSWER_HOLD_LIMIT_S at most
-        from now, for a caller that does not take its answer (its connection's window
-        full) or a call that takes that long anyway."""
-        hold = self._core.bus.hold()
-        # Any: the stubs type the callback as a class of their own, not a callable.
-        context.add_done_callback(cast(Any, lambda _: hold.release()))
-        asyncio.get_running_loop().call_later(ANSWER_HOLD_LIMIT_S, hold.release)
-        return hold
 
     async def _submit(
         self,
         request: gateway_pb2.SubmitOrderRequest | gateway_pb2.SubmitOrdersRequest,
         context: Context,
         span: trace.Span,
-        hold: Hold,
     ) -> Order:
         # Not made current: nothing inside starts a span (saves the context switch).
         with tracer.start_span("execgw.stage.validate"):
@@ -179,9 +158,7 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         order = await self._core.submit(intent, request.client_order_id, auth.order_caller())
         # A broker answers later; give it a moment so the caller usually gets its
         # verdict (PLACED, REJECTED with the broker's text) rather than SUBMITTED.
-        # Waiting on the broker, not on the gateway: fan-out may go on meanwhile.
-        with hold.paused():
-            order = await self._core.wait_for_venue(order, self._ack_wait(context))
+        order = await self._core.wait_for_venue(order, self._ack_wait(context))
         span.set_attribute("execgw.order_id", order.order_id)
         span.set_attribute("execgw.status", order.status.value)
         if order.reject_reason is not None:
@@ -200,7 +177,6 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
     async def CancelOrder(  # noqa: N802
         self, request: gateway_pb2.CancelOrderRequest, context: Context
     ) -> gateway_pb2.CancelOrderResponse:
-        self._hold_until_answered(context)
         validate_order_id(request.order_id)
         order = await self._core.cancel(request.order_id, auth.scope())
         return gateway_pb2.CancelOrderResponse(result=convert.result(order))
