@@ -279,7 +279,9 @@ def _allow_the_snapshots_row(path: Path) -> None:
         raw.execute("DROP TRIGGER no_row")
 
 
-def test_parts_of_an_unfinished_snapshot_are_never_read_and_are_removed(path: Path) -> None:
+def test_a_failed_snapshot_takes_its_parts_back_and_is_never_read(path: Path) -> None:
+    """A snapshot whose row cannot be written (a full disk) removes the parts it wrote:
+    the room goes back to orders. Readers see the older snapshot as it was."""
     body = _snapshot_in_parts(path, at=5)
     stored = _parts_stored(path)
     _fail_the_snapshots_row(path)
@@ -290,8 +292,7 @@ def test_parts_of_an_unfinished_snapshot_are_never_read_and_are_removed(path: Pa
             journal.write_snapshot(8, newer, part_size=PART)
     finally:
         journal.close()
-    orphans = [(seq, part) for seq, part in _parts_stored(path) if seq == 8]
-    assert len(orphans) == -(-len(newer) // PART) - 1
+    assert [(seq, part) for seq, part in _parts_stored(path) if seq == 8] == []
     # Readers see the snapshot at 5 as it was, and nothing of the one at 8.
     assert _latest(path) == body
     assert _verify(path).snapshots == (5,)
@@ -502,3 +503,57 @@ def test_a_schema_3_journal_without_its_parts_table_is_refused(path: Path) -> No
         raw.execute("DROP TABLE snapshot_parts")
     with pytest.raises(JournalCorrupt, match="tables missing: \\['snapshot_parts'\\]"):
         Journal(path, read_only=True)
+
+
+def test_a_snapshot_whose_parts_went_missing_while_written_is_not_recorded(path: Path) -> None:
+    """The row is written only over every part it wrote: were one removed meanwhile, the
+    snapshot would name state that cannot be read back, and pruning below it would
+    leave the journal unrecoverable."""
+    body = _snapshot_in_parts(path, at=5)
+    with contextlib.closing(_raw(path)) as raw:
+        raw.execute(
+            "CREATE TRIGGER lose_part_1 AFTER INSERT ON snapshot_parts "
+            "WHEN NEW.seq = 8 AND NEW.part = 2 "
+            "BEGIN DELETE FROM snapshot_parts WHERE seq = 8 AND part = 1; END"
+        )
+    journal = Journal(path)
+    try:
+        newer = state_to_json(rebuild(journal))
+        with pytest.raises(JournalWriteFailed, match="parts are stored; not recording it"):
+            journal.write_snapshot(8, newer, part_size=PART)
+        latest = journal.latest_snapshot()
+        assert latest is not None
+        assert latest.sequence == 5
+    finally:
+        journal.close()
+    assert _latest(path) == body
+
+
+def test_a_reader_opened_before_a_writer_upgrades_reads_the_upgraded_journal(
+    v2: Path,
+) -> None:
+    reader = Journal(v2, read_only=True)
+    try:
+        writer = Journal(v2)  # upgrades to schema 3
+        try:
+            state = rebuild(writer)
+            body = state_to_json(state)
+            writer.write_snapshot(state.sequence, body, part_size=PART)
+        finally:
+            writer.close()
+        assert len(_parts_stored(v2)) > 1
+        latest = reader.latest_snapshot()
+        assert latest is not None
+        assert latest.body == body
+    finally:
+        reader.close()
+
+
+def test_a_closed_journal_opens_no_checkpoint_connection(path: Path) -> None:
+    """A snapshot thread still between parts when the journal closes must not open a
+    second connection after close (its descriptors would outlive the writer's lock)."""
+    journal = Journal(path)
+    journal.append(RECORDS[:2])
+    journal.close()
+    journal._checkpoint()
+    assert journal._checkpointer is None

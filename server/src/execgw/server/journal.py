@@ -62,7 +62,7 @@ SNAPSHOT_PART_SIZE = 1 << 20
 _PART_PAUSE_S = 0.002
 # Pruning and removing old parts: at most this many rows per transaction.
 _PRUNE_BATCH = 2_000
-_PARTS_BATCH = 8
+_PARTS_BATCH = 1
 _T = TypeVar("_T")
 GENESIS_HASH = "0" * 64
 
@@ -166,6 +166,10 @@ class Journal:
         # it checkpoints the WAL between parts without the journal's lock (_checkpoint).
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
+        self._closed = False
+        # One snapshot (and its pruning, and part removal) at a time: removing unused
+        # parts would otherwise delete those of a snapshot still being written.
+        self._snapshot_lock = threading.Lock()
         if read_only:
             self._reader_inode = note_reader_open(path)
         else:
@@ -471,6 +475,25 @@ class Journal:
         *,
         part_size: int = SNAPSHOT_PART_SIZE,
     ) -> None:
+        """Store the state as of `sequence` (see _write_snapshot). One at a time; one that
+        fails before its row commits takes its parts back (a full disk gets its room
+        back for orders), and old parts that cannot be removed after it committed are
+        left for later: the snapshot itself stands."""
+        with self._snapshot_lock:
+            # Parts a failed attempt could not take back: gone before new ones take room.
+            self._remove_unused_parts()
+            try:
+                self._write_snapshot(sequence, body, part_size)
+            except BaseException:
+                with contextlib.suppress(JournalError, sqlite3.Error):
+                    self._remove_unused_parts()
+                raise
+            try:
+                self._remove_unused_parts()
+            except JournalError as e:
+                log.warning("%s: old snapshot parts stay until the next snapshot: %s", self.path, e)
+
+    def _write_snapshot(self, sequence: int, body: str | Iterable[str], part_size: int) -> None:
         """Store the state as of `sequence`, sealed over it and the event at `sequence`.
 
         `body` is the state's text, whole or as pieces to be joined in order. It is
@@ -501,6 +524,7 @@ class Journal:
             )
         )
         rest: list[str] = []
+        written = 0
         if replacing:
             rest = list(parts)
             for part in rest:
@@ -513,6 +537,7 @@ class Journal:
                 self._write(
                     partial(self._insert_part, sequence, number, part), "snapshot write failed"
                 )
+                written = number
                 self._checkpoint()
             time.sleep(_PART_PAUSE_S)
         seal = sealer.hexdigest()
@@ -522,6 +547,18 @@ class Journal:
                 self._db.execute("DELETE FROM snapshot_parts WHERE seq = ?", (sequence,))
                 for number, part in enumerate(rest, start=1):
                     self._insert_part(sequence, number, part)
+            else:
+                # Every part written is still there (nothing removed them meanwhile): the
+                # row must never name a snapshot that cannot be read back.
+                stored = self._db.execute(
+                    "SELECT count(*), coalesce(max(part), 0) FROM snapshot_parts WHERE seq = ?",
+                    (sequence,),
+                ).fetchone()
+                if tuple(stored) != (written, written):
+                    raise JournalWriteFailed(
+                        f"snapshot at {sequence}: {stored[0]} of its {written} parts are "
+                        "stored; not recording it"
+                    )
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, first, seal)
             )
@@ -529,7 +566,6 @@ class Journal:
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
 
         self._write(statements, "snapshot write failed")
-        self._remove_unused_parts()
 
     def _checkpoint(self) -> None:
         """Copy the WAL's committed pages into the database file, from a connection of
@@ -539,6 +575,8 @@ class Journal:
         passive checkpoint never blocks the writer; one that fails is only left to the
         automatic one."""
         with self._checkpoint_lock:
+            if self._closed:
+                return
             try:
                 if self._checkpointer is None:
                     self._checkpointer = sqlite3.connect(
@@ -643,11 +681,18 @@ class Journal:
         return self._read(self._checked_pruning_record)
 
     def _checked_snapshots(self, *, newest_only: bool) -> list[Snapshot]:
-        column = "seal" if self._version >= 2 else "body_hash"
         # One read transaction: a snapshots row and its parts as one commit left them,
         # even while a writer (another process) replaces that snapshot meanwhile.
         self._db.execute("BEGIN")
         try:
+            if self._version < SCHEMA_VERSION:
+                # A reader opened before a writer upgraded the journal reads it as it is now.
+                row = self._db.execute(
+                    "SELECT value FROM meta WHERE key='schema_version'"
+                ).fetchone()
+                if row is not None and str(row[0]).isdigit():
+                    self._version = min(int(row[0]), SCHEMA_VERSION)
+            column = "seal" if self._version >= 2 else "body_hash"
             rows = self._db.execute(
                 f"SELECT seq, body, {column} FROM snapshots ORDER BY seq"
                 + (" DESC LIMIT 1" if newest_only else "")
@@ -821,6 +866,7 @@ class Journal:
 
     def close(self) -> None:
         with self._checkpoint_lock:
+            self._closed = True  # a snapshot thread still writing opens no new one
             if self._checkpointer is not None:
                 self._checkpointer.close()
                 self._checkpointer = None
