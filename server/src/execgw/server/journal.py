@@ -614,6 +614,7 @@ class Journal:
 
         while self._read(any_left):
             self._write(some, "removing old snapshot parts failed")
+            self._checkpoint()
             time.sleep(_PART_PAUSE_S)
 
     def prune_before(self, sequence: int, *, batch: int = _PRUNE_BATCH) -> int:
@@ -641,6 +642,7 @@ class Journal:
             if some == 0:
                 return removed
             removed += some
+            self._checkpoint()
             time.sleep(_PART_PAUSE_S)
 
     def _oldest(self) -> int | None:
