@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -272,14 +273,15 @@ class KiteLink:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, **kwargs))
 
-    async def _order_slot(self, *, new_order: bool = True) -> None:
+    def _order_slot(self, *, new_order: bool = True) -> AbstractAsyncContextManager[None]:
+        """The order call made inside it is within Kite's rate limits (OrderRateShaper)."""
         today = self._today()
         if today != self._day:
             self._day = today
             self._shaper.new_day()
         # Cancels share the rate windows but never the daily cap: a halt must be able
         # to cancel after the last order of the day.
-        await self._shaper.acquire(count_daily=new_order)
+        return self._shaper.slot(count_daily=new_order)
 
     async def _place(self, tracked: _Tracked) -> None:
         try:
@@ -293,12 +295,11 @@ class KiteLink:
         pause = RATE_LIMITED_PAUSE_S
         for attempt in range(RATE_LIMITED_RETRIES + 1):
             try:
-                await self._order_slot()
+                async with self._order_slot():
+                    self.place_calls += 1
+                    venue_order_id = await self._call(self._kite.place_order, **tracked.request)
             except DailyCapReached as e:
                 return base.Refused(order_id, str(e))
-            self.place_calls += 1
-            try:
-                venue_order_id = await self._call(self._kite.place_order, **tracked.request)
             except Exception as e:
                 outcome, message = classify(e)
                 if outcome == _Outcome.RATE_LIMITED and attempt < RATE_LIMITED_RETRIES:
@@ -319,12 +320,12 @@ class KiteLink:
     async def _cancel(self, tracked: _Tracked) -> None:
         try:
             try:
-                await self._order_slot(new_order=False)
-                await self._call(
-                    self._kite.cancel_order,
-                    variety=mapping.VARIETY,
-                    order_id=tracked.venue_order_id,
-                )
+                async with self._order_slot(new_order=False):
+                    await self._call(
+                        self._kite.cancel_order,
+                        variety=mapping.VARIETY,
+                        order_id=tracked.venue_order_id,
+                    )
             except Exception as e:
                 outcome, message = classify(e)
                 if outcome == _Outcome.SESSION:
