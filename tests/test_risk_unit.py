@@ -3,6 +3,7 @@ RiskEngine's check / evaluate / due."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -39,6 +40,7 @@ from execgw.server.events import (
 from execgw.server.ledger import FillOutcome, Ledger
 from execgw.server.recovery import GatewayState, IdSource
 from execgw.server.risk import Check, RiskBook, RiskEngine, TradingCalendar, reduces
+from execgw.server.risk_state import Trip
 
 IST = ZoneInfo("Asia/Kolkata")
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)  # 10:00 IST
@@ -563,3 +565,61 @@ def test_evaluate_trade_and_streak_breakers_are_per_strategy() -> None:
         ),
         ("max_loss_streak", "S2", TradingState.HALTED, RejectReason.MAX_LOSS_STREAK),
     }
+
+
+def _evaluate_as_every_breaker_was_reported(
+    risk: RiskEngine, now: datetime, unrealized: Decimal, unmarked: tuple[str, ...]
+) -> list[Any]:
+    """evaluate() as it was written before it compared counts directly: a report for
+    every breaker of every strategy, then the same tests."""
+    complete = not unmarked
+    events: list[Any] = []
+    if complete:
+        peak = risk._equity(unrealized).peak
+        if risk.book.peak_equity is None or peak - risk.book.peak_equity >= risk._peak_step:
+            events.append(("peak", peak))
+    for b in risk.breaker_values(unrealized, complete=complete):
+        if not complete and b.breaker == Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
+            b = replace(b, value=-risk.book.realized_total)
+        elif not complete and b.breaker.equity:
+            continue
+        if b.trip is not None or b.value < b.limit:
+            continue
+        events.append((b.breaker, b.strategy_code, b.trips_to))
+    return events
+
+
+def test_evaluate_trips_what_a_report_of_every_breaker_would() -> None:
+    rng = random.Random(7)
+    now = datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
+    for _ in range(300):
+        risk = engine(
+            circuit_breakers={
+                "max_trades_per_strategy_per_day": rng.randint(1, 4),
+                "max_loss_streak": rng.randint(1, 3),
+                "max_trades_per_day": rng.randint(3, 12),
+                "max_daily_loss_rupees": 1000.0,
+            }
+        )
+        book = risk.book
+        for code in rng.sample(["A", "B", "C", "D", "E"], rng.randint(0, 5)):
+            if rng.random() < 0.8:
+                book.trades_by_strategy[code] = rng.randint(0, 5)
+            if rng.random() < 0.6:
+                book.loss_streak[code] = rng.randint(0, 4)
+            for breaker in (Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY, Breaker.MAX_LOSS_STREAK):
+                if rng.random() < 0.3:
+                    book.trips[(breaker, code)] = Trip(
+                        breaker, code, TradingState.HALTED, RejectReason.HALTED, "", now
+                    )
+        book.trades_total = sum(book.trades_by_strategy.values())
+        unrealized = Decimal(rng.choice(["0", "-500", "-1200", "300"]))
+        unmarked = rng.choice([(), ("NSE:INFY",)])
+        expected = _evaluate_as_every_breaker_was_reported(risk, now, unrealized, unmarked)
+        got = [
+            ("peak", e.equity)
+            if isinstance(e, EquityPeak)
+            else (e.breaker, e.strategy_code, e.state)
+            for e in risk.evaluate(now, unrealized, unmarked)
+        ]
+        assert got == expected

@@ -205,45 +205,52 @@ class RiskEngine:
     ) -> list[BreakerReport]:
         """Every breaker's value and limit; with `strategy_code`, the account's and that
         strategy's only (an order's risk span asks on every order, with many strategies)."""
-        book = self.book
-        cb = self._cb
+        codes = set(self.book.trades_by_strategy) | set(self.book.loss_streak)
+        if strategy_code is not None:
+            codes &= {strategy_code}
+        rows = self._account_rows(unrealized, complete)
+        for code in sorted(codes):
+            rows.extend(self._strategy_rows(code))
+        return [self._report(*row) for row in rows]
+
+    def _account_rows(
+        self, unrealized: Decimal, complete: bool
+    ) -> list[tuple[Breaker, str, Decimal | int, Decimal | int]]:
         now = self._equity(unrealized, complete=complete)
-        rows: list[tuple[Breaker, str, Decimal, Decimal]] = [
+        return [
             (Breaker.MAX_DAILY_LOSS_RUPEES, ACCOUNT, -now.pnl, self._max_loss),
             (Breaker.MAX_DAILY_DRAWDOWN_PCT, ACCOUNT, now.drawdown, self._max_drawdown),
             (
                 Breaker.MAX_TRADES_PER_DAY,
                 ACCOUNT,
-                Decimal(book.trades_total),
-                Decimal(cb.max_trades_per_day),
+                self.book.trades_total,
+                self._cb.max_trades_per_day,
             ),
         ]
-        codes = set(book.trades_by_strategy) | set(book.loss_streak)
-        if strategy_code is not None:
-            codes &= {strategy_code}
-        for code in sorted(codes):
-            rows.append(
-                (
-                    Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
-                    code,
-                    Decimal(book.trades_by_strategy.get(code, 0)),
-                    Decimal(cb.max_trades_per_strategy_per_day),
-                )
-            )
-            rows.append(
-                (
-                    Breaker.MAX_LOSS_STREAK,
-                    code,
-                    Decimal(book.loss_streak.get(code, 0)),
-                    Decimal(cb.max_loss_streak),
-                )
-            )
+
+    def _strategy_rows(self, code: str) -> list[tuple[Breaker, str, Decimal | int, Decimal | int]]:
+        book, cb = self.book, self._cb
         return [
-            BreakerReport(
-                breaker, code, self._trip_to[breaker], value, limit, book.trips.get((breaker, code))
-            )
-            for breaker, code, value, limit in rows
+            (
+                Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
+                code,
+                book.trades_by_strategy.get(code, 0),
+                cb.max_trades_per_strategy_per_day,
+            ),
+            (Breaker.MAX_LOSS_STREAK, code, book.loss_streak.get(code, 0), cb.max_loss_streak),
         ]
+
+    def _report(
+        self, breaker: Breaker, code: str, value: Decimal | int, limit: Decimal | int
+    ) -> BreakerReport:
+        return BreakerReport(
+            breaker,
+            code,
+            self._trip_to[breaker],
+            Decimal(value),
+            Decimal(limit),
+            self.book.trips.get((breaker, code)),
+        )
 
     def evaluate(
         self,
@@ -256,7 +263,11 @@ class RiskEngine:
 
         `unmarked` names open positions' symbols with no mark: until it is empty the
         equity is unknown, so the peak stays put and the drawdown breaker waits. The
-        loss breaker still trips on the day's realized loss alone: that part is known."""
+        loss breaker still trips on the day's realized loss alone: that part is known.
+
+        It runs after every change, so a strategy's breakers are compared as the counts
+        they are, and only one that trips becomes a report: the cost per change stays
+        small however many strategies traded today."""
         book = self.book
         complete = not unmarked
         events: list[BreakerTripped | EquityPeak] = []
@@ -264,7 +275,16 @@ class RiskEngine:
             self._live_peak = self._equity(unrealized).peak
             if book.peak_equity is None or self._live_peak - book.peak_equity >= self._peak_step:
                 events.append(EquityPeak(self._live_peak, now))
-        for b in self.breaker_values(unrealized, complete=complete):
+        rows = self._account_rows(unrealized, complete)
+        trips = book.trips
+        for code in sorted(set(book.trades_by_strategy) | set(book.loss_streak)):
+            rows.extend(
+                row
+                for row in self._strategy_rows(code)
+                if row[2] >= row[3] and (row[0], code) not in trips
+            )
+        for row in rows:
+            b = self._report(*row)
             if not complete and b.breaker == Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
                 b = replace(b, value=-book.realized_total)
             elif not complete and b.breaker.equity:
