@@ -578,14 +578,44 @@ def _evaluate_as_every_breaker_was_reported(
         peak = risk._equity(unrealized).peak
         if risk.book.peak_equity is None or peak - risk.book.peak_equity >= risk._peak_step:
             events.append(("peak", peak))
-    for b in risk.breaker_values(unrealized, complete=complete):
-        if not complete and b.breaker == Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
-            b = replace(b, value=-risk.book.realized_total)
-        elif not complete and b.breaker.equity:
+    book, cb = risk.book, risk._cb
+    equity = risk._equity(unrealized, complete=complete)
+    rows = [
+        (Breaker.MAX_DAILY_LOSS_RUPEES, "", -equity.pnl, risk._max_loss),
+        (Breaker.MAX_DAILY_DRAWDOWN_PCT, "", equity.drawdown, risk._max_drawdown),
+        (
+            Breaker.MAX_TRADES_PER_DAY,
+            "",
+            Decimal(book.trades_total),
+            Decimal(cb.max_trades_per_day),
+        ),
+    ]
+    for code in sorted(set(book.trades_by_strategy) | set(book.loss_streak)):
+        rows.append(
+            (
+                Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
+                code,
+                Decimal(book.trades_by_strategy.get(code, 0)),
+                Decimal(cb.max_trades_per_strategy_per_day),
+            )
+        )
+        rows.append(
+            (
+                Breaker.MAX_LOSS_STREAK,
+                code,
+                Decimal(book.loss_streak.get(code, 0)),
+                Decimal(cb.max_loss_streak),
+            )
+        )
+    for breaker, code, value, limit in rows:
+        tripped = book.trips.get((breaker, code))
+        if not complete and breaker == Breaker.MAX_DAILY_LOSS_RUPEES and tripped is None:
+            value = -book.realized_total
+        elif not complete and breaker.equity:
             continue
-        if b.trip is not None or b.value < b.limit:
+        if tripped is not None or value < limit:
             continue
-        events.append((b.breaker, b.strategy_code, b.trips_to))
+        events.append((breaker, code, risk._trip_to[breaker]))
     return events
 
 
