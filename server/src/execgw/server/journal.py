@@ -326,35 +326,36 @@ class Journal:
             self._db.execute("ALTER TABLE snapshots RENAME COLUMN body_hash TO seal")
             self._db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
-        # Still in the constructor: no other thread has this connection yet.
+        # Read as schema 1 inside the transaction; adopt 2 only once committed.
+        self._migrate(statements, 2)
+
+    def _migrate_from_2(self) -> None:
+        """Schema 2 to 3, in one transaction: the table for snapshots' further parts. A
+        schema 2 snapshot keeps its whole state in snapshots.body, its only part."""
+
+        def statements() -> None:
+            self._db.execute(_CREATE_SNAPSHOT_PARTS.replace("TABLE", "TABLE IF NOT EXISTS", 1))
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+
+        self._migrate(statements, SCHEMA_VERSION)
+
+    def _migrate(self, statements: Callable[[], None], to: int) -> None:
+        """Run a migration's statements in one transaction, then adopt schema `to`.
+        Still in the constructor: no other thread has this connection yet (so not _write,
+        which would turn SQLite's errors into JournalWriteFailed)."""
+        previous = self._version
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            # Read as schema 1 inside the transaction; adopt 2 only once committed.
             statements()
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._version = 2
-        log.info("%s: journal schema 1 migrated to 2", self.path)
-
-    def _migrate_from_2(self) -> None:
-        """Schema 2 to 3, in one transaction: the table for snapshots' further parts. A
-        schema 2 snapshot keeps its whole state in snapshots.body, its only part."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute(_CREATE_SNAPSHOT_PARTS.replace("TABLE", "TABLE IF NOT EXISTS", 1))
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        self._version = SCHEMA_VERSION
-        log.info("%s: journal schema 2 migrated to %d", self.path, SCHEMA_VERSION)
+        self._version = to
+        log.info("%s: journal schema %d migrated to %d", self.path, previous, to)
 
     def _check_chain(self) -> None:
         def stored(key: str) -> str | None:
