@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, use_span
 
-from execgw.server.telemetry.histograms import Histograms, HistogramsExporter
+from execgw.server.telemetry.histograms import BucketHistogram, Histograms, HistogramsExporter
 
 BOUNDS = (0.001, 0.01, 0.1, 1.0)
 KEYS = ("rpc.method", "execgw.status")
@@ -101,8 +101,8 @@ def _comparable(point: HistogramDataPoint) -> tuple[Any, ...]:
 def _ours(temporality: AggregationTemporality) -> tuple[Any, Any]:
     histograms = Histograms(SCOPE, RESOURCE)
     reader = histograms.reader(temporality)  # made before the histogram: still sees it
-    histogram = histograms.create(
-        "h", unit="s", description="d", boundaries=BOUNDS, dimensions=KEYS
+    histogram = histograms.add(
+        BucketHistogram("h", unit="s", description="d", boundaries=BOUNDS, dimensions=KEYS)
     )
     return histogram, reader
 
@@ -171,7 +171,7 @@ def test_an_exporter_sends_them_in_the_temporality_it_prefers() -> None:
     histograms = Histograms(SCOPE, RESOURCE)
     inner = _Recording(AggregationTemporality.DELTA)
     exporter = HistogramsExporter(inner, histograms)
-    histogram = histograms.create("h", unit="s", description="d", boundaries=BOUNDS)
+    histogram = histograms.add(BucketHistogram("h", unit="s", description="d", boundaries=BOUNDS))
     empty = MetricsData(resource_metrics=[])
     histogram.record(0.5)
     histogram.record(0.5)

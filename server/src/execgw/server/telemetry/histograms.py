@@ -44,6 +44,8 @@ from opentelemetry.util.types import AttributeValue
 
 # What a histogram is split by: its dimensions' (key, value) pairs, in key order.
 _Key = tuple[tuple[str, AttributeValue], ...]
+# A sampled measurement: value, time, trace id, span id, its other attributes.
+_Exemplar = tuple[float, int, int, int, dict[str, AttributeValue]]
 
 
 @dataclass(slots=True)
@@ -57,10 +59,8 @@ class _Point:
     total: int | float = 0
     low: float = math.inf
     high: float = -math.inf
-    # The last sampled measurement per bucket: (value, time, trace id, span id, extra).
-    exemplars: dict[int, tuple[float, int, int, int, dict[str, AttributeValue]]] = field(
-        default_factory=dict
-    )
+    # The last sampled measurement per bucket.
+    exemplars: dict[int, _Exemplar] = field(default_factory=dict)
 
 
 class _Series:
@@ -79,7 +79,7 @@ class _Series:
         key: _Key,
         bucket: int,
         value: float,
-        exemplar: tuple[float, int, int, int, dict[str, AttributeValue]] | None,
+        exemplar: _Exemplar | None,
     ) -> None:
         with self._lock:
             point = self._points.get(key)
@@ -194,18 +194,8 @@ class Histograms:
         self._histograms: list[BucketHistogram] = []
         self._readers: list[HistogramsReader] = []
 
-    def create(
-        self,
-        name: str,
-        *,
-        unit: str,
-        description: str,
-        boundaries: Sequence[float],
-        dimensions: Sequence[str] = (),
-    ) -> BucketHistogram:
-        histogram = BucketHistogram(
-            name, unit=unit, description=description, boundaries=boundaries, dimensions=dimensions
-        )
+    def add(self, histogram: BucketHistogram) -> BucketHistogram:
+        """`histogram`, collected by every reader from now on."""
         self._histograms.append(histogram)
         for reader in self._readers:
             reader.add(histogram)

@@ -38,7 +38,7 @@ from execgw.server.events import (
 )
 from execgw.server.risk import RiskReport
 from execgw.server.telemetry import attributes as attr
-from execgw.server.telemetry.histograms import Histograms
+from execgw.server.telemetry.histograms import BucketHistogram, Histograms
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,15 @@ class GatewayMetrics:
         # into for a fraction of the SDK instrument's cost (telemetry/histograms.py),
         # with its exemplars from sampled spans.
         histograms = histograms or Histograms(InstrumentationScope(METER_NAME), Resource({}))
-        self.rpc_duration = histograms.create(
-            RPC_DURATION,
-            unit="s",
-            description="RPCs served, by service, method and gRPC status code; SubmitOrder "
-            "also by the order's status and reject reason",
-            boundaries=LATENCY_BUCKETS,
-            dimensions=sorted(_RPC_KEYS),
+        self.rpc_duration = histograms.add(
+            BucketHistogram(
+                RPC_DURATION,
+                unit="s",
+                description="RPCs served, by service, method and gRPC status code; SubmitOrder "
+                "also by the order's status and reject reason",
+                boundaries=LATENCY_BUCKETS,
+                dimensions=sorted(_RPC_KEYS),
+            )
         )
         # Counted here as events are published, handed to the SDK only when metrics are
         # collected: the order path pays a dict increment per event, not an SDK call.
@@ -142,23 +144,29 @@ class GatewayMetrics:
             meter.create_observable_counter(
                 name, [_reader(counts)], unit=unit, description=description
             )
-        self._commit_duration = histograms.create(
-            JOURNAL_COMMIT_DURATION,
-            unit="s",
-            description="Durable journal commits (one per batch of commands)",
-            boundaries=LATENCY_BUCKETS,
+        self._commit_duration = histograms.add(
+            BucketHistogram(
+                JOURNAL_COMMIT_DURATION,
+                unit="s",
+                description="Durable journal commits (one per batch of commands)",
+                boundaries=LATENCY_BUCKETS,
+            )
         )
-        self._commit_records = histograms.create(
-            JOURNAL_COMMIT_RECORDS,
-            unit="{record}",
-            description="Events per journal commit",
-            boundaries=BATCH_BUCKETS,
+        self._commit_records = histograms.add(
+            BucketHistogram(
+                JOURNAL_COMMIT_RECORDS,
+                unit="{record}",
+                description="Events per journal commit",
+                boundaries=BATCH_BUCKETS,
+            )
         )
-        self._commit_commands = histograms.create(
-            JOURNAL_COMMIT_COMMANDS,
-            unit="{command}",
-            description="Commands per journal commit (the group-commit batch size)",
-            boundaries=BATCH_BUCKETS,
+        self._commit_commands = histograms.add(
+            BucketHistogram(
+                JOURNAL_COMMIT_COMMANDS,
+                unit="{command}",
+                description="Commands per journal commit (the group-commit batch size)",
+                boundaries=BATCH_BUCKETS,
+            )
         )
         self._meter = meter
         # (breaker, scope) -> state it put the scope in; mirrors RiskBook.trips.
