@@ -205,13 +205,15 @@ class RiskEngine:
     ) -> list[BreakerReport]:
         """Every breaker's value and limit; with `strategy_code`, the account's and that
         strategy's only (an order's risk span asks on every order, with many strategies)."""
-        codes = set(self.book.trades_by_strategy) | set(self.book.loss_streak)
-        if strategy_code is not None:
-            codes &= {strategy_code}
         rows = self._account_rows(unrealized, complete)
-        for code in sorted(codes):
-            rows.extend(self._strategy_rows(code))
+        for code in self._strategies_in_the_book():
+            if strategy_code is None or code == strategy_code:
+                rows.extend(self._strategy_rows(code))
         return [self._report(*row) for row in rows]
+
+    def _strategies_in_the_book(self) -> list[str]:
+        """The strategies with a per-strategy breaker count today, in order."""
+        return sorted(set(self.book.trades_by_strategy) | set(self.book.loss_streak))
 
     def _account_rows(
         self, unrealized: Decimal, complete: bool
@@ -277,7 +279,7 @@ class RiskEngine:
                 events.append(EquityPeak(self._live_peak, now))
         rows = self._account_rows(unrealized, complete)
         trips = book.trips
-        for code in sorted(set(book.trades_by_strategy) | set(book.loss_streak)):
+        for code in self._strategies_in_the_book():
             rows.extend(
                 row
                 for row in self._strategy_rows(code)
