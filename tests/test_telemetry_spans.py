@@ -19,7 +19,7 @@ from opentelemetry.trace.span import TraceState
 
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.spans import GatewayTracer, RecordedSpan
-from execgw.server.telemetry.tracing import JsonLinesSpanExporter, ScopeSampler, _plain_line
+from execgw.server.telemetry.tracing import JsonLinesSpanExporter, ScopeSampler, _direct_line
 
 SCOPE = scopes.Scope("rehearsal-1", "live", True)
 
@@ -228,9 +228,9 @@ def test_a_dropped_root_keeps_the_random_trace_id_flag() -> None:
 
 
 def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_path: Path) -> None:
-    """The jsonl exporter writes the commonest gateway span directly (no events, links,
-    status or trace state); that line must be exactly what the general encoder writes,
-    and every other span must take the general path."""
+    """The jsonl exporter writes the gateway's spans directly (events and links included;
+    no status, no trace state); that line must be exactly what the general encoder
+    writes, and every other span must take the general path."""
     tracer, exported, _ = _setup()
     exporter = JsonLinesSpanExporter(tmp_path / "spans.jsonl")
     encode = exporter._encoder.encode
@@ -249,8 +249,15 @@ def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_pa
         ):
             tracer.start_span("plain child").end()
             with tracer.start_as_current_span("with event") as evented:
-                evented.add_event("e", {"k": "v"})
-            linked = tracer.start_span("with link", links=[trace.Link(evented.get_span_context())])
+                evented.add_event("e", {"k": "v", "seq": ("a", "b"), "n": 3})
+                evented.add_event("bare")
+            linked = tracer.start_span(
+                "with link",
+                links=[
+                    trace.Link(evented.get_span_context()),
+                    trace.Link(evented.get_span_context(), {"why": "batch", "n": 2}),
+                ],
+            )
             linked.end()
             failed = tracer.start_span("with status")
             failed.set_status(StatusCode.ERROR, "boom")
@@ -262,11 +269,14 @@ def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_pa
     finally:
         otel_context.detach(token)
     spans = _by_name(exported)
-    direct = {name for name, span in spans.items() if _plain_line(span, encode) is not None}
-    assert direct == {"rpc", "plain child"}
+    names: dict[str, str] = {}
+    direct = {name for name, span in spans.items() if _direct_line(span, encode, names) is not None}
+    assert direct == {"rpc", "plain child", "with event", "with link"}
     for name in direct:
         span = spans[name]
-        assert _plain_line(span, encode) == encode(exporter._entry(span))[:-1], name
+        expected = encode(exporter._entry(span))[:-1].decode()
+        assert _direct_line(span, encode, names) == expected, name
+        assert _direct_line(span, encode, {}) == expected, name  # the name not cached
     exporter.export(list(spans.values()))
     exporter.shutdown()
     lines = (tmp_path / "spans.jsonl").read_bytes().splitlines()

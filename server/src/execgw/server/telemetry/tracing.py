@@ -25,7 +25,14 @@ import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    Span,
+    SpanLimits,
+    SpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -45,6 +52,7 @@ from opentelemetry.util.types import Attributes
 
 from execgw.server.config import ConfigError, TelemetryConfig
 from execgw.server.telemetry import scope as scopes
+from execgw.server.telemetry.batching import SpanBatcher
 
 log = logging.getLogger(__name__)
 # Longest span attribute value kept (longer ones are cut), whoever sent it.
@@ -77,16 +85,25 @@ class JsonLinesSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
         # Each resource's JSON, encoded once: the same on every span.
-        self._resources: dict[int, tuple[Resource, bytes]] = {}
+        self._resources: dict[int, tuple[Resource, str]] = {}
+        # Span names as JSON strings: a gateway uses a handful, on every order.
+        self._names: dict[str, str] = {}
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         encode = self._encoder.encode
-        # The entry's closing brace gives way to the resource, spliced in already encoded.
-        lines = b"".join(
-            (_plain_line(span, encode) or encode(self._entry(span))[:-1])
-            + self._resource(span.resource)
-            for span in spans
-        )
+        names = self._names
+        parts: list[str] = []
+        add = parts.append
+        resource: Resource | None = None
+        ending = ""
+        for span in spans:
+            add(_direct_line(span, encode, names) or encode(self._entry(span))[:-1].decode())
+            if span.resource is not resource:
+                resource = span.resource
+                ending = self._resource(resource)
+            # The entry's closing brace gives way to the resource, already encoded.
+            add(ending)
+        lines = "".join(parts).encode()
         with self._lock:
             if self._file is None:
                 return SpanExportResult.FAILURE
@@ -123,12 +140,12 @@ class JsonLinesSpanExporter(SpanExporter):
             ],
         }
 
-    def _resource(self, resource: Resource) -> bytes:
+    def _resource(self, resource: Resource) -> str:
         """`,"resource":{...}}` and the line's end, for spans of `resource`."""
         cached = self._resources.get(id(resource))
         if cached is None or cached[0] is not resource:
             value = {"attributes": dict(resource.attributes), "schema_url": resource.schema_url}
-            encoded = b',"resource":' + self._encoder.encode(value) + b"}\n"
+            encoded = ',"resource":' + self._encoder.encode(value).decode() + "}\n"
             cached = self._resources[id(resource)] = (resource, encoded)
         return cached[1]
 
@@ -146,40 +163,79 @@ _KINDS = {kind: str(kind) for kind in SpanKind}
 _KIND_FIELDS = {kind: f',"kind":"{kind}","parent_id":' for kind in SpanKind}
 
 
-def _plain_line(span: ReadableSpan, encode: Callable[[Any], bytes]) -> bytes | None:
-    """`_entry`'s JSON (less its closing brace) written directly, for the commonest span:
-    one of the gateway's own (its attributes in a plain dict), with no events, no links,
-    no trace state and no status. Each order makes several of these, and the exporter
-    shares the interpreter with the order path; any other span returns None."""
+# Span names seen at most: past it a name is encoded each time (never a growing cache).
+_MAX_NAMES = 1024
+
+
+def _direct_line(
+    span: ReadableSpan, encode: Callable[[Any], bytes], names: dict[str, str]
+) -> str | None:
+    """`_entry`'s JSON (less its closing brace) written directly, for the gateway's own
+    spans (their attributes in a plain dict) with no trace state, no status, and links
+    and events without trace state: every span of an order. The exporter shares the
+    interpreter with the order path, so this is the cost that matters. Any other span
+    returns None and takes the general path."""
     values = getattr(span, "_values", None)
-    if type(values) is not dict or span._events or span._links:
-        return None
     context = span._context
     status = span._status
     if (
-        context is None
+        type(values) is not dict
+        or context is None
         or context.trace_state
         or status.status_code is not StatusCode.UNSET
         or status.description
         or span._end_time is None
     ):
         return None
+    name = names.get(span._name)
+    if name is None:
+        name = encode(span._name).decode()
+        if len(names) < _MAX_NAMES:
+            names[span._name] = name
+    events = _direct_events(span._events, encode) if span._events else "[]"
+    links = _direct_links(span._links, encode) if span._links else "[]"
+    if events is None or links is None:
+        return None
     parent = span._parent
-    parent_id = "null" if parent is None else f'"0x{parent.span_id:016x}"'
     return (
-        b'{"name":'
-        + encode(span._name)
-        + (
-            f',"context":{{"trace_id":"0x{context.trace_id:032x}",'
-            f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}}'
-            + _KIND_FIELDS[span._kind]
-            + parent_id
-            + f',"start_time":"{_iso(span._start_time)}","end_time":"{_iso(span._end_time)}",'
-            '"status":{"status_code":"UNSET"},"attributes":'
-        ).encode()
-        + encode(values)
-        + b',"events":[],"links":[]'
+        f'{{"name":{name},"context":{{"trace_id":"0x{context.trace_id:032x}",'
+        f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}}'
+        + _KIND_FIELDS[span._kind]
+        + ("null" if parent is None else f'"0x{parent.span_id:016x}"')
+        + f',"start_time":"{_iso(span._start_time)}","end_time":"{_iso(span._end_time)}",'
+        '"status":{"status_code":"UNSET"},"attributes":'
+        + encode(values).decode()
+        + f',"events":{events},"links":{links}'
     )
+
+
+def _direct_events(events: Sequence[Event], encode: Callable[[Any], bytes]) -> str | None:
+    parts = []
+    for event in events:
+        if event.timestamp is None:
+            return None
+        parts.append(
+            '{"name":'
+            + encode(event.name).decode()
+            + f',"timestamp":"{_iso(event.timestamp)}","attributes":'
+            + encode(dict(event.attributes or {})).decode()
+            + "}"
+        )
+    return "[" + ",".join(parts) + "]"
+
+
+def _direct_links(links: Sequence[Link], encode: Callable[[Any], bytes]) -> str | None:
+    parts = []
+    for link in links:
+        context = link.context
+        if context.trace_state:
+            return None
+        parts.append(
+            f'{{"context":{{"trace_id":"0x{context.trace_id:032x}",'
+            f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}},'
+            '"attributes":' + encode(dict(link.attributes or {})).decode() + "}"
+        )
+    return "[" + ",".join(parts) + "]"
 
 
 _NO_TRACE_STATE = repr(TraceState())
@@ -401,16 +457,14 @@ class SpanPipeline:
 
     def __init__(self, config: TelemetryConfig, resource: Resource) -> None:
         exporter = span_exporter(config)
-        self._processor: BatchSpanProcessor | None = None
+        self._processor: SpanBatcher | None = None
         self._pipelines = _pipelines(resource, create=exporter is not None)
         if exporter is not None and self._pipelines is not None:
-            # The batch processor exports on its own thread and drops spans (never
-            # blocks) when its queue is full: OTEL_BSP_* tune it. Its queue here holds
-            # a few seconds of a busy day's spans, not the SDK's 2048.
-            queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else SPAN_QUEUE_SIZE
-            delay = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else EXPORT_DELAY_S * 1000
-            self._processor = BatchSpanProcessor(
-                exporter, max_queue_size=queue, schedule_delay_millis=delay
+            # Exports on its own thread and drops spans (never blocks) when its queue is
+            # full: OTEL_BSP_* tune it. Its queue here holds a few seconds of a busy
+            # day's spans, not the SDK's 2048.
+            self._processor = SpanBatcher(
+                exporter, max_queue_size=SPAN_QUEUE_SIZE, schedule_delay_s=EXPORT_DELAY_S
             )
             self._pipelines.attach(self._processor)
 
@@ -428,5 +482,5 @@ class SpanPipeline:
             return
         self._pipelines.detach(self._processor)
         self._processor.force_flush(FLUSH_TIMEOUT_MS)
-        self._processor.shutdown()  # type: ignore[no-untyped-call]
+        self._processor.shutdown()
         self._processor = None

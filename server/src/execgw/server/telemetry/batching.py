@@ -1,0 +1,160 @@
+"""The gateway's batch span processor: the SDK's BatchSpanProcessor, for less per span.
+
+Every span of every order passes through `on_end` on the order path, and the SDK's
+processor spends there a fork check (a getpid system call), two property lookups and a
+wake-up check per span, and its worker re-checks its queue per batch under a lock. This
+one appends to a deque (atomic under the GIL) and wakes the worker once per batch; the
+worker exports in batches as the SDK's does:
+- every `schedule_delay_s`, or as soon as `max_export_batch_size` spans wait;
+- at most `max_queue_size` spans wait: past that new spans are dropped, never waited
+  for, and the drops are logged (at most once a minute) and counted;
+- `force_flush` exports every span ended before it and waits for that, up to its timeout;
+- `shutdown` exports what is left and shuts the exporter down.
+
+The OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY (ms) and
+OTEL_BSP_MAX_EXPORT_BATCH_SIZE variables are honoured as by the SDK's processor. The
+gateway never forks after it starts exporting, so there is no fork handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+# Seconds a shutdown waits for the last export.
+SHUTDOWN_WAIT_S = 30.0
+# Seconds between two warnings about dropped spans.
+DROP_WARNING_EVERY_S = 60.0
+
+
+def _from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        log.warning("%s=%r is not a whole number: using %d", name, raw, default)
+        return default
+    if value <= 0:
+        log.warning("%s=%r must be > 0: using %d", name, raw, default)
+        return default
+    return value
+
+
+class SpanBatcher(SpanProcessor):
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue_size: int,
+        schedule_delay_s: float,
+        max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
+    ) -> None:
+        """The OTEL_BSP_* variables, where set, override the arguments."""
+        self._exporter = exporter
+        self._max_queue = _from_env("OTEL_BSP_MAX_QUEUE_SIZE", max_queue_size)
+        self._delay_s = _from_env("OTEL_BSP_SCHEDULE_DELAY", round(schedule_delay_s * 1000)) / 1000
+        self._batch = min(
+            _from_env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", max_export_batch_size), self._max_queue
+        )
+        self._queue: deque[ReadableSpan] = deque()
+        self._wake = threading.Event()
+        # Set once the worker was woken for a full batch: on_end sets the event once per
+        # batch, not on every span past the threshold.
+        self._woken = False
+        # Events of force_flush calls waiting for the worker to drain the queue.
+        self._flushes: list[threading.Event] = []
+        self._flush_lock = threading.Lock()
+        self._stopping = False
+        self.dropped = 0
+        self._dropped_logged = 0
+        self._last_drop_warning = float("-inf")
+        self._worker = threading.Thread(target=self._run, name="execgw-spans", daemon=True)
+        self._worker.start()
+
+    # -- the order path ------------------------------------------------------------------
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled or self._stopping:
+            return
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            self.dropped += 1
+            return
+        queue.append(span)
+        if len(queue) >= self._batch and not self._woken:
+            self._woken = True
+            self._wake.set()
+
+    # -- the worker -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._delay_s)
+            self._wake.clear()
+            self._woken = False
+            with self._flush_lock:
+                flushes, self._flushes = self._flushes, []
+            self._drain()
+            self._warn_drops()
+            for done in flushes:
+                done.set()
+            if self._stopping:
+                self._drain()  # what raced in while it stopped
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            count = min(len(queue), self._batch)
+            batch = [queue.popleft() for _ in range(count)]
+            try:
+                self._exporter.export(batch)
+            except Exception:  # an exporter's bug loses spans, never the worker
+                log.exception("exporting %d spans failed", count)
+
+    def _warn_drops(self) -> None:
+        dropped = self.dropped
+        if dropped == self._dropped_logged:
+            return
+        now = time.monotonic()
+        if now - self._last_drop_warning < DROP_WARNING_EVERY_S and not self._stopping:
+            return
+        log.warning(
+            "%d spans dropped: more than %d waited for the exporter",
+            dropped - self._dropped_logged,
+            self._max_queue,
+        )
+        self._dropped_logged = dropped
+        self._last_drop_warning = now
+
+    # -- SpanProcessor --------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        if not self._worker.is_alive():
+            return not self._queue
+        done = threading.Event()
+        with self._flush_lock:
+            self._flushes.append(done)
+        self._wake.set()
+        return done.wait(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        # As the SDK's processor: a hung exporter does not hang the gateway's stop.
+        self._worker.join(SHUTDOWN_WAIT_S)
+        self._exporter.shutdown()
