@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from execgw.server.breakers import Breaker
+from execgw.server.breakers import ACCOUNT, Breaker
 from execgw.server.config import ExecutionConfig, TradingDayConfig
 from execgw.server.domain import (
     Fill,
@@ -653,3 +653,37 @@ def test_evaluate_trips_what_a_report_of_every_breaker_would() -> None:
             for e in risk.evaluate(now, unrealized, unmarked)
         ]
         assert got == expected
+
+
+def test_near_limit_reports_what_filtering_every_breaker_would() -> None:
+    """The risk span's near-limit events come from `near_limit`, which builds reports
+    only for the account's and the order's strategy's breakers at or past the fraction;
+    held to filtering the report of every breaker, on random books."""
+    rng = random.Random(11)
+    fraction = Decimal("0.8")
+    for _ in range(300):
+        risk = engine(
+            circuit_breakers={
+                "max_trades_per_strategy_per_day": rng.choice([1, 4, 5]),
+                "max_loss_streak": rng.choice([1, 2, 5]),
+                "max_trades_per_day": rng.choice([5, 12]),
+                "max_daily_loss_rupees": rng.choice([600.0, 1000.0]),
+            }
+        )
+        book = risk.book
+        for code in rng.sample(["A", "B", "C"], rng.randint(0, 3)):
+            book.trades_by_strategy[code] = rng.randint(0, 6)
+            if rng.random() < 0.6:
+                book.loss_streak[code] = rng.randint(0, 5)
+        book.trades_total = sum(book.trades_by_strategy.values()) + rng.randint(0, 4)
+        unrealized = Decimal(rng.choice(["0", "-500", "-900", "-1200", "300"]))
+        complete = rng.random() < 0.7
+        strategy = rng.choice(["A", "B", "C", "Z"])
+        expected = [
+            row
+            for row in risk.breaker_values(unrealized, complete=complete)
+            if row.strategy_code in (ACCOUNT, strategy)
+            and row.limit > 0
+            and row.value >= row.limit * fraction
+        ]
+        assert risk.near_limit(unrealized, fraction, strategy, complete=complete) == expected

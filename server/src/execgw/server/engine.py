@@ -740,21 +740,18 @@ class ExecutionEngine:
                     },
                 )
         unrealized, unmarked = self._current_valuation()
-        for row in self._risk.breaker_values(
-            unrealized, complete=not unmarked, strategy_code=intent.strategy_code
+        for row in self._risk.near_limit(
+            unrealized, NEAR_LIMIT, intent.strategy_code, complete=not unmarked
         ):
-            if row.strategy_code not in (ACCOUNT, intent.strategy_code) or row.limit <= 0:
-                continue
-            if row.value >= row.limit * NEAR_LIMIT:
-                span.add_event(
-                    "execgw.risk.near_limit",
-                    {
-                        "execgw.breaker": row.breaker.value,
-                        "execgw.scope": row.strategy_code or "account",
-                        "execgw.value": str(row.value),
-                        "execgw.limit": str(row.limit),
-                    },
-                )
+            span.add_event(
+                "execgw.risk.near_limit",
+                {
+                    "execgw.breaker": row.breaker.value,
+                    "execgw.scope": row.strategy_code or "account",
+                    "execgw.value": str(row.value),
+                    "execgw.limit": str(row.limit),
+                },
+            )
 
     @contextmanager
     def _fill_span(self, order_id: str) -> Iterator[None]:

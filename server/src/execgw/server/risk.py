@@ -200,16 +200,24 @@ class RiskEngine:
         drawdown = max((peak - equity) / peak, ZERO) if peak > 0 else ZERO
         return _Equity(pnl, equity, peak, drawdown)
 
-    def breaker_values(
-        self, unrealized: Decimal, *, complete: bool = True, strategy_code: str | None = None
-    ) -> list[BreakerReport]:
-        """Every breaker's value and limit; with `strategy_code`, the account's and that
-        strategy's only (an order's risk span asks on every order, with many strategies)."""
+    def breaker_values(self, unrealized: Decimal, *, complete: bool = True) -> list[BreakerReport]:
+        """Every breaker's value and limit."""
         rows = self._account_rows(unrealized, complete)
         for code in self._strategies_in_the_book():
-            if strategy_code is None or code == strategy_code:
-                rows.extend(self._strategy_rows(code))
+            rows.extend(self._strategy_rows(code))
         return [self._report(*row) for row in rows]
+
+    def near_limit(
+        self, unrealized: Decimal, fraction: Decimal, strategy_code: str, *, complete: bool = True
+    ) -> list[BreakerReport]:
+        """The account's breakers and `strategy_code`'s with a limit whose value has
+        reached `fraction` of it. An order's risk span asks on every order, so only
+        those become reports."""
+        rows = self._account_rows(unrealized, complete)
+        rows.extend(self._strategy_rows(strategy_code))
+        return [
+            self._report(*row) for row in rows if row[3] > 0 and row[2] >= row[3] * fraction
+        ]
 
     def _strategies_in_the_book(self) -> list[str]:
         """The strategies with a per-strategy breaker count today, in order."""
