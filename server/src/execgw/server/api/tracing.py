@@ -24,9 +24,10 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
+from contextvars import Token
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from opentelemetry import context as otel_context
@@ -99,6 +100,15 @@ class _Call:
         return f"{self.service}/{self.method}"
 
 
+class _Opened(NamedTuple):
+    """A traced call's span, scope and context token, and when it started."""
+
+    span: trace.Span
+    scope: scopes.Scope
+    token: Token[otel_context.Context]
+    started: float
+
+
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, scope: scopes.Scope, metrics: GatewayMetrics) -> None:
         self._scope = scope
@@ -117,26 +127,44 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(inner):
 
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
-                async with self._traced(_Call(service, method), context):
+                call = _Call(service, method)
+                opened = await self._open(call, context)
+                error: BaseException | None = None
+                try:
                     async for response in inner(request, context):
                         yield response
+                except BaseException as e:
+                    error = e
+                    raise
+                finally:
+                    self._close(opened, call, context, error)
 
             behavior: Any = generator
         elif inspect.iscoroutinefunction(inner):
 
             async def coroutine(request: Any, context: Context) -> Any:
                 call = _Call(service, method)
-                async with self._traced(call, context):
+                opened = await self._open(call, context)
+                error: BaseException | None = None
+                try:
                     call.response = await inner(request, context)
                     return call.response
+                except BaseException as e:
+                    error = e
+                    raise
+                finally:
+                    self._close(opened, call, context, error)
 
             behavior = coroutine
         else:  # a synchronous behavior: none in these services
             return handler
         return rebuild(handler, behavior, request_deserializer=handler.request_deserializer)
 
-    @asynccontextmanager
-    async def _traced(self, call: _Call, context: Context) -> AsyncIterator[None]:
+    async def _open(self, call: _Call, context: Context) -> _Opened:
+        """The call's span, started and current; a malformed session aborts the call
+        (INVALID_ARGUMENT) with the span open, so that it is traced too. Written out
+        rather than as a context manager: it runs around every call, and an async
+        generator's frames cost more than the rest of it."""
         metadata = context.invocation_metadata() or ()
         session, session_ok = _session(metadata, self._scope.session_id)
         scope = self._scope.with_session(session)
@@ -154,26 +182,39 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 attr.RPC_METHOD: call.method,
             },
         )
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            if not session_ok:
+        opened = _Opened(
+            span,
+            scope,
+            otel_context.attach(trace.set_span_in_context(span, parent)),
+            time.perf_counter(),
+        )
+        if not session_ok:
+            try:
                 await context.abort_with_status(
                     invalid_argument_status(
                         InvalidRequest(f"metadata[{attr.SESSION_METADATA_KEY}]", attr.SESSION_RULE)
                     )
                 )
-            yield
-        except BaseException as e:
-            error = e
-            raise
+            except BaseException as e:
+                self._close(opened, call, context, e)
+                raise
+        return opened
+
+    def _close(
+        self, opened: _Opened, call: _Call, context: Context, error: BaseException | None
+    ) -> None:
+        try:
+            self._finish(
+                call,
+                context,
+                opened.span,
+                opened.scope,
+                error,
+                time.perf_counter() - opened.started,
+            )
         finally:
-            try:
-                self._finish(call, context, span, scope, error, time.perf_counter() - started)
-            finally:
-                span.end()
-                otel_context.detach(token)
+            opened.span.end()
+            otel_context.detach(opened.token)
 
     def _finish(
         self,
