@@ -403,3 +403,50 @@ def test_a_restored_cancel_is_due_a_latency_after_it_was_sent_not_after_a_later_
     (cancelled,) = again.on_time(t0 + timedelta(seconds=1), state.ids.fill_id)
     assert isinstance(cancelled, OrderCancelled)
     assert (cancelled.order_id, cancelled.message) == ("O1", "cancelled by client")
+
+
+def test_the_impact_already_taken_from_a_quote_survives_a_restart() -> None:
+    """Domain level, volume_share with k 0.1: Q2 trades 1,000. A (BUY 50) pays impact
+    0.1 x (50/1,000)^2 = 0.00025 -> 1000.25. Restored from the state alone, B (BUY 50)
+    in the same quote pays for all 100 the quote gave: 0.1 x 0.1^2 = 0.001 -> 1001.00,
+    as without the restart (not 1000.25, as if A had not traded)."""
+    sym, t0 = "NSE:INFY", datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+    def simulator() -> SmartFillSimulator:
+        return SmartFillSimulator(
+            slippage_bps=Decimal(0),
+            instruments=InstrumentRegistry([Instrument(sym, Decimal("0.05"), 1)]),
+            model=FillModel(slippage_model="volume_share", impact_k=Decimal("0.1")),
+        )
+
+    def intent(qty: int) -> OrderIntent:
+        return OrderIntent(sym, "s", Side.BUY, qty, OrderType.MARKET, Product.CNC, Validity.DAY)
+
+    def quote(at: datetime, volume: int) -> DomainQuote:
+        return DomainQuote(sym, Decimal(1000), at, volume=volume)
+
+    state = GatewayState(
+        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+    )
+    sim = simulator()
+    q1, q2 = quote(t0, 10_000), quote(t0 + timedelta(seconds=1), 11_000)
+    for event in [
+        *sim.on_quote(q1, t0, state.ids.fill_id),
+        *sim.on_quote(q2, q2.timestamp, state.ids.fill_id),
+    ]:
+        state.apply(event)
+
+    def buy(simulator: SmartFillSimulator, order_id: str) -> Decimal:
+        state.apply(OrderAccepted(order_id, order_id, intent(50), q2.timestamp))
+        order = state.ledger.order(order_id)
+        assert order is not None
+        events = simulator.on_new_order(order, q2, q2.timestamp, state.ids.fill_id)
+        for event in events:
+            state.apply(event)
+        (fill,) = [e.fill for e in events if isinstance(e, OrderFilled)]
+        return fill.price
+
+    assert buy(sim, "O1") == Decimal("1000.25")
+    again = simulator()
+    again.restore(state.ledger.open_orders(), state.liquidity.values())
+    assert buy(again, "O2") == Decimal("1001.00")
