@@ -259,8 +259,35 @@ def test_volume_share_impact_is_k_times_participation_squared() -> None:
     buy, sell = order(Side.BUY, 100), order(Side.SELL, 50)
     # 100 of 1,000 traded: 0.1 x 0.1^2 = 0.001 -> 1000 x 1.001 = 1001.00
     assert fills(sim.new(buy, quote)) == [(buy.order_id, 100, D("1001.000"))]
-    # 50 of 1,000: 0.1 x 0.05^2 = 0.00025 -> 1000 x 0.99975 = 999.75
-    assert fills(sim.new(sell, quote)) == [(sell.order_id, 50, D("999.75"))]
+    # The quote has given 100 + 50 of its 1,000 (both sides count, as zipline's
+    # volume_for_bar): 0.1 x 0.15^2 = 0.00225 -> 1000 x 0.99775 = 997.75
+    assert fills(sim.new(sell, quote)) == [(sell.order_id, 50, D("997.75"))]
+
+
+def test_volume_share_prices_a_fill_on_all_the_quote_gave_so_splitting_saves_little() -> None:
+    """Ten BUYs of 10 against 1,000 traded in one quote: the n-th is priced at
+    participation 10n/1,000, impact 0.1 x (n/100)^2 = n^2 / 100,000, so at
+    1000 + n^2 x 0.01 snapped up to the tick. The tenth pays what one BUY of 100 does
+    (1001.00); priced on its own 10 each would pay 1000.01 -> 1000.05."""
+    sim = Sim(slippage_model="volume_share", impact_k=D("0.1"))
+    sim.quote(q("1000", volume=0))
+    quote = q("1000", volume=1_000)
+    prices = []
+    for _ in range(10):
+        (fill,) = fills(sim.new(order(Side.BUY, 10), quote))
+        prices.append(fill[2])
+    # 1000.01, .04, .09, .16, .25, .36, .49, .64, .81, 1001.00 -> up to 0.05
+    assert prices == [
+        D(p)
+        for p in (
+            "1000.05", "1000.05", "1000.10", "1000.20", "1000.25",
+            "1000.40", "1000.50", "1000.65", "1000.85", "1001.00",
+        )
+    ]  # fmt: skip
+    # The next quote (100 more traded) starts afresh: 10 of 100, 0.1 x 0.1^2 = 0.001
+    # -> 1000 x 1.001 = 1001.00
+    buy = order(Side.BUY, 10)
+    assert fills(sim.new(buy, q("1000", volume=1_100))) == [(buy.order_id, 10, D("1001.00"))]
 
 
 def test_volume_share_with_a_volume_limit_prices_the_capped_fill() -> None:
@@ -275,7 +302,14 @@ def test_volume_share_without_volume_uses_the_displayed_qty_then_the_worst_case(
     sim = Sim(slippage_model="volume_share", impact_k=D("0.1"))
     buy = order(Side.BUY, 20)
     # 20 of 100 shown: 0.1 x 0.2^2 = 0.004 -> 100 x 1.004 = 100.40
-    assert fills(sim.new(buy, q("100", ask_qty=100))) == [(buy.order_id, 20, D("100.40"))]
+    shown = q("100", ask_qty=100, bid_qty=100)
+    assert fills(sim.new(buy, shown)) == [(buy.order_id, 20, D("100.40"))]
+    # 20 more of the same 100 asked: 0.1 x 0.4^2 = 0.016 -> 101.60
+    again = order(Side.BUY, 20)
+    assert fills(sim.new(again, shown)) == [(again.order_id, 20, D("101.60"))]
+    # The bid side has given nothing yet: 20 of 100 bid, 0.004 -> 100 x 0.996 = 99.60
+    hit = order(Side.SELL, 20)
+    assert fills(sim.new(hit, shown)) == [(hit.order_id, 20, D("99.60"))]
     sell = order(Side.SELL, 1)
     # Nothing known: participation 1, impact 0.1 -> 100 x 0.9 = 90.00
     assert fills(sim.new(sell, q("100"))) == [(sell.order_id, 1, D("90.0"))]

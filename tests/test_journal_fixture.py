@@ -67,6 +67,7 @@ ORDER_FIELDS_ADDED_SINCE: dict[str, object] = {
     "arrived": False,
     "brokerage": "0",
     "fills_in_flight": [],
+    "cancel_requested_at": None,
 }
 # The same for positions.
 POSITION_FIELDS_ADDED_SINCE: dict[str, object] = {"charges": "0"}

@@ -23,7 +23,14 @@ from execgw.server.domain import (
     Validity,
 )
 from execgw.server.domain import Quote as DomainQuote
-from execgw.server.events import FillExecuted, OrderAccepted, OrderFilled, QuoteObserved
+from execgw.server.events import (
+    CancelRequested,
+    FillExecuted,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    QuoteObserved,
+)
 from execgw.server.instruments import Instrument, InstrumentRegistry
 from execgw.server.journal import GENESIS_HASH, Journal
 from execgw.server.ledger import Ledger
@@ -296,3 +303,150 @@ def test_the_journaled_liquidity_counts_a_late_reported_fill_once_and_restores_t
     reported = state.ledger.order("O1")
     assert reported is not None
     assert reported.filled_qty == 60
+
+
+def _cancel_in_flight_then_quote(
+    root: Path, clock: ManualClock, *, restart: bool, after_ms: int, ltp: float
+) -> tuple[int, int]:
+    """A resting BUY 990 whose cancel (1 s of cancel latency) is on its way when a quote
+    comes `after_ms` later, with or without a restart in between: (status, filled)."""
+    execution: dict[str, Any] = {
+        "slippage_bps": 0.0,
+        "simulator": {"latency_ms": {"cancel": 1000.0}},
+    }
+    running = RunningGateway(make_config(root, execution=execution), clock)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            publish(c, INFY, 1000.00)
+            order = c.submit(limit(INFY, "BUY", 10, 990.00, strategy_code="s"), "k1")
+            c.cancel(order.order_id)
+        if restart:
+            running = restarted(running)
+        clock.advance(timedelta(milliseconds=after_ms))
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            publish(c, INFY, ltp)
+            done = c.get_order(order.order_id)
+            return done.status, done.filled_qty
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize(
+    ("after_ms", "expected"),
+    [
+        # The cancel is still 700 ms away: the quote through the limit fills the order.
+        (300, (FILLED, 10)),
+        # The cancel reached the exchange first: nothing is left to fill.
+        (1100, (CANCELLED, 0)),
+    ],
+)
+def test_a_cancel_on_its_way_after_a_restart_arrives_when_due_not_at_once(
+    tmp_path: Path, clock: ManualClock, after_ms: int, expected: tuple[int, int]
+) -> None:
+    start = clock.now()
+    straight = _cancel_in_flight_then_quote(
+        tmp_path / "a", clock, restart=False, after_ms=after_ms, ltp=985.00
+    )
+    clock.set(start)
+    across = _cancel_in_flight_then_quote(
+        tmp_path / "b", clock, restart=True, after_ms=after_ms, ltp=985.00
+    )
+    assert straight == expected
+    assert across == expected
+
+
+def test_a_restored_cancel_is_due_a_latency_after_it_was_sent_not_after_a_later_fill() -> None:
+    """Domain level, cancel latency 1 s, displayed-quantity cap: a BUY 100 rests at 990
+    behind a cancel sent at t0; at t0+300 ms a quote through the limit with 40 offered
+    fills 40 (updated_at moves on). Restored then, the cancel reaches the exchange at
+    t0+1 s, not t0+1.3 s, nor at once."""
+    sym, t0 = "NSE:INFY", datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+    def simulator() -> SmartFillSimulator:
+        return SmartFillSimulator(
+            slippage_bps=Decimal(0),
+            instruments=InstrumentRegistry([Instrument(sym, Decimal("0.05"), 1)]),
+            model=FillModel(cap_to_displayed_qty=True),
+            latency=LatencyModel(cancel_ms=Decimal(1000)),
+        )
+
+    def quote(at: datetime, ltp: str) -> DomainQuote:
+        return DomainQuote(sym, Decimal(ltp), at, Decimal(ltp), Decimal(ltp), 40, 40, 0)
+
+    state = GatewayState(
+        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+    )
+    sim = simulator()
+    intent = OrderIntent(
+        sym, "s", Side.BUY, 100, OrderType.LIMIT, Product.CNC, Validity.DAY, Decimal(990)
+    )
+    q0 = quote(t0, "1000")
+    for event in sim.on_quote(q0, t0, state.ids.fill_id):
+        state.apply(event)
+    state.apply(OrderAccepted("O1", "a", intent, t0))
+    order = state.ledger.order("O1")
+    assert order is not None
+    for event in sim.on_new_order(order, q0, t0, state.ids.fill_id):
+        state.apply(event)
+    assert sim.request_cancel(order, t0, "cancelled by client")
+    state.apply(CancelRequested("O1", t0, "cancelled by client"))
+    q1 = quote(t0 + timedelta(milliseconds=300), "985")
+    for event in sim.on_quote(q1, q1.timestamp, state.ids.fill_id):
+        state.apply(event)
+    order = state.ledger.order("O1")
+    assert order is not None
+    assert (order.filled_qty, order.updated_at) == (40, q1.timestamp)
+
+    again = simulator()
+    again.restore(state.ledger.open_orders(), state.liquidity.values())
+    assert again.on_time(t0 + timedelta(milliseconds=999), state.ids.fill_id) == []
+    (cancelled,) = again.on_time(t0 + timedelta(seconds=1), state.ids.fill_id)
+    assert isinstance(cancelled, OrderCancelled)
+    assert (cancelled.order_id, cancelled.message) == ("O1", "cancelled by client")
+
+
+def test_the_impact_already_taken_from_a_quote_survives_a_restart() -> None:
+    """Domain level, volume_share with k 0.1: Q2 trades 1,000. A (BUY 50) pays impact
+    0.1 x (50/1,000)^2 = 0.00025 -> 1000.25. Restored from the state alone, B (BUY 50)
+    in the same quote pays for all 100 the quote gave: 0.1 x 0.1^2 = 0.001 -> 1001.00,
+    as without the restart (not 1000.25, as if A had not traded)."""
+    sym, t0 = "NSE:INFY", datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+    def simulator() -> SmartFillSimulator:
+        return SmartFillSimulator(
+            slippage_bps=Decimal(0),
+            instruments=InstrumentRegistry([Instrument(sym, Decimal("0.05"), 1)]),
+            model=FillModel(slippage_model="volume_share", impact_k=Decimal("0.1")),
+        )
+
+    def intent(qty: int) -> OrderIntent:
+        return OrderIntent(sym, "s", Side.BUY, qty, OrderType.MARKET, Product.CNC, Validity.DAY)
+
+    def quote(at: datetime, volume: int) -> DomainQuote:
+        return DomainQuote(sym, Decimal(1000), at, volume=volume)
+
+    state = GatewayState(
+        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+    )
+    sim = simulator()
+    q1, q2 = quote(t0, 10_000), quote(t0 + timedelta(seconds=1), 11_000)
+    for event in [
+        *sim.on_quote(q1, t0, state.ids.fill_id),
+        *sim.on_quote(q2, q2.timestamp, state.ids.fill_id),
+    ]:
+        state.apply(event)
+
+    def buy(simulator: SmartFillSimulator, order_id: str) -> Decimal:
+        state.apply(OrderAccepted(order_id, order_id, intent(50), q2.timestamp))
+        order = state.ledger.order(order_id)
+        assert order is not None
+        events = simulator.on_new_order(order, q2, q2.timestamp, state.ids.fill_id)
+        for event in events:
+            state.apply(event)
+        (fill,) = [e.fill for e in events if isinstance(e, OrderFilled)]
+        return fill.price
+
+    assert buy(sim, "O1") == Decimal("1000.25")
+    again = simulator()
+    again.restore(state.ledger.open_orders(), state.liquidity.values())
+    assert buy(again, "O2") == Decimal("1001.00")

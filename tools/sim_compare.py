@@ -7,7 +7,7 @@ order, 200 more quotes let remainders fill. Cost is each fill's price against th
 of the quote it was priced at, in basis points against the trader, weighted by
 quantity. Everything is seeded: the same run prints the same table.
 
-    .venv/bin/python tools/sim_compare.py [--seed 7]
+    .venv/bin/python tools/sim_compare.py [--seed 7] [--orders 1000]
 """
 
 from __future__ import annotations
@@ -30,30 +30,23 @@ TICK = Decimal("0.05")
 ORDERS = 1_000
 DRAIN_QUOTES = 200
 
+DEFAULT = "default: LTP + fixed 5 bps"
+TOUCH_5BPS = "touch + 5 bps"
+RICHEST = "touch + cap + volume_share, volume_limit 0.1"
+_TOUCH_CAP = {"price_source": "touch", "cap_to_displayed_qty": True}
+_IMPACT = {"slippage_model": "volume_share", "impact_k": 0.1}
+
+# fixed_bps and volume_share are alternatives (FillModel.taker_price moves the price by
+# one or the other), so no row adds the default's 5 bps to impact.
 MODELS: list[tuple[str, dict[str, Any]]] = [
-    ("default: LTP + fixed 5 bps", {"slippage_bps": 5.0}),
+    (DEFAULT, {"slippage_bps": 5.0}),
     ("touch, 0 bps", {"slippage_bps": 0.0, "simulator": {"price_source": "touch"}}),
-    ("touch, 5 bps", {"slippage_bps": 5.0, "simulator": {"price_source": "touch"}}),
-    (
-        "touch + displayed-qty cap, 0 bps",
-        {"slippage_bps": 0.0, "simulator": {"price_source": "touch", "cap_to_displayed_qty": True}},
-    ),
-    (
-        "LTP, volume_share k=0.1",
-        {"simulator": {"slippage_model": "volume_share", "impact_k": 0.1}},
-    ),
-    (
-        "touch + cap + volume_share, volume_limit 0.1",
-        {
-            "simulator": {
-                "price_source": "touch",
-                "cap_to_displayed_qty": True,
-                "slippage_model": "volume_share",
-                "impact_k": 0.1,
-                "volume_limit": 0.1,
-            }
-        },
-    ),
+    (TOUCH_5BPS, {"slippage_bps": 5.0, "simulator": {"price_source": "touch"}}),
+    ("touch + displayed-qty cap + 5 bps", {"slippage_bps": 5.0, "simulator": _TOUCH_CAP}),
+    ("LTP, volume_share", {"simulator": _IMPACT}),
+    ("touch, volume_share", {"simulator": {"price_source": "touch", **_IMPACT}}),
+    ("touch + cap + volume_share", {"simulator": {**_TOUCH_CAP, **_IMPACT}}),
+    (RICHEST, {"simulator": {**_TOUCH_CAP, **_IMPACT, "volume_limit": 0.1}}),
 ]
 
 
@@ -70,12 +63,12 @@ class Outcome:
     cost_bps: Decimal
 
 
-def session(seed: int, start: datetime) -> list[Step]:
+def session(seed: int, start: datetime, orders: int = ORDERS) -> list[Step]:
     rng = random.Random(seed)
     bid_ticks = 30_000  # 1,500.00
     volume = 0
     steps: list[Step] = []
-    for i in range(ORDERS + DRAIN_QUOTES):
+    for i in range(orders + DRAIN_QUOTES):
         bid_ticks += rng.randint(-2, 2)
         ask_ticks = bid_ticks + rng.randint(1, 3)
         ltp_ticks = rng.randint(bid_ticks, ask_ticks)
@@ -91,7 +84,7 @@ def session(seed: int, start: datetime) -> list[Step]:
             volume=volume,
         )
         order = None
-        if i < ORDERS:
+        if i < orders:
             order = OrderIntent(
                 symbol=SYMBOL,
                 strategy_code="bench",
@@ -151,18 +144,25 @@ def run(execution: dict[str, Any], steps: list[Step], start: datetime) -> Outcom
     return Outcome(fills, filled, bps)
 
 
+START = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)  # 09:30 in Kolkata
+
+
+def compare(seed: int, orders: int = ORDERS) -> dict[str, Outcome]:
+    """Every model's outcome on the same session, by the model's name."""
+    steps = session(seed, START, orders)
+    return {name: run(execution, steps, START) for name, execution in MODELS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--orders", type=int, default=ORDERS)
     args = parser.parse_args()
-    start = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)  # 09:30 in Kolkata
-    steps = session(args.seed, start)
-    ordered = sum(s.order.qty for s in steps if s.order is not None)
-    print(f"{ORDERS:,} market orders, {ordered:,} shares, seed {args.seed}\n")
+    ordered = sum(s.order.qty for s in session(args.seed, START, args.orders) if s.order)
+    print(f"{args.orders:,} market orders, {ordered:,} shares, seed {args.seed}\n")
     print("| model | fills | shares filled | cost vs mid (bps) |")
     print("|---|---:|---:|---:|")
-    for name, execution in MODELS:
-        outcome = run(execution, steps, start)
+    for name, outcome in compare(args.seed, args.orders).items():
         print(f"| {name} | {outcome.fills:,} | {outcome.filled:,} | {outcome.cost_bps} |")
 
 

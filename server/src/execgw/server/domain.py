@@ -185,6 +185,10 @@ class Order:
     # have not reached the gateway yet (FillExecuted). Not in filled_qty, charges or
     # positions until reported (OrderFilled with the same fill_id).
     fills_in_flight: tuple[FillInFlight, ...] = ()
+    # When its latest cancel was sent (CancelRequested). updated_at is no stand-in: a
+    # fill or a status update while the cancel travels moves it, and the paper
+    # simulator needs the send time to deliver a cancel on its way after a restart.
+    cancel_requested_at: datetime | None = None
 
     @property
     def avg_price(self) -> Decimal | None:

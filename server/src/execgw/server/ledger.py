@@ -246,6 +246,7 @@ class Ledger:
                 order.status = OrderStatus.PENDING_CANCEL
                 order.message = event.message
                 order.updated_at = event.timestamp
+                order.cancel_requested_at = event.timestamp
         return None
 
     def reported_late(self, fill: Fill) -> bool:

@@ -15,10 +15,14 @@ every fill at LTP moved by a fixed slippage, for the whole remaining quantity.
   Fills consume the budget, so an order after another within one quote sees only what
   is left; the next quote brings a fresh budget.
 - Slippage. `fixed_bps` moves the reference price by a fixed fraction against the
-  trader; `volume_share` by impact = k * participation^2 as zipline does, where
-  participation is the fill's share of the quote's traded volume (of the displayed
-  quantity when no volume was seen; 1, the worst, when neither is known), capped at 1.
-  Prices are snapped to the tick in the direction worse for the trader.
+  trader; `volume_share` by impact = k * participation^2 as zipline's
+  VolumeShareSlippage does, where participation is what the quote has given so far,
+  this fill included, as a share of its traded volume (fills on both sides count, as
+  zipline's volume_for_bar); of the displayed quantity of the fill's side when no
+  volume was seen (that side's fills count); 1, the worst, when neither is known; at
+  most 1. Counting what went before, not the fill alone, keeps an order split into
+  pieces within one quote from paying less impact than the whole would. Prices are
+  snapped to the tick in the direction worse for the trader.
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ class Liquidity:
     buy_displayed: int | None
     sell_displayed: int | None
     volume_left: int | None
+    # What fills took of this quote per side, capped or not: the base of impact.
+    taken_buy: int = 0
+    taken_sell: int = 0
 
     @classmethod
     def of(cls, model: FillModel, quote: Quote, previous_volume: int | None) -> Liquidity:
@@ -132,20 +139,28 @@ class Liquidity:
         return max(qty, 0)
 
     def take(self, side: Side, qty: int) -> None:
-        if side is Side.BUY and self.buy_displayed is not None:
-            self.buy_displayed -= qty
-        if side is Side.SELL and self.sell_displayed is not None:
-            self.sell_displayed -= qty
+        if side is Side.BUY:
+            self.taken_buy += qty
+            if self.buy_displayed is not None:
+                self.buy_displayed -= qty
+        else:
+            self.taken_sell += qty
+            if self.sell_displayed is not None:
+                self.sell_displayed -= qty
         if self.volume_left is not None:
             # Traded volume is shared by both sides: a fill on either uses it up.
             self.volume_left -= qty
 
     def participation(self, side: Side, qty: int) -> Decimal:
-        """The fill's share of the market it trades against, in [0, 1]."""
+        """The share of the market this quote has given, a fill of `qty` (not yet
+        taken) included, in [0, 1]."""
         if self.traded > 0:
             base = self.traded
+            before = self.taken_buy + self.taken_sell
+        elif side is Side.BUY:
+            base, before = self.quote.ask_qty, self.taken_buy
         else:
-            base = self.quote.ask_qty if side is Side.BUY else self.quote.bid_qty
+            base, before = self.quote.bid_qty, self.taken_sell
         if base <= 0:
             return Decimal(1)
-        return min(Decimal(qty) / Decimal(base), Decimal(1))
+        return min(Decimal(before + qty) / Decimal(base), Decimal(1))

@@ -22,7 +22,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -56,7 +56,6 @@ from execgw.server.venues.latency import Kind, LatencyModel
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime.min.replace(tzinfo=UTC)
 # Kite statuses after which nothing is pending.
 _KITE_FINAL = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 
@@ -198,12 +197,9 @@ class SmartFillSimulator:
                     due = order.created_at + self._latency.delay("insert", order.order_id)
                     self._schedule(due, "insert", order, "")
                     if order.status is OrderStatus.PENDING_CANCEL:
-                        # Its cancel was sent too (CancelRequested, the order's last
-                        # update): it reaches the exchange when it would have, before
-                        # the order (which it then cancels) or after it.
-                        sent = order.updated_at
-                        due = sent + self._latency.delay("cancel", order.order_id)
-                        self._schedule(due, "cancel", order, order.message)
+                        # Its cancel was sent too: it reaches the exchange when it
+                        # would have, before the order (which it then cancels) or after.
+                        self._schedule(self._cancel_due(order), "cancel", order, order.message)
                     continue
                 is_stop = order.intent.order_type in (OrderType.SL, OrderType.SL_M)
                 left = self._remaining(order)
@@ -218,8 +214,19 @@ class SmartFillSimulator:
                     # Not when the exchange filled it all: only the reports are to come.
                     self._rest(order, triggered=order.triggered or not is_stop)
                 if order.status is OrderStatus.PENDING_CANCEL:
-                    # Its cancel was on its way: it arrives as soon as time moves on.
-                    self._schedule(_EPOCH, "cancel", order, "cancelled by client")
+                    # Its cancel was on its way: it arrives when it would have, so a
+                    # quote before then may still fill the order, as without a restart.
+                    # A status update since (a trigger's) may have blanked its message.
+                    message = order.message or "cancelled by client"
+                    self._schedule(self._cancel_due(order), "cancel", order, message)
+
+    def _cancel_due(self, order: Order) -> datetime:
+        """When the cancel of a PENDING_CANCEL order reaches the exchange: sent plus
+        the cancel latency, which depends only on the seed and the order id."""
+        # A journal from before cancel_requested_at: CancelRequested was, at best, the
+        # order's last update.
+        sent = order.cancel_requested_at or order.updated_at
+        return sent + self._latency.delay("cancel", order.order_id)
 
     def market_price(self, side: Side, symbol: str, ltp: Decimal) -> Decimal:
         """LTP moved by the fixed slippage against the trader (the seed's market price)."""
