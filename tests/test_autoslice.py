@@ -5,6 +5,8 @@ same children and places none; risk sees the whole order once."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +14,9 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 
 from execgw.client import ExecgwError, ExecutionClient, OrderStatus, RejectReason, market
-from execgw.server.autoslice import slice_sizes
+from execgw.server.autoslice import Placed, slice_sizes, sliced_runs
 from execgw.server.clock import ManualClock
+from execgw.server.domain import OrderIntent, OrderType, Product, Side, Validity
 from execgw.server.instruments import Instrument
 
 if TYPE_CHECKING:
@@ -43,6 +46,29 @@ def test_slice_sizes_are_at_most_the_freeze_qty_in_whole_lots() -> None:
         150,
     ]
     assert slice_sizes(300, Instrument("NFO:X", lot_size=75, freeze_qty=200)) == [150, 150]
+
+
+def test_sliced_runs_finds_a_parents_children_and_nothing_else() -> None:
+    at = datetime(2026, 1, 5, 9, 20, tzinfo=UTC)
+    buy = OrderIntent(INFY, "s", Side.BUY, 0, OrderType.MARKET, Product.MIS, Validity.DAY)
+
+    def placed(key: str, qty: int, later: int = 0, side: Side = Side.BUY) -> Placed:
+        return Placed(key, replace(buy, qty=qty, side=side), at + timedelta(seconds=later))
+
+    orders = [
+        placed("a", 10),
+        placed("big#1", 100),
+        placed("big#2", 100),
+        placed("big#3", 50),
+        placed("x#1", 100),  # one key alone is no slice
+        placed("y#1", 100),
+        placed("y#2", 100, later=1),  # another command
+        placed("z#1", 50),
+        placed("z#2", 100),  # larger than the first: not how slices are cut
+        placed("w#1", 100),
+        placed("w#2", 100, side=Side.SELL),  # another intent
+    ]
+    assert sliced_runs(orders) == [("big", range(1, 4))]
 
 
 def test_an_order_above_the_freeze_qty_is_sliced_under_one_parent(

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from execgw.client import ExecutionClient, limit, market
 from execgw.server.clock import ManualClock
-from execgw.server.config import ChargesConfig
+from execgw.server.config import ChargesConfig, ConfigError, parse_config
 from execgw.server.domain import Charges, Product, Side
 from execgw.server.venues.charges import ChargeModel, segment_of
 from execgw.server.venues.factory import charge_model
@@ -141,10 +141,71 @@ def test_a_table_without_bse_rows_charges_bse_at_the_nse_row() -> None:
     bse = built.for_fill("BSE:INFY", Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
     # As test_cnc_round_trip's NSE buy.
     assert parts(bse) == ("0.00", "150.00", "4.46", "0.15", "22.50", "0.83", "177.94")
-    assert (
-        built.for_fill("BFO:SENSEX26DECFUT", Product.NRML, Side.BUY, 1, D(1), brokerage_so_far=D(0))
-        is None
+
+
+def test_a_partial_table_keeps_the_default_rows_it_leaves_out(model: ChargeModel) -> None:
+    config = parse_config(
+        {
+            "execution": {
+                "charges": {
+                    "enabled": True,
+                    "segments": {
+                        "equity_intraday": {"brokerage_pct": 0.0, "stt_sell_pct": 0.025},
+                    },
+                }
+            }
+        },
+        source="test",
     )
+    built = charge_model(config.execution.charges)
+    assert built is not None
+    # The given row, whole: no brokerage, no stamp duty (left out, so 0).
+    mis = built.for_fill("NSE:INFY", Product.MIS, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
+    assert mis is not None
+    assert (mis.brokerage, mis.stamp_duty) == (D("0.00"), D("0.00"))
+    # CNC and NFO rows were left out: the defaults, not None (no charges at all).
+    for symbol, product, qty, price in (
+        ("NSE:INFY", Product.CNC, 100, D(1500)),
+        ("NFO:NIFTY24DECFUT", Product.NRML, 75, D(24000)),
+        ("BFO:SENSEX26DECFUT", Product.NRML, 10, D(80000)),
+    ):
+        args = (symbol, product, Side.BUY, qty, price)
+        assert built.for_fill(*args, brokerage_so_far=D(0)) == model.for_fill(
+            *args, brokerage_so_far=D(0)
+        )
+    # BSE intraday was left out with its NSE row given: the given NSE row.
+    bse = built.for_fill("BSE:INFY", Product.MIS, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
+    assert bse == mis
+
+
+@pytest.mark.parametrize(
+    ("row", "words"),
+    [
+        ({"brokerage_pct": 0.03, "stt_sell_pct": 0.025}, "the cap per executed order"),
+        ({"stt_sell_pct": 0.1}, "the flat fee per executed order"),
+    ],
+)
+def test_a_row_with_brokerage_but_no_cap_or_fee_is_refused(row: dict[str, Any], words: str) -> None:
+    # Otherwise brokerage_max_rupees would default to 0: brokerage 0.00 on every fill.
+    data = {"execution": {"charges": {"enabled": True, "segments": {"equity_intraday": row}}}}
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, source="test")
+    message = str(refused.value)
+    assert "execution.charges.segments.equity_intraday" in message
+    assert "brokerage_max_rupees is required" in message
+    assert words in message
+
+
+def test_a_row_states_its_brokerage_with_a_cap_or_none() -> None:
+    segments = {
+        "equity_intraday": {"brokerage_pct": 0.03, "brokerage_max_rupees": 20.0},
+        "equity_delivery": {"brokerage_pct": 0.0},
+        "options": {"brokerage_max_rupees": 20.0},
+    }
+    data = {"execution": {"charges": {"enabled": True, "segments": segments}}}
+    rows = parse_config(data, source="test").execution.charges.segments
+    assert rows["equity_intraday"].brokerage_max_rupees == 20.0
+    assert rows["equity_delivery"].brokerage_max_rupees == 0.0
 
 
 def test_segments_are_told_from_the_symbol() -> None:

@@ -13,11 +13,13 @@ StreamFills name the child). Risk checks the whole order once, before any child.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from execgw.server.domain import Order, OrderStatus
+from execgw.server.domain import Order, OrderIntent, OrderStatus
 from execgw.server.instruments import Instrument
 
 SEPARATOR = "#"
@@ -41,6 +43,51 @@ def child_client_order_id(parent: str, index: int) -> str:
     """The key of child `index` (from 1); "" for a parent without a key (the gateway
     then assigns each child its own "auto-<order_id>")."""
     return f"{parent}{SEPARATOR}{index}" if parent else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """An order as placed, for `sliced_runs`: its key, intent and time."""
+
+    client_order_id: str
+    intent: OrderIntent
+    at: datetime
+
+
+def sliced_runs(placed: Sequence[Placed]) -> list[tuple[str, range]]:
+    """The runs of `placed` (orders in the order they were placed) that are one parent's
+    children, each with the parent's client_order_id.
+
+    Nothing journaled names a child's parent, so it is read off what slicing leaves:
+    keys "<parent>#1".."#n" (n >= 2) placed one after another at the same instant (one
+    command), the same intent but for qty, every child the size of the first but the
+    last, which is no larger. A strategy would have to place such keys itself within
+    the same microsecond to be mistaken for one; a parent placed without a key (its
+    children keyed "auto-<order_id>") is not found."""
+    runs: list[tuple[str, range]] = []
+    i = 0
+    while i < len(placed):
+        first = placed[i]
+        parent, sep, index = first.client_order_id.rpartition(SEPARATOR)
+        end = i + 1
+        if sep and parent and index == "1":
+            while end < len(placed) and _next_child(first, placed[end], parent, end - i + 1):
+                end += 1
+        sizes = [p.intent.qty for p in placed[i:end]]
+        if end - i >= 2 and all(q == sizes[0] for q in sizes[:-1]) and sizes[-1] <= sizes[0]:
+            runs.append((parent, range(i, end)))
+            i = end
+        else:
+            i += 1
+    return runs
+
+
+def _next_child(first: Placed, other: Placed, parent: str, index: int) -> bool:
+    return (
+        other.client_order_id == child_client_order_id(parent, index)
+        and other.at == first.at
+        and replace(other.intent, qty=first.intent.qty) == first.intent
+    )
 
 
 def aggregate(parent_client_order_id: str, children: list[Order]) -> Order:

@@ -55,13 +55,23 @@ def _text(value: Decimal | int | None) -> str | None:
 def _order_json(order: OrderResult | None) -> dict[str, Any] | None:
     if order is None:
         return None
-    return {
+    found: dict[str, Any] = {
         "status": order.status,
         "qty": order.qty,
         "filled_qty": order.filled_qty,
         "avg_price": _text(order.avg_price),
         "charges": str(order.charges),
     }
+    if order.children:
+        found["children"] = [
+            {"client_order_id": c.client_order_id, **(_order_json(c) or {})} for c in order.children
+        ]
+    return found
+
+
+def _status_text(order: OrderResult) -> str:
+    sliced = f" in {len(order.children)} slices" if order.children else ""
+    return f"{order.status} {order.filled_qty}{sliced}"
 
 
 def as_json(result: Comparison) -> dict[str, Any]:
@@ -113,9 +123,9 @@ def render(result: Comparison, *, show_all: bool = False) -> None:
             [
                 key[0],
                 key[1],
-                "-" if a is None else f"{a.status} {a.filled_qty}",
+                "-" if a is None else _status_text(a),
                 "-" if a is None else _text(a.avg_price) or "-",
-                "-" if b is None else f"{b.status} {b.filled_qty}",
+                "-" if b is None else _status_text(b),
                 "-" if b is None else _text(b.avg_price) or "-",
             ]
         )

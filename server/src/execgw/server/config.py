@@ -25,6 +25,7 @@ from pydantic import (
 
 from execgw.server.chain import ENV_NAME_RULE, valid_env_name
 from execgw.server.validation import InvalidRequest, is_full_symbol, validate_strategy_code
+from execgw.server.venues.charges import NSE_ROW
 
 
 class ConfigError(ValueError):
@@ -342,15 +343,33 @@ class SimulatorConfig(_Section):
 
 
 class SegmentChargesConfig(_Section):
-    """One segment's rates; every *_pct is a percentage of turnover (0.03 = 0.03%)."""
+    """One segment's rates; every *_pct is a percentage of turnover (0.03 = 0.03%). A
+    rate left out is 0, but brokerage must be stated: brokerage_max_rupees is required
+    unless brokerage_pct is 0 (a row {brokerage_pct: 0.03} alone would cap brokerage at
+    Rs 0, i.e. charge none, and a row with neither would charge a flat Rs 0)."""
 
     # null: brokerage is a flat brokerage_max_rupees per executed order (options).
     brokerage_pct: float | None = Field(default=None, ge=0, le=100)
+    # With brokerage_pct: the cap per executed order (Zerodha: 20). Without: the flat fee.
     brokerage_max_rupees: float = Field(default=0.0, ge=0)
     stt_buy_pct: float = Field(default=0.0, ge=0, le=100)
     stt_sell_pct: float = Field(default=0.0, ge=0, le=100)
     exchange_txn_pct: float = Field(default=0.0, ge=0, le=100)
     stamp_buy_pct: float = Field(default=0.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _brokerage_stated(self) -> SegmentChargesConfig:
+        if self.brokerage_pct != 0 and "brokerage_max_rupees" not in self.model_fields_set:
+            what = (
+                "the flat fee per executed order (brokerage_pct is null)"
+                if self.brokerage_pct is None
+                else f"the cap per executed order on brokerage_pct {self.brokerage_pct}"
+            )
+            raise ValueError(
+                f"brokerage_max_rupees is required: {what}, e.g. 20 (Zerodha); "
+                "set brokerage_pct: 0 for no brokerage"
+            )
+        return self
 
 
 ChargeSegment = Literal[
@@ -456,10 +475,23 @@ class ChargesConfig(_Section):
     # GST on brokerage, exchange transaction charges and SEBI fees, in percent.
     gst_pct: float = Field(default=18.0, ge=0, le=100)
     # Rates by segment: equity_delivery, equity_intraday, futures, options (NSE/NFO),
-    # bse_equity_delivery, bse_equity_intraday, bfo_futures, bfo_options (BSE/BFO). A
-    # table given here replaces the default one whole; one without a bse_/bfo_ row
-    # charges that exchange at the NSE row of the same kind.
+    # bse_equity_delivery, bse_equity_intraday, bfo_futures, bfo_options (BSE/BFO). Rows
+    # given here replace those default rows whole; the rows left out keep the defaults
+    # (a table replacing the defaults whole left CNC or NFO fills uncharged), except a
+    # bse_/bfo_ row left out when its NSE row of the same kind is given: that exchange
+    # is then charged at the given NSE row.
     segments: dict[ChargeSegment, SegmentChargesConfig] = Field(default_factory=_default_segments)
+
+    @field_validator("segments")
+    @classmethod
+    def _over_the_defaults(
+        cls, given: dict[ChargeSegment, SegmentChargesConfig]
+    ) -> dict[ChargeSegment, SegmentChargesConfig]:
+        merged = dict(given)
+        for name, row in _default_segments().items():
+            if name not in given and NSE_ROW.get(name) not in given:
+                merged[name] = row
+        return merged
 
 
 class ExecutionConfig(_Section):

@@ -7,32 +7,36 @@ they were recorded at:
 - quotes: QuotesRecorded (journal.record_quotes: true), applied as the batch they were;
 - orders: every OrderAccepted / OrderSubmitted / OrderRejected a strategy placed (not
   the gateway's own MIS square-off: the replay engine places its own), submitted with
-  the same intent and client_order_id (an autoslice child is submitted as the child it
-  was);
+  the same intent and client_order_id. The children of an autosliced order go in as
+  the parent they came from (its key, its whole quantity), once: the live gateway
+  checked the parent once, and the replayed config may slice it otherwise or reject
+  it;
 - a client's cancel (CancelRequested, or OrderCancelled "cancelled by client"), sent
   to the replayed order with the same key; an operator's halt and resume;
 - the times of rollovers, square-offs and the gateway's own orders, as ticks;
 - the times of fills, arrivals and cancels, as time passing: with latency, the
   simulator delivers what is due then even when no quote comes.
 
-Then both runs are summed up the same way, per order (filled qty, average price) and
-per strategy (realized PnL gross and net of charges), and compared. Nothing here is
-random beyond the simulator's seed: the same journal and config give the same result,
-and the recording's own config gives the recorded fills.
+Then both runs are summed up the same way, per order (filled qty, average price; an
+autosliced order as its parent, its children beside it) and per strategy (realized PnL
+gross and net of charges), and compared. Nothing here is random beyond the simulator's
+seed: the same journal and config give the same result, and the recording's own config
+gives the recorded fills.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+from execgw.server import autoslice
 from execgw.server.clock import ManualClock
 from execgw.server.config import GatewayConfig
-from execgw.server.domain import Order
+from execgw.server.domain import Order, OrderIntent
 from execgw.server.engine import ExecutionEngine
 from execgw.server.errors import GatewayError
 from execgw.server.events import (
@@ -83,6 +87,9 @@ class OrderResult:
     filled_qty: int
     avg_price: Decimal | None
     charges: Decimal
+    # An autosliced order's children (this row is their sum, under the parent's key);
+    # empty for an order that was not sliced.
+    children: tuple[OrderResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +125,33 @@ class Comparison:
         a, b = self.recorded.orders.get(key), self.replayed.orders.get(key)
         if a is None or b is None:
             return True
-        return (a.filled_qty, a.avg_price, a.status) != (b.filled_qty, b.avg_price, b.status)
+        return (a.filled_qty, a.avg_price, a.status, len(a.children)) != (
+            b.filled_qty,
+            b.avg_price,
+            b.status,
+            len(b.children),
+        )
 
 
 def summarize(state: GatewayState) -> RunResult:
     """Per order (by strategy and client_order_id) and per strategy, as `state` stands.
-    The gateway's own orders are keyed "auto-<order id>" as journaled."""
+    The gateway's own orders are keyed "auto-<order id>" as journaled. An autosliced
+    order is one row under its parent's key: a config that slices it otherwise, or
+    rejects it whole, is then compared with it order for order."""
+    placed = list(state.ledger.orders())
+    runs = autoslice.sliced_runs(
+        [autoslice.Placed(o.client_order_id, o.intent, o.created_at) for o in placed]
+    )
+    in_run = {i for _, run in runs for i in run}
     orders: dict[tuple[str, str], OrderResult] = {}
-    for order in state.ledger.orders():
-        orders[(order.intent.strategy_code, order.client_order_id)] = _order_result(order)
+    for i, order in enumerate(placed):
+        if i not in in_run:
+            orders[(order.intent.strategy_code, order.client_order_id)] = _order_result(order)
+    for parent, run in runs:
+        children = [placed[i] for i in run]
+        whole = _order_result(autoslice.aggregate(parent, children))
+        whole = replace(whole, children=tuple(_order_result(c) for c in children))
+        orders[(whole.strategy_code, parent)] = whole
     strategies: dict[str, StrategyResult] = {}
     for view in state.ledger.positions(lambda symbol: None):
         before = strategies.get(view.strategy_code)
@@ -178,10 +203,11 @@ def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> 
         )
     clock = ManualClock(items[0].timestamp if items else datetime.now().astimezone())
     engine = build_engine(config, clock)
+    parents = _sliced_parents(items)
     # The recorded order id of each order a strategy placed, to its key.
     keys: dict[str, tuple[str, str]] = {}
     cancelled: set[str] = set()
-    for record in items:
+    for index, record in enumerate(items):
         event = record.event
         clock.set(max(clock.now(), record.timestamp))
         engine.begin_command()
@@ -190,9 +216,38 @@ def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> 
         # was refused (e.g. reports its time delivered) stands, the ids it drew
         # included, as in the gateway's writer: nothing is undone.
         with contextlib.suppress(GatewayError):
-            _feed(engine, event, keys, cancelled)
+            _feed(engine, event, keys, cancelled, parents.get(index))
         engine.take_pending()
     return summarize(engine.state)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parent:
+    """What to submit in place of an autosliced child's record: the parent (`intent`,
+    `client_order_id`) at the first child, nothing at the others."""
+
+    intent: OrderIntent | None
+    client_order_id: str
+
+
+def _sliced_parents(items: list[JournalRecord]) -> dict[int, _Parent]:
+    """By record index, every strategy order record that was an autoslice child."""
+    placed: list[tuple[int, OrderAccepted | OrderSubmitted | OrderRejected]] = [
+        (i, r.event)
+        for i, r in enumerate(items)
+        if isinstance(r.event, OrderAccepted | OrderSubmitted | OrderRejected)
+        and not r.event.internal
+    ]
+    runs = autoslice.sliced_runs(
+        [autoslice.Placed(e.client_order_id, e.intent, e.timestamp) for _, e in placed]
+    )
+    parents: dict[int, _Parent] = {}
+    for parent, run in runs:
+        first = placed[run[0]][1].intent
+        whole = replace(first, qty=sum(placed[i][1].intent.qty for i in run))
+        for i in run:
+            parents[placed[i][0]] = _Parent(whole if i == run[0] else None, parent)
+    return parents
 
 
 def build_engine(config: GatewayConfig, clock: ManualClock) -> ExecutionEngine:
@@ -221,13 +276,17 @@ def _feed(
     event: object,
     keys: dict[str, tuple[str, str]],
     cancelled: set[str],
+    parent: _Parent | None,
 ) -> None:
     match event:
         case QuotesRecorded(quotes=quotes):
             engine.apply_quotes(list(quotes))
         case OrderAccepted() | OrderSubmitted() | OrderRejected() if not event.internal:
             keys[event.order_id] = (event.intent.strategy_code, event.client_order_id)
-            engine.submit(event.intent, event.client_order_id)
+            if parent is None:
+                engine.submit(event.intent, event.client_order_id)
+            elif parent.intent is not None:
+                engine.submit(parent.intent, parent.client_order_id)
         case CancelRequested() | OrderCancelled() if (
             event.message == CLIENT_CANCEL and event.order_id not in cancelled
         ):

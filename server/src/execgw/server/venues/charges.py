@@ -19,8 +19,9 @@ Approximations, each the conservative or the simple side:
   NRML delivery, MIS intraday), NFO:/BFO: a future when it ends in FUT, an option when
   it ends in CE or PE; BSE: and BFO: symbols take the bse_/bfo_ rows. Anything else
   (MCX, CDS) has no row and costs nothing here.
-- A table without a bse_/bfo_ row charges that exchange at the NSE row of the same kind
-  (as before BSE had rows of its own).
+- A configured table that gives an NSE row but not its bse_/bfo_ row charges that
+  exchange at the given NSE row (as before BSE had rows of its own); rows it leaves
+  out otherwise keep their defaults (config.ChargesConfig).
 - BFO options all pay the Sensex/Bankex rate; BSE charges Sensex 50 and stock options
   less (0.005% of premium): override bfo_options for those.
 """
@@ -44,7 +45,7 @@ Segment = Literal[
     "bfo_options",
 ]
 # The NSE row a BSE/BFO segment falls back to when the table has no row for it.
-_NSE_KIND: dict[Segment, Segment] = {
+NSE_ROW: dict[Segment, Segment] = {
     "bse_equity_delivery": "equity_delivery",
     "bse_equity_intraday": "equity_intraday",
     "bfo_futures": "futures",
@@ -89,8 +90,8 @@ class ChargeModel:
         `brokerage_so_far` is what earlier fills of the same order paid."""
         segment = segment_of(symbol, product)
         rates = None if segment is None else self.segments.get(segment)
-        if rates is None and segment in _NSE_KIND:
-            rates = self.segments.get(_NSE_KIND[segment])
+        if rates is None and segment in NSE_ROW:
+            rates = self.segments.get(NSE_ROW[segment])
         if rates is None:
             return None
         turnover = price * qty

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from execgw.server.domain import Order, OrderIntent, OrderStatus, Quote, QuoteLiquidity
 from execgw.server.events import (
@@ -107,7 +108,12 @@ class DryRunVenue:
             # the rest is cancelled, confirmed behind them.
             return [requested, *self._simulator.cancel_behind_reports(order, now, message)]
         self.forget(order)
-        return [requested, OrderCancelled(order.order_id, now, message)]
+        # Kite's status, as on the ack: without it the cancelled order kept the ack's
+        # raw "OPEN" (an event with no raw leaves the order's raw as it was).
+        raw: dict[str, Any] = {"status": "CANCELLED", "dry_run": True}
+        if self._simulator is not None:
+            raw = {**self._simulator.kite_cancelled(order), **raw}
+        return [requested, OrderCancelled(order.order_id, now, message, raw=raw)]
 
 
 def dry_run_venue_id(order_id: str) -> str:
