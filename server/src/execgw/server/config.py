@@ -322,7 +322,8 @@ class SimulatorConfig(_Section):
     # (Quote.volume is cumulative). No fill until the feed shows traded volume. null: none.
     volume_limit: float | None = Field(default=None, gt=0, le=1)
     # fixed_bps: execution.slippage_bps against the trader. volume_share: impact =
-    # impact_k * participation^2 (zipline), participation = fill qty / traded volume.
+    # impact_k * participation^2 (zipline), participation = (what the quote gave already
+    # + this fill) / traded volume (else the displayed quantity of the fill's side).
     slippage_model: Literal["fixed_bps", "volume_share"] = "fixed_bps"
     # zipline's price_impact (0.1): the price moves 10% at 100% participation.
     impact_k: float = Field(default=0.1, ge=0, le=1)
