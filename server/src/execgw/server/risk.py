@@ -215,9 +215,7 @@ class RiskEngine:
         those become reports."""
         rows = self._account_rows(unrealized, complete)
         rows.extend(self._strategy_rows(strategy_code))
-        return [
-            self._report(*row) for row in rows if row[3] > 0 and row[2] >= row[3] * fraction
-        ]
+        return [self._report(*row) for row in rows if row[3] > 0 and row[2] >= row[3] * fraction]
 
     def _strategies_in_the_book(self) -> list[str]:
         """The strategies with a per-strategy breaker count today, in order."""
