@@ -64,6 +64,13 @@ def test_a_tree_of_spans_reaches_the_processors_with_parents_scope_and_attribute
     assert order_span.parent.span_id == rpc_span.context.span_id
     assert order_span.context.trace_id == rpc_span.context.trace_id
     assert order_span.context.span_id != rpc_span.context.span_id
+    # A child of a sampled span of the tracer is made on a short path: its context is
+    # what SpanContext's own constructor makes of the same values.
+    made = order_span.context
+    assert made == SpanContext(
+        made.trace_id, made.span_id, False, rpc_span.context.trace_flags, TraceState()
+    )
+    assert made.is_valid and not made.is_remote and made.trace_state == TraceState()
     # every span carries the scope (the sampler's stamp), the child too (no sampler call)
     for span in spans.values():
         assert span.attributes is not None

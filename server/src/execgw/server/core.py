@@ -114,6 +114,11 @@ def _stage_spans(
     """The journal and publish stages of each order the batch placed or cancelled, as
     spans of that order's own trace: batch-wide work, timed once, shown per order and
     linked to the batch's commit span."""
+    # The batch's links, made once: every order's stage spans share them.
+    stages = [
+        (name, stage, () if stage.span is None else (trace.Link(stage.span),))
+        for name, stage in (("execgw.stage.journal", journal), ("execgw.stage.publish", publish))
+    ]
     for queued, value, error in outcomes:
         if error is not None or not isinstance(queued.command, Submit | Cancel):
             continue
@@ -122,8 +127,7 @@ def _stage_spans(
         if not isinstance(value, Order):
             continue
         attributes = {"execgw.order_id": value.order_id, "execgw.status": value.status.value}
-        for name, stage in (("execgw.stage.journal", journal), ("execgw.stage.publish", publish)):
-            links = [] if stage.span is None else [trace.Link(stage.span)]
+        for name, stage, links in stages:
             span = tracer.start_span(
                 name,
                 context=queued.trace_context,

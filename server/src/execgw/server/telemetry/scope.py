@@ -19,7 +19,8 @@ from opentelemetry.util.types import AttributeValue
 
 from execgw.server.telemetry import attributes as attr
 
-_KEY = otel_context.create_key("execgw.telemetry.scope")
+# Public for the gateway's tracer, which reads it from a context it already holds.
+KEY = otel_context.create_key("execgw.telemetry.scope")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ class Scope:
 
 def current(context: otel_context.Context | None = None) -> Scope | None:
     """The scope of `context` (default: the current one); None outside any gateway work."""
-    value = otel_context.get_value(_KEY, context)
+    value = otel_context.get_value(KEY, context)
     return value if isinstance(value, Scope) else None
 
 
@@ -54,7 +55,7 @@ def current_session(context: otel_context.Context | None = None) -> str:
 
 
 def in_scope(scope: Scope, context: otel_context.Context | None = None) -> otel_context.Context:
-    return otel_context.set_value(_KEY, scope, context)
+    return otel_context.set_value(KEY, scope, context)
 
 
 @contextmanager

@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
@@ -214,6 +215,21 @@ class RecordedSpan(ReadableSpan, trace.Span):
 _PRIMITIVES = (str, bool, int, float)
 
 
+def _bounded_all(
+    attributes: Mapping[str, AttributeValue], limit: int | None
+) -> dict[str, AttributeValue]:
+    found: dict[str, AttributeValue] = {}
+    for key, value in attributes.items():
+        # Strings (most values) within the limit, numbers as they are.
+        if type(value) is str:
+            found[key] = value if limit is None or len(value) <= limit else value[:limit]
+        elif type(value) in _PRIMITIVES:
+            found[key] = value
+        elif (cut := _bounded(value, limit)) is not None:
+            found[key] = cut
+    return found
+
+
 def _bounded(value: Any, limit: int | None) -> Any:
     """A valid attribute value, strings cut to `limit`; None for one the SDK would drop
     (a None, a mapping, an object): the exporters encode only these types."""
@@ -313,6 +329,18 @@ class GatewayTracer:
         if not isinstance(backend, _Backend):
             return backend.start_span(name, context, kind, attributes, links, start_time=start_time)
         links = links or ()
+        holder = otel_context.get_current() if context is None else context
+        parent_span = holder.get(_SPAN_KEY)
+        if (
+            type(parent_span) is RecordedSpan
+            and parent_span._backend is backend
+            and backend.children_follow_parent
+        ):
+            known = parent_span.get_span_context()
+            if known.trace_flags.sampled:
+                return self._child(
+                    backend, name, known, holder, context, kind, attributes, links, start_time
+                )
         parent = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:
             parent_context: SpanContext | None = None
@@ -321,16 +349,7 @@ class GatewayTracer:
             parent_context = parent
             trace_id = parent.trace_id
         limit = backend.max_length
-        found: dict[str, AttributeValue] = {}
-        if attributes:
-            for key, value in attributes.items():
-                # Strings (most values) within the limit, numbers as they are.
-                if type(value) is str:
-                    found[key] = value if limit is None or len(value) <= limit else value[:limit]
-                elif type(value) in _PRIMITIVES:
-                    found[key] = value
-                elif (cut := _bounded(value, limit)) is not None:
-                    found[key] = cut
+        found = _bounded_all(attributes, limit) if attributes else {}
         trace_state: TraceState | None
         if (
             parent_context is not None
@@ -377,6 +396,48 @@ class GatewayTracer:
             name,
             SpanContext(trace_id, backend.ids.generate_span_id(), False, flags, trace_state),
             parent_context,
+            kind,
+            found,
+            links,
+            time_ns() if start_time is None else start_time,
+        )
+        backend.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        return span
+
+    def _child(
+        self,
+        backend: _Backend,
+        name: str,
+        parent: SpanContext,
+        holder: otel_context.Context,
+        context: otel_context.Context | None,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None,
+        links: Sequence[Link],
+        start_time: int | None,
+    ) -> RecordedSpan:
+        """start_span for the commonest span: a child of a sampled span of this tracer,
+        under a sampler that samples such children. Nothing to look up: the trace, its
+        flags and state are the parent's, the scope is in the context at hand."""
+        found = _bounded_all(attributes, backend.max_length) if attributes else {}
+        if backend.stamps_scope:
+            scope = holder.get(scopes.KEY)
+            if isinstance(scope, scopes.Scope):
+                # As ScopeSampler's answer: the scope's values win over the span's.
+                found.update(scope.attributes)
+        if len(found) > backend.max_attributes:  # the SDK keeps the latest
+            found = dict(list(found.items())[-backend.max_attributes :])
+        span_id = backend.ids.generate_span_id()
+        # SpanContext's own constructor validates ids a generator already made valid.
+        own = tuple.__new__(
+            SpanContext,
+            (parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state, True),
+        )
+        span = RecordedSpan(
+            backend,
+            name,
+            own,
+            parent,
             kind,
             found,
             links,
