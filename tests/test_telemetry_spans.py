@@ -70,7 +70,9 @@ def test_a_tree_of_spans_reaches_the_processors_with_parents_scope_and_attribute
     assert made == SpanContext(
         made.trace_id, made.span_id, False, rpc_span.context.trace_flags, TraceState()
     )
-    assert made.is_valid and not made.is_remote and made.trace_state == TraceState()
+    assert made.is_valid
+    assert not made.is_remote
+    assert made.trace_state == TraceState()
     # every span carries the scope (the sampler's stamp), the child too (no sampler call)
     for span in spans.values():
         assert span.attributes is not None
@@ -105,6 +107,59 @@ def test_a_remote_parent_is_continued_and_its_trace_state_kept() -> None:
     assert span.parent is not None
     assert span.parent.span_id == 0xDEF
     assert span.context.trace_state.get("k") == "v"
+
+
+@pytest.mark.parametrize(
+    ("flags", "state"),
+    [
+        (TraceFlags(1), TraceState([("k", "v")])),
+        (TraceFlags(3), TraceState()),  # sampled, random trace id
+        (TraceFlags(0), TraceState([("k", "v")])),  # not sampled: the sampler is asked
+    ],
+)
+def test_roots_and_remote_children_are_what_the_sdks_own_tracer_makes(
+    flags: TraceFlags, state: TraceState
+) -> None:
+    """A root, or a child of a remote parent, skips the sampler when its answer is
+    known (ParentBased's defaults); flags, trace state, attributes and whether it
+    records are then exactly the SDK's."""
+    tracer, exported, provider = _setup()
+    sdk = provider.get_tracer("execgw.test")
+    remote = trace.set_span_in_context(
+        NonRecordingSpan(SpanContext(0xABC, 0xDEF, True, flags, state)),
+        scopes.in_scope(SCOPE),
+    )
+    token = otel_context.attach(scopes.in_scope(SCOPE))
+    try:
+        for context in (None, remote):
+            for maker in (tracer, sdk):
+                span = maker.start_span(
+                    f"{'sdk' if maker is sdk else 'ours'}-{context is None}",
+                    context=context,
+                    kind=SpanKind.SERVER,
+                    attributes={"rpc.method": "SubmitOrder", "execgw.mode": "paper"},
+                )
+                span.end()
+    finally:
+        otel_context.detach(token)
+    spans = _by_name(exported)
+    for root in (True, False):
+        ours, theirs = spans.get(f"ours-{root}"), spans.get(f"sdk-{root}")
+        assert (ours is None) == (theirs is None)
+        if ours is None or theirs is None:
+            assert not root
+            assert not flags.sampled
+            continue
+        assert ours.context.trace_flags == theirs.context.trace_flags
+        assert ours.context.trace_state == theirs.context.trace_state
+        assert ours.context.is_valid
+        assert not ours.context.is_remote
+        assert dict(ours.attributes or {}) == dict(theirs.attributes or {})
+        assert dict(ours.attributes or {})["execgw.mode"] == "live"  # the scope wins
+        if not root:
+            assert ours.context.trace_id == 0xABC
+            assert ours.parent is not None
+            assert ours.parent.span_id == 0xDEF
 
 
 def test_the_sampler_decides_roots_and_children_follow_an_unsampled_parent() -> None:

@@ -68,6 +68,8 @@ class _Backend(NamedTuple):
     max_links: int
     # The sampler would sample every child of a sampled local span: no need to ask it.
     children_follow_parent: bool
+    # Nor for a root, or a child of a sampled remote span.
+    roots_sampled: bool
     # The sampler adds the scope's attributes itself (else a span processor does).
     stamps_scope: bool
 
@@ -79,6 +81,32 @@ def _follows_parent(sampler: Sampler) -> bool:
         isinstance(sampler, ParentBased)
         and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
     )
+
+
+def _samples_roots(sampler: Sampler) -> bool:
+    """Whether the sampler samples every root span and every child of a sampled remote
+    parent, adding no attributes of its own (ParentBased's defaults)."""
+    if isinstance(sampler, ScopeSampler):
+        sampler = sampler.delegate
+    return (
+        isinstance(sampler, ParentBased)
+        and getattr(sampler, "_root", None) is ALWAYS_ON
+        and getattr(sampler, "_remote_parent_sampled", None) is ALWAYS_ON
+    )
+
+
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_SAMPLED_RANDOM = trace.TraceFlags(trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
+
+
+def _stamp_scope(
+    backend: _Backend, found: dict[str, AttributeValue], context: otel_context.Context
+) -> None:
+    """What ScopeSampler would add: the scope's values, which win over the span's."""
+    if backend.stamps_scope:
+        scope = context.get(scopes.KEY)
+        if isinstance(scope, scopes.Scope):
+            found.update(scope.attributes)
 
 
 def _limit(value: int | None) -> int:
@@ -128,8 +156,12 @@ class RecordedSpan(ReadableSpan, trace.Span):
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         if self._end_time is not None:
             return
-        bounded = _bounded(value, self._backend.max_length)
         attributes = self._values
+        limit = self._backend.max_length
+        if type(value) is str:  # the commonest value: no call to _bounded
+            bounded: Any = value if limit is None or len(value) <= limit else value[:limit]
+        else:
+            bounded = _bounded(value, limit)
         if bounded is None or (
             key not in attributes and len(attributes) >= self._backend.max_attributes
         ):
@@ -312,6 +344,7 @@ class GatewayTracer:
             max_events=_limit(limits.max_events),
             max_links=_limit(limits.max_links),
             children_follow_parent=_follows_parent(sdk.sampler),
+            roots_sampled=_samples_roots(sdk.sampler),
             stamps_scope=isinstance(sdk.sampler, ScopeSampler),
         )
         return backend
@@ -359,11 +392,20 @@ class GatewayTracer:
         ):
             flags = parent.trace_flags
             trace_state = parent.trace_state
-            if backend.stamps_scope:
-                scope = scopes.current(context)
-                if scope is not None:
-                    # As ScopeSampler's answer: the scope's values win over the span's.
-                    found.update(scope.attributes)
+            _stamp_scope(backend, found, holder)
+        elif backend.roots_sampled and (
+            parent_context is None or (parent.is_remote and parent.trace_flags.sampled)
+        ):
+            # The sampler's answer is known too: a root or a sampled remote parent is
+            # sampled (ParentBased's defaults), with the parent's trace state.
+            if parent_context is None:
+                random = backend.ids.is_trace_id_random()
+                trace_state = None
+            else:
+                random = parent.trace_flags.random_trace_id
+                trace_state = parent.trace_state
+            flags = _SAMPLED_RANDOM if random else _SAMPLED
+            _stamp_scope(backend, found, holder)
         else:
             result = backend.sampler.should_sample(context, trace_id, name, kind, attributes, links)
             if parent_context is None:
@@ -420,11 +462,7 @@ class GatewayTracer:
         under a sampler that samples such children. Nothing to look up: the trace, its
         flags and state are the parent's, the scope is in the context at hand."""
         found = _bounded_all(attributes, backend.max_length) if attributes else {}
-        if backend.stamps_scope:
-            scope = holder.get(scopes.KEY)
-            if isinstance(scope, scopes.Scope):
-                # As ScopeSampler's answer: the scope's values win over the span's.
-                found.update(scope.attributes)
+        _stamp_scope(backend, found, holder)
         if len(found) > backend.max_attributes:  # the SDK keeps the latest
             found = dict(list(found.items())[-backend.max_attributes :])
         span_id = backend.ids.generate_span_id()
