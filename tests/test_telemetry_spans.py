@@ -19,7 +19,12 @@ from opentelemetry.trace.span import TraceState
 
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.spans import GatewayTracer, RecordedSpan
-from execgw.server.telemetry.tracing import JsonLinesSpanExporter, ScopeSampler, _direct_line
+from execgw.server.telemetry.tracing import (
+    GatewayPipelines,
+    JsonLinesSpanExporter,
+    ScopeSampler,
+    _direct_line,
+)
 
 SCOPE = scopes.Scope("rehearsal-1", "live", True)
 
@@ -349,3 +354,42 @@ def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_pa
     assert decoded["plain child"]["parent_id"] == decoded["rpc"]["context"]["span_id"]
     assert decoded["with trace state"]["context"]["trace_state"] != "[]"
     assert decoded["rpc"]["resource"]["attributes"]
+
+
+def test_spans_reach_the_gateways_pipelines_directly_and_a_processor_added_later() -> None:
+    """With only the gateways' pipelines on the provider, spans go to their members
+    directly; a processor added to the provider afterwards (or a pipeline attached or
+    detached) is seen at once."""
+    provider = TracerProvider(sampler=ScopeSampler())
+    pipelines = GatewayPipelines()
+    provider.add_span_processor(pipelines)
+    tracer = GatewayTracer("execgw.test", provider=provider)
+    first, later = InMemorySpanExporter(), InMemorySpanExporter()
+    pipelines.attach(SimpleSpanProcessor(first))
+    with tracer.start_as_current_span("a"):
+        tracer.start_span("a-child").end()
+    provider.add_span_processor(SimpleSpanProcessor(later))
+    tracer.start_span("b").end()
+    pipelines.detach(pipelines.members[0])
+    tracer.start_span("c").end()
+    assert sorted(s.name for s in first.get_finished_spans()) == ["a", "a-child", "b"]
+    assert [s.name for s in later.get_finished_spans()] == ["b", "c"]
+
+
+def test_a_pipeline_member_with_an_on_start_is_called_with_the_span() -> None:
+    started: list[str] = []
+
+    class Starter(SimpleSpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            started.append(span.name)
+
+    provider = TracerProvider(sampler=ScopeSampler())
+    pipelines = GatewayPipelines()
+    provider.add_span_processor(pipelines)
+    tracer = GatewayTracer("execgw.test", provider=provider)
+    exported = InMemorySpanExporter()
+    pipelines.attach(Starter(exported))
+    with tracer.start_as_current_span("root"):
+        tracer.start_span("child").end()
+    assert started == ["root", "child"]
+    assert sorted(s.name for s in exported.get_finished_spans()) == ["child", "root"]

@@ -346,7 +346,7 @@ class ScopeSpanProcessor(SpanProcessor):
             span.set_attributes(found.attributes)
 
 
-class _Pipelines(SpanProcessor):
+class GatewayPipelines(SpanProcessor):
     """The span processors of the gateways running in this process, attached and
     detached as they start and stop."""
 
@@ -366,6 +366,14 @@ class _Pipelines(SpanProcessor):
         with self._lock:
             self._members = tuple(p for p in self._members if p is not processor)
             self._starters = _starters(self._members)
+
+    @property
+    def members(self) -> tuple[SpanProcessor, ...]:
+        return self._members
+
+    @property
+    def starters(self) -> tuple[SpanProcessor, ...]:
+        return self._starters
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
         for member in self._starters:
@@ -387,10 +395,10 @@ def _starters(members: tuple[SpanProcessor, ...]) -> tuple[SpanProcessor, ...]:
 _install_lock = threading.Lock()
 # The pipelines installed on each SDK provider, by the provider's id (and the provider,
 # so that a recycled id cannot match).
-_installed: dict[int, tuple[TracerProvider, _Pipelines]] = {}
+_installed: dict[int, tuple[TracerProvider, GatewayPipelines]] = {}
 
 
-def _pipelines(resource: Resource, *, create: bool) -> _Pipelines | None:
+def _pipelines(resource: Resource, *, create: bool) -> GatewayPipelines | None:
     """The span pipelines of the global SDK provider; with `create`, install one if the
     process has none yet. None when there is no SDK provider to attach to."""
     with _install_lock:
@@ -416,7 +424,7 @@ def _pipelines(resource: Resource, *, create: bool) -> _Pipelines | None:
         entry = _installed.get(id(provider))
         if entry is not None and entry[0] is provider:
             return entry[1]
-        pipelines = _Pipelines()
+        pipelines = GatewayPipelines()
         if not isinstance(provider.sampler, ScopeSampler):
             provider.add_span_processor(ScopeSpanProcessor())
         provider.add_span_processor(pipelines)
