@@ -144,6 +144,14 @@ def _limit(value: int | None) -> int:
 class RecordedSpan(ReadableSpan, trace.Span):
     """A recording span of the gateway: the ReadableSpan its processors receive."""
 
+    # What every span starts with, held by the class: fewer fields to set per span.
+    _instrumentation_info = None
+    _end_time: int | None = None
+    _status = _UNSET
+    # A list of its own once the span has an event.
+    _events: Sequence[Event] = ()
+    _links: tuple[Link, ...] = ()
+
     def __init__(
         self,
         backend: _Backend,
@@ -160,16 +168,13 @@ class RecordedSpan(ReadableSpan, trace.Span):
         self._name = name
         self._context = context
         self._kind = kind
-        self._instrumentation_info = None
         self._instrumentation_scope = backend.scope
         self._parent = parent
         self._start_time = start_time
-        self._end_time: int | None = None
         self._attributes = self._values = attributes
-        self._events: list[Event] = []
-        self._links = tuple(links[-backend.max_links :]) if links else ()
+        if links:
+            self._links = tuple(links[-backend.max_links :])
         self._resource = backend.resource
-        self._status = _UNSET
         self._backend = backend
 
     # -- trace.Span
@@ -210,9 +215,10 @@ class RecordedSpan(ReadableSpan, trace.Span):
             bounded = {
                 k: cut for k, v in attributes.items() if (cut := _bounded(v, limit)) is not None
             }
-        self._events.append(
-            Event(name, bounded, timestamp=time_ns() if timestamp is None else timestamp)
-        )
+        events = self._events
+        if not isinstance(events, list):
+            events = self._events = []
+        events.append(Event(name, bounded, timestamp=time_ns() if timestamp is None else timestamp))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if self._end_time is None and len(self._links) < self._backend.max_links:
