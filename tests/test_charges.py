@@ -15,7 +15,13 @@ import pytest
 
 from execgw.client import ExecutionClient, limit, market
 from execgw.server.clock import ManualClock
-from execgw.server.config import ChargesConfig, ConfigError, parse_config
+from execgw.server.config import (
+    ChargesConfig,
+    ChargeSegment,
+    ConfigError,
+    SegmentChargesConfig,
+    parse_config,
+)
 from execgw.server.domain import Charges, Product, Side
 from execgw.server.venues.charges import ChargeModel, segment_of
 from execgw.server.venues.factory import charge_model
@@ -278,9 +284,9 @@ def test_without_charges_nothing_is_charged(tmp_path: Path, clock: ManualClock) 
         gateway.stop()
 
 
-def _rows(segments: dict[str, Any]) -> dict[str, Any]:
+def _rows(segments: dict[str, Any]) -> dict[ChargeSegment, SegmentChargesConfig]:
     data = {"execution": {"charges": {"enabled": True, "segments": segments}}}
-    return dict(parse_config(data, source="test").execution.charges.segments)
+    return parse_config(data, source="test").execution.charges.segments
 
 
 def test_a_row_given_in_part_keeps_its_default_rates() -> None:
@@ -337,7 +343,8 @@ def test_a_partial_row_charges_the_default_levies(model: ChargeModel) -> None:
         built.for_fill(*args, brokerage_so_far=D(0)),
         model.for_fill(*args, brokerage_so_far=D(0)),
     )
-    assert given is not None and default is not None
+    assert given is not None
+    assert default is not None
     assert given.brokerage == D("0.00") < default.brokerage
     # STT 0.025% of 150,000 on the sell, as the default row charges.
     assert given.stt == default.stt == D("37.50")
