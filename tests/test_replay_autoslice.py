@@ -18,6 +18,7 @@ from execgw.server.clock import ManualClock
 from execgw.server.config import GatewayConfig
 from execgw.server.journal import Journal
 from execgw.server.replay import Comparison, compare
+from execgw.v1 import gateway_pb2
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -222,3 +223,46 @@ def test_the_recording_config_reproduces_child_cancels_one_to_one(
     big = result.replayed.orders[("s", "big")]
     assert {c.client_order_id for c in big.children if c.status == "CANCELLED"} == set(cancel_keys)
     assert big.filled_qty == sum(c.qty for c in big.children if c.status == "FILLED")
+
+
+def _submit_keyless(client: ExecutionClient, intent: Any) -> Any:
+    # The Python client makes up a key when given none: only the raw stub sends none.
+    request = gateway_pb2.SubmitOrderRequest(intent=intent, client_order_id="")
+    return client._gateway.SubmitOrder(request).result
+
+
+def test_a_parent_placed_without_a_key_replays_as_one_parent(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    execution = {
+        **SLICE,
+        "require_client_order_id": False,
+        # Each child alone would be a duplicate of the one before it.
+        "pre_trade": {"duplicate_window_s": 5.0},
+    }
+    config = make_config(
+        tmp_path, execution=execution, journal={"record_quotes": True}, instruments=FREEZE
+    )
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as client:
+            publish(client, INFY, 1500.0)
+            big = _submit_keyless(client, market(INFY, "BUY", 250, strategy_code="s"))
+            assert (big.status, big.filled_qty) == (OrderStatus.ORDER_STATUS_FILLED, 250)
+            parent = f"auto-{big.order_id}"
+            assert big.client_order_id == parent
+            assert sorted(o.client_order_id for o in client.list_orders()) == [
+                f"{parent}#1",
+                f"{parent}#2",
+                f"{parent}#3",
+            ]
+    finally:
+        gateway.stop()
+    result = _compare(config, config)
+    assert result.replayed == result.recorded
+    assert result.order_keys() == [("s", parent)]
+    whole = result.replayed.orders[("s", parent)]
+    assert (whole.status, whole.filled_qty, len(whole.children)) == ("FILLED", 250, 3)
+    other = make_config(tmp_path / "other", execution={**execution, "autoslice": "reject"})
+    unsliced = _compare(config, other).replayed.orders[("s", parent)]
+    assert (unsliced.status, unsliced.filled_qty, unsliced.children) == ("FILLED", 250, ())
