@@ -15,7 +15,13 @@ import pytest
 
 from execgw.client import ExecutionClient, limit, market
 from execgw.server.clock import ManualClock
-from execgw.server.config import ChargesConfig, ConfigError, parse_config
+from execgw.server.config import (
+    ChargesConfig,
+    ChargeSegment,
+    ConfigError,
+    SegmentChargesConfig,
+    parse_config,
+)
 from execgw.server.domain import Charges, Product, Side
 from execgw.server.venues.charges import ChargeModel, segment_of
 from execgw.server.venues.factory import charge_model
@@ -159,10 +165,10 @@ def test_a_partial_table_keeps_the_default_rows_it_leaves_out(model: ChargeModel
     )
     built = charge_model(config.execution.charges)
     assert built is not None
-    # The given row, whole: no brokerage, no stamp duty (left out, so 0).
+    # The given row over its default: no brokerage, the default's stamp duty (0.003%).
     mis = built.for_fill("NSE:INFY", Product.MIS, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
     assert mis is not None
-    assert (mis.brokerage, mis.stamp_duty) == (D("0.00"), D("0.00"))
+    assert (mis.brokerage, mis.stamp_duty) == (D("0.00"), D("4.50"))
     # CNC and NFO rows were left out: the defaults, not None (no charges at all).
     for symbol, product, qty, price in (
         ("NSE:INFY", Product.CNC, 100, D(1500)),
@@ -181,17 +187,18 @@ def test_a_partial_table_keeps_the_default_rows_it_leaves_out(model: ChargeModel
 @pytest.mark.parametrize(
     ("row", "words"),
     [
-        ({"brokerage_pct": 0.03, "stt_sell_pct": 0.025}, "the cap per executed order"),
-        ({"stt_sell_pct": 0.1}, "the flat fee per executed order"),
+        ({"brokerage_pct": 0.03, "stt_sell_pct": 0.1}, "the cap per executed order"),
+        ({"brokerage_pct": None}, "the flat fee per executed order"),
     ],
 )
 def test_a_row_with_brokerage_but_no_cap_or_fee_is_refused(row: dict[str, Any], words: str) -> None:
-    # Otherwise brokerage_max_rupees would default to 0: brokerage 0.00 on every fill.
-    data = {"execution": {"charges": {"enabled": True, "segments": {"equity_intraday": row}}}}
+    # CNC's default row charges no brokerage: its cap of 0 would make brokerage 0.00 on
+    # every fill, so a rate given over it needs a cap (or fee) of its own.
+    data = {"execution": {"charges": {"enabled": True, "segments": {"equity_delivery": row}}}}
     with pytest.raises(ConfigError) as refused:
         parse_config(data, source="test")
     message = str(refused.value)
-    assert "execution.charges.segments.equity_intraday" in message
+    assert "execution.charges.segments.equity_delivery" in message
     assert "brokerage_max_rupees is required" in message
     assert words in message
 
@@ -275,3 +282,70 @@ def test_without_charges_nothing_is_charged(tmp_path: Path, clock: ManualClock) 
             assert position.realized_pnl_net_decimal == position.realized_pnl_decimal
     finally:
         gateway.stop()
+
+
+def _rows(segments: dict[str, Any]) -> dict[ChargeSegment, SegmentChargesConfig]:
+    data = {"execution": {"charges": {"enabled": True, "segments": segments}}}
+    return parse_config(data, source="test").execution.charges.segments
+
+
+def test_a_row_given_in_part_keeps_its_default_rates() -> None:
+    defaults = ChargesConfig().segments
+    rows = _rows(
+        {
+            "equity_intraday": {"brokerage_pct": 0.01, "brokerage_max_rupees": 20},
+            "options": {"stt_sell_pct": 0.15},
+            "bfo_options": {"exchange_txn_pct": 0.005},
+        }
+    )
+    # Only what was given changes; STT, exchange charges and stamp duty stay.
+    assert rows["equity_intraday"] == defaults["equity_intraday"].model_copy(
+        update={"brokerage_pct": 0.01}
+    )
+    # The default's brokerage counts as stated: options keep their flat Rs 20.
+    assert rows["options"] == defaults["options"].model_copy(update={"stt_sell_pct": 0.15})
+    # A bse_/bfo_ row given in part is merged over its own default row.
+    assert rows["bfo_options"] == defaults["bfo_options"].model_copy(
+        update={"exchange_txn_pct": 0.005}
+    )
+
+
+def test_a_new_brokerage_rate_keeps_the_default_cap() -> None:
+    rows = _rows({"equity_intraday": {"brokerage_pct": 0.05}})
+    assert (
+        rows["equity_intraday"].brokerage_pct,
+        rows["equity_intraday"].brokerage_max_rupees,
+    ) == (
+        0.05,
+        20.0,
+    )
+    assert rows["equity_intraday"].stt_sell_pct == 0.025
+
+
+def test_a_misspelt_rate_in_a_partial_row_is_still_refused() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'brokerage_max_rupees'"):
+        _rows({"equity_intraday": {"brokerage_pct": 0.03, "brokerage_max_rupes": 20}})
+
+
+def test_a_partial_row_charges_the_default_levies(model: ChargeModel) -> None:
+    data = {
+        "execution": {
+            "charges": {
+                "enabled": True,
+                "segments": {"equity_intraday": {"brokerage_pct": 0.0}},
+            }
+        }
+    }
+    built = charge_model(parse_config(data, source="test").execution.charges)
+    assert built is not None
+    args = ("NSE:INFY", Product.MIS, Side.SELL, 100, D(1500))
+    given, default = (
+        built.for_fill(*args, brokerage_so_far=D(0)),
+        model.for_fill(*args, brokerage_so_far=D(0)),
+    )
+    assert given is not None
+    assert default is not None
+    assert given.brokerage == D("0.00") < default.brokerage
+    # STT 0.025% of 150,000 on the sell, as the default row charges.
+    assert given.stt == default.stt == D("37.50")
+    assert given.exchange_txn == default.exchange_txn

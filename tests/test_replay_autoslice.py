@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from execgw.client import ExecutionClient, OrderStatus, market
+from execgw.client import ExecutionClient, OrderStatus, limit, market
 from execgw.server.cli_replay import as_json
 from execgw.server.clock import ManualClock
 from execgw.server.config import GatewayConfig
 from execgw.server.journal import Journal
 from execgw.server.replay import Comparison, compare
+from execgw.v1 import gateway_pb2
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -145,3 +146,123 @@ def test_keys_that_only_look_like_children_stay_orders_of_their_own(
     result = _compare(config, config)
     assert result.order_keys() == [("s", "p#1"), ("s", "p#2")]
     assert result.replayed == result.recorded
+
+
+def _record_cancels(tmp_path: Path, clock: ManualClock, cancel_keys: list[str]) -> GatewayConfig:
+    """A resting BUY 250 @1400 sliced into big#1..#3; the children named by
+    `cancel_keys` cancelled one by one, a second apart; then the market trades through."""
+    config = make_config(
+        tmp_path, execution=SLICE, journal={"record_quotes": True}, instruments=FREEZE
+    )
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as client:
+            publish(client, INFY, 1500.0)
+            client.submit(limit(INFY, "BUY", 250, 1400.0, strategy_code="s"), "big")
+            by_key = {o.client_order_id: o.order_id for o in client.list_orders()}
+            for key in cancel_keys:
+                clock.advance(timedelta(seconds=1))
+                client.cancel(by_key[key])
+            clock.advance(timedelta(seconds=1))
+            publish(client, INFY, 1390.0)
+    finally:
+        gateway.stop()
+    return config
+
+
+def test_cancelling_every_child_cancels_the_parent_replayed_unsliced(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    recorded = _record_cancels(tmp_path, clock, ["big#1", "big#2", "big#3"])
+    other = make_config(tmp_path / "other", execution={"slippage_bps": 0.0})
+    result = _compare(recorded, other)
+    before, after = result.recorded.orders[("s", "big")], result.replayed.orders[("s", "big")]
+    assert (before.status, before.filled_qty) == ("CANCELLED", 0)
+    assert (after.status, after.qty, after.filled_qty, after.children) == (
+        "CANCELLED",
+        250,
+        0,
+        (),
+    )
+
+
+def test_cancelling_every_child_cancels_every_child_of_another_slicing(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    recorded = _record_cancels(tmp_path, clock, ["big#1", "big#2", "big#3"])
+    other = make_config(tmp_path / "other", execution=SLICE, instruments={"freeze_qty": {INFY: 60}})
+    result = _compare(recorded, other)
+    after = result.replayed.orders[("s", "big")]
+    assert (after.status, after.filled_qty) == ("CANCELLED", 0)
+    assert [(c.client_order_id, c.qty, c.status) for c in after.children] == [
+        (f"big#{i}", qty, "CANCELLED") for i, qty in enumerate([60, 60, 60, 60, 10], start=1)
+    ]
+
+
+def test_cancelling_some_children_cancels_nothing_of_a_parent_replayed_unsliced(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # The trader cut the order down; a parent replayed whole cannot be, so it rests on.
+    recorded = _record_cancels(tmp_path, clock, ["big#2"])
+    other = make_config(tmp_path / "other", execution={"slippage_bps": 0.0})
+    result = _compare(recorded, other)
+    before, after = result.recorded.orders[("s", "big")], result.replayed.orders[("s", "big")]
+    assert (before.status, before.filled_qty) == ("CANCELLED", 150)
+    assert (after.status, after.filled_qty) == ("FILLED", 250)
+
+
+@pytest.mark.parametrize(
+    "cancel_keys", [["big#2"], ["big#3", "big#1"], ["big#1", "big#2", "big#3"]]
+)
+def test_the_recording_config_reproduces_child_cancels_one_to_one(
+    tmp_path: Path, clock: ManualClock, cancel_keys: list[str]
+) -> None:
+    recorded = _record_cancels(tmp_path, clock, cancel_keys)
+    result = _compare(recorded, recorded)
+    assert result.replayed == result.recorded
+    big = result.replayed.orders[("s", "big")]
+    assert {c.client_order_id for c in big.children if c.status == "CANCELLED"} == set(cancel_keys)
+    assert big.filled_qty == sum(c.qty for c in big.children if c.status == "FILLED")
+
+
+def _submit_keyless(client: ExecutionClient, intent: Any) -> Any:
+    # The Python client makes up a key when given none: only the raw stub sends none.
+    request = gateway_pb2.SubmitOrderRequest(intent=intent, client_order_id="")
+    return client._gateway.SubmitOrder(request).result
+
+
+def test_a_parent_placed_without_a_key_replays_as_one_parent(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    execution = {
+        **SLICE,
+        "require_client_order_id": False,
+        # Each child alone would be a duplicate of the one before it.
+        "pre_trade": {"duplicate_window_s": 5.0},
+    }
+    config = make_config(
+        tmp_path, execution=execution, journal={"record_quotes": True}, instruments=FREEZE
+    )
+    gateway = RunningGateway(config, clock)
+    try:
+        with ExecutionClient(gateway.target, timeout=TIMEOUT_S) as client:
+            publish(client, INFY, 1500.0)
+            big = _submit_keyless(client, market(INFY, "BUY", 250, strategy_code="s"))
+            assert (big.status, big.filled_qty) == (OrderStatus.ORDER_STATUS_FILLED, 250)
+            parent = f"auto-{big.order_id}"
+            assert big.client_order_id == parent
+            assert sorted(o.client_order_id for o in client.list_orders()) == [
+                f"{parent}#1",
+                f"{parent}#2",
+                f"{parent}#3",
+            ]
+    finally:
+        gateway.stop()
+    result = _compare(config, config)
+    assert result.replayed == result.recorded
+    assert result.order_keys() == [("s", parent)]
+    whole = result.replayed.orders[("s", parent)]
+    assert (whole.status, whole.filled_qty, len(whole.children)) == ("FILLED", 250, 3)
+    other = make_config(tmp_path / "other", execution={**execution, "autoslice": "reject"})
+    unsliced = _compare(config, other).replayed.orders[("s", parent)]
+    assert (unsliced.status, unsliced.filled_qty, unsliced.children) == ("FILLED", 250, ())

@@ -33,8 +33,10 @@ class SubmitOrderRequest(_message.Message):
     day returns the original order and never places a second one. At most 64 printable
     ASCII characters (0x21-0x7E: no spaces); a UUID is a good choice. Required by default
     (execution.require_client_order_id): an empty key is INVALID_ARGUMENT. Where an
-    operator turned that off, an empty key makes the gateway assign "auto-<order_id>",
-    which turns deduplication off for that order: a retry places a second order. The
+    operator turned that off, an empty key makes the gateway assign "auto-<order_id>"
+    (an autosliced order: "auto-" and its first child's order_id, its children that key
+    "#1", "#2", ...), which turns deduplication off for that order: a retry places a
+    second order. The
     Python client generates one when the caller gives none.
     """
     @_builtins.property

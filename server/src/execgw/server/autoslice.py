@@ -3,12 +3,14 @@ child orders of at most that quantity under one parent, as Kite's autoslice does
 
 Representation: there is no parent order in the ledger. The children are ordinary
 orders, journaled as any other, with client_order_id "<parent>#1", "<parent>#2", ...
-(in order, the last one the remainder). What the submit returns, and what a retry of
-the parent key returns, is `aggregate`: the first child's order id, the parent's
-client_order_id and quantity, the children's filled quantity, value and charges
-summed, and raw["autoslice"] listing every child (order_id, client_order_id, qty,
-filled_qty, status). Each child is also an order of its own (GetOrder, ListOrders,
-StreamFills name the child). Risk checks the whole order once, before any child.
+(in order, the last one the remainder); the key of a parent placed without one is
+"auto-" and its first child's order id, as that child alone would have been keyed.
+What the submit returns, and what a retry of the parent key returns, is `aggregate`:
+the first child's order id, the parent's client_order_id and quantity, the children's
+filled quantity, value and charges summed, and raw["autoslice"] listing every child
+(order_id, client_order_id, qty, filled_qty, status). Each child is also an order of
+its own (GetOrder, ListOrders, StreamFills name the child). Risk checks the whole
+order once, before any child.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def slice_sizes(qty: int, instrument: Instrument) -> list[int] | None:
 
 
 def child_client_order_id(parent: str, index: int) -> str:
-    """The key of child `index` (from 1); "" for a parent without a key (the gateway
-    then assigns each child its own "auto-<order_id>")."""
+    """The key of child `index` (from 1). A parent placed without a key is keyed
+    "auto-<its first child's order_id>" by the engine first (journals written before
+    that keyed each such child "auto-<its own order_id>")."""
     return f"{parent}{SEPARATOR}{index}" if parent else ""
 
 
@@ -62,8 +65,9 @@ def sliced_runs(placed: Sequence[Placed]) -> list[tuple[str, range]]:
     keys "<parent>#1".."#n" (n >= 2) placed one after another at the same instant (one
     command), the same intent but for qty, every child the size of the first but the
     last, which is no larger. A strategy would have to place such keys itself within
-    the same microsecond to be mistaken for one; a parent placed without a key (its
-    children keyed "auto-<order_id>") is not found."""
+    the same microsecond to be mistaken for one. A parent placed without a key is found
+    as "auto-<first child's order_id>"; in journals written before the engine keyed its
+    children by that, each child is "auto-<its own order_id>" and it is not found."""
     runs: list[tuple[str, range]] = []
     i = 0
     while i < len(placed):

@@ -344,10 +344,13 @@ class SimulatorConfig(_Section):
 
 
 class SegmentChargesConfig(_Section):
-    """One segment's rates; every *_pct is a percentage of turnover (0.03 = 0.03%). A
-    rate left out is 0, but brokerage must be stated: brokerage_max_rupees is required
-    unless brokerage_pct is 0 (a row {brokerage_pct: 0.03} alone would cap brokerage at
-    Rs 0, i.e. charge none, and a row with neither would charge a flat Rs 0)."""
+    """One segment's rates; every *_pct is a percentage of turnover (0.03 = 0.03%). In
+    execution.charges.segments a row is merged over the default row of its segment
+    (ChargesConfig), so a rate left out there keeps the default's. Brokerage must be
+    stated: brokerage_max_rupees is required unless brokerage_pct is 0 (a row
+    {brokerage_pct: 0.03} with no cap would cap brokerage at Rs 0, i.e. charge none, and
+    a row with neither would charge a flat Rs 0); the default row's cap counts as stated
+    unless that row charges no brokerage (its cap of 0 is no cap for a new rate)."""
 
     # null: brokerage is a flat brokerage_max_rupees per executed order (options).
     brokerage_pct: float | None = Field(default=None, ge=0, le=100)
@@ -476,12 +479,33 @@ class ChargesConfig(_Section):
     # GST on brokerage, exchange transaction charges and SEBI fees, in percent.
     gst_pct: float = Field(default=18.0, ge=0, le=100)
     # Rates by segment: equity_delivery, equity_intraday, futures, options (NSE/NFO),
-    # bse_equity_delivery, bse_equity_intraday, bfo_futures, bfo_options (BSE/BFO). Rows
-    # given here replace those default rows whole; the rows left out keep the defaults
-    # (a table replacing the defaults whole left CNC or NFO fills uncharged), except a
-    # bse_/bfo_ row left out when its NSE row of the same kind is given: that exchange
-    # is then charged at the given NSE row.
+    # bse_equity_delivery, bse_equity_intraday, bfo_futures, bfo_options (BSE/BFO). A
+    # row given here is merged field by field over the default row of its segment: a
+    # row overriding brokerage alone would otherwise drop STT, exchange charges and
+    # stamp duty to 0. The rows left out keep the defaults (a table replacing the
+    # defaults whole left CNC or NFO fills uncharged), except a bse_/bfo_ row left out
+    # when its NSE row of the same kind is given: that exchange is then charged at the
+    # given NSE row.
     segments: dict[ChargeSegment, SegmentChargesConfig] = Field(default_factory=_default_segments)
+
+    @field_validator("segments", mode="before")
+    @classmethod
+    def _rows_over_their_defaults(cls, given: object) -> object:
+        if not isinstance(given, dict):
+            return given  # Not a table: the field's own validation says so.
+        defaults = _default_segments()
+        merged: dict[object, object] = {}
+        for name, row in given.items():
+            default = defaults.get(name)
+            if default is None or not isinstance(row, dict):
+                merged[name] = row  # An unknown segment or a bad row: refused as given.
+                continue
+            base = default.model_dump()
+            if default.brokerage_pct == 0:
+                # No brokerage in the default: its cap of 0 must not cap a rate given here.
+                del base["brokerage_max_rupees"]
+            merged[name] = {**base, **row}
+        return merged
 
     @field_validator("segments")
     @classmethod

@@ -266,10 +266,16 @@ class ExecutionEngine:
         the children placed the first time, never new ones."""
         ledger = self.state.ledger
         code = intent.strategy_code
+        keyless = not client_order_id
+        if keyless:
+            # Keyed as its first child alone would have been, its children by that key as
+            # any parent's: a replay then finds them one parent's (autoslice.sliced_runs),
+            # which children keyed "auto-<each one's order id>" hid.
+            client_order_id = f"auto-{self.state.ids.peek_order_id()}{self._venue.order_id_suffix}"
         keys = [
             autoslice.child_client_order_id(client_order_id, i) for i in range(1, 1 + len(sizes))
         ]
-        if client_order_id:
+        if not keyless:
             found = [ledger.order_for_client_id(code, key) for key in keys]
             existing = [o for o in found if o is not None and self._today(o)]
             if existing:

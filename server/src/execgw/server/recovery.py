@@ -45,9 +45,13 @@ class IdSource:
     next_fill: int = 1
 
     def order_id(self) -> str:
-        value = f"O{self.next_order:010d}"
+        value = self.peek_order_id()
         self.next_order += 1
         return value
+
+    def peek_order_id(self) -> str:
+        """The id order_id() gives next, not drawn."""
+        return f"O{self.next_order:010d}"
 
     def fill_id(self) -> str:
         value = f"F{self.next_fill:010d}"

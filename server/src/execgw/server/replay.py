@@ -12,7 +12,13 @@ they were recorded at:
   checked the parent once, and the replayed config may slice it otherwise or reject
   it;
 - a client's cancel (CancelRequested, or OrderCancelled "cancelled by client"), sent
-  to the replayed order with the same key; an operator's halt and resume;
+  to the replayed order with the same key. A cancel of an autosliced child goes to the
+  replayed child with its key when the replay sliced the parent into the same children;
+  otherwise the parent's replayed orders (it unsliced, or its other children) are all
+  cancelled once the recorded cancels leave no recorded child open, at that cancel's
+  time: the trader cancelled the order then. Cancels of only some children, the rest
+  filling, cancel nothing there (a parent cannot be cut down in part);
+- an operator's halt and resume;
 - the times of rollovers, square-offs and the gateway's own orders, as ticks;
 - the times of fills, arrivals and cancels, as time passing: with latency, the
   simulator delivers what is due then even when no quote comes.
@@ -204,6 +210,7 @@ def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> 
     clock = ManualClock(items[0].timestamp if items else datetime.now().astimezone())
     engine = build_engine(config, clock)
     parents = _sliced_parents(items)
+    runs = {oid: p.run for p in parents.values() for oid in p.run.order_ids}
     # The recorded order id of each order a strategy placed, to its key.
     keys: dict[str, tuple[str, str]] = {}
     cancelled: set[str] = set()
@@ -211,14 +218,38 @@ def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> 
         event = record.event
         clock.set(max(clock.now(), record.timestamp))
         engine.begin_command()
+        _note_closed(event, runs)
         # A refused command (a cancel of an order the other config had filled already)
         # is an error to the caller, as the gateway answers it. What it did before it
         # was refused (e.g. reports its time delivered) stands, the ids it drew
         # included, as in the gateway's writer: nothing is undone.
         with contextlib.suppress(GatewayError):
-            _feed(engine, event, keys, cancelled, parents.get(index))
+            _feed(engine, event, keys, cancelled, parents.get(index), runs)
         engine.take_pending()
     return summarize(engine.state)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One recorded autosliced parent: its key, its children's recorded order ids and
+    quantities, and which of them the recording has closed (filled, cancelled,
+    rejected) so far."""
+
+    strategy_code: str
+    client_order_id: str
+    order_ids: tuple[str, ...]
+    qtys: tuple[int, ...]
+    unfilled: dict[str, int]
+    closed: set[str]
+    # Set once the parent's replayed orders were cancelled: later child cancels of the
+    # same recorded cancel-all are no new decision.
+    cancelled: bool = False
+
+    def child_keys(self) -> list[str]:
+        return [
+            autoslice.child_client_order_id(self.client_order_id, i)
+            for i in range(1, 1 + len(self.qtys))
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +259,7 @@ class _Parent:
 
     intent: OrderIntent | None
     client_order_id: str
+    run: _Run
 
 
 def _sliced_parents(items: list[JournalRecord]) -> dict[int, _Parent]:
@@ -242,12 +274,84 @@ def _sliced_parents(items: list[JournalRecord]) -> dict[int, _Parent]:
         [autoslice.Placed(e.client_order_id, e.intent, e.timestamp) for _, e in placed]
     )
     parents: dict[int, _Parent] = {}
-    for parent, run in runs:
-        first = placed[run[0]][1].intent
-        whole = replace(first, qty=sum(placed[i][1].intent.qty for i in run))
-        for i in run:
-            parents[placed[i][0]] = _Parent(whole if i == run[0] else None, parent)
+    for parent, indices in runs:
+        children = [placed[i][1] for i in indices]
+        first = children[0].intent
+        whole = replace(first, qty=sum(c.intent.qty for c in children))
+        run = _Run(
+            first.strategy_code,
+            parent,
+            tuple(c.order_id for c in children),
+            tuple(c.intent.qty for c in children),
+            {c.order_id: c.intent.qty for c in children},
+            set(),
+        )
+        for i in indices:
+            parents[placed[i][0]] = _Parent(whole if i == indices[0] else None, parent, run)
     return parents
+
+
+def _note_closed(event: object, runs: dict[str, _Run]) -> None:
+    """Keep each recorded child's closing, as the recording saw it: a cancel of the
+    parent's remaining children is told from a cancel of some of them by it."""
+    match event:
+        case OrderFilled(fill=fill) if fill.order_id in runs:
+            run = runs[fill.order_id]
+            run.unfilled[fill.order_id] -= fill.qty
+            if run.unfilled[fill.order_id] <= 0:
+                run.closed.add(fill.order_id)
+        case OrderCancelled(order_id=order_id) | VenueRejected(order_id=order_id) if (
+            order_id in runs
+        ):
+            runs[order_id].closed.add(order_id)
+        case OrderRejected(order_id=order_id) if order_id in runs:
+            runs[order_id].closed.add(order_id)
+        case _:
+            pass
+
+
+def _cancel_child(engine: ExecutionEngine, run: _Run, order_id: str, cancelled: set[str]) -> None:
+    """A client's cancel of recorded child `order_id`: see the module docstring."""
+    ledger = engine.state.ledger
+    code = run.strategy_code
+    keys = run.child_keys()
+    replayed = [ledger.order_for_client_id(code, key) for key in keys]
+    beyond = autoslice.child_client_order_id(run.client_order_id, len(keys) + 1)
+    alike = (
+        all(
+            o is not None and o.intent.qty == qty for o, qty in zip(replayed, run.qtys, strict=True)
+        )
+        and ledger.order_for_client_id(code, beyond) is None
+    )
+    if alike:
+        order = replayed[run.order_ids.index(order_id)]
+        if order is not None and order.status.is_open:
+            engine.cancel(order.order_id)
+        return
+    if run.cancelled or not all(i in cancelled or i in run.closed for i in run.order_ids):
+        return
+    run.cancelled = True
+    for order in _replayed_orders(engine, run):
+        if order.status.is_open:
+            # One refused (filled meanwhile) leaves the others to cancel.
+            with contextlib.suppress(GatewayError):
+                engine.cancel(order.order_id)
+
+
+def _replayed_orders(engine: ExecutionEngine, run: _Run) -> list[Order]:
+    """The replay's orders of `run`'s parent: the parent unsliced (or rejected whole),
+    or its children however many the replayed config made."""
+    ledger = engine.state.ledger
+    found = [ledger.order_for_client_id(run.strategy_code, run.client_order_id)]
+    index = 1
+    while True:
+        key = autoslice.child_client_order_id(run.client_order_id, index)
+        child = ledger.order_for_client_id(run.strategy_code, key)
+        if child is None:
+            break
+        found.append(child)
+        index += 1
+    return [o for o in found if o is not None]
 
 
 def build_engine(config: GatewayConfig, clock: ManualClock) -> ExecutionEngine:
@@ -277,6 +381,7 @@ def _feed(
     keys: dict[str, tuple[str, str]],
     cancelled: set[str],
     parent: _Parent | None,
+    runs: dict[str, _Run],
 ) -> None:
     match event:
         case QuotesRecorded(quotes=quotes):
@@ -291,6 +396,10 @@ def _feed(
             event.message == CLIENT_CANCEL and event.order_id not in cancelled
         ):
             cancelled.add(event.order_id)
+            run = runs.get(event.order_id)
+            if run is not None:
+                _cancel_child(engine, run, event.order_id, cancelled)
+                return
             key = keys.get(event.order_id)
             order = None if key is None else engine.state.ledger.order_for_client_id(*key)
             if order is not None and order.status.is_open:
