@@ -137,16 +137,19 @@ def test_bfo_option_and_future_pay_bse_derivative_charges(model: ChargeModel) ->
     assert parts(future) == ("20.00", "0.00", "0.00", "0.80", "16.00", "3.74", "40.54")
 
 
-def test_a_table_without_bse_rows_charges_bse_at_the_nse_row() -> None:
-    nse_only = ChargesConfig(
-        enabled=True,
-        segments={"equity_delivery": ChargesConfig().segments["equity_delivery"]},
+def test_a_python_row_gives_bse_its_brokerage_but_not_its_exchange_charges() -> None:
+    # A row built in Python is whole: its brokerage (0.03% or Rs 20) is stated.
+    delivery = (
+        ChargesConfig()
+        .segments["equity_delivery"]
+        .model_copy(update={"brokerage_pct": 0.03, "brokerage_max_rupees": 20.0})
     )
-    built = charge_model(nse_only)
+    built = charge_model(ChargesConfig(enabled=True, segments={"equity_delivery": delivery}))
     assert built is not None
     bse = built.for_fill("BSE:INFY", Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
-    # As test_cnc_round_trip's NSE buy.
-    assert parts(bse) == ("0.00", "150.00", "4.46", "0.15", "22.50", "0.83", "177.94")
+    # As test_bse_cnc_round_trip's buy (BSE's txn 0.00375% = 5.63, not NSE's 4.46), with
+    # brokerage 0.03% of 150,000 = 45 -> 20: GST 18% x 25.78 = 4.6404 -> 4.64.
+    assert parts(bse) == ("20.00", "150.00", "5.63", "0.15", "22.50", "4.64", "202.92")
 
 
 def test_a_partial_table_keeps_the_default_rows_it_leaves_out(model: ChargeModel) -> None:
@@ -179,9 +182,11 @@ def test_a_partial_table_keeps_the_default_rows_it_leaves_out(model: ChargeModel
         assert built.for_fill(*args, brokerage_so_far=D(0)) == model.for_fill(
             *args, brokerage_so_far=D(0)
         )
-    # BSE intraday was left out with its NSE row given: the given NSE row.
+    # BSE intraday was left out: its own row (BSE's txn 0.00375% of 150,000 = 5.63,
+    # NSE's is 4.46), with the brokerage given on its NSE row (none).
     bse = built.for_fill("BSE:INFY", Product.MIS, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
-    assert bse == mis
+    assert bse is not None
+    assert (bse.brokerage, bse.exchange_txn, bse.stamp_duty) == (D("0.00"), D("5.63"), D("4.50"))
 
 
 @pytest.mark.parametrize(
@@ -349,3 +354,68 @@ def test_a_partial_row_charges_the_default_levies(model: ChargeModel) -> None:
     # STT 0.025% of 150,000 on the sell, as the default row charges.
     assert given.stt == default.stt == D("37.50")
     assert given.exchange_txn == default.exchange_txn
+
+
+def test_nse_brokerage_leaves_the_bse_exchange_charges_alone(model: ChargeModel) -> None:
+    # Restating the futures cap must not move BFO futures to NSE's transaction rate.
+    built = charge_model(
+        ChargesConfig.model_validate(
+            {"enabled": True, "segments": {"futures": {"brokerage_max_rupees": 20}}}
+        )
+    )
+    assert built is not None
+    args = ("BFO:SENSEX26DECFUT", Product.NRML, Side.BUY, 10, D(80000))
+    future = built.for_fill(*args, brokerage_so_far=D(0))
+    # As test_bfo_option_and_future_pay_bse_derivative_charges: no transaction charge.
+    assert future == model.for_fill(*args, brokerage_so_far=D(0))
+    assert parts(future) == ("20.00", "0.00", "0.00", "0.80", "16.00", "3.74", "40.54")
+
+
+def test_nse_brokerage_applies_to_bse_rows_unless_they_give_their_own() -> None:
+    defaults = ChargesConfig().segments
+    rows = _rows(
+        {
+            "equity_intraday": {"brokerage_pct": 0.01},
+            "options": {"brokerage_max_rupees": 10},
+            "bfo_options": {"exchange_txn_pct": 0.005},
+            "futures": {"brokerage_pct": 0.02, "brokerage_max_rupees": 15},
+            "bfo_futures": {"brokerage_max_rupees": 25},
+        }
+    )
+    # Left out: its own default row, with the NSE row's brokerage.
+    assert rows["bse_equity_intraday"] == defaults["bse_equity_intraday"].model_copy(
+        update={"brokerage_pct": 0.01}
+    )
+    # Given without brokerage: its own rates over its default, the NSE row's brokerage.
+    assert rows["bfo_options"] == defaults["bfo_options"].model_copy(
+        update={"exchange_txn_pct": 0.005, "brokerage_max_rupees": 10.0}
+    )
+    # Given with brokerage: field by field, its own over the NSE row's.
+    assert rows["bfo_futures"] == defaults["bfo_futures"].model_copy(
+        update={"brokerage_pct": 0.02, "brokerage_max_rupees": 25.0}
+    )
+    # An NSE row given without brokerage leaves its BSE row the default.
+    assert _rows({"options": {"stt_sell_pct": 0.15}})["bfo_options"] == defaults["bfo_options"]
+
+
+def test_a_fee_alone_over_no_default_brokerage_is_a_flat_fee() -> None:
+    # CNC charges no brokerage: a cap alone there is the flat fee per executed order,
+    # not a cap on the default's 0% (which would charge nothing).
+    rows = _rows({"equity_delivery": {"brokerage_max_rupees": 20}})
+    for name in ("equity_delivery", "bse_equity_delivery"):
+        assert (rows[name].brokerage_pct, rows[name].brokerage_max_rupees) == (None, 20.0)
+        assert rows[name].stt_buy_pct == 0.1
+    data = {
+        "execution": {
+            "charges": {
+                "enabled": True,
+                "segments": {"equity_delivery": {"brokerage_max_rupees": 20}},
+            }
+        }
+    }
+    built = charge_model(parse_config(data, source="test").execution.charges)
+    assert built is not None
+    for symbol in ("NSE:INFY", "BSE:INFY"):
+        buy = built.for_fill(symbol, Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
+        assert buy is not None
+        assert buy.brokerage == D("20.00")

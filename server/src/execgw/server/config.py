@@ -349,8 +349,9 @@ class SegmentChargesConfig(_Section):
     (ChargesConfig), so a rate left out there keeps the default's. Brokerage must be
     stated: brokerage_max_rupees is required unless brokerage_pct is 0 (a row
     {brokerage_pct: 0.03} with no cap would cap brokerage at Rs 0, i.e. charge none, and
-    a row with neither would charge a flat Rs 0); the default row's cap counts as stated
-    unless that row charges no brokerage (its cap of 0 is no cap for a new rate)."""
+    a row with neither would charge a flat Rs 0). The default row's brokerage counts as
+    stated unless that row charges none (CNC): a row giving brokerage over it gives it
+    whole, so a rate there needs its own cap and a cap without a rate is a flat fee."""
 
     # null: brokerage is a flat brokerage_max_rupees per executed order (options).
     brokerage_pct: float | None = Field(default=None, ge=0, le=100)
@@ -375,6 +376,8 @@ class SegmentChargesConfig(_Section):
             )
         return self
 
+
+_BROKERAGE = frozenset({"brokerage_pct", "brokerage_max_rupees"})
 
 ChargeSegment = Literal[
     "equity_delivery",
@@ -483,9 +486,10 @@ class ChargesConfig(_Section):
     # row given here is merged field by field over the default row of its segment: a
     # row overriding brokerage alone would otherwise drop STT, exchange charges and
     # stamp duty to 0. The rows left out keep the defaults (a table replacing the
-    # defaults whole left CNC or NFO fills uncharged), except a bse_/bfo_ row left out
-    # when its NSE row of the same kind is given: that exchange is then charged at the
-    # given NSE row.
+    # defaults whole left CNC or NFO fills uncharged). The brokerage fields given on an
+    # NSE row (brokerage_pct, brokerage_max_rupees) apply to its bse_/bfo_ row of the
+    # same kind too, given or left out, unless that row gives its own: the broker's
+    # brokerage is the same on both exchanges, their transaction charges are not.
     segments: dict[ChargeSegment, SegmentChargesConfig] = Field(default_factory=_default_segments)
 
     @field_validator("segments", mode="before")
@@ -494,17 +498,37 @@ class ChargesConfig(_Section):
         if not isinstance(given, dict):
             return given  # Not a table: the field's own validation says so.
         defaults = _default_segments()
-        merged: dict[object, object] = {}
-        for name, row in given.items():
-            default = defaults.get(name)
-            if default is None or not isinstance(row, dict):
-                merged[name] = row  # An unknown segment or a bad row: refused as given.
+        # A row built in Python is whole: every one of its fields counts as given.
+        rows = {
+            name: row.model_dump() if isinstance(row, SegmentChargesConfig) else row
+            for name, row in given.items()
+        }
+        merged: dict[object, object] = {
+            name: row  # An unknown segment or a bad row: refused as given.
+            for name, row in rows.items()
+            if name not in defaults or not isinstance(row, dict)
+        }
+        for name, default in defaults.items():
+            if name in merged:
                 continue
+            row = rows.get(name, {})
+            nse = rows.get(NSE_ROW.get(name))
+            # Brokerage is the broker's, the same on NSE and BSE; exchange charges are
+            # each exchange's, so a bse_/bfo_ row takes only brokerage from its NSE row.
+            brokerage = (
+                {k: v for k, v in nse.items() if k in _BROKERAGE} if isinstance(nse, dict) else {}
+            )
+            stated = {**brokerage, **row}
+            if not stated:
+                continue  # Left out: the default row, added by _over_the_defaults.
             base = default.model_dump()
-            if default.brokerage_pct == 0:
-                # No brokerage in the default: its cap of 0 must not cap a rate given here.
-                del base["brokerage_max_rupees"]
-            merged[name] = {**base, **row}
+            if default.brokerage_pct == 0 and stated.keys() & _BROKERAGE:
+                # No brokerage in the default, so none to inherit: its cap of 0 would cap
+                # a rate given here at nothing, and its rate of 0 would turn a flat fee
+                # given here into a cap on nothing. The row's brokerage is as given.
+                for field in _BROKERAGE:
+                    del base[field]
+            merged[name] = {**base, **stated}
         return merged
 
     @field_validator("segments")
@@ -512,11 +536,7 @@ class ChargesConfig(_Section):
     def _over_the_defaults(
         cls, given: dict[ChargeSegment, SegmentChargesConfig]
     ) -> dict[ChargeSegment, SegmentChargesConfig]:
-        merged = dict(given)
-        for name, row in _default_segments().items():
-            if name not in given and NSE_ROW.get(name) not in given:
-                merged[name] = row
-        return merged
+        return {**_default_segments(), **given}
 
 
 class ExecutionConfig(_Section):

@@ -20,8 +20,9 @@ Approximations, each the conservative or the simple side:
   it ends in CE or PE; BSE: and BFO: symbols take the bse_/bfo_ rows. Anything else
   (MCX, CDS) has no row and costs nothing here.
 - A configured table that gives an NSE row but not its bse_/bfo_ row charges that
-  exchange at the given NSE row (as before BSE had rows of its own); rows it leaves
-  out otherwise keep their defaults (config.ChargesConfig).
+  exchange its own default row with the NSE row's brokerage, if given (brokerage is
+  the broker's, transaction charges the exchange's); rows it leaves out keep their
+  defaults (config.ChargesConfig).
 - BFO options all pay the Sensex/Bankex rate; BSE charges Sensex 50 and stock options
   less (0.005% of premium): override bfo_options for those.
 """
@@ -44,7 +45,7 @@ Segment = Literal[
     "bfo_futures",
     "bfo_options",
 ]
-# The NSE row a BSE/BFO segment falls back to when the table has no row for it.
+# The NSE row whose brokerage a BSE/BFO row takes when the config gives it (config.py).
 NSE_ROW: dict[Segment, Segment] = {
     "bse_equity_delivery": "equity_delivery",
     "bse_equity_intraday": "equity_intraday",
@@ -90,8 +91,6 @@ class ChargeModel:
         `brokerage_so_far` is what earlier fills of the same order paid."""
         segment = segment_of(symbol, product)
         rates = None if segment is None else self.segments.get(segment)
-        if rates is None and segment in NSE_ROW:
-            rates = self.segments.get(NSE_ROW[segment])
         if rates is None:
             return None
         turnover = price * qty
