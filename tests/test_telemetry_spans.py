@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -19,13 +18,12 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from opentelemetry.trace.span import TraceState
 
 from execgw.server.telemetry import scope as scopes
-from execgw.server.telemetry.jsonl_lines import LineFormatter
 from execgw.server.telemetry.spans import GatewayTracer, RecordedSpan
 from execgw.server.telemetry.tracing import (
     GatewayPipelines,
     JsonLinesSpanExporter,
     ScopeSampler,
-    _plain,
+    _direct_line,
 )
 
 SCOPE = scopes.Scope("rehearsal-1", "live", True)
@@ -296,9 +294,13 @@ def test_a_dropped_root_keeps_the_random_trace_id_flag() -> None:
     assert flags.random_trace_id
 
 
-def _span_zoo() -> dict[str, ReadableSpan]:
-    """Spans of every shape the jsonl exporter tells apart."""
+def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_path: Path) -> None:
+    """The jsonl exporter writes the gateway's spans directly (events and links included;
+    no status, no trace state); that line must be exactly what the general encoder
+    writes, and every other span must take the general path."""
     tracer, exported, _ = _setup()
+    exporter = JsonLinesSpanExporter(tmp_path / "spans.jsonl")
+    encode = exporter._encoder.encode
     token = otel_context.attach(scopes.in_scope(SCOPE))
     try:
         with tracer.start_as_current_span(
@@ -327,37 +329,21 @@ def _span_zoo() -> dict[str, ReadableSpan]:
             failed = tracer.start_span("with status")
             failed.set_status(StatusCode.ERROR, "boom")
             failed.end()
-            tracer.start_span("huge int", attributes={"big": 2**70}).end()
         remote = SpanContext(1, 2, True, TraceFlags(1), TraceState([("k", "v")]))
         tracer.start_span(
             "with trace state", context=trace.set_span_in_context(NonRecordingSpan(remote))
         ).end()
     finally:
         otel_context.detach(token)
-    return _by_name(exported)
-
-
-def test_the_jsonl_exporters_plain_line_is_byte_for_byte_its_general_one(tmp_path: Path) -> None:
-    """The jsonl exporter formats the gateway's spans from plain values (events and
-    links included; no status, no trace state), in process or after msgpack took them
-    to the writer process; either line must be exactly what the general encoder
-    writes, and every other span must take the general path."""
-    spans = _span_zoo()
-    exporter = JsonLinesSpanExporter(tmp_path / "spans.jsonl")
-    encode = exporter._encoder.encode
-    formatter = LineFormatter()
-    plain = {name for name, span in spans.items() if _plain(span, wire=False) is not None}
-    assert plain == {"rpc", "plain child", "with event", "with link", "huge int"}
-    for name in plain:
+    spans = _by_name(exported)
+    names: dict[str, str] = {}
+    direct = {name for name, span in spans.items() if _direct_line(span, encode, names) is not None}
+    assert direct == {"rpc", "plain child", "with event", "with link"}
+    for name in direct:
         span = spans[name]
         expected = encode(exporter._entry(span))[:-1].decode()
-        local = _plain(span, wire=False)
-        assert local is not None
-        assert formatter.line(*local) == expected, name
-        assert LineFormatter().line(*local) == expected, name  # the name not cached
-        if name != "huge int":  # msgpack has no integers past 64 bits
-            wire = msgspec.msgpack.decode(msgspec.msgpack.encode(_plain(span, wire=True)))
-            assert formatter.line(*wire) == expected, name
+        assert _direct_line(span, encode, names) == expected, name
+        assert _direct_line(span, encode, {}) == expected, name  # the name not cached
     exporter.export(list(spans.values()))
     exporter.shutdown()
     lines = (tmp_path / "spans.jsonl").read_bytes().splitlines()
@@ -368,50 +354,6 @@ def test_the_jsonl_exporters_plain_line_is_byte_for_byte_its_general_one(tmp_pat
     assert decoded["plain child"]["parent_id"] == decoded["rpc"]["context"]["span_id"]
     assert decoded["with trace state"]["context"]["trace_state"] != "[]"
     assert decoded["rpc"]["resource"]["attributes"]
-
-
-def test_the_writer_process_writes_the_same_bytes_as_the_exporter_in_process(
-    tmp_path: Path,
-) -> None:
-    spans = list(_span_zoo().values())
-    here = JsonLinesSpanExporter(tmp_path / "here.jsonl")
-    there = JsonLinesSpanExporter(tmp_path / "there.jsonl", writer_process=True)
-    try:
-        for batch in (spans[:3], spans[3:], spans):
-            here.export(batch)
-            there.export(batch)
-        assert there.force_flush(30_000)
-        # Flushed: everything exported is in the file already, before any shutdown.
-        assert (tmp_path / "there.jsonl").read_bytes() == (tmp_path / "here.jsonl").read_bytes()
-        there.export(spans[:2])
-    finally:
-        here.shutdown()
-        there.shutdown()
-    written = (tmp_path / "there.jsonl").read_bytes().splitlines()
-    assert len(written) == 2 * len(spans) + 2  # the shutdown wrote the last batch out
-
-
-def test_spans_are_written_in_process_once_the_writer_process_is_gone(tmp_path: Path) -> None:
-    spans = list(_span_zoo().values())
-    path = tmp_path / "spans.jsonl"
-    exporter = JsonLinesSpanExporter(path, writer_process=True)
-    try:
-        exporter.export(spans[:2])
-        assert exporter.force_flush(30_000)
-        writer = exporter._writer
-        assert writer is not None
-        writer._proc.kill()
-        writer._proc.wait()
-        exporter.export(spans)  # the pipe breaks here or at the next one
-        exporter.export(spans)
-        assert exporter.force_flush(30_000)
-    finally:
-        exporter.shutdown()
-    lines = path.read_bytes().splitlines()
-    names = [json.loads(line)["name"] for line in lines]
-    # The two sent before the kill, and at least the last batch, written here.
-    assert names[:2] == [span.name for span in spans[:2]]
-    assert names[-len(spans) :] == [span.name for span in spans]
 
 
 def test_spans_reach_the_gateways_pipelines_directly_and_a_processor_added_later() -> None:

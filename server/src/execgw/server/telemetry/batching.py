@@ -8,8 +8,7 @@ worker exports in batches as the SDK's does:
 - every `schedule_delay_s`, or as soon as `max_export_batch_size` spans wait;
 - at most `max_queue_size` spans wait: past that new spans are dropped, never waited
   for, and the drops are logged (at most once a minute) and counted;
-- `force_flush` exports every span ended before it, has the exporter write them out,
-  and waits for that, up to its timeout;
+- `force_flush` exports every span ended before it and waits for that, up to its timeout;
 - `shutdown` exports what is left and shuts the exporter down.
 
 The OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY (ms) and
@@ -31,8 +30,6 @@ from opentelemetry.sdk.trace.export import SpanExporter
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
-# What a flush gives the exporter to write out what it was handed.
-EXPORTER_FLUSH_MS = 10_000
 # Seconds a shutdown waits for the last export.
 SHUTDOWN_WAIT_S = 30.0
 # Seconds between two warnings about dropped spans.
@@ -111,9 +108,6 @@ class SpanBatcher(SpanProcessor):
                 flushes, self._flushes = self._flushes, []
             self._drain()
             self._warn_drops()
-            if flushes:
-                # Exported is not yet written where a writer process writes.
-                self._flush_exporter()
             for done in flushes:
                 done.set()
             if self._stopping:
@@ -129,12 +123,6 @@ class SpanBatcher(SpanProcessor):
                 self._exporter.export(batch)
             except Exception:  # an exporter's bug loses spans, never the worker
                 log.exception("exporting %d spans failed", count)
-
-    def _flush_exporter(self) -> None:
-        try:
-            self._exporter.force_flush(EXPORTER_FLUSH_MS)
-        except Exception:
-            log.exception("flushing the span exporter failed")
 
     def _warn_drops(self) -> None:
         dropped = self.dropped

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
+    Event,
     ReadableSpan,
     Span,
     SpanLimits,
@@ -51,14 +53,6 @@ from opentelemetry.util.types import Attributes
 from execgw.server.config import ConfigError, TelemetryConfig
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.batching import SpanBatcher
-from execgw.server.telemetry.jsonl_lines import (
-    LineFormatter,
-    PlainEvent,
-    PlainLink,
-    PlainSpan,
-    iso,
-)
-from execgw.server.telemetry.span_writer import SpanWriter, frame
 
 log = logging.getLogger(__name__)
 # Longest span attribute value kept (longer ones are cut), whoever sent it.
@@ -73,8 +67,6 @@ SPAN_QUEUE_SIZE = 16_384
 # SDK's 5 s left a new user's first `execgw trace summary` with nothing to read. A busy
 # gateway exports every 512 spans anyway.
 EXPORT_DELAY_S = 1.0
-# Seconds a stopping gateway waits for the span writer process to write what it has.
-WRITER_STOP_S = 10.0
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -83,86 +75,44 @@ class JsonLinesSpanExporter(SpanExporter):
 
     The objects are those of the SDK's ReadableSpan.to_json (name, context, kind,
     parent_id, start_time, end_time, status, attributes, events, links, resource),
-    encoded at a fraction of its cost (jsonl_lines). With `writer_process` (the
-    gateway's exporter) they are formatted and written by a process of their own
-    (span_writer), which takes the work off the interpreter the order path runs in;
-    if that process cannot start or dies, spans are written here instead."""
+    encoded here at a fraction of its cost: the exporter shares the interpreter with
+    the order path."""
 
-    def __init__(self, path: Path, *, writer_process: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
+        self._file: IO[bytes] | None = path.open("ab")
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
-        self._formatter = LineFormatter()
-        # Each resource's line ending, encoded once (the same on every span), and the
-        # index the writer process knows it by.
-        self._resources: dict[int, tuple[Resource, str, int]] = {}
-        self._writer: SpanWriter | None = None
-        self._file: IO[bytes] | None = None
-        self._closed = False
-        if writer_process:
-            try:
-                self._writer = SpanWriter(path)
-            except OSError as e:
-                log.warning("cannot start the span writer process (%s): spans written here", e)
-        if self._writer is None:
-            self._file = path.open("ab")
+        # Each resource's JSON, encoded once: the same on every span.
+        self._resources: dict[int, tuple[Resource, str]] = {}
+        # Span names as JSON strings: a gateway uses a handful, on every order.
+        self._names: dict[str, str] = {}
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self._lock:
-            if self._closed:
-                return SpanExportResult.FAILURE
-            writer = self._writer
-            if writer is not None and writer.alive:
-                sent = self._send(writer, spans)
-                if sent is not None:
-                    return sent
-            return self._write(self._lines(spans).encode())
-
-    def _send(self, writer: SpanWriter, spans: Sequence[ReadableSpan]) -> SpanExportResult | None:
-        """Spans to the writer process; None when it is gone (write them here)."""
-        frames: list[bytes] = []
-        items: list[Any] = []
-        for span in spans:
-            ending, index, fresh = self._ending(span.resource)
-            if fresh:
-                frames.append(frame(["r", index, ending]))
-            plain = _plain(span, wire=True)
-            if plain is None:
-                items.append(self._general_line(span) + ending)
-            else:
-                items.append((*plain, index))
-        try:
-            frames.append(frame(["s", items]))
-        except (OverflowError, TypeError, ValueError):
-            # A value msgpack cannot carry (an int past 64 bits): these spans as lines.
-            frames.append(frame(["s", [self._lines(spans)]]))
-        if writer.send(b"".join(frames)):
-            return SpanExportResult.SUCCESS
-        return None
-
-    def _lines(self, spans: Sequence[ReadableSpan]) -> str:
+        encode = self._encoder.encode
+        names = self._names
         parts: list[str] = []
         add = parts.append
+        resource: Resource | None = None
+        ending = ""
         for span in spans:
-            plain = _plain(span, wire=False)
-            add(self._general_line(span) if plain is None else self._formatter.line(*plain))
+            add(_direct_line(span, encode, names) or encode(self._entry(span))[:-1].decode())
+            if span.resource is not resource:
+                resource = span.resource
+                ending = self._resource(resource)
             # The entry's closing brace gives way to the resource, already encoded.
-            add(self._ending(span.resource)[0])
-        return "".join(parts)
-
-    def _general_line(self, span: ReadableSpan) -> str:
-        return self._encoder.encode(self._entry(span))[:-1].decode()
-
-    def _write(self, lines: bytes) -> SpanExportResult:
-        if self._file is None:
-            self._file = self._path.open("ab")
-        try:
-            self._file.write(lines)
-            self._file.flush()
-        except OSError as e:  # a full disk loses spans, never an order
-            log.warning("cannot write spans to %s: %s", self._path, e)
-            return SpanExportResult.FAILURE
+            add(ending)
+        lines = "".join(parts).encode()
+        with self._lock:
+            if self._file is None:
+                return SpanExportResult.FAILURE
+            try:
+                self._file.write(lines)
+                self._file.flush()
+            except OSError as e:  # a full disk loses spans, never an order
+                log.warning("cannot write spans to %s: %s", self._path, e)
+                return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
     def _entry(self, span: ReadableSpan) -> dict[str, Any]:
@@ -172,14 +122,14 @@ class JsonLinesSpanExporter(SpanExporter):
             "context": _context(span.context),
             "kind": _KINDS[span.kind],
             "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
-            "start_time": iso(span.start_time),
-            "end_time": iso(span.end_time),
+            "start_time": _iso(span.start_time),
+            "end_time": _iso(span.end_time),
             "status": _status(span),
             "attributes": _attributes(span),
             "events": [
                 {
                     "name": event.name,
-                    "timestamp": iso(event.timestamp),
+                    "timestamp": _iso(event.timestamp),
                     "attributes": dict(event.attributes or {}),
                 }
                 for event in span.events
@@ -190,88 +140,102 @@ class JsonLinesSpanExporter(SpanExporter):
             ],
         }
 
-    def _ending(self, resource: Resource) -> tuple[str, int, bool]:
-        """`,"resource":{...}}` and the line's end for spans of `resource`, its index,
-        and whether it is new."""
+    def _resource(self, resource: Resource) -> str:
+        """`,"resource":{...}}` and the line's end, for spans of `resource`."""
         cached = self._resources.get(id(resource))
-        if cached is not None and cached[0] is resource:
-            return cached[1], cached[2], False
-        value = {"attributes": dict(resource.attributes), "schema_url": resource.schema_url}
-        ending = ',"resource":' + self._encoder.encode(value).decode() + "}\n"
-        index = len(self._resources)
-        self._resources[id(resource)] = (resource, ending, index)
-        return ending, index, True
+        if cached is None or cached[0] is not resource:
+            value = {"attributes": dict(resource.attributes), "schema_url": resource.schema_url}
+            encoded = ',"resource":' + self._encoder.encode(value).decode() + "}\n"
+            cached = self._resources[id(resource)] = (resource, encoded)
+        return cached[1]
 
     def shutdown(self) -> None:
         with self._lock:
-            self._closed = True
-            if self._writer is not None:
-                self._writer.close(WRITER_STOP_S)
             if self._file is not None:
                 self._file.close()
                 self._file = None
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Whether every span exported so far is in the file."""
-        with self._lock:
-            writer = self._writer
-            if writer is None or not writer.alive:
-                return True
-            return writer.flush(timeout_millis / 1000) or not writer.alive
+        return True
 
 
 _KINDS = {kind: str(kind) for kind in SpanKind}
 _KIND_FIELDS = {kind: f',"kind":"{kind}","parent_id":' for kind in SpanKind}
 
 
-def _plain(span: ReadableSpan, *, wire: bool) -> PlainSpan | None:
-    """The span as jsonl_lines formats it, for the gateway's own spans (their attributes
-    in a plain dict) with no trace state and no status, and links without trace state:
-    every span of an order. Any other span is None and takes the general path. `wire`:
-    for msgpack (trace ids as bytes)."""
+# Span names seen at most: past it a name is encoded each time (never a growing cache).
+_MAX_NAMES = 1024
+
+
+def _direct_line(
+    span: ReadableSpan, encode: Callable[[Any], bytes], names: dict[str, str]
+) -> str | None:
+    """`_entry`'s JSON (less its closing brace) written directly, for the gateway's own
+    spans (their attributes in a plain dict) with no trace state, no status, and links
+    and events without trace state: every span of an order. The exporter shares the
+    interpreter with the order path, so this is the cost that matters. Any other span
+    returns None and takes the general path."""
     values = getattr(span, "_values", None)
     context = span._context
     status = span._status
-    end = span._end_time
     if (
         type(values) is not dict
         or context is None
         or context.trace_state
         or status.status_code is not StatusCode.UNSET
         or status.description
-        or end is None
+        or span._end_time is None
     ):
         return None
-    events: list[PlainEvent] = []
-    for event in span._events:
-        if event.timestamp is None:
-            return None
-        events.append((event.name, event.timestamp, dict(event.attributes or {})))
-    links: list[PlainLink] = []
-    for link in span._links:
-        linked = link.context
-        if linked.trace_state:
-            return None
-        links.append(
-            (
-                linked.trace_id.to_bytes(16) if wire else linked.trace_id,
-                linked.span_id,
-                dict(link.attributes or {}),
-            )
-        )
+    name = names.get(span._name)
+    if name is None:
+        name = encode(span._name).decode()
+        if len(names) < _MAX_NAMES:
+            names[span._name] = name
+    events = _direct_events(span._events, encode) if span._events else "[]"
+    links = _direct_links(span._links, encode) if span._links else "[]"
+    if events is None or links is None:
+        return None
     parent = span._parent
     return (
-        span._name,
-        context.trace_id.to_bytes(16) if wire else context.trace_id,
-        context.span_id,
-        span._kind.value,
-        None if parent is None else parent.span_id,
-        span._start_time or 0,
-        end,
-        values,
-        events,
-        links,
+        f'{{"name":{name},"context":{{"trace_id":"0x{context.trace_id:032x}",'
+        f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}}'
+        + _KIND_FIELDS[span._kind]
+        + ("null" if parent is None else f'"0x{parent.span_id:016x}"')
+        + f',"start_time":"{_iso(span._start_time)}","end_time":"{_iso(span._end_time)}",'
+        '"status":{"status_code":"UNSET"},"attributes":'
+        + encode(values).decode()
+        + f',"events":{events},"links":{links}'
     )
+
+
+def _direct_events(events: Sequence[Event], encode: Callable[[Any], bytes]) -> str | None:
+    parts = []
+    for event in events:
+        if event.timestamp is None:
+            return None
+        parts.append(
+            '{"name":'
+            + encode(event.name).decode()
+            + f',"timestamp":"{_iso(event.timestamp)}","attributes":'
+            + encode(dict(event.attributes or {})).decode()
+            + "}"
+        )
+    return "[" + ",".join(parts) + "]"
+
+
+def _direct_links(links: Sequence[Link], encode: Callable[[Any], bytes]) -> str | None:
+    parts = []
+    for link in links:
+        context = link.context
+        if context.trace_state:
+            return None
+        parts.append(
+            f'{{"context":{{"trace_id":"0x{context.trace_id:032x}",'
+            f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}},'
+            '"attributes":' + encode(dict(link.attributes or {})).decode() + "}"
+        )
+    return "[" + ",".join(parts) + "]"
 
 
 _NO_TRACE_STATE = repr(TraceState())
@@ -293,6 +257,25 @@ def _attributes(span: ReadableSpan) -> dict[str, Any]:
     here after the span ended, when nothing changes it any more)."""
     own = getattr(span, "_values", None)
     return own if isinstance(own, dict) else dict(span.attributes or {})
+
+
+# The last second formatted, and its text: spans come in bursts within one second.
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _iso(nanoseconds: int | None) -> str | None:
+    """As the SDK writes times: UTC, microseconds, a Z."""
+    global _last_second
+    if nanoseconds is None:
+        return None
+    seconds, nanos = divmod(nanoseconds, 1_000_000_000)
+    cached = _last_second
+    if cached[0] != seconds:
+        cached = _last_second = (
+            seconds,
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)),
+        )
+    return f"{cached[1]}.{nanos // 1000:06d}Z"
 
 
 _UNSET_STATUS = {"status_code": StatusCode.UNSET.name}
@@ -468,7 +451,7 @@ def span_exporter(config: TelemetryConfig) -> SpanExporter | None:
     if config.exporter == "console":
         return ConsoleSpanExporter()
     if config.exporter == "jsonl":
-        return JsonLinesSpanExporter(Path(config.path), writer_process=True)
+        return JsonLinesSpanExporter(Path(config.path))
     check_otlp_protocol("TRACES")
     # Imported here: only a gateway that exports over OTLP pays for loading it.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
