@@ -390,9 +390,10 @@ def test_nse_brokerage_applies_to_bse_rows_unless_they_give_their_own() -> None:
     assert rows["bfo_options"] == defaults["bfo_options"].model_copy(
         update={"exchange_txn_pct": 0.005, "brokerage_max_rupees": 10.0}
     )
-    # Given with brokerage: field by field, its own over the NSE row's.
+    # Given with brokerage (either field): its own over its default, none of the NSE
+    # row's: the two fields go together.
     assert rows["bfo_futures"] == defaults["bfo_futures"].model_copy(
-        update={"brokerage_pct": 0.02, "brokerage_max_rupees": 25.0}
+        update={"brokerage_max_rupees": 25.0}
     )
     # An NSE row given without brokerage leaves its BSE row the default.
     assert _rows({"options": {"stt_sell_pct": 0.15}})["bfo_options"] == defaults["bfo_options"]
@@ -419,3 +420,36 @@ def test_a_fee_alone_over_no_default_brokerage_is_a_flat_fee() -> None:
         buy = built.for_fill(symbol, Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
         assert buy is not None
         assert buy.brokerage == D("20.00")
+
+
+def test_a_bse_row_stating_a_fee_keeps_it_whatever_its_nse_row_charges() -> None:
+    """A fee alone on a bse_/bfo_ row means what it means on its own row, never a cap on
+    the NSE row's rate (from review)."""
+    rows = _rows(
+        {
+            "options": {"brokerage_pct": 0.05, "brokerage_max_rupees": 40},
+            "bfo_options": {"brokerage_max_rupees": 20},
+            "equity_delivery": {"brokerage_pct": 0.03, "brokerage_max_rupees": 20},
+            "bse_equity_delivery": {"brokerage_max_rupees": 20},
+        }
+    )
+    assert (rows["bfo_options"].brokerage_pct, rows["bfo_options"].brokerage_max_rupees) == (
+        None,
+        20.0,
+    )
+    delivery = rows["bse_equity_delivery"]
+    assert (delivery.brokerage_pct, delivery.brokerage_max_rupees) == (None, 20.0)
+    assert (rows["options"].brokerage_pct, rows["options"].brokerage_max_rupees) == (0.05, 40.0)
+
+
+def test_a_mistake_in_an_nse_row_is_reported_once_against_that_row() -> None:
+    data = {
+        "execution": {
+            "charges": {"enabled": True, "segments": {"equity_delivery": {"brokerage_pct": 0.03}}}
+        }
+    }
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, source="x.yaml")
+    message = str(refused.value)
+    assert "segments.equity_delivery" in message
+    assert "bse_equity_delivery" not in message

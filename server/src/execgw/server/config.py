@@ -391,6 +391,17 @@ ChargeSegment = Literal[
 ]
 
 
+def _valid_row(row: object) -> bool:
+    """Whether a merged segments row (NSE rows come first) passes its own validation."""
+    if not isinstance(row, dict):
+        return row is None  # left out (the default), or refused as given
+    try:
+        SegmentChargesConfig.model_validate(row)
+    except ValidationError:
+        return False
+    return True
+
+
 def _default_segments() -> dict[ChargeSegment, SegmentChargesConfig]:
     # Zerodha, https://zerodha.com/charges (NSE), rates in force from 2024-10-01: NSE
     # transaction charges per SEBI's "true to label" circular of 2024-07-01, STT on F&O
@@ -488,7 +499,7 @@ class ChargesConfig(_Section):
     # stamp duty to 0. The rows left out keep the defaults (a table replacing the
     # defaults whole left CNC or NFO fills uncharged). The brokerage fields given on an
     # NSE row (brokerage_pct, brokerage_max_rupees) apply to its bse_/bfo_ row of the
-    # same kind too, given or left out, unless that row gives its own: the broker's
+    # same kind too, given or left out, unless that row gives either of them: the broker's
     # brokerage is the same on both exchanges, their transaction charges are not.
     segments: dict[ChargeSegment, SegmentChargesConfig] = Field(default_factory=_default_segments)
 
@@ -514,9 +525,16 @@ class ChargesConfig(_Section):
             row = rows.get(name, {})
             nse = rows.get(NSE_ROW.get(name))
             # Brokerage is the broker's, the same on NSE and BSE; exchange charges are
-            # each exchange's, so a bse_/bfo_ row takes only brokerage from its NSE row.
+            # each exchange's, so a bse_/bfo_ row takes only brokerage from its NSE row,
+            # and only when it states none itself (the two fields go together: a fee
+            # alone must not become a cap on the NSE row's rate) and the NSE row is
+            # valid (its mistake is reported once, against the row that has it).
             brokerage = (
-                {k: v for k, v in nse.items() if k in _BROKERAGE} if isinstance(nse, dict) else {}
+                {k: v for k, v in nse.items() if k in _BROKERAGE}
+                if isinstance(nse, dict)
+                and not row.keys() & _BROKERAGE
+                and _valid_row(merged.get(NSE_ROW.get(name)))
+                else {}
             )
             stated = {**brokerage, **row}
             if not stated:
