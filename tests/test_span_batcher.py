@@ -138,9 +138,51 @@ def test_shutdown_exports_what_is_left_then_shuts_the_exporter_and_ignores_later
     assert recorder.names == ["s0", "s1", "s2"]
     assert recorder.shut
     processor.on_end(made[3])
-    assert processor.force_flush(1_000)
+    assert processor.dropped == 1  # a span after shutdown is counted lost
+    assert not processor.force_flush(1_000)  # as the SDK's processor answers
     assert recorder.names == ["s0", "s1", "s2"]
     processor.shutdown()  # twice is harmless
+
+
+def test_a_flush_asked_for_while_it_shuts_down_is_answered_not_left_to_time_out() -> None:
+    """From review: a flush queued as the worker made its last drain was never
+    answered, and waited out its whole timeout."""
+    for _ in range(30):
+        processor = batcher(Recorder(), batch=1000)
+        for span in spans(20):
+            processor.on_end(span)
+        answers: list[bool] = []
+
+        def flush(processor: SpanBatcher = processor, answers: list[bool] = answers) -> None:
+            answers.append(processor.force_flush(20_000))
+
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        processor.shutdown()
+        flusher.join(30)
+        assert not flusher.is_alive()
+        # Answered at once either way: True if it got in before the stop, else False.
+        assert len(answers) == 1
+
+
+def test_the_exporter_runs_with_instrumentation_suppressed() -> None:
+    from opentelemetry import context as otel_context
+
+    seen: list[object] = []
+
+    class Looking(Recorder):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            seen.append(otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY))
+            return super().export(spans)
+
+    processor = batcher(Looking())
+    try:
+        for span in spans(2):
+            processor.on_end(span)
+        assert processor.force_flush(10_000)
+    finally:
+        processor.shutdown()
+    assert seen == [True]
 
 
 def test_an_exporter_that_raises_loses_its_batch_not_the_worker() -> None:

@@ -13,7 +13,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
@@ -393,3 +399,32 @@ def test_a_pipeline_member_with_an_on_start_is_called_with_the_span() -> None:
         tracer.start_span("child").end()
     assert started == ["root", "child"]
     assert sorted(s.name for s in exported.get_finished_spans()) == ["child", "root"]
+
+
+def test_a_parent_based_subclass_with_its_own_answer_is_always_asked() -> None:
+    """From review: only ParentBased's own should_sample may be skipped; a subclass that
+    adds attributes must be asked for roots and children alike."""
+
+    class Tagging(ParentBased):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            result = super().should_sample(*args, **kwargs)
+            tagged: dict[str, Any] = dict(result.attributes or {})
+            tagged["app.tag"] = "t"
+            return SamplingResult(result.decision, tagged, result.trace_state)
+
+    tracer, exported, _ = _setup(sampler=Tagging(ALWAYS_ON))
+    with tracer.start_as_current_span("root"):
+        tracer.start_span("child").end()
+    for span in exported.get_finished_spans():
+        assert dict(span.attributes or {})["app.tag"] == "t", span.name
+
+
+def test_a_count_limit_of_zero_keeps_nothing_as_the_sdk_does() -> None:
+    tracer, exported, _ = _setup(limits=SpanLimits(max_links=0, max_span_attributes=0))
+    with tracer.start_as_current_span("root", attributes={"a": 1}) as root:
+        tracer.start_span(
+            "child", links=[trace.Link(root.get_span_context())], attributes={"b": 2}
+        ).end()
+    for span in exported.get_finished_spans():
+        assert list(span.links) == []
+        assert dict(span.attributes or {}) == {}

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -76,6 +77,8 @@ class SpanBatcher(SpanProcessor):
         self._flushes: list[threading.Event] = []
         self._flush_lock = threading.Lock()
         self._stopping = False
+        # Set by the worker as it ends, under _flush_lock: no flush is answered later.
+        self._finished = False
         self.dropped = 0
         self._dropped_logged = 0
         self._last_drop_warning = float("-inf")
@@ -86,7 +89,10 @@ class SpanBatcher(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
-        if context is None or not context.trace_flags.sampled or self._stopping:
+        if context is None or not context.trace_flags.sampled:
+            return
+        if self._stopping:
+            self.dropped += 1  # shut down: counted as lost, as one past the queue is
             return
         queue = self._queue
         if len(queue) >= self._max_queue:
@@ -112,6 +118,12 @@ class SpanBatcher(SpanProcessor):
                 done.set()
             if self._stopping:
                 self._drain()  # what raced in while it stopped
+                with self._flush_lock:
+                    # A flush asked for while it stopped: everything is exported now.
+                    self._finished = True
+                    flushes, self._flushes = self._flushes, []
+                for done in flushes:
+                    done.set()
                 return
 
     def _drain(self) -> None:
@@ -119,10 +131,17 @@ class SpanBatcher(SpanProcessor):
         while queue:
             count = min(len(queue), self._batch)
             batch = [queue.popleft() for _ in range(count)]
+            # As the SDK's processor: an instrumented client inside the exporter (an
+            # OTLP call) must not trace itself back into the queue.
+            token = otel_context.attach(
+                otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+            )
             try:
                 self._exporter.export(batch)
             except Exception:  # an exporter's bug loses spans, never the worker
                 log.exception("exporting %d spans failed", count)
+            finally:
+                otel_context.detach(token)
 
     def _warn_drops(self) -> None:
         dropped = self.dropped
@@ -142,10 +161,11 @@ class SpanBatcher(SpanProcessor):
     # -- SpanProcessor --------------------------------------------------------------------
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        if not self._worker.is_alive():
-            return not self._queue
+        """False once shut down, as the SDK's processor answers."""
         done = threading.Event()
         with self._flush_lock:
+            if self._finished or self._stopping:
+                return False
             self._flushes.append(done)
         self._wake.set()
         return done.wait(timeout_millis / 1000)

@@ -101,24 +101,31 @@ def _on_start(backend: _Backend, span: RecordedSpan, context: otel_context.Conte
         backend.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
 
 
-def _follows_parent(sampler: Sampler) -> bool:
-    if isinstance(sampler, ScopeSampler):
+def _plain_parent_based(sampler: Sampler) -> ParentBased | None:
+    """The sampler as a ParentBased whose answers are ParentBased's own (not a subclass
+    with its own should_sample, which must be asked), under our ScopeSampler or not."""
+    if type(sampler) is ScopeSampler:
         sampler = sampler.delegate
-    return (
-        isinstance(sampler, ParentBased)
-        and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
-    )
+    if isinstance(sampler, ParentBased) and type(sampler).should_sample is (
+        ParentBased.should_sample
+    ):
+        return sampler
+    return None
+
+
+def _follows_parent(sampler: Sampler) -> bool:
+    found = _plain_parent_based(sampler)
+    return found is not None and getattr(found, "_local_parent_sampled", None) is ALWAYS_ON
 
 
 def _samples_roots(sampler: Sampler) -> bool:
     """Whether the sampler samples every root span and every child of a sampled remote
     parent, adding no attributes of its own (ParentBased's defaults)."""
-    if isinstance(sampler, ScopeSampler):
-        sampler = sampler.delegate
+    found = _plain_parent_based(sampler)
     return (
-        isinstance(sampler, ParentBased)
-        and getattr(sampler, "_root", None) is ALWAYS_ON
-        and getattr(sampler, "_remote_parent_sampled", None) is ALWAYS_ON
+        found is not None
+        and getattr(found, "_root", None) is ALWAYS_ON
+        and getattr(found, "_remote_parent_sampled", None) is ALWAYS_ON
     )
 
 
@@ -173,7 +180,7 @@ class RecordedSpan(ReadableSpan, trace.Span):
         self._start_time = start_time
         self._attributes = self._values = attributes
         if links:
-            self._links = tuple(links[-backend.max_links :])
+            self._links = _latest(links, backend.max_links)
         self._resource = backend.resource
         self._backend = backend
 
@@ -284,6 +291,11 @@ class RecordedSpan(ReadableSpan, trace.Span):
 
 
 _PRIMITIVES = (str, bool, int, float)
+
+
+def _latest(items: Sequence[Any], limit: int) -> tuple[Any, ...]:
+    """The last `limit` items, as the SDK keeps them (a limit of 0 keeps none)."""
+    return tuple(items[len(items) - limit :]) if limit > 0 else ()
 
 
 def _bounded_all(
@@ -473,7 +485,7 @@ class GatewayTracer:
                 if (cut := _bounded(value, limit)) is not None:
                     found[key] = cut
         if len(found) > backend.max_attributes:  # the SDK keeps the latest
-            found = dict(list(found.items())[-backend.max_attributes :])
+            found = dict(_latest(list(found.items()), backend.max_attributes))
         span = RecordedSpan(
             backend,
             name,
@@ -505,7 +517,7 @@ class GatewayTracer:
         found = _bounded_all(attributes, backend.max_length) if attributes else {}
         _stamp_scope(backend, found, holder)
         if len(found) > backend.max_attributes:  # the SDK keeps the latest
-            found = dict(list(found.items())[-backend.max_attributes :])
+            found = dict(_latest(list(found.items()), backend.max_attributes))
         span_id = backend.ids.generate_span_id()
         # SpanContext's own constructor validates ids a generator already made valid.
         own = tuple.__new__(
