@@ -92,6 +92,34 @@ def _only_pipelines(processor: SpanProcessor) -> GatewayPipelines | None:
     return None
 
 
+def _started(
+    backend: _Backend,
+    name: str,
+    own: SpanContext,
+    parent: SpanContext | None,
+    kind: SpanKind,
+    found: dict[str, AttributeValue],
+    links: Sequence[Link],
+    start_time: int | None,
+    context: otel_context.Context | None,
+) -> RecordedSpan:
+    """The span made and handed to the processors' on_start."""
+    if len(found) > backend.max_attributes:  # the SDK keeps the latest
+        found = dict(_latest(list(found.items()), backend.max_attributes))
+    span = RecordedSpan(
+        backend,
+        name,
+        own,
+        parent,
+        kind,
+        found,
+        links,
+        time_ns() if start_time is None else start_time,
+    )
+    _on_start(backend, span, context)
+    return span
+
+
 def _on_start(backend: _Backend, span: RecordedSpan, context: otel_context.Context | None) -> None:
     pipelines = backend.pipelines
     if pipelines is not None and _members(backend.processor) is backend.processors:
@@ -484,20 +512,8 @@ class GatewayTracer:
                     continue
                 if (cut := _bounded(value, limit)) is not None:
                     found[key] = cut
-        if len(found) > backend.max_attributes:  # the SDK keeps the latest
-            found = dict(_latest(list(found.items()), backend.max_attributes))
-        span = RecordedSpan(
-            backend,
-            name,
-            SpanContext(trace_id, backend.ids.generate_span_id(), False, flags, trace_state),
-            parent_context,
-            kind,
-            found,
-            links,
-            time_ns() if start_time is None else start_time,
-        )
-        _on_start(backend, span, context)
-        return span
+        own = SpanContext(trace_id, backend.ids.generate_span_id(), False, flags, trace_state)
+        return _started(backend, name, own, parent_context, kind, found, links, start_time, context)
 
     def _child(
         self,
@@ -516,26 +532,13 @@ class GatewayTracer:
         flags and state are the parent's, the scope is in the context at hand."""
         found = _bounded_all(attributes, backend.max_length) if attributes else {}
         _stamp_scope(backend, found, holder)
-        if len(found) > backend.max_attributes:  # the SDK keeps the latest
-            found = dict(_latest(list(found.items()), backend.max_attributes))
         span_id = backend.ids.generate_span_id()
         # SpanContext's own constructor validates ids a generator already made valid.
         own = tuple.__new__(
             SpanContext,
             (parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state, True),
         )
-        span = RecordedSpan(
-            backend,
-            name,
-            own,
-            parent,
-            kind,
-            found,
-            links,
-            time_ns() if start_time is None else start_time,
-        )
-        _on_start(backend, span, context)
-        return span
+        return _started(backend, name, own, parent, kind, found, links, start_time, context)
 
     def start_as_current_span(
         self,
