@@ -25,6 +25,7 @@ import time
 from collections import deque
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -89,7 +90,7 @@ class SpanBatcher(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
-        if context is None or not context.trace_flags.sampled:
+        if context is None or not context.trace_flags & trace.TraceFlags.SAMPLED:
             return
         if self._stopping:
             self.dropped += 1  # shut down: counted as lost, as one past the queue is

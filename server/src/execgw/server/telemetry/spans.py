@@ -122,7 +122,10 @@ def _started(
 
 def _on_start(backend: _Backend, span: RecordedSpan, context: otel_context.Context | None) -> None:
     pipelines = backend.pipelines
-    if pipelines is not None and _members(backend.processor) is backend.processors:
+    if (
+        pipelines is not None
+        and getattr(backend.processor, "_span_processors", None) is backend.processors
+    ):
         for member in pipelines.starters:
             member.on_start(span, parent_context=context)  # type: ignore[arg-type]
     else:
@@ -300,7 +303,10 @@ class RecordedSpan(ReadableSpan, trace.Span):
         self._end_time = time_ns() if end_time is None else end_time
         backend = self._backend
         pipelines = backend.pipelines
-        if pipelines is not None and _members(backend.processor) is backend.processors:
+        if (
+            pipelines is not None
+            and getattr(backend.processor, "_span_processors", None) is backend.processors
+        ):
             for member in pipelines.members:
                 member.on_end(self)
         else:
