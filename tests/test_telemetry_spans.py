@@ -362,21 +362,21 @@ def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_pa
     assert decoded["rpc"]["resource"]["attributes"]
 
 
-def test_spans_reach_the_gateways_pipelines_directly_and_a_processor_added_later() -> None:
-    """With only the gateways' pipelines on the provider, spans go to their members
-    directly; a processor added to the provider afterwards (or a pipeline attached or
-    detached) is seen at once."""
+def test_spans_reach_the_gateways_pipelines_and_a_processor_added_later() -> None:
+    """Spans reach the members of the gateways' pipelines; a processor added to the
+    provider afterwards (or a pipeline attached or detached) is seen at once."""
     provider = TracerProvider(sampler=ScopeSampler())
     pipelines = GatewayPipelines()
     provider.add_span_processor(pipelines)
     tracer = GatewayTracer("execgw.test", provider=provider)
     first, later = InMemorySpanExporter(), InMemorySpanExporter()
-    pipelines.attach(SimpleSpanProcessor(first))
+    attached = SimpleSpanProcessor(first)
+    pipelines.attach(attached)
     with tracer.start_as_current_span("a"):
         tracer.start_span("a-child").end()
     provider.add_span_processor(SimpleSpanProcessor(later))
     tracer.start_span("b").end()
-    pipelines.detach(pipelines.members[0])
+    pipelines.detach(attached)
     tracer.start_span("c").end()
     assert sorted(s.name for s in first.get_finished_spans()) == ["a", "a-child", "b"]
     assert [s.name for s in later.get_finished_spans()] == ["b", "c"]

@@ -45,7 +45,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from execgw.server.telemetry import scope as scopes
-from execgw.server.telemetry.tracing import GatewayPipelines, ScopeSampler
+from execgw.server.telemetry.tracing import ScopeSampler
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,6 @@ class _Backend(NamedTuple):
     provider: TracerProvider
     sampler: Sampler
     processor: SpanProcessor
-    # The provider's processors when they are only the gateways' pipelines (as the
-    # gateway installs them): their members are called directly, two calls less per
-    # span, while the provider's list is still that one.
-    pipelines: GatewayPipelines | None
-    processors: object
     resource: Resource
     ids: IdGenerator
     scope: InstrumentationScope
@@ -77,19 +72,6 @@ class _Backend(NamedTuple):
     roots_sampled: bool
     # The sampler adds the scope's attributes itself (else a span processor does).
     stamps_scope: bool
-
-
-def _members(processor: SpanProcessor) -> object:
-    """The SDK multi-processor's members (a tuple it replaces when one is added)."""
-    return getattr(processor, "_span_processors", None)
-
-
-def _only_pipelines(processor: SpanProcessor) -> GatewayPipelines | None:
-    members = _members(processor)
-    if isinstance(members, tuple) and len(members) == 1:
-        only = members[0]
-        return only if isinstance(only, GatewayPipelines) else None
-    return None
 
 
 def _started(
@@ -116,20 +98,8 @@ def _started(
         links,
         time_ns() if start_time is None else start_time,
     )
-    _on_start(backend, span, context)
+    backend.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
     return span
-
-
-def _on_start(backend: _Backend, span: RecordedSpan, context: otel_context.Context | None) -> None:
-    pipelines = backend.pipelines
-    if (
-        pipelines is not None
-        and getattr(backend.processor, "_span_processors", None) is backend.processors
-    ):
-        for member in pipelines.starters:
-            member.on_start(span, parent_context=context)  # type: ignore[arg-type]
-    else:
-        backend.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
 
 
 def _plain_parent_based(sampler: Sampler) -> ParentBased | None:
@@ -301,16 +271,7 @@ class RecordedSpan(ReadableSpan, trace.Span):
         if self._end_time is not None:
             return
         self._end_time = time_ns() if end_time is None else end_time
-        backend = self._backend
-        pipelines = backend.pipelines
-        if (
-            pipelines is not None
-            and getattr(backend.processor, "_span_processors", None) is backend.processors
-        ):
-            for member in pipelines.members:
-                member.on_end(self)
-        else:
-            backend.processor.on_end(self)
+        self._backend.processor.on_end(self)
 
     def __exit__(
         self,
@@ -419,8 +380,6 @@ class GatewayTracer:
             provider=provider,
             sampler=sdk.sampler,
             processor=processor,
-            pipelines=_only_pipelines(processor),
-            processors=_members(processor),
             resource=sdk.resource,
             ids=sdk.id_generator,
             scope=instrumentation,

@@ -367,14 +367,6 @@ class GatewayPipelines(SpanProcessor):
             self._members = tuple(p for p in self._members if p is not processor)
             self._starters = _starters(self._members)
 
-    @property
-    def members(self) -> tuple[SpanProcessor, ...]:
-        return self._members
-
-    @property
-    def starters(self) -> tuple[SpanProcessor, ...]:
-        return self._starters
-
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
         for member in self._starters:
             member.on_start(span, parent_context=parent_context)
