@@ -198,8 +198,7 @@ def _direct_line(
         return None
     parent = span._parent
     return (
-        f'{{"name":{name},"context":{{"trace_id":"0x{context.trace_id:032x}",'
-        f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}}'
+        f'{{"name":{name},"context":{_plain_context(context)}'
         + _KIND_FIELDS[span._kind]
         + ("null" if parent is None else f'"0x{parent.span_id:016x}"')
         + f',"start_time":"{_iso(span._start_time)}","end_time":"{_iso(span._end_time)}",'
@@ -231,11 +230,19 @@ def _direct_links(links: Sequence[Link], encode: Callable[[Any], bytes]) -> str 
         if context.trace_state:
             return None
         parts.append(
-            f'{{"context":{{"trace_id":"0x{context.trace_id:032x}",'
-            f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}},'
-            '"attributes":' + encode(dict(link.attributes or {})).decode() + "}"
+            f'{{"context":{_plain_context(context)},"attributes":'
+            + encode(dict(link.attributes or {})).decode()
+            + "}"
         )
     return "[" + ",".join(parts) + "]"
+
+
+def _plain_context(context: SpanContext) -> str:
+    """`_context`'s JSON, for a context with no trace state."""
+    return (
+        f'{{"trace_id":"0x{context.trace_id:032x}",'
+        f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}}'
+    )
 
 
 _NO_TRACE_STATE = repr(TraceState())
