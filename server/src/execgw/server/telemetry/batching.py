@@ -78,8 +78,6 @@ class SpanBatcher(SpanProcessor):
         self._flushes: list[threading.Event] = []
         self._flush_lock = threading.Lock()
         self._stopping = False
-        # Set by the worker as it ends, under _flush_lock: no flush is answered later.
-        self._finished = False
         self.dropped = 0
         self._dropped_logged = 0
         self._last_drop_warning = float("-inf")
@@ -120,8 +118,8 @@ class SpanBatcher(SpanProcessor):
             if self._stopping:
                 self._drain()  # what raced in while it stopped
                 with self._flush_lock:
-                    # A flush asked for while it stopped: everything is exported now.
-                    self._finished = True
+                    # A flush asked for while it stopped (force_flush checks _stopping
+                    # under this lock, so none comes later): everything is exported now.
                     flushes, self._flushes = self._flushes, []
                 for done in flushes:
                     done.set()
@@ -165,7 +163,7 @@ class SpanBatcher(SpanProcessor):
         """False once shut down, as the SDK's processor answers."""
         done = threading.Event()
         with self._flush_lock:
-            if self._finished or self._stopping:
+            if self._stopping:
                 return False
             self._flushes.append(done)
         self._wake.set()
