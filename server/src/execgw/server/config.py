@@ -537,9 +537,10 @@ class ChargesConfig(_Section):
                 else {}
             )
             stated = {**brokerage, **row}
-            if not stated:
-                continue  # Left out: the default row, added by _over_the_defaults.
             base = default.model_dump()
+            if not stated:
+                merged[name] = base  # Left out: the default row.
+                continue
             if default.brokerage_pct == 0 and stated.keys() & _BROKERAGE:
                 # No brokerage in the default, so none to inherit: its cap of 0 would cap
                 # a rate given here at nothing, and its rate of 0 would turn a flat fee
@@ -548,13 +549,6 @@ class ChargesConfig(_Section):
                     del base[field]
             merged[name] = {**base, **stated}
         return merged
-
-    @field_validator("segments")
-    @classmethod
-    def _over_the_defaults(
-        cls, given: dict[ChargeSegment, SegmentChargesConfig]
-    ) -> dict[ChargeSegment, SegmentChargesConfig]:
-        return {**_default_segments(), **given}
 
 
 class ExecutionConfig(_Section):
