@@ -289,9 +289,14 @@ def test_without_charges_nothing_is_charged(tmp_path: Path, clock: ManualClock) 
         gateway.stop()
 
 
-def _rows(segments: dict[str, Any]) -> dict[ChargeSegment, SegmentChargesConfig]:
+def _charges(segments: dict[str, Any]) -> ChargesConfig:
+    """execution.charges, on, with these segments rows, as a config file gives them."""
     data = {"execution": {"charges": {"enabled": True, "segments": segments}}}
-    return parse_config(data, source="test").execution.charges.segments
+    return parse_config(data, source="test").execution.charges
+
+
+def _rows(segments: dict[str, Any]) -> dict[ChargeSegment, SegmentChargesConfig]:
+    return _charges(segments).segments
 
 
 def test_a_row_given_in_part_keeps_its_default_rates() -> None:
@@ -333,15 +338,7 @@ def test_a_misspelt_rate_in_a_partial_row_is_still_refused() -> None:
 
 
 def test_a_partial_row_charges_the_default_levies(model: ChargeModel) -> None:
-    data = {
-        "execution": {
-            "charges": {
-                "enabled": True,
-                "segments": {"equity_intraday": {"brokerage_pct": 0.0}},
-            }
-        }
-    }
-    built = charge_model(parse_config(data, source="test").execution.charges)
+    built = charge_model(_charges({"equity_intraday": {"brokerage_pct": 0.0}}))
     assert built is not None
     args = ("NSE:INFY", Product.MIS, Side.SELL, 100, D(1500))
     given, default = (
@@ -406,15 +403,7 @@ def test_a_fee_alone_over_no_default_brokerage_is_a_flat_fee() -> None:
     for name in ("equity_delivery", "bse_equity_delivery"):
         assert (rows[name].brokerage_pct, rows[name].brokerage_max_rupees) == (None, 20.0)
         assert rows[name].stt_buy_pct == 0.1
-    data = {
-        "execution": {
-            "charges": {
-                "enabled": True,
-                "segments": {"equity_delivery": {"brokerage_max_rupees": 20}},
-            }
-        }
-    }
-    built = charge_model(parse_config(data, source="test").execution.charges)
+    built = charge_model(_charges({"equity_delivery": {"brokerage_max_rupees": 20}}))
     assert built is not None
     for symbol in ("NSE:INFY", "BSE:INFY"):
         buy = built.for_fill(symbol, Product.CNC, Side.BUY, 100, D(1500), brokerage_so_far=D(0))
