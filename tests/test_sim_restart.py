@@ -235,6 +235,19 @@ def test_volume_taken_from_a_quote_is_not_offered_again_after_a_restart(
         running.stop()
 
 
+def _new_state() -> GatewayState:
+    return GatewayState(
+        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+    )
+
+
+def _quotes_through(sim: SmartFillSimulator, state: GatewayState, *quotes: DomainQuote) -> None:
+    """Each quote to the simulator at its own time, and what it made to the state."""
+    for quote in quotes:
+        for event in sim.on_quote(quote, quote.timestamp, state.ids.fill_id):
+            state.apply(event)
+
+
 def test_the_journaled_liquidity_counts_a_late_reported_fill_once_and_restores_the_budget() -> None:
     """Domain level, with fill latency 50 ms and volume_limit 0.1: Q2 (11,000 after
     10,000) offers 100. A (BUY 60) takes 60 at once (FillExecuted, after Q2's
@@ -259,16 +272,10 @@ def test_the_journaled_liquidity_counts_a_late_reported_fill_once_and_restores_t
     def intent(qty: int) -> OrderIntent:
         return OrderIntent(sym, "s", Side.BUY, qty, OrderType.MARKET, Product.CNC, Validity.DAY)
 
-    state = GatewayState(
-        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
-    )
+    state = _new_state()
     sim = simulator()
     q1, q2 = quote(t0, 10_000), quote(t0 + timedelta(seconds=1), 11_000)
-    for event in [
-        *sim.on_quote(q1, t0, state.ids.fill_id),
-        *sim.on_quote(q2, q2.timestamp, state.ids.fill_id),
-    ]:
-        state.apply(event)
+    _quotes_through(sim, state, q1, q2)
     state.apply(OrderAccepted("O1", "a", intent(60), q2.timestamp))
     order_a = state.ledger.order("O1")
     assert order_a is not None
@@ -373,9 +380,7 @@ def test_a_restored_cancel_is_due_a_latency_after_it_was_sent_not_after_a_later_
     def quote(at: datetime, ltp: str) -> DomainQuote:
         return DomainQuote(sym, Decimal(ltp), at, Decimal(ltp), Decimal(ltp), 40, 40, 0)
 
-    state = GatewayState(
-        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
-    )
+    state = _new_state()
     sim = simulator()
     intent = OrderIntent(
         sym, "s", Side.BUY, 100, OrderType.LIMIT, Product.CNC, Validity.DAY, Decimal(990)
@@ -425,16 +430,10 @@ def test_the_impact_already_taken_from_a_quote_survives_a_restart() -> None:
     def quote(at: datetime, volume: int) -> DomainQuote:
         return DomainQuote(sym, Decimal(1000), at, volume=volume)
 
-    state = GatewayState(
-        ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
-    )
+    state = _new_state()
     sim = simulator()
     q1, q2 = quote(t0, 10_000), quote(t0 + timedelta(seconds=1), 11_000)
-    for event in [
-        *sim.on_quote(q1, t0, state.ids.fill_id),
-        *sim.on_quote(q2, q2.timestamp, state.ids.fill_id),
-    ]:
-        state.apply(event)
+    _quotes_through(sim, state, q1, q2)
 
     def buy(simulator: SmartFillSimulator, order_id: str) -> Decimal:
         state.apply(OrderAccepted(order_id, order_id, intent(50), q2.timestamp))
