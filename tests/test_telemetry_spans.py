@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -24,13 +24,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from opentelemetry.trace.span import TraceState
 
 from execgw.server.telemetry import scope as scopes
+from execgw.server.telemetry.jsonl import JsonLinesSpanExporter, _direct_line, _Hexes
 from execgw.server.telemetry.spans import GatewayTracer, RecordedSpan
-from execgw.server.telemetry.tracing import (
-    GatewayPipelines,
-    JsonLinesSpanExporter,
-    ScopeSampler,
-    _direct_line,
-)
+from execgw.server.telemetry.tracing import GatewayPipelines, ScopeSampler
 
 SCOPE = scopes.Scope("rehearsal-1", "live", True)
 
@@ -342,14 +338,22 @@ def test_the_jsonl_exporters_direct_line_is_byte_for_byte_its_general_one(tmp_pa
     finally:
         otel_context.detach(token)
     spans = _by_name(exported)
-    names: dict[str, str] = {}
-    direct = {name for name, span in spans.items() if _direct_line(span, encode, names) is not None}
+    resource = exporter._resource(next(iter(spans.values())).resource)
+
+    def general(span: ReadableSpan) -> bytes:
+        return encode({**exporter._entry(span), "resource": resource})
+
+    direct = {
+        name for name, span in spans.items() if _direct_line(span, _Hexes(), resource, encode)
+    }
     assert direct == {"rpc", "plain child", "with event", "with link"}
+    hexes = _Hexes()  # shared, as in a batch: the trace's id formatted once
     for name in direct:
         span = spans[name]
-        expected = encode(exporter._entry(span))[:-1].decode()
-        assert _direct_line(span, encode, names) == expected, name
-        assert _direct_line(span, encode, {}) == expected, name  # the name not cached
+        assert encode(_direct_line(span, hexes, resource, encode)) == general(span), name
+    # A whole batch, both paths mixed: each line exactly the general one.
+    batch = list(spans.values())
+    assert exporter._lines(batch) == b"".join(general(span) + b"\n" for span in batch)
     exporter.export(list(spans.values()))
     exporter.shutdown()
     lines = (tmp_path / "spans.jsonl").read_bytes().splitlines()
@@ -428,3 +432,60 @@ def test_a_count_limit_of_zero_keeps_nothing_as_the_sdk_does() -> None:
     for span in exported.get_finished_spans():
         assert list(span.links) == []
         assert dict(span.attributes or {}) == {}
+
+
+def test_set_attributes_keeps_what_set_attribute_one_by_one_keeps() -> None:
+    """The bulk setter is written out for speed: it must cut, drop, copy and count
+    exactly as set_attribute does, and change nothing once the span ended."""
+    tracer, exported, _ = _setup(limits=SpanLimits(max_attribute_length=4, max_span_attributes=5))
+    given: dict[str, Any] = {
+        "long": "abcdefgh",
+        "none": None,
+        "n": 7,
+        "tags": ["abcdefg", "ok"],
+        "object": object(),
+        "raw": b"bytes!",
+        "first": "replaced",
+        "over": "the count",
+        "last": "too",
+    }
+    one_by_one = tracer.start_span("one by one", attributes={"first": 1, "other": 2})
+    for key, value in given.items():
+        one_by_one.set_attribute(key, value)
+    together = tracer.start_span("together", attributes={"first": 1, "other": 2})
+    together.set_attributes(given)
+    for span in (one_by_one, together):
+        span.end()
+        span.set_attributes({"after": "end"})
+    spans = _by_name(exported)
+    expected = dict(spans["one by one"].attributes or {})
+    assert dict(spans["together"].attributes or {}) == expected
+    assert expected == {"first": "repl", "other": 2, "long": "abcd", "n": 7, "tags": ("abcd", "ok")}
+
+
+def test_a_span_msgspec_cannot_write_costs_only_itself(tmp_path: Path) -> None:
+    """A lone surrogate (an undecodable file name in an exception message) or a number
+    key is written through the standard library; a key no JSON can hold drops that span
+    alone. The rest of the batch is written as always."""
+    tracer, exported, _ = _setup()
+    tracer.start_span("before", attributes={"k": "v"}).end()
+    surrogate = tracer.start_span("surrogate")
+    surrogate.add_event("exception", {"exception.message": "no such file: caf\udce9"})
+    surrogate.end()
+    numbered = tracer.start_span("numbered")
+    cast(Any, numbered)._values[7] = "seven"  # as an instrumentation could leave it
+    numbered.end()
+    hopeless = tracer.start_span("hopeless")
+    cast(Any, hopeless)._values[("a", "b")] = 1
+    hopeless.end()
+    tracer.start_span("after").end()
+    exporter = JsonLinesSpanExporter(tmp_path / "spans.jsonl")
+    assert exporter.export(exported.get_finished_spans()) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    lines = (tmp_path / "spans.jsonl").read_bytes().splitlines()
+    written = {entry["name"]: entry for entry in map(json.loads, lines)}
+    assert list(written) == ["before", "surrogate", "numbered", "after"]
+    message = written["surrogate"]["events"][0]["attributes"]["exception.message"]
+    assert message == "no such file: caf\udce9"
+    assert written["numbered"]["attributes"]["7"] == "seven"
+    assert written["before"]["attributes"]["k"] == "v"

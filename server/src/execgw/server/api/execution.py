@@ -144,12 +144,16 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
                 required=self._require_client_order_id,
             )
             found.raise_if_any()
-        # Only once valid: the span never carries a caller's unchecked text.
-        span.set_attribute("execgw.client_order_id", request.client_order_id)
         if intent is None:
             raise AssertionError("an invalid intent passed validation")
-        span.set_attribute("execgw.symbol", intent.symbol)
-        span.set_attribute("execgw.strategy_code", intent.strategy_code)
+        # Only once valid: the span never carries a caller's unchecked text.
+        span.set_attributes(
+            {
+                "execgw.client_order_id": request.client_order_id,
+                "execgw.symbol": intent.symbol,
+                "execgw.strategy_code": intent.strategy_code,
+            }
+        )
         auth.check_strategy(intent.strategy_code, "intent.strategy_code")
         problem = self._venue_unavailable()
         if problem is not None:
@@ -159,10 +163,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         # A broker answers later; give it a moment so the caller usually gets its
         # verdict (PLACED, REJECTED with the broker's text) rather than SUBMITTED.
         order = await self._core.wait_for_venue(order, self._ack_wait(context))
-        span.set_attribute("execgw.order_id", order.order_id)
-        span.set_attribute("execgw.status", order.status.value)
+        outcome = {"execgw.order_id": order.order_id, "execgw.status": order.status.value}
         if order.reject_reason is not None:
-            span.set_attribute("execgw.reject_reason", order.reject_reason.value)
+            outcome["execgw.reject_reason"] = order.reject_reason.value
+        span.set_attributes(outcome)
         return order
 
     def _ack_wait(self, context: Context) -> float:

@@ -2,7 +2,9 @@
 
 - attributes: the span and metric attribute keys, span names, the session metadata key
 - scope: the session (and mode, dry_run) carried in the OpenTelemetry context
-- tracing: exporters (console, jsonl, OTLP) and the global provider's span pipelines
+- tracing: choosing the exporter (none, console, jsonl, OTLP), the sampler, and the
+  global provider's span pipelines
+- jsonl: the JSON-lines span exporter
 - metrics: the instruments and what feeds them (bus events, core hooks)
 - prometheus: the scrape endpoint
 - logs: text and JSON log formats with trace, span and session ids
@@ -13,6 +15,6 @@ Spans are created through the OpenTelemetry API where the work happens (api.trac
 interceptor, the engine, the core); nothing here is imported by the order path.
 """
 
-from execgw.server.telemetry.tracing import JsonLinesSpanExporter
+from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
 
 __all__ = ["JsonLinesSpanExporter"]

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+_SAMPLED = trace.TraceFlags.SAMPLED
 # Seconds a shutdown waits for the last export.
 SHUTDOWN_WAIT_S = 30.0
 # Seconds between two warnings about dropped spans.
@@ -87,18 +88,21 @@ class SpanBatcher(SpanProcessor):
     # -- the order path ------------------------------------------------------------------
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None or not context.trace_flags & trace.TraceFlags.SAMPLED:
+        # The context as ReadableSpan holds it, its flags as SpanContext (a tuple) does:
+        # two property calls fewer, on every span.
+        context = span._context
+        if context is None or not context[3] & _SAMPLED:
             return
         if self._stopping:
             self.dropped += 1  # shut down: counted as lost, as one past the queue is
             return
         queue = self._queue
-        if len(queue) >= self._max_queue:
+        waiting = len(queue)
+        if waiting >= self._max_queue:
             self.dropped += 1
             return
         queue.append(span)
-        if len(queue) >= self._batch and not self._woken:
+        if waiting >= self._batch - 1 and not self._woken:
             self._woken = True
             self._wake.set()
 

@@ -27,6 +27,7 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
+from random import getrandbits
 from time import time_ns
 from types import TracebackType
 from typing import Any, NamedTuple, cast
@@ -36,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
@@ -61,6 +62,8 @@ class _Backend(NamedTuple):
     resource: Resource
     ids: IdGenerator
     scope: InstrumentationScope
+    # The ids come from the SDK's default generator (random bits).
+    random_ids: bool
     # Longest string attribute value kept; None: no limit.
     max_length: int | None
     max_attributes: int
@@ -209,8 +212,20 @@ class RecordedSpan(ReadableSpan, trace.Span):
         attributes[key] = bounded
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        """set_attribute for each, written out: the servicer and the interceptor set an
+        order's attributes together."""
+        if self._end_time is not None:
+            return
+        found = self._values
+        limit = self._backend.max_length
+        room = self._backend.max_attributes
         for key, value in attributes.items():
-            self.set_attribute(key, value)
+            if type(value) is str:
+                bounded: Any = value if limit is None or len(value) <= limit else value[:limit]
+            elif (bounded := _bounded(value, limit)) is None:
+                continue
+            if key in found or len(found) < room:
+                found[key] = bounded
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
@@ -382,6 +397,7 @@ class GatewayTracer:
             processor=processor,
             resource=sdk.resource,
             ids=sdk.id_generator,
+            random_ids=type(sdk.id_generator) is RandomIdGenerator,
             scope=instrumentation,
             max_length=limits.max_span_attribute_length
             if limits.max_span_attribute_length is not None
@@ -415,8 +431,8 @@ class GatewayTracer:
             and parent_span._backend is backend
             and backend.children_follow_parent
         ):
-            known = parent_span.get_span_context()
-            if known.trace_flags.sampled:
+            known: SpanContext = parent_span._context  # type: ignore[assignment]
+            if known[3] & _SAMPLED:  # trace_flags, read as SpanContext's tuple holds it
                 return self._child(
                     backend, name, known, holder, context, kind, attributes, links, start_time
                 )
@@ -496,8 +512,13 @@ class GatewayTracer:
         under a sampler that samples such children. Nothing to look up: the trace, its
         flags and state are the parent's, the scope is in the context at hand."""
         found = _bounded_all(attributes, backend.max_length) if attributes else {}
-        _stamp_scope(backend, found, holder)
-        span_id = backend.ids.generate_span_id()
+        if backend.stamps_scope:  # _stamp_scope, written out: every child span passes here
+            scope = holder.get(scopes.KEY)
+            if isinstance(scope, scopes.Scope):
+                found.update(scope.attributes)
+        # The default generator's draw, without its call (0, the invalid id, is redrawn).
+        # Bound at import: a test patching random.getrandbits does not reach it.
+        span_id = (getrandbits(64) if backend.random_ids else 0) or backend.ids.generate_span_id()
         # SpanContext's own constructor validates ids a generator already made valid.
         own = tuple.__new__(
             SpanContext,

@@ -16,17 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
 
-import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
-    Event,
     ReadableSpan,
     Span,
     SpanLimits,
@@ -37,7 +33,6 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
-    SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
@@ -46,13 +41,14 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from execgw.server.config import ConfigError, TelemetryConfig
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.batching import SpanBatcher
+from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
 
 log = logging.getLogger(__name__)
 # Longest span attribute value kept (longer ones are cut), whoever sent it.
@@ -67,234 +63,6 @@ SPAN_QUEUE_SIZE = 16_384
 # SDK's 5 s left a new user's first `execgw trace summary` with nothing to read. A busy
 # gateway exports every 512 spans anyway.
 EXPORT_DELAY_S = 1.0
-
-
-class JsonLinesSpanExporter(SpanExporter):
-    """One JSON object per finished span, appended to a file an operator can grep and
-    `execgw trace summary` reads.
-
-    The objects are those of the SDK's ReadableSpan.to_json (name, context, kind,
-    parent_id, start_time, end_time, status, attributes, events, links, resource),
-    encoded here at a fraction of its cost: the exporter shares the interpreter with
-    the order path."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._file: IO[bytes] | None = path.open("ab")
-        self._lock = threading.Lock()
-        self._encoder = msgspec.json.Encoder()
-        # Each resource's JSON, encoded once: the same on every span.
-        self._resources: dict[int, tuple[Resource, str]] = {}
-        # Span names as JSON strings: a gateway uses a handful, on every order.
-        self._names: dict[str, str] = {}
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        encode = self._encoder.encode
-        names = self._names
-        parts: list[str] = []
-        add = parts.append
-        resource: Resource | None = None
-        ending = ""
-        for span in spans:
-            add(_direct_line(span, encode, names) or encode(self._entry(span))[:-1].decode())
-            if span.resource is not resource:
-                resource = span.resource
-                ending = self._resource(resource)
-            # The entry's closing brace gives way to the resource, already encoded.
-            add(ending)
-        lines = "".join(parts).encode()
-        with self._lock:
-            if self._file is None:
-                return SpanExportResult.FAILURE
-            try:
-                self._file.write(lines)
-                self._file.flush()
-            except OSError as e:  # a full disk loses spans, never an order
-                log.warning("cannot write spans to %s: %s", self._path, e)
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def _entry(self, span: ReadableSpan) -> dict[str, Any]:
-        parent = span.parent
-        return {
-            "name": span.name,
-            "context": _context(span.context),
-            "kind": _KINDS[span.kind],
-            "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
-            "start_time": _iso(span.start_time),
-            "end_time": _iso(span.end_time),
-            "status": _status(span),
-            "attributes": _attributes(span),
-            "events": [
-                {
-                    "name": event.name,
-                    "timestamp": _iso(event.timestamp),
-                    "attributes": dict(event.attributes or {}),
-                }
-                for event in span.events
-            ],
-            "links": [
-                {"context": _context(link.context), "attributes": dict(link.attributes or {})}
-                for link in span.links
-            ],
-        }
-
-    def _resource(self, resource: Resource) -> str:
-        """`,"resource":{...}}` and the line's end, for spans of `resource`."""
-        cached = self._resources.get(id(resource))
-        if cached is None or cached[0] is not resource:
-            value = {"attributes": dict(resource.attributes), "schema_url": resource.schema_url}
-            encoded = ',"resource":' + self._encoder.encode(value).decode() + "}\n"
-            cached = self._resources[id(resource)] = (resource, encoded)
-        return cached[1]
-
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-
-_KINDS = {kind: str(kind) for kind in SpanKind}
-_KIND_FIELDS = {kind: f',"kind":"{kind}","parent_id":' for kind in SpanKind}
-
-
-# Span names seen at most: past it a name is encoded each time (never a growing cache).
-_MAX_NAMES = 1024
-
-
-def _direct_line(
-    span: ReadableSpan, encode: Callable[[Any], bytes], names: dict[str, str]
-) -> str | None:
-    """`_entry`'s JSON (less its closing brace) written directly, for the gateway's own
-    spans (their attributes in a plain dict) with no trace state, no status, and links
-    and events without trace state: every span of an order. The exporter shares the
-    interpreter with the order path, so this is the cost that matters. Any other span
-    returns None and takes the general path."""
-    values = getattr(span, "_values", None)
-    context = span._context
-    status = span._status
-    if (
-        type(values) is not dict
-        or context is None
-        or context.trace_state
-        or status.status_code is not StatusCode.UNSET
-        or status.description
-        or span._end_time is None
-    ):
-        return None
-    name = names.get(span._name)
-    if name is None:
-        name = encode(span._name).decode()
-        if len(names) < _MAX_NAMES:
-            names[span._name] = name
-    events = _direct_events(span._events, encode) if span._events else "[]"
-    links = _direct_links(span._links, encode) if span._links else "[]"
-    if events is None or links is None:
-        return None
-    parent = span._parent
-    return (
-        f'{{"name":{name},"context":{_plain_context(context)}'
-        + _KIND_FIELDS[span._kind]
-        + ("null" if parent is None else f'"0x{parent.span_id:016x}"')
-        + f',"start_time":"{_iso(span._start_time)}","end_time":"{_iso(span._end_time)}",'
-        '"status":{"status_code":"UNSET"},"attributes":'
-        + encode(values).decode()
-        + f',"events":{events},"links":{links}'
-    )
-
-
-def _direct_events(events: Sequence[Event], encode: Callable[[Any], bytes]) -> str | None:
-    parts = []
-    for event in events:
-        if event.timestamp is None:
-            return None
-        parts.append(
-            '{"name":'
-            + encode(event.name).decode()
-            + f',"timestamp":"{_iso(event.timestamp)}","attributes":'
-            + encode(dict(event.attributes or {})).decode()
-            + "}"
-        )
-    return "[" + ",".join(parts) + "]"
-
-
-def _direct_links(links: Sequence[Link], encode: Callable[[Any], bytes]) -> str | None:
-    parts = []
-    for link in links:
-        context = link.context
-        if context.trace_state:
-            return None
-        parts.append(
-            f'{{"context":{_plain_context(context)},"attributes":'
-            + encode(dict(link.attributes or {})).decode()
-            + "}"
-        )
-    return "[" + ",".join(parts) + "]"
-
-
-def _plain_context(context: SpanContext) -> str:
-    """`_context`'s JSON, for a context with no trace state."""
-    return (
-        f'{{"trace_id":"0x{context.trace_id:032x}",'
-        f'"span_id":"0x{context.span_id:016x}","trace_state":"{_NO_TRACE_STATE}"}}'
-    )
-
-
-_NO_TRACE_STATE = repr(TraceState())
-
-
-def _context(context: SpanContext | None) -> dict[str, str] | None:
-    if context is None:
-        return None
-    state = context.trace_state
-    return {
-        "trace_id": f"0x{context.trace_id:032x}",
-        "span_id": f"0x{context.span_id:016x}",
-        "trace_state": repr(state) if state else _NO_TRACE_STATE,
-    }
-
-
-def _attributes(span: ReadableSpan) -> dict[str, Any]:
-    """The span's attributes as a dict: the gateway's own spans hold one already (read
-    here after the span ended, when nothing changes it any more)."""
-    own = getattr(span, "_values", None)
-    return own if isinstance(own, dict) else dict(span.attributes or {})
-
-
-# The last second formatted, and its text: spans come in bursts within one second.
-_last_second: tuple[int, str] = (-1, "")
-
-
-def _iso(nanoseconds: int | None) -> str | None:
-    """As the SDK writes times: UTC, microseconds, a Z."""
-    global _last_second
-    if nanoseconds is None:
-        return None
-    seconds, nanos = divmod(nanoseconds, 1_000_000_000)
-    cached = _last_second
-    if cached[0] != seconds:
-        cached = _last_second = (
-            seconds,
-            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)),
-        )
-    return f"{cached[1]}.{nanos // 1000:06d}Z"
-
-
-_UNSET_STATUS = {"status_code": StatusCode.UNSET.name}
-
-
-def _status(span: ReadableSpan) -> dict[str, str]:
-    if span.status.status_code is StatusCode.UNSET and not span.status.description:
-        return _UNSET_STATUS
-    status: dict[str, str] = {"status_code": span.status.status_code.name}
-    if span.status.description:
-        status["description"] = span.status.description
-    return status
 
 
 class ScopeSampler(Sampler):
