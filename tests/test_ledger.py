@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,58 @@ def test_many_small_fills_sum_without_drift(n: int) -> None:
         pos.apply(1, D("0.10"))
     pos.apply(-n, D("0.30"))
     assert pos.realized_pnl == D("0.20") * n
+
+
+def test_an_orders_copy_is_what_dataclasses_replace_makes() -> None:
+    """Order.copy is compiled from the field list: every field, each one shared (a
+    shallow copy), in a new object that later changes to the original leave alone."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from execgw.server.domain import (
+        Order,
+        OrderIntent,
+        OrderStatus,
+        OrderType,
+        Product,
+        RejectReason,
+        Side,
+        Validity,
+    )
+
+    at = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
+    intent = OrderIntent("NSE:INFY", "S1", Side.BUY, 5, OrderType.LIMIT, Product.CNC, Validity.DAY)
+    # Every field away from its default, so a field the copy forgot would show.
+    values: dict[str, Any] = {
+        "order_id": "O1",
+        "client_order_id": "c1",
+        "intent": intent,
+        "status": OrderStatus.PARTIAL,
+        "created_at": at,
+        "updated_at": at,
+        "filled_qty": 2,
+        "filled_value": D("3001.5"),
+        "reject_reason": RejectReason.NO_MARKET_DATA,
+        "message": "m",
+        "triggered": True,
+        "dry_run": True,
+        "raw": {"status": "OPEN"},
+        "internal": True,
+        "placed_by": "desk",
+        "venue": "kite",
+        "venue_order_id": "V1",
+        "venue_trade_ids": ("T1",),
+        "charges": D("1.5"),
+        "arrived": True,
+        "brokerage": D("0.5"),
+        "fills_in_flight": (),
+        "cancel_requested_at": at,
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(Order)}
+    order = Order(**values)
+    copied = order.copy()
+    assert copied == dataclasses.replace(order)
+    assert copied is not order
+    assert all(getattr(copied, name) is getattr(order, name) for name in values)
+    order.filled_qty = 5
+    assert copied.filled_qty == 2

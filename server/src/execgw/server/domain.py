@@ -7,10 +7,13 @@ domain code can be tested and reasoned about without a wire format.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Side(enum.Enum):
@@ -204,6 +207,28 @@ class Order:
     def in_flight_qty(self) -> int:
         """Filled at the simulated exchange, not yet reported (fills_in_flight)."""
         return sum(f.fill.qty for f in self.fills_in_flight)
+
+    def copy(self) -> Order:
+        """A shallow copy, as dataclasses.replace(self) makes, at a fraction of its cost
+        (it looks at every field's declaration on each call): every reply and every
+        published event carries one."""
+        return _copy_order(self)
+
+
+def _field_copier(cls: type[T]) -> Callable[[T], T]:
+    """`cls(o.a, o.b, ...)` for every field of the dataclass `cls`, compiled once, as
+    dataclasses compiles its own __init__."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    if any(not f.init for f in fields(cls)):  # type: ignore[arg-type]
+        raise TypeError(f"{cls.__name__} has fields __init__ does not take")
+    source = f"def copy(o):\n    return cls({', '.join(f'o.{name}' for name in names)})\n"
+    namespace: dict[str, Any] = {"cls": cls}
+    exec(source, namespace)  # the source holds the field names, nothing else
+    copier: Callable[[T], T] = namespace["copy"]
+    return copier
+
+
+_copy_order = _field_copier(Order)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ and closing a whole position realizes `proceeds - open_cost` exactly.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -392,7 +391,7 @@ class Ledger:
             return found.decode()
         if found is None:
             raise LedgerError(f"unknown order id {order_id}")
-        return dataclasses.replace(found)
+        return found.copy()
 
     def _closed(self, order: Order, body: bytes) -> ClosedOrder:
         key = ListedKey(order.intent.strategy_code, order.intent.symbol)
