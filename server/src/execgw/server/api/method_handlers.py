@@ -42,6 +42,28 @@ def behavior_of(handler: Handler) -> Behavior:
     return cast(Behavior, behavior)
 
 
+class WrappedHandlers:
+    """An interceptor's wrapped handler per method, built once rather than per call.
+
+    grpc.aio asks every interceptor for every call. Innermost, the continuation returns
+    the handler registered for the method, the same object each time, and so does an
+    interceptor that answers from this cache; one that wraps per call (the auth
+    interceptor: the caller's principal is part of its wrapper) makes those outside it
+    wrap per call too, correctly, as the handler they are given differs."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, tuple[Handler, Handler]] = {}
+
+    def get(self, method: str, handler: Handler) -> Handler | None:
+        found = self._by_method.get(method)
+        return found[1] if found is not None and found[0] is handler else None
+
+    def keep(self, method: str, handler: Handler, wrapped: Handler) -> Handler:
+        # One entry per registered method: an unknown method has no handler to wrap.
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
 def wrap(
     handler: Handler,
     around: Around,

@@ -8,6 +8,7 @@ as an unexpected exception (INTERNAL).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -15,26 +16,54 @@ from typing import Any
 import grpc
 
 from execgw.server.api.errors import invalid_argument_status
-from execgw.server.api.method_handlers import Context, Continuation, Deserializer, Handler, wrap
+from execgw.server.api.method_handlers import (
+    Context,
+    Continuation,
+    Deserializer,
+    Handler,
+    WrappedHandlers,
+    behavior_of,
+    rebuild,
+    wrap,
+)
 from execgw.server.validation import InvalidRequest
 
 
 class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        decoder = _Decoder(handler.request_deserializer, handler_call_details.method)
-        # request_deserializer=None: grpc hands the behavior the raw bytes.
-        if handler.request_streaming:
-            return wrap(
-                handler, decoder.stream, request_deserializer=None, around_sync=decoder.stream_sync
-            )
+        method = handler_call_details.method
+        found = self._wrapped.get(method, handler)
+        if found is not None:
+            return found
+        return self._wrapped.keep(method, handler, _decoding(handler, method))
+
+
+def _decoding(handler: Handler, method: str) -> Handler:
+    """`handler` taking the raw bytes (request_deserializer=None) and parsing them."""
+    decoder = _Decoder(handler.request_deserializer, method)
+    if handler.request_streaming:
         return wrap(
-            handler, decoder.single, request_deserializer=None, around_sync=decoder.single_sync
+            handler, decoder.stream, request_deserializer=None, around_sync=decoder.stream_sync
         )
+    inner = behavior_of(handler)
+    if inspect.iscoroutinefunction(inner):
+        # The commonest call (SubmitOrder's kind), written out: `wrap` would hold the
+        # decoding in an async context manager, an async generator per call.
+        decode = decoder._decode
+
+        async def decoded(raw: bytes, context: Context) -> Any:
+            return await inner(await decode(raw, context, "request"), context)
+
+        return rebuild(handler, decoded, request_deserializer=None)
+    return wrap(handler, decoder.single, request_deserializer=None, around_sync=decoder.single_sync)
 
 
 class _Decoder:

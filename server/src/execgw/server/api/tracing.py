@@ -41,6 +41,7 @@ from execgw.server.api.method_handlers import (
     Context,
     Continuation,
     Handler,
+    WrappedHandlers,
     behavior_of,
     rebuild,
 )
@@ -113,6 +114,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, scope: scopes.Scope, metrics: GatewayMetrics) -> None:
         self._scope = scope
         self._metrics = metrics
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -120,7 +122,14 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        full_name = handler_call_details.method
+        found = self._wrapped.get(full_name, handler)
+        if found is not None:
+            return found
+        return self._wrapped.keep(full_name, handler, self._traced(full_name, handler))
+
+    def _traced(self, full_name: str, handler: Handler) -> Handler:
+        service, _, method = full_name.lstrip("/").partition("/")
         if service not in TRACED_SERVICES:
             return handler
         inner = behavior_of(handler)
