@@ -40,6 +40,7 @@ from execgw.server.events import (
 from execgw.server.ledger import FillOutcome, Ledger
 from execgw.server.recovery import GatewayState, IdSource
 from execgw.server.risk import Check, RiskBook, RiskEngine, TradingCalendar, reduces
+from execgw.server.risk_checks import Rule
 from execgw.server.risk_state import Trip
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -128,6 +129,26 @@ def intent(
 )
 def test_trading_day_rolls_at_0800_ist(utc: datetime, day: date) -> None:
     assert calendar().trading_day(utc) == day
+
+
+def test_one_calendar_asked_across_the_rollover_answers_each_time_afresh() -> None:
+    """The calendar remembers its last answer (a command asks about its `now` several
+    times); a later time, or an equal one in another zone, is never answered stale."""
+    cal = calendar()
+    before = datetime(2026, 11, 27, 2, 29, 59, tzinfo=UTC)
+    after = datetime(2026, 11, 27, 2, 30, tzinfo=UTC)
+    for _ in range(2):
+        assert cal.trading_day(before) == date(2026, 11, 26)
+        assert cal.trading_day(before) == date(2026, 11, 26)
+        assert cal.trading_day(after) == date(2026, 11, 27)
+    assert cal.trading_day(after.astimezone(IST)) == date(2026, 11, 27)
+    assert cal.trading_day(before.astimezone(IST)) == date(2026, 11, 26)
+
+
+def test_a_passed_check_is_shared_and_a_failed_one_is_not() -> None:
+    assert Check.ok(Rule.PRICE_COLLAR) is Check.ok(Rule.PRICE_COLLAR)
+    assert Check.ok(Rule.PRICE_COLLAR) == Check(Rule.PRICE_COLLAR, True)
+    assert Check.fail(Rule.PRICE_COLLAR, "x") is not Check.fail(Rule.PRICE_COLLAR, "x")
 
 
 def test_trading_day_accepts_any_aware_datetime() -> None:

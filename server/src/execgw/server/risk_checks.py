@@ -84,11 +84,15 @@ class Check:
 
     @classmethod
     def ok(cls, rule: Rule) -> Check:
-        return cls(rule, True)
+        # Shared: a passed check carries nothing but its rule, and an order passes ~11.
+        return _PASSED[rule]
 
     @classmethod
     def fail(cls, rule: Rule, message: str, reason: RejectReason | None = None) -> Check:
         return cls(rule, False, message, rule.reason if reason is None else reason)
+
+
+_PASSED = {rule: Check(rule, True) for rule in Rule}
 
 
 def reduces(intent: OrderIntent, position_qty: int, pending_qty: int = 0) -> bool:

@@ -24,12 +24,17 @@ class TradingCalendar:
         self.zone = ZoneInfo(config.timezone)
         self.rollover = _hhmm(config.rollover)
         self.square_off = None if config.mis_square_off is None else _hhmm(config.mis_square_off)
+        # The last time asked about and its trading day (datetimes are immutable).
+        self._last: tuple[datetime, date] | None = None
 
     def trading_day(self, now: datetime) -> date:
+        last = self._last
+        if last is not None and last[0] is now:  # a command asks ~5 times of its `now`
+            return last[1]
         local = now.astimezone(self.zone)
-        if local.time() < self.rollover:
-            return local.date() - timedelta(days=1)
-        return local.date()
+        day = local.date() - timedelta(days=1) if local.time() < self.rollover else local.date()
+        self._last = (now, day)
+        return day
 
     def square_off_at(self, day: date) -> datetime | None:
         if self.square_off is None:
