@@ -11,7 +11,7 @@ breakers.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -236,6 +236,26 @@ class RiskEngine:
             ),
         ]
 
+    def _strategy_trips(self) -> list[tuple[Breaker, str, Decimal | int, Decimal | int]]:
+        """The rows of per-strategy breakers at their limit and not tripped yet, in the
+        order of `_strategies_in_the_book` (then the order of `_strategy_rows`), without
+        sorting or building the rows of every strategy on every change."""
+        book, cb, trips = self.book, self._cb, self.book.trips
+        found = [
+            (code, 0, Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY, count, limit)
+            for limit in (cb.max_trades_per_strategy_per_day,)
+            for code, count in book.trades_by_strategy.items()
+            if count >= limit and (Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY, code) not in trips
+        ]
+        found += [
+            (code, 1, Breaker.MAX_LOSS_STREAK, streak, limit)
+            for limit in (cb.max_loss_streak,)
+            for code, streak in book.loss_streak.items()
+            if streak >= limit and (Breaker.MAX_LOSS_STREAK, code) not in trips
+        ]
+        found.sort(key=lambda row: (row[0], row[1]))
+        return [(breaker, code, value, limit) for code, _, breaker, value, limit in found]
+
     def _strategy_rows(self, code: str) -> list[tuple[Breaker, str, Decimal | int, Decimal | int]]:
         book, cb = self.book, self._cb
         return [
@@ -285,20 +305,17 @@ class RiskEngine:
                 events.append(EquityPeak(self._live_peak, now))
         rows = self._account_rows(unrealized, complete)
         trips = book.trips
-        for code in self._strategies_in_the_book():
-            rows.extend(
-                row
-                for row in self._strategy_rows(code)
-                if row[2] >= row[3] and (row[0], code) not in trips
-            )
-        for row in rows:
-            b = self._report(*row)
-            if not complete and b.breaker == Breaker.MAX_DAILY_LOSS_RUPEES and b.trip is None:
-                b = replace(b, value=-book.realized_total)
-            elif not complete and b.breaker.equity:
+        rows.extend(self._strategy_trips())
+        for breaker, code, value, limit in rows:
+            if not complete:
+                if breaker is Breaker.MAX_DAILY_LOSS_RUPEES and trips.get((breaker, code)) is None:
+                    value = -book.realized_total  # the known part: the realized loss
+                elif breaker.equity:
+                    continue
+            # Compared as they are; a report is made only for a breaker that trips.
+            if value < limit or trips.get((breaker, code)) is not None:
                 continue
-            if b.trip is not None or b.value < b.limit:
-                continue
+            b = self._report(breaker, code, value, limit)
             events.append(
                 BreakerTripped(
                     breaker=b.breaker,
