@@ -222,6 +222,8 @@ class RecordedSpan(ReadableSpan, trace.Span):
         for key, value in attributes.items():
             if type(value) is str:
                 bounded: Any = value if limit is None or len(value) <= limit else value[:limit]
+            elif type(value) in _PRIMITIVES:  # a quantity, a flag
+                bounded = value
             elif (bounded := _bounded(value, limit)) is None:
                 continue
             if key in found or len(found) < room:
