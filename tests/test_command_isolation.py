@@ -275,3 +275,27 @@ def test_the_quote_book_holds_a_bounded_number_of_symbols(
         assert gateway.gateway.core.quote("NSE:S4") is None
     finally:
         gateway.stop()
+
+
+def test_a_caller_that_goes_away_leaves_its_queued_command_to_run(
+    running: RunningGateway,
+) -> None:
+    """A caller cancelled while its order waits for the writer (the client left, its
+    deadline passed) cancels its wait, not the order: the order is placed, journaled
+    with its batch, and every other caller of the batch is answered."""
+    core = running.gateway.core
+
+    async def batch() -> list[Order | BaseException]:
+        calls = [
+            asyncio.ensure_future(core.submit(_limit("honest"), f"gone-{i}")) for i in range(10)
+        ]
+        await asyncio.sleep(0)  # every call has queued its command; none has run yet
+        calls[3].cancel()
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results: list[Order | BaseException] = running.call(batch())
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert all(isinstance(r, Order) for i, r in enumerate(results) if i != 3)
+    durable = rebuild(running.gateway.journal)
+    ids = {o.client_order_id for o in durable.ledger.orders()}
+    assert {f"gone-{i}" for i in range(10)} <= ids
