@@ -664,6 +664,19 @@ def test_evaluate_trips_what_a_report_of_every_breaker_would() -> None:
                         breaker, code, TradingState.HALTED, RejectReason.HALTED, "", now
                     )
         book.trades_total = sum(book.trades_by_strategy.values())
+        # The account's own breakers tripped already, and a peak from earlier in the day.
+        for breaker in (
+            Breaker.MAX_DAILY_LOSS_RUPEES,
+            Breaker.MAX_DAILY_DRAWDOWN_PCT,
+            Breaker.MAX_TRADES_PER_DAY,
+        ):
+            if rng.random() < 0.2:
+                book.trips[(breaker, ACCOUNT)] = Trip(
+                    breaker, ACCOUNT, TradingState.HALTED, RejectReason.HALTED, "", now
+                )
+        if rng.random() < 0.5:
+            book.peak_equity = Decimal(rng.choice(["100000", "101500", "99000"]))
+        book.realized_total = Decimal(rng.choice(["0", "-400", "-1100", "250"]))
         unrealized = Decimal(rng.choice(["0", "-500", "-1200", "300"]))
         unmarked = rng.choice([(), ("NSE:INFY",)])
         expected = _evaluate_as_every_breaker_was_reported(risk, now, unrealized, unmarked)

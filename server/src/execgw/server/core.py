@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 
 from execgw.server.bus import BusEvent, EventBus
 from execgw.server.clock import Clock
@@ -122,11 +123,17 @@ def _stage_spans(
     for queued, value, error in outcomes:
         if error is not None or not isinstance(queued.command, Submit | Cancel):
             continue
-        if not trace.get_current_span(queued.trace_context).is_recording():
+        # Its call's span may have ended already (callers are answered before the batch
+        # is published): the stages still belong to its trace if it was recorded.
+        call = trace.get_current_span(queued.trace_context)
+        if not isinstance(call, ReadableSpan) or not call.get_span_context().trace_flags.sampled:
             continue  # not traced, or sampled out
         if not isinstance(value, Order):
             continue
+        # The order as this commit left it: these spans may end last in its trace.
         attributes = {"execgw.order_id": value.order_id, "execgw.status": value.status.value}
+        if value.reject_reason is not None:
+            attributes["execgw.reject_reason"] = value.reject_reason.value
         for name, stage, links in stages:
             span = tracer.start_span(
                 name,
@@ -359,7 +366,7 @@ class GatewayCore:
             raise self._fatal
         if not self._accepting:
             raise GatewayUnavailable("gateway is shutting down")
-        queued = _Queued(command, asyncio.get_running_loop().create_future())
+        queued: _Queued[R] = _Queued(command, asyncio.get_running_loop().create_future())
         self._inbox.put_nowait(queued)
         # A caller that goes away cancels only this future: the writer runs every queued
         # command whatever its future's state, and answers only futures not done. (No

@@ -219,8 +219,8 @@ def _field_copier(cls: type[T]) -> Callable[[T], T]:
     """`cls(o.a, o.b, ...)` for every field of the dataclass `cls`, compiled once, as
     dataclasses compiles its own __init__."""
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    if any(not f.init for f in fields(cls)):  # type: ignore[arg-type]
-        raise TypeError(f"{cls.__name__} has fields __init__ does not take")
+    if any(not f.init or f.kw_only for f in fields(cls)):  # type: ignore[arg-type]
+        raise TypeError(f"{cls.__name__} has fields __init__ does not take by position")
     source = f"def copy(o):\n    return cls({', '.join(f'o.{name}' for name in names)})\n"
     namespace: dict[str, Any] = {"cls": cls}
     exec(source, namespace)  # the source holds the field names, nothing else
