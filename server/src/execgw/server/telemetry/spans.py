@@ -524,7 +524,8 @@ class GatewayTracer:
         # SpanContext's own constructor validates ids a generator already made valid.
         own = tuple.__new__(
             SpanContext,
-            (parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state, True),
+            # The parent's trace id, flags and state, read as its tuple holds them.
+            (parent[0], span_id, False, parent[3], parent[4], True),
         )
         return _started(backend, name, own, parent, kind, found, links, start_time, context)
 
