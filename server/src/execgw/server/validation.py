@@ -318,6 +318,8 @@ def validate_intent(raw: RawIntent, instruments: InstrumentRegistry) -> OrderInt
 def validate_metadata(metadata: dict[str, Any], field_name: str) -> None:
     """Small, shallow, finite and free of control characters: it is journaled with the
     order and sent back on every stream event about it."""
+    if not metadata:  # most orders carry none: nothing to walk or measure
+        return
     keys = 0
 
     def walk(value: object, path: str, depth: int) -> None:
