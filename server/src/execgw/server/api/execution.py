@@ -67,9 +67,8 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         self, request: gateway_pb2.SubmitOrderRequest, context: Context
     ) -> gateway_pb2.SubmitOrderResponse:
         # The interceptor's server span, which continues the strategy's trace.
-        with rpc_span() as span:
-            order = await self._submit(request, context, span)
-            return gateway_pb2.SubmitOrderResponse(result=convert.result(order))
+        order = await self._submit(request, context, rpc_span())
+        return gateway_pb2.SubmitOrderResponse(result=convert.result(order))
 
     async def SubmitOrders(  # noqa: N802
         self,
@@ -287,10 +286,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         _validate_kill_switch(request)
         actor = auth.actor(request.actor, context.peer())
         reason = request.reason or "no reason given"
-        with rpc_span() as span:
-            span.set_attribute("execgw.actor", actor)
-            span.set_attribute("execgw.strategy_code", request.strategy_code)
-            outcome = await self._core.halt(request.strategy_code, actor, reason)
+        rpc_span().set_attributes(
+            {"execgw.actor": actor, "execgw.strategy_code": request.strategy_code}
+        )
+        outcome = await self._core.halt(request.strategy_code, actor, reason)
         return gateway_pb2.HaltTradingResponse(
             state=convert.trading_state(outcome.state),
             cancelled_orders=outcome.cancelled_orders,
@@ -303,10 +302,10 @@ class ExecutionGatewayServicer(gateway_pb2_grpc.ExecutionGatewayServicer):
         _validate_kill_switch(request)
         actor = auth.actor(request.actor, context.peer())
         reason = request.reason or "no reason given"
-        with rpc_span() as span:
-            span.set_attribute("execgw.actor", actor)
-            span.set_attribute("execgw.strategy_code", request.strategy_code)
-            outcome = await self._core.resume(request.strategy_code, actor, reason)
+        rpc_span().set_attributes(
+            {"execgw.actor": actor, "execgw.strategy_code": request.strategy_code}
+        )
+        outcome = await self._core.resume(request.strategy_code, actor, reason)
         return gateway_pb2.ResumeTradingResponse(
             state=convert.trading_state(outcome.state),
             still_tripped=[b.value for b in outcome.still_tripped],

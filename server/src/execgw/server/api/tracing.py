@@ -23,8 +23,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable
 from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -83,10 +82,10 @@ _SERVER_ERRORS = frozenset(
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
-@contextmanager
-def rpc_span() -> Iterator[trace.Span]:
-    """The call's server span (the interceptor's), for a servicer to add attributes to."""
-    yield trace.get_current_span()
+def rpc_span() -> trace.Span:
+    """The call's server span (the interceptor's), for a servicer to add attributes to;
+    the interceptor ends it."""
+    return trace.get_current_span()
 
 
 @dataclass(slots=True)
