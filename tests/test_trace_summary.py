@@ -210,3 +210,35 @@ def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert [percentile(values, q) for q in (0.5, 0.9, 0.99)] == [50.0, 90.0, 99.0]
     assert percentile([7.0], 0.99) == 7.0
+
+
+def test_batch_stages_ending_after_the_answer_neither_set_the_status_nor_the_slowest() -> None:
+    """The journal and publish stages are timed per batch and their spans end when the
+    batch is published, after the caller's answer and possibly after the order's next
+    span (a fill): the fill's status wins, and the slowest stage is one that ended
+    within the call's latency."""
+    from execgw.server.telemetry.summary import SpanFile, SpanRecord
+
+    def span(name: str, span_id: str, parent: str | None, start: int, end: int) -> SpanRecord:
+        kind = "SpanKind.SERVER" if name.endswith("SubmitOrder") else "SpanKind.INTERNAL"
+        trace_id = "f" if name == "execgw.fill" else "t"
+        status = "FILLED" if name == "execgw.fill" else "PLACED"
+        found = {} if name == "execgw.stage.risk" else {"execgw.order_id": "O1"}
+        if found:
+            found["execgw.status"] = status
+        return SpanRecord(name, kind, trace_id, span_id, parent, start, end, found, SESSION)
+
+    spans = [
+        span("execgw.v1.ExecutionGateway/SubmitOrder", "s", None, 0, 1_000),
+        span("execgw.order", "o", "s", 100, 600),
+        span("execgw.stage.risk", "r", "o", 200, 300),
+        span("execgw.stage.journal", "j", "s", 600, 900),
+        span("execgw.stage.publish", "p", "s", 1_100, 1_600),
+        span("execgw.fill", "x", None, 1_040, 1_050),
+    ]
+    found = summarize(SpanFile(spans=spans))
+    assert [(o.status, o.count) for o in found.orders] == [("FILLED", 1)]
+    (slowest,) = found.slowest
+    assert slowest.status == "FILLED"
+    assert slowest.slowest_stage == "execgw.stage.journal"
+    assert slowest.latency_ms == 1.0

@@ -63,6 +63,7 @@ from execgw.server.journal import Journal, JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState, PreparedSnapshot, prepare_snapshot, rebuild
 from execgw.server.risk import RiskEngine, RiskReport
+from execgw.server.telemetry import attributes as attr
 from execgw.server.telemetry.spans import tracer
 from execgw.server.venues.base import Venue, VenueReport
 
@@ -111,29 +112,31 @@ def _stage_spans(
     outcomes: list[tuple[_Queued[Any], Any, BaseException | None]],
     journal: _Stage,
     publish: _Stage,
+    latest: dict[str, Order],
 ) -> None:
     """The journal and publish stages of each order the batch placed or cancelled, as
     spans of that order's own trace: batch-wide work, timed once, shown per order and
-    linked to the batch's commit span."""
+    linked to the batch's commit span. `latest`: each order as the whole batch left it
+    (a later command of the batch may have filled it)."""
     # The batch's links, made once: every order's stage spans share them.
     stages = [
         (name, stage, () if stage.span is None else (trace.Link(stage.span),))
-        for name, stage in (("execgw.stage.journal", journal), ("execgw.stage.publish", publish))
+        for name, stage in ((attr.JOURNAL_STAGE, journal), (attr.PUBLISH_STAGE, publish))
     ]
     for queued, value, error in outcomes:
         if error is not None or not isinstance(queued.command, Submit | Cancel):
+            continue
+        if not isinstance(value, Order):
             continue
         # Its call's span may have ended already (callers are answered before the batch
         # is published): the stages still belong to its trace if it was recorded.
         call = trace.get_current_span(queued.trace_context)
         if not isinstance(call, ReadableSpan) or not call.get_span_context().trace_flags.sampled:
             continue  # not traced, or sampled out
-        if not isinstance(value, Order):
-            continue
-        # The order as this commit left it: these spans may end last in its trace.
-        attributes = {"execgw.order_id": value.order_id, "execgw.status": value.status.value}
-        if value.reject_reason is not None:
-            attributes["execgw.reject_reason"] = value.reject_reason.value
+        order = latest.get(value.order_id, value)
+        attributes = {"execgw.order_id": order.order_id, "execgw.status": order.status.value}
+        if order.reject_reason is not None:
+            attributes["execgw.reject_reason"] = order.reject_reason.value
         for name, stage, links in stages:
             span = tracer.start_span(
                 name,
@@ -506,7 +509,8 @@ class GatewayCore:
         publish_start = time_ns()
         self._bus.publish([BusEvent(r.sequence, r.timestamp, r.event, r.order) for r in records])
         if commit is not None:
-            _stage_spans(outcomes, commit, _Stage(publish_start, time_ns(), None))
+            latest = {r.order.order_id: r.order for r in records if r.order is not None}
+            _stage_spans(outcomes, commit, _Stage(publish_start, time_ns(), None), latest)
 
     def _answer_venue_waiters(self, records: list[JournalRecord]) -> None:
         if not self._venue_waiters:

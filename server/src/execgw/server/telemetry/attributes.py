@@ -53,3 +53,8 @@ JOURNAL_COMMIT_SPAN: Final = "execgw.journal.commit"
 # One child span per stage of the order path is named STAGE_SPAN_PREFIX + the stage
 # ("execgw.stage.risk"); `execgw trace summary` reports any it finds.
 STAGE_SPAN_PREFIX: Final = "execgw.stage."
+# The stages a batch does once for all its orders, shown as a span per order: the
+# journal commit, and the publish to subscribers (after the callers were answered, so
+# its span may end after the call's and after the order's next spans).
+JOURNAL_STAGE: Final = STAGE_SPAN_PREFIX + "journal"
+PUBLISH_STAGE: Final = STAGE_SPAN_PREFIX + "publish"

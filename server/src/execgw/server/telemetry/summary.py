@@ -3,13 +3,16 @@
 Pure functions over the file's lines, so the command and the tests share them:
 - orders by their last known status and reject reason: every span that names an order
   (execgw.order_id) and its status says where the order stood when that span ended,
-  and the latest one wins, so a later fill or cancel moves the order on;
+  and the latest one wins, so a later fill or cancel moves the order on; the journal
+  and publish stages are left out of this (their spans end when the batch is
+  published, after the callers' answers and possibly after the order's next spans);
 - latency per stage: every span name is a stage (the RPC spans, execgw.order,
   execgw.journal.commit, and any execgw.stage.<name> child spans the order path
   has), with p50, p90, p99 (nearest rank) and max in milliseconds;
 - the slowest orders: each order's latency is that of the server RPC span its
   execgw.order span runs under (else of the order span itself), with its trace id and
-  the slowest stage inside it.
+  the slowest stage inside it that ended within that latency (publishing comes after
+  the answer).
 """
 
 from __future__ import annotations
@@ -215,6 +218,9 @@ class _Order:
     order_span: SpanRecord | None = None
 
 
+_BATCH_STAGES = frozenset({attr.JOURNAL_STAGE, attr.PUBLISH_STAGE})
+
+
 def _orders(spans: list[SpanRecord]) -> dict[str, _Order]:
     orders: dict[str, _Order] = {}
     for span in sorted(spans, key=lambda s: s.end_us):
@@ -223,7 +229,7 @@ def _orders(spans: list[SpanRecord]) -> dict[str, _Order]:
             continue
         order = orders.setdefault(str(order_id), _Order(str(order_id)))
         found = span.attributes
-        status = found.get(attr.STATUS)
+        status = None if span.name in _BATCH_STAGES else found.get(attr.STATUS)
         if status and span.end_us >= order.status_at:
             order.status = str(status)
             order.reject_reason = str(found.get(attr.REJECT_REASON) or "")
@@ -266,7 +272,11 @@ def _slowest(orders: Iterable[_Order], spans: list[SpanRecord], limit: int) -> l
                 break
             parent = by_id.get((parent.trace_id, parent.parent_id or ""))
         inside = _descendants(root, children)
-        stages = [s for s in inside if s.name.startswith(attr.STAGE_SPAN_PREFIX)] or inside
+        stages = [
+            s
+            for s in inside
+            if s.name.startswith(attr.STAGE_SPAN_PREFIX) and s.end_us <= root.end_us
+        ] or [s for s in inside if s.end_us <= root.end_us]
         slowest = max(stages, key=lambda s: s.duration_ms, default=None)
         found.append(
             SlowOrder(
