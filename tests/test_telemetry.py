@@ -329,6 +329,19 @@ def test_every_rpc_of_both_services_is_traced_with_its_status_code(
         assert attributes(span)["execgw.session_id"] == SESSION, span.name
 
 
+def test_halt_and_resume_spans_name_who_acted_and_on_which_scope(
+    traced: tuple[RunningGateway, ExecutionClient], spans: Recorder
+) -> None:
+    _, client = traced
+    client.halt("desk check", actor="ops-anna", strategy_code="S1")
+    client.resume("desk check done", actor="ops-anna", strategy_code="S1")
+    for method in ("HaltTrading", "ResumeTrading"):
+        found = attributes(spans.server(method))
+        assert found["execgw.actor"] == "ops-anna", method
+        assert found["execgw.strategy_code"] == "S1", method
+        assert "desk check" not in str(found), method  # the reason is free text: never on a span
+
+
 def test_mis_square_off_orders_are_traced_as_internal_in_the_gateway_session(
     traced: tuple[RunningGateway, ExecutionClient], spans: Recorder, clock: ManualClock
 ) -> None:
