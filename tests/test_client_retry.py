@@ -976,3 +976,18 @@ def test_errors_survive_pickling() -> None:
     for error in (InvalidArgument("bad qty"), ExecgwError("conflict", grpc.StatusCode.ABORTED)):
         copy = pickle.loads(pickle.dumps(error))
         assert (type(copy), copy.code, copy.details) == (type(error), error.code, error.details)
+
+
+def test_the_default_jitter_leaves_the_module_level_random_alone() -> None:
+    """A strategy that seeds `random` for its own reproducibility keeps its sequence
+    however often the client retries: the jitter draws from a generator of its own."""
+    import random
+
+    random.seed(7)
+    expected = [random.random() for _ in range(3)]
+    random.seed(7)
+    policy = RetryPolicy()
+    draws = [policy.jitter() for _ in range(50)]
+    assert [random.random() for _ in range(3)] == expected
+    assert len(set(draws)) == 50
+    assert all(0.0 <= d < 1.0 for d in draws)

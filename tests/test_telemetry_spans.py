@@ -489,3 +489,18 @@ def test_a_span_msgspec_cannot_write_costs_only_itself(tmp_path: Path) -> None:
     assert message == "no such file: caf\udce9"
     assert written["numbered"]["attributes"]["7"] == "seven"
     assert written["before"]["attributes"]["k"] == "v"
+
+
+def test_the_gateways_spans_leave_the_module_level_random_alone() -> None:
+    """Ids under the SDK's default generator are drawn from the gateway's own generator:
+    an application (or a test framework) watching or seeding `random` sees no draw."""
+    import random
+
+    tracer, exported, _ = _setup()
+    state = random.getstate()
+    with tracer.start_as_current_span("root"):
+        tracer.start_span("child").end()
+    assert random.getstate() == state
+    ids = {(s.context.trace_id, s.context.span_id) for s in exported.get_finished_spans()}
+    assert len(ids) == 2
+    assert all(t and s for t, s in ids)

@@ -29,6 +29,8 @@ from execgw.client._convert import coerce_enum
 from execgw.client.errors import rpc_error_code
 from execgw.v1 import gateway_pb2, market_data_pb2, orders_pb2
 
+_JITTER = random.Random()
+
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 3
@@ -141,7 +143,9 @@ class RetryPolicy:
     backoff: float = DEFAULT_BACKOFF
     max_backoff: float = DEFAULT_MAX_BACKOFF
     retry_deadline_exceeded: bool = False
-    jitter: Callable[[], float] = field(default=random.random, repr=False)
+    # A generator of the library's own: a strategy that seeds the module-level `random`
+    # for its own reproducibility keeps its sequence whatever the client retries.
+    jitter: Callable[[], float] = field(default=_JITTER.random, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:

@@ -27,7 +27,7 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from random import getrandbits
+from random import Random
 from time import time_ns
 from types import TracebackType
 from typing import Any, NamedTuple, cast
@@ -62,7 +62,8 @@ class _Backend(NamedTuple):
     resource: Resource
     ids: IdGenerator
     scope: InstrumentationScope
-    # The ids come from the SDK's default generator (random bits).
+    # The provider's ids come from the SDK's default generator (random bits): the
+    # gateway draws them itself (_IDS).
     random_ids: bool
     # Longest string attribute value kept; None: no limit.
     max_length: int | None
@@ -145,6 +146,32 @@ def _stamp_scope(
         scope = context.get(scopes.KEY)
         if isinstance(scope, scopes.Scope):
             found.update(scope.attributes)
+
+
+# Where the gateway's random ids come from when the provider's generator is the SDK's
+# default (random bits): the same draw, from a generator of its own. The module-level
+# `random` the SDK's generator uses is shared with the rest of the process (a test
+# framework watching it, an application seeding it); the gateway's spans leave it alone.
+_IDS = Random()
+
+
+def _span_id(backend: _Backend) -> int:
+    """A valid span id (never 0, as the SDK's generator redraws)."""
+    if backend.random_ids:
+        while True:
+            drawn = _IDS.getrandbits(64)
+            if drawn:
+                return drawn
+    return backend.ids.generate_span_id()
+
+
+def _trace_id(backend: _Backend) -> int:
+    if backend.random_ids:
+        while True:
+            drawn = _IDS.getrandbits(128)
+            if drawn:
+                return drawn
+    return backend.ids.generate_trace_id()
 
 
 def _limit(value: int | None) -> int:
@@ -441,7 +468,7 @@ class GatewayTracer:
         parent = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:
             parent_context: SpanContext | None = None
-            trace_id = backend.ids.generate_trace_id()
+            trace_id = _trace_id(backend)
         else:
             parent_context = parent
             trace_id = parent.trace_id
@@ -482,7 +509,7 @@ class GatewayTracer:
                 | (trace.TraceFlags.RANDOM_TRACE_ID if random else 0)
             )
             if result.decision is Decision.DROP:
-                span_id = backend.ids.generate_span_id()
+                span_id = _span_id(backend)
                 return trace.NonRecordingSpan(
                     SpanContext(trace_id, span_id, False, flags, result.trace_state)
                 )
@@ -495,7 +522,7 @@ class GatewayTracer:
                     continue
                 if (cut := _bounded(value, limit)) is not None:
                     found[key] = cut
-        own = SpanContext(trace_id, backend.ids.generate_span_id(), False, flags, trace_state)
+        own = SpanContext(trace_id, _span_id(backend), False, flags, trace_state)
         return _started(backend, name, own, parent_context, kind, found, links, start_time, context)
 
     def _child(
@@ -518,9 +545,7 @@ class GatewayTracer:
             scope = holder.get(scopes.KEY)
             if isinstance(scope, scopes.Scope):
                 found.update(scope.attributes)
-        # The default generator's draw, without its call (0, the invalid id, is redrawn).
-        # Bound at import: a test patching random.getrandbits does not reach it.
-        span_id = (getrandbits(64) if backend.random_ids else 0) or backend.ids.generate_span_id()
+        span_id = (_IDS.getrandbits(64) if backend.random_ids else 0) or _span_id(backend)
         # SpanContext's own constructor validates ids a generator already made valid.
         own = tuple.__new__(
             SpanContext,
