@@ -155,23 +155,20 @@ def _stamp_scope(
 _IDS = Random()
 
 
+def _random_id(bits: int) -> int:
+    """`bits` random bits, never 0 (the invalid id): as the SDK's generator draws."""
+    while True:
+        drawn = _IDS.getrandbits(bits)
+        if drawn:
+            return drawn
+
+
 def _span_id(backend: _Backend) -> int:
-    """A valid span id (never 0, as the SDK's generator redraws)."""
-    if backend.random_ids:
-        while True:
-            drawn = _IDS.getrandbits(64)
-            if drawn:
-                return drawn
-    return backend.ids.generate_span_id()
+    return _random_id(64) if backend.random_ids else backend.ids.generate_span_id()
 
 
 def _trace_id(backend: _Backend) -> int:
-    if backend.random_ids:
-        while True:
-            drawn = _IDS.getrandbits(128)
-            if drawn:
-                return drawn
-    return backend.ids.generate_trace_id()
+    return _random_id(128) if backend.random_ids else backend.ids.generate_trace_id()
 
 
 def _limit(value: int | None) -> int:
@@ -239,22 +236,8 @@ class RecordedSpan(ReadableSpan, trace.Span):
         attributes[key] = bounded
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        """set_attribute for each, written out: the servicer and the interceptor set an
-        order's attributes together."""
-        if self._end_time is not None:
-            return
-        found = self._values
-        limit = self._backend.max_length
-        room = self._backend.max_attributes
         for key, value in attributes.items():
-            if type(value) is str:
-                bounded: Any = value if limit is None or len(value) <= limit else value[:limit]
-            elif type(value) in _PRIMITIVES:  # a quantity, a flag
-                bounded = value
-            elif (bounded := _bounded(value, limit)) is None:
-                continue
-            if key in found or len(found) < room:
-                found[key] = bounded
+            self.set_attribute(key, value)
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
@@ -541,11 +524,8 @@ class GatewayTracer:
         under a sampler that samples such children. Nothing to look up: the trace, its
         flags and state are the parent's, the scope is in the context at hand."""
         found = _bounded_all(attributes, backend.max_length) if attributes else {}
-        if backend.stamps_scope:  # _stamp_scope, written out: every child span passes here
-            scope = holder.get(scopes.KEY)
-            if isinstance(scope, scopes.Scope):
-                found.update(scope.attributes)
-        span_id = (_IDS.getrandbits(64) if backend.random_ids else 0) or _span_id(backend)
+        _stamp_scope(backend, found, holder)
+        span_id = _span_id(backend)
         # SpanContext's own constructor validates ids a generator already made valid.
         own = tuple.__new__(
             SpanContext,
