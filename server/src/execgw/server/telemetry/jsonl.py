@@ -160,18 +160,8 @@ class JsonLinesSpanExporter(SpanExporter):
             "end_time": _iso(span.end_time),
             "status": _status(span),
             "attributes": _attributes(span),
-            "events": [
-                {
-                    "name": event.name,
-                    "timestamp": _iso(event.timestamp),
-                    "attributes": dict(event.attributes or {}),
-                }
-                for event in span.events
-            ],
-            "links": [
-                {"context": _context(link.context), "attributes": dict(link.attributes or {})}
-                for link in span.links
-            ],
+            "events": [_event_entry(event) for event in span.events],
+            "links": [_link_entry(link) for link in span.links],
         }
 
     def _resource(self, resource: Resource | None) -> msgspec.Raw:
@@ -272,37 +262,29 @@ def _direct_line(
 
 
 def _direct_events(events: Sequence[Event], encode: Callable[[Any], bytes]) -> msgspec.Raw | None:
-    found = []
-    for event in events:
-        if event.timestamp is None:
-            return None
-        found.append(
-            {
-                "name": event.name,
-                "timestamp": _iso_text(event.timestamp),
-                "attributes": dict(event.attributes or {}),
-            }
-        )
-    return msgspec.Raw(encode(found))
+    """The events' JSON, or None for one without a time (the general path writes null)."""
+    if any(event.timestamp is None for event in events):
+        return None
+    return msgspec.Raw(encode([_event_entry(event) for event in events]))
 
 
 def _direct_links(links: Sequence[Link], encode: Callable[[Any], bytes]) -> msgspec.Raw | None:
-    found = []
-    for link in links:
-        context = link.context
-        if context.trace_state:
-            return None
-        found.append(
-            {
-                "context": {
-                    "trace_id": f"0x{context.trace_id:032x}",
-                    "span_id": f"0x{context.span_id:016x}",
-                    "trace_state": _NO_TRACE_STATE,
-                },
-                "attributes": dict(link.attributes or {}),
-            }
-        )
-    return msgspec.Raw(encode(found))
+    """The links' JSON, or None for one with a trace state."""
+    if any(link.context.trace_state for link in links):
+        return None
+    return msgspec.Raw(encode([_link_entry(link) for link in links]))
+
+
+def _event_entry(event: Event) -> dict[str, Any]:
+    return {
+        "name": event.name,
+        "timestamp": _iso(event.timestamp),
+        "attributes": dict(event.attributes or {}),
+    }
+
+
+def _link_entry(link: Link) -> dict[str, Any]:
+    return {"context": _context(link.context), "attributes": dict(link.attributes or {})}
 
 
 def _context(context: SpanContext | None) -> dict[str, str] | None:
