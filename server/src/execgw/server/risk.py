@@ -236,36 +236,36 @@ class RiskEngine:
             ),
         ]
 
+    def _strategy_counts(self) -> tuple[tuple[Breaker, dict[str, int], int], ...]:
+        """Each per-strategy breaker with today's counts by strategy and its limit."""
+        book, cb = self.book, self._cb
+        return (
+            (
+                Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
+                book.trades_by_strategy,
+                cb.max_trades_per_strategy_per_day,
+            ),
+            (Breaker.MAX_LOSS_STREAK, book.loss_streak, cb.max_loss_streak),
+        )
+
     def _strategy_trips(self) -> list[tuple[Breaker, str, Decimal | int, Decimal | int]]:
         """The rows of per-strategy breakers at their limit and not tripped yet, in the
         order of `_strategies_in_the_book` (then the order of `_strategy_rows`), without
         sorting or building the rows of every strategy on every change."""
-        book, cb, trips = self.book, self._cb, self.book.trips
+        trips = self.book.trips
         found = [
-            (code, 0, Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY, count, limit)
-            for limit in (cb.max_trades_per_strategy_per_day,)
-            for code, count in book.trades_by_strategy.items()
-            if count >= limit and (Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY, code) not in trips
-        ]
-        found += [
-            (code, 1, Breaker.MAX_LOSS_STREAK, streak, limit)
-            for limit in (cb.max_loss_streak,)
-            for code, streak in book.loss_streak.items()
-            if streak >= limit and (Breaker.MAX_LOSS_STREAK, code) not in trips
+            (code, index, breaker, count, limit)
+            for index, (breaker, counts, limit) in enumerate(self._strategy_counts())
+            for code, count in counts.items()
+            if count >= limit and (breaker, code) not in trips
         ]
         found.sort(key=lambda row: (row[0], row[1]))
         return [(breaker, code, value, limit) for code, _, breaker, value, limit in found]
 
     def _strategy_rows(self, code: str) -> list[tuple[Breaker, str, Decimal | int, Decimal | int]]:
-        book, cb = self.book, self._cb
         return [
-            (
-                Breaker.MAX_TRADES_PER_STRATEGY_PER_DAY,
-                code,
-                book.trades_by_strategy.get(code, 0),
-                cb.max_trades_per_strategy_per_day,
-            ),
-            (Breaker.MAX_LOSS_STREAK, code, book.loss_streak.get(code, 0), cb.max_loss_streak),
+            (breaker, code, counts.get(code, 0), limit)
+            for breaker, counts, limit in self._strategy_counts()
         ]
 
     def _report(
