@@ -21,7 +21,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -112,12 +112,13 @@ def _stage_spans(
     outcomes: list[tuple[_Queued[Any], Any, BaseException | None]],
     journal: _Stage,
     publish: _Stage,
-    latest: dict[str, Order],
+    records: list[JournalRecord],
 ) -> None:
     """The journal and publish stages of each order the batch placed or cancelled, as
     spans of that order's own trace: batch-wide work, timed once, shown per order and
-    linked to the batch's commit span. `latest`: each order as the whole batch left it
+    linked to the batch's commit span. They carry each order as the whole batch left it
     (a later command of the batch may have filled it)."""
+    latest: dict[str, Order] | None = None  # made once an order is traced
     # The batch's links, made once: every order's stage spans share them.
     stages = [
         (name, stage, () if stage.span is None else (trace.Link(stage.span),))
@@ -133,6 +134,8 @@ def _stage_spans(
         call = trace.get_current_span(queued.trace_context)
         if not isinstance(call, ReadableSpan) or not call.get_span_context().trace_flags.sampled:
             continue  # not traced, or sampled out
+        if latest is None:
+            latest = _latest_orders(records)
         order = latest.get(value.order_id, value)
         attributes = {"execgw.order_id": order.order_id, "execgw.status": order.status.value}
         if order.reject_reason is not None:
@@ -146,6 +149,17 @@ def _stage_spans(
                 attributes=attributes,
             )
             span.end(end_time=stage.end_ns)
+
+
+def _latest_orders(
+    records: list[JournalRecord], wanted: Container[str] | None = None
+) -> dict[str, Order]:
+    """Each order (of `wanted`, or any) as the last of `records` about it left it."""
+    return {
+        r.order.order_id: r.order
+        for r in records
+        if r.order is not None and (wanted is None or r.order.order_id in wanted)
+    }
 
 
 _STOP = object()
@@ -509,17 +523,12 @@ class GatewayCore:
         publish_start = time_ns()
         self._bus.publish([BusEvent(r.sequence, r.timestamp, r.event, r.order) for r in records])
         if commit is not None:
-            latest = {r.order.order_id: r.order for r in records if r.order is not None}
-            _stage_spans(outcomes, commit, _Stage(publish_start, time_ns(), None), latest)
+            _stage_spans(outcomes, commit, _Stage(publish_start, time_ns(), None), records)
 
     def _answer_venue_waiters(self, records: list[JournalRecord]) -> None:
         if not self._venue_waiters:
             return
-        latest: dict[str, Order] = {}
-        for record in records:
-            if record.order is not None and record.order.order_id in self._venue_waiters:
-                latest[record.order.order_id] = record.order
-        for order_id, order in latest.items():
+        for order_id, order in _latest_orders(records, self._venue_waiters).items():
             if order.status is OrderStatus.SUBMITTED:
                 continue
             for future in self._venue_waiters.get(order_id, []):
