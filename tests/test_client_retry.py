@@ -11,6 +11,7 @@ sleeps are injected and recorded; no test waits on the wall clock for backoff.
 from __future__ import annotations
 
 import pickle
+import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent import futures
@@ -981,8 +982,6 @@ def test_errors_survive_pickling() -> None:
 def test_the_default_jitter_leaves_the_module_level_random_alone() -> None:
     """A strategy that seeds `random` for its own reproducibility keeps its sequence
     however often the client retries: the jitter draws from a generator of its own."""
-    import random
-
     random.seed(7)
     expected = [random.random() for _ in range(3)]
     random.seed(7)

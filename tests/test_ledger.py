@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from execgw.server.domain import (
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Product,
+    RejectReason,
+    Side,
+    Validity,
+)
 from execgw.server.ledger import PositionState
 
 D = Decimal
@@ -69,20 +81,6 @@ def test_many_small_fills_sum_without_drift(n: int) -> None:
 def test_an_orders_copy_is_what_dataclasses_replace_makes() -> None:
     """Order.copy is compiled from the field list: every field, each one shared (a
     shallow copy), in a new object that later changes to the original leave alone."""
-    import dataclasses
-    from datetime import UTC, datetime
-
-    from execgw.server.domain import (
-        Order,
-        OrderIntent,
-        OrderStatus,
-        OrderType,
-        Product,
-        RejectReason,
-        Side,
-        Validity,
-    )
-
     at = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
     intent = OrderIntent("NSE:INFY", "S1", Side.BUY, 5, OrderType.LIMIT, Product.CNC, Validity.DAY)
     # Every field away from its default, so a field the copy forgot would show.

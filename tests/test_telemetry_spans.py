@@ -4,6 +4,7 @@ for everything an exporter, a sampler or a span processor can see."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any, cast
 
@@ -494,8 +495,6 @@ def test_a_span_msgspec_cannot_write_costs_only_itself(tmp_path: Path) -> None:
 def test_the_gateways_spans_leave_the_module_level_random_alone() -> None:
     """Ids under the SDK's default generator are drawn from the gateway's own generator:
     an application (or a test framework) watching or seeding `random` sees no draw."""
-    import random
-
     tracer, exported, _ = _setup()
     state = random.getstate()
     with tracer.start_as_current_span("root"):

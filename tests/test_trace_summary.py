@@ -16,7 +16,13 @@ from execgw.client import ExecutionClient, OrderStatus, limit, market, session
 from execgw.server.cli import main
 from execgw.server.clock import ManualClock
 from execgw.server.telemetry import JsonLinesSpanExporter
-from execgw.server.telemetry.summary import percentile, read_spans, summarize
+from execgw.server.telemetry.summary import (
+    SpanFile,
+    SpanRecord,
+    percentile,
+    read_spans,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -217,7 +223,6 @@ def test_batch_stages_ending_after_the_answer_neither_set_the_status_nor_the_slo
     batch is published, after the caller's answer and possibly after the order's next
     span (a fill): the fill's status wins, and the slowest stage is one that ended
     within the call's latency."""
-    from execgw.server.telemetry.summary import SpanFile, SpanRecord
 
     def span(name: str, span_id: str, parent: str | None, start: int, end: int) -> SpanRecord:
         kind = "SpanKind.SERVER" if name.endswith("SubmitOrder") else "SpanKind.INTERNAL"
