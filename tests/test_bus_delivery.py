@@ -3,9 +3,12 @@ pump, driven directly on an event loop with fake subscribers.
 
 Nothing here is timed or sleeps on wall time. The tests count, turn by turn of the
 event loop (`await asyncio.sleep(0)` is one turn), how many stream writes subscribers
-make: a commit to many subscribers must not put them all on the loop at once. Every
-subscriber still gets every event once, in order, and one that falls behind is still
-dropped with its resume point. (Through the real gateway, tests/test_stream*.py.)
+make: a commit to many subscribers must not put them all on the loop at once, and while
+an order is in the core only a few sends may be in progress. Every subscriber still gets
+every event once, in order, and one that falls behind is still dropped with its resume
+point. Where the loop's time matters (how long the limit outlasts an order, when a send
+counts as stuck), the loop's clock is a manual one. (Through the real gateway,
+tests/test_stream*.py and tests/test_orders_first.py.)
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from execgw.server.bus import (
+    BUSY_SENDS,
     DELIVERY_BATCH,
+    ORDER_LINGER_S,
+    SEND_STUCK_S,
     BusEvent,
     EventBus,
     SubscriberOverflow,
@@ -45,10 +51,15 @@ class Subscribers:
     taking one turn of the loop (as a gRPC write's completion comes back later), then
     asks for the next. `writes` logs (subscriber, sequence) in the order written."""
 
-    def __init__(self, bus: EventBus, count: int) -> None:
+    def __init__(self, bus: EventBus, count: int, stuck: int = 0) -> None:
+        """The first `stuck` never finish their first write (their client stopped reading)."""
         self.subs: list[Subscription] = [bus.subscribe(lambda _: True) for _ in range(count)]
         self.writes: list[tuple[int, int]] = []
         self.ended: dict[int, BaseException] = {}
+        # Writes begun and not finished now, and the most at once so far.
+        self.in_progress = 0
+        self.most_in_progress = 0
+        self._stuck = stuck
         self.tasks = [asyncio.create_task(self._run(i, sub)) for i, sub in enumerate(self.subs)]
 
     async def _run(self, i: int, sub: Subscription) -> None:
@@ -57,7 +68,13 @@ class Subscribers:
                 event = await sub.next()
                 assert event is not None  # no idle timeout was asked for
                 self.writes.append((i, event.sequence))
+                if i < self._stuck:
+                    await asyncio.get_running_loop().create_future()  # never completes
+                self.in_progress += 1
+                self.most_in_progress = max(self.most_in_progress, self.in_progress)
                 await asyncio.sleep(0)  # the write's completion, a turn later
+                await asyncio.sleep(0)  # (two: completions overlap as they do in gRPC)
+                self.in_progress -= 1
         except SubscriberOverflow as e:
             self.ended[i] = e
 
@@ -148,3 +165,135 @@ async def test_an_idle_subscriber_still_times_out_for_its_heartbeat() -> None:
     event = await sub.next(idle_s=0)
     assert event is not None
     assert event.sequence == 1
+
+
+class ManualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when told: timers (call_later) fire once it
+    passes their time, so nothing waits on the wall clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def on_manual_time(test: Callable[[ManualTimeLoop], Any]) -> None:
+    loop = ManualTimeLoop()
+    try:
+        loop.run_until_complete(test(loop))
+    finally:
+        loop.close()
+
+
+async def test_while_an_order_is_in_the_core_only_a_few_sends_are_in_progress() -> None:
+    """300 subscribers, a commit of three events, an order in the core: never more than
+    BUSY_SENDS writes in progress at once (without the limit, a turn's budget starts
+    more every turn while the earlier ones complete), and everyone gets everything."""
+    bus = EventBus()
+    subscribers = Subscribers(bus, 300)
+    await asyncio.sleep(0)
+    bus.order_started()
+    bus.publish(events(1, 3))
+    between_steps: list[int] = []
+    for _ in range(60):
+        before = len(subscribers.writes)
+        await asyncio.sleep(0)  # the order's next step
+        between_steps.append(len(subscribers.writes) - before)
+    assert subscribers.most_in_progress <= BUSY_SENDS
+    assert max(between_steps) <= BUSY_SENDS, between_steps
+    assert sum(between_steps) > 0  # streams move meanwhile, never held
+    assert bus.held > 0
+    bus.order_finished()
+    await turns_until(subscribers, lambda: len(subscribers.writes) == 900)
+    for i in range(300):
+        assert subscribers.received(i) == [1, 2, 3]
+    await subscribers.stop()
+
+
+async def test_without_an_order_sends_are_not_limited() -> None:
+    """The same commit with no order about: the turn budget alone paces the sends, and
+    more than BUSY_SENDS are in progress at once."""
+    bus = EventBus(order_linger_s=0)
+    subscribers = Subscribers(bus, 300)
+    await asyncio.sleep(0)
+    bus.order_started()
+    bus.order_finished()  # done, and no linger: as if none had come
+    bus.publish(events(1, 3))
+    await turns_until(subscribers, lambda: len(subscribers.writes) == 900)
+    assert subscribers.most_in_progress > BUSY_SENDS
+    assert bus.held == 0
+    await subscribers.stop()
+
+
+def test_the_limit_outlasts_the_order_by_the_linger_then_lifts() -> None:
+    """A caller's next order comes right after its answer: the limit holds for
+    ORDER_LINGER_S of loop time after an order, then sends go at the turn budget."""
+
+    async def scenario(loop: ManualTimeLoop) -> None:
+        bus = EventBus()
+        subscribers = Subscribers(bus, 200)
+        await asyncio.sleep(0)
+        bus.order_started()
+        bus.order_finished()
+        bus.publish(events(1, 2))
+        for _ in range(30):
+            await asyncio.sleep(0)
+        assert 0 < len(subscribers.writes) < 400
+        assert subscribers.most_in_progress <= BUSY_SENDS
+        loop.now += ORDER_LINGER_S
+        await turns_until(subscribers, lambda: len(subscribers.writes) == 400)
+        assert subscribers.most_in_progress > BUSY_SENDS
+        for i in range(200):
+            assert subscribers.received(i) == [1, 2]
+        await subscribers.stop()
+
+    on_manual_time(scenario)
+
+
+def test_subscribers_that_stop_reading_do_not_hold_the_others_back() -> None:
+    """BUSY_SENDS subscribers whose first write never completes (their clients stopped
+    reading), an order in the core: the others wait only until those sends count as
+    stuck (SEND_STUCK_S of loop time, a timer with nothing else to wake the line), then
+    get every event."""
+
+    async def scenario(loop: ManualTimeLoop) -> None:
+        bus = EventBus()
+        subscribers = Subscribers(bus, 20, stuck=BUSY_SENDS)
+        await asyncio.sleep(0)
+        bus.order_started()
+        bus.publish(events(1, 2))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # The stuck ones took the room; the rest wait for it.
+        assert {i for i, _ in subscribers.writes} == set(range(BUSY_SENDS))
+        loop.now += SEND_STUCK_S
+        await turns_until(
+            subscribers, lambda: len(subscribers.writes) == BUSY_SENDS + 2 * (20 - BUSY_SENDS)
+        )
+        assert subscribers.most_in_progress <= BUSY_SENDS  # the limit still holds
+        for i in range(BUSY_SENDS, 20):
+            assert subscribers.received(i) == [1, 2]
+        bus.order_finished()
+        await subscribers.stop()
+
+    on_manual_time(scenario)
+
+
+async def test_a_subscriber_that_leaves_mid_send_frees_its_room() -> None:
+    """Unsubscribing ends its send: with the room full, one leaving lets the next go."""
+    bus = EventBus()
+    subscribers = Subscribers(bus, 10, stuck=BUSY_SENDS)
+    await asyncio.sleep(0)
+    bus.order_started()
+    bus.publish(events(1, 1))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(subscribers.writes) == BUSY_SENDS
+    subscribers.tasks[0].cancel()
+    subscribers.subs[0].unsubscribe()
+    await turns_until(subscribers, lambda: len(subscribers.writes) == 10)
+    assert sorted(i for i, _ in subscribers.writes) == list(range(10))
+    bus.order_finished()
+    await subscribers.stop()

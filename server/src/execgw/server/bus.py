@@ -5,10 +5,17 @@ subscriber whose queue is full is dropped with the sequence it should resume fro
 
 Nor does delivery crowd it out of the loop. A commit does not wake every subscriber at
 once: each sends its next event on a budget of a few per turn of the event loop
-(DELIVERY_BATCH), the others waiting in line, so an order's next step finds at most a
-turn's stream writes ahead of it, however many subscribers there are. Delivery is never
-held back for orders: when the machine cannot do both, orders and streams share it,
-and a stream is always as current as the CPU allows (tests/test_bus_delivery.py).
+(DELIVERY_BATCH), the others waiting in line.
+
+A budget per turn is not enough on its own: each send's completion comes back to the
+loop later, so with hundreds of subscribers the loop held hundreds of sends in progress,
+and each step of an order waited behind their completions (500 subscribers made a
+SubmitOrder 25-40 times slower). So while an order (or a cancel, or a halt) is in the
+core, and for ORDER_LINGER_S after, at most BUSY_SENDS sends are in progress at once:
+orders go first, and streams still move, a few sends at a time, never held. A send counts
+from the subscriber's turn until it asks for its next event; one the network holds
+longer than SEND_STUCK_S (a subscriber that stopped reading) stops counting, so a few
+stuck subscribers cannot hold the others back (tests/test_bus_delivery.py).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,7 +110,7 @@ class Subscription:
             if self._accepts(event):
                 self._pending.append(event)
         if len(self._pending) > before and self.waiting:
-            if self._bus.take_turn():
+            if self._bus.take_turn(self):
                 self.grant()
             else:
                 self._bus.line_up(self)
@@ -137,8 +145,9 @@ class Subscription:
         loop (EventBus.take_turn). One that finds the budget spent waits in line for the
         next turn, so a commit's fan-out to hundreds of subscribers is spread over many
         turns and the order path's steps run between them."""
+        self._bus.sent(self)  # asking again: its previous send is done
         if not self._closed:
-            if self._pending and self._bus.take_turn():
+            if self._pending and self._bus.take_turn(self):
                 return self._pending.popleft()
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
@@ -166,6 +175,7 @@ class Subscription:
         return None  # the turn came with nothing left (cannot happen; harmless)
 
     def unsubscribe(self) -> None:
+        self._bus.sent(self)
         self._bus._remove(self.sid)
 
 
@@ -173,17 +183,43 @@ class BusClosed(Exception):
     """The gateway is shutting down."""
 
 
-# Subscribers let go per turn of the delivery line: how many stream writes the order
-# path's next step can find ahead of it on the loop, at most (tests/test_bus_delivery.py).
+# Subscribers let go per turn of the delivery line (tests/test_bus_delivery.py).
 DELIVERY_BATCH = 8
+# Sends in progress at once while an order is in the core. 4 kept SubmitOrder's median
+# within 1.3-2.6 times its own with 500 subscribers receiving (25-40 times before), and
+# fan-out to 100 subscribers at 26-33k events/s (make bench, 2 cores).
+BUSY_SENDS = 4
+# How long after an order that limit holds: a caller's next order comes within it.
+ORDER_LINGER_S = 0.002
+# A send in progress this long is held by the network (its subscriber is not reading),
+# not by the loop: it no longer counts against BUSY_SENDS.
+SEND_STUCK_S = 0.005
 
 
 class EventBus:
     def __init__(
-        self, *, queue_size: int = 4096, head: int = 0, delivery_batch: int = DELIVERY_BATCH
+        self,
+        *,
+        queue_size: int = 4096,
+        head: int = 0,
+        delivery_batch: int = DELIVERY_BATCH,
+        busy_sends: int = BUSY_SENDS,
+        order_linger_s: float = ORDER_LINGER_S,
+        send_stuck_s: float = SEND_STUCK_S,
     ) -> None:
         self._queue_size = queue_size
         self._delivery_batch = delivery_batch
+        self._busy_sends = busy_sends
+        self._order_linger_s = order_linger_s
+        self._send_stuck_s = send_stuck_s
+        # Orders in the core now, and the loop time until which the last one still counts.
+        self._orders = 0
+        self._orders_until = -math.inf
+        # Sends in progress: subscriber id -> loop time of its turn, oldest first.
+        self._sending: dict[int, float] = {}
+        self._stuck_timer: asyncio.TimerHandle | None = None
+        # Times a subscriber with an event to send waited for a send to finish.
+        self.held = 0
         # Subscribers waiting for a turn with events pending, first come first served.
         self._line: deque[Subscription] = deque()
         self._turn_scheduled = False
@@ -249,19 +285,74 @@ class EventBus:
         for sub in self._subscribers.values():
             sub.close()
         self._subscribers.clear()
+        if self._stuck_timer is not None:
+            self._stuck_timer.cancel()
+            self._stuck_timer = None
 
     def _remove(self, sid: int) -> None:
         self._subscribers.pop(sid, None)
 
+    # -- orders first ---------------------------------------------------------------
+
+    def order_started(self) -> None:
+        """An order (cancel, halt) entered the core: sends are limited until it is done."""
+        self._orders += 1
+
+    def order_finished(self) -> None:
+        self._orders -= 1
+        self._orders_until = asyncio.get_running_loop().time() + self._order_linger_s
+
+    @property
+    def orders_in_core(self) -> int:
+        return self._orders
+
+    def _room(self, now: float) -> bool:
+        """Whether one more send may start now."""
+        if not self._orders and now >= self._orders_until:
+            return True
+        sending = self._sending
+        stuck_before = now - self._send_stuck_s
+        while sending:
+            sid, started = next(iter(sending.items()))
+            if started > stuck_before:
+                break
+            del sending[sid]  # held by the network, not the loop: it stops counting
+        if len(sending) < self._busy_sends:
+            return True
+        self.held += 1
+        if self._stuck_timer is None:
+            # Sends finishing give the line its next turn (sent); this one is for those
+            # that never finish.
+            oldest = next(iter(sending.values()))
+            self._stuck_timer = asyncio.get_running_loop().call_later(
+                max(0.0, oldest + self._send_stuck_s - now), self._stuck_passed
+            )
+        return False
+
+    def _stuck_passed(self) -> None:
+        self._stuck_timer = None
+        if self._line:
+            self._schedule_turn()
+
+    def sent(self, sub: Subscription) -> None:
+        """`sub`'s send is over (it asks for its next event, or it is gone)."""
+        if self._sending.pop(sub.sid, None) is not None and self._line:
+            self._schedule_turn()
+
     # -- delivery: a few subscribers per turn of the loop ---------------------------
 
-    def take_turn(self) -> bool:
-        """Whether a subscriber with an event to send may send it now: when nobody waits
-        in line and this turn's budget is not spent. Otherwise it lines up."""
+    def take_turn(self, sub: Subscription) -> bool:
+        """Whether `sub`, with an event to send, may send it now: when nobody waits in
+        line, this turn's budget is not spent and there is room (_room). Otherwise it
+        lines up."""
         if self._line or self._budget <= 0:
+            return False
+        now = asyncio.get_running_loop().time()
+        if not self._room(now):
             return False
         self._budget -= 1
         self.granted += 1
+        self._sending[sub.sid] = now
         self._schedule_turn()
         return True
 
@@ -289,13 +380,17 @@ class EventBus:
         self.turns += 1
         self._budget = self._delivery_batch
         line = self._line
-        while line and self._budget > 0:
+        now = asyncio.get_running_loop().time()
+        room = True
+        while line and self._budget > 0 and (room := self._room(now)):
             sub = line.popleft()
             sub.lined_up = False
             # One that stopped waiting (its stream ended) has nothing to be let go for.
             if sub.backlog and sub.grant():
                 self._budget -= 1
                 self.granted += 1
-        if line or self._budget < self._delivery_batch:
-            # Spent some: the next turn renews it (and serves the line).
+                self._sending[sub.sid] = now
+        if (line and room) or self._budget < self._delivery_batch:
+            # Spent some: the next turn renews it (and serves the line). A line waiting
+            # for room gets its turn when a send finishes (sent) or sticks (_room).
             self._schedule_turn()

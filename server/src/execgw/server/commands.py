@@ -29,6 +29,9 @@ class Command(ABC, Generic[R]):
     # A read changes nothing at all (not even time-driven state), so after a failed
     # commit it can be answered again from the state rebuilt out of the journal.
     read_only: ClassVar[bool] = False
+    # A caller waits on it with money at stake (an order, a cancel, the kill switch):
+    # while one is in the core, stream sends make room for it (EventBus.order_started).
+    urgent: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, engine: ExecutionEngine) -> R: ...
@@ -40,6 +43,8 @@ class Command(ABC, Generic[R]):
 
 @dataclass(frozen=True, slots=True)
 class Submit(Command[Order]):
+    urgent: ClassVar[bool] = True
+
     intent: OrderIntent
     client_order_id: str
     # The authenticated caller; None with auth off.
@@ -57,6 +62,8 @@ class Submit(Command[Order]):
 
 @dataclass(frozen=True, slots=True)
 class Cancel(Command[Order]):
+    urgent: ClassVar[bool] = True
+
     order_id: str
     # The strategy codes the caller may act for; None: any.
     scope: frozenset[str] | None = None
@@ -101,6 +108,8 @@ class Tick(Command[None]):
 
 @dataclass(frozen=True, slots=True)
 class Halt(Command[HaltOutcome]):
+    urgent: ClassVar[bool] = True
+
     strategy_code: str
     actor: str
     reason: str

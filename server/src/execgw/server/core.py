@@ -388,7 +388,13 @@ class GatewayCore:
         # A caller that goes away cancels only this future: the writer runs every queued
         # command whatever its future's state, and answers only futures not done. (No
         # asyncio.shield: its second future and callbacks cost more than the rest here.)
-        return await queued.future
+        if not command.urgent:
+            return await queued.future
+        self._bus.order_started()
+        try:
+            return await queued.future
+        finally:
+            self._bus.order_finished()
 
     async def _run(self) -> None:
         stopping = False
