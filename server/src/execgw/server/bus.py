@@ -185,10 +185,13 @@ class BusClosed(Exception):
 
 # Subscribers let go per turn of the delivery line (tests/test_bus_delivery.py).
 DELIVERY_BATCH = 8
-# Sends in progress at once while an order is in the core. 4 kept SubmitOrder's median
-# within 1.3-2.6 times its own with 500 subscribers receiving (25-40 times before), and
-# fan-out to 100 subscribers at 26-33k events/s (make bench, 2 cores).
-BUSY_SENDS = 4
+# Sends in progress at once while an order is in the core. With 500 subscribers receiving,
+# 2 kept SubmitOrder's median within 1.3-1.9 times its own without them (4: 1.3-3.1; no
+# limit: 25-40), and fan-out to 100 subscribers at 30-36k events/s (2 cores, noisy). The
+# price: while orders keep coming, streams get a few thousand events/s between them,
+# and a subscriber that wants more falls behind (and past stream.queue_size is cut off
+# with its resume point) instead of slowing the orders down.
+BUSY_SENDS = 2
 # How long after an order that limit holds: a caller's next order comes within it.
 ORDER_LINGER_S = 0.002
 # A send in progress this long is held by the network (its subscriber is not reading),
