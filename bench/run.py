@@ -345,7 +345,9 @@ async def fanout_rate(target: str, subscribers: int, orders: int) -> tuple[float
         ready = asyncio.Barrier(subscribers + 1)
 
         async def subscribe() -> float:
-            stream = client.stream_fills(include_order_updates=True, heartbeats=True)
+            stream = client.stream_fills(
+                include_order_updates=True, heartbeats=True, reconnect=False
+            )
             seen = 0
             live = False
             async with contextlib.aclosing(stream):
@@ -663,7 +665,8 @@ async def latencies_with_subscribers(target: str, subscribers: int, n: int) -> l
 async def subscribers_main(target: str, subscribers: int) -> None:
     """`--subscribers N --target T`: N StreamFills subscribers (order updates included)
     on one channel, receiving every event. Prints `live` once every stream is live, and
-    when its stdin closes the number of events they received, then exits."""
+    when its stdin closes the number of events they received, then exits. The streams do
+    not reconnect, so one cut off for falling behind shows as a stream that ended early."""
     received = 0
     async with AsyncExecutionClient(target, timeout=30) as client:
         await client.wait_ready(20)
@@ -671,7 +674,9 @@ async def subscribers_main(target: str, subscribers: int) -> None:
 
         async def subscribe() -> None:
             nonlocal received
-            stream = client.stream_fills(include_order_updates=True, heartbeats=True)
+            stream = client.stream_fills(
+                include_order_updates=True, heartbeats=True, reconnect=False
+            )
             live = False
             async with contextlib.aclosing(stream):
                 async for event in stream:

@@ -23,6 +23,7 @@ import pytest
 from execgw.server.bus import (
     BUSY_SENDS,
     DELIVERY_BATCH,
+    LAG_SHARE,
     ORDER_LINGER_S,
     SEND_STUCK_S,
     BusEvent,
@@ -37,6 +38,8 @@ else:
     pass
 
 WHEN = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+# A slow reader's write, in loop time: longer than a send may take before it is stuck.
+SLOW_WRITE_S = 2 * SEND_STUCK_S
 
 
 def events(first: int, count: int) -> list[BusEvent]:
@@ -51,15 +54,17 @@ class Subscribers:
     taking one turn of the loop (as a gRPC write's completion comes back later), then
     asks for the next. `writes` logs (subscriber, sequence) in the order written."""
 
-    def __init__(self, bus: EventBus, count: int, stuck: int = 0) -> None:
-        """The first `stuck` never finish their first write (their client stopped reading)."""
+    def __init__(self, bus: EventBus, count: int, stuck: int = 0, slow: int = 0) -> None:
+        """The first `stuck` never finish their first write (their client stopped
+        reading); the `slow` after them take SLOW_WRITE_S of loop time for each write."""
         self.subs: list[Subscription] = [bus.subscribe(lambda _: True) for _ in range(count)]
         self.writes: list[tuple[int, int]] = []
         self.ended: dict[int, BaseException] = {}
-        # Writes begun and not finished now, and the most at once so far.
+        # Writes begun and not finished now by the quick ones, and the most at once.
         self.in_progress = 0
         self.most_in_progress = 0
         self._stuck = stuck
+        self._slow = stuck + slow
         self.tasks = [asyncio.create_task(self._run(i, sub)) for i, sub in enumerate(self.subs)]
 
     async def _run(self, i: int, sub: Subscription) -> None:
@@ -70,6 +75,9 @@ class Subscribers:
                 self.writes.append((i, event.sequence))
                 if i < self._stuck:
                     await asyncio.get_running_loop().create_future()  # never completes
+                if i < self._slow:
+                    await asyncio.sleep(SLOW_WRITE_S)
+                    continue
                 self.in_progress += 1
                 self.most_in_progress = max(self.most_in_progress, self.in_progress)
                 await asyncio.sleep(0)  # the write's completion, a turn later
@@ -168,8 +176,8 @@ async def test_an_idle_subscriber_still_times_out_for_its_heartbeat() -> None:
 
 
 class ManualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock moves only when told: timers (call_later) fire once it
-    passes their time, so nothing waits on the wall clock."""
+    """An event loop whose clock moves only when told: timers (call_later, sleep) fire
+    once it passes their time, so nothing waits on the wall clock."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -179,37 +187,47 @@ class ManualTimeLoop(asyncio.SelectorEventLoop):
         return self.now
 
 
-def on_manual_time(test: Callable[[ManualTimeLoop], Any]) -> None:
+def on_manual_time(scenario: Callable[[ManualTimeLoop], Any]) -> None:
     loop = ManualTimeLoop()
     try:
-        loop.run_until_complete(test(loop))
+        loop.run_until_complete(scenario(loop))
     finally:
         loop.close()
 
 
-async def test_while_an_order_is_in_the_core_only_a_few_sends_are_in_progress() -> None:
+async def spin(turns: int) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+def test_while_an_order_is_in_the_core_only_a_few_sends_are_in_progress() -> None:
     """300 subscribers, a commit of three events, an order in the core: never more than
     BUSY_SENDS writes in progress at once (without the limit, a turn's budget starts
     more every turn while the earlier ones complete), and everyone gets everything."""
-    bus = EventBus()
-    subscribers = Subscribers(bus, 300)
-    await asyncio.sleep(0)
-    bus.order_started()
-    bus.publish(events(1, 3))
-    between_steps: list[int] = []
-    for _ in range(60):
-        before = len(subscribers.writes)
-        await asyncio.sleep(0)  # the order's next step
-        between_steps.append(len(subscribers.writes) - before)
-    assert subscribers.most_in_progress <= BUSY_SENDS
-    assert max(between_steps) <= BUSY_SENDS, between_steps
-    assert sum(between_steps) > 0  # streams move meanwhile, never held
-    assert bus.held > 0
-    bus.order_finished()
-    await turns_until(subscribers, lambda: len(subscribers.writes) == 900)
-    for i in range(300):
-        assert subscribers.received(i) == [1, 2, 3]
-    await subscribers.stop()
+
+    async def scenario(loop: ManualTimeLoop) -> None:
+        bus = EventBus()
+        subscribers = Subscribers(bus, 300)
+        await asyncio.sleep(0)
+        bus.order_started()
+        bus.publish(events(1, 3))
+        between_steps: list[int] = []
+        for _ in range(60):
+            before = len(subscribers.writes)
+            await asyncio.sleep(0)  # the order's next step
+            between_steps.append(len(subscribers.writes) - before)
+        assert subscribers.most_in_progress <= BUSY_SENDS
+        assert max(between_steps) <= BUSY_SENDS, between_steps
+        assert sum(between_steps) > 0  # streams move meanwhile, never held
+        assert bus.held > 0
+        bus.order_finished()
+        loop.now += ORDER_LINGER_S
+        await turns_until(subscribers, lambda: len(subscribers.writes) == 900)
+        for i in range(300):
+            assert subscribers.received(i) == [1, 2, 3]
+        await subscribers.stop()
+
+    on_manual_time(scenario)
 
 
 async def test_without_an_order_sends_are_not_limited() -> None:
@@ -238,8 +256,7 @@ def test_the_limit_outlasts_the_order_by_the_linger_then_lifts() -> None:
         bus.order_started()
         bus.order_finished()
         bus.publish(events(1, 2))
-        for _ in range(30):
-            await asyncio.sleep(0)
+        await spin(30)
         assert 0 < len(subscribers.writes) < 400
         assert subscribers.most_in_progress <= BUSY_SENDS
         loop.now += ORDER_LINGER_S
@@ -252,11 +269,45 @@ def test_the_limit_outlasts_the_order_by_the_linger_then_lifts() -> None:
     on_manual_time(scenario)
 
 
+def test_a_subscriber_a_quarter_queue_behind_is_no_longer_held_for_orders() -> None:
+    """Orders first puts streams behind by at most a LAG_SHARE of their queue: under a
+    steady flow of orders, a subscriber that far behind sends as if no order were about,
+    so it keeps up (the orders would slow down instead) and is never cut off for it.
+    Here events come faster than BUSY_SENDS sends at a time can carry them, and slower
+    than the turn budget can."""
+
+    async def scenario(loop: ManualTimeLoop) -> None:
+        queue = 40
+        lag = queue // LAG_SHARE
+        bus = EventBus(queue_size=queue)
+        subscribers = Subscribers(bus, 20)
+        await asyncio.sleep(0)
+        bus.order_started()  # and it never leaves: orders keep coming
+        sequence = 1
+        for _ in range(150):  # an event every 10 turns, 20 sends wanted
+            bus.publish(events(sequence, 1))
+            sequence += 1
+            await spin(10)
+            assert bus.overflowed == 0
+            assert all(sub.backlog <= lag + 1 for sub in subscribers.subs)
+        assert subscribers.most_in_progress > BUSY_SENDS  # the laggards went unheld
+        assert bus.held > 0  # and the others were held
+        bus.order_finished()
+        loop.now += ORDER_LINGER_S
+        expected = list(range(1, sequence))
+        await turns_until(subscribers, lambda: len(subscribers.writes) == 20 * len(expected))
+        for i in range(20):
+            assert subscribers.received(i) == expected
+        await subscribers.stop()
+
+    on_manual_time(scenario)
+
+
 def test_subscribers_that_stop_reading_do_not_hold_the_others_back() -> None:
     """BUSY_SENDS subscribers whose first write never completes (their clients stopped
     reading), an order in the core: the others wait only until those sends count as
     stuck (SEND_STUCK_S of loop time, a timer with nothing else to wake the line), then
-    get every event."""
+    get every event. While blocked, the line does not spin the loop."""
 
     async def scenario(loop: ManualTimeLoop) -> None:
         bus = EventBus()
@@ -264,10 +315,12 @@ def test_subscribers_that_stop_reading_do_not_hold_the_others_back() -> None:
         await asyncio.sleep(0)
         bus.order_started()
         bus.publish(events(1, 2))
-        for _ in range(20):
-            await asyncio.sleep(0)
-        # The stuck ones took the room; the rest wait for it.
+        await spin(20)
+        # The stuck ones took the room; the rest wait for it, with no turn spinning.
         assert {i for i, _ in subscribers.writes} == set(range(BUSY_SENDS))
+        turns = bus.turns
+        await spin(200)
+        assert bus.turns == turns
         loop.now += SEND_STUCK_S
         await turns_until(
             subscribers, lambda: len(subscribers.writes) == BUSY_SENDS + 2 * (20 - BUSY_SENDS)
@@ -281,19 +334,58 @@ def test_subscribers_that_stop_reading_do_not_hold_the_others_back() -> None:
     on_manual_time(scenario)
 
 
-async def test_a_subscriber_that_leaves_mid_send_frees_its_room() -> None:
-    """Unsubscribing ends its send: with the room full, one leaving lets the next go."""
-    bus = EventBus()
-    subscribers = Subscribers(bus, 10, stuck=BUSY_SENDS)
-    await asyncio.sleep(0)
-    bus.order_started()
-    bus.publish(events(1, 1))
-    for _ in range(10):
+def test_slow_readers_stop_counting_after_one_slow_write() -> None:
+    """Subscribers whose every write takes longer than SEND_STUCK_S (clients reading
+    slowly): once one of their writes was slow, their writes no longer take the room,
+    so the quick subscribers go on at BUSY_SENDS at a time while the order lasts."""
+
+    async def scenario(loop: ManualTimeLoop) -> None:
+        bus = EventBus()
+        subscribers = Subscribers(bus, 12, slow=BUSY_SENDS)
         await asyncio.sleep(0)
-    assert len(subscribers.writes) == BUSY_SENDS
-    subscribers.tasks[0].cancel()
-    subscribers.subs[0].unsubscribe()
-    await turns_until(subscribers, lambda: len(subscribers.writes) == 10)
-    assert sorted(i for i, _ in subscribers.writes) == list(range(10))
-    bus.order_finished()
-    await subscribers.stop()
+        bus.order_started()
+        bus.publish(events(1, 3))
+        await spin(20)
+        assert {i for i, _ in subscribers.writes} == set(range(BUSY_SENDS))  # they took it
+        loop.now += SLOW_WRITE_S  # their first writes finish, slowly
+        await spin(400)
+        quick = range(BUSY_SENDS, 12)
+        # Every quick subscriber got everything meanwhile, the slow ones taking nothing.
+        for i in quick:
+            assert subscribers.received(i) == [1, 2, 3]
+        assert all(sub.slow for sub in subscribers.subs[:BUSY_SENDS])
+        assert subscribers.most_in_progress <= BUSY_SENDS
+        for _ in range(2):
+            loop.now += SLOW_WRITE_S
+            await spin(20)
+        for i in range(BUSY_SENDS):
+            assert subscribers.received(i) == [1, 2, 3]
+        bus.order_finished()
+        await subscribers.stop()
+
+    on_manual_time(scenario)
+
+
+def test_a_subscriber_that_leaves_mid_send_frees_its_room() -> None:
+    """Unsubscribing ends its send: with the room full of stuck sends, one leaving lets
+    the next go at once (on a clock that never moves, so not by the stuck timer)."""
+
+    async def scenario(loop: ManualTimeLoop) -> None:
+        bus = EventBus()
+        subscribers = Subscribers(bus, 10, stuck=BUSY_SENDS)
+        await asyncio.sleep(0)
+        bus.order_started()
+        bus.publish(events(1, 1))
+        await spin(50)
+        assert len(subscribers.writes) == BUSY_SENDS  # the room is full, and stays so
+        subscribers.tasks[0].cancel()
+        subscribers.subs[0].unsubscribe()
+        await spin(10)
+        assert len(subscribers.writes) > BUSY_SENDS
+        bus.order_finished()
+        loop.now += SEND_STUCK_S + ORDER_LINGER_S
+        await turns_until(subscribers, lambda: len(subscribers.writes) == 10)
+        assert sorted(i for i, _ in subscribers.writes) == list(range(10))
+        await subscribers.stop()
+
+    on_manual_time(scenario)

@@ -10,12 +10,18 @@ once: each sends its next event on a budget of a few per turn of the event loop
 A budget per turn is not enough on its own: each send's completion comes back to the
 loop later, so with hundreds of subscribers the loop held hundreds of sends in progress,
 and each step of an order waited behind their completions (500 subscribers made a
-SubmitOrder 25-40 times slower). So while an order (or a cancel, or a halt) is in the
-core, and for ORDER_LINGER_S after, at most BUSY_SENDS sends are in progress at once:
-orders go first, and streams still move, a few sends at a time, never held. A send counts
-from the subscriber's turn until it asks for its next event; one the network holds
-longer than SEND_STUCK_S (a subscriber that stopped reading) stops counting, so a few
-stuck subscribers cannot hold the others back (tests/test_bus_delivery.py).
+SubmitOrder 25-40 times slower). So orders go first, within bounds:
+- while an order (or a cancel, or a halt) is in the core, and for ORDER_LINGER_S after,
+  at most BUSY_SENDS sends are in progress at once; streams still move meanwhile, a few
+  sends at a time;
+- but a subscriber a quarter of its queue behind (LAG_SHARE) sends without that limit,
+  as every subscriber did before: under a steady flow of orders, streams fall behind by
+  at most that much, the orders slow down instead, and no stream is cut off for it;
+- a send counts from the subscriber's turn until it asks for its next event. One the
+  network holds longer than SEND_STUCK_S (a client that reads slowly or not at all)
+  stops counting, and that subscriber's sends do not count until one is quick again:
+  slow readers cannot take the room from the others.
+(tests/test_bus_delivery.py, tests/test_orders_first.py)
 """
 
 from __future__ import annotations
@@ -88,6 +94,10 @@ class Subscription:
         self.overflowed = False
         # In the bus's delivery line (at most once).
         self.lined_up = False
+        # The loop time of its turn while a send is in progress (EventBus.sent ends it).
+        self.send_started: float | None = None
+        # Its last send outlasted SEND_STUCK_S: its sends do not count against the room.
+        self.slow = False
 
     @property
     def backlog(self) -> int:
@@ -142,9 +152,10 @@ class Subscription:
         """The next event; None after idle_s without one. Raises SubscriberOverflow or BusClosed.
 
         An event is sent on the bus's delivery budget: a few subscribers per turn of the
-        loop (EventBus.take_turn). One that finds the budget spent waits in line for the
-        next turn, so a commit's fan-out to hundreds of subscribers is spread over many
-        turns and the order path's steps run between them."""
+        loop (EventBus.take_turn), and while orders are in the core only as many as there
+        is room for. One that finds the budget spent or no room waits in line, so a
+        commit's fan-out to hundreds of subscribers is spread over many turns and the
+        order path's steps run between them."""
         self._bus.sent(self)  # asking again: its previous send is done
         if not self._closed:
             if self._pending and self._bus.take_turn(self):
@@ -187,16 +198,19 @@ class BusClosed(Exception):
 DELIVERY_BATCH = 8
 # Sends in progress at once while an order is in the core. With 500 subscribers receiving,
 # 2 kept SubmitOrder's median within 1.3-1.9 times its own without them (4: 1.3-3.1; no
-# limit: 25-40), and fan-out to 100 subscribers at 30-36k events/s (2 cores, noisy). The
-# price: while orders keep coming, streams get a few thousand events/s between them,
-# and a subscriber that wants more falls behind (and past stream.queue_size is cut off
-# with its resume point) instead of slowing the orders down.
+# limit: 25-40), and fan-out to 100 subscribers at 30-36k events/s (2 cores, noisy).
 BUSY_SENDS = 2
+# A subscriber this share of its queue behind is no longer held for orders: how far
+# orders first may put a stream behind (a quarter of stream.queue_size).
+LAG_SHARE = 4
 # How long after an order that limit holds: a caller's next order comes within it.
 ORDER_LINGER_S = 0.002
 # A send in progress this long is held by the network (its subscriber is not reading),
 # not by the loop: it no longer counts against BUSY_SENDS.
 SEND_STUCK_S = 0.005
+# asyncio runs a timer up to its clock's resolution early: a send this close to stuck
+# when the stuck timer runs counts as stuck, so the timer is not armed again at once.
+_TIMER_SLACK_S = 1e-6
 
 
 class EventBus:
@@ -211,6 +225,7 @@ class EventBus:
         send_stuck_s: float = SEND_STUCK_S,
     ) -> None:
         self._queue_size = queue_size
+        self._lag_limit = max(1, queue_size // LAG_SHARE)
         self._delivery_batch = delivery_batch
         self._busy_sends = busy_sends
         self._order_linger_s = order_linger_s
@@ -218,10 +233,10 @@ class EventBus:
         # Orders in the core now, and the loop time until which the last one still counts.
         self._orders = 0
         self._orders_until = -math.inf
-        # Sends in progress: subscriber id -> loop time of its turn, oldest first.
-        self._sending: dict[int, float] = {}
+        # Sends in progress that count against the room, oldest first (by subscriber id).
+        self._counted: dict[int, Subscription] = {}
         self._stuck_timer: asyncio.TimerHandle | None = None
-        # Times a subscriber with an event to send waited for a send to finish.
+        # Times a send was refused for want of room (what tests can see of the limit).
         self.held = 0
         # Subscribers waiting for a turn with events pending, first come first served.
         self._line: deque[Subscription] = deque()
@@ -309,24 +324,35 @@ class EventBus:
     def orders_in_core(self) -> int:
         return self._orders
 
-    def _room(self, now: float) -> bool:
-        """Whether one more send may start now."""
+    def _may_send(self, sub: Subscription, now: float) -> bool:
+        """Whether `sub` may start a send now, as far as orders are concerned."""
         if not self._orders and now >= self._orders_until:
             return True
-        sending = self._sending
-        stuck_before = now - self._send_stuck_s
-        while sending:
-            sid, started = next(iter(sending.items()))
-            if started > stuck_before:
+        if sub.backlog >= self._lag_limit:
+            return True  # far enough behind: it no longer waits for orders
+        return self._room(now)
+
+    def _room(self, now: float) -> bool:
+        """Whether fewer than BUSY_SENDS counted sends are in progress (arming the stuck
+        timer when not)."""
+        counted = self._counted
+        stuck_before = now - self._send_stuck_s + _TIMER_SLACK_S
+        while counted:
+            sub = next(iter(counted.values()))
+            if sub.send_started is None or sub.send_started > stuck_before:
                 break
-            del sending[sid]  # held by the network, not the loop: it stops counting
-        if len(sending) < self._busy_sends:
+            # Held by the network, not the loop: it stops counting, as do its next sends
+            # until one is quick.
+            del counted[sub.sid]
+            sub.slow = True
+        if len(counted) < self._busy_sends:
             return True
         self.held += 1
         if self._stuck_timer is None:
             # Sends finishing give the line its next turn (sent); this one is for those
             # that never finish.
-            oldest = next(iter(sending.values()))
+            oldest = next(iter(counted.values())).send_started
+            assert oldest is not None  # counted sends are in progress
             self._stuck_timer = asyncio.get_running_loop().call_later(
                 max(0.0, oldest + self._send_stuck_s - now), self._stuck_passed
             )
@@ -337,25 +363,35 @@ class EventBus:
         if self._line:
             self._schedule_turn()
 
+    def _start_send(self, sub: Subscription, now: float) -> None:
+        sub.send_started = now
+        if not sub.slow:
+            self._counted[sub.sid] = sub
+
     def sent(self, sub: Subscription) -> None:
         """`sub`'s send is over (it asks for its next event, or it is gone)."""
-        if self._sending.pop(sub.sid, None) is not None and self._line:
+        started = sub.send_started
+        if started is None:
+            return
+        sub.send_started = None
+        sub.slow = asyncio.get_running_loop().time() - started >= self._send_stuck_s
+        if self._counted.pop(sub.sid, None) is not None and self._line:
             self._schedule_turn()
 
     # -- delivery: a few subscribers per turn of the loop ---------------------------
 
     def take_turn(self, sub: Subscription) -> bool:
         """Whether `sub`, with an event to send, may send it now: when nobody waits in
-        line, this turn's budget is not spent and there is room (_room). Otherwise it
-        lines up."""
+        line, this turn's budget is not spent and orders leave it room (_may_send).
+        Otherwise it lines up."""
         if self._line or self._budget <= 0:
             return False
         now = asyncio.get_running_loop().time()
-        if not self._room(now):
+        if not self._may_send(sub, now):
             return False
         self._budget -= 1
         self.granted += 1
-        self._sending[sub.sid] = now
+        self._start_send(sub, now)
         self._schedule_turn()
         return True
 
@@ -384,16 +420,20 @@ class EventBus:
         self._budget = self._delivery_batch
         line = self._line
         now = asyncio.get_running_loop().time()
-        room = True
-        while line and self._budget > 0 and (room := self._room(now)):
-            sub = line.popleft()
+        blocked = False
+        while line and self._budget > 0:
+            sub = line[0]
+            if sub.backlog and not self._may_send(sub, now):
+                blocked = True
+                break
+            line.popleft()
             sub.lined_up = False
             # One that stopped waiting (its stream ended) has nothing to be let go for.
             if sub.backlog and sub.grant():
                 self._budget -= 1
                 self.granted += 1
-                self._sending[sub.sid] = now
-        if (line and room) or self._budget < self._delivery_batch:
+                self._start_send(sub, now)
+        if (line and not blocked) or self._budget < self._delivery_batch:
             # Spent some: the next turn renews it (and serves the line). A line waiting
             # for room gets its turn when a send finishes (sent) or sticks (_room).
             self._schedule_turn()
