@@ -284,13 +284,20 @@ def test_a_subscriber_a_quarter_queue_behind_is_no_longer_held_for_orders() -> N
         await asyncio.sleep(0)
         bus.order_started()  # and it never leaves: orders keep coming
         sequence = 1
+        caught_up = 0  # times a subscriber unheld for its lag was let go to the end
         for _ in range(150):  # an event every 10 turns, 20 sends wanted
             bus.publish(events(sequence, 1))
             sequence += 1
+            catching_up = [sub.catching_up for sub in subscribers.subs]
             await spin(10)
+            caught_up += sum(
+                was and not sub.catching_up and not sub.backlog
+                for was, sub in zip(catching_up, subscribers.subs, strict=True)
+            )
             assert bus.overflowed == 0
             assert all(sub.backlog <= lag + 1 for sub in subscribers.subs)
         assert subscribers.most_in_progress > BUSY_SENDS  # the laggards went unheld
+        assert caught_up > 0  # until they had caught up
         assert bus.held > 0  # and the others were held
         bus.order_finished()
         loop.now += ORDER_LINGER_S

@@ -15,8 +15,9 @@ SubmitOrder 25-40 times slower). So orders go first, within bounds:
   at most BUSY_SENDS sends are in progress at once; streams still move meanwhile, a few
   sends at a time;
 - but a subscriber a quarter of its queue behind (LAG_SHARE) sends without that limit,
-  as every subscriber did before: under a steady flow of orders, streams fall behind by
-  at most that much, the orders slow down instead, and no stream is cut off for it;
+  as every subscriber did before, until it has caught up: under a steady flow of orders,
+  streams fall behind by at most that much, the orders slow down instead, and no stream
+  is cut off for it;
 - a send counts from the subscriber's turn until it asks for its next event. One the
   network holds longer than SEND_STUCK_S (a client that reads slowly or not at all)
   stops counting, and that subscriber's sends do not count until one is quick again:
@@ -98,6 +99,9 @@ class Subscription:
         self.send_started: float | None = None
         # Its last send outlasted SEND_STUCK_S: its sends do not count against the room.
         self.slow = False
+        # It fell a LAG_SHARE of its queue behind: it sends as if no order were about
+        # until its queue is empty again.
+        self.catching_up = False
 
     @property
     def backlog(self) -> int:
@@ -159,7 +163,7 @@ class Subscription:
         self._bus.sent(self)  # asking again: its previous send is done
         if not self._closed:
             if self._pending and self._bus.take_turn(self):
-                return self._pending.popleft()
+                return self._pop()
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
             self._waiter = waiter
@@ -178,12 +182,18 @@ class Subscription:
                 return None
         if self._pending:
             # Closed without overflow (the gateway stopping): what was queued still goes.
-            return self._pending.popleft()
+            return self._pop()
         if self._closed:
             if self.overflowed:
                 raise SubscriberOverflow()
             raise BusClosed()
         return None  # the turn came with nothing left (cannot happen; harmless)
+
+    def _pop(self) -> BusEvent:
+        event = self._pending.popleft()
+        if not self._pending:
+            self.catching_up = False
+        return event
 
     def unsubscribe(self) -> None:
         self._bus.sent(self)
@@ -328,8 +338,14 @@ class EventBus:
         """Whether `sub` may start a send now, as far as orders are concerned."""
         if not self._orders and now >= self._orders_until:
             return True
+        if sub.catching_up:
+            return True
         if sub.backlog >= self._lag_limit:
-            return True  # far enough behind: it no longer waits for orders
+            # Far enough behind: it no longer waits for orders until it has caught up
+            # (all at once rather than a send now and then, which would cost the loop
+            # more: sends in progress together complete together).
+            sub.catching_up = True
+            return True
         return self._room(now)
 
     def _room(self, now: float) -> bool:
