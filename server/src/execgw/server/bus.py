@@ -19,9 +19,11 @@ SubmitOrder 25-40 times slower). So orders go first, within bounds:
   streams fall behind by at most that much, the orders slow down instead, and no stream
   is cut off for it;
 - a send counts from the subscriber's turn until it asks for its next event. One the
-  network holds longer than SEND_STUCK_S (a client that reads slowly or not at all)
-  stops counting, and that subscriber's sends do not count until one is quick again:
-  slow readers cannot take the room from the others.
+  network holds longer than SEND_STUCK_S (a client that stopped reading) stops
+  counting, so stuck subscribers cannot keep the room from the others. Slow readers
+  (each send a little longer than that) may take much of it; the others then catch up
+  by the rule above. (Letting a subscriber's later sends go uncounted once one was
+  slow let the whole fan-out loose whenever a busy machine made sends slow.)
 (tests/test_bus_delivery.py, tests/test_orders_first.py)
 """
 
@@ -93,12 +95,10 @@ class Subscription:
         self._waiter: asyncio.Future[bool] | None = None
         self._closed = False
         self.overflowed = False
-        # In the bus's delivery line (at most once).
-        self.lined_up = False
+        # Which of the bus's delivery lines it waits in (_LINE or _LAGGING_LINE), if any.
+        self.lined_up = 0
         # The loop time of its turn while a send is in progress (EventBus.sent ends it).
         self.send_started: float | None = None
-        # Its last send outlasted SEND_STUCK_S: its sends do not count against the room.
-        self.slow = False
         # It fell a LAG_SHARE of its queue behind: it sends as if no order were about
         # until its queue is empty again.
         self.catching_up = False
@@ -124,10 +124,10 @@ class Subscription:
             if self._accepts(event):
                 self._pending.append(event)
         if len(self._pending) > before and self.waiting:
-            if self._bus.take_turn(self):
+            if not self.lined_up and self._bus.take_turn(self):
                 self.grant()
             else:
-                self._bus.line_up(self)
+                self._bus.line_up(self)  # (in line already: perhaps the lagging one now)
         return True
 
     def close(self, *, overflow: bool = False) -> None:
@@ -204,8 +204,12 @@ class BusClosed(Exception):
     """The gateway is shutting down."""
 
 
-# Subscribers let go per turn of the delivery line (tests/test_bus_delivery.py).
+# Subscribers let go per turn of the delivery lines (tests/test_bus_delivery.py).
 DELIVERY_BATCH = 8
+# The delivery lines a subscriber may wait in: the one held for room while orders are
+# in the core, and the one of subscribers far enough behind not to be (served first).
+_LINE = 1
+_LAGGING_LINE = 2
 # Sends in progress at once while an order is in the core. With 500 subscribers receiving,
 # 2 kept SubmitOrder's median within 1.3-1.9 times its own without them (4: 1.3-3.1; no
 # limit: 25-40), and fan-out to 100 subscribers at 30-36k events/s (2 cores, noisy).
@@ -248,8 +252,10 @@ class EventBus:
         self._stuck_timer: asyncio.TimerHandle | None = None
         # Times a send was refused for want of room (what tests can see of the limit).
         self.held = 0
-        # Subscribers waiting for a turn with events pending, first come first served.
+        # Subscribers waiting for a turn with events pending, first come first served;
+        # those far enough behind not to wait for orders in a line of their own.
         self._line: deque[Subscription] = deque()
+        self._lagging_line: deque[Subscription] = deque()
         self._turn_scheduled = False
         self._budget = delivery_batch
         # Turns so far, and events sent on their budgets: what tests can see of delivery.
@@ -334,19 +340,17 @@ class EventBus:
     def orders_in_core(self) -> int:
         return self._orders
 
-    def _may_send(self, sub: Subscription, now: float) -> bool:
-        """Whether `sub` may start a send now, as far as orders are concerned."""
-        if not self._orders and now >= self._orders_until:
-            return True
-        if sub.catching_up:
-            return True
-        if sub.backlog >= self._lag_limit:
-            # Far enough behind: it no longer waits for orders until it has caught up
-            # (all at once rather than a send now and then, which would cost the loop
-            # more: sends in progress together complete together).
+    def _orders_about(self, now: float) -> bool:
+        return self._orders > 0 or now < self._orders_until
+
+    def _lagging(self, sub: Subscription) -> bool:
+        """Whether `sub` is far enough behind no longer to wait for orders: from a
+        LAG_SHARE of its queue until it has caught up (all at once rather than a send
+        now and then, which would cost the loop more: sends in progress together
+        complete together)."""
+        if not sub.catching_up and sub.backlog >= self._lag_limit:
             sub.catching_up = True
-            return True
-        return self._room(now)
+        return sub.catching_up
 
     def _room(self, now: float) -> bool:
         """Whether fewer than BUSY_SENDS counted sends are in progress (arming the stuck
@@ -357,10 +361,7 @@ class EventBus:
             sub = next(iter(counted.values()))
             if sub.send_started is None or sub.send_started > stuck_before:
                 break
-            # Held by the network, not the loop: it stops counting, as do its next sends
-            # until one is quick.
-            del counted[sub.sid]
-            sub.slow = True
+            del counted[sub.sid]  # held by the network, not the loop: it stops counting
         if len(counted) < self._busy_sends:
             return True
         self.held += 1
@@ -376,34 +377,33 @@ class EventBus:
 
     def _stuck_passed(self) -> None:
         self._stuck_timer = None
-        if self._line:
+        if self._line or self._lagging_line:
             self._schedule_turn()
 
     def _start_send(self, sub: Subscription, now: float) -> None:
         sub.send_started = now
-        if not sub.slow:
-            self._counted[sub.sid] = sub
+        self._counted[sub.sid] = sub
 
     def sent(self, sub: Subscription) -> None:
         """`sub`'s send is over (it asks for its next event, or it is gone)."""
-        started = sub.send_started
-        if started is None:
+        if sub.send_started is None:
             return
         sub.send_started = None
-        sub.slow = asyncio.get_running_loop().time() - started >= self._send_stuck_s
         if self._counted.pop(sub.sid, None) is not None and self._line:
             self._schedule_turn()
 
     # -- delivery: a few subscribers per turn of the loop ---------------------------
 
     def take_turn(self, sub: Subscription) -> bool:
-        """Whether `sub`, with an event to send, may send it now: when nobody waits in
-        line, this turn's budget is not spent and orders leave it room (_may_send).
-        Otherwise it lines up."""
-        if self._line or self._budget <= 0:
+        """Whether `sub`, with an event to send, may send it now: when this turn's budget
+        is not spent and nobody waits ahead of it (a lagging subscriber has only the
+        lagging line ahead of it), and orders leave it room. Otherwise it lines up."""
+        if self._budget <= 0 or self._lagging_line:
             return False
         now = asyncio.get_running_loop().time()
-        if not self._may_send(sub, now):
+        if not self._lagging(sub) and (
+            self._line or (self._orders_about(now) and not self._room(now))
+        ):
             return False
         self._budget -= 1
         self.granted += 1
@@ -412,11 +412,16 @@ class EventBus:
         return True
 
     def line_up(self, sub: Subscription) -> None:
-        """Give `sub` (waiting, events pending) a place in the delivery line."""
-        if sub.lined_up:
-            return
-        sub.lined_up = True
-        self._line.append(sub)
+        """Give `sub` (waiting, events pending) a place in a delivery line: the lagging
+        one if it is far enough behind, moving it there if it waited in the other (whose
+        place it leaves behind, skipped), and the lines a turn."""
+        if self._lagging(sub):
+            if sub.lined_up != _LAGGING_LINE:
+                sub.lined_up = _LAGGING_LINE
+                self._lagging_line.append(sub)
+        elif not sub.lined_up:
+            sub.lined_up = _LINE
+            self._line.append(sub)
         self._schedule_turn()
 
     def _schedule_turn(self) -> None:
@@ -425,7 +430,8 @@ class EventBus:
             asyncio.get_running_loop().call_soon(self._turn)
 
     def _turn(self) -> None:
-        """A new turn: a fresh budget, first for those in line, in order.
+        """A new turn: a fresh budget, first for the lagging line, then for the other
+        as far as orders leave room, each in order.
 
         Scheduled with call_soon, a turn comes after everything the loop already has
         ready, so the subscribers let go in one turn (at most the budget) are all the
@@ -434,22 +440,30 @@ class EventBus:
         self._turn_scheduled = False
         self.turns += 1
         self._budget = self._delivery_batch
-        line = self._line
         now = asyncio.get_running_loop().time()
+        lagging = self._lagging_line
+        while lagging and self._budget > 0:
+            self._let_go(lagging.popleft(), _LAGGING_LINE, now)
+        line = self._line
+        held = self._orders_about(now)
         blocked = False
         while line and self._budget > 0:
             sub = line[0]
-            if sub.backlog and not self._may_send(sub, now):
+            if sub.lined_up == _LINE and sub.backlog and held and not self._room(now):
                 blocked = True
                 break
-            line.popleft()
-            sub.lined_up = False
-            # One that stopped waiting (its stream ended) has nothing to be let go for.
-            if sub.backlog and sub.grant():
-                self._budget -= 1
-                self.granted += 1
-                self._start_send(sub, now)
-        if (line and not blocked) or self._budget < self._delivery_batch:
-            # Spent some: the next turn renews it (and serves the line). A line waiting
+            self._let_go(line.popleft(), _LINE, now)
+        if lagging or (line and not blocked) or self._budget < self._delivery_batch:
+            # Spent some: the next turn renews it (and serves the lines). A line waiting
             # for room gets its turn when a send finishes (sent) or sticks (_room).
             self._schedule_turn()
+
+    def _let_go(self, sub: Subscription, line: int, now: float) -> None:
+        if sub.lined_up != line:
+            return  # moved to the lagging line: its place here is left behind
+        sub.lined_up = 0
+        # One that stopped waiting (its stream ended) has nothing to be let go for.
+        if sub.backlog and sub.grant():
+            self._budget -= 1
+            self.granted += 1
+            self._start_send(sub, now)
