@@ -342,10 +342,10 @@ def test_subscribers_that_stop_reading_do_not_hold_the_others_back() -> None:
 
 
 def test_slow_readers_hold_the_others_back_a_quarter_queue_at_most() -> None:
-    """BUSY_SENDS subscribers whose every write takes longer than SEND_STUCK_S (clients
-    reading slowly) take the room again and again while an order lasts; the quick ones
-    are held only until they are a LAG_SHARE of their queue behind, then catch up, and
-    nobody is cut off."""
+    """BUSY_SENDS subscribers whose writes take longer than SEND_STUCK_S (clients reading
+    slowly) take the room while an order lasts (the clock stands still, so they keep
+    it); the quick ones are held only until they are a LAG_SHARE of their queue behind,
+    then catch up, and nobody is cut off."""
 
     async def scenario(loop: ManualTimeLoop) -> None:
         queue = 40

@@ -118,9 +118,9 @@ def test_a_caller_that_goes_away_lets_go_of_the_limit(running: RunningGateway) -
 
 SUBSCRIBERS = 20
 STEADY_ORDERS = 300
-# Small, so that orders first would cut streams off within a few dozen orders if it put
-# them behind without bound (a quarter of it, 16 events, is as far as it may).
-SMALL_QUEUE = 64
+# The smallest allowed, so that orders first would cut streams off if it put
+# them behind without bound (a quarter of it, 4 events, is as far as it may).
+SMALL_QUEUE = 16
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def small_queue(tmp_path: Path, clock: ManualClock) -> Iterator[RunningGateway]:
 
 async def test_a_steady_flow_of_orders_cuts_no_stream_off(small_queue: RunningGateway) -> None:
     """One caller sends orders back to back while 20 subscribers (who would not
-    reconnect) follow every event through a queue of 64: orders go first, yet no stream
+    reconnect) follow every event through a queue of 16: orders go first, yet no stream
     falls a queue behind, and each gets every event of the flow in order."""
     async with (
         AsyncExecutionClient(small_queue.target, timeout=TIMEOUT_S) as caller,

@@ -80,8 +80,9 @@ class SubscriberOverflow(Exception):
 
 
 class Subscription:
-    """One subscriber's events: a bounded backlog, and a turn in the bus's delivery line
-    whenever it waits for the next event while some are pending."""
+    """One subscriber's events: a bounded backlog, and a turn in one of the bus's delivery
+    lines whenever it waits for the next event while some are pending (the lagging line
+    when it is far enough behind not to wait for orders)."""
 
     def __init__(self, bus: EventBus, sid: int, accepts: Callable[[BusEvent], bool], size: int):
         self._bus = bus
@@ -95,8 +96,10 @@ class Subscription:
         self._waiter: asyncio.Future[bool] | None = None
         self._closed = False
         self.overflowed = False
-        # Which of the bus's delivery lines it waits in (_LINE or _LAGGING_LINE), if any.
+        # Which of the bus's delivery lines it waits in (_LINE or _LAGGING_LINE), if any,
+        # and its place there: a line's entry with another place is one left behind.
         self.lined_up = 0
+        self.place = 0
         # The loop time of its turn while a send is in progress (EventBus.sent ends it).
         self.send_started: float | None = None
         # It fell a LAG_SHARE of its queue behind: it sends as if no order were about
@@ -127,7 +130,8 @@ class Subscription:
             if not self.lined_up and self._bus.take_turn(self):
                 self.grant()
             else:
-                self._bus.line_up(self)  # (in line already: perhaps the lagging one now)
+                # In line already (perhaps the lagging one now), or refused a turn.
+                self._bus.line_up(self)
         return True
 
     def close(self, *, overflow: bool = False) -> None:
@@ -157,9 +161,9 @@ class Subscription:
 
         An event is sent on the bus's delivery budget: a few subscribers per turn of the
         loop (EventBus.take_turn), and while orders are in the core only as many as there
-        is room for. One that finds the budget spent or no room waits in line, so a
-        commit's fan-out to hundreds of subscribers is spread over many turns and the
-        order path's steps run between them."""
+        is room for, unless it is far behind. One that finds the budget spent or no room
+        waits in line, so a commit's fan-out to hundreds of subscribers is spread over
+        many turns and the order path's steps run between them."""
         self._bus.sent(self)  # asking again: its previous send is done
         if not self._closed:
             if self._pending and self._bus.take_turn(self):
@@ -214,7 +218,7 @@ _LAGGING_LINE = 2
 # 2 kept SubmitOrder's median within 1.3-1.9 times its own without them (4: 1.3-3.1; no
 # limit: 25-40), and fan-out to 100 subscribers at 30-36k events/s (2 cores, noisy).
 BUSY_SENDS = 2
-# A subscriber this share of its queue behind is no longer held for orders: how far
+# A subscriber 1/LAG_SHARE of its queue behind is no longer held for orders: how far
 # orders first may put a stream behind (a quarter of stream.queue_size).
 LAG_SHARE = 4
 # How long after an order that limit holds: a caller's next order comes within it.
@@ -247,15 +251,17 @@ class EventBus:
         # Orders in the core now, and the loop time until which the last one still counts.
         self._orders = 0
         self._orders_until = -math.inf
-        # Sends in progress that count against the room, oldest first (by subscriber id).
+        # Sends in progress that count against the room, by subscriber id, in the order
+        # they started (oldest first).
         self._counted: dict[int, Subscription] = {}
         self._stuck_timer: asyncio.TimerHandle | None = None
         # Times a send was refused for want of room (what tests can see of the limit).
         self.held = 0
-        # Subscribers waiting for a turn with events pending, first come first served;
-        # those far enough behind not to wait for orders in a line of their own.
-        self._line: deque[Subscription] = deque()
-        self._lagging_line: deque[Subscription] = deque()
+        # Subscribers waiting for a turn with events pending (with their places), first
+        # come first served; those far enough behind not to wait for orders in a line of
+        # their own.
+        self._line: deque[tuple[int, Subscription]] = deque()
+        self._lagging_line: deque[tuple[int, Subscription]] = deque()
         self._turn_scheduled = False
         self._budget = delivery_batch
         # Turns so far, and events sent on their budgets: what tests can see of delivery.
@@ -377,7 +383,7 @@ class EventBus:
 
     def _stuck_passed(self) -> None:
         self._stuck_timer = None
-        if self._line or self._lagging_line:
+        if self._line:
             self._schedule_turn()
 
     def _start_send(self, sub: Subscription, now: float) -> None:
@@ -413,15 +419,20 @@ class EventBus:
 
     def line_up(self, sub: Subscription) -> None:
         """Give `sub` (waiting, events pending) a place in a delivery line: the lagging
-        one if it is far enough behind, moving it there if it waited in the other (whose
-        place it leaves behind, skipped), and the lines a turn."""
+        one if it is far enough behind, moving it there if it waited in the other (its
+        place there is left behind, and skipped)."""
         if self._lagging(sub):
-            if sub.lined_up != _LAGGING_LINE:
-                sub.lined_up = _LAGGING_LINE
-                self._lagging_line.append(sub)
+            if sub.lined_up == _LAGGING_LINE:
+                return
+            sub.lined_up = _LAGGING_LINE
+            line = self._lagging_line
         elif not sub.lined_up:
             sub.lined_up = _LINE
-            self._line.append(sub)
+            line = self._line
+        else:
+            return
+        sub.place += 1
+        line.append((sub.place, sub))
         self._schedule_turn()
 
     def _schedule_turn(self) -> None:
@@ -435,8 +446,9 @@ class EventBus:
 
         Scheduled with call_soon, a turn comes after everything the loop already has
         ready, so the subscribers let go in one turn (at most the budget) are all the
-        stream writes an order's next step can find ahead of it; a subscriber sends one
-        event per turn at most, so its events stay in order."""
+        stream writes an order's next step can find ahead of it. A subscriber has one
+        send in progress at most (it asks for the next when its send is done), so its
+        events stay in order."""
         self._turn_scheduled = False
         self.turns += 1
         self._budget = self._delivery_batch
@@ -448,8 +460,9 @@ class EventBus:
         held = self._orders_about(now)
         blocked = False
         while line and self._budget > 0:
-            sub = line[0]
-            if sub.lined_up == _LINE and sub.backlog and held and not self._room(now):
+            place, sub = line[0]
+            live = sub.lined_up == _LINE and sub.place == place
+            if live and sub.backlog and held and not self._room(now):
                 blocked = True
                 break
             self._let_go(line.popleft(), _LINE, now)
@@ -458,9 +471,10 @@ class EventBus:
             # for room gets its turn when a send finishes (sent) or sticks (_room).
             self._schedule_turn()
 
-    def _let_go(self, sub: Subscription, line: int, now: float) -> None:
-        if sub.lined_up != line:
-            return  # moved to the lagging line: its place here is left behind
+    def _let_go(self, entry: tuple[int, Subscription], line: int, now: float) -> None:
+        place, sub = entry
+        if sub.lined_up != line or sub.place != place:
+            return  # a place left behind (moved to the lagging line, or let go from it)
         sub.lined_up = 0
         # One that stopped waiting (its stream ended) has nothing to be let go for.
         if sub.backlog and sub.grant():
