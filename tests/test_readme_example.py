@@ -30,9 +30,9 @@ def served(tmp_path: Path) -> Iterator[str]:
     config = tmp_path / "gw.yaml"
     config.write_text(
         f"listen: {target}\njournal:\n  path: {tmp_path / 'journal.db'}\n"
-        "market_data:\n  synthetic:\n    interval_ms: 60000\n"  # one quote: a steady LTP
-        # The example trades MIS on the wall clock: no square-off, whatever the hour.
-        "trading_day:\n  mis_square_off: null\n",
+        "market_data:\n  synthetic:\n    interval_ms: 60000\n",  # one quote: a steady LTP
+        # The trading day as `make run` has it: the example trades CNC, which the MIS
+        # square-off (15:20 on the wall clock) does not refuse, so it runs at any hour.
         encoding="utf-8",
     )
     proc = subprocess.Popen(
