@@ -387,6 +387,9 @@ class EventBus:
             self._schedule_turn()
 
     def _start_send(self, sub: Subscription, now: float) -> None:
+        """`sub` sends now, on this turn's budget."""
+        self._budget -= 1
+        self.granted += 1
         sub.send_started = now
         self._counted[sub.sid] = sub
 
@@ -411,8 +414,6 @@ class EventBus:
             self._line or (self._orders_about(now) and not self._room(now))
         ):
             return False
-        self._budget -= 1
-        self.granted += 1
         self._start_send(sub, now)
         self._schedule_turn()
         return True
@@ -461,8 +462,7 @@ class EventBus:
         blocked = False
         while line and self._budget > 0:
             place, sub = line[0]
-            live = sub.lined_up == _LINE and sub.place == place
-            if live and sub.backlog and held and not self._room(now):
+            if _holds_place(sub, place, _LINE) and sub.backlog and held and not self._room(now):
                 blocked = True
                 break
             self._let_go(line.popleft(), _LINE, now)
@@ -473,11 +473,14 @@ class EventBus:
 
     def _let_go(self, entry: tuple[int, Subscription], line: int, now: float) -> None:
         place, sub = entry
-        if sub.lined_up != line or sub.place != place:
+        if not _holds_place(sub, place, line):
             return  # a place left behind (moved to the lagging line, or let go from it)
         sub.lined_up = 0
         # One that stopped waiting (its stream ended) has nothing to be let go for.
         if sub.backlog and sub.grant():
-            self._budget -= 1
-            self.granted += 1
             self._start_send(sub, now)
+
+
+def _holds_place(sub: Subscription, place: int, line: int) -> bool:
+    """Whether a line's entry (`place`, `sub`) is `sub`'s live place in that line."""
+    return sub.lined_up == line and sub.place == place
