@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -89,6 +89,8 @@ SQUARE_OFF_TAG = "MIS_SQUAREOFF"
 # attempt is a new order, and the daily order cap is shared with everything else.
 MAX_SQUARE_OFF_REFUSALS = 3
 ZERO = Decimal(0)
+# Sums of money values without rounding: far more digits than any book's values span.
+_EXACT = Context(prec=200, traps=[])
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,7 +605,7 @@ class ExecutionEngine:
     def exposure_symbols(self) -> frozenset[str]:
         """Symbols with an open position or a resting order: their quotes must keep coming."""
         ledger = self.state.ledger
-        symbols = {s for (_, s, _), p in ledger.position_items() if p.net_qty != 0}
+        symbols = {symbol for (_, symbol, _), _ in ledger.open_position_items()}
         symbols.update(o.intent.symbol for o in ledger.open_orders())
         return frozenset(symbols)
 
@@ -1025,7 +1027,7 @@ class ExecutionEngine:
         ledger = self.state.ledger
         return (
             symbol in self.state.marks
-            or any(s == symbol and p.net_qty for (_, s, _), p in ledger.position_items())
+            or ledger.has_open_position(symbol)
             or any(o.intent.symbol == symbol for o in ledger.open_orders())
         )
 
@@ -1047,15 +1049,16 @@ class ExecutionEngine:
         those that have none: those are unknown, never counted as zero."""
         total = ZERO
         unmarked: set[str] = set()
-        for (_, symbol, _), position in self.state.ledger.position_items():
-            if position.net_qty == 0:
-                continue
+        add = _EXACT.add
+        for (_, symbol, _), position in self.state.ledger.open_position_items():
             ltp = self._mark(symbol)
             if ltp is None:
                 unmarked.add(symbol)
             else:
-                total += position.unrealized(ltp)
-        return total, tuple(sorted(unmarked))
+                total = add(total, position.unrealized(ltp))
+        # Summed exactly, rounded once: the same total whatever order the positions come
+        # in (they come in the order they last opened, which a restart does not keep).
+        return +total, tuple(sorted(unmarked))
 
     def _record_marks(self, now: datetime, *, force: bool) -> None:
         """Journal the marks of symbols with an open position or resting order, when
@@ -1063,11 +1066,8 @@ class ExecutionEngine:
         if not force and now < self._marks_due:
             return
         self._marks_due = now + self._quotes.marks_every
-        ledger = self.state.ledger
-        symbols = {s for (_, s, _), p in ledger.position_items() if p.net_qty != 0}
-        symbols.update(o.intent.symbol for o in ledger.open_orders())
         marks: dict[str, Decimal] = {}
-        for symbol in sorted(symbols):
+        for symbol in sorted(self.exposure_symbols()):
             ltp = self._mark(symbol)
             if ltp is not None:
                 marks[symbol] = ltp

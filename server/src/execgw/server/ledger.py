@@ -151,6 +151,11 @@ class Ledger:
         # up another's keys.
         self._by_client_id: dict[tuple[str, str], str] = {}
         self._positions: dict[PositionKey, PositionState] = {}
+        # The positions that are not flat, and how many per symbol: the breakers value
+        # them after every change, and a day's flat positions (most of an intraday
+        # book's) must not make every order and quote cost more as the day goes on.
+        self._open_positions: dict[PositionKey, PositionState] = {}
+        self._open_by_symbol: dict[str, int] = {}
         # Order ids in memory, ascending, in all and by strategy and by symbol: a listing
         # starts at its cursor by bisection and looks only at orders its filters can match.
         self._ids: list[str] = []
@@ -298,6 +303,13 @@ class Ledger:
     def position_items(self) -> list[tuple[PositionKey, PositionState]]:
         return list(self._positions.items())
 
+    def open_position_items(self) -> list[tuple[PositionKey, PositionState]]:
+        """The positions that are not flat (in no particular order)."""
+        return list(self._open_positions.items())
+
+    def has_open_position(self, symbol: str) -> bool:
+        return symbol in self._open_by_symbol
+
     def positions(
         self, mark: Callable[[str], Decimal | None], strategy_code: str | None = None
     ) -> list[PositionView]:
@@ -372,6 +384,9 @@ class Ledger:
                 key = (order.intent.strategy_code, order.client_order_id)
                 ledger._by_client_id[key] = order.order_id
         ledger._positions = dict(positions)
+        for position_key, state in positions:
+            if state.net_qty:
+                ledger._opened(position_key, state)
         ledger._index_ids()
         return ledger
 
@@ -487,12 +502,31 @@ class Ledger:
         order.updated_at = when
         key = (fill.strategy_code, fill.symbol, fill.product)
         state = self._positions.setdefault(key, PositionState())
+        was_open = state.net_qty != 0
         realized, round_trip = state.apply(fill.side.sign * fill.qty, fill.price)
+        if not was_open and state.net_qty:
+            self._opened(key, state)
+        elif was_open and not state.net_qty:
+            self._flattened(key)
         if fill.charges is not None:
             order.charges += fill.charges.total
             order.brokerage += fill.charges.brokerage
             state.charges += fill.charges.total
         return FillOutcome(key, realized, round_trip)
+
+    def _opened(self, key: PositionKey, state: PositionState) -> None:
+        self._open_positions[key] = state
+        symbol = key[1]
+        self._open_by_symbol[symbol] = self._open_by_symbol.get(symbol, 0) + 1
+
+    def _flattened(self, key: PositionKey) -> None:
+        del self._open_positions[key]
+        symbol = key[1]
+        left = self._open_by_symbol[symbol] - 1
+        if left:
+            self._open_by_symbol[symbol] = left
+        else:
+            del self._open_by_symbol[symbol]
 
     def _require_open(self, order_id: str, what: str) -> Order:
         order = self._require(order_id)
