@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Context, Decimal
+from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -30,6 +30,7 @@ from execgw.server.domain import (
     OrderIntent,
     OrderStatus,
     OrderType,
+    PositionKey,
     PositionView,
     Product,
     Quote,
@@ -89,8 +90,9 @@ SQUARE_OFF_TAG = "MIS_SQUAREOFF"
 # attempt is a new order, and the daily order cap is shared with everything else.
 MAX_SQUARE_OFF_REFUSALS = 3
 ZERO = Decimal(0)
-# Sums of money values without rounding: far more digits than any book's values span.
-_EXACT = Context(prec=200, traps=[])
+# Sums of money values without rounding: far more digits than a book's values span
+# (about 50 at most), with the default context's traps.
+_EXACT = Context(prec=200, traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
 @dataclass(frozen=True, slots=True)
@@ -1001,17 +1003,8 @@ class ExecutionEngine:
 
     def _baseline(self) -> tuple[Decimal, tuple[tuple[str, str, str], ...]]:
         """Unrealized PnL of open positions that have a mark, and those that have none."""
-        marked = ZERO
-        unmarked = []
-        for (code, symbol, product), position in self.state.ledger.position_items():
-            if position.net_qty == 0:
-                continue
-            ltp = self._mark(symbol)
-            if ltp is None:
-                unmarked.append((code, symbol, product.value))
-            else:
-                marked += position.unrealized(ltp)
-        return marked, tuple(sorted(unmarked))
+        marked, unmarked = self._marked_value()
+        return marked, tuple(sorted((code, symbol, kind.value) for code, symbol, kind in unmarked))
 
     def _mark_baseline(self, quote: Quote, now: datetime) -> None:
         for code, symbol, product in sorted(self._risk.book.unmarked):
@@ -1047,18 +1040,25 @@ class ExecutionEngine:
     def _valuation(self) -> tuple[Decimal, tuple[str, ...]]:
         """Unrealized PnL of the open positions that have a mark, and the symbols of
         those that have none: those are unknown, never counted as zero."""
+        total, unmarked = self._marked_value()
+        return total, tuple(sorted({symbol for _, symbol, _ in unmarked}))
+
+    def _marked_value(self) -> tuple[Decimal, list[PositionKey]]:
+        """What the day's baseline and the breakers' valuation both add up: the unrealized
+        PnL of the open positions that have a mark, and the positions that have none.
+        Summed exactly and rounded once, so the total is the same whatever order the
+        positions come in (the order they last opened, which a restart does not keep),
+        and a baseline taken with no price moved equals the valuation after it."""
         total = ZERO
-        unmarked: set[str] = set()
+        unmarked: list[PositionKey] = []
         add = _EXACT.add
-        for (_, symbol, _), position in self.state.ledger.open_position_items():
-            ltp = self._mark(symbol)
+        for key, position in self.state.ledger.open_position_items():
+            ltp = self._mark(key[1])
             if ltp is None:
-                unmarked.add(symbol)
+                unmarked.append(key)
             else:
                 total = add(total, position.unrealized(ltp))
-        # Summed exactly, rounded once: the same total whatever order the positions come
-        # in (they come in the order they last opened, which a restart does not keep).
-        return +total, tuple(sorted(unmarked))
+        return +total, unmarked
 
     def _record_marks(self, now: datetime, *, force: bool) -> None:
         """Journal the marks of symbols with an open position or resting order, when

@@ -384,7 +384,7 @@ class Ledger:
                 key = (order.intent.strategy_code, order.client_order_id)
                 ledger._by_client_id[key] = order.order_id
         ledger._positions = dict(positions)
-        for position_key, state in positions:
+        for position_key, state in ledger._positions.items():
             if state.net_qty:
                 ledger._opened(position_key, state)
         ledger._index_ids()
