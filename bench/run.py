@@ -15,7 +15,9 @@ load comes from this process through the real asyncio client.
                         against the echo gateway's SubmitOrders through the same client
   5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
                         and metrics (Prometheus endpoint) on, against the same with
-                        telemetry off (2.): what telemetry costs, at most 15%
+                        telemetry off (2.): what telemetry costs, at most 15%. Each
+                        repetition runs off, on, on, off back to back; its ratio is
+                        the sum of its on runs over the sum of its off runs
   6. latency:           one caller: the echo's p50 and p99, SubmitOrder's with no
                         subscriber and with 500 receiving every event (order updates
                         included); the 500 run in a process of their own, as
@@ -902,6 +904,8 @@ async def main(args: argparse.Namespace) -> None:
         groups: list[float] = []
         singles: list[float] = []
         traced: list[float] = []
+        # Each repetition's telemetry on / off.
+        telemetry_ratios: list[float] = []
         stream_echoes: list[float] = []
         streams: list[float] = []
         for rep in range(1, args.repeats + 1):
@@ -916,22 +920,22 @@ async def main(args: argparse.Namespace) -> None:
                 rate, took = await timed(submit_stream_rate(target, args.n))
                 report.measured(stream_row, rate, "msgs/s", took, rep)
                 streams.append(rate)
-            # Telemetry's cost is the ratio of two runs: they run back to back, first one
-            # then the other in turn, so that the machine's drift (a slow spell, a
-            # neighbour's load) does not fall on one side only.
-            pair = ["group"] if quick else ["group", "traced"] if rep % 2 else ["traced", "group"]
-            for which in pair:
-                if which == "group":
-                    with gateway(tmp, f"group{rep}", 512) as target:
-                        rate, took = await timed(submit_rate(target, args.n, c))
-                    report.measured(group_row, rate, "calls/s", took, rep)
-                    groups.append(rate)
-                else:
-                    extra = telemetry_extra(tmp, rep)
-                    with gateway(tmp, f"traced{rep}", 512, extra=extra) as target:
-                        rate, took = await timed(submit_rate(target, args.n, c))
-                    report.measured(traced_row, rate, "calls/s", took, rep)
-                    traced.append(rate)
+            # Telemetry's cost is a ratio of runs made back to back, in the order off, on,
+            # on, off: the machine's drift (a slow spell, a neighbour's load) falls on
+            # both sides alike instead of on whichever ran first.
+            runs: dict[str, list[float]] = {"group": [], "traced": []}
+            order = ["group", "traced", "traced", "group"] if not quick else ["group"]
+            for index, which in enumerate(order):
+                extra = telemetry_extra(tmp, rep) if which == "traced" else ""
+                with gateway(tmp, f"{which}{rep}-{index}", 512, extra=extra) as target:
+                    rate, took = await timed(submit_rate(target, args.n, c))
+                row = traced_row if which == "traced" else group_row
+                report.measured(row, rate, "calls/s", took, rep)
+                runs[which].append(rate)
+            groups.extend(runs["group"])
+            if not quick:
+                traced.extend(runs["traced"])
+                telemetry_ratios.append(sum(runs["traced"]) / sum(runs["group"]))
             if not quick:
                 with gateway(tmp, f"single{rep}", 1) as target:
                     rate, took = await timed(submit_rate(target, args.n, c))
@@ -983,10 +987,14 @@ async def main(args: argparse.Namespace) -> None:
     if traced:
         on = median(traced)
         report.row(traced_row, on, "calls/s", echo_unary, on / echo)
-        # Telemetry's cost: the median of each repetition's on/off ratio.
-        cost = median(t / g for t, g in zip(traced, groups, strict=True))
+        # Telemetry's cost: the median of each repetition's on / off.
+        cost = median(telemetry_ratios)
         report.row(
-            "telemetry on / off (median of the runs' ratios)", cost, "ratio", group_row, cost
+            "telemetry on / off (median of the repetitions' ratios)",
+            cost,
+            "ratio",
+            group_row,
+            cost,
         )
     stream_echo, stream = median(stream_echoes), median(streams)
     report.row(echo_stream, stream_echo, "msgs/s")
