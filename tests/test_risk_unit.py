@@ -689,6 +689,66 @@ def test_evaluate_trips_what_a_report_of_every_breaker_would() -> None:
         assert got == expected
 
 
+def test_evaluate_after_each_event_trips_what_a_report_of_every_breaker_would() -> None:
+    """The per-strategy breakers are compared only for the strategies the book says
+    changed since the last evaluate (a new book: all of them). Held, event by event, to
+    comparing every strategy: trades, losing and winning round trips, resumes, day
+    rollovers, trips fed back to the book as the engine journals them, and a rebuilt
+    book adopted in the middle."""
+    rng = random.Random(19)
+    codes = ["A", "B", "C", "D"]
+    for _ in range(60):
+        risk = engine(
+            circuit_breakers={
+                "max_trades_per_strategy_per_day": rng.randint(1, 4),
+                "max_loss_streak": rng.randint(1, 3),
+                "max_trades_per_day": 10_000,
+                "max_daily_loss_rupees": 1_000_000.0,
+            }
+        )
+        number = 0
+        for _ in range(40):
+            code = rng.choice(codes)
+            roll = rng.random()
+            event: Any
+            outcome = None
+            if roll < 0.45:
+                number += 1
+                event = OrderAccepted(f"O{number}", f"c{number}", intent(strategy=code), NOW)
+            elif roll < 0.8:
+                event = _fill(strategy=code)
+                pnl = rng.choice(["-5", "3"])
+                outcome = FillOutcome((code, "NSE:INFY", Product.NRML), D(pnl), D(pnl))
+            elif roll < 0.9:
+                event = TradingResumed(rng.choice([code, ""]), "ops", "again", NOW)
+            elif roll < 0.95:
+                event = DayRolledOver(DAY, NOW)
+            else:
+                # A rebuild: the engine adopts a copy of the book, as from the journal.
+                risk.adopt(
+                    replace(
+                        risk.book,
+                        trades_by_strategy=dict(risk.book.trades_by_strategy),
+                        loss_streak=dict(risk.book.loss_streak),
+                        trips=dict(risk.book.trips),
+                    )
+                )
+                event = None
+            if event is not None:
+                risk.book.apply(event, outcome)
+            expected = _evaluate_as_every_breaker_was_reported(risk, NOW, D(0), ())
+            got = risk.evaluate(NOW, D(0), ())
+            assert [
+                ("peak", e.equity)
+                if isinstance(e, EquityPeak)
+                else (e.breaker, e.strategy_code, e.state)
+                for e in got
+            ] == expected
+            for tripped in got:
+                if isinstance(tripped, BreakerTripped):
+                    risk.book.apply(tripped, None)
+
+
 def test_near_limit_reports_what_filtering_every_breaker_would() -> None:
     """The risk span's near-limit events come from `near_limit`, which builds reports
     only for the account's and the order's strategy's breakers at or past the fraction;

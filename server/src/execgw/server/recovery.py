@@ -32,7 +32,7 @@ from execgw.server.events import (
 )
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
 from execgw.server.ledger import Ledger, LedgerError, PositionState
-from execgw.server.risk_state import ZERO, RiskBook, Trip
+from execgw.server.risk_state import NOT_STATE, ZERO, RiskBook, Trip
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,9 @@ class RiskEntry:
 
     @classmethod
     def of(cls, book: RiskBook) -> RiskEntry:
-        values = _fields_of(book)
+        values = {
+            f.name: getattr(book, f.name) for f in fields(book) if not f.metadata.get(NOT_STATE)
+        }
         values["trips"] = list(book.trips.values())
         values["unmarked"] = sorted(book.unmarked)
         return cls(**values)

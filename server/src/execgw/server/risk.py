@@ -141,6 +141,10 @@ class RiskEngine:
         # that, and the journal gets at most one peak (with its marks) per such rise, not
         # one per uptick of a trending market.
         self._peak_step = self._capital * self._max_drawdown / 10
+        # The strategies at a per-strategy limit (see _strategies_at_limit), and the book
+        # they were found in.
+        self._at_limit: tuple[set[str], ...] = ()
+        self._at_limit_of: RiskBook | None = None
 
     # -- the fold ---------------------------------------------------------
 
@@ -253,14 +257,39 @@ class RiskEngine:
         order of `_strategies_in_the_book` (then the order of `_strategy_rows`), without
         sorting or building the rows of every strategy on every change."""
         trips = self.book.trips
+        counted = self._strategy_counts()
+        at_limit = self._strategies_at_limit(counted)
         found = [
-            (code, index, breaker, count, limit)
-            for index, (breaker, counts, limit) in enumerate(self._strategy_counts())
-            for code, count in counts.items()
-            if count >= limit and (breaker, code) not in trips
+            (code, index, breaker, counts[code], limit)
+            for index, (breaker, counts, limit) in enumerate(counted)
+            for code in at_limit[index]
+            if (breaker, code) not in trips
         ]
         found.sort(key=lambda row: (row[0], row[1]))
         return [(breaker, code, value, limit) for code, _, breaker, value, limit in found]
+
+    def _strategies_at_limit(
+        self, counted: tuple[tuple[Breaker, dict[str, int], int], ...]
+    ) -> tuple[set[str], ...]:
+        """Per per-strategy breaker, the strategies whose count is at its limit or past
+        it, kept up to date from the strategies the book says changed: the whole day's
+        strategies are compared only when the book is new (a start, a rebuild)."""
+        book = self.book
+        if self._at_limit_of is not book:
+            self._at_limit = tuple(
+                {code for code, count in counts.items() if count >= limit}
+                for _, counts, limit in counted
+            )
+            self._at_limit_of = book
+        else:
+            for code in book.touched:
+                for found, (_, counts, limit) in zip(self._at_limit, counted, strict=True):
+                    if counts.get(code, 0) >= limit:
+                        found.add(code)
+                    else:
+                        found.discard(code)
+        book.touched.clear()
+        return self._at_limit
 
     def _strategy_rows(self, code: str) -> list[tuple[Breaker, str, Decimal | int, Decimal | int]]:
         return [

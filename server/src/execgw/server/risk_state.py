@@ -32,6 +32,8 @@ from execgw.server.events import (
 from execgw.server.ledger import FillOutcome
 
 ZERO = Decimal(0)
+# Marks a RiskBook field that is bookkeeping, not state: snapshots leave it out.
+NOT_STATE = "not_state"
 
 
 @dataclass(slots=True)
@@ -62,12 +64,20 @@ class RiskBook:
     baseline_unrealized: Decimal = ZERO
     # Carried positions still waiting for their first quote of the day.
     unmarked: set[tuple[str, str, str]] = field(default_factory=set)
+    # Not journaled state: the strategies whose per-strategy counters (trades, loss
+    # streak) changed since the risk engine last compared them with their limits, so it
+    # compares those only, not every strategy of the day on every change.
+    touched: set[str] = field(
+        default_factory=set, repr=False, compare=False, metadata={NOT_STATE: True}
+    )
 
     def apply(self, event: Event, outcome: FillOutcome | None) -> None:
         match event:
             case DayRolledOver(trading_day=day, baseline_unrealized=baseline, unmarked=unmarked):
                 self.day = day
                 self.trades_total = 0
+                self.touched.update(self.trades_by_strategy)
+                self.touched.update(self.loss_streak)
                 self.trades_by_strategy.clear()
                 self.realized_total = ZERO
                 self.realized_by_strategy.clear()
@@ -88,6 +98,7 @@ class RiskBook:
                 self.trades_total += 1
                 code = intent.strategy_code
                 self.trades_by_strategy[code] = self.trades_by_strategy.get(code, 0) + 1
+                self.touched.add(code)
             case OrderFilled(fill=fill) if outcome is not None:
                 code = fill.strategy_code
                 self.realized_total += outcome.realized
@@ -99,6 +110,7 @@ class RiskBook:
                         self.loss_streak[code] = self.loss_streak.get(code, 0) + 1
                     else:
                         self.loss_streak[code] = 0
+                    self.touched.add(code)
             case BreakerTripped():
                 self.trips[(event.breaker, event.strategy_code)] = Trip(
                     event.breaker,
@@ -123,6 +135,7 @@ class RiskBook:
                     del self.trips[key]
                 if code:
                     self.loss_streak[code] = 0
+                    self.touched.add(code)
             case MisSquareOffStarted(trading_day=day):
                 self.squared_off_day = day
 
