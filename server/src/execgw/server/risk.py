@@ -260,7 +260,7 @@ class RiskEngine:
         counted = self._strategy_counts()
         at_limit = self._strategies_at_limit(counted)
         found = [
-            (code, index, breaker, counts[code], limit)
+            (code, index, breaker, counts.get(code, 0), limit)
             for index, (breaker, counts, limit) in enumerate(counted)
             for code in at_limit[index]
             if (breaker, code) not in trips

@@ -68,7 +68,7 @@ class RiskBook:
     # streak) changed since the risk engine last compared them with their limits, so it
     # compares those only, not every strategy of the day on every change.
     touched: set[str] = field(
-        default_factory=set, repr=False, compare=False, metadata={NOT_STATE: True}
+        default_factory=set, init=False, repr=False, compare=False, metadata={NOT_STATE: True}
     )
 
     def apply(self, event: Event, outcome: FillOutcome | None) -> None:
