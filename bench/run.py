@@ -8,7 +8,9 @@ load comes from this process through the real asyncio client.
                         parsing our requests and answering with a result of the shape
                         of a filled order, called through the same asyncio client as
                         the gateway rows; nothing behind it (no risk, no journal)
-  2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512)
+  2. submit (group):    SubmitOrder, durable group commit (journal.max_batch 512);
+                        its row is the median of all its runs, two per repetition
+                        (the telemetry-off runs of 5.)
   3. submit (1 fsync):  SubmitOrder, one durable commit per order (journal.max_batch 1)
   4. fan-out:           StreamFills event delivery to 1, 10 and 100 subscribers
   4b. SubmitOrders:     n orders over one bidirectional stream (the asyncio client),
@@ -226,7 +228,7 @@ def gateway_process(
         proc.wait(timeout=30)
 
 
-def telemetry_extra(tmp: Path, rep: int) -> str:
+def telemetry_extra(tmp: Path, rep: int | str) -> str:
     """Traces to a jsonl file through the batch processor, metrics on a Prometheus
     endpoint (collected only when scraped, as in production)."""
     return (
@@ -398,12 +400,26 @@ class Report:
         self.targets: list[dict[str, object]] = []
 
     def measured(
-        self, measure: str, value: float, unit: str, seconds: float, run: int | None = None
+        self,
+        measure: str,
+        value: float,
+        unit: str,
+        seconds: float,
+        run: int | None = None,
+        position: int | None = None,
     ) -> None:
-        """One measurement, printed now."""
-        self.measurements.append(
-            {"measure": measure, "run": run, "value": value, "unit": unit, "seconds": seconds}
-        )
+        """One measurement, printed now. `position`: its place among the repetition's
+        runs, where a measure is taken more than once in one."""
+        entry: dict[str, Any] = {
+            "measure": measure,
+            "run": run,
+            "value": value,
+            "unit": unit,
+            "seconds": seconds,
+        }
+        if position is not None:
+            entry["position"] = position
+        self.measurements.append(entry)
         label = measure if run is None else f"{measure} [run {run}]"
         print(f"  {label:<58}{value:>12.2f} {unit:<10}({seconds:.1f} s)", flush=True)
 
@@ -926,11 +942,11 @@ async def main(args: argparse.Namespace) -> None:
             runs: dict[str, list[float]] = {"group": [], "traced": []}
             order = ["group", "traced", "traced", "group"] if not quick else ["group"]
             for index, which in enumerate(order):
-                extra = telemetry_extra(tmp, rep) if which == "traced" else ""
+                extra = telemetry_extra(tmp, f"{rep}-{index}") if which == "traced" else ""
                 with gateway(tmp, f"{which}{rep}-{index}", 512, extra=extra) as target:
                     rate, took = await timed(submit_rate(target, args.n, c))
                 row = traced_row if which == "traced" else group_row
-                report.measured(row, rate, "calls/s", took, rep)
+                report.measured(row, rate, "calls/s", took, rep, position=index)
                 runs[which].append(rate)
             groups.extend(runs["group"])
             if not quick:

@@ -190,7 +190,7 @@ class GatewayCore:
         self._settings = settings
         self._on_health = on_health
         self._engine = ExecutionEngine(
-            state=rebuild(journal),
+            state=rebuild(journal, starting=True),
             clock=clock,
             quotes=quotes,
             venue=venue,

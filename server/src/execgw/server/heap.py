@@ -17,7 +17,8 @@ garbage, and young objects are collected as before. The cost: a frozen object th
 becomes part of an unreachable reference cycle is never reclaimed. There are few: after
 30,000 orders, unfreezing and collecting found 75 such objects among 120,000 frozen.
 
-The collector is never disabled, and its thresholds are left at their defaults.
+The collector is disabled only while a start rebuilds the day from the journal
+(recovery.rebuild), and its thresholds are left at their defaults.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def records(journal: Journal) -> Iterator[JournalRecord]:
 
 
 def recorded(journal: Journal) -> RunResult:
-    return summarize(rebuild(journal))
+    return summarize(rebuild(journal, starting=True))
 
 
 def replay(recorded_records: Iterable[JournalRecord], config: GatewayConfig) -> RunResult:
