@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from execgw.server import codec
-from execgw.server.closed_orders import ClosedOrder, ListedKey
+from execgw.server.closed_orders import ClosedOrder, ListedKey, OrderHead
 from execgw.server.domain import (
     Fill,
     FillInFlight,
@@ -359,12 +359,14 @@ class Ledger:
     @classmethod
     def restore(
         cls,
-        orders: list[Order],
+        orders: Sequence[Order | OrderHead],
         positions: list[tuple[PositionKey, PositionState]],
         encoded: list[bytes] | None = None,
     ) -> Ledger:
         """`encoded`, when given, is each order's encoding as the snapshot held it:
-        kept, so the first snapshot after a restart need not encode the whole day."""
+        kept, so the first snapshot after a restart need not encode the whole day. A
+        finished order may come as its head alone (OrderHead, decoded from those bytes):
+        then its bytes are required, and it is never decoded whole."""
         ledger = cls()
         bodies = (
             {o.order_id: e for o, e in zip(orders, encoded, strict=True)}
@@ -372,7 +374,11 @@ class Ledger:
             else {}
         )
         for order in orders:
-            if order.status.is_open:
+            if isinstance(order, OrderHead):
+                if order.status.is_open:
+                    raise LedgerError(f"order {order.order_id} is open: restore it whole")
+                ledger._orders[order.order_id] = ledger._closed(order, bodies[order.order_id])
+            elif order.status.is_open:
                 ledger._orders[order.order_id] = order
                 ledger._open_by_id[order.order_id] = order
                 if order.order_id in bodies:
@@ -408,7 +414,7 @@ class Ledger:
             raise LedgerError(f"unknown order id {order_id}")
         return found.copy()
 
-    def _closed(self, order: Order, body: bytes) -> ClosedOrder:
+    def _closed(self, order: Order | OrderHead, body: bytes) -> ClosedOrder:
         key = ListedKey(order.intent.strategy_code, order.intent.symbol)
         return ClosedOrder(order, body, self._listed_keys.setdefault(key, key))
 

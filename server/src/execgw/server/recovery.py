@@ -17,6 +17,7 @@ from typing import Any, cast
 import msgspec
 
 from execgw.server import codec
+from execgw.server.closed_orders import OrderHead
 from execgw.server.domain import Fill, Order, PositionKey, Product, Quote, QuoteLiquidity, Side
 from execgw.server.events import (
     BreakerTripped,
@@ -264,33 +265,43 @@ def state_to_json(state: GatewayState) -> str:
     return prepare_snapshot(state).body()
 
 
-class _OrderBodies(msgspec.Struct):
-    """A snapshot's orders as the bytes it holds them in (the other fields skipped)."""
+@dataclass(frozen=True, slots=True)
+class _SnapshotBytes:
+    """A Snapshot with its orders left as the bytes it holds them in (field for field
+    Snapshot's; a test holds them equal)."""
 
+    sequence: int
+    ids: IdSource
+    risk: RiskEntry
     orders: list[msgspec.Raw]
+    positions: list[PositionEntry]
+    marks: dict[str, Decimal] = field(default_factory=dict)
+    fill_marks: list[str] = field(default_factory=list)
+    liquidity: list[QuoteLiquidity] = field(default_factory=list)
 
 
-def _order_bodies(body: str, orders: list[Order]) -> list[bytes] | None:
-    """Each order's bytes in the snapshot, if they are what the codec writes today (a
-    snapshot of an older codec is encoded afresh at the next snapshot instead)."""
-    if not orders:
-        return None
-    raws = codec.decode(body, _OrderBodies).orders
-    if len(raws) != len(orders) or any(
-        bytes(raws[i]) != codec.encode_bytes(orders[i]) for i in (0, -1)
-    ):
-        return None
-    return [bytes(raw) for raw in raws]
+def _restorable(bodies: list[bytes]) -> tuple[list[Order | OrderHead], list[bytes] | None]:
+    """A snapshot's orders as Ledger.restore takes them: open ones whole, finished ones
+    as their heads alone (most of a day, never decoded whole), with the bytes they came
+    in. A snapshot of an older codec (its bytes are not what the codec writes today) is
+    decoded whole, to be encoded afresh at the next snapshot."""
+    if not bodies:
+        return [], None
+    ends = [codec.decode(bodies[i], Order) for i in (0, -1)]
+    if any(codec.encode_bytes(order) != bodies[i] for order, i in zip(ends, (0, -1), strict=True)):
+        return [codec.decode(body, Order) for body in bodies], None
+    found: list[Order | OrderHead] = []
+    for body in bodies:
+        head = codec.decode(body, OrderHead)
+        found.append(codec.decode(body, Order) if head.status.is_open else head)
+    return found, bodies
 
 
 def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
-    snapshot = codec.decode(body, Snapshot)
+    snapshot = codec.decode(body, _SnapshotBytes)
+    orders, bodies = _restorable([bytes(raw) for raw in snapshot.orders])
     return GatewayState(
-        ledger=Ledger.restore(
-            snapshot.orders,
-            [p.restore() for p in snapshot.positions],
-            _order_bodies(body, snapshot.orders),
-        ),
+        ledger=Ledger.restore(orders, [p.restore() for p in snapshot.positions], bodies),
         risk=snapshot.risk.restore(),
         ids=snapshot.ids,
         sequence=snapshot.sequence,
