@@ -1,20 +1,31 @@
-"""A restart restores a day's finished orders from their snapshot bytes by their heads
-alone (OrderHead), never decoding them whole: the same ledger, less time and memory.
-A snapshot whose bytes the codec no longer writes is decoded whole, as before."""
+"""A restart decodes each of the snapshot's orders whole (a body that does not decode
+stops the start), and makes a finished one compact at once, so the day's orders are
+never all whole in memory together: the same ledger, finished orders equal slot for
+slot, less memory. A snapshot whose bytes the codec no longer writes is restored whole,
+as before."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from execgw.server import codec, recovery
 from execgw.server.closed_orders import ClosedOrder
-from execgw.server.domain import Order, OrderIntent, OrderType, Product, Side, Validity
-from execgw.server.events import OrderAccepted
+from execgw.server.domain import (
+    Order,
+    OrderIntent,
+    OrderType,
+    Product,
+    RejectReason,
+    Side,
+    Validity,
+)
+from execgw.server.events import OrderAccepted, OrderCancelled, OrderRejected
 from execgw.server.ledger import Ledger
 from execgw.server.recovery import GatewayState, IdSource, state_from_json, state_to_json
 from execgw.server.risk_state import RiskBook
@@ -38,46 +49,76 @@ def _state() -> GatewayState:
                 "NSE:TCS", "s1", Side.BUY, 1, OrderType.LIMIT, Product.CNC, Validity.DAY
             )
             ledger.apply(OrderAccepted(f"O{number:05d}", f"c{number}", intent, WHEN))
+    # A rejection (with its reason), and the gateway's own order, at an IST time.
+    ist = WHEN.astimezone(ZoneInfo("Asia/Kolkata"))
+    rejected = OrderIntent(
+        "NSE:SBIN", "s0", Side.SELL, 5, OrderType.MARKET, Product.MIS, Validity.DAY
+    )
+    ledger.apply(
+        OrderRejected("O09001", "c9001", rejected, ist, RejectReason.MAX_LOSS_STREAK, "streak")
+    )
+    internal = OrderIntent(
+        "NSE:INFY", "s1", Side.SELL, 1, OrderType.MARKET, Product.MIS, Validity.DAY
+    )
+    ledger.apply(OrderAccepted("O09002", "c9002", internal, ist, internal=True))
+    ledger.apply(OrderCancelled("O09002", ist, "cancelled at MIS square-off"))
     ledger.compact()
     return GatewayState(ledger, RiskBook(), IdSource(), 40, "0" * 64)
 
 
 def test_the_bytes_form_mirrors_the_snapshot_field_for_field() -> None:
-    mirrored = [f.name for f in dataclasses.fields(recovery._SnapshotBytes)]
-    assert mirrored == [f.name for f in dataclasses.fields(recovery.Snapshot)]
+    def described(cls: type) -> list[tuple[str, object, object, object]]:
+        return [
+            (f.name, f.type if f.name != "orders" else "-", f.default, f.default_factory)
+            for f in dataclasses.fields(cls)
+        ]
+
+    assert described(recovery._SnapshotBytes) == described(recovery.Snapshot)
 
 
-def test_finished_orders_are_restored_from_their_heads_alone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _slots(order: ClosedOrder) -> tuple[object, ...]:
+    return tuple(getattr(order, name) for name in ClosedOrder.__slots__)
+
+
+def test_finished_orders_come_back_compact_and_equal_slot_for_slot() -> None:
     state = _state()
     body = state_to_json(state)
-    whole: list[str] = []
-    real = codec.decode
-
-    def counted(text: Any, into: Any) -> Any:
-        found = real(text, into)
-        if into is Order:
-            whole.append(found.order_id)
-        return found
-
-    monkeypatch.setattr(codec, "decode", counted)
     again = state_from_json(body)
-    orders = again.ledger._orders
-    open_ids = [i for i, o in orders.items() if isinstance(o, Order)]
-    closed = [o for o in orders.values() if isinstance(o, ClosedOrder)]
-    assert open_ids
-    assert closed
-    ids = list(orders)
-    # Whole: the first and last (the codec check) and the open ones; never the rest.
-    assert sorted(set(whole)) == sorted({ids[0], ids[-1], *open_ids})
-    monkeypatch.setattr(codec, "decode", real)
+    before = state.ledger._orders
+    after = again.ledger._orders
+    assert list(after) == list(before)
+    assert any(isinstance(o, ClosedOrder) for o in after.values())
+    assert any(isinstance(o, Order) for o in after.values())
+    for order_id, order in before.items():
+        restored = after[order_id]
+        assert type(restored) is type(order)
+        if isinstance(order, ClosedOrder):
+            assert isinstance(restored, ClosedOrder)
+            assert _slots(restored) == _slots(order)
+            # One listing key per (strategy, symbol), shared, as the live ledger keeps it.
+            assert restored.intent is again.ledger._listed_keys[restored.intent]
+    assert any(isinstance(o, ClosedOrder) and o.internal for o in after.values())
     assert again.ledger.export() == state.ledger.export()
     assert state_to_json(again) == body
-    for order in closed:
+    # Compact as each is decoded: what restore is handed holds no finished order whole.
+    bodies = [codec.encode_bytes(o) for o in state.ledger.orders()]
+    handed, kept = recovery._restorable(bodies)
+    assert kept == bodies
+    assert all(isinstance(o, ClosedOrder) != o.status.is_open for o in handed)
+    for order in before.values():
         assert again.ledger.order_for_client_id(
             order.intent.strategy_code, order.client_order_id
         ) == state.ledger.order(order.order_id)
+
+
+def test_a_finished_order_that_does_not_decode_stops_the_restore() -> None:
+    state = _state()
+    body = json.loads(state_to_json(state))
+    middle = len(body["orders"]) // 2
+    assert body["orders"][middle]["status"] in ("FILLED", "REJECTED", "CANCELLED")
+    body["orders"][middle]["intent"]["side"] = "SHORT"
+    with pytest.raises(codec.CodecError, match=f"snapshot order {middle}"):
+        state_from_json(json.dumps(body, separators=(",", ":")))
 
 
 def test_a_snapshot_the_codec_no_longer_writes_is_decoded_whole() -> None:

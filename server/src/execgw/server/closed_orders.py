@@ -13,8 +13,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-import msgspec
-
 from execgw.server import codec
 from execgw.server.domain import Order, OrderStatus, RejectReason
 
@@ -25,26 +23,6 @@ class ListedKey(NamedTuple):
 
     strategy_code: str
     symbol: str
-
-
-class _IntentHead(msgspec.Struct):
-    """The two fields of an encoded order's intent a listing needs."""
-
-    strategy_code: str
-    symbol: str
-
-
-class OrderHead(msgspec.Struct):
-    """What ClosedOrder keeps of an encoded order, read without decoding the rest of it
-    (a restart restores a day's finished orders from their snapshot bytes this way)."""
-
-    order_id: str
-    client_order_id: str
-    intent: _IntentHead
-    status: OrderStatus
-    created_at: datetime
-    reject_reason: RejectReason | None = None
-    internal: bool = False
 
 
 class ClosedOrder:
@@ -62,8 +40,7 @@ class ClosedOrder:
         "status",
     )
 
-    def __init__(self, order: Order | OrderHead, body: bytes, intent: ListedKey) -> None:
-        """`order`: the finished order, or its head as decoded from `body`."""
+    def __init__(self, order: Order, body: bytes, intent: ListedKey) -> None:
         self.order_id = order.order_id
         self.client_order_id = order.client_order_id
         self.intent = intent

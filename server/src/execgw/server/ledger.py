@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from execgw.server import codec
-from execgw.server.closed_orders import ClosedOrder, ListedKey, OrderHead
+from execgw.server.closed_orders import ClosedOrder, ListedKey
 from execgw.server.domain import (
     Fill,
     FillInFlight,
@@ -359,14 +359,14 @@ class Ledger:
     @classmethod
     def restore(
         cls,
-        orders: Sequence[Order | OrderHead],
+        orders: Sequence[Order | ClosedOrder],
         positions: list[tuple[PositionKey, PositionState]],
         encoded: list[bytes] | None = None,
     ) -> Ledger:
         """`encoded`, when given, is each order's encoding as the snapshot held it:
         kept, so the first snapshot after a restart need not encode the whole day. A
-        finished order may come as its head alone (OrderHead, decoded from those bytes):
-        then its bytes are required, and it is never decoded whole."""
+        finished order may come compact already (a restart's, built as each order is
+        decoded, so the day's orders are never all whole at once)."""
         ledger = cls()
         bodies = (
             {o.order_id: e for o, e in zip(orders, encoded, strict=True)}
@@ -374,10 +374,9 @@ class Ledger:
             else {}
         )
         for order in orders:
-            if isinstance(order, OrderHead):
-                if order.status.is_open:
-                    raise LedgerError(f"order {order.order_id} is open: restore it whole")
-                ledger._orders[order.order_id] = ledger._closed(order, bodies[order.order_id])
+            if isinstance(order, ClosedOrder):
+                order.intent = ledger._listed_keys.setdefault(order.intent, order.intent)
+                ledger._orders[order.order_id] = order
             elif order.status.is_open:
                 ledger._orders[order.order_id] = order
                 ledger._open_by_id[order.order_id] = order
@@ -414,7 +413,7 @@ class Ledger:
             raise LedgerError(f"unknown order id {order_id}")
         return found.copy()
 
-    def _closed(self, order: Order | OrderHead, body: bytes) -> ClosedOrder:
+    def _closed(self, order: Order, body: bytes) -> ClosedOrder:
         key = ListedKey(order.intent.strategy_code, order.intent.symbol)
         return ClosedOrder(order, body, self._listed_keys.setdefault(key, key))
 

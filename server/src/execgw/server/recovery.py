@@ -17,7 +17,7 @@ from typing import Any, cast
 import msgspec
 
 from execgw.server import codec
-from execgw.server.closed_orders import OrderHead
+from execgw.server.closed_orders import ClosedOrder, ListedKey
 from execgw.server.domain import Fill, Order, PositionKey, Product, Quote, QuoteLiquidity, Side
 from execgw.server.events import (
     BreakerTripped,
@@ -280,21 +280,34 @@ class _SnapshotBytes:
     liquidity: list[QuoteLiquidity] = field(default_factory=list)
 
 
-def _restorable(bodies: list[bytes]) -> tuple[list[Order | OrderHead], list[bytes] | None]:
-    """A snapshot's orders as Ledger.restore takes them: open ones whole, finished ones
-    as their heads alone (most of a day, never decoded whole), with the bytes they came
-    in. A snapshot of an older codec (its bytes are not what the codec writes today) is
-    decoded whole, to be encoded afresh at the next snapshot."""
+def _restorable(bodies: list[bytes]) -> tuple[list[Order | ClosedOrder], list[bytes] | None]:
+    """A snapshot's orders as Ledger.restore takes them, each decoded whole (so a body
+    that does not decode stops the start, as it always did): open ones as they are,
+    finished ones made compact at once, with the bytes they came in, so the day's orders
+    are never all whole in memory together. A snapshot of an older codec (its bytes are
+    not what the codec writes today) is restored whole, to be encoded afresh at the next
+    snapshot."""
     if not bodies:
         return [], None
-    ends = [codec.decode(bodies[i], Order) for i in (0, -1)]
-    if any(codec.encode_bytes(order) != bodies[i] for order, i in zip(ends, (0, -1), strict=True)):
-        return [codec.decode(body, Order) for body in bodies], None
-    found: list[Order | OrderHead] = []
-    for body in bodies:
-        head = codec.decode(body, OrderHead)
-        found.append(codec.decode(body, Order) if head.status.is_open else head)
+    ends = (0, len(bodies) - 1)
+    if any(codec.encode_bytes(_decoded(bodies[i], i)) != bodies[i] for i in ends):
+        return [_decoded(body, index) for index, body in enumerate(bodies)], None
+    found: list[Order | ClosedOrder] = []
+    for index, body in enumerate(bodies):
+        order = _decoded(body, index)
+        if order.status.is_open:
+            found.append(order)
+        else:
+            listed = ListedKey(order.intent.strategy_code, order.intent.symbol)
+            found.append(ClosedOrder(order, body, listed))
     return found, bodies
+
+
+def _decoded(body: bytes, index: int) -> Order:
+    try:
+        return codec.decode(body, Order)
+    except codec.CodecError as e:
+        raise codec.CodecError(f"snapshot order {index}: {e}") from None
 
 
 def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
