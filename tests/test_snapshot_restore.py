@@ -98,6 +98,8 @@ def test_finished_orders_come_back_compact_and_equal_slot_for_slot() -> None:
             # One listing key per (strategy, symbol), shared, as the live ledger keeps it.
             assert restored.intent is again.ledger._listed_keys[restored.intent]
     assert any(isinstance(o, ClosedOrder) and o.internal for o in after.values())
+    # Open orders keep the bytes they came in: the next snapshot need not encode them.
+    assert set(again.ledger._encoded) == {i for i, o in after.items() if isinstance(o, Order)}
     assert again.ledger.export() == state.ledger.export()
     assert state_to_json(again) == body
     # Compact as each is decoded: what restore is handed holds no finished order whole.

@@ -366,7 +366,8 @@ class Ledger:
         """`encoded`, when given, is each order's encoding as the snapshot held it:
         kept, so the first snapshot after a restart need not encode the whole day. A
         finished order may come compact already (a restart's, built as each order is
-        decoded, so the day's orders are never all whole at once)."""
+        decoded, so the day's orders are never all whole at once): the ledger takes it
+        over, sharing its listing key with the others, so it must be nobody else's."""
         ledger = cls()
         bodies = (
             {o.order_id: e for o, e in zip(orders, encoded, strict=True)}
