@@ -613,7 +613,12 @@ async def day_main(args: argparse.Namespace) -> None:
         sequence, kept, snapshots = journal_size(tmp / "day.db")
         report.measured("events journaled in the day (head sequence)", sequence, "events", 0)
         report.measured("events still in the journal (older ones pruned)", kept, "events", 0)
-        report.measured("snapshots in the journal", snapshots, "snapshots", 0)
+        report.measured(
+            "snapshots kept in the journal (a new one replaces the older)",
+            snapshots,
+            "snapshots",
+            0,
+        )
         restart = None
         for label in ("restart on that journal", "start on an empty journal"):
             name = "day" if label.startswith("restart") else "empty"
