@@ -6,7 +6,6 @@ as before."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 from typing import TYPE_CHECKING
@@ -64,16 +63,6 @@ def _state() -> GatewayState:
     ledger.apply(OrderCancelled("O09002", ist, "cancelled at MIS square-off"))
     ledger.compact()
     return GatewayState(ledger, RiskBook(), IdSource(), 40, "0" * 64)
-
-
-def test_the_bytes_form_mirrors_the_snapshot_field_for_field() -> None:
-    def described(cls: type) -> list[tuple[str, object, object, object]]:
-        return [
-            (f.name, f.type if f.name != "orders" else "-", f.default, f.default_factory)
-            for f in dataclasses.fields(cls)
-        ]
-
-    assert described(recovery._SnapshotBytes) == described(recovery.Snapshot)
 
 
 def _slots(order: ClosedOrder) -> tuple[object, ...]:

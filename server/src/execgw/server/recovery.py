@@ -180,9 +180,7 @@ class RiskEntry:
 
     @classmethod
     def of(cls, book: RiskBook) -> RiskEntry:
-        values = {
-            f.name: getattr(book, f.name) for f in fields(book) if not f.metadata.get(NOT_STATE)
-        }
+        values = _fields_of(book)
         values["trips"] = list(book.trips.values())
         values["unmarked"] = sorted(book.unmarked)
         return cls(**values)
@@ -199,7 +197,8 @@ class Snapshot:
     sequence: int
     ids: IdSource
     risk: RiskEntry
-    orders: list[Order]
+    # Each order as the codec wrote it: a restart decodes them one at a time (_restorable).
+    orders: list[msgspec.Raw]
     positions: list[PositionEntry]
     # Snapshots written before marks were journaled have none: those positions are
     # unknown until their next quote, never valued at zero.
@@ -251,7 +250,7 @@ def prepare_snapshot(state: GatewayState) -> PreparedSnapshot:
             sequence=state.sequence,
             ids=state.ids,
             risk=RiskEntry.of(state.risk),
-            orders=cast(list[Order], msgspec.Raw(_ORDERS_HOLE)),
+            orders=cast(list[msgspec.Raw], msgspec.Raw(_ORDERS_HOLE)),
             positions=[PositionEntry.of(key, p) for key, p in positions],
             marks=state.marks,
             fill_marks=sorted(state.fill_marks),
@@ -263,21 +262,6 @@ def prepare_snapshot(state: GatewayState) -> PreparedSnapshot:
 
 def state_to_json(state: GatewayState) -> str:
     return prepare_snapshot(state).body()
-
-
-@dataclass(frozen=True, slots=True)
-class _SnapshotBytes:
-    """A Snapshot with its orders left as the bytes it holds them in (field for field
-    Snapshot's; a test holds them equal)."""
-
-    sequence: int
-    ids: IdSource
-    risk: RiskEntry
-    orders: list[msgspec.Raw]
-    positions: list[PositionEntry]
-    marks: dict[str, Decimal] = field(default_factory=dict)
-    fill_marks: list[str] = field(default_factory=list)
-    liquidity: list[QuoteLiquidity] = field(default_factory=list)
 
 
 def _restorable(bodies: list[bytes]) -> tuple[list[Order | ClosedOrder], list[bytes] | None]:
@@ -311,7 +295,7 @@ def _decoded(body: bytes, index: int) -> Order:
 
 
 def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
-    snapshot = codec.decode(body, _SnapshotBytes)
+    snapshot = codec.decode(body, Snapshot)
     orders, bodies = _restorable([bytes(raw) for raw in snapshot.orders])
     return GatewayState(
         ledger=Ledger.restore(orders, [p.restore() for p in snapshot.positions], bodies),
@@ -326,7 +310,12 @@ def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
 
 
 def _fields_of(instance: object) -> dict[str, Any]:
-    return {f.name: getattr(instance, f.name) for f in fields(instance)}  # type: ignore[arg-type]
+    """Its fields' values, less those marked bookkeeping rather than state (NOT_STATE)."""
+    return {
+        f.name: getattr(instance, f.name)
+        for f in fields(instance)  # type: ignore[arg-type]
+        if not f.metadata.get(NOT_STATE)
+    }
 
 
 def rebuild(journal: Journal, *, starting: bool = False) -> GatewayState:
