@@ -779,7 +779,7 @@ def test_snapshot_and_pruning_record_carry_the_chains_seal(
     assert (seq, stored_body) == (8, body)
     assert seal == chain.seal_snapshot(8, row8, body)
     assert seal != hashlib.sha256(body.encode()).hexdigest()
-    assert meta["schema_version"] == "3"
+    assert meta["schema_version"] == "4"
     assert (meta["pruned_below"], meta["pruned_prev_hash"]) == ("6", row6_prev)
     assert meta["pruned_seal"] == chain.seal_pruning(6, row6_prev)
     report = _verify_with(journal_path, chain)
@@ -904,6 +904,7 @@ def _as_schema_1(path: Path) -> None:
         for seq, body in raw.execute("SELECT seq, body FROM snapshots").fetchall():
             raw.execute("UPDATE snapshots SET body_hash = ? WHERE seq = ?", (sha256_hex(body), seq))
         raw.execute("DELETE FROM meta WHERE key = 'pruned_seal'")
+        raw.execute("DROP TABLE closed_orders")  # schema 4's
         raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
 
@@ -925,7 +926,7 @@ def test_a_schema_1_plain_journal_verifies_and_is_sealed_when_a_writer_opens_it(
     assert verified.returncode == 0, verified.stderr
 
     Journal(journal_path).close()  # a writer migrates
-    assert _schema_version(journal_path) == "3"
+    assert _schema_version(journal_path) == "4"
     with contextlib.closing(_raw(journal_path)) as raw:
         [(seal,)] = raw.execute("SELECT seal FROM snapshots").fetchall()
         row8 = raw.execute("SELECT hash FROM events WHERE seq = 8").fetchone()[0]
@@ -963,7 +964,7 @@ def test_a_schema_1_keyed_journal_drops_its_unsealed_snapshot(journal_path: Path
     with pytest.raises(JournalCorrupt, match="written before snapshots were sealed"):
         _verify_with(journal_path, KEYED)
     Journal(journal_path, chain=KEYED).close()
-    assert _schema_version(journal_path) == "3"
+    assert _schema_version(journal_path) == "4"
     report = _verify_with(journal_path, KEYED)
     assert (report.first_sequence, report.snapshots) == (1, ())
     # Replayed from the events: the state the snapshot held, and the events after it.

@@ -472,7 +472,7 @@ def test_a_writer_upgrades_a_schema_2_journal_and_keeps_its_snapshot(v2: Path) -
     before = _latest(v2)
     rebuilt = _rebuilt(v2)
     Journal(v2).close()
-    assert _schema_version(v2) == "3"
+    assert _schema_version(v2) == "4"
     assert _parts_stored(v2) == []
     assert _latest(v2) == before
     assert _rebuilt(v2) == rebuilt
@@ -487,13 +487,13 @@ def test_a_writer_upgrades_a_schema_2_journal_and_keeps_its_snapshot(v2: Path) -
     assert _rebuilt(v2) == rebuilt
 
 
-def test_a_build_that_knows_schema_2_refuses_a_schema_3_journal(
+def test_a_build_that_knows_schema_2_refuses_a_newer_journal(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _snapshot_in_parts(path)
     monkeypatch.setattr(journal_module, "SCHEMA_VERSION", 2)
     for read_only in (False, True):
-        with pytest.raises(JournalError, match=r"written by a newer execgw .*schema 3"):
+        with pytest.raises(JournalError, match=r"written by a newer execgw .*schema 4"):
             Journal(path, read_only=read_only)
 
 

@@ -89,6 +89,19 @@ class Chain:
         digest.update(f"snapshot|{sequence}|{row_hash}|".encode())
         return digest
 
+    def seal_closed_order(self, columns: list[bytes]) -> str:
+        """An archived order's seal (order_archive.py): each column framed by its length,
+        so no column's text can pass for another's."""
+        framed = [b"closed-order|"]
+        for column in columns:
+            framed += [str(len(column)).encode(), b":", column]
+        return self._digest_parts(*framed)
+
+    def seal_archive(self, record: str) -> str:
+        """The archive's record (Journal.archive_record): the snapshot it is stored with,
+        the generation, and how many orders of it the archive holds."""
+        return self._digest(f"archive|{record}")
+
     def seal_pruning(self, pruned_below: int, prev_hash: str) -> str:
         """The pruning record's seal: events below `pruned_below` were removed by the
         gateway, and the first kept event follows a row whose seal was `prev_hash`."""

@@ -6,12 +6,19 @@ ListOrders and idempotency. As a live Order (intent, Decimals, dicts) each costs
 3 KB; as its encoding about a tenth of that, so the ledger's memory follows the open
 orders and stays small per finished one. The encoding is the snapshot's form of the
 order, so a snapshot reuses it as it is.
+
+Even compact, a day of finished orders grows with the day. So each snapshot moves the
+orders finished since the one before into the journal's archive (ClosedOrderArchive,
+journal side), in the transaction that stores it, and the ledger lets them go: in
+memory stay the open orders and those finished since the last snapshot. The ledger
+asks the archive for the rest, through the `Archive` protocol declared here, which
+keeps it free of SQLite.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from execgw.server import codec
 from execgw.server.domain import Order, OrderStatus, RejectReason
@@ -50,6 +57,103 @@ class ClosedOrder:
         self.reject_reason: RejectReason | None = order.reject_reason
         self.body = body
 
+    @classmethod
+    def of_archived(cls, row: ArchivedOrder) -> ClosedOrder:
+        """The order as the archive holds it, the same fields as when it was archived."""
+        closed = cls.__new__(cls)
+        closed.order_id = row.order_id
+        closed.client_order_id = row.client_order_id
+        closed.intent = ListedKey(row.strategy_code, row.symbol)
+        closed.status = OrderStatus(row.status)
+        closed.created_at = datetime.fromisoformat(row.created_at)
+        closed.internal = bool(row.internal)
+        closed.reject_reason = (
+            None if row.reject_reason is None else RejectReason(row.reject_reason)
+        )
+        closed.body = row.body
+        return closed
+
+    def archived(self, day: str) -> ArchivedOrder:
+        return ArchivedOrder(
+            order_id=self.order_id,
+            day=day,
+            strategy_code=self.intent.strategy_code,
+            symbol=self.intent.symbol,
+            client_order_id=self.client_order_id,
+            status=self.status.value,
+            internal=int(self.internal),
+            created_at=self.created_at.isoformat(),
+            reject_reason=None if self.reject_reason is None else self.reject_reason.value,
+            body=self.body,
+        )
+
     def decode(self) -> Order:
         """The order as it finished: a new object each time, so callers may keep it."""
         return codec.decode(self.body, Order)
+
+
+class ArchivedOrder(NamedTuple):
+    """A finished order as the archive stores it: one row, in its columns' order."""
+
+    order_id: str
+    # The ledger's day count (a rollover adds one): the archive keeps past days, and
+    # the working day sees only its own orders.
+    day: str
+    strategy_code: str
+    symbol: str
+    client_order_id: str
+    status: str
+    internal: int
+    created_at: str
+    reject_reason: str | None
+    body: bytes
+
+
+class ArchiveBatch(NamedTuple):
+    """What a snapshot moves to the archive: finished orders of one day (perhaps
+    none: the snapshot still names the day the archive's count is of)."""
+
+    day: str
+    rows: list[ArchivedOrder]
+
+
+class Archive(Protocol):
+    """Finished orders a snapshot moved out of memory, of one day at a time.
+
+    Lookups raise when a row is not what the journal stored (its seal fails)."""
+
+    def get(self, day: str, order_id: str) -> ClosedOrder | None: ...
+
+    def order_id_for_client(
+        self, day: str, strategy_code: str, client_order_id: str
+    ) -> str | None: ...
+
+    def after(
+        self, day: str, after: str, *, strategy_code: str, symbol: str, limit: int
+    ) -> list[ClosedOrder]:
+        """Up to `limit` orders with ids above `after`, ascending; with a strategy_code
+        or symbol, only that strategy's or symbol's."""
+        ...
+
+    def count(self, day: str) -> int: ...
+
+
+class EmptyArchive:
+    """No journal, or nothing archived yet."""
+
+    def get(self, day: str, order_id: str) -> ClosedOrder | None:
+        return None
+
+    def order_id_for_client(self, day: str, strategy_code: str, client_order_id: str) -> str | None:
+        return None
+
+    def after(
+        self, day: str, after: str, *, strategy_code: str, symbol: str, limit: int
+    ) -> list[ClosedOrder]:
+        return []
+
+    def count(self, day: str) -> int:
+        return 0
+
+
+EMPTY_ARCHIVE: Archive = EmptyArchive()

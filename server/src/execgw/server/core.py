@@ -634,7 +634,7 @@ class GatewayCore:
         if state.sequence - self._last_snapshot < self._settings.snapshot_every:
             return
         self._last_snapshot = state.sequence
-        self._snapshot_waiting = prepare_snapshot(state)
+        self._snapshot_waiting = prepare_snapshot(state, archiving=True)
         if self._snapshotting is None or self._snapshotting.done():
             self._snapshotting = asyncio.create_task(self._write_snapshots(), name="snapshots")
 
@@ -660,6 +660,11 @@ class GatewayCore:
                 self._last_snapshot = self._last_written
             return
         self._last_written = sequence
+        if prepared.archived is not None:
+            # Stored in the archive: memory lets them go. Under the snapshot lock, so no
+            # rebuild comes between (a rebuilt ledger's objects are others anyway).
+            gone = self._engine.state.ledger.evict(prepared.finished, prepared.archived.day)
+            log.debug("snapshot at %d archived %d finished orders", sequence, gone)
         if self._settings.retain_events:
             keep_from = min(sequence, sequence - self._settings.retain_events + 1)
             try:
@@ -670,7 +675,9 @@ class GatewayCore:
                 log.info("pruned %d journal events below %d", pruned, keep_from)
 
     def _store_snapshot(self, prepared: PreparedSnapshot) -> None:
-        self._journal.write_snapshot(prepared.sequence, prepared.pieces())
+        self._journal.write_snapshot(
+            prepared.sequence, prepared.pieces(), archived=prepared.archived
+        )
 
     def _execute(self, queued: _Queued[Any]) -> Any:
         token = otel_context.attach(queued.trace_context)

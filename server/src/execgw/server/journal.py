@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from execgw.server import codec
 from execgw.server.chain import KEYED, PLAIN, PLAIN_CHAIN, Chain
+from execgw.server.closed_orders import ArchiveBatch
 from execgw.server.domain import Order
 from execgw.server.events import Event
 from execgw.server.journal_lock import (
@@ -41,6 +42,12 @@ from execgw.server.journal_lock import (
     make_private_dirs,
     note_reader_closed,
     note_reader_open,
+)
+from execgw.server.order_archive import (
+    CREATE_CLOSED_ORDERS,
+    INSERT_CLOSED_ORDER,
+    ClosedOrderArchive,
+    sealed_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +60,11 @@ log = logging.getLogger(__name__)
 #    transaction of its own, so the writer's commits go on between them; snapshots.body
 #    holds its first part. A writer adds the table when it opens a schema 2 journal
 #    (_migrate_from_2); a schema 2 snapshot, all in snapshots.body, reads unchanged.
-SCHEMA_VERSION = 3
+# 4: finished orders a snapshot moved out of memory live in table closed_orders
+#    (order_archive.py), written in the transaction that stores the snapshot. A writer
+#    adds the table when it opens a schema 3 journal (_migrate_from_3); a schema 3
+#    snapshot holds every order of its day, and the next snapshot archives them.
+SCHEMA_VERSION = 4
 # A snapshot's parts are about this many characters (bytes, for the ASCII JSON a
 # snapshot mostly is): one part is what a commit of the writer may wait behind.
 SNAPSHOT_PART_SIZE = 1 << 20
@@ -145,6 +156,14 @@ class PruningRecord:
     prev_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """How many finished orders of which day the archive holds (order_archive.py)."""
+
+    day: str
+    count: int
+
+
 class Journal:
     """The journal file. A writer (read_only=False) holds the journal's exclusive lock
     until close(); readers take no lock and may run beside the writer.
@@ -166,6 +185,7 @@ class Journal:
         # it checkpoints the WAL between parts without the journal's lock (_checkpoint).
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
+        self._archive: ClosedOrderArchive | None = None
         self._closed = False
         # One snapshot (and its pruning, and part removal) at a time: removing unused
         # parts would otherwise delete those of a snapshot still being written.
@@ -207,6 +227,8 @@ class Journal:
                 self._migrate_from_1()
             if not read_only and self._version == 2:
                 self._migrate_from_2()
+            if not read_only and self._version == 3:
+                self._migrate_from_3()
             self._head_pair = self._head()
             if not read_only:
                 # Parts of a snapshot whose writer stopped before its row committed: never
@@ -245,6 +267,8 @@ class Journal:
                 "seal TEXT NOT NULL)"
             )
             self._db.execute(_CREATE_SNAPSHOT_PARTS)
+            for statement in CREATE_CLOSED_ORDERS:
+                self._db.execute(statement)
             self._db.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -281,6 +305,8 @@ class Journal:
         missing = {"events", "snapshots"} - tables
         if version >= 3:
             missing |= {"snapshot_parts"} - tables
+        if version >= 4:
+            missing |= {"closed_orders"} - tables
         if missing:
             raise JournalCorrupt(f"{self.path}: journal tables missing: {sorted(missing)}")
 
@@ -335,11 +361,19 @@ class Journal:
 
         def statements() -> None:
             self._db.execute(_CREATE_SNAPSHOT_PARTS.replace("TABLE", "TABLE IF NOT EXISTS", 1))
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-            )
+            self._db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 
-        self._migrate(statements, SCHEMA_VERSION)
+        self._migrate(statements, 3)
+
+    def _migrate_from_3(self) -> None:
+        """Schema 3 to 4, in one transaction: the archive of finished orders, empty."""
+
+        def statements() -> None:
+            for statement in CREATE_CLOSED_ORDERS:
+                self._db.execute(statement)
+            self._db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+        self._migrate(statements, 4)
 
     def _migrate(self, statements: Callable[[], None], to: int) -> None:
         """Run a migration's statements in one transaction, then adopt schema `to`.
@@ -475,8 +509,12 @@ class Journal:
         body: str | Iterable[str],
         *,
         part_size: int = SNAPSHOT_PART_SIZE,
+        archived: ArchiveBatch | None = None,
     ) -> None:
-        """Store the state as of `sequence` (see _write_snapshot). One at a time; one that
+        """Store the state as of `sequence` (see _write_snapshot), and the finished
+        orders it moves out of memory (`archived`, into closed_orders in the transaction
+        that makes the snapshot visible: neither is ever seen without the other; a
+        snapshot names how many the day's archive holds). One at a time; one that
         fails before its row commits takes its parts back (a full disk gets its room
         back for orders), and old parts that cannot be removed after it committed are
         left for later: the snapshot itself stands."""
@@ -484,7 +522,7 @@ class Journal:
             # Parts a failed attempt could not take back: gone before new ones take room.
             self._remove_unused_parts()
             try:
-                self._write_snapshot(sequence, body, part_size)
+                self._write_snapshot(sequence, body, part_size, archived)
             except BaseException:
                 with contextlib.suppress(JournalError, sqlite3.Error):
                     self._remove_unused_parts()
@@ -494,7 +532,13 @@ class Journal:
             except JournalError as e:
                 log.warning("%s: old snapshot parts stay until the next snapshot: %s", self.path, e)
 
-    def _write_snapshot(self, sequence: int, body: str | Iterable[str], part_size: int) -> None:
+    def _write_snapshot(
+        self,
+        sequence: int,
+        body: str | Iterable[str],
+        part_size: int,
+        archived: ArchiveBatch | None,
+    ) -> None:
         """Store the state as of `sequence`, sealed over it and the event at `sequence`.
 
         `body` is the state's text, whole or as pieces to be joined in order. It is
@@ -542,6 +586,9 @@ class Journal:
                 self._checkpoint()
             time.sleep(_PART_PAUSE_S)
         seal = sealer.hexdigest()
+        # Rows change only here, one snapshot at a time: counted outside the lock.
+        record = self._next_archive_record(sequence, archived)
+        archive_rows = [] if archived is None else sealed_rows(self.chain, archived.rows)
 
         def statements() -> None:
             if replacing:
@@ -560,13 +607,89 @@ class Journal:
                         f"snapshot at {sequence}: {stored[0]} of its {written} parts are "
                         "stored; not recording it"
                     )
+            self._db.executemany(INSERT_CLOSED_ORDER, archive_rows)
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, first, seal)
             )
+            if record is not None:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("archive", record), ("archive_seal", self.chain.seal_archive(record))],
+                )
             # Older snapshots are never read again; events stay for audit and replay.
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
 
         self._write(statements, "snapshot write failed")
+
+    def _next_archive_record(self, sequence: int, archived: ArchiveBatch | None) -> str | None:
+        """The archive's record to store with the snapshot at `sequence`: which
+        day its count is of, and the count once `archived` is in (rows it
+        replaces do not add). Carried over unchanged when nothing is archived; none for
+        a journal without an archive."""
+        if self._version < 4:
+            return None
+        stored = self._read(
+            lambda: self._db.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+        )
+        day, count = "", 0
+        if stored is not None:
+            _, day, counted = str(stored[0]).split("|")
+            count = int(counted)
+        if archived is not None:
+            if archived.day != day:
+                day, count = archived.day, 0
+            ids = [row.order_id for row in archived.rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                count += len(chunk) - self._read(partial(self._archived_among, day, chunk))
+        return f"{sequence}|{day}|{count}"
+
+    def _archived_among(self, day: str, order_ids: list[str]) -> int:
+        marks = ",".join("?" * len(order_ids))
+        found = self._db.execute(
+            f"SELECT count(*) FROM closed_orders WHERE day = ? AND order_id IN ({marks})",
+            (day, *order_ids),
+        ).fetchone()
+        return int(found[0])
+
+    def archive_record(self) -> ArchiveRecord | None:
+        """The archive's day and count as stored with the latest snapshot; None
+        when nothing was ever archived. JournalCorrupt if the record is not the one
+        stored with that snapshot."""
+
+        def read() -> tuple[object, object, object]:
+            rows = dict(
+                self._db.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('archive', 'archive_seal')"
+                ).fetchall()
+            )
+            latest = self._db.execute("SELECT max(seq) FROM snapshots").fetchone()[0]
+            return rows.get("archive"), rows.get("archive_seal"), latest
+
+        record, seal, latest = self._read(read)
+        if record is None:
+            return None
+        if seal is None or not self.chain.matches(str(seal), self.chain.seal_archive(str(record))):
+            raise JournalCorrupt(f"{self.path}: the archive's record was altered")
+        sequence, day, count = str(record).split("|")
+        if latest is None or int(sequence) != int(str(latest)):
+            raise JournalCorrupt(
+                f"{self.path}: the archive's record is of the snapshot at {sequence}, "
+                f"not of the latest one ({latest})"
+            )
+        return ArchiveRecord(day, int(count))
+
+    def archive(self) -> ClosedOrderArchive:
+        """The reader of the finished orders snapshots archived, on its own read-only
+        connection: one per journal. It outlives close(), as the state a rebuild made
+        (whose ledger reads it) may: the connection closes when the last user lets it go."""
+        with self._checkpoint_lock:
+            if self._archive is None:
+                try:
+                    self._archive = ClosedOrderArchive(self.path, self.chain)
+                except sqlite3.DatabaseError as e:
+                    raise JournalCorrupt(f"{self.path}: cannot read the archive: {e}") from None
+            return self._archive
 
     def _checkpoint(self) -> None:
         """Copy the WAL's committed pages into the database file, from a connection of

@@ -15,7 +15,12 @@ from datetime import datetime
 from decimal import Decimal
 
 from execgw.server import codec
-from execgw.server.closed_orders import ClosedOrder, ListedKey
+from execgw.server.closed_orders import (
+    EMPTY_ARCHIVE,
+    Archive,
+    ClosedOrder,
+    ListedKey,
+)
 from execgw.server.domain import (
     Fill,
     FillInFlight,
@@ -135,11 +140,21 @@ class PositionState:
         return realized, round_trip
 
 
+# Archived orders a listing reads from the archive at a time.
+_ARCHIVE_PAGE = 256
+
+
 class Ledger:
-    def __init__(self) -> None:
-        # The day's orders, in placement order: open ones live, finished ones compact
-        # (see closed_orders.py), so memory follows the open orders, not the day.
+    def __init__(self, archive: Archive = EMPTY_ARCHIVE) -> None:
+        # The day's orders in memory, in placement order: open ones live, finished ones
+        # compact (see closed_orders.py) until a snapshot archives them. With the
+        # archive they are all the day's orders: memory follows the open orders and
+        # the traffic between snapshots, not the day.
         self._orders: dict[str, Order | ClosedOrder] = {}
+        self._archive = archive
+        # The trading day (ISO date; "" before the first rollover), as the risk book's:
+        # the archive keeps past days, and the working day's orders are its own.
+        self.day = ""
         # Orders the last event finished: compacted when the next event comes, so the
         # command that finished one may still read and amend it as a live Order.
         self._closing: list[str] = []
@@ -187,6 +202,7 @@ class Ledger:
                     key = (order.intent.strategy_code, order.client_order_id)
                     if self._by_client_id.get(key) == order_id:
                         del self._by_client_id[key]
+                self.day = event.trading_day.isoformat()
                 self._index_ids()
             case OrderAccepted() | OrderRejected() | OrderSubmitted():
                 self._open(event)
@@ -263,15 +279,24 @@ class Ledger:
 
     def order(self, order_id: str) -> Order | None:
         """The order, live if open; a finished one is decoded afresh (a copy)."""
-        found = self._orders.get(order_id)
+        found = self._found(order_id)
         return found.decode() if isinstance(found, ClosedOrder) else found
+
+    def _found(self, order_id: str) -> Order | ClosedOrder | None:
+        found = self._orders.get(order_id)
+        if found is None:
+            return self._archive.get(self.day, order_id)
+        return found
 
     def order_for_client_id(self, strategy_code: str, client_order_id: str) -> Order | None:
         order_id = self._by_client_id.get((strategy_code, client_order_id))
+        if order_id is None:
+            order_id = self._archive.order_id_for_client(self.day, strategy_code, client_order_id)
         return None if order_id is None else self.order(order_id)
 
     def orders(self) -> Iterator[Order]:
-        for found in self._orders.values():
+        """The working day's orders, in id order, archived ones included."""
+        for found in self.orders_after(""):
             yield found.decode() if isinstance(found, ClosedOrder) else found
 
     def orders_after(
@@ -291,8 +316,37 @@ class Ledger:
         elif symbol:
             ids = self._ids_by_symbol.get(symbol, [])
         orders = self._orders
-        for position in range(bisect.bisect_right(ids, after), len(ids)):
-            yield orders[ids[position]]
+        held = (orders[ids[p]] for p in range(bisect.bisect_right(ids, after), len(ids)))
+        archived = self._archived_after(after, strategy_code, symbol)
+        # Both ascending: merged, the one in memory standing for an archived order that
+        # an event brought back.
+        next_held, next_archived = next(held, None), next(archived, None)
+        while next_held is not None or next_archived is not None:
+            if next_archived is not None and next_archived.order_id in orders:
+                next_archived = next(archived, None)
+            elif next_held is None or (
+                next_archived is not None and next_archived.order_id < next_held.order_id
+            ):
+                assert next_archived is not None
+                yield next_archived
+                next_archived = next(archived, None)
+            else:
+                yield next_held
+                next_held = next(held, None)
+
+    def _archived_after(self, after: str, strategy_code: str, symbol: str) -> Iterator[ClosedOrder]:
+        while True:
+            page = self._archive.after(
+                self.day,
+                after,
+                strategy_code=strategy_code,
+                symbol=symbol if not strategy_code else "",
+                limit=_ARCHIVE_PAGE,
+            )
+            yield from page
+            if len(page) < _ARCHIVE_PAGE:
+                return
+            after = page[-1].order_id
 
     def open_orders(self) -> list[Order]:
         return list(self._open_by_id.values())
@@ -340,21 +394,54 @@ class Ledger:
     def export(self) -> tuple[list[Order], list[tuple[PositionKey, PositionState]]]:
         return list(self.orders()), list(self._positions.items())
 
-    def encoded_orders(self, encode: Callable[[Order], bytes]) -> list[bytes]:
-        """Every order's encoding, in export() order: kept ones reused, the others
-        encoded now and kept. The bytes are immutable, so another thread may join them
-        while the ledger goes on changing."""
+    def encoded_orders(
+        self, encode: Callable[[Order], bytes], *, archiving: bool = False
+    ) -> tuple[list[bytes], list[ClosedOrder]]:
+        """The encodings of the working day's orders, in id order: kept ones reused, the
+        others encoded now and kept. The bytes are immutable, so another thread may join
+        them while the ledger goes on changing.
+
+        With `archiving`, only the orders in memory: the finished ones come back apart,
+        for the archive (see evict), and those archived already are left where they are.
+        Without, every order of the day, archived ones read back: the whole state."""
         cache = self._encoded
         parts = []
-        for order_id, order in self._orders.items():
+        finished = []
+        held = self._orders
+        for order in self.orders_after("") if not archiving else held.values():
             if isinstance(order, ClosedOrder):
-                parts.append(order.body)
+                if archiving:
+                    finished.append(order)
+                else:
+                    parts.append(order.body)
                 continue
-            body = cache.get(order_id)
+            body = cache.get(order.order_id)
             if body is None:
-                body = cache[order_id] = encode(order)
+                body = cache[order.order_id] = encode(order)
             parts.append(body)
-        return parts
+        return parts, finished
+
+    def evict(self, finished: list[ClosedOrder], day: str) -> int:
+        """The snapshot that archived `finished` (from encoded_orders) is stored: let
+        them go from memory, all but those an event changed since (archived again by
+        the next snapshot). None when a rollover came between (it let the day's finished
+        orders go already), nor from a ledger rebuilt since (its objects are others).
+        Returns how many went."""
+        if day != self.day:
+            return 0
+        gone = 0
+        for order in finished:
+            order_id = order.order_id
+            if self._orders.get(order_id) is not order:
+                continue
+            del self._orders[order_id]
+            key = (order.intent.strategy_code, order.client_order_id)
+            if self._by_client_id.get(key) == order_id:
+                del self._by_client_id[key]
+            gone += 1
+        if gone:
+            self._index_ids()
+        return gone
 
     @classmethod
     def restore(
@@ -362,13 +449,18 @@ class Ledger:
         orders: Sequence[Order | ClosedOrder],
         positions: list[tuple[PositionKey, PositionState]],
         encoded: list[bytes] | None = None,
+        *,
+        archive: Archive = EMPTY_ARCHIVE,
+        day: str = "",
     ) -> Ledger:
         """`encoded`, when given, is each order's encoding as the snapshot held it:
         kept, so the first snapshot after a restart need not encode the whole day. A
         finished order may come compact already (a restart's, built as each order is
         decoded, so the day's orders are never all whole at once): the ledger takes it
-        over, sharing its listing key with the others, so it must be nobody else's."""
-        ledger = cls()
+        over, sharing its listing key with the others, so it must be nobody else's.
+        `archive` holds the rest of the day: its orders of `day`."""
+        ledger = cls(archive)
+        ledger.day = day
         bodies = (
             {o.order_id: e for o, e in zip(orders, encoded, strict=True)}
             if encoded is not None
@@ -407,7 +499,7 @@ class Ledger:
 
     def snapshot(self, order_id: str) -> Order:
         """A copy that later events will not change, for replies and subscribers."""
-        found = self._orders.get(order_id)
+        found = self._found(order_id)
         if isinstance(found, ClosedOrder):
             return found.decode()
         if found is None:
@@ -562,7 +654,12 @@ class Ledger:
     def _require(self, order_id: str) -> Order:
         order = self._orders.get(order_id)
         if order is None:
-            raise LedgerError(f"unknown order id {order_id}")
+            order = self._archive.get(self.day, order_id)
+            if order is None:
+                raise LedgerError(f"unknown order id {order_id}")
+            # Back in memory until a snapshot archives it again, in its place by id.
+            self._orders[order_id] = order
+            self._index_ids()
         if isinstance(order, ClosedOrder):
             # An event about a finished order: it applies to the live order as before
             # (or is refused as before), and the order is compacted again after it.

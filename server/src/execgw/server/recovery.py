@@ -17,7 +17,13 @@ from typing import Any, cast
 import msgspec
 
 from execgw.server import codec
-from execgw.server.closed_orders import ClosedOrder, ListedKey
+from execgw.server.closed_orders import (
+    EMPTY_ARCHIVE,
+    Archive,
+    ArchiveBatch,
+    ClosedOrder,
+    ListedKey,
+)
 from execgw.server.domain import Fill, Order, PositionKey, Product, Quote, QuoteLiquidity, Side
 from execgw.server.events import (
     BreakerTripped,
@@ -34,6 +40,7 @@ from execgw.server.events import (
 )
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
 from execgw.server.ledger import Ledger, LedgerError, PositionState
+from execgw.server.order_archive import ArchiveCorrupt, ClosedOrderArchive
 from execgw.server.risk_state import NOT_STATE, ZERO, RiskBook, Trip
 
 log = logging.getLogger(__name__)
@@ -221,6 +228,11 @@ class PreparedSnapshot:
     sequence: int
     envelope: bytes
     orders: list[bytes]
+    # With archiving: the finished orders this snapshot moves to the archive, as rows
+    # for the journal to store with it, and as the ledger's objects, for it to let go
+    # once the snapshot is stored (Ledger.evict).
+    archived: ArchiveBatch | None = None
+    finished: list[ClosedOrder] = field(default_factory=list)
 
     def body(self) -> str:
         """The snapshot, the same text as encoding the whole state at once."""
@@ -239,12 +251,17 @@ class PreparedSnapshot:
         yield (b"]" + tail).decode("utf-8")
 
 
-def prepare_snapshot(state: GatewayState) -> PreparedSnapshot:
+def prepare_snapshot(state: GatewayState, *, archiving: bool = False) -> PreparedSnapshot:
     """What the writer does for a snapshot: encodes the orders changed since the last one
     (kept per order by the ledger) and the small rest (risk, positions, marks); the
-    day's orders are joined by PreparedSnapshot.body(), off the writer."""
-    positions = state.ledger.position_items()
-    orders = state.ledger.encoded_orders(codec.encode_bytes)
+    orders are joined by PreparedSnapshot.body(), off the writer.
+
+    `archiving`: the finished orders in memory go to the journal's archive with this
+    snapshot (Journal.write_snapshot(archived=...)), not into its body; only a snapshot
+    stored with them may say so. Otherwise they stay in the body, as they are in memory."""
+    ledger = state.ledger
+    positions = ledger.position_items()
+    orders, finished = ledger.encoded_orders(codec.encode_bytes, archiving=archiving)
     envelope = codec.encode_bytes(
         Snapshot(
             sequence=state.sequence,
@@ -257,7 +274,11 @@ def prepare_snapshot(state: GatewayState) -> PreparedSnapshot:
             liquidity=[state.liquidity[symbol] for symbol in sorted(state.liquidity)],
         )
     )
-    return PreparedSnapshot(state.sequence, envelope, orders)
+    if not archiving:
+        return PreparedSnapshot(state.sequence, envelope, orders)
+    rows = [order.archived(ledger.day) for order in finished]
+    batch = ArchiveBatch(ledger.day, rows)
+    return PreparedSnapshot(state.sequence, envelope, orders, archived=batch, finished=finished)
 
 
 def state_to_json(state: GatewayState) -> str:
@@ -294,11 +315,20 @@ def _decoded(body: bytes, index: int) -> Order:
         raise codec.CodecError(f"snapshot order {index}: {e}") from None
 
 
-def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
+def state_from_json(
+    body: str, head_hash: str = GENESIS_HASH, archive: Archive = EMPTY_ARCHIVE
+) -> GatewayState:
     snapshot = codec.decode(body, Snapshot)
     orders, bodies = _restorable([bytes(raw) for raw in snapshot.orders])
+    ledger = Ledger.restore(
+        orders,
+        [p.restore() for p in snapshot.positions],
+        bodies,
+        archive=archive,
+        day=_day_key(snapshot.risk.day),
+    )
     return GatewayState(
-        ledger=Ledger.restore(orders, [p.restore() for p in snapshot.positions], bodies),
+        ledger=ledger,
         risk=snapshot.risk.restore(),
         ids=snapshot.ids,
         sequence=snapshot.sequence,
@@ -309,6 +339,11 @@ def state_from_json(body: str, head_hash: str = GENESIS_HASH) -> GatewayState:
     )
 
 
+def _day_key(day: date | None) -> str:
+    """The ledger's key for a trading day (Ledger.day)."""
+    return "" if day is None else day.isoformat()
+
+
 def _fields_of(instance: object) -> dict[str, Any]:
     """Its fields' values, less those marked bookkeeping rather than state (NOT_STATE)."""
     return {
@@ -316,6 +351,31 @@ def _fields_of(instance: object) -> dict[str, Any]:
         for f in fields(instance)  # type: ignore[arg-type]
         if not f.metadata.get(NOT_STATE)
     }
+
+
+def _check_archive(journal: Journal, archive: ClosedOrderArchive, day: str) -> None:
+    """The archive holds as many orders of the working day as the journal sealed with
+    its latest snapshot: rows removed or added since stop the start. (Each row's own
+    seal is checked whenever it is read.)"""
+    stored = journal.archive_record()
+    expected = 0
+    if stored is not None:
+        if stored.day > day:
+            raise JournalCorrupt(
+                f"the journal's archive is of trading day {stored.day}, past its snapshot's "
+                f"({day or 'none'})"
+            )
+        if stored.day == day:
+            expected = stored.count
+    try:
+        held = archive.count(day)
+    except ArchiveCorrupt as e:
+        raise JournalCorrupt(str(e)) from None
+    if held != expected:
+        raise JournalCorrupt(
+            f"the journal's archive holds {held} finished orders of the working day; "
+            f"{expected} were stored with its snapshot"
+        )
 
 
 def rebuild(journal: Journal, *, starting: bool = False) -> GatewayState:
@@ -344,13 +404,18 @@ def _rebuild(journal: Journal) -> GatewayState:
     # Checked against the journal's chain (keyed, when the journal is): JournalCorrupt,
     # and so no start, if the state it holds is not the state the gateway stored.
     snapshot = journal.latest_snapshot()
+    archive = journal.archive()
     if snapshot is None:
         state = GatewayState(
-            ledger=Ledger(), risk=RiskBook(), ids=IdSource(), sequence=0, head_hash=GENESIS_HASH
+            ledger=Ledger(archive),
+            risk=RiskBook(),
+            ids=IdSource(),
+            sequence=0,
+            head_hash=GENESIS_HASH,
         )
     else:
         try:
-            state = state_from_json(snapshot.body)
+            state = state_from_json(snapshot.body, archive=archive)
         except (codec.CodecError, TypeError, ValueError, ArithmeticError) as e:
             raise JournalCorrupt(f"snapshot at {snapshot.sequence} cannot be decoded: {e}") from e
         if state.sequence != snapshot.sequence:
@@ -361,13 +426,16 @@ def _rebuild(journal: Journal) -> GatewayState:
         if anchor is None:
             raise JournalCorrupt(f"snapshot at {state.sequence} has no matching journal row")
         state.head_hash = anchor.hash
+        # Without a snapshot the events replay every order from the first: whatever the
+        # archive holds is in memory again, and memory stands for it.
+        _check_archive(journal, archive, state.ledger.day)
     replayed = 0
     for row in journal.rows(after=state.sequence):
         check_link(row, state.sequence + 1, state.head_hash)
         record = row.decode()
         try:
             state.apply(record.event)
-        except LedgerError as e:
+        except (LedgerError, ArchiveCorrupt) as e:
             raise JournalCorrupt(f"journal row {row.sequence} does not apply: {e}") from e
         state.sequence, state.head_hash = row.sequence, row.hash
         replayed += 1

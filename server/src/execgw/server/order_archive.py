@@ -1,0 +1,151 @@
+"""The journal's archive of finished orders: where a snapshot moves them out of memory.
+
+Rows are written by Journal.write_snapshot, in the transaction that stores the snapshot
+naming how many the working day has (Snapshot.archived), so a start sees the archive and
+the snapshot agree or refuses. Each row carries a seal over all its columns, made with
+the journal's chain: a keyed journal's rows cannot be altered unseen, and every read
+checks the row it uses. This module reads them, on a connection of its own, so a
+lookup never waits behind the writer's commit (WAL readers do not block).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from execgw.server.chain import Chain
+from execgw.server.closed_orders import ArchivedOrder, ClosedOrder
+
+CREATE_CLOSED_ORDERS = (
+    "CREATE TABLE closed_orders (order_id TEXT PRIMARY KEY, day TEXT NOT NULL, "
+    "strategy_code TEXT NOT NULL, symbol TEXT NOT NULL, client_order_id TEXT NOT NULL, "
+    "status TEXT NOT NULL, internal INTEGER NOT NULL, created_at TEXT NOT NULL, "
+    "reject_reason TEXT, body BLOB NOT NULL, seal TEXT NOT NULL)",
+    "CREATE INDEX closed_orders_by_day ON closed_orders (day, order_id)",
+    "CREATE INDEX closed_orders_by_strategy ON closed_orders (day, strategy_code, order_id)",
+    "CREATE INDEX closed_orders_by_symbol ON closed_orders (day, symbol, order_id)",
+    "CREATE INDEX closed_orders_by_client_id "
+    "ON closed_orders (day, strategy_code, client_order_id)",
+)
+INSERT_CLOSED_ORDER = (
+    "INSERT OR REPLACE INTO closed_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_COLUMNS = (
+    "order_id, day, strategy_code, symbol, client_order_id, status, internal, "
+    "created_at, reject_reason, body, seal"
+)
+
+
+class ArchiveCorrupt(RuntimeError):
+    """A row that is not what the journal stored: altered, or torn."""
+
+
+@contextlib.contextmanager
+def _reading() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        raise ArchiveCorrupt(f"cannot read the journal's archive: {e}") from None
+
+
+def seal_row(chain: Chain, row: ArchivedOrder) -> str:
+    """The row's seal, over every column (see Chain.seal_closed_order)."""
+    reason = row.reject_reason
+    texts = (*(str(value) for value in row[:8]), "" if reason is None else "+" + reason)
+    return chain.seal_closed_order([text.encode() for text in texts] + [row.body])
+
+
+def sealed_rows(chain: Chain, rows: list[ArchivedOrder]) -> list[tuple[object, ...]]:
+    return [(*row, seal_row(chain, row)) for row in rows]
+
+
+class ClosedOrderArchive:
+    """The Archive the ledger reads (closed_orders.Archive), over a journal file."""
+
+    def __init__(self, path: Path, chain: Chain) -> None:
+        self._chain = chain
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='closed_orders'"
+        ).fetchone()
+        # A journal from before the archive, opened read-only (not migrated): nothing in it.
+        self._exists = found is not None
+
+    def get(self, day: str, order_id: str) -> ClosedOrder | None:
+        rows = self._select("order_id = ? AND day = ?", (order_id, day), 1)
+        return rows[0] if rows else None
+
+    def order_id_for_client(self, day: str, strategy_code: str, client_order_id: str) -> str | None:
+        rows = self._select(
+            "day = ? AND strategy_code = ? AND client_order_id = ?",
+            (day, strategy_code, client_order_id),
+            1,
+            order="order_id DESC",
+        )
+        return rows[0].order_id if rows else None
+
+    def after(
+        self, day: str, after: str, *, strategy_code: str, symbol: str, limit: int
+    ) -> list[ClosedOrder]:
+        where, args = "day = ? AND order_id > ?", [day, after]
+        if strategy_code:
+            where += " AND strategy_code = ?"
+            args.append(strategy_code)
+        elif symbol:
+            where += " AND symbol = ?"
+            args.append(symbol)
+        return self._select(where, tuple(args), limit)
+
+    def count(self, day: str) -> int:
+        if not self._exists:
+            return 0
+        with self._lock, _reading():
+            found = self._db.execute(
+                "SELECT count(*) FROM closed_orders WHERE day = ?", (day,)
+            ).fetchone()
+        return int(found[0])
+
+    def verify(self) -> int:
+        """Check every row's seal, of every day; how many there are."""
+        if not self._exists:
+            return 0
+        checked = 0
+        with self._lock, _reading():
+            cursor = self._db.execute(f"SELECT {_COLUMNS} FROM closed_orders")
+            for row in cursor:
+                self._checked(row)
+                checked += 1
+        return checked
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _select(
+        self, where: str, args: tuple[object, ...], limit: int, order: str = "order_id"
+    ) -> list[ClosedOrder]:
+        if not self._exists:
+            return []
+        with self._lock, _reading():
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM closed_orders WHERE {where} ORDER BY {order} LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [ClosedOrder.of_archived(self._checked(row)) for row in rows]
+
+    def _checked(self, row: tuple[object, ...]) -> ArchivedOrder:
+        archived = ArchivedOrder(*row[:-1])  # type: ignore[arg-type]
+        if not isinstance(archived.body, bytes) or not self._chain.matches(
+            str(row[-1]), seal_row(self._chain, archived)
+        ):
+            raise ArchiveCorrupt(
+                f"archived order {archived.order_id} is not what the journal stored "
+                "(its seal does not match); `execgw journal verify` checks the journal"
+            )
+        return archived
