@@ -681,8 +681,8 @@ class Journal:
 
     def archive(self) -> ClosedOrderArchive:
         """The reader of the finished orders snapshots archived, on its own read-only
-        connection: one per journal. It outlives close(), as the state a rebuild made
-        (whose ledger reads it) may: the connection closes when the last user lets it go."""
+        connection: one per journal, closed with it (and opened again by a state that
+        outlives it, see ClosedOrderArchive)."""
         with self._checkpoint_lock:
             if self._archive is None:
                 try:
@@ -996,6 +996,8 @@ class Journal:
             if self._checkpointer is not None:
                 self._checkpointer.close()
                 self._checkpointer = None
+            if self._archive is not None:
+                self._archive.close()
         with self._lock:
             self._db.close()
         # Only once the connection is closed: a successor must not open the file while

@@ -66,16 +66,30 @@ class ClosedOrderArchive:
     """The Archive the ledger reads (closed_orders.Archive), over a journal file."""
 
     def __init__(self, path: Path, chain: Chain) -> None:
+        self._path = path
         self._chain = chain
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
-        found = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='closed_orders'"
-        ).fetchone()
+        self._db: sqlite3.Connection | None = None
         # A journal from before the archive, opened read-only (not migrated): nothing in it.
-        self._exists = found is not None
+        self._exists = (
+            self._connected()
+            .execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='closed_orders'")
+            .fetchone()
+            is not None
+        )
+
+    def _connected(self) -> sqlite3.Connection:
+        """The connection, opened again after close(): a state may outlive its journal
+        (a tool's, a test's), and the journal's last connection must close with it (so
+        SQLite folds the WAL back in at a clean stop)."""
+        if self._db is None:
+            self._db = sqlite3.connect(
+                f"file:{self._path}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        return self._db
 
     def get(self, day: str, order_id: str) -> ClosedOrder | None:
         rows = self._select("order_id = ? AND day = ?", (order_id, day), 1)
@@ -106,9 +120,11 @@ class ClosedOrderArchive:
         if not self._exists:
             return 0
         with self._lock, _reading():
-            found = self._db.execute(
-                "SELECT count(*) FROM closed_orders WHERE day = ?", (day,)
-            ).fetchone()
+            found = (
+                self._connected()
+                .execute("SELECT count(*) FROM closed_orders WHERE day = ?", (day,))
+                .fetchone()
+            )
         return int(found[0])
 
     def verify(self) -> int:
@@ -117,7 +133,7 @@ class ClosedOrderArchive:
             return 0
         checked = 0
         with self._lock, _reading():
-            cursor = self._db.execute(f"SELECT {_COLUMNS} FROM closed_orders")
+            cursor = self._connected().execute(f"SELECT {_COLUMNS} FROM closed_orders")
             for row in cursor:
                 self._checked(row)
                 checked += 1
@@ -125,7 +141,9 @@ class ClosedOrderArchive:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def _select(
         self, where: str, args: tuple[object, ...], limit: int, order: str = "order_id"
@@ -133,10 +151,14 @@ class ClosedOrderArchive:
         if not self._exists:
             return []
         with self._lock, _reading():
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM closed_orders WHERE {where} ORDER BY {order} LIMIT ?",
-                (*args, limit),
-            ).fetchall()
+            rows = (
+                self._connected()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM closed_orders WHERE {where} ORDER BY {order} LIMIT ?",
+                    (*args, limit),
+                )
+                .fetchall()
+            )
         return [ClosedOrder.of_archived(self._checked(row)) for row in rows]
 
     def _checked(self, row: tuple[object, ...]) -> ArchivedOrder:
