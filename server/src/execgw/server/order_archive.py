@@ -28,7 +28,7 @@ CREATE_CLOSED_ORDERS = (
     "CREATE INDEX closed_orders_by_strategy ON closed_orders (day, strategy_code, order_id)",
     "CREATE INDEX closed_orders_by_symbol ON closed_orders (day, symbol, order_id)",
     "CREATE INDEX closed_orders_by_client_id "
-    "ON closed_orders (day, strategy_code, client_order_id)",
+    "ON closed_orders (day, strategy_code, client_order_id, order_id)",
 )
 INSERT_CLOSED_ORDER = (
     "INSERT OR REPLACE INTO closed_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
