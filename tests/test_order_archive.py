@@ -1,0 +1,169 @@
+"""Finished orders leave memory for the journal's archive with each snapshot, and every
+answer about them stays what it was: GetOrder, ListOrders (filters, pages), idempotent
+retries, across restarts. The archive is as tamper-evident as the journal: a row
+removed stops the start, a row altered is refused when read, for plain and keyed
+journals alike."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from execgw.client import ExecutionClient, limit, market
+from execgw.client.errors import Internal
+from execgw.server.clock import ManualClock
+from execgw.server.closed_orders import ClosedOrder
+from execgw.server.journal import JournalCorrupt
+from execgw.server.ledger import Ledger
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningGateway, make_config
+    from tests.e2e_helpers import INFY, TCS, TIMEOUT_S, publish
+else:
+    from conftest import RunningGateway, make_config
+    from e2e_helpers import INFY, TCS, TIMEOUT_S, publish
+
+KEY_ENV = "EXECGW_TEST_ARCHIVE_KEY"
+SNAPSHOT_EVERY = 7
+
+
+@pytest.fixture(params=["plain", "keyed"])
+def journal_options(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, object]:
+    options: dict[str, object] = {"snapshot_every": SNAPSHOT_EVERY}
+    if request.param == "keyed":
+        monkeypatch.setenv(KEY_ENV, "0123456789abcdef" * 4)
+        options["hmac_key_env"] = KEY_ENV
+    return options
+
+
+def _start(directory: Path, clock: ManualClock, options: dict[str, object]) -> RunningGateway:
+    return RunningGateway(make_config(directory, journal=options), clock)
+
+
+def _ledger(running: RunningGateway) -> Ledger:
+    ledger: Ledger = running.gateway.core._engine.state.ledger
+    return ledger
+
+
+def _answers(client: ExecutionClient, ids: list[str]) -> list[bytes]:
+    out = [client.get_order(i).SerializeToString(deterministic=True) for i in ids]
+    for kwargs in ({}, {"strategy_code": "s2"}, {"symbol": TCS}, {"strategy_code": "s1"}):
+        out += [o.SerializeToString(deterministic=True) for o in client.list_orders(**kwargs)]
+    page = client.list_orders_page(page_size=4)
+    while True:
+        out += [o.SerializeToString(deterministic=True) for o in page.results]
+        if not page.next_page_token:
+            return out
+        page = client.list_orders_page(page_size=4, page_token=page.next_page_token)
+
+
+def _day(directory: Path, clock: ManualClock, options: dict[str, object]) -> list[str]:
+    """60 orders: filled, rejected (no quote), cancelled and resting, two strategies."""
+    running = _start(directory, clock, options)
+    ids = []
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            publish(c, INFY, 1234.55)
+            for n in range(15):
+                code = f"s{n % 2 + 1}"
+                ids.append(c.submit(market(INFY, "BUY", 1, strategy_code=code), f"f{n}").order_id)
+                ids.append(c.submit(market(TCS, "BUY", 1, strategy_code=code), f"r{n}").order_id)
+                gone = c.submit(limit(INFY, "BUY", 1, 1210.0, strategy_code=code), f"c{n}")
+                ids.append(c.cancel(gone.order_id).order_id)
+                ids.append(c.submit(limit(INFY, "BUY", 1, 1200.0, strategy_code=code)).order_id)
+            running.call(running.gateway.core.snapshot_written())
+            # While it runs, too: stored snapshots took the finished orders out of memory.
+            held = _ledger(running)._orders.values()
+            assert sum(isinstance(o, ClosedOrder) for o in held) < SNAPSHOT_EVERY
+    finally:
+        running.stop()
+    return ids
+
+
+def test_finished_orders_leave_memory_and_answer_as_before_across_restarts(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    ids = _day(tmp_path, clock, journal_options)
+    seen = []
+    for _ in range(2):
+        running = _start(tmp_path, clock, journal_options)
+        try:
+            ledger = _ledger(running)
+            held = ledger._orders
+            finished_held = [o for o in held.values() if isinstance(o, ClosedOrder)]
+            # Memory: the 15 resting orders, and what finished since the last snapshot.
+            assert len(held) - len(finished_held) == 15
+            assert len(finished_held) < SNAPSHOT_EVERY
+            assert len(list(ledger.orders())) == 60
+            with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+                seen.append(_answers(c, ids))
+                # Idempotent retries of archived orders return them, placing nothing.
+                for n in (0, 7, 14):
+                    code = f"s{n % 2 + 1}"
+                    retry = c.submit(market(INFY, "BUY", 1, strategy_code=code), f"f{n}")
+                    assert retry.order_id == ids[4 * n]
+                    retry = c.submit(market(TCS, "BUY", 1, strategy_code=code), f"r{n}")
+                    assert retry.order_id == ids[4 * n + 1]
+                assert len(c.list_orders()) == 60
+        finally:
+            running.stop()
+    assert seen[0] == seen[1]
+
+
+def test_a_removed_archive_row_stops_the_start(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    ids = _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        held = raw.execute("SELECT count(*) FROM closed_orders").fetchone()[0]
+        assert held >= 40
+        raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
+    with pytest.raises(JournalCorrupt, match=f"archive holds {held - 1} .*; {held} were stored"):
+        _start(tmp_path, clock, journal_options)
+
+
+def test_an_altered_archive_row_is_refused_when_read(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    ids = _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        # The order filled 1; the row now says 9, in its body and nowhere else.
+        changed = raw.execute(
+            "UPDATE closed_orders SET body = replace(body, '\"filled_qty\":1', '\"filled_qty\":9') "
+            "WHERE order_id = ?",
+            (ids[0],),
+        ).rowcount
+        assert changed == 1
+    running = _start(tmp_path, clock, journal_options)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            with pytest.raises(Internal):
+                c.get_order(ids[0])
+            # The others answer as they did.
+            assert c.get_order(ids[4]).filled_qty == 1
+    finally:
+        running.stop()
+
+
+def test_an_altered_archive_record_stops_the_start(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+        sequence, day, count = record.split("|")
+        raw.execute(
+            "UPDATE meta SET value = ? WHERE key = 'archive'",
+            (f"{sequence}|{day}|{int(count) - 1}",),
+        )
+        raw.execute(
+            "DELETE FROM closed_orders WHERE rowid = (SELECT max(rowid) FROM closed_orders)"
+        )
+    with pytest.raises(JournalCorrupt, match="the archive's record was altered"):
+        _start(tmp_path, clock, journal_options)
