@@ -74,9 +74,6 @@ class DictArchive:
         )
         return [ClosedOrder.of_archived(r) for r in rows[:limit]]
 
-    def count(self, day: str) -> int:
-        return sum(1 for r in self.rows.values() if r.day == day)
-
 
 # Steps: place (accepted or rejected), fill all, cancel, trigger, prepare a snapshot, store
 # the one prepared last (archive, then evict: events may come between, as they do while

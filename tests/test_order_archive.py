@@ -167,3 +167,32 @@ def test_an_altered_archive_record_stops_the_start(
         )
     with pytest.raises(JournalCorrupt, match="the archive's record was altered"):
         _start(tmp_path, clock, journal_options)
+
+
+def test_rows_of_a_snapshot_that_never_committed_are_not_counted_and_are_removed(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    """New rows go in before the snapshot's own row: a crash between leaves rows no
+    stored snapshot names. The start does not count them; the next snapshot removes them."""
+    ids = _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        [latest] = raw.execute("SELECT max(seq) FROM snapshots").fetchone()
+        raw.execute(
+            "INSERT INTO closed_orders SELECT 'O9999999999', day, strategy_code, symbol, "
+            "client_order_id, status, internal, created_at, reject_reason, body, seal, ? "
+            "FROM closed_orders WHERE order_id = ?",
+            (latest + 1, ids[0]),
+        )
+    running = _start(tmp_path, clock, journal_options)
+    try:
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            for n in range(SNAPSHOT_EVERY):
+                c.submit(market(INFY, "BUY", 1, strategy_code="s1"), f"more{n}")
+            running.call(running.gateway.core.snapshot_written())
+    finally:
+        running.stop()
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+        assert raw.execute(
+            "SELECT count(*) FROM closed_orders WHERE order_id = 'O9999999999'"
+        ).fetchone() == (0,)
+    _start(tmp_path, clock, journal_options).stop()

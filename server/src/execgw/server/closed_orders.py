@@ -135,8 +135,6 @@ class Archive(Protocol):
         or symbol, only that strategy's or symbol's."""
         ...
 
-    def count(self, day: str) -> int: ...
-
 
 class EmptyArchive:
     """No journal, or nothing archived yet."""
@@ -151,9 +149,6 @@ class EmptyArchive:
         self, day: str, after: str, *, strategy_code: str, symbol: str, limit: int
     ) -> list[ClosedOrder]:
         return []
-
-    def count(self, day: str) -> int:
-        return 0
 
 
 EMPTY_ARCHIVE: Archive = EmptyArchive()

@@ -68,6 +68,8 @@ SCHEMA_VERSION = 4
 # A snapshot's parts are about this many characters (bytes, for the ASCII JSON a
 # snapshot mostly is): one part is what a commit of the writer may wait behind.
 SNAPSHOT_PART_SIZE = 1 << 20
+# Finished orders a snapshot archives, written this many per transaction before it.
+_ARCHIVE_BATCH = 500
 # Between two parts the snapshot's thread pauses this long without the journal's lock:
 # threading.Lock is not fair, and a writer waiting for it must get its turn.
 _PART_PAUSE_S = 0.002
@@ -587,8 +589,19 @@ class Journal:
             time.sleep(_PART_PAUSE_S)
         seal = sealer.hexdigest()
         # Rows change only here, one snapshot at a time: counted outside the lock.
-        record = self._next_archive_record(sequence, archived)
-        archive_rows = [] if archived is None else sealed_rows(self.chain, archived.rows)
+        record, new_rows, old_rows = self._archive_plan(sequence, archived, replacing)
+        # New rows go in before the snapshot's row, a few per transaction, as its parts
+        # do: thousands of rows and their indexes in the final transaction would hold
+        # the writer's commits for a tenth of a second. Until that row commits they are
+        # not counted, and a crash's are removed before the next snapshot.
+        for start in range(0, len(new_rows), _ARCHIVE_BATCH):
+            chunk = new_rows[start : start + _ARCHIVE_BATCH]
+            self._write(
+                partial(self._db.executemany, INSERT_CLOSED_ORDER, chunk),
+                "snapshot write failed (archiving finished orders)",
+            )
+            self._checkpoint()
+            time.sleep(_PART_PAUSE_S)
 
         def statements() -> None:
             if replacing:
@@ -607,7 +620,9 @@ class Journal:
                         f"snapshot at {sequence}: {stored[0]} of its {written} parts are "
                         "stored; not recording it"
                     )
-            self._db.executemany(INSERT_CLOSED_ORDER, archive_rows)
+            # Rows the archive holds already (an event brought the order back): replaced
+            # only here, or a crash could leave the archive without them.
+            self._db.executemany(INSERT_CLOSED_ORDER, old_rows)
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, first, seal)
             )
@@ -621,13 +636,18 @@ class Journal:
 
         self._write(statements, "snapshot write failed")
 
-    def _next_archive_record(self, sequence: int, archived: ArchiveBatch | None) -> str | None:
-        """The archive's record to store with the snapshot at `sequence`: which
-        day its count is of, and the count once `archived` is in (rows it
-        replaces do not add). Carried over unchanged when nothing is archived; none for
-        a journal without an archive."""
+    def _archive_plan(
+        self, sequence: int, archived: ArchiveBatch | None, replacing: bool
+    ) -> tuple[str | None, list[tuple[object, ...]], list[tuple[object, ...]]]:
+        """The archive's record to store with the snapshot at `sequence` (which day its
+        count is of, and the count once `archived` is in), and `archived`'s rows: those
+        new to the archive, and those replacing rows it holds (which do not add). The
+        record carries over unchanged when nothing is archived; none for a journal
+        without an archive. Rows change only here, one snapshot at a time: read outside
+        the lock."""
         if self._version < 4:
-            return None
+            return None, [], []
+        self._write(self._remove_unfinished_archive, "removing an unfinished snapshot's rows")
         stored = self._read(
             lambda: self._db.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
         )
@@ -635,22 +655,36 @@ class Journal:
         if stored is not None:
             _, day, counted = str(stored[0]).split("|")
             count = int(counted)
+        new_rows: list[tuple[object, ...]] = []
+        old_rows: list[tuple[object, ...]] = []
         if archived is not None:
             if archived.day != day:
                 day, count = archived.day, 0
-            ids = [row.order_id for row in archived.rows]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                count += len(chunk) - self._read(partial(self._archived_among, day, chunk))
-        return f"{sequence}|{day}|{count}"
+            rows = sealed_rows(self.chain, archived.rows, sequence)
+            for start in range(0, len(rows), _ARCHIVE_BATCH):
+                chunk = rows[start : start + _ARCHIVE_BATCH]
+                held = self._read(partial(self._archived_among, [str(r[0]) for r in chunk]))
+                for row in chunk:
+                    # A rewrite of a stored snapshot replaces all of it in one transaction.
+                    (old_rows if row[0] in held or replacing else new_rows).append(row)
+                    if row[0] not in held:
+                        count += 1
+        return f"{sequence}|{day}|{count}", new_rows, old_rows
 
-    def _archived_among(self, day: str, order_ids: list[str]) -> int:
+    def _remove_unfinished_archive(self) -> None:
+        """Rows of a snapshot whose own row never committed (a crash, a failure)."""
+        self._db.execute(
+            "DELETE FROM closed_orders WHERE snapshot_seq > "
+            "(SELECT coalesce(max(seq), 0) FROM snapshots)"
+        )
+
+    def _archived_among(self, order_ids: list[str]) -> set[str]:
+        """Which of these orders the archive holds, of any day."""
         marks = ",".join("?" * len(order_ids))
         found = self._db.execute(
-            f"SELECT count(*) FROM closed_orders WHERE day = ? AND order_id IN ({marks})",
-            (day, *order_ids),
-        ).fetchone()
-        return int(found[0])
+            f"SELECT order_id FROM closed_orders WHERE order_id IN ({marks})", order_ids
+        ).fetchall()
+        return {str(row[0]) for row in found}
 
     def archive_record(self) -> ArchiveRecord | None:
         """The archive's day and count as stored with the latest snapshot; None

@@ -23,15 +23,17 @@ CREATE_CLOSED_ORDERS = (
     "CREATE TABLE closed_orders (order_id TEXT PRIMARY KEY, day TEXT NOT NULL, "
     "strategy_code TEXT NOT NULL, symbol TEXT NOT NULL, client_order_id TEXT NOT NULL, "
     "status TEXT NOT NULL, internal INTEGER NOT NULL, created_at TEXT NOT NULL, "
-    "reject_reason TEXT, body BLOB NOT NULL, seal TEXT NOT NULL)",
-    "CREATE INDEX closed_orders_by_day ON closed_orders (day, order_id)",
+    "reject_reason TEXT, body BLOB NOT NULL, seal TEXT NOT NULL, "
+    # The snapshot that stored it: rows of a snapshot not (yet) stored are not counted,
+    # and are removed before the next one (Journal._remove_unfinished_archive).
+    "snapshot_seq INTEGER NOT NULL)",
     "CREATE INDEX closed_orders_by_strategy ON closed_orders (day, strategy_code, order_id)",
     "CREATE INDEX closed_orders_by_symbol ON closed_orders (day, symbol, order_id)",
     "CREATE INDEX closed_orders_by_client_id "
     "ON closed_orders (day, strategy_code, client_order_id, order_id)",
 )
 INSERT_CLOSED_ORDER = (
-    "INSERT OR REPLACE INTO closed_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO closed_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _COLUMNS = (
     "order_id, day, strategy_code, symbol, client_order_id, status, internal, "
@@ -58,8 +60,10 @@ def seal_row(chain: Chain, row: ArchivedOrder) -> str:
     return chain.seal_closed_order([text.encode() for text in texts] + [row.body])
 
 
-def sealed_rows(chain: Chain, rows: list[ArchivedOrder]) -> list[tuple[object, ...]]:
-    return [(*row, seal_row(chain, row)) for row in rows]
+def sealed_rows(
+    chain: Chain, rows: list[ArchivedOrder], snapshot_seq: int
+) -> list[tuple[object, ...]]:
+    return [(*row, seal_row(chain, row), snapshot_seq) for row in rows]
 
 
 class ClosedOrderArchive:
@@ -116,13 +120,17 @@ class ClosedOrderArchive:
             args.append(symbol)
         return self._select(where, tuple(args), limit)
 
-    def count(self, day: str) -> int:
+    def count(self, day: str, stored_by: int) -> int:
+        """Rows of `day` stored by the snapshot at `stored_by` or before."""
         if not self._exists:
             return 0
         with self._lock, _reading():
             found = (
                 self._connected()
-                .execute("SELECT count(*) FROM closed_orders WHERE day = ?", (day,))
+                .execute(
+                    "SELECT count(*) FROM closed_orders WHERE day = ? AND snapshot_seq <= ?",
+                    (day, stored_by),
+                )
                 .fetchone()
             )
         return int(found[0])

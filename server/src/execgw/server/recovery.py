@@ -353,7 +353,9 @@ def _fields_of(instance: object) -> dict[str, Any]:
     }
 
 
-def _check_archive(journal: Journal, archive: ClosedOrderArchive, day: str) -> None:
+def _check_archive(
+    journal: Journal, archive: ClosedOrderArchive, day: str, snapshot_seq: int
+) -> None:
     """The archive holds as many orders of the working day as the journal sealed with
     its latest snapshot: rows removed or added since stop the start. (Each row's own
     seal is checked whenever it is read.)"""
@@ -368,7 +370,7 @@ def _check_archive(journal: Journal, archive: ClosedOrderArchive, day: str) -> N
         if stored.day == day:
             expected = stored.count
     try:
-        held = archive.count(day)
+        held = archive.count(day, snapshot_seq)
     except ArchiveCorrupt as e:
         raise JournalCorrupt(str(e)) from None
     if held != expected:
@@ -428,7 +430,7 @@ def _rebuild(journal: Journal) -> GatewayState:
         state.head_hash = anchor.hash
         # Without a snapshot the events replay every order from the first: whatever the
         # archive holds is in memory again, and memory stands for it.
-        _check_archive(journal, archive, state.ledger.day)
+        _check_archive(journal, archive, state.ledger.day, snapshot.sequence)
     replayed = 0
     for row in journal.rows(after=state.sequence):
         check_link(row, state.sequence + 1, state.head_hash)
