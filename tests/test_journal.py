@@ -905,6 +905,7 @@ def _as_schema_1(path: Path) -> None:
             raw.execute("UPDATE snapshots SET body_hash = ? WHERE seq = ?", (sha256_hex(body), seq))
         raw.execute("DELETE FROM meta WHERE key = 'pruned_seal'")
         raw.execute("DROP TABLE closed_orders")  # schema 4's
+        raw.execute("DELETE FROM meta WHERE key IN ('archive', 'archive_seal')")
         raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
 

@@ -15,9 +15,11 @@ import pytest
 
 from execgw.client import ExecutionClient, limit, market
 from execgw.client.errors import Internal
+from execgw.server.audit import verify
+from execgw.server.chain import PLAIN_CHAIN, Chain, chain_from_env
 from execgw.server.clock import ManualClock
 from execgw.server.closed_orders import ClosedOrder
-from execgw.server.journal import JournalCorrupt
+from execgw.server.journal import Journal, JournalCorrupt
 from execgw.server.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -42,6 +44,18 @@ def journal_options(
     return options
 
 
+def _chain(options: dict[str, object]) -> Chain:
+    return chain_from_env(KEY_ENV) if "hmac_key_env" in options else PLAIN_CHAIN
+
+
+def test_journal_verify_checks_every_archived_row(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    ids = _day(tmp_path, clock, journal_options)
+    report = verify(Journal(tmp_path / "journal.db", read_only=True, chain=_chain(journal_options)))
+    assert report.archived_orders >= len(ids) - 15 - SNAPSHOT_EVERY
+
+
 def _start(directory: Path, clock: ManualClock, options: dict[str, object]) -> RunningGateway:
     return RunningGateway(make_config(directory, journal=options), clock)
 
@@ -53,8 +67,13 @@ def _ledger(running: RunningGateway) -> Ledger:
 
 def _answers(client: ExecutionClient, ids: list[str]) -> list[bytes]:
     out = [client.get_order(i).SerializeToString(deterministic=True) for i in ids]
-    for kwargs in ({}, {"strategy_code": "s2"}, {"symbol": TCS}, {"strategy_code": "s1"}):
-        out += [o.SerializeToString(deterministic=True) for o in client.list_orders(**kwargs)]
+    for listed in (
+        client.list_orders(),
+        client.list_orders(strategy_code="s2"),
+        client.list_orders(symbol=TCS),
+        client.list_orders(strategy_code="s1"),
+    ):
+        out += [o.SerializeToString(deterministic=True) for o in listed]
     page = client.list_orders_page(page_size=4)
     while True:
         out += [o.SerializeToString(deterministic=True) for o in page.results]
@@ -140,6 +159,8 @@ def test_an_altered_archive_row_is_refused_when_read(
             (ids[0],),
         ).rowcount
         assert changed == 1
+    with pytest.raises(JournalCorrupt, match=f"archived order {ids[0]} is not what"):
+        verify(Journal(tmp_path / "journal.db", read_only=True, chain=_chain(journal_options)))
     running = _start(tmp_path, clock, journal_options)
     try:
         with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
