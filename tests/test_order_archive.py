@@ -175,19 +175,81 @@ def test_an_altered_archive_row_is_refused_when_read(
 def test_an_altered_archive_record_stops_the_start(
     tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
 ) -> None:
+    """The snapshot's seal covers the record: a lower count hiding a removed row fails it."""
     _day(tmp_path, clock, journal_options)
     with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
         [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
         sequence, day, count = record.split("|")
-        raw.execute(
-            "UPDATE meta SET value = ? WHERE key = 'archive'",
-            (f"{sequence}|{day}|{int(count) - 1}",),
-        )
+        lower = f"{sequence}|{day}|{int(count) - 1}"
+        raw.execute("UPDATE meta SET value = ? WHERE key = 'archive'", (lower,))
         raw.execute(
             "DELETE FROM closed_orders WHERE rowid = (SELECT max(rowid) FROM closed_orders)"
         )
-    with pytest.raises(JournalCorrupt, match="the archive's record was altered"):
+    with pytest.raises(JournalCorrupt, match=f"snapshot at {sequence} fails its checksum"):
         _start(tmp_path, clock, journal_options)
+
+
+def test_the_record_and_the_days_rows_removed_together_stop_the_start(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+        raw.execute("DELETE FROM closed_orders WHERE day = ?", (record.split("|")[1],))
+        raw.execute("DELETE FROM meta WHERE key = 'archive'")
+    with pytest.raises(JournalCorrupt, match="fails its checksum"):
+        _start(tmp_path, clock, journal_options)
+
+
+def test_a_count_altered_while_running_is_not_sealed_again_by_the_next_snapshot(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    """The next snapshot takes the count from the record the last one sealed, and
+    checks the rows are there: it refuses rather than vouch for a removal."""
+    ids = _day(tmp_path, clock, journal_options)
+    running = _start(tmp_path, clock, journal_options)
+    try:
+        with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+            [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+            sequence, day, count = record.split("|")
+            raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
+            lower = f"{sequence}|{day}|{int(count) - 1}"
+            raw.execute("UPDATE meta SET value = ? WHERE key = 'archive'", (lower,))
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            for n in range(2 * SNAPSHOT_EVERY):
+                c.submit(market(TCS, "BUY", 1, strategy_code="s1"), f"x{n}")  # no quote
+            running.call(running.gateway.core.snapshot_written())
+    finally:
+        running.stop()
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+        [(latest,)] = raw.execute("SELECT seq FROM snapshots").fetchall()
+    assert latest == int(sequence)  # no snapshot was stored over it
+    with pytest.raises(JournalCorrupt, match="fails its checksum"):
+        _start(tmp_path, clock, journal_options)
+
+
+def test_a_snapshot_that_fails_to_store_lets_no_finished_order_go(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = _start(tmp_path, clock, {"snapshot_every": 3})
+    try:
+
+        def full_disk(*args: object, **kwargs: object) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(running.gateway.journal, "write_snapshot", full_disk)
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            keys = [f"r{n}" for n in range(10)]
+            ids = [c.submit(market(TCS, "BUY", 1, strategy_code="s1"), k).order_id for k in keys]
+            running.call(running.gateway.core.snapshot_written())
+            assert len(_ledger(running)._orders) == 10
+            assert [o.order_id for o in c.list_orders()] == ids
+            for key, order_id in zip(keys, ids, strict=True):
+                assert c.get_order(order_id).order_id == order_id
+                retry = c.submit(market(TCS, "BUY", 1, strategy_code="s1"), key)
+                assert retry.order_id == order_id
+    finally:
+        running.stop()
 
 
 def test_rows_of_a_snapshot_that_never_committed_are_not_counted_and_are_removed(

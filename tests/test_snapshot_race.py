@@ -62,9 +62,12 @@ def test_a_rebuild_waits_for_the_snapshot_and_its_pruning(
         pause = threading.Event()
         store, row = journal.write_snapshot, journal.row
 
-        def slow_store(sequence: int, body: str) -> None:
+        stored: list[int] = []
+
+        def slow_store(sequence: int, body: Any, **options: Any) -> None:
             pause.wait(0.1)
-            store(sequence, body)
+            store(sequence, body, **options)
+            stored.append(sequence)
 
         def slow_row(sequence: int) -> Any:
             pause.wait(0.3)
@@ -89,6 +92,8 @@ def test_a_rebuild_waits_for_the_snapshot_and_its_pruning(
             await core.submit(limit_buy("honest"), "after")
 
         running.call(go())
+        running.call(core.snapshot_written())
         assert core.healthy
+        assert stored  # the snapshot raced the rebuild, and was stored
     finally:
         running.stop()

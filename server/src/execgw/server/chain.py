@@ -74,12 +74,14 @@ class Chain:
         (which commits to every event up to it) and the state it holds."""
         return self.seal_snapshot_parts(sequence, row_hash, (body,))
 
-    def seal_snapshot_parts(self, sequence: int, row_hash: str, parts: Iterable[str]) -> str:
+    def seal_snapshot_parts(
+        self, sequence: int, row_hash: str, parts: Iterable[str | bytes]
+    ) -> str:
         """seal_snapshot over the text `parts` join to, fed part by part: the same digest,
         without copying a day's state into one more string first."""
         sealer = self.snapshot_sealer(sequence, row_hash)
         for part in parts:
-            sealer.update(part.encode())
+            sealer.update(part.encode() if isinstance(part, str) else part)
         return sealer.hexdigest()
 
     def snapshot_sealer(self, sequence: int, row_hash: str) -> Digest:
@@ -96,11 +98,6 @@ class Chain:
         for column in columns:
             framed += [str(len(column)).encode(), b":", column]
         return self._digest_parts(*framed)
-
-    def seal_archive(self, record: str) -> str:
-        """The archive's record (Journal.archive_record): the snapshot it is stored with,
-        the generation, and how many orders of it the archive holds."""
-        return self._digest(f"archive|{record}")
 
     def seal_pruning(self, pruned_below: int, prev_hash: str) -> str:
         """The pruning record's seal: events below `pruned_below` were removed by the

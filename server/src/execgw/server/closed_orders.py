@@ -96,8 +96,8 @@ class ArchivedOrder(NamedTuple):
     """A finished order as the archive stores it: one row, in its columns' order."""
 
     order_id: str
-    # The ledger's day count (a rollover adds one): the archive keeps past days, and
-    # the working day sees only its own orders.
+    # The trading day (ISO date, "" before the first rollover; Ledger.day): the archive
+    # keeps past days, and the working day sees only its own orders.
     day: str
     strategy_code: str
     symbol: str

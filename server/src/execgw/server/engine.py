@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 
 from opentelemetry import context as otel_context
@@ -160,8 +160,9 @@ class ExecutionEngine:
         # The span that placed each resting order (to link its later fills to) and the
         # telemetry scope (session, mode) it ran in.
         self._order_spans: dict[str, tuple[trace.SpanContext, otel_context.Context]] = {}
-        # Positions whose square-off the venue refused too often today (logged once).
-        self._square_off_given_up: set[tuple[str, str]] = set()
+        # Positions whose square-off the venue refused too often, by trading day: logged
+        # once, and never counted again that day.
+        self._square_off_given_up: set[tuple[date | None, str, str]] = set()
         # Open positions' symbols with no mark, as last reported in the log.
         self._unmarked: tuple[str, ...] = ()
         # The valuation the breakers were last evaluated on, and the sequence it was
@@ -178,6 +179,8 @@ class ExecutionEngine:
         self._risk.adopt(state.risk)
         self._pending.clear()
         self._order_spans.clear()
+        # Counted again from what is durable: a refusal in a dropped batch must not count.
+        self._square_off_given_up.clear()
         self._venue.reset()
         self._venue.restore(state.ledger.open_orders(), state.liquidity.values())
 
@@ -195,6 +198,7 @@ class ExecutionEngine:
         self._pending = list(keep)
         # Ids may be drawn again: no link may point a new order at an old trace.
         self._order_spans.clear()
+        self._square_off_given_up.clear()
         self._venue.reset()
         self._venue.restore(durable.ledger.open_orders(), durable.liquidity.values())
 
@@ -899,16 +903,20 @@ class ExecutionEngine:
                 continue
             if self._quotes.get(symbol) is None:
                 continue  # retried on a later tick, once there is a price to flatten at
+            # Given up on already today: not counted again (counting reads every order
+            # of the symbol, archived ones too, on every command until the rollover).
+            given_up = (self._risk.book.day, code, symbol)
+            if given_up in self._square_off_given_up:
+                continue
             if self._square_off_refusals(code, symbol) >= MAX_SQUARE_OFF_REFUSALS:
-                if (code, symbol) not in self._square_off_given_up:
-                    self._square_off_given_up.add((code, symbol))
-                    log.error(
-                        "MIS square-off of %s %s refused by the venue %d times today: no "
-                        "more attempts; flatten it by hand",
-                        code,
-                        symbol,
-                        MAX_SQUARE_OFF_REFUSALS,
-                    )
+                self._square_off_given_up.add(given_up)
+                log.error(
+                    "MIS square-off of %s %s refused by the venue %d times today: no "
+                    "more attempts; flatten it by hand",
+                    code,
+                    symbol,
+                    MAX_SQUARE_OFF_REFUSALS,
+                )
                 continue
             intent = OrderIntent(
                 symbol=symbol,

@@ -144,9 +144,21 @@ def encode(record: JournalRecord) -> tuple[str, str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """How many finished orders of which day the archive holds (order_archive.py)."""
+
+    day: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     sequence: int
     body: str
+    # The archive's record stored with it (its seal covers it), and the rows of that
+    # record's day the archive holds as of it, read in the same read transaction.
+    archive: ArchiveRecord | None = None
+    archived_rows: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +168,6 @@ class PruningRecord:
 
     below: int
     prev_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveRecord:
-    """How many finished orders of which day the archive holds (order_archive.py)."""
-
-    day: str
-    count: int
 
 
 class Journal:
@@ -514,9 +518,9 @@ class Journal:
         archived: ArchiveBatch | None = None,
     ) -> None:
         """Store the state as of `sequence` (see _write_snapshot), and the finished
-        orders it moves out of memory (`archived`, into closed_orders in the transaction
-        that makes the snapshot visible: neither is ever seen without the other; a
-        snapshot names how many the day's archive holds). One at a time; one that
+        orders it moves out of memory (`archived`, into closed_orders: new rows before
+        the snapshot's row, counted only once it commits; the record of how many the
+        day's archive holds is stored with it, under its seal). One at a time; one that
         fails before its row commits takes its parts back (a full disk gets its room
         back for orders), and old parts that cannot be removed after it committed are
         left for later: the snapshot itself stands."""
@@ -587,9 +591,12 @@ class Journal:
                 written = number
                 self._checkpoint()
             time.sleep(_PART_PAUSE_S)
-        seal = sealer.hexdigest()
         # Rows change only here, one snapshot at a time: counted outside the lock.
         record, new_rows, old_rows = self._archive_plan(sequence, archived, replacing)
+        if record is not None:
+            # The snapshot's seal covers the archive's record too: neither can be
+            # removed, replaced or put back without the other.
+            sealer.update(_archive_seal_text(record))
         # New rows go in before the snapshot's row, a few per transaction, as its parts
         # do: thousands of rows and their indexes in the final transaction would hold
         # the writer's commits for a tenth of a second. Until that row commits they are
@@ -602,6 +609,7 @@ class Journal:
             )
             self._checkpoint()
             time.sleep(_PART_PAUSE_S)
+        seal = sealer.hexdigest()
 
         def statements() -> None:
             if replacing:
@@ -627,10 +635,7 @@ class Journal:
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, first, seal)
             )
             if record is not None:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    [("archive", record), ("archive_seal", self.chain.seal_archive(record))],
-                )
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('archive', ?)", (record,))
             # Older snapshots are never read again; events stay for audit and replay.
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
 
@@ -648,15 +653,18 @@ class Journal:
         if self._version < 4:
             return None, [], []
         self._write(self._remove_unfinished_archive, "removing an unfinished snapshot's rows")
-        stored = self._read(
-            lambda: self._db.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
-        )
+        # The record as the latest snapshot's seal vouches for it (its state is small: the
+        # open orders), and the rows it counts still there: a count altered or rows
+        # removed meanwhile stop the snapshot, not carried into a newly sealed record.
+        latest = self.latest_snapshot()
         day, count = "", 0
-        if stored is not None:
-            _, day, counted = str(stored[0]).split("|")
-            count = int(counted)
+        if latest is not None and latest.archive is not None:
+            self.check_archived_rows(latest)
+            day, count = latest.archive.day, latest.archive.count
         new_rows: list[tuple[object, ...]] = []
         old_rows: list[tuple[object, ...]] = []
+        if archived is None and (latest is None or latest.archive is None):
+            return None, [], []  # nothing archived, ever: no record (a tool's snapshot)
         if archived is not None:
             if archived.day != day:
                 day, count = archived.day, 0
@@ -670,6 +678,18 @@ class Journal:
                     if row[0] not in held:
                         count += 1
         return f"{sequence}|{day}|{count}", new_rows, old_rows
+
+    def check_archived_rows(self, snapshot: Snapshot) -> None:
+        """The archive holds the rows the record stored with `snapshot` counts (its seal
+        covers the record); JournalCorrupt if rows were removed or added since."""
+        record = snapshot.archive
+        if record is not None and snapshot.archived_rows != record.count:
+            raise JournalCorrupt(
+                f"{self.path}: the journal's archive holds {snapshot.archived_rows} finished "
+                f"orders of trading day {record.day or '(none yet)'}; {record.count} were "
+                f"stored with the snapshot at {snapshot.sequence}. `execgw journal verify` "
+                "checks the journal"
+            )
 
     def _remove_unfinished_archive(self) -> None:
         """Rows of a snapshot whose own row never committed (a crash, a failure)."""
@@ -685,33 +705,6 @@ class Journal:
             f"SELECT order_id FROM closed_orders WHERE order_id IN ({marks})", order_ids
         ).fetchall()
         return {str(row[0]) for row in found}
-
-    def archive_record(self) -> ArchiveRecord | None:
-        """The archive's day and count as stored with the latest snapshot; None
-        when nothing was ever archived. JournalCorrupt if the record is not the one
-        stored with that snapshot."""
-
-        def read() -> tuple[object, object, object]:
-            rows = dict(
-                self._db.execute(
-                    "SELECT key, value FROM meta WHERE key IN ('archive', 'archive_seal')"
-                ).fetchall()
-            )
-            latest = self._db.execute("SELECT max(seq) FROM snapshots").fetchone()[0]
-            return rows.get("archive"), rows.get("archive_seal"), latest
-
-        record, seal, latest = self._read(read)
-        if record is None:
-            return None
-        if seal is None or not self.chain.matches(str(seal), self.chain.seal_archive(str(record))):
-            raise JournalCorrupt(f"{self.path}: the archive's record was altered")
-        sequence, day, count = str(record).split("|")
-        if latest is None or int(sequence) != int(str(latest)):
-            raise JournalCorrupt(
-                f"{self.path}: the archive's record is of the snapshot at {sequence}, "
-                f"not of the latest one ({latest})"
-            )
-        return ArchiveRecord(day, int(count))
 
     def archive(self) -> ClosedOrderArchive:
         """The reader of the finished orders snapshots archived, on its own read-only
@@ -858,10 +851,40 @@ class Journal:
                 + (" DESC LIMIT 1" if newest_only else "")
             ).fetchall()
             found = [(int(r[0]), [str(r[1]), *self._parts(int(r[0]))], str(r[2])) for r in rows]
+            record = self._archive_meta()
+            counted = (
+                0
+                if record is None
+                else self._db.execute(
+                    "SELECT count(*) FROM closed_orders WHERE day = ? AND snapshot_seq <= ?",
+                    (record[1].day, record[0]),
+                ).fetchone()[0]
+            )
         finally:
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
-        return [self._checked_snapshot(seq, parts, stored) for seq, parts, stored in found]
+        return [
+            self._checked_snapshot(
+                seq, parts, stored, record[1] if record and record[0] == seq else None, counted
+            )
+            for seq, parts, stored in found
+        ]
+
+    def _archive_meta(self) -> tuple[int, ArchiveRecord] | None:
+        """The archive's record as meta holds it: the snapshot it was stored with, and
+        the day and count. Vouched for only by that snapshot's seal."""
+        if self._version < 4:
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+        if row is None:
+            return None
+        try:
+            sequence, day, count = str(row[0]).split("|")
+            return int(sequence), ArchiveRecord(day, int(count))
+        except ValueError:
+            raise JournalCorrupt(
+                f"{self.path}: the archive's record {row[0]!r} is not valid"
+            ) from None
 
     def _parts(self, sequence: int) -> list[str]:
         """A snapshot's parts after the first, in order; JournalCorrupt if one is missing."""
@@ -879,8 +902,16 @@ class Journal:
                 )
         return [str(body) for _, body in rows]
 
-    def _checked_snapshot(self, sequence: int, parts: str | list[str], stored: str) -> Snapshot:
-        """Check a snapshot stored as `parts` (its text is their concatenation)."""
+    def _checked_snapshot(
+        self,
+        sequence: int,
+        parts: str | list[str],
+        stored: str,
+        archive: ArchiveRecord | None = None,
+        archived_rows: int = 0,
+    ) -> Snapshot:
+        """Check a snapshot stored as `parts` (its text is their concatenation), with
+        the archive's record stored with it, if any."""
         where = f"{self.path}: snapshot at {sequence}"
         if isinstance(parts, str):
             parts = [parts]
@@ -898,7 +929,10 @@ class Journal:
                 raise JournalCorrupt(f"{where} fails its checksum: it was altered")
             self._snapshot_seal(sequence, body)  # its event must still be there
             return Snapshot(sequence, body)
-        expected = self.chain.seal_snapshot_parts(sequence, self._hash_at(sequence), parts)
+        texts: list[str | bytes] = list(parts)
+        if archive is not None:
+            texts.append(_archive_seal_text(f"{sequence}|{archive.day}|{archive.count}"))
+        expected = self.chain.seal_snapshot_parts(sequence, self._hash_at(sequence), texts)
         if not self.chain.matches(stored, expected):
             stored_in = f" (its state stored in {len(parts)} parts)" if len(parts) > 1 else ""
             raise JournalCorrupt(
@@ -907,7 +941,7 @@ class Journal:
                 "added or removed, or that event was rewritten). Restore the journal from "
                 "a backup; `execgw journal verify` checks one"
             )
-        return Snapshot(sequence, body)
+        return Snapshot(sequence, body, archive, archived_rows)
 
     def _snapshot_seal(self, sequence: int, body: str) -> str:
         """What the seal of a snapshot at `sequence` holding `body` must be."""
@@ -1051,6 +1085,12 @@ _CREATE_SNAPSHOT_PARTS = (
     "CREATE TABLE snapshot_parts (seq INTEGER NOT NULL, part INTEGER NOT NULL, "
     "body TEXT NOT NULL, PRIMARY KEY (seq, part))"
 )
+
+
+def _archive_seal_text(record: str) -> bytes:
+    """What a snapshot's seal covers of the archive's record, after its state: a NUL
+    first, which a snapshot's JSON text never holds raw, so no state can pass for it."""
+    return b"\x00archive|" + record.encode()
 
 
 def _iter_parts(pieces: Iterable[str], size: int) -> Iterator[str]:

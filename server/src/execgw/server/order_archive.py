@@ -1,11 +1,12 @@
 """The journal's archive of finished orders: where a snapshot moves them out of memory.
 
-Rows are written by Journal.write_snapshot, in the transaction that stores the snapshot
-naming how many the working day has (Snapshot.archived), so a start sees the archive and
-the snapshot agree or refuses. Each row carries a seal over all its columns, made with
-the journal's chain: a keyed journal's rows cannot be altered unseen, and every read
-checks the row it uses. This module reads them, on a connection of its own, so a
-lookup never waits behind the writer's commit (WAL readers do not block).
+Rows are written by Journal.write_snapshot, before the snapshot that names how many the
+working day has (a record its seal covers, Journal.check_archived_rows), so a start sees
+the archive and the snapshot agree or refuses. Each row carries a seal over all its
+columns, made with the journal's chain: a keyed journal's rows cannot be altered
+unseen, and every read checks the row it uses. This module reads them, on a connection
+of its own, so a lookup never waits behind the writer's commit (WAL readers do not
+block).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ CREATE_CLOSED_ORDERS = (
     # The snapshot that stored it: rows of a snapshot not (yet) stored are not counted,
     # and are removed before the next one (Journal._remove_unfinished_archive).
     "snapshot_seq INTEGER NOT NULL)",
+    # A listing's pages, whole day; the count a snapshot's record is checked against;
+    # the rows of a snapshot that never committed.
+    "CREATE INDEX closed_orders_by_day ON closed_orders (day, order_id)",
+    "CREATE INDEX closed_orders_stored ON closed_orders (day, snapshot_seq)",
+    "CREATE INDEX closed_orders_unfinished ON closed_orders (snapshot_seq)",
     "CREATE INDEX closed_orders_by_strategy ON closed_orders (day, strategy_code, order_id)",
     "CREATE INDEX closed_orders_by_symbol ON closed_orders (day, symbol, order_id)",
     "CREATE INDEX closed_orders_by_client_id "

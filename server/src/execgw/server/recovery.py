@@ -39,6 +39,7 @@ from execgw.server.events import (
     QuoteObserved,
 )
 from execgw.server.journal import GENESIS_HASH, Journal, JournalCorrupt, check_link
+from execgw.server.journal import Snapshot as StoredSnapshot
 from execgw.server.ledger import Ledger, LedgerError, PositionState
 from execgw.server.order_archive import ArchiveCorrupt, ClosedOrderArchive
 from execgw.server.risk_state import NOT_STATE, ZERO, RiskBook, Trip
@@ -354,29 +355,30 @@ def _fields_of(instance: object) -> dict[str, Any]:
 
 
 def _check_archive(
-    journal: Journal, archive: ClosedOrderArchive, day: str, snapshot_seq: int
+    journal: Journal, archive: ClosedOrderArchive, day: str, snapshot: StoredSnapshot
 ) -> None:
-    """The archive holds as many orders of the working day as the journal sealed with
-    its latest snapshot: rows removed or added since stop the start. (Each row's own
-    seal is checked whenever it is read.)"""
-    stored = journal.archive_record()
-    expected = 0
-    if stored is not None:
-        if stored.day > day:
-            raise JournalCorrupt(
-                f"the journal's archive is of trading day {stored.day}, past its snapshot's "
-                f"({day or 'none'})"
-            )
-        if stored.day == day:
-            expected = stored.count
+    """The archive holds as many orders of the working day as the record stored with the
+    snapshot says (the snapshot's seal covers the record; the rows were counted in the
+    same read): rows removed or added since stop the start. Each row's own seal is
+    checked whenever it is read."""
+    stored = snapshot.archive
+    if stored is not None and stored.day > day:
+        raise JournalCorrupt(
+            f"the journal's archive is of trading day {stored.day}, past its snapshot's "
+            f"({day or 'none'})"
+        )
+    if stored is not None and stored.day == day:
+        journal.check_archived_rows(snapshot)
+        return
+    # Nothing archived of this day yet (a rollover since the last archiving).
     try:
-        held = archive.count(day, snapshot_seq)
+        held = archive.count(day, snapshot.sequence)
     except ArchiveCorrupt as e:
         raise JournalCorrupt(str(e)) from None
-    if held != expected:
+    if held:
         raise JournalCorrupt(
             f"the journal's archive holds {held} finished orders of the working day; "
-            f"{expected} were stored with its snapshot"
+            "none were stored with its snapshot"
         )
 
 
@@ -430,7 +432,7 @@ def _rebuild(journal: Journal) -> GatewayState:
         state.head_hash = anchor.hash
         # Without a snapshot the events replay every order from the first: whatever the
         # archive holds is in memory again, and memory stands for it.
-        _check_archive(journal, archive, state.ledger.day, snapshot.sequence)
+        _check_archive(journal, archive, state.ledger.day, snapshot)
     replayed = 0
     for row in journal.rows(after=state.sequence):
         check_link(row, state.sequence + 1, state.head_hash)
