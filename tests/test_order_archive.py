@@ -179,8 +179,8 @@ def test_an_altered_archive_record_stops_the_start(
     _day(tmp_path, clock, journal_options)
     with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
         [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
-        sequence, day, count = record.split("|")
-        lower = f"{sequence}|{day}|{int(count) - 1}"
+        sequence, day, count, digest = record.split("|")
+        lower = f"{sequence}|{day}|{int(count) - 1}|{digest}"
         raw.execute("UPDATE meta SET value = ? WHERE key = 'archive'", (lower,))
         raw.execute(
             "DELETE FROM closed_orders WHERE rowid = (SELECT max(rowid) FROM closed_orders)"
@@ -204,16 +204,16 @@ def test_the_record_and_the_days_rows_removed_together_stop_the_start(
 def test_a_count_altered_while_running_is_not_sealed_again_by_the_next_snapshot(
     tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
 ) -> None:
-    """The next snapshot takes the count from the record the last one sealed, and
-    checks the rows are there: it refuses rather than vouch for a removal."""
+    """The next snapshot adds to the record as the journal stored (or checked) it, not
+    as the file says now: the removal it would have vouched for stops the next start."""
     ids = _day(tmp_path, clock, journal_options)
     running = _start(tmp_path, clock, journal_options)
     try:
         with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
             [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
-            sequence, day, count = record.split("|")
+            sequence, day, count, digest = record.split("|")
             raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
-            lower = f"{sequence}|{day}|{int(count) - 1}"
+            lower = f"{sequence}|{day}|{int(count) - 1}|{digest}"
             raw.execute("UPDATE meta SET value = ? WHERE key = 'archive'", (lower,))
         with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
             for n in range(2 * SNAPSHOT_EVERY):
@@ -223,8 +223,11 @@ def test_a_count_altered_while_running_is_not_sealed_again_by_the_next_snapshot(
         running.stop()
     with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
         [(latest,)] = raw.execute("SELECT seq FROM snapshots").fetchall()
-    assert latest == int(sequence)  # no snapshot was stored over it
-    with pytest.raises(JournalCorrupt, match="fails its checksum"):
+        [(stored,)] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchall()
+    assert latest > int(sequence)
+    expected = int(stored.split("|")[2])
+    assert expected >= int(count) + 2 * SNAPSHOT_EVERY - SNAPSHOT_EVERY
+    with pytest.raises(JournalCorrupt, match=f"holds {expected - 1} .*; {expected} were stored"):
         _start(tmp_path, clock, journal_options)
 
 
@@ -279,3 +282,44 @@ def test_rows_of_a_snapshot_that_never_committed_are_not_counted_and_are_removed
             "SELECT count(*) FROM closed_orders WHERE order_id = 'O9999999999'"
         ).fetchone() == (0,)
     _start(tmp_path, clock, journal_options).stop()
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_the_record_moved_into_the_state_stops_the_start(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object], where: str
+) -> None:
+    """The seal covers the record framed, ahead of the state: its text moved into the
+    state (and the record removed, with the day's rows) fails the seal or the state."""
+    _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+        framed = f"archive|{len(record)}:{record}|"
+        if where == "before":
+            raw.execute("UPDATE snapshots SET body = ? || body", (framed,))
+        else:
+            raw.execute("UPDATE snapshots SET body = body || ?", ("\x00" + framed,))
+        raw.execute("DELETE FROM closed_orders WHERE day = ?", (record.split("|")[1],))
+        raw.execute("DELETE FROM meta WHERE key = 'archive'")
+    journal = Journal(tmp_path / "journal.db", read_only=True, chain=_chain(journal_options))
+    refused = "is not a state" if where == "before" else "fails its checksum"
+    with pytest.raises(JournalCorrupt, match=refused):
+        verify(journal)  # which reads no state, only seals
+    with pytest.raises(JournalCorrupt):
+        _start(tmp_path, clock, journal_options)
+
+
+def test_a_row_put_in_place_of_a_removed_one_stops_the_start(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    """The count alone would pass: the record's digest of the rows' seals does not."""
+    ids = _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
+        raw.execute(
+            "INSERT INTO closed_orders SELECT 'O9999999999', day, strategy_code, symbol, "
+            "client_order_id, status, internal, created_at, reject_reason, body, seal, "
+            "snapshot_seq FROM closed_orders WHERE order_id = ?",
+            (ids[4],),
+        )
+    with pytest.raises(JournalCorrupt, match="and others than those"):
+        _start(tmp_path, clock, journal_options)

@@ -63,7 +63,7 @@ def verify(journal: Journal) -> VerifyReport:
             raise JournalCorrupt(
                 f"snapshot at {sequence} is outside the retained events {first}..{head}"
             )
-    latest = journal.latest_snapshot()
+    latest = journal.latest_snapshot(with_archive=True)
     if latest is not None:
         journal.check_archived_rows(latest)
     try:

@@ -84,11 +84,13 @@ class Chain:
             sealer.update(part.encode() if isinstance(part, str) else part)
         return sealer.hexdigest()
 
-    def snapshot_sealer(self, sequence: int, row_hash: str) -> Digest:
+    def snapshot_sealer(self, sequence: int, row_hash: str, prefix: bytes = b"") -> Digest:
         """seal_snapshot as it is fed: update() with the state's text (UTF-8) in order,
-        then hexdigest()."""
+        then hexdigest(). `prefix` comes before the state (the journal's archive record,
+        framed: journal._archive_seal_text)."""
         digest = self._new_digest()
         digest.update(f"snapshot|{sequence}|{row_hash}|".encode())
+        digest.update(prefix)
         return digest
 
     def seal_closed_order(self, columns: list[bytes]) -> str:

@@ -145,20 +145,31 @@ def encode(record: JournalRecord) -> tuple[str, str, str]:
 
 @dataclass(frozen=True, slots=True)
 class ArchiveRecord:
-    """How many finished orders of which day the archive holds (order_archive.py)."""
+    """Which finished orders of which day the archive holds (order_archive.py): how
+    many, and the XOR of their seals (order-free, so a snapshot adds its rows to it)."""
 
     day: str
     count: int
+    digest: str
+
+    def totals(self) -> tuple[str, int, int]:
+        return self.day, self.count, int(self.digest, 16)
+
+    def text(self, sequence: int) -> str:
+        """As meta.archive holds it, with the snapshot it was stored with."""
+        return f"{sequence}|{self.day}|{self.count}|{self.digest}"
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     sequence: int
     body: str
-    # The archive's record stored with it (its seal covers it), and the rows of that
-    # record's day the archive holds as of it, read in the same read transaction.
+    # The archive's record stored with it (its seal covers it), and (read with_archive,
+    # in the same read transaction) the rows the archive holds as of it: see
+    # Journal.check_archived_rows.
     archive: ArchiveRecord | None = None
     archived_rows: int = 0
+    archived_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +203,9 @@ class Journal:
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
         self._archive: ClosedOrderArchive | None = None
+        # The archive's record as this journal last stored or checked it, with the
+        # snapshot it belongs to: what the next snapshot adds to (_archive_plan).
+        self._archive_trusted: tuple[int, ArchiveRecord | None] | None = None
         self._closed = False
         # One snapshot (and its pruning, and part removal) at a time: removing unused
         # parts would otherwise delete those of a snapshot still being written.
@@ -560,12 +574,6 @@ class Journal:
         event it covers is durable and events are never rewritten, so it cannot change
         meanwhile."""
         row_hash = self._read(partial(self._hash_at, sequence))
-        sealer = self.chain.snapshot_sealer(sequence, row_hash)
-        # Made and sealed one at a time, as they are written: the thread joining them never
-        # holds the GIL long, nor a second copy of the whole state.
-        parts = _iter_parts([body] if isinstance(body, str) else body, part_size)
-        first = next(parts)
-        sealer.update(first.encode())
         # Rewriting a stored snapshot (same sequence) replaces its parts in place: all of
         # it in the final transaction, so no reader ever sees them mixed.
         replacing = self._read(
@@ -574,6 +582,15 @@ class Journal:
                 is not None
             )
         )
+        # First, before any part is written: the archive's record, which the seal covers.
+        record, new_rows, old_rows = self._archive_plan(sequence, archived, replacing)
+        record_text = None if record is None else record.text(sequence)
+        sealer = self.chain.snapshot_sealer(sequence, row_hash, _archive_seal_text(record_text))
+        # Made and sealed one at a time, as they are written: the thread joining them never
+        # holds the GIL long, nor a second copy of the whole state.
+        parts = _iter_parts([body] if isinstance(body, str) else body, part_size)
+        first = next(parts)
+        sealer.update(first.encode())
         rest: list[str] = []
         written = 0
         if replacing:
@@ -591,12 +608,6 @@ class Journal:
                 written = number
                 self._checkpoint()
             time.sleep(_PART_PAUSE_S)
-        # Rows change only here, one snapshot at a time: counted outside the lock.
-        record, new_rows, old_rows = self._archive_plan(sequence, archived, replacing)
-        if record is not None:
-            # The snapshot's seal covers the archive's record too: neither can be
-            # removed, replaced or put back without the other.
-            sealer.update(_archive_seal_text(record))
         # New rows go in before the snapshot's row, a few per transaction, as its parts
         # do: thousands of rows and their indexes in the final transaction would hold
         # the writer's commits for a tenth of a second. Until that row commits they are
@@ -634,62 +645,97 @@ class Journal:
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (sequence, first, seal)
             )
-            if record is not None:
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('archive', ?)", (record,))
+            if record_text is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('archive', ?)", (record_text,)
+                )
             # Older snapshots are never read again; events stay for audit and replay.
             self._db.execute("DELETE FROM snapshots WHERE seq < ?", (sequence,))
 
         self._write(statements, "snapshot write failed")
+        if self._version >= 4:
+            self._archive_trusted = (sequence, record)
 
     def _archive_plan(
         self, sequence: int, archived: ArchiveBatch | None, replacing: bool
-    ) -> tuple[str | None, list[tuple[object, ...]], list[tuple[object, ...]]]:
-        """The archive's record to store with the snapshot at `sequence` (which day its
-        count is of, and the count once `archived` is in), and `archived`'s rows: those
-        new to the archive, and those replacing rows it holds (which do not add). The
-        record carries over unchanged when nothing is archived; none for a journal
-        without an archive. Rows change only here, one snapshot at a time: read outside
-        the lock."""
+    ) -> tuple[ArchiveRecord | None, list[tuple[object, ...]], list[tuple[object, ...]]]:
+        """The archive's record to store with the snapshot at `sequence` (the day, its
+        rows' count and digest once `archived` is in), and `archived`'s rows: those new
+        to the archive, and those replacing rows it holds (which change the digest, not
+        the count). The record carries over when nothing is archived; there is none
+        when nothing ever was. Rows change only here, one snapshot at a time: read
+        outside the lock.
+
+        The record it adds to is the last this journal stored, as it stored it, or else
+        (the first snapshot of a process that did not start by checking it) the latest
+        snapshot's, checked against the rows: rows removed or altered meanwhile are never
+        vouched for by a newly sealed record."""
         if self._version < 4:
             return None, [], []
         self._write(self._remove_unfinished_archive, "removing an unfinished snapshot's rows")
-        # The record as the latest snapshot's seal vouches for it (its state is small: the
-        # open orders), and the rows it counts still there: a count altered or rows
-        # removed meanwhile stop the snapshot, not carried into a newly sealed record.
-        latest = self.latest_snapshot()
-        day, count = "", 0
-        if latest is not None and latest.archive is not None:
-            self.check_archived_rows(latest)
-            day, count = latest.archive.day, latest.archive.count
+        latest = self._read(
+            lambda: self._db.execute("SELECT max(seq) FROM snapshots").fetchone()[0]
+        )
+        trusted = self._archive_trusted
+        if trusted is not None and latest is not None and trusted[0] == latest:
+            previous = trusted[1]
+        else:
+            snapshot = self.latest_snapshot(with_archive=True)
+            if snapshot is not None:
+                self.check_archived_rows(snapshot)
+            previous = None if snapshot is None else snapshot.archive
+        if archived is None and previous is None:
+            return None, [], []  # nothing archived, ever (a tool's snapshot)
+        day, count, digest = ("", 0, 0) if previous is None else previous.totals()
         new_rows: list[tuple[object, ...]] = []
         old_rows: list[tuple[object, ...]] = []
-        if archived is None and (latest is None or latest.archive is None):
-            return None, [], []  # nothing archived, ever: no record (a tool's snapshot)
         if archived is not None:
             if archived.day != day:
-                day, count = archived.day, 0
+                day, count, digest = archived.day, 0, 0
             rows = sealed_rows(self.chain, archived.rows, sequence)
             for start in range(0, len(rows), _ARCHIVE_BATCH):
                 chunk = rows[start : start + _ARCHIVE_BATCH]
                 held = self._read(partial(self._archived_among, [str(r[0]) for r in chunk]))
                 for row in chunk:
-                    # A rewrite of a stored snapshot replaces all of it in one transaction.
-                    (old_rows if row[0] in held or replacing else new_rows).append(row)
-                    if row[0] not in held:
+                    order_id, seal = str(row[0]), str(row[-2])
+                    found = held.get(order_id)
+                    if found is None:
                         count += 1
-        return f"{sequence}|{day}|{count}", new_rows, old_rows
+                    elif found[0] != day:
+                        raise JournalCorrupt(
+                            f"{self.path}: archived order {order_id} is of trading day "
+                            f"{found[0]}, not {day}: refusing to replace it"
+                        )
+                    else:
+                        digest ^= int(found[1], 16)
+                    digest ^= int(seal, 16)
+                    # A rewrite of a stored snapshot replaces all of it in one transaction.
+                    (old_rows if found is not None or replacing else new_rows).append(row)
+        return ArchiveRecord(day, count, f"{digest:064x}"), new_rows, old_rows
 
     def check_archived_rows(self, snapshot: Snapshot) -> None:
-        """The archive holds the rows the record stored with `snapshot` counts (its seal
-        covers the record); JournalCorrupt if rows were removed or added since."""
+        """The archive holds exactly the rows the record stored with `snapshot` names
+        (its seal covers the record; `snapshot` must be read with_archive): rows removed,
+        added, moved between snapshots or put back from a copy fail the count or the
+        digest. JournalCorrupt if so."""
         record = snapshot.archive
-        if record is not None and snapshot.archived_rows != record.count:
+        where = f"{self.path}: the journal's archive"
+        if record is None:
+            if snapshot.archived_rows:
+                raise JournalCorrupt(
+                    f"{where} holds {snapshot.archived_rows} finished orders, but its "
+                    f"snapshot at {snapshot.sequence} stored none. `execgw journal verify` "
+                    "checks the journal"
+                )
+        elif (snapshot.archived_rows, snapshot.archived_digest) != (record.count, record.digest):
             raise JournalCorrupt(
-                f"{self.path}: the journal's archive holds {snapshot.archived_rows} finished "
-                f"orders of trading day {record.day or '(none yet)'}; {record.count} were "
-                f"stored with the snapshot at {snapshot.sequence}. `execgw journal verify` "
-                "checks the journal"
+                f"{where} holds {snapshot.archived_rows} finished orders of trading day "
+                f"{record.day or '(none yet)'}; {record.count} were stored with the "
+                f"snapshot at {snapshot.sequence}"
+                + ("" if snapshot.archived_rows != record.count else ", and others than those")
+                + ". `execgw journal verify` checks the journal"
             )
+        self._archive_trusted = (snapshot.sequence, record)
 
     def _remove_unfinished_archive(self) -> None:
         """Rows of a snapshot whose own row never committed (a crash, a failure)."""
@@ -698,13 +744,34 @@ class Journal:
             "(SELECT coalesce(max(seq), 0) FROM snapshots)"
         )
 
-    def _archived_among(self, order_ids: list[str]) -> set[str]:
-        """Which of these orders the archive holds, of any day."""
+    def _archived_among(self, order_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """Which of these orders the archive holds (of any day): their day and seal."""
         marks = ",".join("?" * len(order_ids))
         found = self._db.execute(
-            f"SELECT order_id FROM closed_orders WHERE order_id IN ({marks})", order_ids
+            f"SELECT order_id, day, seal FROM closed_orders WHERE order_id IN ({marks})",
+            order_ids,
         ).fetchall()
-        return {str(row[0]) for row in found}
+        return {str(row[0]): (str(row[1]), str(row[2])) for row in found}
+
+    def _archived_totals(self, record: ArchiveRecord | None, sequence: int) -> tuple[int, str]:
+        """The rows the snapshot at `sequence` and those before it stored: of `record`'s
+        day, their count and the XOR of their seals; with no record, of any day, how
+        many (there must be none)."""
+        if self._version < 4:
+            return 0, f"{0:064x}"  # a journal from before the archive (read as it is)
+        if record is None:
+            found = self._db.execute(
+                "SELECT count(*) FROM closed_orders WHERE snapshot_seq <= ?", (sequence,)
+            ).fetchone()
+            return int(found[0]), f"{0:064x}"
+        count, digest = 0, 0
+        for (seal,) in self._db.execute(
+            "SELECT seal FROM closed_orders WHERE day = ? AND snapshot_seq <= ?",
+            (record.day, sequence),
+        ):
+            count += 1
+            digest ^= int(str(seal), 16)
+        return count, f"{digest:064x}"
 
     def archive(self) -> ClosedOrderArchive:
         """The reader of the finished orders snapshots archived, on its own read-only
@@ -820,20 +887,24 @@ class Journal:
 
     # -- reading ----------------------------------------------------------
 
-    def latest_snapshot(self) -> Snapshot | None:
-        """The newest snapshot, its seal checked: JournalCorrupt if it does not match."""
-        snapshots = self._read(partial(self._checked_snapshots, newest_only=True))
+    def latest_snapshot(self, *, with_archive: bool = False) -> Snapshot | None:
+        """The newest snapshot, its seal checked: JournalCorrupt if it does not match.
+        `with_archive`: and the rows the archive holds as of it, read with it (for
+        check_archived_rows; reading them costs a walk of the day's rows)."""
+        snapshots = self._read(
+            partial(self._checked_snapshots, newest_only=True, with_archive=with_archive)
+        )
         return snapshots[-1] if snapshots else None
 
     def snapshots(self) -> list[Snapshot]:
         """Every stored snapshot, oldest first, each seal checked."""
-        return self._read(partial(self._checked_snapshots, newest_only=False))
+        return self._read(partial(self._checked_snapshots, newest_only=False, with_archive=False))
 
     def pruning_record(self) -> PruningRecord | None:
         """The record of the last pruning, its seal checked; None if never pruned."""
         return self._read(self._checked_pruning_record)
 
-    def _checked_snapshots(self, *, newest_only: bool) -> list[Snapshot]:
+    def _checked_snapshots(self, *, newest_only: bool, with_archive: bool) -> list[Snapshot]:
         # One read transaction: a snapshots row and its parts as one commit left them,
         # even while a writer (another process) replaces that snapshot meanwhile.
         self._db.execute("BEGIN")
@@ -852,21 +923,20 @@ class Journal:
             ).fetchall()
             found = [(int(r[0]), [str(r[1]), *self._parts(int(r[0]))], str(r[2])) for r in rows]
             record = self._archive_meta()
-            counted = (
-                0
-                if record is None
-                else self._db.execute(
-                    "SELECT count(*) FROM closed_orders WHERE day = ? AND snapshot_seq <= ?",
-                    (record[1].day, record[0]),
-                ).fetchone()[0]
-            )
+            archives = {
+                seq: record[1] if record is not None and record[0] == seq else None
+                for seq, _, _ in found
+            }
+            totals = {
+                seq: self._archived_totals(archives[seq], seq)
+                for seq, _, _ in found
+                if with_archive
+            }
         finally:
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
         return [
-            self._checked_snapshot(
-                seq, parts, stored, record[1] if record and record[0] == seq else None, counted
-            )
+            self._checked_snapshot(seq, parts, stored, archives[seq], totals.get(seq))
             for seq, parts, stored in found
         ]
 
@@ -879,8 +949,8 @@ class Journal:
         if row is None:
             return None
         try:
-            sequence, day, count = str(row[0]).split("|")
-            return int(sequence), ArchiveRecord(day, int(count))
+            sequence, day, count, digest = str(row[0]).split("|")
+            return int(sequence), ArchiveRecord(day, int(count), digest)
         except ValueError:
             raise JournalCorrupt(
                 f"{self.path}: the archive's record {row[0]!r} is not valid"
@@ -908,7 +978,7 @@ class Journal:
         parts: str | list[str],
         stored: str,
         archive: ArchiveRecord | None = None,
-        archived_rows: int = 0,
+        archived: tuple[int, str] | None = None,
     ) -> Snapshot:
         """Check a snapshot stored as `parts` (its text is their concatenation), with
         the archive's record stored with it, if any."""
@@ -929,9 +999,12 @@ class Journal:
                 raise JournalCorrupt(f"{where} fails its checksum: it was altered")
             self._snapshot_seal(sequence, body)  # its event must still be there
             return Snapshot(sequence, body)
-        texts: list[str | bytes] = list(parts)
-        if archive is not None:
-            texts.append(_archive_seal_text(f"{sequence}|{archive.day}|{archive.count}"))
+        if body.startswith("archive|"):
+            raise JournalCorrupt(f"{where} is not a state (it begins with 'archive|')")
+        texts: list[str | bytes] = [
+            _archive_seal_text(None if archive is None else archive.text(sequence)),
+            *parts,
+        ]
         expected = self.chain.seal_snapshot_parts(sequence, self._hash_at(sequence), texts)
         if not self.chain.matches(stored, expected):
             stored_in = f" (its state stored in {len(parts)} parts)" if len(parts) > 1 else ""
@@ -941,7 +1014,8 @@ class Journal:
                 "added or removed, or that event was rewritten). Restore the journal from "
                 "a backup; `execgw journal verify` checks one"
             )
-        return Snapshot(sequence, body, archive, archived_rows)
+        rows, digest = archived if archived is not None else (0, "")
+        return Snapshot(sequence, body, archive, rows, digest)
 
     def _snapshot_seal(self, sequence: int, body: str) -> str:
         """What the seal of a snapshot at `sequence` holding `body` must be."""
@@ -1087,10 +1161,15 @@ _CREATE_SNAPSHOT_PARTS = (
 )
 
 
-def _archive_seal_text(record: str) -> bytes:
-    """What a snapshot's seal covers of the archive's record, after its state: a NUL
-    first, which a snapshot's JSON text never holds raw, so no state can pass for it."""
-    return b"\x00archive|" + record.encode()
+def _archive_seal_text(record: str | None) -> bytes:
+    """What a snapshot's seal covers of the archive's record: framed by its length, and
+    before the state. A snapshot with no record is sealed as before the archive; one
+    with a record cannot pass for one without (nor the other way round) unless its
+    state began with "archive|", which a state never does (_checked_snapshot refuses)."""
+    if record is None:
+        return b""
+    text = record.encode()
+    return b"archive|" + str(len(text)).encode() + b":" + text + b"|"
 
 
 def _iter_parts(pieces: Iterable[str], size: int) -> Iterator[str]:

@@ -31,7 +31,7 @@ CREATE_CLOSED_ORDERS = (
     # A listing's pages, whole day; the count a snapshot's record is checked against;
     # the rows of a snapshot that never committed.
     "CREATE INDEX closed_orders_by_day ON closed_orders (day, order_id)",
-    "CREATE INDEX closed_orders_stored ON closed_orders (day, snapshot_seq)",
+    "CREATE INDEX closed_orders_stored ON closed_orders (day, snapshot_seq, seal)",
     "CREATE INDEX closed_orders_unfinished ON closed_orders (snapshot_seq)",
     "CREATE INDEX closed_orders_by_strategy ON closed_orders (day, strategy_code, order_id)",
     "CREATE INDEX closed_orders_by_symbol ON closed_orders (day, symbol, order_id)",
@@ -43,7 +43,7 @@ INSERT_CLOSED_ORDER = (
 )
 _COLUMNS = (
     "order_id, day, strategy_code, symbol, client_order_id, status, internal, "
-    "created_at, reject_reason, body, seal"
+    "created_at, reject_reason, body, seal, snapshot_seq"
 )
 
 
@@ -59,17 +59,22 @@ def _reading() -> Iterator[None]:
         raise ArchiveCorrupt(f"cannot read the journal's archive: {e}") from None
 
 
-def seal_row(chain: Chain, row: ArchivedOrder) -> str:
-    """The row's seal, over every column (see Chain.seal_closed_order)."""
+def seal_row(chain: Chain, row: ArchivedOrder, snapshot_seq: int) -> str:
+    """The row's seal, over every column (see Chain.seal_closed_order), the snapshot
+    that stored it included: a row cannot be moved in or out of a snapshot's count."""
     reason = row.reject_reason
-    texts = (*(str(value) for value in row[:8]), "" if reason is None else "+" + reason)
+    texts = (
+        *(str(value) for value in row[:8]),
+        "" if reason is None else "+" + reason,
+        str(snapshot_seq),
+    )
     return chain.seal_closed_order([text.encode() for text in texts] + [row.body])
 
 
 def sealed_rows(
     chain: Chain, rows: list[ArchivedOrder], snapshot_seq: int
 ) -> list[tuple[object, ...]]:
-    return [(*row, seal_row(chain, row), snapshot_seq) for row in rows]
+    return [(*row, seal_row(chain, row, snapshot_seq), snapshot_seq) for row in rows]
 
 
 class ClosedOrderArchive:
@@ -176,9 +181,12 @@ class ClosedOrderArchive:
         return [ClosedOrder.of_archived(self._checked(row)) for row in rows]
 
     def _checked(self, row: tuple[object, ...]) -> ArchivedOrder:
-        archived = ArchivedOrder(*row[:-1])  # type: ignore[arg-type]
-        if not isinstance(archived.body, bytes) or not self._chain.matches(
-            str(row[-1]), seal_row(self._chain, archived)
+        archived = ArchivedOrder(*row[:-2])  # type: ignore[arg-type]
+        seal, snapshot_seq = row[-2:]
+        if (
+            not isinstance(archived.body, bytes)
+            or not isinstance(snapshot_seq, int)
+            or not self._chain.matches(str(seal), seal_row(self._chain, archived, snapshot_seq))
         ):
             raise ArchiveCorrupt(
                 f"archived order {archived.order_id} is not what the journal stored "

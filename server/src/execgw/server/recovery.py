@@ -361,6 +361,7 @@ def _check_archive(
     snapshot says (the snapshot's seal covers the record; the rows were counted in the
     same read): rows removed or added since stop the start. Each row's own seal is
     checked whenever it is read."""
+    journal.check_archived_rows(snapshot)
     stored = snapshot.archive
     if stored is not None and stored.day > day:
         raise JournalCorrupt(
@@ -368,7 +369,6 @@ def _check_archive(
             f"({day or 'none'})"
         )
     if stored is not None and stored.day == day:
-        journal.check_archived_rows(snapshot)
         return
     # Nothing archived of this day yet (a rollover since the last archiving).
     try:
@@ -407,7 +407,7 @@ def rebuild(journal: Journal, *, starting: bool = False) -> GatewayState:
 def _rebuild(journal: Journal) -> GatewayState:
     # Checked against the journal's chain (keyed, when the journal is): JournalCorrupt,
     # and so no start, if the state it holds is not the state the gateway stored.
-    snapshot = journal.latest_snapshot()
+    snapshot = journal.latest_snapshot(with_archive=True)
     archive = journal.archive()
     if snapshot is None:
         state = GatewayState(
