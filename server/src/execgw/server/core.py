@@ -59,7 +59,7 @@ from execgw.server.engine import (
     ResumeOutcome,
 )
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
-from execgw.server.journal import Journal, JournalRecord
+from execgw.server.journal import Journal, JournalCorrupt, JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState, PreparedSnapshot, prepare_snapshot, rebuild
 from execgw.server.risk import RiskEngine, RiskReport
@@ -651,6 +651,12 @@ class GatewayCore:
         sequence = prepared.sequence
         try:
             await asyncio.to_thread(self._store_snapshot, prepared)
+        except JournalCorrupt as e:
+            # Not a full disk: the file was altered under the gateway. Orders go on (each
+            # commit is sealed on its own), but no snapshot will vouch for it, and the
+            # next start refuses it until an operator restores or verifies the journal.
+            log.error("snapshot at %d refused, the journal is corrupt: %s", prepared.sequence, e)
+            return
         except Exception as e:
             log.warning(
                 "snapshot at %d failed (events are safe, start-up is slower): %s", sequence, e
