@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from execgw.client import ExecutionClient, limit, market
-from execgw.client.errors import Internal
+from execgw.client.errors import Internal, Unavailable
 from execgw.server.audit import verify
 from execgw.server.chain import PLAIN_CHAIN, Chain, chain_from_env
 from execgw.server.clock import ManualClock
-from execgw.server.closed_orders import ClosedOrder
+from execgw.server.closed_orders import ArchivedOrder, ClosedOrder
 from execgw.server.journal import Journal, JournalCorrupt
 from execgw.server.ledger import Ledger
+from execgw.server.order_archive import ROW_COLUMNS, seal_row
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -147,22 +148,20 @@ def test_a_removed_archive_row_stops_the_start(
         _start(tmp_path, clock, journal_options)
 
 
-def test_an_altered_archive_row_is_refused_when_read(
+def test_an_altered_archive_row_is_refused_when_read_and_stops_the_start(
     tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
 ) -> None:
     ids = _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
-        # The order filled 1; the row now says 9, in its body and nowhere else.
-        changed = raw.execute(
-            "UPDATE closed_orders SET body = replace(body, '\"filled_qty\":1', '\"filled_qty\":9') "
-            "WHERE order_id = ?",
-            (ids[0],),
-        ).rowcount
-        assert changed == 1
-    with pytest.raises(JournalCorrupt, match=f"archived order {ids[0]} is not what"):
-        verify(Journal(tmp_path / "journal.db", read_only=True, chain=_chain(journal_options)))
     running = _start(tmp_path, clock, journal_options)
     try:
+        with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+            # The order filled 1; the row now says 9, in its body and nowhere else.
+            changed = raw.execute(
+                "UPDATE closed_orders SET body = "
+                "replace(body, '\"filled_qty\":1', '\"filled_qty\":9') WHERE order_id = ?",
+                (ids[0],),
+            ).rowcount
+            assert changed == 1
         with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
             with pytest.raises(Internal):
                 c.get_order(ids[0])
@@ -170,6 +169,11 @@ def test_an_altered_archive_row_is_refused_when_read(
             assert c.get_order(ids[4]).filled_qty == 1
     finally:
         running.stop()
+    refused = f"archived order {ids[0]} is not what the journal stored"
+    with pytest.raises(JournalCorrupt, match=refused):
+        verify(Journal(tmp_path / "journal.db", read_only=True, chain=_chain(journal_options)))
+    with pytest.raises(JournalCorrupt, match=refused):
+        _start(tmp_path, clock, journal_options)
 
 
 def test_an_altered_archive_record_stops_the_start(
@@ -308,10 +312,9 @@ def test_the_record_moved_into_the_state_stops_the_start(
         _start(tmp_path, clock, journal_options)
 
 
-def test_a_row_put_in_place_of_a_removed_one_stops_the_start(
+def test_a_planted_row_stops_the_start(
     tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
 ) -> None:
-    """The count alone would pass: the record's digest of the rows' seals does not."""
     ids = _day(tmp_path, clock, journal_options)
     with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
         raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
@@ -321,5 +324,61 @@ def test_a_row_put_in_place_of_a_removed_one_stops_the_start(
             "snapshot_seq FROM closed_orders WHERE order_id = ?",
             (ids[4],),
         )
+    with pytest.raises(JournalCorrupt, match="archived order O9999999999 is not what"):
+        _start(tmp_path, clock, journal_options)
+
+
+def test_a_genuine_row_of_another_snapshot_in_place_of_the_counted_one_stops_the_start(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    """A version of the row the gateway could have sealed for a snapshot that failed
+    (the same order, another snapshot_seq): its seal holds, the count holds, the
+    record's digest of the day's seals does not."""
+    ids = _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        row = raw.execute(
+            f"SELECT {ROW_COLUMNS} FROM closed_orders WHERE order_id = ?", (ids[0],)
+        ).fetchone()
+        archived = ArchivedOrder(*row[:-2])
+        other = int(row[-1]) - 1
+        seal = seal_row(_chain(journal_options), archived, other)
+        raw.execute(
+            "UPDATE closed_orders SET seal = ?, snapshot_seq = ? WHERE order_id = ?",
+            (seal, other, ids[0]),
+        )
     with pytest.raises(JournalCorrupt, match="and others than those"):
         _start(tmp_path, clock, journal_options)
+
+
+def test_snapshots_removed_while_running_stop_the_gateway_and_keep_the_archive(
+    tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
+) -> None:
+    """The next snapshot finds its latest stored one gone: it neither removes the rows
+    (as rows of no stored snapshot) nor seals a record without them, and the gateway
+    stops taking commands, since what it reads from the journal is no longer sure."""
+    _day(tmp_path, clock, journal_options)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+        [(rows,)] = raw.execute("SELECT count(*) FROM closed_orders").fetchall()
+    running = _start(tmp_path, clock, journal_options)
+    try:
+        with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+            raw.execute("DELETE FROM snapshots")
+        with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
+            refused = _refusal(c, running)
+        assert refused is not None
+        assert "journal was altered" in str(refused)
+    finally:
+        running.stop()
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+        assert raw.execute("SELECT count(*) FROM closed_orders").fetchone() == (rows,)
+
+
+def _refusal(client: ExecutionClient, running: RunningGateway) -> Unavailable | None:
+    """Submit (each one's snapshot, if due, stored) until the gateway refuses."""
+    for n in range(3 * SNAPSHOT_EVERY):
+        try:
+            client.submit(market(TCS, "BUY", 1, strategy_code="s1"), f"x{n}")
+        except Unavailable as e:
+            return e
+        running.call(running.gateway.core.snapshot_written())
+    return None

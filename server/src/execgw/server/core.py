@@ -652,10 +652,20 @@ class GatewayCore:
         try:
             await asyncio.to_thread(self._store_snapshot, prepared)
         except JournalCorrupt as e:
-            # Not a full disk: the file was altered under the gateway. Orders go on (each
-            # commit is sealed on its own), but no snapshot will vouch for it, and the
-            # next start refuses it until an operator restores or verifies the journal.
-            log.error("snapshot at %d refused, the journal is corrupt: %s", prepared.sequence, e)
+            # Not a full disk: the file was altered under the gateway (snapshots or
+            # archived orders removed, put back or edited). Answers read from it can no
+            # longer be trusted (a retry could place an order twice): stop taking
+            # commands, as when a rebuild fails, until an operator restores it.
+            log.critical("snapshot at %d refused, the journal is corrupt: %s", sequence, e)
+            self._fatal = GatewayUnavailable(
+                "the journal was altered under the gateway, which stopped taking commands; "
+                "check it with `execgw journal verify`, restore it, then restart"
+            )
+            self._accepting = False
+            self._set_healthy(False)
+            for command in self._drain_inbox():
+                if not command.future.done():
+                    command.future.set_exception(self._fatal)
             return
         except Exception as e:
             log.warning(

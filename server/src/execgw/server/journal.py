@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from execgw.server import codec
 from execgw.server.chain import KEYED, PLAIN, PLAIN_CHAIN, Chain
-from execgw.server.closed_orders import ArchiveBatch
+from execgw.server.closed_orders import ArchiveBatch, ArchivedOrder
 from execgw.server.domain import Order
 from execgw.server.events import Event
 from execgw.server.journal_lock import (
@@ -46,7 +46,10 @@ from execgw.server.journal_lock import (
 from execgw.server.order_archive import (
     CREATE_CLOSED_ORDERS,
     INSERT_CLOSED_ORDER,
+    ROW_COLUMNS,
+    ArchiveCorrupt,
     ClosedOrderArchive,
+    checked_row,
     sealed_rows,
 )
 
@@ -672,18 +675,28 @@ class Journal:
         vouched for by a newly sealed record."""
         if self._version < 4:
             return None, [], []
-        self._write(self._remove_unfinished_archive, "removing an unfinished snapshot's rows")
         latest = self._read(
             lambda: self._db.execute("SELECT max(seq) FROM snapshots").fetchone()[0]
         )
         trusted = self._archive_trusted
-        if trusted is not None and latest is not None and trusted[0] == latest:
+        if trusted is not None and (latest is None or latest < trusted[0]):
+            raise JournalCorrupt(
+                f"{self.path}: the latest snapshot is {latest}, older than the one this "
+                f"gateway stored or checked ({trusted[0]}): snapshots were removed or put back"
+            )
+        if trusted is not None and trusted[0] == latest:
             previous = trusted[1]
         else:
             snapshot = self.latest_snapshot(with_archive=True)
             if snapshot is not None:
                 self.check_archived_rows(snapshot)
             previous = None if snapshot is None else snapshot.archive
+            latest = None if snapshot is None else snapshot.sequence
+        # Only once the latest snapshot is the one vouched for, and only above it.
+        self._write(
+            partial(self._remove_unfinished_archive, latest or 0),
+            "removing an unfinished snapshot's rows",
+        )
         if archived is None and previous is None:
             return None, [], []  # nothing archived, ever (a tool's snapshot)
         day, count, digest = ("", 0, 0) if previous is None else previous.totals()
@@ -737,21 +750,29 @@ class Journal:
             )
         self._archive_trusted = (snapshot.sequence, record)
 
-    def _remove_unfinished_archive(self) -> None:
-        """Rows of a snapshot whose own row never committed (a crash, a failure)."""
-        self._db.execute(
-            "DELETE FROM closed_orders WHERE snapshot_seq > "
-            "(SELECT coalesce(max(seq), 0) FROM snapshots)"
-        )
+    def _remove_unfinished_archive(self, stored_by: int) -> None:
+        """Rows of a snapshot whose own row never committed (a crash, a failure): those
+        tagged past `stored_by`, the latest snapshot, checked."""
+        self._db.execute("DELETE FROM closed_orders WHERE snapshot_seq > ?", (stored_by,))
 
     def _archived_among(self, order_ids: list[str]) -> dict[str, tuple[str, str]]:
-        """Which of these orders the archive holds (of any day): their day and seal."""
+        """Which of these orders the archive holds (of any day): their day and seal, each
+        row's seal checked (a planted row must not pass for one the record counts)."""
         marks = ",".join("?" * len(order_ids))
         found = self._db.execute(
-            f"SELECT order_id, day, seal FROM closed_orders WHERE order_id IN ({marks})",
-            order_ids,
+            f"SELECT {ROW_COLUMNS} FROM closed_orders WHERE order_id IN ({marks})", order_ids
         ).fetchall()
-        return {str(row[0]): (str(row[1]), str(row[2])) for row in found}
+        held = {}
+        for row in found:
+            archived, seal = self._checked_row(row)
+            held[archived.order_id] = (archived.day, seal)
+        return held
+
+    def _checked_row(self, row: tuple[object, ...]) -> tuple[ArchivedOrder, str]:
+        try:
+            return checked_row(self.chain, row)
+        except ArchiveCorrupt as e:
+            raise JournalCorrupt(f"{self.path}: {e}") from None
 
     def _archived_totals(self, record: ArchiveRecord | None, sequence: int) -> tuple[int, str]:
         """The rows the snapshot at `sequence` and those before it stored: of `record`'s
@@ -764,13 +785,16 @@ class Journal:
                 "SELECT count(*) FROM closed_orders WHERE snapshot_seq <= ?", (sequence,)
             ).fetchone()
             return int(found[0]), f"{0:064x}"
+        # Every row's seal checked, not only gathered: a row whose columns were edited
+        # (say, to hide its client_order_id from a retry) must stop the start.
         count, digest = 0, 0
-        for (seal,) in self._db.execute(
-            "SELECT seal FROM closed_orders WHERE day = ? AND snapshot_seq <= ?",
+        for row in self._db.execute(
+            f"SELECT {ROW_COLUMNS} FROM closed_orders WHERE day = ? AND snapshot_seq <= ?",
             (record.day, sequence),
         ):
+            _, seal = self._checked_row(row)
             count += 1
-            digest ^= int(str(seal), 16)
+            digest ^= int(seal, 16)
         return count, f"{digest:064x}"
 
     def archive(self) -> ClosedOrderArchive:

@@ -41,7 +41,7 @@ CREATE_CLOSED_ORDERS = (
 INSERT_CLOSED_ORDER = (
     "INSERT OR REPLACE INTO closed_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_COLUMNS = (
+ROW_COLUMNS = (
     "order_id, day, strategy_code, symbol, client_order_id, status, internal, "
     "created_at, reject_reason, body, seal, snapshot_seq"
 )
@@ -63,11 +63,18 @@ def seal_row(chain: Chain, row: ArchivedOrder, snapshot_seq: int) -> str:
     """The row's seal, over every column (see Chain.seal_closed_order), the snapshot
     that stored it included: a row cannot be moved in or out of a snapshot's count."""
     reason = row.reject_reason
-    texts = (
-        *(str(value) for value in row[:8]),
+    texts = [
+        row.order_id,
+        row.day,
+        row.strategy_code,
+        row.symbol,
+        row.client_order_id,
+        row.status,
+        str(row.internal),
+        row.created_at,
         "" if reason is None else "+" + reason,
         str(snapshot_seq),
-    )
+    ]
     return chain.seal_closed_order([text.encode() for text in texts] + [row.body])
 
 
@@ -152,7 +159,7 @@ class ClosedOrderArchive:
             return 0
         checked = 0
         with self._lock, _reading():
-            cursor = self._connected().execute(f"SELECT {_COLUMNS} FROM closed_orders")
+            cursor = self._connected().execute(f"SELECT {ROW_COLUMNS} FROM closed_orders")
             for row in cursor:
                 self._checked(row)
                 checked += 1
@@ -173,7 +180,8 @@ class ClosedOrderArchive:
             rows = (
                 self._connected()
                 .execute(
-                    f"SELECT {_COLUMNS} FROM closed_orders WHERE {where} ORDER BY {order} LIMIT ?",
+                    f"SELECT {ROW_COLUMNS} FROM closed_orders WHERE {where} "
+                    f"ORDER BY {order} LIMIT ?",
                     (*args, limit),
                 )
                 .fetchall()
@@ -181,15 +189,20 @@ class ClosedOrderArchive:
         return [ClosedOrder.of_archived(self._checked(row)) for row in rows]
 
     def _checked(self, row: tuple[object, ...]) -> ArchivedOrder:
-        archived = ArchivedOrder(*row[:-2])  # type: ignore[arg-type]
-        seal, snapshot_seq = row[-2:]
-        if (
-            not isinstance(archived.body, bytes)
-            or not isinstance(snapshot_seq, int)
-            or not self._chain.matches(str(seal), seal_row(self._chain, archived, snapshot_seq))
-        ):
-            raise ArchiveCorrupt(
-                f"archived order {archived.order_id} is not what the journal stored "
-                "(its seal does not match); `execgw journal verify` checks the journal"
-            )
-        return archived
+        return checked_row(self._chain, row)[0]
+
+
+def checked_row(chain: Chain, row: tuple[object, ...]) -> tuple[ArchivedOrder, str]:
+    """A row as selected by ROW_COLUMNS, its seal checked: the order and its seal."""
+    archived = ArchivedOrder(*row[:-2])  # type: ignore[arg-type]
+    seal, snapshot_seq = row[-2:]
+    if (
+        not isinstance(archived.body, bytes)
+        or not isinstance(snapshot_seq, int)
+        or not chain.matches(str(seal), seal_row(chain, archived, snapshot_seq))
+    ):
+        raise ArchiveCorrupt(
+            f"archived order {archived.order_id} is not what the journal stored "
+            "(its seal does not match); `execgw journal verify` checks the journal"
+        )
+    return archived, str(seal)
