@@ -25,9 +25,11 @@ from execgw.server.order_archive import ROW_COLUMNS, seal_row
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
+    from tests.durability_helpers import run_cli
     from tests.e2e_helpers import INFY, TCS, TIMEOUT_S, publish
 else:
     from conftest import RunningGateway, make_config
+    from durability_helpers import run_cli
     from e2e_helpers import INFY, TCS, TIMEOUT_S, publish
 
 KEY_ENV = "EXECGW_TEST_ARCHIVE_KEY"
@@ -55,6 +57,10 @@ def test_journal_verify_checks_every_archived_row(
     ids = _day(tmp_path, clock, journal_options)
     report = verify(Journal(tmp_path / "journal.db", read_only=True, chain=_chain(journal_options)))
     assert report.archived_orders >= len(ids) - 15 - SNAPSHOT_EVERY
+    keyed = ["--hmac-key-env", KEY_ENV] if "hmac_key_env" in journal_options else []
+    done = run_cli("journal", "verify", "--journal", str(tmp_path / "journal.db"), *keyed)
+    assert done.returncode == 0, done.stderr
+    assert f"; {report.archived_orders} archived orders sealed" in done.stdout
 
 
 def _start(directory: Path, clock: ManualClock, options: dict[str, object]) -> RunningGateway:

@@ -141,6 +141,8 @@ def _journal_verify(args: argparse.Namespace) -> int:
         line += f"; pruned below {report.first_sequence} (sealed record)"
     if report.snapshots:
         line += f"; snapshot at {report.snapshots[-1]} sealed"
+    if report.archived_orders:
+        line += f"; {report.archived_orders} archived orders sealed"
     if anchored is not None:
         line += (
             f"; {anchored.checked} anchors match (latest: sequence {anchored.latest.sequence} "
