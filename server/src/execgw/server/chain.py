@@ -93,14 +93,13 @@ class Chain:
         digest.update(prefix)
         return digest
 
-    def seal_closed_order(self, columns: list[bytes]) -> str:
-        """An archived order's seal (order_archive.py): each column framed by its length,
-        so no column's text can pass for another's."""
-        framed = b"closed-order|" + b"".join(b"%d:%b" % (len(c), c) for c in columns)
-        # One call, not a digest fed piece by piece: a start checks every row of the day.
+    def seal_closed_order(self, head: bytes, body: bytes) -> str:
+        """An archived order's seal (order_archive.py): its columns framed by their
+        lengths (`head`), then its body. One call, not a digest fed piece by piece."""
+        data = b"closed-order|" + head + body
         if self._key is None:
-            return hashlib.sha256(framed).hexdigest()
-        return hmac.digest(self._key, framed, "sha256").hex()
+            return hashlib.sha256(data).hexdigest()
+        return hmac.digest(self._key, data, "sha256").hex()
 
     def seal_pruning(self, pruned_below: int, prev_hash: str) -> str:
         """The pruning record's seal: events below `pruned_below` were removed by the
