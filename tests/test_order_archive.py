@@ -373,6 +373,9 @@ def test_snapshots_removed_while_running_stop_the_gateway_and_keep_the_archive(
             refused = _refusal(c, running)
         assert refused is not None
         assert "journal was altered" in str(refused)
+        # For good: a commit or a probe still in flight must not bring SERVING back.
+        running.call(running.gateway.core.snapshot_written())
+        assert not running.gateway.core.healthy
     finally:
         running.stop()
     with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:

@@ -59,7 +59,7 @@ from execgw.server.engine import (
     ResumeOutcome,
 )
 from execgw.server.errors import CommandFailed, GatewayError, GatewayUnavailable
-from execgw.server.journal import Journal, JournalCorrupt, JournalRecord
+from execgw.server.journal import Journal, JournalAltered, JournalRecord
 from execgw.server.quotes import QuoteBook
 from execgw.server.recovery import GatewayState, PreparedSnapshot, prepare_snapshot, rebuild
 from execgw.server.risk import RiskEngine, RiskReport
@@ -418,22 +418,22 @@ class GatewayCore:
                     break
                 batch.append(item)
             commands = [c for c in batch if isinstance(c, _Queued)]
+            if self._fatal is not None:
+                self._stop_taking_commands(self._fatal, commands)
+                return
             try:
                 await self._execute_batch(commands)
             except Exception as e:
                 # Memory can no longer be trusted to match the journal (e.g. the rebuild
                 # itself failed): refuse everything rather than guess. A restart recovers.
                 log.critical("gateway core stopped: %s", e, exc_info=True)
-                self._fatal = GatewayUnavailable(
-                    "the gateway cannot rebuild its state from the journal and stopped "
-                    "taking commands; restart it"
+                self._stop_taking_commands(
+                    GatewayUnavailable(
+                        "the gateway cannot rebuild its state from the journal and stopped "
+                        "taking commands; restart it"
+                    ),
+                    commands,
                 )
-                self._accepting = False
-                self._set_healthy(False)
-                for command in [*commands, *self._carried, *self._drain_inbox()]:
-                    if not command.future.done():
-                        command.future.set_exception(self._fatal)
-                self._carried.clear()
                 return
             if stopping and not self._carried:
                 return
@@ -610,7 +610,25 @@ class GatewayCore:
                 log.info("journal writable again")
                 self._set_healthy(True)
 
+    def _stop_taking_commands(
+        self, error: GatewayUnavailable, commands: list[_Queued[Any]] | None = None
+    ) -> None:
+        """Refuse everything from now on with `error`: those given, carried or queued
+        fail with it, health says NOT_SERVING for good (a restart recovers), and the
+        writer's loop ends at its next batch."""
+        self._fatal = error
+        self._accepting = False
+        self._set_healthy(False)
+        if self._probe is not None:
+            self._probe.cancel()
+        for command in [*(commands or []), *self._carried, *self._drain_inbox()]:
+            if not command.future.done():
+                command.future.set_exception(error)
+        self._carried.clear()
+
     def _set_healthy(self, healthy: bool) -> None:
+        if healthy and self._fatal is not None:
+            return  # stopped for good: a commit still in flight must not say SERVING
         if healthy != self._healthy:
             self._healthy = healthy
             self._on_health(healthy)
@@ -651,21 +669,18 @@ class GatewayCore:
         sequence = prepared.sequence
         try:
             await asyncio.to_thread(self._store_snapshot, prepared)
-        except JournalCorrupt as e:
-            # Not a full disk: the file was altered under the gateway (snapshots or
-            # archived orders removed, put back or edited). Answers read from it can no
-            # longer be trusted (a retry could place an order twice): stop taking
-            # commands, as when a rebuild fails, until an operator restores it.
-            log.critical("snapshot at %d refused, the journal is corrupt: %s", sequence, e)
-            self._fatal = GatewayUnavailable(
-                "the journal was altered under the gateway, which stopped taking commands; "
-                "check it with `execgw journal verify`, restore it, then restart"
+        except JournalAltered as e:
+            # Not a full disk nor a failed read: the file was altered under the gateway
+            # (snapshots or archived orders removed, put back or edited). Answers read
+            # from it can no longer be trusted (a retry could place an order twice):
+            # stop taking commands, as when a rebuild fails, until an operator restores it.
+            log.critical("snapshot at %d refused, the journal was altered: %s", sequence, e)
+            self._stop_taking_commands(
+                GatewayUnavailable(
+                    "the journal was altered under the gateway, which stopped taking "
+                    "commands; check it with `execgw journal verify`, restore it, then restart"
+                )
             )
-            self._accepting = False
-            self._set_healthy(False)
-            for command in self._drain_inbox():
-                if not command.future.done():
-                    command.future.set_exception(self._fatal)
             return
         except Exception as e:
             log.warning(

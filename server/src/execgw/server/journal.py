@@ -91,6 +91,11 @@ class JournalCorrupt(JournalError):
     pass
 
 
+class JournalAltered(JournalCorrupt):
+    """What the journal holds is not what this gateway stored: found by a check of seals
+    or of the archive's record, not by a failed read (which may pass)."""
+
+
 class JournalWriteFailed(JournalError):
     pass
 
@@ -680,7 +685,7 @@ class Journal:
         )
         trusted = self._archive_trusted
         if trusted is not None and (latest is None or latest < trusted[0]):
-            raise JournalCorrupt(
+            raise JournalAltered(
                 f"{self.path}: the latest snapshot is {latest}, older than the one this "
                 f"gateway stored or checked ({trusted[0]}): snapshots were removed or put back"
             )
@@ -735,13 +740,13 @@ class Journal:
         where = f"{self.path}: the journal's archive"
         if record is None:
             if snapshot.archived_rows:
-                raise JournalCorrupt(
+                raise JournalAltered(
                     f"{where} holds {snapshot.archived_rows} finished orders, but its "
                     f"snapshot at {snapshot.sequence} stored none. `execgw journal verify` "
                     "checks the journal"
                 )
         elif (snapshot.archived_rows, snapshot.archived_digest) != (record.count, record.digest):
-            raise JournalCorrupt(
+            raise JournalAltered(
                 f"{where} holds {snapshot.archived_rows} finished orders of trading day "
                 f"{record.day or '(none yet)'}; {record.count} were stored with the "
                 f"snapshot at {snapshot.sequence}"
@@ -772,7 +777,7 @@ class Journal:
         try:
             return checked_row(self.chain, row)
         except ArchiveCorrupt as e:
-            raise JournalCorrupt(f"{self.path}: {e}") from None
+            raise JournalAltered(f"{self.path}: {e}") from None
 
     def _archived_totals(self, record: ArchiveRecord | None, sequence: int) -> tuple[int, str]:
         """The rows the snapshot at `sequence` and those before it stored: of `record`'s
