@@ -197,11 +197,7 @@ class Ledger:
                 # The journal keeps history; memory keeps the working day only. Orders
                 # still open here are cancelled (DAY expiry) right after this event.
                 for order_id in [o.order_id for o in self._orders.values() if not o.status.is_open]:
-                    self._encoded.pop(order_id, None)
-                    order = self._orders.pop(order_id)
-                    key = (order.intent.strategy_code, order.client_order_id)
-                    if self._by_client_id.get(key) == order_id:
-                        del self._by_client_id[key]
+                    self._let_go(order_id)
                 self.day = event.trading_day.isoformat()
                 self._index_ids()
             case OrderAccepted() | OrderRejected() | OrderSubmitted():
@@ -434,14 +430,20 @@ class Ledger:
             order_id = order.order_id
             if self._orders.get(order_id) is not order:
                 continue
-            del self._orders[order_id]
-            key = (order.intent.strategy_code, order.client_order_id)
-            if self._by_client_id.get(key) == order_id:
-                del self._by_client_id[key]
+            self._let_go(order_id)
             gone += 1
         if gone:
             self._index_ids()
         return gone
+
+    def _let_go(self, order_id: str) -> None:
+        """Drop a finished order from memory, with its idempotency key (the caller
+        re-indexes the ids once it is done)."""
+        self._encoded.pop(order_id, None)
+        order = self._orders.pop(order_id)
+        key = (order.intent.strategy_code, order.client_order_id)
+        if self._by_client_id.get(key) == order_id:
+            del self._by_client_id[key]
 
     @classmethod
     def restore(
@@ -652,12 +654,11 @@ class Ledger:
         self._closing.append(order.order_id)
 
     def _require(self, order_id: str) -> Order:
-        order = self._orders.get(order_id)
+        order = self._found(order_id)
         if order is None:
-            order = self._archive.get(self.day, order_id)
-            if order is None:
-                raise LedgerError(f"unknown order id {order_id}")
-            # Back in memory until a snapshot archives it again, in its place by id.
+            raise LedgerError(f"unknown order id {order_id}")
+        if order_id not in self._orders:
+            # From the archive: back in memory until a snapshot archives it again.
             self._orders[order_id] = order
             self._index_ids()
         if isinstance(order, ClosedOrder):
