@@ -16,6 +16,7 @@ import pytest
 from execgw.server.app import Gateway
 from execgw.server.clock import ManualClock
 from execgw.server.config import GatewayConfig, parse_config
+from execgw.server.ledger import Ledger
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # 10:00 IST on a Friday: inside the NSE session.
@@ -37,6 +38,12 @@ class RunningGateway:
 
     async def _build(self) -> Gateway:
         return Gateway(self.config, clock=self.clock)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger as the core holds it now (a rebuild replaces it)."""
+        ledger: Ledger = self.gateway.core._engine.state.ledger
+        return ledger
 
     def call(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)

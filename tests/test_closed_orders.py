@@ -30,11 +30,6 @@ def _start(directory: Path, clock: ManualClock) -> RunningGateway:
     return RunningGateway(make_config(directory, journal=JOURNAL), clock)
 
 
-def _ledger(running: RunningGateway) -> Ledger:
-    ledger: Ledger = running.gateway.core._engine.state.ledger
-    return ledger
-
-
 def _answers(client: ExecutionClient, ids: list[str]) -> list[bytes]:
     """Everything a client can ask about these orders, serialized for comparison."""
     out = [client.get_order(i).SerializeToString(deterministic=True) for i in ids]
@@ -94,7 +89,7 @@ def test_finished_orders_are_compact_and_answer_as_they_did_across_a_restart(
                 assert retry.SerializeToString(deterministic=True) == placed[retry.order_id]
             # Finished orders are compact in memory, or (once a snapshot took them) only in
             # the journal's archive.
-            ledger = _ledger(running)
+            ledger = running.ledger
             kinds = {o: type(ledger._orders.get(o) or ledger._found(o)) for o in ids}
             assert kinds == {o: Order if o == resting else ClosedOrder for o in ids}
         finally:
@@ -108,7 +103,7 @@ def test_a_finished_order_decodes_to_the_order_it_was(
     directory, _, _ = book
     running = _start(directory, clock)
     try:
-        ledger = _ledger(running)
+        ledger = running.ledger
         live = {o.order_id: o for o in ledger.orders()}
         # In memory, or in the journal's archive.
         closed = [v for v in ledger.orders_after("") if isinstance(v, ClosedOrder)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,6 @@ from execgw.server.chain import PLAIN_CHAIN, Chain, chain_from_env
 from execgw.server.clock import ManualClock
 from execgw.server.closed_orders import ArchivedOrder, ClosedOrder
 from execgw.server.journal import Journal, JournalCorrupt
-from execgw.server.ledger import Ledger
 from execgw.server.order_archive import ROW_COLUMNS, seal_row
 
 if TYPE_CHECKING:
@@ -47,6 +47,27 @@ def journal_options(
     return options
 
 
+@contextlib.contextmanager
+def _editing(directory: Path) -> Iterator[sqlite3.Connection]:
+    """The journal file as anyone who can write it sees it, committed on the way out."""
+    with contextlib.closing(sqlite3.connect(directory / "journal.db")) as raw, raw:
+        yield raw
+
+
+def _record(raw: sqlite3.Connection) -> str:
+    """The archive's record as meta holds it: "seq|day|count|digest"."""
+    [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+    return str(record)
+
+
+def _lower_count(raw: sqlite3.Connection) -> list[str]:
+    """Lower the record's count by one, leaving the rest; the record as it was."""
+    sequence, day, count, digest = _record(raw).split("|")
+    lower = f"{sequence}|{day}|{int(count) - 1}|{digest}"
+    raw.execute("UPDATE meta SET value = ? WHERE key = 'archive'", (lower,))
+    return [sequence, day, count, digest]
+
+
 def _chain(options: dict[str, object]) -> Chain:
     return chain_from_env(KEY_ENV) if "hmac_key_env" in options else PLAIN_CHAIN
 
@@ -65,11 +86,6 @@ def test_journal_verify_checks_every_archived_row(
 
 def _start(directory: Path, clock: ManualClock, options: dict[str, object]) -> RunningGateway:
     return RunningGateway(make_config(directory, journal=options), clock)
-
-
-def _ledger(running: RunningGateway) -> Ledger:
-    ledger: Ledger = running.gateway.core._engine.state.ledger
-    return ledger
 
 
 def _answers(client: ExecutionClient, ids: list[str]) -> list[bytes]:
@@ -105,7 +121,7 @@ def _day(directory: Path, clock: ManualClock, options: dict[str, object]) -> lis
                 ids.append(c.submit(limit(INFY, "BUY", 1, 1200.0, strategy_code=code)).order_id)
             running.call(running.gateway.core.snapshot_written())
             # While it runs, too: stored snapshots took the finished orders out of memory.
-            held = _ledger(running)._orders.values()
+            held = running.ledger._orders.values()
             assert sum(isinstance(o, ClosedOrder) for o in held) < SNAPSHOT_EVERY
     finally:
         running.stop()
@@ -120,7 +136,7 @@ def test_finished_orders_leave_memory_and_answer_as_before_across_restarts(
     for _ in range(2):
         running = _start(tmp_path, clock, journal_options)
         try:
-            ledger = _ledger(running)
+            ledger = running.ledger
             held = ledger._orders
             finished_held = [o for o in held.values() if isinstance(o, ClosedOrder)]
             # Memory: the 15 resting orders, and what finished since the last snapshot.
@@ -146,7 +162,7 @@ def test_a_removed_archive_row_stops_the_start(
     tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
 ) -> None:
     ids = _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+    with _editing(tmp_path) as raw:
         held = raw.execute("SELECT count(*) FROM closed_orders").fetchone()[0]
         assert held >= 40
         raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
@@ -160,7 +176,7 @@ def test_an_altered_archive_row_is_refused_when_read_and_stops_the_start(
     ids = _day(tmp_path, clock, journal_options)
     running = _start(tmp_path, clock, journal_options)
     try:
-        with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        with _editing(tmp_path) as raw:
             # The order filled 1; the row now says 9, in its body and nowhere else.
             changed = raw.execute(
                 "UPDATE closed_orders SET body = "
@@ -187,11 +203,8 @@ def test_an_altered_archive_record_stops_the_start(
 ) -> None:
     """The snapshot's seal covers the record: a lower count hiding a removed row fails it."""
     _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
-        [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
-        sequence, day, count, digest = record.split("|")
-        lower = f"{sequence}|{day}|{int(count) - 1}|{digest}"
-        raw.execute("UPDATE meta SET value = ? WHERE key = 'archive'", (lower,))
+    with _editing(tmp_path) as raw:
+        sequence = _lower_count(raw)[0]
         raw.execute(
             "DELETE FROM closed_orders WHERE rowid = (SELECT max(rowid) FROM closed_orders)"
         )
@@ -203,8 +216,8 @@ def test_the_record_and_the_days_rows_removed_together_stop_the_start(
     tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
 ) -> None:
     _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
-        [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+    with _editing(tmp_path) as raw:
+        record = _record(raw)
         raw.execute("DELETE FROM closed_orders WHERE day = ?", (record.split("|")[1],))
         raw.execute("DELETE FROM meta WHERE key = 'archive'")
     with pytest.raises(JournalCorrupt, match="fails its checksum"):
@@ -219,21 +232,18 @@ def test_a_count_altered_while_running_is_not_sealed_again_by_the_next_snapshot(
     ids = _day(tmp_path, clock, journal_options)
     running = _start(tmp_path, clock, journal_options)
     try:
-        with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
-            [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
-            sequence, day, count, digest = record.split("|")
+        with _editing(tmp_path) as raw:
             raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
-            lower = f"{sequence}|{day}|{int(count) - 1}|{digest}"
-            raw.execute("UPDATE meta SET value = ? WHERE key = 'archive'", (lower,))
+            sequence, _, count, _ = _lower_count(raw)
         with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
             for n in range(2 * SNAPSHOT_EVERY):
                 c.submit(market(TCS, "BUY", 1, strategy_code="s1"), f"x{n}")  # no quote
             running.call(running.gateway.core.snapshot_written())
     finally:
         running.stop()
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+    with _editing(tmp_path) as raw:
         [(latest,)] = raw.execute("SELECT seq FROM snapshots").fetchall()
-        [(stored,)] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchall()
+        stored = _record(raw)
     assert latest > int(sequence)
     expected = int(stored.split("|")[2])
     assert expected >= int(count) + 2 * SNAPSHOT_EVERY - SNAPSHOT_EVERY
@@ -255,7 +265,7 @@ def test_a_snapshot_that_fails_to_store_lets_no_finished_order_go(
             keys = [f"r{n}" for n in range(10)]
             ids = [c.submit(market(TCS, "BUY", 1, strategy_code="s1"), k).order_id for k in keys]
             running.call(running.gateway.core.snapshot_written())
-            assert len(_ledger(running)._orders) == 10
+            assert len(running.ledger._orders) == 10
             assert [o.order_id for o in c.list_orders()] == ids
             for key, order_id in zip(keys, ids, strict=True):
                 assert c.get_order(order_id).order_id == order_id
@@ -271,7 +281,7 @@ def test_rows_of_a_snapshot_that_never_committed_are_not_counted_and_are_removed
     """New rows go in before the snapshot's own row: a crash between leaves rows no
     stored snapshot names. The start does not count them; the next snapshot removes them."""
     ids = _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+    with _editing(tmp_path) as raw:
         [latest] = raw.execute("SELECT max(seq) FROM snapshots").fetchone()
         raw.execute(
             "INSERT INTO closed_orders SELECT 'O9999999999', day, strategy_code, symbol, "
@@ -287,7 +297,7 @@ def test_rows_of_a_snapshot_that_never_committed_are_not_counted_and_are_removed
             running.call(running.gateway.core.snapshot_written())
     finally:
         running.stop()
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+    with _editing(tmp_path) as raw:
         assert raw.execute(
             "SELECT count(*) FROM closed_orders WHERE order_id = 'O9999999999'"
         ).fetchone() == (0,)
@@ -301,8 +311,8 @@ def test_the_record_moved_into_the_state_stops_the_start(
     """The seal covers the record framed, ahead of the state: its text moved into the
     state (and the record removed, with the day's rows) fails the seal or the state."""
     _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
-        [record] = raw.execute("SELECT value FROM meta WHERE key = 'archive'").fetchone()
+    with _editing(tmp_path) as raw:
+        record = _record(raw)
         framed = f"archive|{len(record)}:{record}|"
         if where == "before":
             raw.execute("UPDATE snapshots SET body = ? || body", (framed,))
@@ -322,7 +332,7 @@ def test_a_planted_row_stops_the_start(
     tmp_path: Path, clock: ManualClock, journal_options: dict[str, object]
 ) -> None:
     ids = _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+    with _editing(tmp_path) as raw:
         raw.execute("DELETE FROM closed_orders WHERE order_id = ?", (ids[0],))
         raw.execute(
             "INSERT INTO closed_orders SELECT 'O9999999999', day, strategy_code, symbol, "
@@ -341,7 +351,7 @@ def test_a_genuine_row_of_another_snapshot_in_place_of_the_counted_one_stops_the
     (the same order, another snapshot_seq): its seal holds, the count holds, the
     record's digest of the day's seals does not."""
     ids = _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+    with _editing(tmp_path) as raw:
         row = raw.execute(
             f"SELECT {ROW_COLUMNS} FROM closed_orders WHERE order_id = ?", (ids[0],)
         ).fetchone()
@@ -363,11 +373,11 @@ def test_snapshots_removed_while_running_stop_the_gateway_and_keep_the_archive(
     (as rows of no stored snapshot) nor seals a record without them, and the gateway
     stops taking commands, since what it reads from the journal is no longer sure."""
     _day(tmp_path, clock, journal_options)
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+    with _editing(tmp_path) as raw:
         [(rows,)] = raw.execute("SELECT count(*) FROM closed_orders").fetchall()
     running = _start(tmp_path, clock, journal_options)
     try:
-        with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw, raw:
+        with _editing(tmp_path) as raw:
             raw.execute("DELETE FROM snapshots")
         with ExecutionClient(running.target, timeout=TIMEOUT_S) as c:
             refused = _refusal(c, running)
@@ -378,7 +388,7 @@ def test_snapshots_removed_while_running_stop_the_gateway_and_keep_the_archive(
         assert not running.gateway.core.healthy
     finally:
         running.stop()
-    with contextlib.closing(sqlite3.connect(tmp_path / "journal.db")) as raw:
+    with _editing(tmp_path) as raw:
         assert raw.execute("SELECT count(*) FROM closed_orders").fetchone() == (rows,)
 
 
