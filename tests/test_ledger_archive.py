@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execgw.server import codec
-from execgw.server.closed_orders import ArchivedOrder, ClosedOrder
+from execgw.server.closed_orders import ArchivedOrder, ClientKeyFilter, ClosedOrder
 from execgw.server.domain import (
     Fill,
     OrderIntent,
@@ -73,6 +73,9 @@ class DictArchive:
             and (not symbol or r.symbol == symbol)
         )
         return [ClosedOrder.of_archived(r) for r in rows[:limit]]
+
+    def client_keys(self, day: str) -> list[tuple[str, str]]:
+        return [(r.strategy_code, r.client_order_id) for r in self.rows.values() if r.day == day]
 
 
 # Steps: place (accepted or rejected), fill all, cancel, trigger, prepare a snapshot, store
@@ -287,3 +290,105 @@ def test_memory_holds_only_open_orders_after_a_snapshot_archives_the_rest() -> N
     retry = ledger.order_for_client_id("s1", "c1")
     assert retry is not None
     assert retry.order_id == "O0000000001"
+
+
+class CountingArchive(DictArchive):
+    """A DictArchive that counts the idempotency lookups it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def order_id_for_client(self, day: str, strategy_code: str, client_order_id: str) -> str | None:
+        self.lookups += 1
+        return super().order_id_for_client(day, strategy_code, client_order_id)
+
+
+def test_a_new_orders_key_is_answered_without_asking_the_archive() -> None:
+    """The order path checks every new order's key: with 1,000 keys archived, nearly
+    none of 10,000 new keys may cost an archive read, and every archived one is found
+    through it, in the ledger that archived them and in one restored from the archive."""
+    archive = CountingArchive()
+    ledger = Ledger(archive)
+    # Keys read before the orders go, as a gateway's start reads them: eviction adds.
+    assert len(ledger.archived_keys()) == 0
+    intent = OrderIntent(
+        "NSE:INFY",
+        "s1",
+        Side.BUY,
+        5,
+        OrderType.LIMIT,
+        Product.CNC,
+        Validity.DAY,
+        price=Decimal("100.05"),
+    )
+    for number in range(1, 1001):
+        order_id = f"O{number:010d}"
+        ledger.apply(OrderAccepted(order_id, f"c{number}", intent, START))
+        ledger.apply(OrderCancelled(order_id, START, "cancelled by client"))
+    ledger.compact()
+    _, finished = ledger.encoded_orders(codec.encode_bytes, archiving=True)
+    archive.store([o.archived(ledger.day) for o in finished])
+    assert ledger.evict(finished, ledger.day) == 1000
+    restored = Ledger.restore([], [], archive=archive, day=ledger.day)
+    for which in (ledger, restored):
+        archive.lookups = 0
+        assert all(which.order_for_client_id("s1", f"new{n}") is None for n in range(10_000))
+        # The filter's false positives: about 0.1%.
+        assert archive.lookups <= 50
+        # Another strategy's keys are its own.
+        assert which.order_for_client_id("s2", "c1") is None
+        for number in range(1, 1001):
+            found = which.order_for_client_id("s1", f"c{number}")
+            assert found is not None
+            assert found.order_id == f"O{number:010d}"
+
+
+def test_a_rollover_starts_the_new_days_archived_keys_afresh() -> None:
+    archive = DictArchive()
+    ledger = Ledger(archive)
+    intent = OrderIntent(
+        "NSE:INFY",
+        "s1",
+        Side.BUY,
+        5,
+        OrderType.LIMIT,
+        Product.CNC,
+        Validity.DAY,
+        price=Decimal("100.05"),
+    )
+    ledger.apply(DayRolledOver(date(2026, 12, 3), START))
+    ledger.apply(OrderAccepted("O0000000001", "c1", intent, START))
+    ledger.apply(OrderCancelled("O0000000001", START, "cancelled by client"))
+    ledger.compact()
+    _, finished = ledger.encoded_orders(codec.encode_bytes, archiving=True)
+    archive.store([o.archived(ledger.day) for o in finished])
+    ledger.evict(finished, ledger.day)
+    assert len(ledger.archived_keys()) == 1
+    assert ledger.order_for_client_id("s1", "c1") is not None
+    ledger.apply(DayRolledOver(date(2026, 12, 4), START + timedelta(days=1)))
+    assert len(ledger.archived_keys()) == 0
+    assert ledger.order_for_client_id("s1", "c1") is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.text(max_size=6), st.text(max_size=12)), min_size=1, max_size=3000),
+    st.integers(1, 4),
+)
+def test_the_key_filter_never_misses_a_key_it_was_given(
+    keys: list[tuple[str, str]], layers_of: int
+) -> None:
+    """Through every layer it grows (the first holds 16,384 keys)."""
+    key_filter = ClientKeyFilter(keys * layers_of * 6)
+    assert all(key_filter.might_hold(key) for key in keys)
+    assert len(key_filter) == len(keys) * layers_of * 6
+
+
+def test_the_key_filter_keeps_its_false_positives_rare() -> None:
+    """At 200,000 keys: four layers, and at most 12 bytes a key."""
+    key_filter = ClientKeyFilter((f"s{n % 8}", f"key-{n}") for n in range(200_000))
+    false = sum(key_filter.might_hold(("s1", f"other-{n}")) for n in range(100_000))
+    assert false < 500  # 0.5%: 0.2% expected
+    held_bytes = sum(len(layer) * layer.itemsize for layer in key_filter._layers)
+    assert held_bytes < 12 * 200_000

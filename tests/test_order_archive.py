@@ -123,6 +123,10 @@ def _day(directory: Path, clock: ManualClock, options: dict[str, object]) -> lis
             # While it runs, too: stored snapshots took the finished orders out of memory.
             held = running.ledger._orders.values()
             assert sum(isinstance(o, ClosedOrder) for o in held) < SNAPSHOT_EVERY
+            # A retry of an order that went is answered with it, before any restart.
+            assert ids[0] not in running.ledger._orders
+            retry = c.submit(market(INFY, "BUY", 1, strategy_code="s1"), "f0")
+            assert retry.order_id == ids[0]
     finally:
         running.stop()
     return ids

@@ -17,6 +17,8 @@ keeps it free of SQLite.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
@@ -117,6 +119,75 @@ class ArchiveBatch(NamedTuple):
     rows: list[ArchivedOrder]
 
 
+# An idempotency key: (strategy_code, client_order_id).
+ClientKey = tuple[str, str]
+
+_HASH_BITS = (1 << 64) - 1
+
+
+class ClientKeyFilter:
+    """The idempotency keys of the day's archived orders, as a Bloom filter: it may say
+    a key is there when it is not, never the other way round.
+
+    A new order's key is almost never archived, and asking the archive to be sure cost
+    a SQLite read on the order path for every order (about 16% of the core's time per
+    order under load). The filter answers that in memory (under 1 µs), at 4 to 12 bytes
+    per archived key against the ~1 KB an archived order took in memory: memory still
+    follows the open orders, not the day. Blocked (each key's bits in one 64-bit word),
+    so a check reads one word per layer; layers double in size as keys come, so a day
+    of any length keeps its false positives well under 1% (0.2% at 200,000 keys). Keys
+    hash with the process's own randomized hash: a caller cannot pick keys that
+    collide."""
+
+    # 32 bits a key, 6 of them set per key: about 0.04% false positives in a full layer.
+    _KEYS_PER_WORD = 2
+    _FIRST_LAYER_KEYS = 16_384
+
+    __slots__ = ("_capacity", "_count", "_layers")
+
+    def __init__(self, keys: Iterable[ClientKey] = ()) -> None:
+        self._layers: list[array[int]] = []
+        self._capacity = 0
+        self._count = 0
+        for key in keys:
+            self.add(key)
+
+    def add(self, key: ClientKey) -> None:
+        if self._count >= self._capacity:
+            keys = max(self._FIRST_LAYER_KEYS, 2 * self._capacity)
+            self._layers.append(array("Q", bytes(8 * (keys // self._KEYS_PER_WORD))))
+            self._capacity += keys
+        self._count += 1
+        layer = self._layers[-1]
+        hashed = hash(key) & _HASH_BITS
+        # Word counts are powers of two: the low bits pick the word.
+        layer[hashed & (len(layer) - 1)] |= _bits(hashed)
+
+    def might_hold(self, key: ClientKey) -> bool:
+        hashed = hash(key) & _HASH_BITS
+        bits = _bits(hashed)
+        for layer in self._layers:  # noqa: SIM110 (any() over a generator costs more)
+            if layer[hashed & (len(layer) - 1)] & bits == bits:
+                return True
+        return False
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def _bits(hashed: int) -> int:
+    """Six bit positions in a word, from the hash's high bits (the low ones pick the
+    word, in layers of up to 2**28 words)."""
+    return (
+        (1 << (hashed >> 58))
+        | (1 << ((hashed >> 52) & 63))
+        | (1 << ((hashed >> 46) & 63))
+        | (1 << ((hashed >> 40) & 63))
+        | (1 << ((hashed >> 34) & 63))
+        | (1 << ((hashed >> 28) & 63))
+    )
+
+
 class Archive(Protocol):
     """Finished orders a snapshot moved out of memory, of one day at a time.
 
@@ -135,6 +206,11 @@ class Archive(Protocol):
         or symbol, only that strategy's or symbol's."""
         ...
 
+    def client_keys(self, day: str) -> Iterable[ClientKey]:
+        """The idempotency key of every order of `day` it holds (for ClientKeyFilter:
+        a hint, so not checked against the rows' seals; a lookup it leads to is)."""
+        ...
+
 
 class EmptyArchive:
     """No journal, or nothing archived yet."""
@@ -149,6 +225,9 @@ class EmptyArchive:
         self, day: str, after: str, *, strategy_code: str, symbol: str, limit: int
     ) -> list[ClosedOrder]:
         return []
+
+    def client_keys(self, day: str) -> Iterable[ClientKey]:
+        return ()
 
 
 EMPTY_ARCHIVE: Archive = EmptyArchive()

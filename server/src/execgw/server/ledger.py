@@ -18,6 +18,7 @@ from execgw.server import codec
 from execgw.server.closed_orders import (
     EMPTY_ARCHIVE,
     Archive,
+    ClientKeyFilter,
     ClosedOrder,
     ListedKey,
 )
@@ -165,6 +166,9 @@ class Ledger:
         # Idempotency keys are the strategy's own: one strategy can neither learn nor use
         # up another's keys.
         self._by_client_id: dict[tuple[str, str], str] = {}
+        # The keys of the working day's archived orders, loaded from the archive when
+        # first asked (None until then, and again after a rollover).
+        self._archived_keys: ClientKeyFilter | None = None
         self._positions: dict[PositionKey, PositionState] = {}
         # The positions that are not flat, and how many per symbol: the breakers value
         # them after every change, and a day's flat positions (most of an intraday
@@ -199,6 +203,7 @@ class Ledger:
                 for order_id in [o.order_id for o in self._orders.values() if not o.status.is_open]:
                     self._let_go(order_id)
                 self.day = event.trading_day.isoformat()
+                self._archived_keys = None
                 self._index_ids()
             case OrderAccepted() | OrderRejected() | OrderSubmitted():
                 self._open(event)
@@ -285,10 +290,20 @@ class Ledger:
         return found
 
     def order_for_client_id(self, strategy_code: str, client_order_id: str) -> Order | None:
-        order_id = self._by_client_id.get((strategy_code, client_order_id))
+        key = (strategy_code, client_order_id)
+        order_id = self._by_client_id.get(key)
         if order_id is None:
+            if not self.archived_keys().might_hold(key):
+                return None
             order_id = self._archive.order_id_for_client(self.day, strategy_code, client_order_id)
         return None if order_id is None else self.order(order_id)
+
+    def archived_keys(self) -> ClientKeyFilter:
+        """The working day's archived idempotency keys; read from the archive the first
+        time (a gateway's start does it, so that its first order does not wait on it)."""
+        if self._archived_keys is None:
+            self._archived_keys = ClientKeyFilter(self._archive.client_keys(self.day))
+        return self._archived_keys
 
     def orders(self) -> Iterator[Order]:
         """The working day's orders, in id order, archived ones included."""
@@ -426,11 +441,15 @@ class Ledger:
         if day != self.day:
             return 0
         gone = 0
+        # Not loaded yet: it will be, from the archive that holds these now.
+        archived = self._archived_keys
         for order in finished:
             order_id = order.order_id
             if self._orders.get(order_id) is not order:
                 continue
             self._let_go(order_id)
+            if archived is not None:
+                archived.add((order.intent.strategy_code, order.client_order_id))
             gone += 1
         if gone:
             self._index_ids()

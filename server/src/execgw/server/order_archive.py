@@ -151,6 +151,20 @@ class ClosedOrderArchive:
             args.append(symbol)
         return self._select(where, tuple(args), limit)
 
+    def client_keys(self, day: str) -> list[tuple[str, str]]:
+        if not self._exists:
+            return []
+        with self._lock, _reading():
+            # From the (day, strategy_code, client_order_id, order_id) index alone.
+            return (
+                self._connected()
+                .execute(
+                    "SELECT strategy_code, client_order_id FROM closed_orders WHERE day = ?",
+                    (day,),
+                )
+                .fetchall()
+            )
+
     def count(self, day: str, stored_by: int) -> int:
         """Rows of `day` stored by the snapshot at `stored_by` or before."""
         if not self._exists:

@@ -445,6 +445,8 @@ def _rebuild(journal: Journal) -> GatewayState:
         replayed += 1
     # The last events' finished orders too: nothing else may come before the first command.
     state.ledger.compact()
+    # Read now, not on the first order: a day's keys take a while to read.
+    state.ledger.archived_keys()
     log.info(
         "recovered state at sequence %d (snapshot %s, %d events replayed)",
         state.sequence,
