@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
+# A strategy without overrides (frozen: one shared, not one built per order).
+_NO_OVERRIDES = StrategyLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,7 @@ class RiskEngine:
     # -- breakers ---------------------------------------------------------
 
     def _limits(self, code: str) -> StrategyLimits:
-        return self._pre.strategies.get(code) or StrategyLimits()
+        return self._pre.strategies.get(code) or _NO_OVERRIDES
 
     def _equity(self, unrealized: Decimal, *, complete: bool = True) -> _Equity:
         """`complete` is False while an open position has no mark: the equity is then a
