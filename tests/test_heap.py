@@ -5,11 +5,12 @@ latency). The collector itself stays on, and garbage is still collected."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from execgw.server.heap import freeze_long_lived, stop_freezing
+from execgw.server.heap import YOUNG_OBJECTS_PER_COLLECTION, freeze_long_lived, stop_freezing
 
 
 class Node:
@@ -37,7 +38,7 @@ def cycle() -> Node:
 def test_the_live_heap_is_frozen_and_the_collector_stays_on() -> None:
     assert gc.get_freeze_count() > 0
     assert gc.isenabled()
-    assert gc.get_threshold()[0] > 0
+    assert gc.get_threshold()[0] == YOUNG_OBJECTS_PER_COLLECTION
 
 
 @pytest.mark.usefixtures("frozen")
@@ -56,14 +57,25 @@ def test_young_garbage_cycles_are_still_collected() -> None:
     assert gc.collect() >= 200
 
 
+@pytest.mark.usefixtures("frozen")
+def test_young_garbage_cycles_are_collected_without_being_asked() -> None:
+    """Less often than by default, but still: each cycle is two tracked objects."""
+    first = weakref.ref(cycle())
+    for _ in range(YOUNG_OBJECTS_PER_COLLECTION):
+        cycle()
+    assert first() is None
+
+
 def test_idempotent_and_stoppable() -> None:
     callbacks = len(gc.callbacks)
+    threshold = gc.get_threshold()
     try:
         freeze_long_lived()
         freeze_long_lived()
         assert len(gc.callbacks) == callbacks + 1
         stop_freezing()
         assert len(gc.callbacks) == callbacks
+        assert gc.get_threshold() == threshold
         frozen = gc.get_freeze_count()
         kept = [cycle() for _ in range(10)]
         gc.collect()

@@ -18,12 +18,26 @@ becomes part of an unreachable reference cycle is never reclaimed. There are few
 30,000 orders, unfreezing and collecting found 75 such objects among 120,000 frozen.
 
 The collector is disabled only while a start rebuilds the day from the journal
-(recovery.rebuild), and its thresholds are left at their defaults.
+(recovery.rebuild).
+
+Generation-0 collections come every 10,000 young objects instead of every 700. An
+order makes several hundred objects, and with 16 calls in flight many are still alive
+at each collection (requests, their spans waiting for the exporter's batch), so each
+of those collections walked them and moved them on to the next generation to be walked
+again. Timed with gc.callbacks over 3,200 SubmitOrders (16 in flight): the collector
+took ~11 µs an order at 700 with telemetry off, ~35 µs with it on; at 10,000, 3 and 6
+µs. Traces' cost to throughput fell from ~20% to ~9% (A/B of interleaved runs); the
+price is a pause of a few ms per 10,000 young objects instead of ~0.3 ms per 700.
 """
 
 from __future__ import annotations
 
 import gc
+
+# Young objects (net of those freed) between two generation-0 collections: 700 by default.
+YOUNG_OBJECTS_PER_COLLECTION = 10_000
+# The threshold found, for stop_freezing to put back.
+_found_young: list[int] = []
 
 
 def freeze_long_lived() -> None:
@@ -31,15 +45,23 @@ def freeze_long_lived() -> None:
     on freeze the survivors of every full collection. Idempotent."""
     gc.collect()
     gc.freeze()
+    young, older, oldest = gc.get_threshold()
+    if young != YOUNG_OBJECTS_PER_COLLECTION:
+        _found_young.append(young)
+        gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, older, oldest)
     if _freeze_survivors not in gc.callbacks:
         gc.callbacks.append(_freeze_survivors)
 
 
 def stop_freezing() -> None:
-    """Full collections stop freezing their survivors; what is frozen stays frozen
-    (gc.unfreeze() would put it all back under the collector)."""
+    """Full collections stop freezing their survivors, and young objects are collected
+    as often as before; what is frozen stays frozen (gc.unfreeze() would put it all
+    back under the collector)."""
     if _freeze_survivors in gc.callbacks:
         gc.callbacks.remove(_freeze_survivors)
+    if _found_young:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(_found_young.pop(), older, oldest)
 
 
 def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
