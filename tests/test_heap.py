@@ -69,13 +69,15 @@ def test_young_garbage_cycles_are_collected_without_being_asked() -> None:
 def test_idempotent_and_stoppable() -> None:
     callbacks = len(gc.callbacks)
     threshold = gc.get_threshold()
+    gc.set_threshold(1234, *threshold[1:])
     try:
         freeze_long_lived()
         freeze_long_lived()
         assert len(gc.callbacks) == callbacks + 1
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS_PER_COLLECTION
         stop_freezing()
         assert len(gc.callbacks) == callbacks
-        assert gc.get_threshold() == threshold
+        assert gc.get_threshold() == (1234, *threshold[1:])  # as it was found
         frozen = gc.get_freeze_count()
         kept = [cycle() for _ in range(10)]
         gc.collect()
@@ -84,3 +86,18 @@ def test_idempotent_and_stoppable() -> None:
     finally:
         stop_freezing()
         gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+def test_a_collector_switched_off_stays_off() -> None:
+    threshold = gc.get_threshold()
+    gc.set_threshold(0, *threshold[1:])
+    try:
+        freeze_long_lived()
+        assert gc.get_threshold()[0] == 0
+        stop_freezing()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        stop_freezing()
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -154,13 +154,15 @@ class ClientKeyFilter:
 
     def add(self, key: ClientKey) -> None:
         if self._count >= self._capacity:
-            keys = max(self._FIRST_LAYER_KEYS, 2 * self._capacity)
+            # As many keys as all layers before it: the capacity doubles, and every
+            # layer's word count is a power of two (16,384 keys, 16,384, 32,768, ...).
+            keys = max(self._FIRST_LAYER_KEYS, self._capacity)
             self._layers.append(array("Q", bytes(8 * (keys // self._KEYS_PER_WORD))))
             self._capacity += keys
         self._count += 1
         layer = self._layers[-1]
         hashed = hash(key) & _HASH_BITS
-        # Word counts are powers of two: the low bits pick the word.
+        # The low bits pick the word (word counts are powers of two).
         layer[hashed & (len(layer) - 1)] |= _bits(hashed)
 
     def might_hold(self, key: ClientKey) -> bool:
@@ -207,8 +209,9 @@ class Archive(Protocol):
         ...
 
     def client_keys(self, day: str) -> Iterable[ClientKey]:
-        """The idempotency key of every order of `day` it holds (for ClientKeyFilter:
-        a hint, so not checked against the rows' seals; a lookup it leads to is)."""
+        """The idempotency key of every order of `day` it holds that has one (for
+        ClientKeyFilter: a hint, so not checked against the rows' seals; a lookup it
+        leads to is)."""
         ...
 
 

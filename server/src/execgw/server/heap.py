@@ -36,18 +36,20 @@ import gc
 
 # Young objects (net of those freed) between two generation-0 collections: 700 by default.
 YOUNG_OBJECTS_PER_COLLECTION = 10_000
-# The threshold found, for stop_freezing to put back.
-_found_young: list[int] = []
+# The threshold the first call found, for stop_freezing to put back.
+_found_young: int | None = None
 
 
 def freeze_long_lived() -> None:
     """After recovery, before taking calls: collect, freeze what is alive, and from now
     on freeze the survivors of every full collection. Idempotent."""
+    global _found_young
     gc.collect()
     gc.freeze()
     young, older, oldest = gc.get_threshold()
-    if young != YOUNG_OBJECTS_PER_COLLECTION:
-        _found_young.append(young)
+    # 0: automatic collection is off (someone chose so); it stays off.
+    if young and _found_young is None:
+        _found_young = young
         gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, older, oldest)
     if _freeze_survivors not in gc.callbacks:
         gc.callbacks.append(_freeze_survivors)
@@ -59,9 +61,11 @@ def stop_freezing() -> None:
     back under the collector)."""
     if _freeze_survivors in gc.callbacks:
         gc.callbacks.remove(_freeze_survivors)
-    if _found_young:
+    global _found_young
+    if _found_young is not None:
         _, older, oldest = gc.get_threshold()
-        gc.set_threshold(_found_young.pop(), older, oldest)
+        gc.set_threshold(_found_young, older, oldest)
+        _found_young = None
 
 
 def _freeze_survivors(phase: str, info: dict[str, int]) -> None:

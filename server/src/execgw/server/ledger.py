@@ -448,7 +448,7 @@ class Ledger:
             if self._orders.get(order_id) is not order:
                 continue
             self._let_go(order_id)
-            if archived is not None:
+            if archived is not None and order.client_order_id:
                 archived.add((order.intent.strategy_code, order.client_order_id))
             gone += 1
         if gone:

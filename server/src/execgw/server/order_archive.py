@@ -151,18 +151,16 @@ class ClosedOrderArchive:
             args.append(symbol)
         return self._select(where, tuple(args), limit)
 
-    def client_keys(self, day: str) -> list[tuple[str, str]]:
+    def client_keys(self, day: str) -> Iterator[tuple[str, str]]:
+        """Row by row: a day's keys are many, and the caller keeps only their hashes."""
         if not self._exists:
-            return []
+            return
         with self._lock, _reading():
             # From the (day, strategy_code, client_order_id, order_id) index alone.
-            return (
-                self._connected()
-                .execute(
-                    "SELECT strategy_code, client_order_id FROM closed_orders WHERE day = ?",
-                    (day,),
-                )
-                .fetchall()
+            yield from self._connected().execute(
+                "SELECT strategy_code, client_order_id FROM closed_orders "
+                "WHERE day = ? AND client_order_id != ''",
+                (day,),
             )
 
     def count(self, day: str, stored_by: int) -> int:
