@@ -405,3 +405,19 @@ def test_the_key_filter_keeps_its_false_positives_rare_as_the_day_grows() -> Non
     assert false < 600  # 0.6%: 0.26% expected
     held_bytes = sum(len(layer) * layer.itemsize for layer in layers)
     assert held_bytes < 12 * len(keys)
+
+
+def test_a_filter_built_at_once_is_the_one_built_key_by_key() -> None:
+    """The constructor's loop is add() written out for speed: same words, same layers."""
+    keys = [(f"s{n % 3}", f"key-{n}") for n in range(40_000)]
+    one_by_one = ClientKeyFilter()
+    for key in keys:
+        one_by_one.add(key)
+    at_once = ClientKeyFilter(keys)
+    assert at_once._layers == one_by_one._layers
+    assert len(at_once) == len(one_by_one) == len(keys)
+    # And it goes on growing as one built key by key does.
+    for key in [("s9", f"more-{n}") for n in range(30_000)]:
+        at_once.add(key)
+        one_by_one.add(key)
+    assert at_once._layers == one_by_one._layers
