@@ -51,6 +51,17 @@ def test_a_full_collection_freezes_what_survives_it() -> None:
 
 
 @pytest.mark.usefixtures("frozen")
+def test_a_younger_collection_freezes_nothing() -> None:
+    """Only what survives a full collection is long-lived; young cycles must stay
+    collectable."""
+    kept = [cycle() for _ in range(100)]
+    before = gc.get_freeze_count()
+    gc.collect(1)
+    assert kept
+    assert gc.get_freeze_count() == before
+
+
+@pytest.mark.usefixtures("frozen")
 def test_young_garbage_cycles_are_still_collected() -> None:
     for _ in range(100):
         cycle()

@@ -75,7 +75,11 @@ class DictArchive:
         return [ClosedOrder.of_archived(r) for r in rows[:limit]]
 
     def client_keys(self, day: str) -> list[tuple[str, str]]:
-        return [(r.strategy_code, r.client_order_id) for r in self.rows.values() if r.day == day]
+        return [
+            (r.strategy_code, r.client_order_id)
+            for r in self.rows.values()
+            if r.day == day and r.client_order_id
+        ]
 
 
 # Steps: place (accepted or rejected), fill all, cancel, trigger, prepare a snapshot, store
@@ -124,7 +128,7 @@ def _events(
                 price=Decimal("100.05"),
             )
             # A few keys reused: idempotency lookups find the latest of the day.
-            client_id = f"k{key}-{number}" if key else ""
+            client_id = f"k{key}" if key else ""
             if rejected:
                 return [
                     OrderRejected(
@@ -421,3 +425,34 @@ def test_a_filter_built_at_once_is_the_one_built_key_by_key() -> None:
         at_once.add(key)
         one_by_one.add(key)
     assert at_once._layers == one_by_one._layers
+
+
+def test_keyless_orders_stay_out_of_the_key_filter() -> None:
+    """They are nobody's retry: the filter keeps its room for keys, from eviction and
+    from the archive alike."""
+    archive = DictArchive()
+    ledger = Ledger(archive)
+    intent = OrderIntent(
+        "NSE:INFY",
+        "s1",
+        Side.BUY,
+        5,
+        OrderType.LIMIT,
+        Product.CNC,
+        Validity.DAY,
+        price=Decimal("100.05"),
+    )
+    ledger.apply(DayRolledOver(date(2026, 12, 3), START))
+    assert len(ledger.archived_keys()) == 0  # loaded: eviction adds
+    for number in range(1, 11):
+        order_id = f"O{number:010d}"
+        ledger.apply(OrderAccepted(order_id, f"c{number}" if number % 2 else "", intent, START))
+        ledger.apply(OrderCancelled(order_id, START, "cancelled by client"))
+    ledger.compact()
+    _, finished = ledger.encoded_orders(codec.encode_bytes, archiving=True)
+    archive.store([o.archived(ledger.day) for o in finished])
+    assert ledger.evict(finished, ledger.day) == 10
+    assert len(ledger.archived_keys()) == 5
+    assert ledger.order_for_client_id("s1", "") is None
+    restored = Ledger.restore([], [], archive=archive, day=ledger.day)
+    assert len(restored.archived_keys()) == 5

@@ -21,7 +21,12 @@ from execgw.server.chain import PLAIN_CHAIN, Chain, chain_from_env
 from execgw.server.clock import ManualClock
 from execgw.server.closed_orders import ArchivedOrder, ClosedOrder
 from execgw.server.journal import Journal, JournalCorrupt
-from execgw.server.order_archive import ROW_COLUMNS, seal_row
+from execgw.server.order_archive import (
+    CREATE_CLOSED_ORDERS,
+    ROW_COLUMNS,
+    ClosedOrderArchive,
+    seal_row,
+)
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -405,3 +410,40 @@ def _refusal(client: ExecutionClient, running: RunningGateway) -> Unavailable | 
             return e
         running.call(running.gateway.core.snapshot_written())
     return None
+
+
+def test_reading_a_days_keys_leaves_the_archive_unlocked_between_batches(tmp_path: Path) -> None:
+    """A reader that stops midway (an exception while a start loads the keys) must not
+    leave the archive locked: its lookups, and closing it, would wait for good."""
+    path = tmp_path / "journal.db"
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        for statement in CREATE_CLOSED_ORDERS:
+            raw.execute(statement)
+        raw.executemany(
+            "INSERT INTO closed_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    f"O{n:010d}",
+                    "2026-12-03",
+                    "s1",
+                    INFY,
+                    f"k{n}",
+                    "FILLED",
+                    0,
+                    "t",
+                    None,
+                    b"",
+                    "x",
+                    1,
+                )
+                for n in range(25_000)
+            ],
+        )
+        raw.commit()
+    archive = ClosedOrderArchive(path, PLAIN_CHAIN)
+    keys = iter(archive.client_keys("2026-12-03"))
+    assert next(keys) == ("s1", "k0")
+    assert archive._lock.acquire(timeout=5)
+    archive._lock.release()
+    assert sum(1 for _ in keys) == 24_999  # the rest, across batches
+    archive.close()

@@ -150,8 +150,9 @@ class ClientKeyFilter:
         self._capacity = 0
         self._count = 0
         # A start adds a whole day's keys: the loop of add(), written out with its
-        # lookups hoisted (~1.6 -> ~0.9 µs a key).
-        layer, mask, room = self._layers_room()
+        # lookups hoisted (~1.6 -> ~0.7 µs a key). The first layer comes with the first
+        # key: a filter of no keys (a new day's) holds no words.
+        layer, mask, room = array("Q"), 0, 0
         for key in keys:
             if not room:
                 self._count = self._capacity

@@ -290,6 +290,8 @@ class Ledger:
         return found
 
     def order_for_client_id(self, strategy_code: str, client_order_id: str) -> Order | None:
+        if not client_order_id:
+            return None  # not a key: keyless orders are nobody's retry
         key = (strategy_code, client_order_id)
         order_id = self._by_client_id.get(key)
         if order_id is None:

@@ -47,6 +47,10 @@ ROW_COLUMNS = (
 )
 
 
+# Keys client_keys reads under the lock at a time.
+_KEYS_PER_BATCH = 10_000
+
+
 class ArchiveCorrupt(RuntimeError):
     """A row that is not what the journal stored: altered, or torn."""
 
@@ -152,16 +156,28 @@ class ClosedOrderArchive:
         return self._select(where, tuple(args), limit)
 
     def client_keys(self, day: str) -> Iterator[tuple[str, str]]:
-        """Row by row: a day's keys are many, and the caller keeps only their hashes."""
+        """In batches: a day's keys are many, and the caller keeps only their hashes.
+        The lock is held per batch, never while the caller has one (a caller that stops
+        midway must not leave the archive locked)."""
         if not self._exists:
             return
         with self._lock, _reading():
             # From the (day, strategy_code, client_order_id, order_id) index alone.
-            yield from self._connected().execute(
+            cursor = self._connected().execute(
                 "SELECT strategy_code, client_order_id FROM closed_orders "
                 "WHERE day = ? AND client_order_id != ''",
                 (day,),
             )
+        try:
+            while True:
+                with self._lock, _reading():
+                    batch = cursor.fetchmany(_KEYS_PER_BATCH)
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            with self._lock:
+                cursor.close()
 
     def count(self, day: str, stored_by: int) -> int:
         """Rows of `day` stored by the snapshot at `stored_by` or before."""
