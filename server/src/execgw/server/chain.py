@@ -49,11 +49,15 @@ class ChainKeyError(ValueError):
 class Chain:
     """Seals a row over its sequence, kind, time, body and the previous row's seal."""
 
-    __slots__ = ("_key", "name")
+    __slots__ = ("_key", "_keyed", "name")
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
         self.name = PLAIN if key is None else KEYED
+        # The key already absorbed: each seal starts from a copy of it instead of keying
+        # a new HMAC (about 1 µs less a seal; a row per event, a row per archived order
+        # checked at start). Never updated itself, so copies from any thread are safe.
+        self._keyed = None if key is None else hmac.new(key, None, hashlib.sha256)
 
     @property
     def keyed(self) -> bool:
@@ -97,9 +101,11 @@ class Chain:
         """An archived order's seal (order_archive.py): its columns framed by their
         lengths (`head`), then its body. One call, not a digest fed piece by piece."""
         data = b"closed-order|" + head + body
-        if self._key is None:
+        if self._keyed is None:
             return hashlib.sha256(data).hexdigest()
-        return hmac.digest(self._key, data, "sha256").hex()
+        digest = self._keyed.copy()
+        digest.update(data)
+        return digest.hexdigest()
 
     def seal_pruning(self, pruned_below: int, prev_hash: str) -> str:
         """The pruning record's seal: events below `pruned_below` were removed by the
@@ -113,9 +119,9 @@ class Chain:
         return self._digest_parts(text.encode())
 
     def _new_digest(self) -> Digest:
-        if self._key is None:
+        if self._keyed is None:
             return hashlib.sha256()
-        return hmac.new(self._key, None, hashlib.sha256)
+        return self._keyed.copy()
 
     def _digest_parts(self, *parts: bytes) -> str:
         digest = self._new_digest()

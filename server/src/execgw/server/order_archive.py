@@ -234,19 +234,67 @@ class ClosedOrderArchive:
 
 
 def checked_row(chain: Chain, row: tuple[object, ...]) -> tuple[ArchivedOrder, str]:
-    """A row as selected by ROW_COLUMNS, its seal checked: the order and its seal."""
-    *columns, seal, snapshot_seq = row
-    body = columns[-1]
-    if (
-        not isinstance(body, bytes)
-        or not isinstance(snapshot_seq, int)
-        or not isinstance(columns[6], int)
-        or not all(isinstance(c, str) for c in columns[:6] + columns[7:8])
-        or not (columns[8] is None or isinstance(columns[8], str))
-        or not chain.matches(str(seal), _seal(chain, *columns, snapshot_seq))  # type: ignore[arg-type,call-arg]
+    """A row as selected by ROW_COLUMNS, its seal checked: the order and its seal. A
+    start checks every row of the day, so each column's type is tested in line (SQLite
+    gives exactly str, int, bytes or None)."""
+    (
+        order_id,
+        day,
+        strategy_code,
+        symbol,
+        client_order_id,
+        status,
+        internal,
+        created_at,
+        reason,
+        body,
+        seal,
+        snapshot_seq,
+    ) = row
+    if not (
+        type(order_id) is str
+        and type(day) is str
+        and type(strategy_code) is str
+        and type(symbol) is str
+        and type(client_order_id) is str
+        and type(status) is str
+        and type(internal) is int
+        and type(created_at) is str
+        and (reason is None or type(reason) is str)
+        and type(body) is bytes
+        and type(snapshot_seq) is int
+        and chain.matches(
+            str(seal),
+            _seal(
+                chain,
+                order_id,
+                day,
+                strategy_code,
+                symbol,
+                client_order_id,
+                status,
+                internal,
+                created_at,
+                reason,
+                body,
+                snapshot_seq,
+            ),
+        )
     ):
         raise ArchiveCorrupt(
             f"archived order {row[0]} is not what the journal stored "
             "(its seal does not match); `execgw journal verify` checks the journal"
         )
-    return ArchivedOrder(*columns), str(seal)  # type: ignore[arg-type]
+    archived = ArchivedOrder(
+        order_id,
+        day,
+        strategy_code,
+        symbol,
+        client_order_id,
+        status,
+        internal,
+        created_at,
+        reason,
+        body,
+    )
+    return archived, str(seal)
