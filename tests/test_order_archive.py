@@ -24,7 +24,9 @@ from execgw.server.journal import Journal, JournalCorrupt
 from execgw.server.order_archive import (
     CREATE_CLOSED_ORDERS,
     ROW_COLUMNS,
+    ArchiveCorrupt,
     ClosedOrderArchive,
+    checked_row,
     seal_row,
 )
 
@@ -447,3 +449,11 @@ def test_reading_a_days_keys_leaves_the_archive_unlocked_between_batches(tmp_pat
     archive._lock.release()
     assert sum(1 for _ in keys) == 24_999  # the rest, across batches
     archive.close()
+
+
+def test_a_row_of_another_shape_is_refused_as_altered() -> None:
+    """Every caller turns ArchiveCorrupt into a refusal; any other error would escape."""
+    row = ("O1", "2026-12-03", "s1", INFY, "k1", "FILLED", 0, "t", None, b"", "ab" * 32, 7)
+    for shape in (row[:-1], (*row, 1)):
+        with pytest.raises(ArchiveCorrupt, match="columns"):
+            checked_row(PLAIN_CHAIN, shape)

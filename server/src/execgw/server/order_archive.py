@@ -47,6 +47,7 @@ ROW_COLUMNS = (
 )
 
 
+_ROW_LENGTH = len(ROW_COLUMNS.split(","))
 # Keys client_keys reads under the lock at a time.
 _KEYS_PER_BATCH = 10_000
 
@@ -236,7 +237,12 @@ class ClosedOrderArchive:
 def checked_row(chain: Chain, row: tuple[object, ...]) -> tuple[ArchivedOrder, str]:
     """A row as selected by ROW_COLUMNS, its seal checked: the order and its seal. A
     start checks every row of the day, so each column's type is tested in line (SQLite
-    gives exactly str, int, bytes or None)."""
+    gives exactly str, int, float, bytes or None; subclasses never)."""
+    if len(row) != _ROW_LENGTH:
+        raise ArchiveCorrupt(
+            f"an archived row has {len(row)} columns, not {_ROW_LENGTH}; "
+            "`execgw journal verify` checks the journal"
+        )
     (
         order_id,
         day,
