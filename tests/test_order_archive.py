@@ -29,6 +29,7 @@ from execgw.server.order_archive import (
     checked_row,
     seal_row,
 )
+from execgw.server.recovery import rebuild
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
@@ -457,3 +458,21 @@ def test_a_row_of_another_shape_is_refused_as_altered() -> None:
     for shape in (row[:-1], (*row, 1)):
         with pytest.raises(ArchiveCorrupt, match="columns"):
             checked_row(PLAIN_CHAIN, shape)
+
+
+def test_an_archive_whose_keys_cannot_be_read_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As every other unreadable part of the journal does: JournalCorrupt, not a crash."""
+
+    def unreadable(self: ClosedOrderArchive, day: str) -> Iterator[tuple[str, str]]:
+        raise ArchiveCorrupt("cannot read the journal's archive: database disk image is malformed")
+        yield  # a generator, as the real one
+
+    journal = Journal(tmp_path / "journal.db")
+    try:
+        monkeypatch.setattr(ClosedOrderArchive, "client_keys", unreadable)
+        with pytest.raises(JournalCorrupt, match="archive cannot be read"):
+            rebuild(journal, starting=True)
+    finally:
+        journal.close()

@@ -446,7 +446,10 @@ def _rebuild(journal: Journal) -> GatewayState:
     # The last events' finished orders too: nothing else may come before the first command.
     state.ledger.compact()
     # Read now, not on the first order: a day's keys take a while to read.
-    state.ledger.archived_keys()
+    try:
+        state.ledger.archived_keys()
+    except ArchiveCorrupt as e:
+        raise JournalCorrupt(f"the journal's archive cannot be read: {e}") from e
     log.info(
         "recovered state at sequence %d (snapshot %s, %d events replayed)",
         state.sequence,
