@@ -269,28 +269,8 @@ def checked_row(chain: Chain, row: tuple[object, ...]) -> tuple[ArchivedOrder, s
         and (reason is None or type(reason) is str)
         and type(body) is bytes
         and type(snapshot_seq) is int
-        and chain.matches(
-            str(seal),
-            _seal(
-                chain,
-                order_id,
-                day,
-                strategy_code,
-                symbol,
-                client_order_id,
-                status,
-                internal,
-                created_at,
-                reason,
-                body,
-                snapshot_seq,
-            ),
-        )
     ):
-        raise ArchiveCorrupt(
-            f"archived order {row[0]} is not what the journal stored "
-            "(its seal does not match); `execgw journal verify` checks the journal"
-        )
+        raise _not_as_stored(row)
     archived = ArchivedOrder(
         order_id,
         day,
@@ -303,4 +283,13 @@ def checked_row(chain: Chain, row: tuple[object, ...]) -> tuple[ArchivedOrder, s
         reason,
         body,
     )
+    if not chain.matches(str(seal), seal_row(chain, archived, snapshot_seq)):
+        raise _not_as_stored(row)
     return archived, str(seal)
+
+
+def _not_as_stored(row: tuple[object, ...]) -> ArchiveCorrupt:
+    return ArchiveCorrupt(
+        f"archived order {row[0]} is not what the journal stored "
+        "(its seal does not match); `execgw journal verify` checks the journal"
+    )
