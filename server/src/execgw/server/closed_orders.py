@@ -149,23 +149,17 @@ class ClientKeyFilter:
         self._layers: list[array[int]] = []
         self._capacity = 0
         self._count = 0
-        # A start adds a whole day's keys: the loop of add(), written out with its
-        # lookups hoisted (~1.6 -> ~0.7 µs a key). The first layer comes with the first
-        # key: a filter of no keys (a new day's) holds no words.
+        # A start adds a whole day's keys: the loop of add(), with the layer and its
+        # room looked up once per layer rather than per key (~1.6 -> ~0.75 µs a key).
+        # The first layer comes with the first key: a filter of no keys (a new day's)
+        # holds no words.
         layer, mask, room = array("Q"), 0, 0
         for key in keys:
             if not room:
                 self._count = self._capacity
                 layer, mask, room = self._layers_room()
             hashed = hash(key) & _HASH_BITS
-            layer[hashed & mask] |= (
-                (1 << (hashed >> 58))
-                | (1 << ((hashed >> 52) & 63))
-                | (1 << ((hashed >> 46) & 63))
-                | (1 << ((hashed >> 40) & 63))
-                | (1 << ((hashed >> 34) & 63))
-                | (1 << ((hashed >> 28) & 63))
-            )
+            layer[hashed & mask] |= _bits(hashed)
             room -= 1
         self._count = self._capacity - room
 
