@@ -265,28 +265,37 @@ def _run(script: list[tuple[object, ...]]) -> None:
     )
 
 
-def test_memory_holds_only_open_orders_after_a_snapshot_archives_the_rest() -> None:
-    archive = DictArchive()
-    ledger = Ledger(archive)
-    intent = OrderIntent(
-        "NSE:INFY",
-        "s1",
-        Side.BUY,
-        5,
-        OrderType.LIMIT,
-        Product.CNC,
-        Validity.DAY,
-        price=Decimal("100.05"),
-    )
-    for number in range(1, 1001):
-        order_id = f"O{number:010d}"
-        ledger.apply(OrderAccepted(order_id, f"c{number}", intent, START))
-        if number % 10:
-            ledger.apply(OrderCancelled(order_id, START, "cancelled by client"))
+# A resting order's intent, for tests that need many orders and no fills.
+BUY_LIMIT = OrderIntent(
+    "NSE:INFY",
+    "s1",
+    Side.BUY,
+    5,
+    OrderType.LIMIT,
+    Product.CNC,
+    Validity.DAY,
+    price=Decimal("100.05"),
+)
+
+
+def _archive_finished(ledger: Ledger, archive: DictArchive) -> int:
+    """As the gateway's snapshot does: the finished orders go to the archive, then leave
+    memory. How many left."""
     ledger.compact()
     _, finished = ledger.encoded_orders(codec.encode_bytes, archiving=True)
     archive.store([o.archived(ledger.day) for o in finished])
-    assert ledger.evict(finished, ledger.day) == 900
+    return ledger.evict(finished, ledger.day)
+
+
+def test_memory_holds_only_open_orders_after_a_snapshot_archives_the_rest() -> None:
+    archive = DictArchive()
+    ledger = Ledger(archive)
+    for number in range(1, 1001):
+        order_id = f"O{number:010d}"
+        ledger.apply(OrderAccepted(order_id, f"c{number}", BUY_LIMIT, START))
+        if number % 10:
+            ledger.apply(OrderCancelled(order_id, START, "cancelled by client"))
+    assert _archive_finished(ledger, archive) == 900
     assert len(ledger._orders) == len(ledger.open_orders()) == 100
     assert len(ledger._by_client_id) == 100
     assert len(ledger._ids) == 100
@@ -317,24 +326,11 @@ def test_a_new_orders_key_is_answered_without_asking_the_archive() -> None:
     ledger.apply(DayRolledOver(date(2026, 12, 3), START))
     # Keys read before the orders go, as a gateway's start reads them: eviction adds.
     assert len(ledger.archived_keys()) == 0
-    intent = OrderIntent(
-        "NSE:INFY",
-        "s1",
-        Side.BUY,
-        5,
-        OrderType.LIMIT,
-        Product.CNC,
-        Validity.DAY,
-        price=Decimal("100.05"),
-    )
     for number in range(1, 1001):
         order_id = f"O{number:010d}"
-        ledger.apply(OrderAccepted(order_id, f"c{number}", intent, START))
+        ledger.apply(OrderAccepted(order_id, f"c{number}", BUY_LIMIT, START))
         ledger.apply(OrderCancelled(order_id, START, "cancelled by client"))
-    ledger.compact()
-    _, finished = ledger.encoded_orders(codec.encode_bytes, archiving=True)
-    archive.store([o.archived(ledger.day) for o in finished])
-    assert ledger.evict(finished, ledger.day) == 1000
+    assert _archive_finished(ledger, archive) == 1000
     restored = Ledger.restore([], [], archive=archive, day=ledger.day)
     for which in (ledger, restored):
         archive.lookups = 0
@@ -352,23 +348,10 @@ def test_a_new_orders_key_is_answered_without_asking_the_archive() -> None:
 def test_a_rollover_starts_the_new_days_archived_keys_afresh() -> None:
     archive = DictArchive()
     ledger = Ledger(archive)
-    intent = OrderIntent(
-        "NSE:INFY",
-        "s1",
-        Side.BUY,
-        5,
-        OrderType.LIMIT,
-        Product.CNC,
-        Validity.DAY,
-        price=Decimal("100.05"),
-    )
     ledger.apply(DayRolledOver(date(2026, 12, 3), START))
-    ledger.apply(OrderAccepted("O0000000001", "c1", intent, START))
+    ledger.apply(OrderAccepted("O0000000001", "c1", BUY_LIMIT, START))
     ledger.apply(OrderCancelled("O0000000001", START, "cancelled by client"))
-    ledger.compact()
-    _, finished = ledger.encoded_orders(codec.encode_bytes, archiving=True)
-    archive.store([o.archived(ledger.day) for o in finished])
-    ledger.evict(finished, ledger.day)
+    assert _archive_finished(ledger, archive) == 1
     assert len(ledger.archived_keys()) == 1
     assert ledger.order_for_client_id("s1", "c1") is not None
     ledger.apply(DayRolledOver(date(2026, 12, 4), START + timedelta(days=1)))
@@ -432,26 +415,13 @@ def test_keyless_orders_stay_out_of_the_key_filter() -> None:
     from the archive alike."""
     archive = DictArchive()
     ledger = Ledger(archive)
-    intent = OrderIntent(
-        "NSE:INFY",
-        "s1",
-        Side.BUY,
-        5,
-        OrderType.LIMIT,
-        Product.CNC,
-        Validity.DAY,
-        price=Decimal("100.05"),
-    )
     ledger.apply(DayRolledOver(date(2026, 12, 3), START))
     assert len(ledger.archived_keys()) == 0  # loaded: eviction adds
     for number in range(1, 11):
         order_id = f"O{number:010d}"
-        ledger.apply(OrderAccepted(order_id, f"c{number}" if number % 2 else "", intent, START))
+        ledger.apply(OrderAccepted(order_id, f"c{number}" if number % 2 else "", BUY_LIMIT, START))
         ledger.apply(OrderCancelled(order_id, START, "cancelled by client"))
-    ledger.compact()
-    _, finished = ledger.encoded_orders(codec.encode_bytes, archiving=True)
-    archive.store([o.archived(ledger.day) for o in finished])
-    assert ledger.evict(finished, ledger.day) == 10
+    assert _archive_finished(ledger, archive) == 10
     assert len(ledger.archived_keys()) == 5
     assert ledger.order_for_client_id("s1", "") is None
     restored = Ledger.restore([], [], archive=archive, day=ledger.day)
