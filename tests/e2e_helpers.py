@@ -95,6 +95,18 @@ def raw_intent(**fields: Any) -> orders_pb2.OrderIntent:
     return orders_pb2.OrderIntent(**{k: v for k, v in values.items() if v is not None})
 
 
+def paged(client: ExecutionClient, page_size: int) -> list[bytes]:
+    """Every order ListOrders returns, followed page by page through its tokens, each
+    serialized for comparison."""
+    out: list[bytes] = []
+    page = client.list_orders_page(page_size=page_size)
+    while True:
+        out += [o.SerializeToString(deterministic=True) for o in page.results]
+        if not page.next_page_token:
+            return out
+        page = client.list_orders_page(page_size=page_size, page_token=page.next_page_token)
+
+
 def snapshot(client: ExecutionClient) -> tuple[list[bytes], list[bytes]]:
     """The whole order book and every position, serialized, for before/after comparisons."""
     orders = [o.SerializeToString(deterministic=True) for o in client.list_orders()]

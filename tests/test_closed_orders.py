@@ -17,10 +17,10 @@ from execgw.server.ledger import Ledger
 
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
-    from tests.e2e_helpers import INFY, TCS, TIMEOUT_S, publish
+    from tests.e2e_helpers import INFY, TCS, TIMEOUT_S, paged, publish
 else:
     from conftest import RunningGateway, make_config
-    from e2e_helpers import INFY, TCS, TIMEOUT_S, publish
+    from e2e_helpers import INFY, TCS, TIMEOUT_S, paged, publish
 
 # A snapshot every few events, so the restart below loads finished orders from one.
 JOURNAL = {"snapshot_every": 3}
@@ -37,12 +37,7 @@ def _answers(client: ExecutionClient, ids: list[str]) -> list[bytes]:
     for status in (OrderStatus.ORDER_STATUS_FILLED, OrderStatus.ORDER_STATUS_PLACED):
         out += [o.SerializeToString(deterministic=True) for o in client.list_orders(status=status)]
     out += [o.SerializeToString(deterministic=True) for o in client.list_orders(symbol=TCS)]
-    page = client.list_orders_page(page_size=1)
-    while True:
-        out += [o.SerializeToString(deterministic=True) for o in page.results]
-        if not page.next_page_token:
-            return out
-        page = client.list_orders_page(page_size=1, page_token=page.next_page_token)
+    return out + paged(client, page_size=1)
 
 
 @pytest.fixture

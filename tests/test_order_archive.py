@@ -34,11 +34,11 @@ from execgw.server.recovery import rebuild
 if TYPE_CHECKING:
     from tests.conftest import RunningGateway, make_config
     from tests.durability_helpers import run_cli
-    from tests.e2e_helpers import INFY, TCS, TIMEOUT_S, publish
+    from tests.e2e_helpers import INFY, TCS, TIMEOUT_S, paged, publish
 else:
     from conftest import RunningGateway, make_config
     from durability_helpers import run_cli
-    from e2e_helpers import INFY, TCS, TIMEOUT_S, publish
+    from e2e_helpers import INFY, TCS, TIMEOUT_S, paged, publish
 
 KEY_ENV = "EXECGW_TEST_ARCHIVE_KEY"
 SNAPSHOT_EVERY = 7
@@ -105,12 +105,7 @@ def _answers(client: ExecutionClient, ids: list[str]) -> list[bytes]:
         client.list_orders(strategy_code="s1"),
     ):
         out += [o.SerializeToString(deterministic=True) for o in listed]
-    page = client.list_orders_page(page_size=4)
-    while True:
-        out += [o.SerializeToString(deterministic=True) for o in page.results]
-        if not page.next_page_token:
-            return out
-        page = client.list_orders_page(page_size=4, page_token=page.next_page_token)
+    return out + paged(client, page_size=4)
 
 
 def _day(directory: Path, clock: ManualClock, options: dict[str, object]) -> list[str]:
