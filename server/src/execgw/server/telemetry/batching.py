@@ -8,7 +8,8 @@ worker exports in batches as the SDK's does:
 - every `schedule_delay_s`, or as soon as `max_export_batch_size` spans wait;
 - at most `max_queue_size` spans wait: past that new spans are dropped, never waited
   for, and the drops are logged (at most once a minute) and counted;
-- `force_flush` exports every span ended before it and waits for that, up to its timeout;
+- `force_flush` exports every span ended before it, flushes the exporter, and waits for
+  that, up to its timeout;
 - `shutdown` exports what is left and shuts the exporter down.
 
 The OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY (ms) and
@@ -54,6 +55,17 @@ def _from_env(name: str, default: int) -> int:
     return value
 
 
+class _Flush:
+    """A force_flush call waiting for the worker."""
+
+    __slots__ = ("deadline", "done", "exported")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline  # time.monotonic()
+        self.done = threading.Event()
+        self.exported = False
+
+
 class SpanBatcher(SpanProcessor):
     def __init__(
         self,
@@ -75,8 +87,8 @@ class SpanBatcher(SpanProcessor):
         # Set once the worker was woken for a full batch: on_end sets the event once per
         # batch, not on every span past the threshold.
         self._woken = False
-        # Events of force_flush calls waiting for the worker to drain the queue.
-        self._flushes: list[threading.Event] = []
+        # force_flush calls waiting for the worker to drain the queue.
+        self._flushes: list[_Flush] = []
         self._flush_lock = threading.Lock()
         self._stopping = False
         self.dropped = 0
@@ -117,17 +129,32 @@ class SpanBatcher(SpanProcessor):
                 flushes, self._flushes = self._flushes, []
             self._drain()
             self._warn_drops()
-            for done in flushes:
-                done.set()
+            self._flushed(flushes)
             if self._stopping:
                 self._drain()  # what raced in while it stopped
                 with self._flush_lock:
                     # A flush asked for while it stopped (force_flush checks _stopping
                     # under this lock, so none comes later): everything is exported now.
                     flushes, self._flushes = self._flushes, []
-                for done in flushes:
-                    done.set()
+                self._flushed(flushes)
                 return
+
+    def _flushed(self, flushes: list[_Flush]) -> None:
+        """Answer these flushes, the queue drained: once the exporter has flushed too
+        (an exporter that hands spans on, to a process or a connection, holds some)."""
+        if not flushes:
+            return
+        remaining_s = max(f.deadline for f in flushes) - time.monotonic()
+        try:
+            # The SDK's base exporter answers None: it holds nothing, so that is a yes.
+            answer = self._exporter.force_flush(max(0, round(remaining_s * 1000)))
+            exported = answer is not False
+        except Exception:
+            log.exception("flushing the span exporter failed")
+            exported = False
+        for flush in flushes:
+            flush.exported = exported
+            flush.done.set()
 
     def _drain(self) -> None:
         queue = self._queue
@@ -165,13 +192,13 @@ class SpanBatcher(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """False once shut down, as the SDK's processor answers."""
-        done = threading.Event()
+        flush = _Flush(time.monotonic() + timeout_millis / 1000)
         with self._flush_lock:
             if self._stopping:
                 return False
-            self._flushes.append(done)
+            self._flushes.append(flush)
         self._wake.set()
-        return done.wait(timeout_millis / 1000)
+        return flush.done.wait(timeout_millis / 1000) and flush.exported
 
     def shutdown(self) -> None:
         if self._stopping:

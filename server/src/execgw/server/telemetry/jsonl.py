@@ -217,7 +217,7 @@ def _direct_line(
     """`_entry`'s line made directly, for the gateway's own spans (their attributes in a
     plain dict) with no trace state, no status, and links and events without trace
     state: every span of an order. Any other span returns None."""
-    values = getattr(span, "_values", None)
+    values = getattr(span, "_attributes", None)
     if type(values) is not dict:
         return None
     context = span._context
@@ -301,7 +301,7 @@ def _context(context: SpanContext | None) -> dict[str, str] | None:
 def _attributes(span: ReadableSpan) -> dict[str, Any]:
     """The span's attributes as a dict: the gateway's own spans hold one already (read
     here after the span ended, when nothing changes it any more)."""
-    own = getattr(span, "_values", None)
+    own = getattr(span, "_attributes", None)
     return own if isinstance(own, dict) else dict(span.attributes or {})
 
 

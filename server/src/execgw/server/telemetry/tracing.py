@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -29,11 +28,7 @@ from opentelemetry.sdk.trace import (
     SpanProcessor,
     TracerProvider,
 )
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     Decision,
@@ -48,7 +43,7 @@ from opentelemetry.util.types import Attributes
 from execgw.server.config import ConfigError, TelemetryConfig
 from execgw.server.telemetry import scope as scopes
 from execgw.server.telemetry.batching import SpanBatcher
-from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
+from execgw.server.telemetry.export_process import ProcessSpanExporter
 
 log = logging.getLogger(__name__)
 # Longest span attribute value kept (longer ones are cut), whoever sent it.
@@ -213,18 +208,13 @@ def check_otlp_protocol(*signals: str) -> None:
 
 
 def span_exporter(config: TelemetryConfig) -> SpanExporter | None:
+    """The configured exporter, running in an export process of its own
+    (telemetry.export_process); None for none."""
     if config.exporter == "none":
         return None
-    if config.exporter == "console":
-        return ConsoleSpanExporter()
-    if config.exporter == "jsonl":
-        return JsonLinesSpanExporter(Path(config.path))
-    check_otlp_protocol("TRACES")
-    # Imported here: only a gateway that exports over OTLP pays for loading it.
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-    # Endpoint, headers, TLS, compression and timeout: OTEL_EXPORTER_OTLP_[TRACES_]*.
-    return OTLPSpanExporter()
+    if config.exporter == "otlp":
+        check_otlp_protocol("TRACES")
+    return ProcessSpanExporter(config.exporter, config.path if config.exporter == "jsonl" else "")
 
 
 class SpanPipeline:

@@ -1,0 +1,117 @@
+"""The span export process: `python -m execgw.server.telemetry.export_worker KIND`.
+
+A gateway that exports spans (console, jsonl, otlp) starts one of these and hands it
+its finished spans; this process encodes and ships them, so that the encoding (a JSON
+line, an OTLP message per span) takes none of the gateway's interpreter lock. See
+telemetry.export_process for the gateway's side.
+
+On its standard input, frames: a 4-byte big-endian length, then a pickled message:
+- ("spans", WireBatch): export these;
+- ("flush", seq, timeout_ms): force the exporter's flush, then answer.
+On the file descriptor `--answers`, one line per message that wants an answer:
+- "ready" once the exporter is made, or "failed: <reason>" and an exit;
+- "flushed <seq> <1|0>".
+
+Its lifetime is the gateway's: it exits when its input closes (the gateway stopped,
+or died), after exporting what it holds and shutting its exporter down. It ignores
+SIGINT and SIGTERM, which a terminal or a service manager sends to the gateway's
+whole process group: the gateway's stop, closing the input, is what ends it, with
+its last spans exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import signal
+import sys
+from pathlib import Path
+from typing import IO
+
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+
+from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
+from execgw.server.telemetry.span_wire import SpanReceiver
+
+log = logging.getLogger("execgw.server.telemetry.export")
+
+KINDS = ("console", "jsonl", "otlp")
+HEADER_BYTES = 4
+
+
+def local_span_exporter(kind: str, path: str) -> SpanExporter:
+    """The exporter that does the work, made where it runs."""
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind == "jsonl":
+        return JsonLinesSpanExporter(Path(path))
+    if kind != "otlp":
+        raise ValueError(f"unknown span exporter {kind!r}")
+    # Imported here: only a gateway that exports over OTLP pays for loading it.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    # Endpoint, headers, TLS, compression and timeout: OTEL_EXPORTER_OTLP_[TRACES_]*.
+    return OTLPSpanExporter()
+
+
+def read_frame(source: IO[bytes]) -> bytes | None:
+    """The next frame's payload; None at the end of the input (or a frame cut short,
+    which only a writer that died mid-frame leaves)."""
+    header = source.read(HEADER_BYTES)
+    if len(header) < HEADER_BYTES:
+        return None
+    size = int.from_bytes(header, "big")
+    payload = source.read(size)
+    return payload if len(payload) == size else None
+
+
+def serve(exporter: SpanExporter, source: IO[bytes], answers: IO[bytes]) -> None:
+    receiver = SpanReceiver()
+    try:
+        while (payload := read_frame(source)) is not None:
+            message = pickle.loads(payload)
+            if message[0] == "spans":
+                try:
+                    exporter.export(receiver.spans(message[1]))
+                except Exception:  # an exporter's bug loses this batch, not the next
+                    log.exception("exporting %d spans failed", len(message[1][2]))
+            elif message[0] == "flush":
+                seq, timeout_ms = message[1], message[2]
+                try:
+                    flushed = exporter.force_flush(timeout_ms)
+                except Exception:
+                    log.exception("flushing the span exporter failed")
+                    flushed = False
+                answers.write(f"flushed {seq} {int(bool(flushed))}\n".encode())
+    finally:
+        exporter.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="execgw.server.telemetry.export_worker")
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--path", default="")
+    parser.add_argument("--answers", type=int, required=True)
+    args = parser.parse_args(argv)
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with os.fdopen(args.answers, "wb", buffering=0) as answers:
+        try:
+            exporter = local_span_exporter(args.kind, args.path)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}".replace("\n", " ")
+            answers.write(f"failed: {reason}\n".encode())
+            return 1
+        answers.write(b"ready\n")
+        serve(exporter, sys.stdin.buffer, answers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

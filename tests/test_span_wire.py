@@ -1,0 +1,151 @@
+"""telemetry/span_wire.py: a span that crosses to the export process is, for every
+exporter, the span that was sent: the same JSON (`to_json`, which reads every field an
+exporter reads) and the same counts of what the SDK's limits dropped."""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import TraceFlags
+
+from execgw.server.telemetry import span_wire
+from execgw.server.telemetry.span_wire import SpanReceiver, SpanSender
+from execgw.server.telemetry.spans import GatewayTracer
+
+if TYPE_CHECKING:
+    from tests.span_samples import REMOTE, gateway_spans
+else:
+    from span_samples import REMOTE, gateway_spans
+
+
+def _crossed(sender: SpanSender, receiver: SpanReceiver, spans: list[ReadableSpan]) -> list[Any]:
+    """The spans as the export process rebuilds them, through a real pickle."""
+    payload = pickle.dumps(("spans", sender.batch(spans)), protocol=pickle.HIGHEST_PROTOCOL)
+    return receiver.spans(pickle.loads(payload)[1])
+
+
+def _same(sent: ReadableSpan, received: ReadableSpan) -> None:
+    assert received.to_json() == sent.to_json()
+    assert received.dropped_attributes == sent.dropped_attributes
+    assert received.dropped_events == sent.dropped_events
+    assert received.dropped_links == sent.dropped_links
+    assert received.instrumentation_scope == sent.instrumentation_scope
+    assert received.context is not None
+    assert sent.context is not None
+    assert received.context.is_valid == sent.context.is_valid
+    assert received.context.trace_flags == sent.context.trace_flags
+    assert isinstance(received.context.trace_flags, TraceFlags)
+
+
+def test_the_gateways_spans_cross_unchanged() -> None:
+    spans = gateway_spans()
+    received = _crossed(SpanSender(), SpanReceiver(), spans)
+    assert len(received) == len(spans) == 4
+    for sent, got in zip(spans, received, strict=True):
+        _same(sent, got)
+    by_name = {span.name: span for span in received}
+    # What the fast path of a local context leaves out is put back as it was.
+    assert by_name["rpc"].parent == REMOTE
+    assert by_name["rpc"].parent.trace_state == REMOTE.trace_state
+    assert by_name["root"].parent is None
+    assert by_name["commit"].links[1].context == REMOTE
+
+
+def test_sdk_spans_cross_with_what_their_limits_dropped() -> None:
+    provider = TracerProvider(
+        span_limits=SpanLimits(max_span_attributes=2, max_events=1, max_links=1)
+    )
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    sdk = provider.get_tracer("someone.else", "0.1", schema_url="https://example.com/s")
+    span = sdk.start_span(
+        "theirs",
+        attributes={"a": 1, "b": 2, "c": 3},
+        links=[trace.Link(REMOTE), trace.Link(REMOTE, {"k": "v"})],
+    )
+    span.add_event("one", {"x": 1})
+    span.add_event("two")
+    span.end()
+    sent = recorded.get_finished_spans()[0]
+    assert (sent.dropped_attributes, sent.dropped_events, sent.dropped_links) == (1, 1, 1)
+    (got,) = _crossed(SpanSender(), SpanReceiver(), [sent])
+    _same(sent, got)
+
+
+def test_a_plain_readable_span_without_a_scope_or_times_crosses() -> None:
+    sent = ReadableSpan("bare", context=REMOTE, resource=Resource({}))
+    (got,) = _crossed(SpanSender(), SpanReceiver(), [sent])
+    _same(sent, got)
+    assert got.instrumentation_scope is None
+    assert got.start_time is None
+    assert got.end_time is None
+
+
+def test_a_resource_and_a_scope_cross_once_and_again_to_a_new_receiver() -> None:
+    spans = gateway_spans()
+    sender, receiver = SpanSender(), SpanReceiver()
+    first = sender.batch(spans[:2])
+    assert len(first[0]) == 1
+    assert len(first[1]) == 1
+    receiver.spans(first)
+    second = sender.batch(spans[2:])
+    assert second[0] == {}
+    assert second[1] == {}
+    for sent, got in zip(spans[2:], receiver.spans(second), strict=True):
+        _same(sent, got)
+    sender.restart()  # a new export process
+    third = sender.batch(spans[:1])
+    assert len(third[0]) == 1
+    assert len(third[1]) == 1
+    (got,) = SpanReceiver().spans(third)
+    _same(spans[0], got)
+
+
+def test_past_max_shared_resources_the_sender_forgets_and_sends_again(monkeypatch: Any) -> None:
+    monkeypatch.setattr(span_wire, "MAX_SHARED", 3)
+    sender, receiver = SpanSender(), SpanReceiver()
+    resources = [Resource({"n": i}) for i in range(5)]
+    scope = InstrumentationScope("s")
+    spans = [
+        ReadableSpan(f"s{i}", context=REMOTE, resource=r, instrumentation_scope=scope)
+        for i, r in enumerate(resources)
+    ]
+    for _ in range(2):  # every resource, twice over, across the forgetting
+        for span in spans:
+            (got,) = _crossed(sender, receiver, [span])
+            _same(span, got)
+
+
+_VALUES = st.one_of(
+    st.text(max_size=20),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.lists(st.text(max_size=5), max_size=3).map(tuple),
+    st.lists(st.integers(min_value=0, max_value=9), max_size=3).map(tuple),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(attributes=st.dictionaries(st.text(min_size=1, max_size=10), _VALUES, max_size=6))
+def test_any_valid_attributes_cross_unchanged(attributes: dict[str, Any]) -> None:
+    provider = TracerProvider()
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    tracer = GatewayTracer("execgw.test", provider=provider)
+    span = tracer.start_span("s", attributes=attributes)
+    span.add_event("e", attributes)
+    span.end()
+    sent = recorded.get_finished_spans()[0]
+    (got,) = _crossed(SpanSender(), SpanReceiver(), [sent])
+    _same(sent, got)
+    assert dict(got.attributes or {}) == dict(sent.attributes or {})
