@@ -90,6 +90,44 @@ def test_force_flush_exports_every_span_ended_before_it_in_batches_in_order() ->
         processor.shutdown()
 
 
+class HoldingRecorder(Recorder):
+    """An exporter that holds what it exported until flushed (as the export process
+    does), answering its flushes with `answer`."""
+
+    def __init__(self, answer: bool | None) -> None:
+        super().__init__()
+        self.answer = answer
+        self.calls: list[str] = []
+        self.timeouts: list[int] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls.append("export")
+        return super().export(spans)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        self.calls.append("flush")
+        self.timeouts.append(timeout_millis)
+        return self.answer  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("answer", "flushed"), [(True, True), (False, False), (None, True)])
+def test_force_flush_flushes_the_exporter_after_the_queue_and_says_what_it_said(
+    answer: bool | None, flushed: bool
+) -> None:
+    recorder = HoldingRecorder(answer)
+    processor = batcher(recorder, batch=4)
+    try:
+        for span in spans(6):
+            processor.on_end(span)
+        assert processor.force_flush(10_000) is flushed
+        # Both batches went to the exporter before it was asked to flush them; the
+        # SDK's base exporter's None is "nothing held": flushed.
+        assert recorder.calls[-3:] == ["export", "export", "flush"]
+        assert 0 < recorder.timeouts[-1] <= 10_000
+    finally:
+        processor.shutdown()
+
+
 def test_spans_past_the_queue_are_dropped_and_counted_never_waited_for(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -5,6 +5,8 @@
 - tracing: choosing the exporter (none, console, jsonl, OTLP), the sampler, and the
   global provider's span pipelines
 - jsonl: the JSON-lines span exporter
+- export_process, export_worker, span_wire: the exporter runs in a process of its own,
+  which receives the finished spans as pickled tuples
 - metrics: the instruments and what feeds them (bus events, core hooks)
 - prometheus: the scrape endpoint
 - logs: text and JSON log formats with trace, span and session ids

@@ -52,9 +52,15 @@ READY_WAIT_S = 30.0
 EXIT_WAIT_S = 30.0
 # Seconds at least between two starts of the export process after it died.
 RESTART_EVERY_S = 5.0
-# Where the export process can import execgw.server from, whatever this process's
-# sys.path was made of (a test runner's, an embedding application's).
+# Where the export process can import execgw.server from when its own sys.path cannot
+# (this process's was extended at run time: a test runner, an embedding application).
+# Appended, never put first: it may be a site-packages, which must not shadow the
+# standard library.
 _SERVER_ROOT = str(Path(execgw.server.__file__).resolve().parents[2])
+_BOOT = (
+    "import sys; sys.path.append(sys.argv.pop(1)); "
+    "from execgw.server.telemetry.export_worker import main; sys.exit(main())"
+)
 
 
 class ExportProcessError(ConfigError):
@@ -93,16 +99,13 @@ class _ExportProcess:
 
     def __init__(self, kind: str, path: str) -> None:
         answers_fd, their_fd = os.pipe()
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_SERVER_ROOT, environment.get("PYTHONPATH", "")) if p
-        )
         try:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "execgw.server.telemetry.export_worker",
+                    "-c",
+                    _BOOT,
+                    _SERVER_ROOT,
                     kind,
                     "--path",
                     path,
@@ -111,7 +114,6 @@ class _ExportProcess:
                 ],
                 stdin=subprocess.PIPE,
                 pass_fds=(their_fd,),
-                env=environment,
             )
         except BaseException:
             os.close(answers_fd)
@@ -236,10 +238,20 @@ class ProcessSpanExporter(SpanExporter):
             return False
 
     def shutdown(self) -> None:
-        with self._lock:
+        if not self._lock.acquire(timeout=EXIT_WAIT_S):
+            # A batch is stuck on its way over (the export process stopped reading: an
+            # exporter hung on a collector): end it, which ends the write with an error.
+            process = self._process
+            if process is not None:
+                log.warning("the span export process took no spans for %.0f s: killed", EXIT_WAIT_S)
+                process.process.kill()
+            self._lock.acquire()
+        try:
             if self._shut:
                 return
             self._shut = True
             process, self._process = self._process, None
+        finally:
+            self._lock.release()
         if process is not None:
             process.close(EXIT_WAIT_S)

@@ -1,4 +1,5 @@
-"""The span export process: `python -m execgw.server.telemetry.export_worker KIND`.
+"""The span export process: `python -m execgw.server.telemetry.export_worker KIND`
+(started by telemetry.export_process).
 
 A gateway that exports spans (console, jsonl, otlp) starts one of these and hands it
 its finished spans; this process encodes and ships them, so that the encoding (a JSON

@@ -3,10 +3,12 @@ operator can grep and `execgw trace summary` reads.
 
 The objects have the layout of the SDK's ReadableSpan.to_json (name, context, kind,
 parent_id, start_time, end_time, status, attributes, events, links, resource), encoded
-at a fraction of its cost, because the exporter shares the interpreter (and, on a small
-machine, the cores) with the order path:
-- the gateway's own spans (every span of an order) become a `_Line` struct, and a whole
-  batch is encoded by msgspec in one call;
+at a fraction of its cost, because the exporter shares the machine's cores with the
+order path (it runs in the export process, telemetry.export_worker; a test or an
+application may run it in-process, sharing the interpreter too):
+- a span whose attributes are a plain dict (the gateway's own, as the export process
+  receives them) becomes a `_Line` struct, and a whole batch is encoded by msgspec in
+  one call;
 - what the spans of a batch repeat is formatted once: the resource, the trace id an
   order's spans share, the parent id its stages share, the second their times fall in.
 Any other span (a status, a trace state, attributes not in a plain dict) takes the
@@ -214,8 +216,8 @@ class _Hexes:
 def _direct_line(
     span: ReadableSpan, hexes: _Hexes, resource: msgspec.Raw, encode: Callable[[Any], bytes]
 ) -> _Line | None:
-    """`_entry`'s line made directly, for the gateway's own spans (their attributes in a
-    plain dict) with no trace state, no status, and links and events without trace
+    """`_entry`'s line made directly, for a span whose attributes are a plain dict (the
+    gateway's own) with no trace state, no status, and links and events without trace
     state: every span of an order. Any other span returns None."""
     values = getattr(span, "_attributes", None)
     if type(values) is not dict:
@@ -299,8 +301,9 @@ def _context(context: SpanContext | None) -> dict[str, str] | None:
 
 
 def _attributes(span: ReadableSpan) -> dict[str, Any]:
-    """The span's attributes as a dict: the gateway's own spans hold one already (read
-    here after the span ended, when nothing changes it any more)."""
+    """The span's attributes as a dict: the gateway's own spans, and those the export
+    process rebuilt, hold one already (read here after the span ended, when nothing
+    changes it any more)."""
     own = getattr(span, "_attributes", None)
     return own if isinstance(own, dict) else dict(span.attributes or {})
 

@@ -3,9 +3,10 @@
 Spans are created through the OpenTelemetry API everywhere (the engine and the core
 hold module-level tracers of the global provider), so the SDK provider is the global
 one, installed once per process. What a gateway adds to it is a span pipeline (an
-exporter behind a batch processor), attached when it starts and flushed and detached
-when it stops; and, once per provider, the scope processor that stamps every span with
-the session, mode and dry_run of the work it belongs to (telemetry.scope).
+exporter, running in an export process of its own, behind a batch processor), attached
+when it starts and flushed and detached when it stops; and, once per provider, the
+scope processor that stamps every span with the session, mode and dry_run of the work
+it belongs to (telemetry.scope).
 
 A process that installed its own SDK provider first (a test, or an application that
 embeds the gateway) keeps it: the gateway attaches to it instead.

@@ -1,0 +1,222 @@
+"""telemetry/export_process.py with a real export process: what it writes is what the
+in-process exporter writes, a flush means written, a stop exports what was handed
+over, and a dead, interrupted or orphaned export process does what it says."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from execgw.server.telemetry import export_process
+from execgw.server.telemetry.export_process import ExportProcessError, ProcessSpanExporter
+from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
+
+if TYPE_CHECKING:
+    from tests.span_samples import gateway_spans
+else:
+    from span_samples import gateway_spans
+
+FLUSH_MS = 20_000
+
+
+def _sdk_spans(n: int, prefix: str = "sdk") -> list[ReadableSpan]:
+    provider = TracerProvider()
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    tracer = provider.get_tracer("someone.else")
+    for i in range(n):
+        span = tracer.start_span(f"{prefix}{i}", attributes={"i": i})
+        span.add_event("e", {"i": i})
+        span.end()
+    return list(recorded.get_finished_spans())
+
+
+def _in_process_lines(tmp_path: Path, spans: list[ReadableSpan]) -> bytes:
+    path = tmp_path / "in-process.jsonl"
+    exporter = JsonLinesSpanExporter(path)
+    exporter.export(spans)
+    exporter.shutdown()
+    return path.read_bytes()
+
+
+def _pid(exporter: ProcessSpanExporter) -> int:
+    process = exporter._process
+    assert process is not None
+    return process.process.pid
+
+
+def test_a_flushed_file_is_what_the_in_process_exporter_writes(tmp_path: Path) -> None:
+    spans = gateway_spans() + _sdk_spans(3)
+    path = tmp_path / "spans.jsonl"
+    exporter = ProcessSpanExporter("jsonl", str(path))
+    try:
+        assert exporter.export(spans[:3]) is SpanExportResult.SUCCESS
+        assert exporter.export(spans[3:]) is SpanExportResult.SUCCESS
+        assert exporter.force_flush(FLUSH_MS) is True
+        # Read before the stop: the flush's answer means the lines are in the file.
+        assert path.read_bytes() == _in_process_lines(tmp_path, spans)
+    finally:
+        exporter.shutdown()
+    assert exporter.export(spans) is SpanExportResult.FAILURE  # stopped
+    assert exporter.force_flush(FLUSH_MS) is False
+
+
+def test_a_stop_exports_everything_handed_over_first(tmp_path: Path) -> None:
+    spans = _sdk_spans(600)
+    path = tmp_path / "spans.jsonl"
+    exporter = ProcessSpanExporter("jsonl", str(path))
+    for start in range(0, len(spans), 100):
+        exporter.export(spans[start : start + 100])
+    pid = _pid(exporter)
+    exporter.shutdown()  # no flush
+    assert path.read_bytes() == _in_process_lines(tmp_path, spans)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # exited and reaped
+
+
+def test_an_exporter_it_cannot_make_stops_the_start_and_says_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ExportProcessError) as raised:
+        ProcessSpanExporter("jsonl", str(blocker / "spans.jsonl"))
+    message = str(raised.value)
+    assert message.startswith("telemetry.exporter jsonl: ")
+    assert "a-file" in message
+
+
+def test_a_dead_export_process_is_started_again_and_the_loss_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    exporter = ProcessSpanExporter("jsonl", str(path))
+    try:
+        first = _pid(exporter)
+        assert exporter._process is not None
+        exporter._process.process.kill()
+        exporter._process.process.wait()
+        # Too soon after its start: no second one yet, and the batch is lost.
+        monkeypatch.setattr(export_process, "RESTART_EVERY_S", 3600.0)
+        with caplog.at_level(logging.WARNING, logger=export_process.__name__):
+            assert exporter.export(_sdk_spans(2, "lost")) is SpanExportResult.FAILURE
+        assert "the span export process exited (code -9)" in caplog.text
+        assert exporter._process is None
+        monkeypatch.setattr(export_process, "RESTART_EVERY_S", 0.0)
+        kept = _sdk_spans(2, "kept")
+        with caplog.at_level(logging.WARNING, logger=export_process.__name__):
+            assert exporter.export(kept) is SpanExportResult.SUCCESS
+        assert "started again" in caplog.text
+        assert _pid(exporter) != first
+        assert exporter.force_flush(FLUSH_MS) is True
+        assert path.read_bytes() == _in_process_lines(tmp_path, kept)
+    finally:
+        exporter.shutdown()
+
+
+def test_a_terminals_interrupt_leaves_it_running(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    exporter = ProcessSpanExporter("jsonl", str(path))
+    try:
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            os.kill(_pid(exporter), stop)
+        spans = _sdk_spans(3)
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert exporter.force_flush(FLUSH_MS) is True
+        assert path.read_bytes() == _in_process_lines(tmp_path, spans)
+    finally:
+        exporter.shutdown()
+
+
+def test_a_stop_ends_an_export_process_that_stopped_taking_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_process, "EXIT_WAIT_S", 0.2)
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    pid = _pid(exporter)
+    os.kill(pid, signal.SIGSTOP)  # as a process hung on a collector: it reads nothing
+    results: list[SpanExportResult] = []
+    # More than a pipe holds: the write blocks until the export process reads.
+    big = _sdk_spans(3000)
+    writer = threading.Thread(target=lambda: results.append(exporter.export(big)))
+    writer.start()
+    try:
+        exporter.shutdown()  # before or after the writer took the lock: it returns
+        writer.join(30)
+        assert not writer.is_alive()
+        assert results == [SpanExportResult.FAILURE]
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # killed and reaped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+GATEWAY = textwrap.dedent(
+    """
+    import os, signal, sys
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from execgw.server.telemetry.export_process import ProcessSpanExporter
+
+    provider = TracerProvider()
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    for i in range(40):
+        provider.get_tracer("t").start_span(f"s{i}").end()
+    spans = recorded.get_finished_spans()
+    exporter = ProcessSpanExporter("jsonl", sys.argv[1])
+    exporter.export(spans[:20])
+    assert exporter.force_flush(20_000)
+    exporter.export(spans[20:])  # handed over, never flushed
+    print(exporter._process.process.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_it_outlives_a_killed_gateway_only_to_export_what_it_was_handed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    gateway = subprocess.run(
+        [sys.executable, "-c", GATEWAY, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert gateway.returncode == -signal.SIGKILL, gateway.stderr
+    pid = int(gateway.stdout.strip())
+    try:
+        exited = os.pidfd_open(pid)
+    except ProcessLookupError:
+        exited = None  # gone already
+    if exited is not None:
+        try:
+            # Readable once the process has exited.
+            readable, _, _ = select.select([exited], [], [], 30)
+            assert readable, "the export process outlived its gateway"
+        finally:
+            os.close(exited)
+    names = [line.split('"name": "', 1)[1].split('"', 1)[0] for line in _lines(path)]
+    assert names == [f"s{i}" for i in range(40)]
+
+
+def _lines(path: Path) -> list[str]:
+    import json
+
+    return [json.dumps(json.loads(line)) for line in path.read_text().splitlines()]
