@@ -149,3 +149,11 @@ def test_any_valid_attributes_cross_unchanged(attributes: dict[str, Any]) -> Non
     (got,) = _crossed(SpanSender(), SpanReceiver(), [sent])
     _same(sent, got)
     assert dict(got.attributes or {}) == dict(sent.attributes or {})
+
+
+def test_a_received_span_has_every_field_readable_span_init_sets() -> None:
+    """The receiver sets ReadableSpan's fields itself (for speed): an SDK that adds one
+    must fail here, not in an exporter."""
+    sent = ReadableSpan("plain", context=REMOTE, resource=Resource({}))
+    (got,) = _crossed(SpanSender(), SpanReceiver(), [sent])
+    assert set(vars(got)) - {"_drops"} == set(vars(sent))

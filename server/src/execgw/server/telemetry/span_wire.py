@@ -199,9 +199,11 @@ class SpanReceiver:
             self._scopes[key] = InstrumentationScope(
                 name, version, scope_schema_url, scope_attributes
             )
-        return [self._span(span) for span in wire]
+        # An order's spans share their parent (the call's span): each context made once.
+        contexts: dict[WireContext, SpanContext] = {}
+        return [self._span(span, contexts) for span in wire]
 
-    def _span(self, wire: WireSpan) -> ReadableSpan:
+    def _span(self, wire: WireSpan, contexts: dict[WireContext, SpanContext]) -> ReadableSpan:
         (
             name,
             context,
@@ -217,20 +219,32 @@ class SpanReceiver:
             scope_key,
             drops,
         ) = wire
-        span = ReceivedSpan(
-            name,
-            context=None if context is None else _span_context(context),
-            parent=None if parent is None else _span_context(parent),
-            resource=self._resources[resource_key],
-            attributes=attributes,
-            events=tuple(Event(n, a, timestamp=t) for n, a, t in events),
-            links=tuple(Link(_span_context(c), a) for c, a in links),
-            kind=_KINDS[kind],
-            status=_UNSET if status is None else Status(_CODES[status[0]], status[1]),
-            start_time=start,
-            end_time=end,
-            instrumentation_scope=None if scope_key is None else self._scopes[scope_key],
-        )
-        if drops != _NO_DROPS:
-            span._drops = drops
+        if parent is not None:
+            made = contexts.get(parent)
+            if made is None:
+                made = contexts[parent] = _span_context(parent)
+            parent = made
+        span = _new_span(ReceivedSpan)
+        # ReadableSpan.__init__'s fields, as it sets them (it would make a Resource and a
+        # Status per span when given none).
+        span.__dict__ = {
+            "_name": name,
+            "_context": None if context is None else _span_context(context),
+            "_kind": _KINDS[kind],
+            "_instrumentation_info": None,
+            "_instrumentation_scope": None if scope_key is None else self._scopes[scope_key],
+            "_parent": parent,
+            "_start_time": start,
+            "_end_time": end,
+            "_attributes": attributes,
+            "_events": tuple([Event(n, a, timestamp=t) for n, a, t in events]) if events else (),
+            "_links": tuple([Link(_span_context(c), a) for c, a in links]) if links else (),
+            "_resource": self._resources[resource_key],
+            "_status": _UNSET if status is None else Status(_CODES[status[0]], status[1]),
+            "_drops": drops,
+        }
         return span
+
+
+def _new_span(kind: type[ReceivedSpan]) -> ReceivedSpan:
+    return kind.__new__(kind)
