@@ -24,6 +24,14 @@ REMOTE = SpanContext(
 )
 
 
+class Tag(str):
+    """A str of an application's own: the export process could not import its class."""
+
+
+# A local parent's context, sampled.
+SAMPLED = SpanContext(0x1F, 0x2F, False, TraceFlags(TraceFlags.SAMPLED))
+
+
 def gateway_spans() -> list[ReadableSpan]:
     """The gateway's own spans, of every shape an order's trace has and a few more."""
     provider = TracerProvider(

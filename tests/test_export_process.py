@@ -5,30 +5,36 @@ over, and a dead, interrupted or orphaned export process does what it says."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import resource
 import select
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from execgw.server.telemetry import export_process
+from execgw.server.config import TelemetryConfig
+from execgw.server.telemetry import batching, export_process, logs, tracing
+from execgw.server.telemetry.batching import SpanBatcher
 from execgw.server.telemetry.export_process import ExportProcessError, ProcessSpanExporter
 from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
 
 if TYPE_CHECKING:
-    from tests.span_samples import gateway_spans
+    from tests.span_samples import SAMPLED, Tag, gateway_spans
 else:
-    from span_samples import gateway_spans
+    from span_samples import SAMPLED, Tag, gateway_spans
 
 FLUSH_MS = 20_000
 
@@ -217,6 +223,190 @@ def test_it_outlives_a_killed_gateway_only_to_export_what_it_was_handed(
 
 
 def _lines(path: Path) -> list[str]:
-    import json
-
     return [json.dumps(json.loads(line)) for line in path.read_text().splitlines()]
+
+
+class _Recorded(subprocess.Popen):  # type: ignore[type-arg]
+    """Popen, remembering every process it started."""
+
+    started: ClassVar[list[subprocess.Popen[bytes]]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _Recorded.started.append(self)
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The export processes a test starts."""
+    _Recorded.started = []
+    monkeypatch.setattr(subprocess, "Popen", _Recorded)
+    return _Recorded.started
+
+
+def test_an_export_process_that_dies_at_once_is_said_so_at_once(
+    monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+) -> None:
+    monkeypatch.setattr(export_process, "_BOOT", "import sys; sys.exit(3)")
+    with pytest.raises(ExportProcessError, match=r"exited \(code 3\) before it was ready"):
+        ProcessSpanExporter("jsonl", "unused.jsonl")
+    assert [p.returncode for p in started] == [3]
+
+
+def test_an_export_process_that_never_answers_is_killed(
+    monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+) -> None:
+    monkeypatch.setattr(export_process, "READY_WAIT_S", 0.5)
+    monkeypatch.setattr(export_process, "_BOOT", "import time; time.sleep(600)")
+    with pytest.raises(ExportProcessError, match="did not start within"):
+        ProcessSpanExporter("jsonl", "unused.jsonl")
+    assert [p.returncode for p in started] == [-signal.SIGKILL]
+
+
+def test_a_stop_starts_no_export_process_while_the_queue_drains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """The batch processor drains its queue at a stop: its exports, once the stop began,
+    must not start a new export process (which could be stuck as the last one was)."""
+    monkeypatch.setattr(export_process, "LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(export_process, "RESTART_EVERY_S", 0.0)
+    monkeypatch.setattr(batching, "SHUTDOWN_WAIT_S", 0.2)
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    processor = SpanBatcher(exporter, max_queue_size=10_000, schedule_delay_s=3600.0)
+    os.kill(started[0].pid, signal.SIGSTOP)
+    try:
+        for span in _sdk_spans(4000):  # full batches: the worker blocks writing one
+            processor.on_end(span)
+        processor.shutdown()
+        processor._worker.join(30)  # it drains the rest of the queue after the stop
+        assert not processor._worker.is_alive()
+        assert len(started) == 1
+        assert started[0].wait(30) == -signal.SIGKILL
+        assert exporter.lost > 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(started[0].pid, signal.SIGKILL)
+
+
+def test_a_span_with_values_of_other_types_crosses_and_the_next_batches_too(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    exporter = ProcessSpanExporter("jsonl", str(path))
+    try:
+        odd = ReadableSpan(
+            "odd",
+            context=SAMPLED,
+            resource=Resource({"service.name": "svc"}),
+            attributes={"tag": Tag("fx"), "lock": threading.Lock()},  # type: ignore[dict-item]
+            start_time=1,
+            end_time=2,
+        )
+        assert exporter.export([odd]) is SpanExportResult.SUCCESS
+        later = _sdk_spans(2)
+        assert exporter.export(later) is SpanExportResult.SUCCESS
+        assert exporter.force_flush(FLUSH_MS) is True
+    finally:
+        exporter.shutdown()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["name"] for line in lines] == ["odd", "sdk0", "sdk1"]
+    assert lines[0]["attributes"] == {"tag": "fx"}
+
+
+def test_lost_spans_are_counted_and_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(export_process, "RESTART_EVERY_S", 3600.0)
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    assert exporter._process is not None
+    exporter._process.process.kill()
+    exporter._process.process.wait()
+    with caplog.at_level(logging.WARNING, logger=export_process.__name__):
+        assert exporter.export(_sdk_spans(2)) is SpanExportResult.FAILURE
+        assert exporter.export(_sdk_spans(3)) is SpanExportResult.FAILURE  # within the minute
+        exporter.shutdown()
+    assert exporter.lost == 5
+    assert "2 spans lost: no span export process is running" in caplog.text
+    assert "3 more spans lost (5 in all)" in caplog.text
+
+
+def test_a_flush_that_timed_out_does_not_answer_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    exporter = ProcessSpanExporter("jsonl", str(path))
+    try:
+        pid = _pid(exporter)
+        os.kill(pid, signal.SIGSTOP)
+        assert exporter.force_flush(100) is False  # its answer comes later
+        os.kill(pid, signal.SIGCONT)
+        spans = _sdk_spans(300)
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert exporter.force_flush(FLUSH_MS) is True
+        assert path.read_bytes() == _in_process_lines(tmp_path, spans)
+    finally:
+        exporter.shutdown()
+
+
+def test_it_works_with_descriptors_past_select_s_limit(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"at most {hard} open files here")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1030:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        path = tmp_path / "spans.jsonl"
+        exporter = ProcessSpanExporter("jsonl", str(path))
+        try:
+            spans = _sdk_spans(2)
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+            assert exporter.force_flush(FLUSH_MS) is True
+        finally:
+            exporter.shutdown()
+        assert path.read_bytes() == _in_process_lines(tmp_path, spans)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_no_export_process_for_a_gateway_that_cannot_attach(
+    monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+) -> None:
+    monkeypatch.setattr(tracing, "_pipelines", lambda resource, *, create: None)
+    pipeline = tracing.SpanPipeline(TelemetryConfig(exporter="jsonl"), Resource({}))
+    assert not pipeline.exporting
+    pipeline.close()
+    assert started == []
+
+
+def test_secrets_stay_out_of_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+) -> None:
+    monkeypatch.setenv("KITE_ACCESS_TOKEN", "kite-secret")
+    monkeypatch.setenv("EXECGW_JOURNAL_HMAC_KEY", "hmac-secret")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=desk")
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    try:
+        environment = Path(f"/proc/{started[0].pid}/environ").read_bytes().split(b"\0")
+    finally:
+        exporter.shutdown()
+    assert b"OTEL_EXPORTER_OTLP_HEADERS=x-team=desk" in environment
+    assert not [v for v in environment if b"secret" in v]
+
+
+def test_it_logs_in_the_gateways_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(logs, "_configured", ("INFO", "json"))
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    try:
+        process = exporter._process
+        assert process is not None
+        assert process.send(b"not marshal", time.monotonic() + 30)
+        assert exporter.force_flush(FLUSH_MS) is True  # read after the bad frame
+    finally:
+        exporter.shutdown()
+    (line,) = [line for line in capfd.readouterr().err.splitlines() if "could not be read" in line]
+    assert json.loads(line)["level"] == "ERROR"

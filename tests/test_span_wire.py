@@ -4,12 +4,15 @@ exporter reads) and the same counts of what the SDK's limits dropped."""
 
 from __future__ import annotations
 
-import pickle
+import marshal
+import threading
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -18,23 +21,26 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import TraceFlags
 
 from execgw.server.telemetry import span_wire
-from execgw.server.telemetry.span_wire import SpanReceiver, SpanSender
+from execgw.server.telemetry.span_wire import SpanReceiver, SpanSender, builtins_only
 from execgw.server.telemetry.spans import GatewayTracer
 
 if TYPE_CHECKING:
-    from tests.span_samples import REMOTE, gateway_spans
+    from tests.span_samples import REMOTE, Tag, gateway_spans
 else:
-    from span_samples import REMOTE, gateway_spans
+    from span_samples import REMOTE, Tag, gateway_spans
 
 
 def _crossed(sender: SpanSender, receiver: SpanReceiver, spans: list[ReadableSpan]) -> list[Any]:
-    """The spans as the export process rebuilds them, through a real pickle."""
-    payload = pickle.dumps(("spans", sender.batch(spans)), protocol=pickle.HIGHEST_PROTOCOL)
-    return receiver.spans(pickle.loads(payload)[1])
+    """The spans as the export process rebuilds them, through a real marshal."""
+    payload = marshal.dumps(("spans", sender.batch(spans)))
+    return receiver.spans(marshal.loads(payload)[1])
 
 
 def _same(sent: ReadableSpan, received: ReadableSpan) -> None:
     assert received.to_json() == sent.to_json()
+    # What the OTLP exporter sends, which reads more than to_json (drop counts of
+    # events and links among them).
+    assert encode_spans([received]) == encode_spans([sent])
     assert received.dropped_attributes == sent.dropped_attributes
     assert received.dropped_events == sent.dropped_events
     assert received.dropped_links == sent.dropped_links
@@ -62,7 +68,13 @@ def test_the_gateways_spans_cross_unchanged() -> None:
 
 def test_sdk_spans_cross_with_what_their_limits_dropped() -> None:
     provider = TracerProvider(
-        span_limits=SpanLimits(max_span_attributes=2, max_events=1, max_links=1)
+        span_limits=SpanLimits(
+            max_span_attributes=2,
+            max_events=1,
+            max_links=1,
+            max_event_attributes=1,
+            max_link_attributes=1,
+        )
     )
     recorded = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(recorded))
@@ -70,15 +82,19 @@ def test_sdk_spans_cross_with_what_their_limits_dropped() -> None:
     span = sdk.start_span(
         "theirs",
         attributes={"a": 1, "b": 2, "c": 3},
-        links=[trace.Link(REMOTE), trace.Link(REMOTE, {"k": "v"})],
+        links=[trace.Link(REMOTE), trace.Link(REMOTE, {"k": "v", "k2": "w"})],
     )
     span.add_event("one", {"x": 1})
-    span.add_event("two")
+    span.add_event("two", {"x": 1, "y": 2})
     span.end()
     sent = recorded.get_finished_spans()[0]
     assert (sent.dropped_attributes, sent.dropped_events, sent.dropped_links) == (1, 1, 1)
+    assert sent.events[0].dropped_attributes == 1
+    assert sent.links[0].dropped_attributes == 1
     (got,) = _crossed(SpanSender(), SpanReceiver(), [sent])
     _same(sent, got)
+    assert got.events[0].dropped_attributes == 1
+    assert got.links[0].dropped_attributes == 1
 
 
 def test_a_plain_readable_span_without_a_scope_or_times_crosses() -> None:
@@ -157,3 +173,25 @@ def test_a_received_span_has_every_field_readable_span_init_sets() -> None:
     sent = ReadableSpan("plain", context=REMOTE, resource=Resource({}))
     (got,) = _crossed(SpanSender(), SpanReceiver(), [sent])
     assert set(vars(got)) - {"_drops"} == set(vars(sent))
+
+
+def test_values_marshal_does_not_take_cross_as_plain_values_or_not_at_all() -> None:
+    lock = threading.Lock()
+    sent = ReadableSpan(
+        Tag("named"),
+        context=REMOTE,
+        resource=Resource({"service.name": Tag("svc")}),
+        attributes={"tag": Tag("fx"), "n": True, "lock": lock, "tags": (Tag("a"), "b")},  # type: ignore[dict-item]
+    )
+    batch = SpanSender().batch([sent])
+    with pytest.raises(ValueError, match="unmarshallable"):
+        marshal.dumps(batch)
+    plain = builtins_only(batch)
+    (got,) = SpanReceiver().spans(marshal.loads(marshal.dumps(plain)))
+    assert type(got.name) is str
+    assert got.name == "named"
+    assert dict(got.attributes or {}) == {"tag": "fx", "n": True, "tags": ("a", "b")}
+    assert type((got.attributes or {})["tag"]) is str
+    assert dict(got.resource.attributes) == {"service.name": "svc"}
+    # Everything else as it was.
+    assert builtins_only(SpanSender().batch(gateway_spans())) is not None

@@ -36,7 +36,7 @@ class ServeExit(enum.IntEnum):
     # unusable, or a non-loopback listen address without TLS and auth (server.insecure)
     CONFIG = 2
     JOURNAL = 3  # journal unreadable, corrupt, newer, or its chain/key does not match
-    CANNOT_START = 4  # any other OS error while starting
+    CANNOT_START = 4  # any other OS error while starting, or no span export process
     JOURNAL_IN_USE = 5  # another process writes this journal
     LISTEN = 6  # the listen address is in use, does not resolve or is not local
 
@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     from execgw.server.app import serve
     from execgw.server.journal import JournalError, JournalInUse
     from execgw.server.listen import ListenFailed
+    from execgw.server.telemetry.export_process import ExportProcessError
 
     try:
         config = load_config(Path(args.config)) if args.config else GatewayConfig()
@@ -66,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _refuse(f"config error: {e}", ServeExit.CONFIG)
     except NotImplementedError as e:
         return _refuse(str(e), ServeExit.CONFIG)
-    except OSError as e:
+    except (OSError, ExportProcessError) as e:
         return _refuse(f"cannot start: {e}", ServeExit.CANNOT_START)
     return ServeExit.STOPPED
 

@@ -1,12 +1,10 @@
-"""The span export process: `python -m execgw.server.telemetry.export_worker KIND`
-(started by telemetry.export_process).
+"""The span export process (started by telemetry.export_process).
 
 A gateway that exports spans (console, jsonl, otlp) starts one of these and hands it
 its finished spans; this process encodes and ships them, so that the encoding (a JSON
-line, an OTLP message per span) takes none of the gateway's interpreter lock. See
-telemetry.export_process for the gateway's side.
+line, an OTLP message per span) takes none of the gateway's interpreter lock.
 
-On its standard input, frames: a 4-byte big-endian length, then a pickled message:
+On its standard input, frames: a 4-byte big-endian length, then a marshalled message:
 - ("spans", WireBatch): export these;
 - ("flush", seq, timeout_ms): force the exporter's flush, then answer.
 On the file descriptor `--answers`, one line per message that wants an answer:
@@ -15,9 +13,9 @@ On the file descriptor `--answers`, one line per message that wants an answer:
 
 Its lifetime is the gateway's: it exits when its input closes (the gateway stopped,
 or died), after exporting what it holds and shutting its exporter down. It ignores
-SIGINT and SIGTERM, which a terminal or a service manager sends to the gateway's
-whole process group: the gateway's stop, closing the input, is what ends it, with
-its last spans exported.
+SIGINT, SIGTERM and SIGHUP (the gateway starts it so), which a terminal or a service
+manager sends to the gateway's whole process group: the gateway's stop, closing the
+input, is what ends it, with its last spans exported.
 """
 
 from __future__ import annotations
@@ -25,9 +23,8 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import marshal
 import os
-import pickle
-import signal
 import sys
 from pathlib import Path
 from typing import IO
@@ -36,6 +33,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from execgw.server.heap import YOUNG_OBJECTS_PER_COLLECTION
 from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
+from execgw.server.telemetry.logs import LOG_FORMATS, configure_logging
 from execgw.server.telemetry.span_wire import SpanReceiver
 
 log = logging.getLogger("execgw.server.telemetry.export")
@@ -70,24 +68,45 @@ def read_frame(source: IO[bytes]) -> bytes | None:
     return payload if len(payload) == size else None
 
 
-def serve(exporter: SpanExporter, source: IO[bytes], answers: IO[bytes]) -> None:
+class _Answers:
+    """The answer lines; once the gateway is gone (nobody reads them), none are sent,
+    and the spans it handed over are still exported."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._sink: IO[bytes] | None = sink
+
+    def say(self, line: str) -> None:
+        if self._sink is None:
+            return
+        try:
+            self._sink.write(f"{line}\n".encode())
+        except OSError:
+            self._sink = None
+
+
+def serve(exporter: SpanExporter, source: IO[bytes], answers: _Answers) -> None:
     receiver = SpanReceiver()
     try:
         while (payload := read_frame(source)) is not None:
-            message = pickle.loads(payload)
-            if message[0] == "spans":
+            try:
+                message = marshal.loads(payload)
+                kind = message[0]
+            except (ValueError, EOFError, TypeError, IndexError):
+                log.exception("a frame from the gateway could not be read: skipped")
+                continue
+            if kind == "spans":
                 try:
                     exporter.export(receiver.spans(message[1]))
                 except Exception:  # an exporter's bug loses this batch, not the next
                     log.exception("exporting %d spans failed", len(message[1][2]))
-            elif message[0] == "flush":
+            elif kind == "flush":
                 seq, timeout_ms = message[1], message[2]
                 try:
                     flushed = exporter.force_flush(timeout_ms)
                 except Exception:
                     log.exception("flushing the span exporter failed")
                     flushed = False
-                answers.write(f"flushed {seq} {int(bool(flushed))}\n".encode())
+                answers.say(f"flushed {seq} {int(flushed is not False)}")
     finally:
         exporter.shutdown()
 
@@ -97,26 +116,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--path", default="")
     parser.add_argument("--answers", type=int, required=True)
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     args = parser.parse_args(argv)
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, signal.SIG_IGN)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    with os.fdopen(args.answers, "wb", buffering=0) as answers:
+    configure_logging(args.log_level, args.log_format)
+    with os.fdopen(args.answers, "wb", buffering=0) as sink:
+        answers = _Answers(sink)
         try:
             exporter = local_span_exporter(args.kind, args.path)
         except Exception as e:
             reason = f"{type(e).__name__}: {e}".replace("\n", " ")
-            answers.write(f"failed: {reason}\n".encode())
+            answers.say(f"failed: {reason}")
             return 1
         # What it holds for good (modules, the exporter) out of the collector's way, and
         # generation 0 every 10,000 young objects, as the gateway's (heap.py): a batch
         # makes thousands, all garbage once exported (~25% of the time per span at 700).
         gc.freeze()
         gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, *gc.get_threshold()[1:])
-        answers.write(b"ready\n")
+        answers.say("ready")
         serve(exporter, sys.stdin.buffer, answers)
     return 0
 

@@ -133,6 +133,14 @@ class _Enqueue(logging.handlers.QueueHandler):
 
 LOG_QUEUE_CAPACITY = 10_000
 _listener: logging.handlers.QueueListener | None = None
+# What configure_logging was last asked for: the span export process logs alike.
+_configured: tuple[str, LogFormat] = ("WARNING", "text")
+
+
+def configured() -> tuple[str, LogFormat]:
+    """The level and format configure_logging set (WARNING and text if it was not
+    called: a test, an embedding application)."""
+    return _configured
 
 
 def configure_logging(level: str, log_format: LogFormat = "text") -> None:
@@ -140,10 +148,11 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
 
     Like logging.basicConfig, it leaves a root logger that someone else gave handlers
     (a test runner capturing logs) alone."""
-    global _listener
+    global _listener, _configured
     root = logging.getLogger()
     if any(not isinstance(h, _Enqueue) for h in root.handlers):
         return
+    _configured = (level.upper(), log_format)
     writer = _Handler(sys.stderr)
     writer.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler = _Enqueue(LOG_QUEUE_CAPACITY)

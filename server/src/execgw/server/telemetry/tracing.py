@@ -222,9 +222,11 @@ class SpanPipeline:
     """One gateway's exporter, attached to the global provider while the gateway runs."""
 
     def __init__(self, config: TelemetryConfig, resource: Resource) -> None:
-        exporter = span_exporter(config)
         self._processor: SpanBatcher | None = None
-        self._pipelines = _pipelines(resource, create=exporter is not None)
+        self._pipelines = _pipelines(resource, create=config.exporter != "none")
+        # Only with somewhere to attach it: an export process nothing feeds would outlive
+        # the gateway's stop (close() has no processor to shut down).
+        exporter = None if self._pipelines is None else span_exporter(config)
         if exporter is not None and self._pipelines is not None:
             # Exports on its own thread and drops spans (never blocks) when its queue is
             # full: OTEL_BSP_* tune it. Its queue here holds a few seconds of a busy
