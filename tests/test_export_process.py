@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import marshal
 import os
 import resource
 import select
@@ -26,9 +27,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from execgw.server.config import TelemetryConfig
-from execgw.server.telemetry import batching, export_process, logs, tracing
+from execgw.server.telemetry import batching, export_process, export_worker, logs, tracing
 from execgw.server.telemetry.batching import SpanBatcher
-from execgw.server.telemetry.export_process import ExportProcessError, ProcessSpanExporter
+from execgw.server.telemetry.export_process import ExportProcessError, ProcessSpanExporter, Sent
 from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ def test_a_stop_ends_an_export_process_that_stopped_taking_spans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(export_process, "EXIT_WAIT_S", 0.2)
+    monkeypatch.setattr(export_process, "LOCK_WAIT_S", 0.2)
     exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
     pid = _pid(exporter)
     os.kill(pid, signal.SIGSTOP)  # as a process hung on a collector: it reads nothing
@@ -159,7 +161,10 @@ def test_a_stop_ends_an_export_process_that_stopped_taking_spans(
     writer = threading.Thread(target=lambda: results.append(exporter.export(big)))
     writer.start()
     try:
+        began = time.monotonic()
         exporter.shutdown()  # before or after the writer took the lock: it returns
+        # Bounded by its waits (0.2 s each), not by the send's 30 s.
+        assert time.monotonic() - began < 10
         writer.join(30)
         assert not writer.is_alive()
         assert results == [SpanExportResult.FAILURE]
@@ -410,3 +415,151 @@ def test_it_logs_in_the_gateways_format(
         exporter.shutdown()
     (line,) = [line for line in capfd.readouterr().err.splitlines() if "could not be read" in line]
     assert json.loads(line)["level"] == "ERROR"
+
+
+def test_a_flush_behind_a_full_pipe_fails_without_killing_the_export_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of the flush was written: the stream is intact and the export process
+    (and the spans it holds) must live on."""
+    monkeypatch.setattr(export_process, "SEND_WAIT_S", 0.05)
+    path = tmp_path / "spans.jsonl"
+    exporter = ProcessSpanExporter("jsonl", str(path))
+    try:
+        pid = _pid(exporter)
+        os.kill(pid, signal.SIGSTOP)
+        handed: list[ReadableSpan] = []
+        # One-span batches, each written whole, until the pipe takes no more; then
+        # flush frames of no one's (each written whole or not at all) to fill it up.
+        while True:
+            span = _sdk_spans(1, f"p{len(handed)}-")
+            if exporter.export(span) is SpanExportResult.FAILURE:
+                break
+            handed.extend(span)
+        process = exporter._process
+        assert process is not None
+        filler = marshal.dumps(("flush", -1, 0))
+        while process.send(filler, time.monotonic()) is Sent.WHOLE:
+            pass
+        assert exporter.force_flush(50) is False
+        os.kill(pid, signal.SIGCONT)
+        assert exporter.force_flush(FLUSH_MS) is True
+        assert _pid(exporter) == pid  # the same export process
+        assert path.read_bytes() == _in_process_lines(tmp_path, handed)
+    finally:
+        exporter.shutdown()
+
+
+def test_a_stop_during_a_restart_leaves_no_export_process_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+) -> None:
+    monkeypatch.setattr(export_process, "RESTART_EVERY_S", 0.0)
+    monkeypatch.setattr(export_process, "LOCK_WAIT_S", 0.1)
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    started[0].kill()
+    started[0].wait()
+    starting, stopped = threading.Event(), threading.Event()
+    ready = export_process._ExportProcess.wait_ready
+
+    def ready_after_the_stop(process: Any, timeout_s: float) -> str | None:
+        starting.set()
+        stopped.wait(30)  # the stop comes while the new one starts
+        return ready(process, timeout_s)
+
+    monkeypatch.setattr(export_process._ExportProcess, "wait_ready", ready_after_the_stop)
+    results: list[SpanExportResult] = []
+    restarting = threading.Thread(target=lambda: results.append(exporter.export(_sdk_spans(1))))
+    restarting.start()
+    try:
+        assert starting.wait(30)
+        exporter.shutdown()
+    finally:
+        stopped.set()
+        restarting.join(30)
+    assert results == [SpanExportResult.FAILURE]
+    assert len(started) == 2
+    assert all(process.poll() is not None for process in started)
+
+
+def test_a_pipelines_stop_is_bounded_with_a_stuck_export_process(
+    monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """The batch processor's worker, stuck handing a batch over, gives up by the stop's
+    deadline: the stop does not wait for the send's own 30 s, and starts nothing."""
+    monkeypatch.setattr(tracing, "SPANS_STOP_S", 0.5)
+    monkeypatch.setattr(tracing, "FLUSH_TIMEOUT_MS", 200)
+    monkeypatch.setattr(export_process, "EXIT_WAIT_S", 0.2)
+    monkeypatch.setattr(export_process, "RESTART_EVERY_S", 0.0)
+    config = TelemetryConfig(exporter="jsonl", path=str(tmp_path / "spans.jsonl"))
+    pipeline = tracing.SpanPipeline(config, Resource({}))
+    assert pipeline.exporting
+    assert pipeline._processor is not None
+    os.kill(started[0].pid, signal.SIGSTOP)
+    for span in _sdk_spans(4000):
+        pipeline._processor.on_end(span)
+    began = time.monotonic()
+    try:
+        pipeline.close()
+        assert time.monotonic() - began < 10
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(started[0].pid, signal.SIGKILL)
+    assert len(started) == 1
+    assert started[0].wait(30) == -signal.SIGKILL
+
+
+def test_an_orphaned_export_process_stops_exporting_after_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits: list[int] = []
+    exited = threading.Event()
+
+    def record_exit(code: int) -> None:
+        exits.append(code)
+        exited.set()
+
+    monkeypatch.setattr(export_worker, "ORPHAN_EXIT_S", 0.1)
+    monkeypatch.setattr(os, "_exit", record_exit)
+    monkeypatch.setattr(export_worker, "_exited", threading.Event())
+    # A parent it never had: gone from the first check.
+    export_worker._watch_parent(-1, check_every_s=0.01)
+    assert exited.wait(30)
+    assert exits == [3]
+
+
+def test_an_export_process_that_finished_is_not_cut_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(export_worker, "ORPHAN_EXIT_S", 30.0)
+    monkeypatch.setattr(os, "_exit", exits.append)
+    done = threading.Event()
+    done.set()  # serving ended: the gateway's stop closed its input
+    monkeypatch.setattr(export_worker, "_exited", done)
+    before = {t.name for t in threading.enumerate()}
+    export_worker._watch_parent(-1, check_every_s=0.01)
+    watcher = next(t for t in threading.enumerate() if t.name not in before)
+    watcher.join(30)
+    assert not watcher.is_alive()
+    assert exits == []
+
+
+def test_a_gateway_whose_export_process_cannot_start_exits_4(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        f"journal:\n  path: {tmp_path / 'journal.db'}\n"
+        f"telemetry:\n  exporter: jsonl\n  path: {blocker / 'spans.jsonl'}\n",
+        encoding="utf-8",
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "execgw.server.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 4, run.stderr
+    assert "cannot start: telemetry.exporter jsonl: " in run.stderr

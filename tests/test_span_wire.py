@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import marshal
 import threading
+from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -186,7 +187,8 @@ def test_values_marshal_does_not_take_cross_as_plain_values_or_not_at_all() -> N
     batch = SpanSender().batch([sent])
     with pytest.raises(ValueError, match="unmarshallable"):
         marshal.dumps(batch)
-    plain = builtins_only(batch)
+    plain, left_out = builtins_only(batch)
+    assert left_out == 0
     (got,) = SpanReceiver().spans(marshal.loads(marshal.dumps(plain)))
     assert type(got.name) is str
     assert got.name == "named"
@@ -194,4 +196,35 @@ def test_values_marshal_does_not_take_cross_as_plain_values_or_not_at_all() -> N
     assert type((got.attributes or {})["tag"]) is str
     assert dict(got.resource.attributes) == {"service.name": "svc"}
     # Everything else as it was.
-    assert builtins_only(SpanSender().batch(gateway_spans())) is not None
+    usual = SpanSender().batch(gateway_spans())
+    assert builtins_only(usual) == (usual, 0)
+
+
+class Side(str, Enum):  # noqa: UP042 (the mixin str() misreads, unlike StrEnum)
+    BUY = "buy"
+
+
+class Level(IntEnum):
+    HIGH = 3
+
+
+def test_enums_of_an_application_cross_as_their_values() -> None:
+    sent = ReadableSpan(
+        "s",
+        context=REMOTE,
+        resource=Resource({}),
+        attributes={"side": Side.BUY, "level": Level.HIGH, "sides": (Side.BUY,)},
+    )
+    plain, left_out = builtins_only(SpanSender().batch([sent]))
+    (got,) = SpanReceiver().spans(marshal.loads(marshal.dumps(plain)))
+    assert dict(got.attributes or {}) == {"side": "buy", "level": 3, "sides": ("buy",)}
+    assert type((got.attributes or {})["level"]) is int
+    assert left_out == 0
+
+
+def test_a_span_with_a_name_of_no_plain_type_is_left_out_alone() -> None:
+    good = ReadableSpan("good", context=REMOTE, resource=Resource({}))
+    bad = ReadableSpan(object(), context=REMOTE, resource=Resource({}))  # type: ignore[arg-type]
+    plain, left_out = builtins_only(SpanSender().batch([good, bad, good]))
+    assert left_out == 1
+    assert [span.name for span in SpanReceiver().spans(plain)] == ["good", "good"]

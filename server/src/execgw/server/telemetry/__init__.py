@@ -6,7 +6,7 @@
   global provider's span pipelines
 - jsonl: the JSON-lines span exporter
 - export_process, export_worker, span_wire: the exporter runs in a process of its own,
-  which receives the finished spans as pickled tuples
+  which receives the finished spans as marshalled tuples
 - metrics: the instruments and what feeds them (bus events, core hooks)
 - prometheus: the scrape endpoint
 - logs: text and JSON log formats with trace, span and session ids

@@ -13,7 +13,10 @@ What stays as it was:
   that cannot be handed over is lost, never waited for past SEND_WAIT_S, and the loss
   is logged (at most once a minute) and counted in `lost`;
 - `force_flush` returns True once every span handed over before it is exported;
-- `shutdown` closes the input, and the export process exports what it holds first.
+- `shutdown` closes the input, and the export process exports what it holds first;
+  once a stop is coming (`stopping_by`, tracing.SPANS_STOP_S), batches are handed over
+  by its deadline or lost, and no export process starts again, so a stop stays short
+  even with an exporter stuck on a collector.
 
 The export process:
 - starts with the gateway, which waits for its "ready": an exporter it cannot make (a
@@ -24,13 +27,15 @@ The export process:
 - gets the environment's OTEL_*, proxy and locale variables and the like, never the
   gateway's secrets (broker credentials, the journal's HMAC key);
 - logs at the gateway's level and in its format (--log-format), to the same stderr;
-- if it dies, or takes no spans for SEND_WAIT_S (an exporter hung on a collector), the
-  spans it held are lost, and another starts, at most every RESTART_EVERY_S.
+- if it dies, or takes no spans for SEND_WAIT_S (an exporter hung on a collector: it is
+  killed), the spans it held are lost (said, but not counted: it held an unknown
+  number), and another starts, at most every RESTART_EVERY_S.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import marshal
 import os
@@ -61,9 +66,8 @@ SEND_WAIT_S = 30.0
 # Seconds a stop waits for a batch on its way over, before killing the export process
 # (and once more after).
 LOCK_WAIT_S = 2.0
-# Seconds a stop waits for the export process to export what it holds and exit. With
-# the batch processor's wait for its worker (30 s) and the gateway's last flush (5 s),
-# a stop stays within the service unit's TimeoutStopSec (60 s).
+# Seconds a stop waits for the export process to export what it holds and exit (after
+# tracing.SPANS_STOP_S at most for the last batches to be handed over).
 EXIT_WAIT_S = 10.0
 # Seconds at least between two starts of the export process.
 RESTART_EVERY_S = 5.0
@@ -103,6 +107,9 @@ _ENVIRONMENT_NAMES = frozenset(
         "HTTP_PROXY",
         "HTTPS_PROXY",
         "NO_PROXY",
+        # What some interpreters need to start at all (a custom build, an allocator).
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
     }
 )
 
@@ -117,6 +124,15 @@ def export_environment(environment: dict[str, str]) -> dict[str, str]:
 
 class ExportProcessError(RuntimeError):
     """The export process could not make its exporter, or did not start."""
+
+
+class Sent(enum.Enum):
+    WHOLE = "whole"
+    # Not taken in time, none of it written: the stream is intact.
+    NOTHING = "nothing"
+    # Not taken in time, part of it written: the export process would misread the rest
+    # of its input, so it must go.
+    CUT_SHORT = "cut short"
 
 
 class _Answers:
@@ -203,10 +219,10 @@ class _ExportProcess:
             return f"the export process exited (code {code}) before it was ready"
         return f"the export process did not start within {timeout_s:.0f} s"
 
-    def send(self, payload: bytes, deadline: float) -> bool:
-        """Write one frame; False if the export process did not take it by `deadline`
-        (then the frame is cut short: the process must go). OSError if it is gone."""
+    def send(self, payload: bytes, deadline: float) -> Sent:
+        """Write one frame, by `deadline`. OSError if the export process is gone."""
         frame = memoryview(len(payload).to_bytes(HEADER_BYTES, "big") + payload)
+        size = len(frame)
         while frame:
             try:
                 frame = frame[os.write(self._input, frame) :]
@@ -215,8 +231,8 @@ class _ExportProcess:
                 pass
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._writable.poll(remaining * 1000):
-                return False
-        return True
+                return Sent.NOTHING if len(frame) == size else Sent.CUT_SHORT
+        return Sent.WHOLE
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -256,6 +272,8 @@ class ProcessSpanExporter(SpanExporter):
         # Set by shutdown before it waits for the lock: no batch goes over, and no
         # export process starts, once a stop began.
         self._closing = False
+        # Set once a stop is coming (stopping_by): sends end by then, nothing restarts.
+        self._stop_deadline: float | None = None
         self._shut = False
         self.lost = 0
         self._lost_logged = 0
@@ -287,16 +305,34 @@ class ProcessSpanExporter(SpanExporter):
             log.warning(
                 "the span export process exited (code %s): the spans it held are lost", code
             )
-        if self._closing or time.monotonic() - self._started_at < RESTART_EVERY_S:
+        if self._stopping() or time.monotonic() - self._started_at < RESTART_EVERY_S:
             return None
         self._started_at = time.monotonic()
         try:
-            self._process = self._start()
+            started = self._start()
         except Exception as e:
             log.warning("cannot start the span export process again: %s", e)
             return None
+        if self._stopping():
+            # A stop began while it started (shutdown could not see it to end it).
+            started.close(0)
+            return None
+        self._process = started
         log.warning("the span export process started again")
-        return self._process
+        return started
+
+    def _stopping(self) -> bool:
+        return self._closing or self._stop_deadline is not None
+
+    def stopping_by(self, deadline: float) -> None:
+        """A stop is coming: hand over what comes by `deadline` (time.monotonic()) at
+        the latest, and start no export process again."""
+        self._stop_deadline = deadline
+
+    def _send_deadline(self) -> float:
+        deadline = time.monotonic() + SEND_WAIT_S
+        stop = self._stop_deadline
+        return deadline if stop is None else min(deadline, stop)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._lock:
@@ -306,17 +342,22 @@ class ProcessSpanExporter(SpanExporter):
             if process is None:
                 return self._lose(len(spans), "no span export process is running")
             try:
-                payload = self._payload(spans)
+                payload, left_out = self._payload(spans)
             except Exception:
                 # What this batch would have sent first (a resource) never went over.
                 self._sender.restart()
                 log.exception("cannot encode %d spans for the export process", len(spans))
                 return self._lose(len(spans), "spans that could not be encoded")
+            if left_out:
+                self._lose(left_out, "spans with a name or a time of no plain type")
             try:
-                sent = process.send(payload, time.monotonic() + SEND_WAIT_S)
+                sent = process.send(payload, self._send_deadline())
             except OSError as e:  # it died under us (a broken pipe)
                 return self._lose(len(spans), f"the export process is gone ({e})")
-            if not sent:
+            if sent is Sent.NOTHING:
+                self._sender.restart()  # what this batch would have sent first
+                return self._lose(len(spans), "the export process took no spans in time")
+            if sent is Sent.CUT_SHORT:
                 log.warning(
                     "the span export process took no spans for %.0f s (its exporter is "
                     "stuck: a collector that does not answer?): killed",
@@ -326,14 +367,16 @@ class ProcessSpanExporter(SpanExporter):
                 return self._lose(len(spans), "the export process was stuck")
         return SpanExportResult.SUCCESS
 
-    def _payload(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def _payload(self, spans: Sequence[ReadableSpan]) -> tuple[bytes, int]:
+        """The batch's frame, and how many of its spans it leaves out."""
         batch = self._sender.batch(spans)
         try:
-            return marshal.dumps(("spans", batch))
+            return marshal.dumps(("spans", batch)), 0
         except ValueError:
             # A value of a type the export process may not know (a str subclass of an
             # application's): as the plain value, or left out.
-            return marshal.dumps(("spans", builtins_only(batch)))
+            plain, left_out = builtins_only(batch)
+            return marshal.dumps(("spans", plain)), left_out
 
     def _lose(self, count: int, why: str) -> SpanExportResult:
         self.lost += count
@@ -356,10 +399,12 @@ class ProcessSpanExporter(SpanExporter):
             self._flushes += 1
             wanted = self._flushes
             try:
-                if not process.send(marshal.dumps(("flush", wanted, timeout_millis)), deadline):
-                    process.kill()  # a frame cut short: it cannot go on
-                    return False
+                sent = process.send(marshal.dumps(("flush", wanted, timeout_millis)), deadline)
             except OSError:
+                return False
+            if sent is not Sent.WHOLE:
+                if sent is Sent.CUT_SHORT:
+                    process.kill()  # it would misread what follows
                 return False
             while (line := process.answers.next_line(deadline)) is not None:
                 # Earlier answers are those of flushes that timed out.
@@ -381,14 +426,18 @@ class ProcessSpanExporter(SpanExporter):
                 log.warning("the span export process took no spans for a stop: killed")
                 process.kill()
             locked = self._lock.acquire(timeout=LOCK_WAIT_S)
+        if not locked:
+            # Still stuck (a process the kernel cannot end yet): whoever holds the lock
+            # closes it, seeing it gone; its pipes are not closed under that thread.
+            log.warning("the span export process could not be stopped cleanly")
+            return
         try:
             if self._shut:
                 return
             self._shut = True
             process, self._process = self._process, None
         finally:
-            if locked:
-                self._lock.release()
+            self._lock.release()
         if process is not None:
             process.close(EXIT_WAIT_S)
         if self.lost > self._lost_logged:

@@ -15,7 +15,10 @@ Its lifetime is the gateway's: it exits when its input closes (the gateway stopp
 or died), after exporting what it holds and shutting its exporter down. It ignores
 SIGINT, SIGTERM and SIGHUP (the gateway starts it so), which a terminal or a service
 manager sends to the gateway's whole process group: the gateway's stop, closing the
-input, is what ends it, with its last spans exported.
+input, is what ends it, with its last spans exported. If the gateway is killed, it
+exports what it was handed and exits; if that takes more than ORPHAN_EXIT_S (an
+exporter stuck on a collector), it exits anyway, the rest lost, so that a service
+manager waiting for the gateway's processes to end is not held up.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import logging
 import marshal
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -40,6 +44,10 @@ log = logging.getLogger("execgw.server.telemetry.export")
 
 KINDS = ("console", "jsonl", "otlp")
 HEADER_BYTES = 4
+# Seconds it may go on exporting once its gateway is gone (killed): then it exits, so
+# that a service manager waiting for the gateway's processes to end is not held up by
+# an exporter stuck on a collector.
+ORPHAN_EXIT_S = 10.0
 
 
 def local_span_exporter(kind: str, path: str) -> SpanExporter:
@@ -111,6 +119,30 @@ def serve(exporter: SpanExporter, source: IO[bytes], answers: _Answers) -> None:
         exporter.shutdown()
 
 
+def _watch_parent(parent: int, check_every_s: float = 1.0) -> None:
+    """Exit ORPHAN_EXIT_S after the gateway that started it is gone."""
+    gone = threading.Event()
+
+    def watch() -> None:
+        while not gone.wait(check_every_s):
+            if os.getppid() != parent:
+                gone.set()
+        if not _exited.wait(ORPHAN_EXIT_S):
+            log.warning(
+                "the gateway is gone and spans are still being exported after %.0f s: "
+                "the rest is lost",
+                ORPHAN_EXIT_S,
+            )
+            logging.shutdown()
+            os._exit(3)
+
+    threading.Thread(target=watch, name="execgw-export-orphan", daemon=True).start()
+
+
+# Set once serving ended (the input closed and the exporter shut down).
+_exited = threading.Event()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="execgw.server.telemetry.export_worker")
     parser.add_argument("kind", choices=KINDS)
@@ -134,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
         gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, *gc.get_threshold()[1:])
         answers.say("ready")
-        serve(exporter, sys.stdin.buffer, answers)
+        _watch_parent(os.getppid())
+        try:
+            serve(exporter, sys.stdin.buffer, answers)
+        finally:
+            _exited.set()
     return 0
 
 

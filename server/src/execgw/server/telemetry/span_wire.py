@@ -76,27 +76,35 @@ def _link(link: Link) -> tuple[Any, ...]:
     return (*found, dropped) if dropped else found
 
 
-def builtins_only(value: Any) -> Any:
-    """`value` (a WireBatch or any part of it) with every value of a type marshal does
-    not take as it is made a builtin: a subclass of str, int or float as its plain value;
-    any other object dropped from its dict (as the SDK drops an attribute it cannot
-    take), or the tuple holding it from its own."""
+def builtins_only(batch: WireBatch) -> tuple[WireBatch, int]:
+    """The batch with every value of a type marshal does not take made a builtin, and
+    how many spans it had to leave out: a subclass of str, int or float becomes its
+    plain value (an enum mixed with str its value, as str's own methods read it); any
+    other object is dropped from the attributes holding it (as the SDK drops a value
+    it cannot take), and a span that has one where a name or a number must be is left
+    out alone."""
+    resources, scopes, spans = batch
+    kept = [plain for span in spans if (plain := _plain_value(span)) is not _DROPPED]
+    return (_plain_value(resources), _plain_value(scopes), kept), len(spans) - len(kept)
+
+
+def _plain_value(value: Any) -> Any:
     kind = type(value)
     if value is None or kind in (str, int, float, bool, bytes):
         return value
     if isinstance(value, str):
-        return str(value)
+        return str.__str__(value)
     if isinstance(value, int):
-        return int(value)
+        return int.__int__(value)
     if isinstance(value, float):
-        return float(value)
+        return float.__float__(value)
     if isinstance(value, tuple | list):
-        items = [builtins_only(item) for item in value]
+        items = [_plain_value(item) for item in value]
         if any(item is _DROPPED for item in items):
             return _DROPPED
         return items if kind is list else tuple(items)
     if isinstance(value, dict):
-        found = {builtins_only(k): builtins_only(v) for k, v in value.items()}
+        found = {_plain_value(k): _plain_value(v) for k, v in value.items()}
         return {k: v for k, v in found.items() if k is not _DROPPED and v is not _DROPPED}
     return _DROPPED
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 from opentelemetry import context as otel_context
@@ -29,7 +30,7 @@ from opentelemetry.sdk.trace import (
     SpanProcessor,
     TracerProvider,
 )
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     Decision,
@@ -52,6 +53,11 @@ MAX_ATTRIBUTE_LENGTH = 256
 
 # How long a stopping gateway waits for its last spans to be exported.
 FLUSH_TIMEOUT_MS = 5_000
+# Seconds from the start of a stop by which the last batches are handed over to the
+# export process (or lost); it then has export_process.EXIT_WAIT_S to export them.
+# With the gateway's own stop (its grace for calls, the core, the metrics), a stop
+# stays within the service unit's TimeoutStopSec (60 s).
+SPANS_STOP_S = 15.0
 # Spans waiting for the exporter at most (unless OTEL_BSP_MAX_QUEUE_SIZE says); past it
 # new spans are dropped, never waited for.
 SPAN_QUEUE_SIZE = 16_384
@@ -208,7 +214,7 @@ def check_otlp_protocol(*signals: str) -> None:
             )
 
 
-def span_exporter(config: TelemetryConfig) -> SpanExporter | None:
+def span_exporter(config: TelemetryConfig) -> ProcessSpanExporter | None:
     """The configured exporter, running in an export process of its own
     (telemetry.export_process); None for none."""
     if config.exporter == "none":
@@ -227,6 +233,7 @@ class SpanPipeline:
         # Only with somewhere to attach it: an export process nothing feeds would outlive
         # the gateway's stop (close() has no processor to shut down).
         exporter = None if self._pipelines is None else span_exporter(config)
+        self._exporter = exporter
         if exporter is not None and self._pipelines is not None:
             # Exports on its own thread and drops spans (never blocks) when its queue is
             # full: OTEL_BSP_* tune it. Its queue here holds a few seconds of a busy
@@ -249,6 +256,10 @@ class SpanPipeline:
         if self._processor is None or self._pipelines is None:
             return
         self._pipelines.detach(self._processor)
+        if self._exporter is not None:
+            # The batch processor waits up to 30 s for its worker; the worker's batches
+            # are handed over by then or lost, so that a stop stays short.
+            self._exporter.stopping_by(time.monotonic() + SPANS_STOP_S)
         self._processor.force_flush(FLUSH_TIMEOUT_MS)
         self._processor.shutdown()
         self._processor = None
