@@ -18,8 +18,12 @@ load comes from this process through the real asyncio client.
   5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%. Each
-                        repetition runs off, on, on, off back to back; its ratio is
-                        the sum of its on runs over the sum of its off runs
+                        repetition runs off, on, OTLP, OTLP, on, off back to back; its
+                        ratio is the sum of its on runs over the sum of its off runs
+  5b. telemetry (OTLP): the same with traces and metrics going over OTLP/gRPC to a
+                        collector that takes them and drops them (an OTLP sink of its
+                        own, a process of its own): what the exporter operators use
+                        in production costs (reported, no target)
   6. latency:           one caller: the echo's p50 and p99, SubmitOrder's with no
                         subscriber and with 500 receiving every event (order updates
                         included); the 500 run in a process of their own, as
@@ -236,6 +240,75 @@ def telemetry_extra(tmp: Path, rep: int | str) -> str:
         f"  path: {tmp / f'traces{rep}.jsonl'}\n  session_id: bench-{rep}\n"
         f"  prometheus_listen: 127.0.0.1:{free_port()}\n"
     )
+
+
+def otlp_sink(port: int) -> None:
+    """An OTLP/gRPC collector that accepts every export and keeps nothing."""
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.metrics.v1 import (
+        metrics_service_pb2,
+        metrics_service_pb2_grpc,
+    )
+    from opentelemetry.proto.collector.trace.v1 import (
+        trace_service_pb2,
+        trace_service_pb2_grpc,
+    )
+
+    class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+@contextlib.contextmanager
+def otlp_sink_process() -> Iterator[dict[str, str]]:
+    """An OTLP sink running; the environment a gateway needs to export to it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--otlp-sink", str(port)])
+    try:
+        yield {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def otlp_extra(rep: int | str) -> str:
+    """Traces and metrics over OTLP (to the sink the environment names), metrics also
+    on a Prometheus endpoint, as telemetry_extra has them."""
+    return (
+        "telemetry:\n  exporter: otlp\n"
+        f"  session_id: bench-{rep}\n"
+        f"  prometheus_listen: 127.0.0.1:{free_port()}\n"
+    )
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """These variables set while inside (for the processes started meanwhile)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -936,6 +1009,7 @@ async def main(args: argparse.Namespace) -> None:
     group_row = f"SubmitOrder, group commit, {c} in flight"
     single_row = f"SubmitOrder, one fsync per order, {c} in flight"
     traced_row = f"SubmitOrder, group commit, telemetry on, {c} in flight"
+    otlp_row = f"SubmitOrder, group commit, telemetry on (OTLP), {c} in flight"
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         # Interleaved repeats, reporting medians: machine noise hits every measure alike.
@@ -943,8 +1017,10 @@ async def main(args: argparse.Namespace) -> None:
         groups: list[float] = []
         singles: list[float] = []
         traced: list[float] = []
-        # Each repetition's telemetry on / off.
+        # Each repetition's telemetry on / off, with jsonl and with OTLP.
         telemetry_ratios: list[float] = []
+        otlp: list[float] = []
+        otlp_ratios: list[float] = []
         stream_echoes: list[float] = []
         streams: list[float] = []
         for rep in range(1, args.repeats + 1):
@@ -962,19 +1038,31 @@ async def main(args: argparse.Namespace) -> None:
             # Telemetry's cost is a ratio of runs made back to back, in the order off, on,
             # on, off: the machine's drift (a slow spell, a neighbour's load) falls on
             # both sides alike instead of on whichever ran first.
-            runs: dict[str, list[float]] = {"group": [], "traced": []}
-            order = ["group", "traced", "traced", "group"] if not quick else ["group"]
-            for index, which in enumerate(order):
-                extra = telemetry_extra(tmp, f"{rep}-{index}") if which == "traced" else ""
-                with gateway(tmp, f"{which}{rep}-{index}", 512, extra=extra) as target:
-                    rate, took = await timed(submit_rate(target, args.n, c))
-                row = traced_row if which == "traced" else group_row
-                report.measured(row, rate, "calls/s", took, rep, position=index)
-                runs[which].append(rate)
+            runs: dict[str, list[float]] = {"group": [], "traced": [], "otlp": []}
+            order = (
+                ["group", "traced", "otlp", "otlp", "traced", "group"] if not quick else ["group"]
+            )
+            with otlp_sink_process() as sink:
+                for index, which in enumerate(order):
+                    extra = {
+                        "group": "",
+                        "traced": telemetry_extra(tmp, f"{rep}-{index}"),
+                        "otlp": otlp_extra(f"{rep}-{index}"),
+                    }[which]
+                    with (
+                        environment(sink if which == "otlp" else {}),
+                        gateway(tmp, f"{which}{rep}-{index}", 512, extra=extra) as target,
+                    ):
+                        rate, took = await timed(submit_rate(target, args.n, c))
+                    row = {"group": group_row, "traced": traced_row, "otlp": otlp_row}[which]
+                    report.measured(row, rate, "calls/s", took, rep, position=index)
+                    runs[which].append(rate)
             groups.extend(runs["group"])
             if not quick:
                 traced.extend(runs["traced"])
                 telemetry_ratios.append(sum(runs["traced"]) / sum(runs["group"]))
+                otlp.extend(runs["otlp"])
+                otlp_ratios.append(sum(runs["otlp"]) / sum(runs["group"]))
             if not quick:
                 with gateway(tmp, f"single{rep}", 1) as target:
                     rate, took = await timed(submit_rate(target, args.n, c))
@@ -1034,6 +1122,16 @@ async def main(args: argparse.Namespace) -> None:
             "ratio",
             group_row,
             cost,
+        )
+        on_otlp = median(otlp)
+        report.row(otlp_row, on_otlp, "calls/s", echo_unary, on_otlp / echo)
+        otlp_cost = median(otlp_ratios)
+        report.row(
+            "telemetry on (OTLP) / off (median of the repetitions' ratios)",
+            otlp_cost,
+            "ratio",
+            group_row,
+            otlp_cost,
         )
     stream_echo, stream = median(stream_echoes), median(streams)
     report.row(echo_stream, stream_echo, "msgs/s")
@@ -1106,6 +1204,7 @@ if __name__ == "__main__":
     parser.add_argument("--subscribers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--otlp-sink", type=int, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     for name, full, quick in (
         ("n", 3000, 1000),
@@ -1117,6 +1216,8 @@ if __name__ == "__main__":
             setattr(parsed, name, quick if parsed.quick else full)
     if parsed.subscribers:
         asyncio.run(subscribers_main(parsed.target, parsed.subscribers))
+    elif parsed.otlp_sink:
+        otlp_sink(parsed.otlp_sink)
     elif parsed.echo_server:
         tls_pems = None
         if parsed.echo_tls:
