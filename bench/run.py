@@ -20,10 +20,11 @@ load comes from this process through the real asyncio client.
                         telemetry off (2.): what telemetry costs, at most 15%. Each
                         repetition runs off, on, OTLP, OTLP, on, off back to back; its
                         ratio is the sum of its on runs over the sum of its off runs
-  5b. telemetry (OTLP): the same with traces and metrics going over OTLP/gRPC to a
-                        collector that takes them and drops them (an OTLP sink of its
-                        own, a process of its own): what the exporter operators use
-                        in production costs (reported, no target)
+  5b. telemetry (OTLP): the same with traces going over OTLP/gRPC to a collector that
+                        takes them and drops them (an OTLP sink, a process of its own;
+                        metrics go there too, every 60 s: none within a run): what
+                        the exporter operators use in production costs (reported, no
+                        target); the run fails if the sink died or received no span
   6. latency:           one caller: the echo's p50 and p99, SubmitOrder's with no
                         subscriber and with 500 receiving every event (order updates
                         included); the 500 run in a process of their own, as
@@ -58,12 +59,14 @@ import itertools
 import json
 import os
 import platform
+import signal
 import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -243,7 +246,8 @@ def telemetry_extra(tmp: Path, rep: int | str) -> str:
 
 
 def otlp_sink(port: int) -> None:
-    """An OTLP/gRPC collector that accepts every export and keeps nothing."""
+    """An OTLP/gRPC collector that accepts every export and keeps nothing; at SIGTERM
+    it prints how many spans it received."""
     from concurrent import futures
 
     from opentelemetry.proto.collector.metrics.v1 import (
@@ -255,8 +259,13 @@ def otlp_sink(port: int) -> None:
         trace_service_pb2_grpc,
     )
 
+    received = [0]
+
     class Traces(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            received[0] += sum(
+                len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans
+            )
             return trace_service_pb2.ExportTraceServiceResponse()
 
     class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -267,23 +276,33 @@ def otlp_sink(port: int) -> None:
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"127.0.0.1:{port}")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     server.start()
-    server.wait_for_termination()
+    stopped.wait()
+    server.stop(grace=None)
+    print(received[0], flush=True)
 
 
 @contextlib.contextmanager
 def otlp_sink_process() -> Iterator[dict[str, str]]:
     """An OTLP sink running; the environment a gateway needs to export to it."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--otlp-sink", str(port)])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--otlp-sink", str(port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         yield {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
     finally:
+        alive = proc.poll() is None
         proc.terminate()
-        proc.wait(timeout=30)
+        out, _ = proc.communicate(timeout=30)
+    # A sink that was not there would have measured a gateway whose exports all fail.
+    if not alive or not out.strip().isdigit() or int(out) == 0:
+        raise RuntimeError(f"the OTLP sink died or received no span (it said {out!r})")
 
 
 def otlp_extra(rep: int | str) -> str:
@@ -1036,13 +1055,16 @@ async def main(args: argparse.Namespace) -> None:
                 report.measured(stream_row, rate, "msgs/s", took, rep)
                 streams.append(rate)
             # Telemetry's cost is a ratio of runs made back to back, in the order off, on,
-            # on, off: the machine's drift (a slow spell, a neighbour's load) falls on
-            # both sides alike instead of on whichever ran first.
+            # OTLP, OTLP, on, off: the machine's drift (a slow spell, a neighbour's load)
+            # falls on both sides alike instead of on whichever ran first.
             runs: dict[str, list[float]] = {"group": [], "traced": [], "otlp": []}
             order = (
                 ["group", "traced", "otlp", "otlp", "traced", "group"] if not quick else ["group"]
             )
-            with otlp_sink_process() as sink:
+            sink_running: contextlib.AbstractContextManager[dict[str, str]] = (
+                contextlib.nullcontext({}) if quick else otlp_sink_process()
+            )
+            with sink_running as sink:
                 for index, which in enumerate(order):
                     extra = {
                         "group": "",
@@ -1206,6 +1228,10 @@ if __name__ == "__main__":
     parser.add_argument("--echo-tls", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--otlp-sink", type=int, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
+    # The gateways measured here export where the bench says: none of the user's own
+    # OpenTelemetry settings (an endpoint, a protocol, a sampler) apply.
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        del os.environ[name]
     for name, full, quick in (
         ("n", 3000, 1000),
         ("fanout_orders", 500, 200),

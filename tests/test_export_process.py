@@ -409,7 +409,8 @@ def test_it_logs_in_the_gateways_format(
     try:
         process = exporter._process
         assert process is not None
-        assert process.send(b"not marshal", time.monotonic() + 30)
+        deadline = time.monotonic() + 30
+        assert process.send(b"not marshal", lambda: deadline) is Sent.WHOLE
         assert exporter.force_flush(FLUSH_MS) is True  # read after the bad frame
     finally:
         exporter.shutdown()
@@ -417,30 +418,29 @@ def test_it_logs_in_the_gateways_format(
     assert json.loads(line)["level"] == "ERROR"
 
 
+def _fill_pipe(exporter: ProcessSpanExporter) -> None:
+    """Fill the export process's input (it must not be reading) with frames of no
+    one's, each written whole or not at all, until it takes no more."""
+    process = exporter._process
+    assert process is not None
+    filler = marshal.dumps(("flush", -1, 0))
+    while process.send(filler, time.monotonic) is Sent.WHOLE:
+        pass
+
+
 def test_a_flush_behind_a_full_pipe_fails_without_killing_the_export_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """Nothing of the flush was written: the stream is intact and the export process
     (and the spans it holds) must live on."""
-    monkeypatch.setattr(export_process, "SEND_WAIT_S", 0.05)
     path = tmp_path / "spans.jsonl"
     exporter = ProcessSpanExporter("jsonl", str(path))
     try:
         pid = _pid(exporter)
         os.kill(pid, signal.SIGSTOP)
-        handed: list[ReadableSpan] = []
-        # One-span batches, each written whole, until the pipe takes no more; then
-        # flush frames of no one's (each written whole or not at all) to fill it up.
-        while True:
-            span = _sdk_spans(1, f"p{len(handed)}-")
-            if exporter.export(span) is SpanExportResult.FAILURE:
-                break
-            handed.extend(span)
-        process = exporter._process
-        assert process is not None
-        filler = marshal.dumps(("flush", -1, 0))
-        while process.send(filler, time.monotonic()) is Sent.WHOLE:
-            pass
+        handed = _sdk_spans(20)
+        assert exporter.export(handed) is SpanExportResult.SUCCESS
+        _fill_pipe(exporter)
         assert exporter.force_flush(50) is False
         os.kill(pid, signal.SIGCONT)
         assert exporter.force_flush(FLUSH_MS) is True
@@ -520,6 +520,7 @@ def test_an_orphaned_export_process_stops_exporting_after_a_while(
 
     monkeypatch.setattr(export_worker, "ORPHAN_EXIT_S", 0.1)
     monkeypatch.setattr(os, "_exit", record_exit)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)  # the test runner's handlers
     monkeypatch.setattr(export_worker, "_exited", threading.Event())
     # A parent it never had: gone from the first check.
     export_worker._watch_parent(-1, check_every_s=0.01)
@@ -563,3 +564,88 @@ def test_a_gateway_whose_export_process_cannot_start_exits_4(tmp_path: Path) -> 
     )
     assert run.returncode == 4, run.stderr
     assert "cannot start: telemetry.exporter jsonl: " in run.stderr
+
+
+def test_an_export_process_that_takes_nothing_for_send_wait_s_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch small enough to go whole or not at all, behind a full pipe: the process
+    is stuck (not a frame cut short), and goes."""
+    monkeypatch.setattr(export_process, "SEND_WAIT_S", 0.1)
+    monkeypatch.setattr(export_process, "RESTART_EVERY_S", 3600.0)
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    try:
+        assert exporter._process is not None
+        child = exporter._process.process
+        os.kill(child.pid, signal.SIGSTOP)
+        _fill_pipe(exporter)
+        with caplog.at_level(logging.WARNING, logger=export_process.__name__):
+            assert exporter.export(_sdk_spans(1)) is SpanExportResult.FAILURE
+        assert child.wait(30) == -signal.SIGKILL
+        assert "took no spans for 0 s" in caplog.text
+        assert exporter.lost == 1
+    finally:
+        exporter.shutdown()
+
+
+def test_a_stop_cuts_short_a_send_already_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """The worker is already waiting on a full pipe (its own deadline 30 s away) when
+    the stop comes: it gives up by the stop's deadline, and the export process is left
+    to export what it has and exit, not killed for it."""
+    monkeypatch.setattr(tracing, "SPANS_STOP_S", 0.5)
+    monkeypatch.setattr(tracing, "FLUSH_TIMEOUT_MS", 200)
+    monkeypatch.setattr(export_process, "EXIT_WAIT_S", 20.0)
+    config = TelemetryConfig(exporter="jsonl", path=str(tmp_path / "spans.jsonl"))
+    pipeline = tracing.SpanPipeline(config, Resource({}))
+    exporter = pipeline._exporter
+    assert exporter is not None
+    assert pipeline._processor is not None
+    child = started[0]
+    os.kill(child.pid, signal.SIGSTOP)
+    _fill_pipe(exporter)
+    waiting = threading.Event()
+    send = export_process._ExportProcess.send
+
+    def noted(process: Any, payload: bytes, deadline: Any) -> Sent:
+        waiting.set()
+        return send(process, payload, deadline)
+
+    end_input = export_process._ExportProcess.end_input
+
+    def end_and_resume(process: Any) -> None:
+        end_input(process)
+        # Its input closed by the stop, it may run again: to export what it has, and exit.
+        os.kill(child.pid, signal.SIGCONT)
+
+    monkeypatch.setattr(export_process._ExportProcess, "send", noted)
+    monkeypatch.setattr(export_process._ExportProcess, "end_input", end_and_resume)
+    for span in _sdk_spans(512):  # a full batch: the worker takes it at once
+        pipeline._processor.on_end(span)
+    assert waiting.wait(30)
+    began = time.monotonic()
+    try:
+        pipeline.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGCONT)
+    assert time.monotonic() - began < 15
+    assert child.wait(30) == 0  # it finished: not killed
+    assert len(started) == 1
+
+
+def test_spans_left_out_are_not_counted_twice_when_the_batch_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_process, "SEND_WAIT_S", 0.05)
+    exporter = ProcessSpanExporter("jsonl", str(tmp_path / "spans.jsonl"))
+    try:
+        assert exporter._process is not None
+        os.kill(exporter._process.process.pid, signal.SIGSTOP)
+        _fill_pipe(exporter)
+        nameless = ReadableSpan(object(), context=SAMPLED, resource=Resource({}))  # type: ignore[arg-type]
+        assert exporter.export([*_sdk_spans(2), nameless]) is SpanExportResult.FAILURE
+        assert exporter.lost == 3
+    finally:
+        exporter.shutdown()

@@ -228,3 +228,31 @@ def test_a_span_with_a_name_of_no_plain_type_is_left_out_alone() -> None:
     plain, left_out = builtins_only(SpanSender().batch([good, bad, good]))
     assert left_out == 1
     assert [span.name for span in SpanReceiver().spans(plain)] == ["good", "good"]
+
+
+class Version:
+    """An application's version object, as an instrumentation scope may be given."""
+
+    def __str__(self) -> str:
+        return "1.2.3"
+
+
+def test_a_scope_or_resource_of_other_types_still_crosses_with_its_spans() -> None:
+    scope = InstrumentationScope("app", Version())  # type: ignore[arg-type]
+    sent = ReadableSpan(
+        "s",
+        context=REMOTE,
+        resource=Resource({"service.name": "svc"}, schema_url=Tag("https://s")),
+        instrumentation_scope=scope,
+    )
+    sender = SpanSender()
+    plain, left_out = builtins_only(sender.batch([sent]))
+    assert left_out == 0
+    receiver = SpanReceiver()
+    (got,) = receiver.spans(marshal.loads(marshal.dumps(plain)))
+    assert got.instrumentation_scope is not None
+    assert got.instrumentation_scope.version == "1.2.3"
+    assert got.resource.schema_url == "https://s"
+    # The next batch finds them there.
+    (again,) = receiver.spans(marshal.loads(marshal.dumps(builtins_only(sender.batch([sent]))[0])))
+    assert again.instrumentation_scope == got.instrumentation_scope

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -63,6 +63,9 @@ READY_WAIT_S = 30.0
 # Seconds a batch may wait for the export process to take it: past that it is stuck
 # (its exporter hung on a collector) and is killed.
 SEND_WAIT_S = 30.0
+# Seconds between two looks at a send's deadline while the pipe is full (a stop may
+# bring it closer).
+SEND_CHECK_EVERY_S = 0.25
 # Seconds a stop waits for a batch on its way over, before killing the export process
 # (and once more after).
 LOCK_WAIT_S = 2.0
@@ -188,6 +191,8 @@ class _ExportProcess:
                     level,
                     "--log-format",
                     log_format,
+                    "--parent",
+                    str(os.getpid()),
                 ],
                 stdin=subprocess.PIPE,
                 pass_fds=(their_fd,),
@@ -205,6 +210,7 @@ class _ExportProcess:
         os.set_blocking(self._input, False)
         self._writable = select.poll()
         self._writable.register(self._input, select.POLLOUT)
+        self.input_closed = False
         self.answers = _Answers(answers_fd)
 
     def wait_ready(self, timeout_s: float) -> str | None:
@@ -219,8 +225,11 @@ class _ExportProcess:
             return f"the export process exited (code {code}) before it was ready"
         return f"the export process did not start within {timeout_s:.0f} s"
 
-    def send(self, payload: bytes, deadline: float) -> Sent:
-        """Write one frame, by `deadline`. OSError if the export process is gone."""
+    def send(self, payload: bytes, deadline: Callable[[], float]) -> Sent:
+        """Write one frame by `deadline()`, asked again while it waits (a stop may bring
+        it closer). OSError if the export process is gone or its input closed."""
+        if self.input_closed:
+            raise BrokenPipeError("the export process's input is closed")
         frame = memoryview(len(payload).to_bytes(HEADER_BYTES, "big") + payload)
         size = len(frame)
         while frame:
@@ -229,10 +238,21 @@ class _ExportProcess:
                 continue
             except BlockingIOError:
                 pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._writable.poll(remaining * 1000):
+            remaining = deadline() - time.monotonic()
+            if remaining <= 0:
                 return Sent.NOTHING if len(frame) == size else Sent.CUT_SHORT
+            self._writable.poll(min(remaining, SEND_CHECK_EVERY_S) * 1000)
         return Sent.WHOLE
+
+    def end_input(self) -> None:
+        """Close its input: it exports what it has read, a frame cut short left out,
+        and exits."""
+        if not self.input_closed:
+            self.input_closed = True
+            # An error here: it is gone already, and what waited in the pipe with it.
+            with contextlib.suppress(OSError):
+                assert self.process.stdin is not None
+                self.process.stdin.close()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -244,10 +264,7 @@ class _ExportProcess:
     def close(self, timeout_s: float) -> int | None:
         """Close its input and wait for it to exit (killed past `timeout_s`); its exit
         code, None if it had to be killed."""
-        # An error here: it is gone already, and what waited in the pipe with it.
-        with contextlib.suppress(OSError):
-            assert self.process.stdin is not None
-            self.process.stdin.close()
+        self.end_input()
         try:
             code: int | None = self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -275,6 +292,8 @@ class ProcessSpanExporter(SpanExporter):
         # Set once a stop is coming (stopping_by): sends end by then, nothing restarts.
         self._stop_deadline: float | None = None
         self._shut = False
+        # Set when a stop gave up waiting for the lock: its holder closes the process.
+        self._abandoned = False
         self.lost = 0
         self._lost_logged = 0
         self._last_loss_warning = float("-inf")
@@ -329,43 +348,67 @@ class ProcessSpanExporter(SpanExporter):
         the latest, and start no export process again."""
         self._stop_deadline = deadline
 
-    def _send_deadline(self) -> float:
-        deadline = time.monotonic() + SEND_WAIT_S
-        stop = self._stop_deadline
-        return deadline if stop is None else min(deadline, stop)
+    def _send_deadline(self) -> Callable[[], float]:
+        """A send's deadline: SEND_WAIT_S from now, or a stop's, whichever comes first
+        (a stop announced while it waits included)."""
+        own = time.monotonic() + SEND_WAIT_S
+
+        def deadline() -> float:
+            stop = self._stop_deadline
+            return own if stop is None else min(own, stop)
+
+        return deadline
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._lock:
-            if self._closing:
-                return self._lose(len(spans), "the gateway is stopping")
-            process = self._running()
-            if process is None:
-                return self._lose(len(spans), "no span export process is running")
             try:
-                payload, left_out = self._payload(spans)
-            except Exception:
-                # What this batch would have sent first (a resource) never went over.
-                self._sender.restart()
-                log.exception("cannot encode %d spans for the export process", len(spans))
-                return self._lose(len(spans), "spans that could not be encoded")
-            if left_out:
-                self._lose(left_out, "spans with a name or a time of no plain type")
-            try:
-                sent = process.send(payload, self._send_deadline())
-            except OSError as e:  # it died under us (a broken pipe)
-                return self._lose(len(spans), f"the export process is gone ({e})")
-            if sent is Sent.NOTHING:
-                self._sender.restart()  # what this batch would have sent first
-                return self._lose(len(spans), "the export process took no spans in time")
-            if sent is Sent.CUT_SHORT:
-                log.warning(
-                    "the span export process took no spans for %.0f s (its exporter is "
-                    "stuck: a collector that does not answer?): killed",
-                    SEND_WAIT_S,
-                )
-                process.kill()
-                return self._lose(len(spans), "the export process was stuck")
-        return SpanExportResult.SUCCESS
+                return self._export(spans)
+            finally:
+                self._close_after_stop()
+
+    def _close_after_stop(self) -> None:
+        """Under the lock: close the export process a stop left to this thread (it gave
+        up waiting for the lock while this thread was stuck)."""
+        if self._abandoned and not self._shut:
+            self._shut = True
+            process, self._process = self._process, None
+            if process is not None:
+                process.close(0)
+
+    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._closing:
+            return self._lose(len(spans), "the gateway is stopping")
+        process = self._running()
+        if process is None:
+            return self._lose(len(spans), "no span export process is running")
+        try:
+            payload, left_out = self._payload(spans)
+        except Exception:
+            # What this batch would have sent first (a resource) never went over.
+            self._sender.restart()
+            log.exception("cannot encode %d spans for the export process", len(spans))
+            return self._lose(len(spans), "spans that could not be encoded")
+        if left_out:
+            self._lose(left_out, "spans with a name or a time of no plain type")
+        sending = len(spans) - left_out
+        try:
+            sent = process.send(payload, self._send_deadline())
+        except OSError as e:  # it died under us (a broken pipe)
+            return self._lose(sending, f"the export process is gone ({e})")
+        if sent is Sent.WHOLE:
+            return SpanExportResult.SUCCESS
+        self._sender.restart()  # what this batch would have sent first
+        if self._stopping():
+            # The stop's deadline, not a stuck process: it exports what it has whole.
+            process.end_input()
+            return self._lose(sending, "the gateway's stop came first")
+        log.warning(
+            "the span export process took no spans for %.0f s (its exporter is stuck: "
+            "a collector that does not answer?): killed",
+            SEND_WAIT_S,
+        )
+        process.kill()
+        return self._lose(sending, "the export process was stuck")
 
     def _payload(self, spans: Sequence[ReadableSpan]) -> tuple[bytes, int]:
         """The batch's frame, and how many of its spans it leaves out."""
@@ -399,7 +442,9 @@ class ProcessSpanExporter(SpanExporter):
             self._flushes += 1
             wanted = self._flushes
             try:
-                sent = process.send(marshal.dumps(("flush", wanted, timeout_millis)), deadline)
+                sent = process.send(
+                    marshal.dumps(("flush", wanted, timeout_millis)), lambda: deadline
+                )
             except OSError:
                 return False
             if sent is not Sent.WHOLE:
@@ -414,6 +459,7 @@ class ProcessSpanExporter(SpanExporter):
                     return False
             return False
         finally:
+            self._close_after_stop()
             self._lock.release()
 
     def shutdown(self) -> None:
@@ -427,9 +473,11 @@ class ProcessSpanExporter(SpanExporter):
                 process.kill()
             locked = self._lock.acquire(timeout=LOCK_WAIT_S)
         if not locked:
-            # Still stuck (a process the kernel cannot end yet): whoever holds the lock
-            # closes it, seeing it gone; its pipes are not closed under that thread.
+            # Still stuck (a process the kernel cannot end yet): its pipes are not closed
+            # under the thread holding the lock, which closes it once it returns
+            # (_close_after_stop).
             log.warning("the span export process could not be stopped cleanly")
+            self._abandoned = True
             return
         try:
             if self._shut:

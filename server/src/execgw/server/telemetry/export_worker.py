@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", type=int, required=True)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
+    # The gateway's pid: gone from its parent means gone (getppid() at start could
+    # already be a reaper's, had the gateway died meanwhile).
+    parser.add_argument("--parent", type=int)
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     with os.fdopen(args.answers, "wb", buffering=0) as sink:
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
         gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, *gc.get_threshold()[1:])
         answers.say("ready")
-        _watch_parent(os.getppid())
+        _watch_parent(os.getppid() if args.parent is None else args.parent)
         try:
             serve(exporter, sys.stdin.buffer, answers)
         finally:

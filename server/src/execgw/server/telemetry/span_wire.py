@@ -85,7 +85,24 @@ def builtins_only(batch: WireBatch) -> tuple[WireBatch, int]:
     out alone."""
     resources, scopes, spans = batch
     kept = [plain for span in spans if (plain := _plain_value(span)) is not _DROPPED]
-    return (_plain_value(resources), _plain_value(scopes), kept), len(spans) - len(kept)
+    # What spans share is never left out (the receiver must have every key it was
+    # told of): a name or version of another type goes as its text.
+    shared_resources = {
+        key: (_plain_value(attributes), _text(schema_url))
+        for key, (attributes, schema_url) in resources.items()
+    }
+    shared_scopes = {
+        key: (_text(name), _text(version), _text(schema_url), _plain_value(attributes))
+        for key, (name, version, schema_url, attributes) in scopes.items()
+    }
+    return (shared_resources, shared_scopes, kept), len(spans) - len(kept)
+
+
+def _text(value: Any) -> Any:
+    """A plain str (or None) as it is; anything else as its text."""
+    if value is None or type(value) is str:
+        return value
+    return str.__str__(value) if isinstance(value, str) else str(value)
 
 
 def _plain_value(value: Any) -> Any:
