@@ -589,7 +589,10 @@ def test_an_export_process_that_takes_nothing_for_send_wait_s_is_killed(
 
 
 def test_a_stop_cuts_short_a_send_already_waiting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    started: list[subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The worker is already waiting on a full pipe (its own deadline 30 s away) when
     the stop comes: it gives up by the stop's deadline, and the export process is left
@@ -603,6 +606,8 @@ def test_a_stop_cuts_short_a_send_already_waiting(
     assert exporter is not None
     assert pipeline._processor is not None
     child = started[0]
+    handed = _sdk_spans(20, "handed")
+    assert exporter.export(handed) is SpanExportResult.SUCCESS  # not flushed
     os.kill(child.pid, signal.SIGSTOP)
     _fill_pipe(exporter)
     waiting = threading.Event()
@@ -628,13 +633,17 @@ def test_a_stop_cuts_short_a_send_already_waiting(
     assert waiting.wait(30)
     began = time.monotonic()
     try:
-        pipeline.close()
+        with caplog.at_level(logging.WARNING, logger=export_process.__name__):
+            pipeline.close()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGCONT)
     assert time.monotonic() - began < 15
     assert child.wait(30) == 0  # it finished: not killed
     assert len(started) == 1
+    # What it was handed before, it exported; and said nothing of losing it.
+    assert (tmp_path / "spans.jsonl").read_bytes() == _in_process_lines(tmp_path, handed)
+    assert "the spans it held are lost" not in caplog.text
 
 
 def test_spans_left_out_are_not_counted_twice_when_the_batch_fails(

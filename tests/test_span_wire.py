@@ -237,12 +237,19 @@ class Version:
         return "1.2.3"
 
 
+class Url:
+    """A schema URL object of an application's, whose text is a str subclass."""
+
+    def __str__(self) -> str:
+        return Tag("https://s")
+
+
 def test_a_scope_or_resource_of_other_types_still_crosses_with_its_spans() -> None:
     scope = InstrumentationScope("app", Version())  # type: ignore[arg-type]
     sent = ReadableSpan(
         "s",
         context=REMOTE,
-        resource=Resource({"service.name": "svc"}, schema_url=Tag("https://s")),
+        resource=Resource({"service.name": "svc"}, schema_url=Url()),  # type: ignore[arg-type]
         instrumentation_scope=scope,
     )
     sender = SpanSender()

@@ -72,6 +72,8 @@ LOCK_WAIT_S = 2.0
 # Seconds a stop waits for the export process to export what it holds and exit (after
 # tracing.SPANS_STOP_S at most for the last batches to be handed over).
 EXIT_WAIT_S = 10.0
+# Seconds to wait for a killed export process to be gone.
+REAP_WAIT_S = 5.0
 # Seconds at least between two starts of the export process.
 RESTART_EVERY_S = 5.0
 # Seconds between two warnings about lost spans.
@@ -271,7 +273,9 @@ class _ExportProcess:
             if timeout_s > 0:
                 log.warning("the span export process did not exit in %.0f s: killed", timeout_s)
             self.kill()
-            self.process.wait()
+            # Bounded: a process the kernel cannot end yet is reaped later, by Popen.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(REAP_WAIT_S)
             code = None
         self.answers.close()
         return code
@@ -316,6 +320,10 @@ class ProcessSpanExporter(SpanExporter):
     def _running(self) -> _ExportProcess | None:
         """The export process, started again if it is gone and it is time to."""
         process = self._process
+        if process is not None and process.input_closed:
+            # A stop closed its input: it exports what it read and exits; nothing more
+            # goes to it.
+            return None
         if process is not None and process.alive():
             return process
         if process is not None:
@@ -471,13 +479,14 @@ class ProcessSpanExporter(SpanExporter):
             if process is not None:
                 log.warning("the span export process took no spans for a stop: killed")
                 process.kill()
+            # Set before waiting again: the holder, returning meanwhile, closes it then.
+            self._abandoned = True
             locked = self._lock.acquire(timeout=LOCK_WAIT_S)
         if not locked:
             # Still stuck (a process the kernel cannot end yet): its pipes are not closed
             # under the thread holding the lock, which closes it once it returns
             # (_close_after_stop).
             log.warning("the span export process could not be stopped cleanly")
-            self._abandoned = True
             return
         try:
             if self._shut:

@@ -99,10 +99,13 @@ def builtins_only(batch: WireBatch) -> tuple[WireBatch, int]:
 
 
 def _text(value: Any) -> Any:
-    """A plain str (or None) as it is; anything else as its text."""
+    """A plain str (or None) as it is; anything else as its text, a plain str too."""
     if value is None or type(value) is str:
         return value
-    return str.__str__(value) if isinstance(value, str) else str(value)
+    try:
+        return str.__str__(value if isinstance(value, str) else str(value))
+    except Exception:  # a __str__ that raises, or returns no str
+        return f"<{type(value).__name__}>"
 
 
 def _plain_value(value: Any) -> Any:
