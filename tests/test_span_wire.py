@@ -22,7 +22,12 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import TraceFlags
 
 from execgw.server.telemetry import span_wire
-from execgw.server.telemetry.span_wire import SpanReceiver, SpanSender, builtins_only
+from execgw.server.telemetry.span_wire import (
+    ReceivedResource,
+    SpanReceiver,
+    SpanSender,
+    builtins_only,
+)
 from execgw.server.telemetry.spans import GatewayTracer
 
 if TYPE_CHECKING:
@@ -263,3 +268,16 @@ def test_a_scope_or_resource_of_other_types_still_crosses_with_its_spans() -> No
     # The next batch finds them there.
     (again,) = receiver.spans(marshal.loads(marshal.dumps(builtins_only(sender.batch([sent]))[0])))
     assert again.instrumentation_scope == got.instrumentation_scope
+
+
+def test_a_received_resource_hashes_and_compares_as_a_resource() -> None:
+    """The OTLP encoder groups spans by resource: a received one must fall in the same
+    group as an equal Resource, and stay the key it was."""
+    attributes: dict[str, Any] = {"service.name": "execgw", "n": 3, "tags": ("a", "b")}
+    received = ReceivedResource(attributes, "https://s")
+    plain = Resource(attributes, "https://s")
+    assert hash(received) == hash(plain)
+    assert received == plain
+    assert plain == received
+    assert received != ReceivedResource({**attributes, "n": 4}, "https://s")
+    assert {plain: 1}[received] == 1

@@ -209,6 +209,20 @@ class SpanSender:
         )
 
 
+class ReceivedResource(Resource):
+    """A Resource whose hash is computed once. The OTLP encoder groups each span by its
+    resource, hashing it every time, and Resource's hash is a JSON dump of its
+    attributes: ~17% of encoding a span. Its attributes never change (a Resource's are
+    immutable), so neither does its hash."""
+
+    def __init__(self, attributes: dict[str, Any], schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 class ReceivedSpan(ReadableSpan):
     """A span rebuilt in the export process, with the drop counts it was sent with."""
 
@@ -265,7 +279,7 @@ class SpanReceiver:
     def spans(self, batch: WireBatch) -> list[ReadableSpan]:
         resources, scopes, wire = batch
         for key, (attributes, schema_url) in resources.items():
-            self._resources[key] = Resource(attributes, schema_url)
+            self._resources[key] = ReceivedResource(attributes, schema_url)
         for key, (name, version, scope_schema_url, scope_attributes) in scopes.items():
             self._scopes[key] = InstrumentationScope(
                 name, version, scope_schema_url, scope_attributes
