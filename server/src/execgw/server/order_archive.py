@@ -48,6 +48,9 @@ ROW_COLUMNS = (
 
 
 _ROW_LENGTH = len(ROW_COLUMNS.split(","))
+# The columns that are the order (ArchivedOrder's fields, in ROW_COLUMNS's order); the
+# seal and the snapshot follow.
+_ORDER_COLUMNS = len(ArchivedOrder._fields)
 # Keys client_keys reads under the lock at a time.
 _KEYS_PER_BATCH = 10_000
 
@@ -271,18 +274,7 @@ def checked_row(chain: Chain, row: tuple[object, ...]) -> tuple[ArchivedOrder, s
         and type(snapshot_seq) is int
     ):
         raise _not_as_stored(row)
-    archived = ArchivedOrder(
-        order_id,
-        day,
-        strategy_code,
-        symbol,
-        client_order_id,
-        status,
-        internal,
-        created_at,
-        reason,
-        body,
-    )
+    archived = ArchivedOrder._make(row[:_ORDER_COLUMNS])
     if not chain.matches(str(seal), seal_row(chain, archived, snapshot_seq)):
         raise _not_as_stored(row)
     return archived, str(seal)
