@@ -159,24 +159,17 @@ class SpanSender:
     ) -> WireSpan:
         resource = span._resource
         resource_key = id(resource)
-        if self._resources.get(resource_key) is not resource:
-            if len(self._resources) >= MAX_SHARED:
-                self._resources.clear()
-            self._resources[resource_key] = resource
+        if _first_time(self._resources, resource_key, resource):
             resources[resource_key] = (dict(resource.attributes), resource.schema_url)
         scope = span._instrumentation_scope
         scope_key = id(scope)
-        if self._scopes.get(scope_key) is not scope:
-            if len(self._scopes) >= MAX_SHARED:
-                self._scopes.clear()
-            self._scopes[scope_key] = scope
-            if scope is not None:
-                scopes[scope_key] = (
-                    scope.name,
-                    scope.version,
-                    scope.schema_url,
-                    dict(scope.attributes or {}),
-                )
+        if _first_time(self._scopes, scope_key, scope) and scope is not None:
+            scopes[scope_key] = (
+                scope.name,
+                scope.version,
+                scope.schema_url,
+                dict(scope.attributes or {}),
+            )
         context = span._context
         parent = span._parent
         status = span._status
@@ -207,6 +200,17 @@ class SpanSender:
             None if scope is None else scope_key,
             drops,
         )
+
+
+def _first_time(sent: dict[int, Any], key: int, shared: object) -> bool:
+    """Whether `shared` (a resource, a scope) is new to the receiver; it is not, from
+    now on. Past MAX_SHARED, what was sent is forgotten, and sent again."""
+    if sent.get(key) is shared:
+        return False
+    if len(sent) >= MAX_SHARED:
+        sent.clear()
+    sent[key] = shared
+    return True
 
 
 class ReceivedResource(Resource):
@@ -242,31 +246,15 @@ class ReceivedSpan(ReadableSpan):
 
 
 _FLAGS = {value: TraceFlags(value) for value in range(256)}
-_TRACE_ID_MAX = 2**128 - 1
-_SPAN_ID_MAX = 2**64 - 1
 
 
 def _span_context(wire: WireContext) -> SpanContext:
-    """The context as sent, built as SpanContext.__new__ builds it (for less: its flags
-    are made once per value)."""
+    """The context as sent (its flags made once per value)."""
     if len(wire) == 3:
         trace_id, span_id, flags = wire
-        is_remote = False
-        state = DEFAULT_TRACE_STATE
-    else:
-        trace_id, span_id, is_remote, flags, items = wire
-        state = TraceState(list(items))
-    return tuple.__new__(
-        SpanContext,
-        (
-            trace_id,
-            span_id,
-            is_remote,
-            _FLAGS[flags],
-            state,
-            0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
-        ),
-    )
+        return SpanContext(trace_id, span_id, False, _FLAGS[flags], DEFAULT_TRACE_STATE)
+    trace_id, span_id, is_remote, flags, items = wire
+    return SpanContext(trace_id, span_id, is_remote, _FLAGS[flags], TraceState(list(items)))
 
 
 class SpanReceiver:
@@ -309,7 +297,7 @@ class SpanReceiver:
             if made is None:
                 made = contexts[parent] = _span_context(parent)
             parent = made
-        span = _new_span(ReceivedSpan)
+        span = ReceivedSpan.__new__(ReceivedSpan)
         # ReadableSpan.__init__'s fields, as it sets them (it would make a Resource and a
         # Status per span when given none).
         span.__dict__ = {
@@ -351,7 +339,3 @@ def _received_link(
     context: WireContext, attributes: dict[str, Any] | None, dropped: int = 0
 ) -> Link:
     return Link(_span_context(context), _with_drops(attributes, dropped))
-
-
-def _new_span(kind: type[ReceivedSpan]) -> ReceivedSpan:
-    return kind.__new__(kind)
