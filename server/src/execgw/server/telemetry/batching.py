@@ -55,6 +55,31 @@ def _from_env(name: str, default: int) -> int:
     return value
 
 
+class SpansLost:
+    """A count of lost spans, said in warnings at most once every `every_s` (each says
+    how many since the last)."""
+
+    __slots__ = ("_every_s", "_said", "_said_at", "count")
+
+    def __init__(self, every_s: float) -> None:
+        self._every_s = every_s
+        self.count = 0
+        self._said = 0
+        self._said_at = float("-inf")
+
+    def unsaid(self, *, now: bool = False) -> int:
+        """How many were lost since the last warning, if one is due (or `now`); then
+        they count as said. 0 if none, or if it is too soon."""
+        fresh = self.count - self._said
+        if not fresh:
+            return 0
+        at = time.monotonic()
+        if not now and at - self._said_at < self._every_s:
+            return 0
+        self._said, self._said_at = self.count, at
+        return fresh
+
+
 class _Flush:
     """A force_flush call waiting for the worker."""
 
@@ -91,9 +116,7 @@ class SpanBatcher(SpanProcessor):
         self._flushes: list[_Flush] = []
         self._flush_lock = threading.Lock()
         self._stopping = False
-        self.dropped = 0
-        self._dropped_logged = 0
-        self._last_drop_warning = float("-inf")
+        self._dropped = SpansLost(DROP_WARNING_EVERY_S)
         self._worker = threading.Thread(target=self._run, name="execgw-spans", daemon=True)
         self._worker.start()
 
@@ -106,12 +129,12 @@ class SpanBatcher(SpanProcessor):
         if context is None or not context[3] & _SAMPLED:
             return
         if self._stopping:
-            self.dropped += 1  # shut down: counted as lost, as one past the queue is
+            self._dropped.count += 1  # shut down: counted as lost, as one past the queue is
             return
         queue = self._queue
         waiting = len(queue)
         if waiting >= self._max_queue:
-            self.dropped += 1
+            self._dropped.count += 1
             return
         queue.append(span)
         if waiting >= self._batch - 1 and not self._woken:
@@ -173,20 +196,17 @@ class SpanBatcher(SpanProcessor):
             finally:
                 otel_context.detach(token)
 
+    @property
+    def dropped(self) -> int:
+        """Spans dropped: past the queue, or ended after the shutdown."""
+        return self._dropped.count
+
     def _warn_drops(self) -> None:
-        dropped = self.dropped
-        if dropped == self._dropped_logged:
-            return
-        now = time.monotonic()
-        if now - self._last_drop_warning < DROP_WARNING_EVERY_S and not self._stopping:
-            return
-        log.warning(
-            "%d spans dropped: more than %d waited for the exporter",
-            dropped - self._dropped_logged,
-            self._max_queue,
-        )
-        self._dropped_logged = dropped
-        self._last_drop_warning = now
+        fresh = self._dropped.unsaid(now=self._stopping)
+        if fresh:
+            log.warning(
+                "%d spans dropped: more than %d waited for the exporter", fresh, self._max_queue
+            )
 
     # -- SpanProcessor --------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import execgw.server
 from execgw.server.telemetry import logs
+from execgw.server.telemetry.batching import SpansLost
 from execgw.server.telemetry.export_worker import HEADER_BYTES
 from execgw.server.telemetry.span_wire import SpanSender, builtins_only
 
@@ -298,9 +299,7 @@ class ProcessSpanExporter(SpanExporter):
         self._shut = False
         # Set when a stop gave up waiting for the lock: its holder closes the process.
         self._abandoned = False
-        self.lost = 0
-        self._lost_logged = 0
-        self._last_loss_warning = float("-inf")
+        self._lost = SpansLost(LOSS_WARNING_EVERY_S)
         self._started_at = time.monotonic()
         self._process: _ExportProcess | None = self._start()
 
@@ -430,13 +429,17 @@ class ProcessSpanExporter(SpanExporter):
             return marshal.dumps(("spans", plain)), left_out
 
     def _lose(self, count: int, why: str) -> SpanExportResult:
-        self.lost += count
-        now = time.monotonic()
-        if now - self._last_loss_warning >= LOSS_WARNING_EVERY_S:
-            log.warning("%d spans lost: %s", self.lost - self._lost_logged, why)
-            self._lost_logged = self.lost
-            self._last_loss_warning = now
+        self._lost.count += count
+        fresh = self._lost.unsaid()
+        if fresh:
+            log.warning("%d spans lost: %s", fresh, why)
         return SpanExportResult.FAILURE
+
+    @property
+    def lost(self) -> int:
+        """Spans that could not be handed over (not those an export process held when
+        it died: their number is unknown)."""
+        return self._lost.count
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """True once everything handed over so far is exported."""
@@ -497,6 +500,6 @@ class ProcessSpanExporter(SpanExporter):
             self._lock.release()
         if process is not None:
             process.close(EXIT_WAIT_S)
-        if self.lost > self._lost_logged:
-            log.warning("%d more spans lost (%d in all)", self.lost - self._lost_logged, self.lost)
-            self._lost_logged = self.lost
+        fresh = self._lost.unsaid(now=True)
+        if fresh:
+            log.warning("%d more spans lost (%d in all)", fresh, self._lost.count)
