@@ -537,9 +537,7 @@ def test_an_export_process_that_finished_is_not_cut_short(
     done = threading.Event()
     done.set()  # serving ended: the gateway's stop closed its input
     monkeypatch.setattr(export_worker, "_exited", done)
-    before = {t.name for t in threading.enumerate()}
-    export_worker._watch_parent(-1, check_every_s=0.01)
-    watcher = next(t for t in threading.enumerate() if t.name not in before)
+    watcher = export_worker._watch_parent(-1, check_every_s=0.01)
     watcher.join(30)
     assert not watcher.is_alive()
     assert exits == []

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -120,7 +120,7 @@ _ENVIRONMENT_NAMES = frozenset(
 )
 
 
-def export_environment(environment: dict[str, str]) -> dict[str, str]:
+def export_environment(environment: Mapping[str, str]) -> dict[str, str]:
     return {
         name: value
         for name, value in environment.items()
@@ -199,7 +199,7 @@ class _ExportProcess:
                 ],
                 stdin=subprocess.PIPE,
                 pass_fds=(their_fd,),
-                env=export_environment(dict(os.environ)),
+                env=export_environment(os.environ),
                 # No terminal's Ctrl-C or hang-up: the gateway's stop ends it.
                 start_new_session=True,
             )

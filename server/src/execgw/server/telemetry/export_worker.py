@@ -24,18 +24,18 @@ manager waiting for the gateway's processes to end is not held up.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import marshal
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
-from execgw.server.heap import YOUNG_OBJECTS_PER_COLLECTION
+from execgw.server.heap import freeze_long_lived
 from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
 from execgw.server.telemetry.logs import LOG_FORMATS, configure_logging
 from execgw.server.telemetry.span_wire import SpanReceiver
@@ -119,14 +119,13 @@ def serve(exporter: SpanExporter, source: IO[bytes], answers: _Answers) -> None:
         exporter.shutdown()
 
 
-def _watch_parent(parent: int, check_every_s: float = 1.0) -> None:
-    """Exit ORPHAN_EXIT_S after the gateway that started it is gone."""
-    gone = threading.Event()
+def _watch_parent(parent: int, check_every_s: float = 1.0) -> threading.Thread:
+    """Exit ORPHAN_EXIT_S after the gateway that started it is gone; the watching
+    thread."""
 
     def watch() -> None:
-        while not gone.wait(check_every_s):
-            if os.getppid() != parent:
-                gone.set()
+        while os.getppid() == parent:
+            time.sleep(check_every_s)
         if not _exited.wait(ORPHAN_EXIT_S):
             log.warning(
                 "the gateway is gone and spans are still being exported after %.0f s: "
@@ -136,7 +135,9 @@ def _watch_parent(parent: int, check_every_s: float = 1.0) -> None:
             logging.shutdown()
             os._exit(3)
 
-    threading.Thread(target=watch, name="execgw-export-orphan", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="execgw-export-orphan", daemon=True)
+    watcher.start()
+    return watcher
 
 
 # Set once serving ended (the input closed and the exporter shut down).
@@ -164,10 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             answers.say(f"failed: {reason}")
             return 1
         # What it holds for good (modules, the exporter) out of the collector's way, and
-        # generation 0 every 10,000 young objects, as the gateway's (heap.py): a batch
-        # makes thousands, all garbage once exported (~25% of the time per span at 700).
-        gc.freeze()
-        gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, *gc.get_threshold()[1:])
+        # generation 0 every 10,000 young objects, as the gateway does: a batch makes
+        # thousands, all garbage once exported (~25% of the time per span at 700).
+        freeze_long_lived()
         answers.say("ready")
         _watch_parent(os.getppid() if args.parent is None else args.parent)
         try:

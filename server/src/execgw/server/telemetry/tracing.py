@@ -229,19 +229,18 @@ class SpanPipeline:
 
     def __init__(self, config: TelemetryConfig, resource: Resource) -> None:
         self._processor: SpanBatcher | None = None
-        self._pipelines = _pipelines(resource, create=config.exporter != "none")
+        self._pipelines = pipelines = _pipelines(resource, create=config.exporter != "none")
         # Only with somewhere to attach it: an export process nothing feeds would outlive
         # the gateway's stop (close() has no processor to shut down).
-        exporter = None if self._pipelines is None else span_exporter(config)
-        self._exporter = exporter
-        if exporter is not None and self._pipelines is not None:
+        self._exporter = exporter = None if pipelines is None else span_exporter(config)
+        if exporter is not None and pipelines is not None:
             # Exports on its own thread and drops spans (never blocks) when its queue is
             # full: OTEL_BSP_* tune it. Its queue here holds a few seconds of a busy
             # day's spans, not the SDK's 2048.
             self._processor = SpanBatcher(
                 exporter, max_queue_size=SPAN_QUEUE_SIZE, schedule_delay_s=EXPORT_DELAY_S
             )
-            self._pipelines.attach(self._processor)
+            pipelines.attach(self._processor)
 
     @property
     def exporting(self) -> bool:
@@ -253,13 +252,12 @@ class SpanPipeline:
 
     def close(self) -> None:
         """Export what is left and let go of the exporter (its file, its channel)."""
-        if self._processor is None or self._pipelines is None:
+        if self._processor is None or self._pipelines is None or self._exporter is None:
             return
         self._pipelines.detach(self._processor)
-        if self._exporter is not None:
-            # The batch processor waits up to 30 s for its worker; the worker's batches
-            # are handed over by then or lost, so that a stop stays short.
-            self._exporter.stopping_by(time.monotonic() + SPANS_STOP_S)
+        # The batch processor waits up to 30 s for its worker; the worker's batches are
+        # handed over by then or lost, so that a stop stays short.
+        self._exporter.stopping_by(time.monotonic() + SPANS_STOP_S)
         self._processor.force_flush(FLUSH_TIMEOUT_MS)
         self._processor.shutdown()
         self._processor = None
