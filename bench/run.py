@@ -1066,11 +1066,11 @@ async def main(args: argparse.Namespace) -> None:
             )
             with sink_running as sink:
                 for index, which in enumerate(order):
-                    extra = {
-                        "group": "",
-                        "traced": telemetry_extra(tmp, f"{rep}-{index}"),
-                        "otlp": otlp_extra(f"{rep}-{index}"),
-                    }[which]
+                    extra = ""
+                    if which == "traced":
+                        extra = telemetry_extra(tmp, f"{rep}-{index}")
+                    elif which == "otlp":
+                        extra = otlp_extra(f"{rep}-{index}")
                     with (
                         environment(sink if which == "otlp" else {}),
                         gateway(tmp, f"{which}{rep}-{index}", 512, extra=extra) as target,
@@ -1133,27 +1133,18 @@ async def main(args: argparse.Namespace) -> None:
     if singles:
         single = median(singles)
         report.row(single_row, single, "calls/s", echo_unary, single / echo)
-    if traced:
-        on = median(traced)
-        report.row(traced_row, on, "calls/s", echo_unary, on / echo)
+    for row, rates, ratios, cost_row in (
+        (traced_row, traced, telemetry_ratios, "telemetry on / off"),
+        (otlp_row, otlp, otlp_ratios, "telemetry on (OTLP) / off"),
+    ):
+        if not rates:
+            continue  # --quick
+        on = median(rates)
+        report.row(row, on, "calls/s", echo_unary, on / echo)
         # Telemetry's cost: the median of each repetition's on / off.
-        cost = median(telemetry_ratios)
+        cost = median(ratios)
         report.row(
-            "telemetry on / off (median of the repetitions' ratios)",
-            cost,
-            "ratio",
-            group_row,
-            cost,
-        )
-        on_otlp = median(otlp)
-        report.row(otlp_row, on_otlp, "calls/s", echo_unary, on_otlp / echo)
-        otlp_cost = median(otlp_ratios)
-        report.row(
-            "telemetry on (OTLP) / off (median of the repetitions' ratios)",
-            otlp_cost,
-            "ratio",
-            group_row,
-            otlp_cost,
+            f"{cost_row} (median of the repetitions' ratios)", cost, "ratio", group_row, cost
         )
     stream_echo, stream = median(stream_echoes), median(streams)
     report.row(echo_stream, stream_echo, "msgs/s")
