@@ -136,6 +136,20 @@ def test_a_measurement_outside_a_sampled_span_has_no_exemplar() -> None:
     assert list(point.exemplars) == []
 
 
+def test_an_exemplar_keeps_the_attributes_as_recorded_not_as_later_changed() -> None:
+    ours, reader = _ours(AggregationTemporality.CUMULATIVE)
+    attributes: dict[str, Any] = {"rpc.method": "SubmitOrder", "execgw.session_id": "s1"}
+    with tracer.start_as_current_span("call"):
+        ours.record(0.5, attributes)
+    attributes["execgw.session_id"] = "s2"
+    attributes["rpc.method"] = "GetOrder"
+    [(key, point)] = _points(reader.add_to(None), "h").items()
+    assert dict(key) == {"rpc.method": "SubmitOrder"}
+    assert [dict(e.filtered_attributes or {}) for e in point.exemplars] == [
+        {"execgw.session_id": "s1"}
+    ]
+
+
 def test_collected_histograms_join_the_gateways_scope_in_a_readers_data() -> None:
     sdk_provider = MeterProvider(metric_readers=[pull := InMemoryMetricReader()], resource=RESOURCE)
     sdk_provider.get_meter("execgw.server", "1").create_counter("c").add(1)

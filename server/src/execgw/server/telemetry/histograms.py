@@ -40,12 +40,17 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-# What a histogram is split by: its dimensions' (key, value) pairs, in key order.
-_Key = tuple[tuple[str, AttributeValue], ...]
-# A sampled measurement: value, time, trace id, span id, its other attributes.
-_Exemplar = tuple[float, int, int, int, dict[str, AttributeValue]]
+_SAMPLED = TraceFlags.SAMPLED
+
+# What a histogram is split by: its dimensions' values, in key order (None: absent;
+# an attribute is never None).
+_Key = tuple[AttributeValue | None, ...]
+# A sampled measurement: value, time, its span's context, and its attributes as given
+# (those not among the dimensions go on the exemplar, picked out when collected).
+_Exemplar = tuple[float, int, SpanContext, dict[str, AttributeValue]]
 
 
 @dataclass(slots=True)
@@ -131,6 +136,7 @@ class BucketHistogram:
         self.description = description
         self.boundaries = tuple(float(b) for b in boundaries)
         self._dimensions = tuple(sorted(dimensions))
+        self._no_key: _Key = (None,) * len(self._dimensions)
         self._series: list[_Series] = []
 
     def series(self, temporality: AggregationTemporality) -> _Series:
@@ -142,16 +148,18 @@ class BucketHistogram:
         """As the SDK's Histogram.record: negative and non-finite values are ignored."""
         if not self._series or not (value >= 0 and math.isfinite(value)):
             return
-        given = attributes or {}
-        key = tuple((k, given[k]) for k in self._dimensions if k in given)
+        # Per measurement only what is cheap (the order path records one per call);
+        # the attribute sets are made when collected.
+        key = tuple(map(attributes.get, self._dimensions)) if attributes else self._no_key
         # OpenTelemetry's buckets hold (previous bound, bound]: a value on a bound is in
         # the bucket that bound closes.
         bucket = bisect_left(self.boundaries, value)
         exemplar = None
         context = trace.get_current_span().get_span_context()
-        if context.trace_flags.sampled and context.is_valid:  # the trace-based filter
-            extra = {k: v for k, v in given.items() if k not in self._dimensions}
-            exemplar = (value, time_ns(), context.trace_id, context.span_id, extra)
+        # The trace-based filter: a sampled span's (its flags read as the tuple holds them).
+        if context[3] & _SAMPLED and context.is_valid:
+            # A copy: the caller's dict may change once recorded.
+            exemplar = (value, time_ns(), context, dict(attributes) if attributes else {})
         for series in self._series:
             series.add(key, bucket, value, exemplar)
 
@@ -159,9 +167,10 @@ class BucketHistogram:
         taken = series.take(now)
         if not taken:
             return None
+        dimensions = self._dimensions
         points = [
             HistogramDataPoint(
-                attributes=dict(key),
+                attributes={k: v for k, v in zip(dimensions, key, strict=True) if v is not None},
                 start_time_unix_nano=point.start_ns,
                 time_unix_nano=now,
                 count=point.count,
@@ -171,8 +180,14 @@ class BucketHistogram:
                 min=point.low,
                 max=point.high,
                 exemplars=[
-                    Exemplar(extra, value, at, span_id, trace_id)
-                    for _, (value, at, trace_id, span_id, extra) in sorted(point.exemplars.items())
+                    Exemplar(
+                        {k: v for k, v in given.items() if k not in dimensions},
+                        value,
+                        at,
+                        context.span_id,
+                        context.trace_id,
+                    )
+                    for _, (value, at, context, given) in sorted(point.exemplars.items())
                 ],
             )
             for key, point in taken

@@ -145,7 +145,7 @@ def _stamp_scope(
     if backend.stamps_scope:
         scope = context.get(scopes.KEY)
         if isinstance(scope, scopes.Scope):
-            found.update(scope.attributes)
+            found.update(scope.stamp)
 
 
 # Where the gateway's random ids come from when the provider's generator is the SDK's
