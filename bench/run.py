@@ -18,8 +18,11 @@ load comes from this process through the real asyncio client.
   5. telemetry:         SubmitOrder, group commit, with traces (jsonl, batch processor)
                         and metrics (Prometheus endpoint) on, against the same with
                         telemetry off (2.): what telemetry costs, at most 15%. Each
-                        repetition runs off, on, OTLP, OTLP, on, off back to back; its
-                        ratio is the sum of its on runs over the sum of its off runs
+                        repetition starts the three gateways (off, on, OTLP) together
+                        and runs off, on, OTLP, OTLP, on, off back to back, each run
+                        followed by a wait until its gateway and export process are
+                        idle; its ratio is the sum of its on runs over the sum of its
+                        off runs
   5b. telemetry (OTLP): the same with traces going over OTLP/gRPC to a collector that
                         takes them and drops them (an OTLP sink, a process of its own;
                         metrics go there too, every 60 s: none within a run): what
@@ -276,6 +279,41 @@ def gateway_process(
         proc.wait(timeout=30)
 
 
+def process_tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds used so far by process `pid` and its running children (a gateway and
+    its span export process); None where /proc cannot tell (no such process, no /proc)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    total = None
+    for each in (pid, *map(int, children)):
+        try:
+            stat = Path(f"/proc/{each}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def settled(
+    pid: int, *, first_s: float = 1.2, quiet_s: float = 0.2, most_s: float = 5.0
+) -> None:
+    """Wait until process `pid` and its children are idle: first `first_s` (past a batch
+    processor's 1 s export delay), then until a `quiet_s` spell in which they used under
+    5% of a core, at most `most_s` in all. Where /proc cannot tell, only the first wait."""
+    deadline = time.monotonic() + most_s
+    await asyncio.sleep(first_s)
+    used = process_tree_cpu_s(pid)
+    while used is not None and time.monotonic() < deadline:
+        await asyncio.sleep(quiet_s)
+        now = process_tree_cpu_s(pid)
+        if now is None or now - used < 0.05 * quiet_s:
+            return
+        used = now
+
+
 def telemetry_extra(tmp: Path, rep: int | str) -> str:
     """Traces to a jsonl file through the batch processor, metrics on a Prometheus
     endpoint (collected only when scraped, as in production)."""
@@ -461,6 +499,10 @@ async def publish_quote(client: AsyncExecutionClient) -> None:
     await client.publish_quotes([market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)])
 
 
+# Calls each submit_rate makes before the measured ones (fewer when it measures fewer).
+WARM_CALLS = 200
+
+
 async def submit_rate(target: str, n: int, concurrency: int) -> float:
     async with AsyncExecutionClient(target, timeout=30) as client:
         await client.wait_ready(20)
@@ -473,7 +515,7 @@ async def submit_rate(target: str, n: int, concurrency: int) -> float:
             assert result.status, result
 
         # Warm-up keys follow the measured ones: a measured call is never an idempotent repeat.
-        await run_concurrently(min(n, 200), concurrency, lambda i: call(n + i))
+        await run_concurrently(min(n, WARM_CALLS), concurrency, lambda i: call(n + i))
         return await run_concurrently(n, concurrency, call)
 
 
@@ -995,7 +1037,7 @@ async def raw_submit_rate(
             assert response.result.status, response
 
         # Warm-up keys follow the measured ones: a measured call is never an idempotent repeat.
-        await run_concurrently(min(n, 200), concurrency, lambda i: call(n + i))
+        await run_concurrently(min(n, WARM_CALLS), concurrency, lambda i: call(n + i))
         return await run_concurrently(n, concurrency, call)
 
 
@@ -1119,6 +1161,8 @@ async def main(args: argparse.Namespace) -> None:
         traced: list[float] = []
         # Each repetition's telemetry on / off, with jsonl and with OTLP.
         telemetry_ratios: list[float] = []
+        # The same repetitions' gateway CPU per order, on / off (jsonl).
+        cpu_ratios: list[float] = []
         otlp: list[float] = []
         otlp_ratios: list[float] = []
         stream_echoes: list[float] = []
@@ -1139,31 +1183,59 @@ async def main(args: argparse.Namespace) -> None:
             # OTLP, OTLP, on, off: the machine's drift (a slow spell, a neighbour's load)
             # falls on both sides alike instead of on whichever ran first.
             runs: dict[str, list[float]] = {"group": [], "traced": [], "otlp": []}
+            cpu_runs: dict[str, list[float]] = {"group": [], "traced": [], "otlp": []}
             order = (
                 ["group", "traced", "otlp", "otlp", "traced", "group"] if not quick else ["group"]
             )
             sink_running: contextlib.AbstractContextManager[dict[str, str]] = (
                 contextlib.nullcontext({}) if quick else otlp_sink_process()
             )
-            with sink_running as sink:
-                for index, which in enumerate(order):
+            with sink_running as sink, contextlib.ExitStack() as running:
+                # One gateway per kind, all started before the first run, each running
+                # both of its runs: the six runs follow each other with no start-up in
+                # between, so drift has less time to fall on one side.
+                started: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+                for which in dict.fromkeys(order):
                     extra = ""
                     if which == "traced":
-                        extra = telemetry_extra(tmp, f"{rep}-{index}")
+                        extra = telemetry_extra(tmp, rep)
                     elif which == "otlp":
-                        extra = otlp_extra(f"{rep}-{index}")
-                    with (
-                        environment(sink if which == "otlp" else {}),
-                        gateway(tmp, f"{which}{rep}-{index}", 512, extra=extra) as target,
-                    ):
-                        rate, took = await timed(submit_rate(target, args.n, c))
+                        extra = otlp_extra(rep)
+                    with environment(sink if which == "otlp" else {}):
+                        started[which] = running.enter_context(
+                            gateway_process(tmp, f"{which}{rep}", 512, extra=extra)
+                        )
+                for index, which in enumerate(order):
+                    target, proc = started[which]
+                    cpu_before = process_tree_cpu_s(proc.pid)
+                    rate, took = await timed(submit_rate(target, args.n, c))
                     row = {"group": group_row, "traced": traced_row, "otlp": otlp_row}[which]
                     report.measured(row, rate, "calls/s", took, rep, position=index)
                     runs[which].append(rate)
+                    # What a run left to do (its last spans, exported up to a second
+                    # later) is done before the next run, not charged to it.
+                    await settled(proc.pid)
+                    cpu_after = process_tree_cpu_s(proc.pid)
+                    if cpu_before is not None and cpu_after is not None:
+                        # The gateway's and its export process's CPU for the run's
+                        # orders (its warm-up calls included): less swayed than a rate
+                        # by what else the machine runs meanwhile.
+                        per_order_us = (cpu_after - cpu_before) / (args.n + WARM_CALLS) * 1e6
+                        report.measured(
+                            f"{row}: gateway CPU per order",
+                            per_order_us,
+                            "us",
+                            took,
+                            rep,
+                            position=index,
+                        )
+                        cpu_runs[which].append(per_order_us)
             groups.extend(runs["group"])
             if not quick:
                 traced.extend(runs["traced"])
                 telemetry_ratios.append(sum(runs["traced"]) / sum(runs["group"]))
+                if cpu_runs["group"] and cpu_runs["traced"]:
+                    cpu_ratios.append(sum(cpu_runs["traced"]) / sum(cpu_runs["group"]))
                 otlp.extend(runs["otlp"])
                 otlp_ratios.append(sum(runs["otlp"]) / sum(runs["group"]))
             if not quick:
@@ -1236,6 +1308,17 @@ async def main(args: argparse.Namespace) -> None:
         report.row(
             f"{cost_row} (median of the repetitions' ratios)", cost, "ratio", group_row, cost
         )
+        print(f"{'':<4}each repetition's: " + ", ".join(f"{r:.3f}" for r in ratios), flush=True)
+    if cpu_ratios:
+        cpu_cost = median(cpu_ratios)
+        report.row(
+            "gateway CPU per order, telemetry on / off (median of the repetitions' ratios)",
+            cpu_cost,
+            "ratio",
+            f"{group_row}: gateway CPU per order",
+            cpu_cost,
+        )
+        print(f"{'':<4}each repetition's: " + ", ".join(f"{r:.3f}" for r in cpu_ratios), flush=True)
     stream_echo, stream = median(stream_echoes), median(streams)
     report.row(echo_stream, stream_echo, "msgs/s")
     report.row(stream_row, stream, "msgs/s", echo_stream, stream / stream_echo)
