@@ -22,10 +22,12 @@ load comes from this process through the real asyncio client.
                         and runs off, on, OTLP, OTLP, on, off back to back, each run
                         followed by a wait until its gateway and export process are
                         idle; its ratio is the sum of its on runs over the sum of its
-                        off runs
+                        off runs. Each run also reports the CPU its gateway and export
+                        process used per order, and the summary the on / off ratio of
+                        that too: less swayed than a rate by the machine's other load
   5b. telemetry (OTLP): the same with traces going over OTLP/gRPC to a collector that
                         takes them and drops them (an OTLP sink, a process of its own;
-                        metrics go there too, every 60 s: none within a run): what
+                        metrics go there too, every 60 s): what
                         the exporter operators use in production costs (reported, no
                         target); the run fails if the sink died or received no span
   6. latency:           one caller: the echo's p50 and p99; the echo's p50 when each
@@ -83,6 +85,7 @@ import grpc.aio
 from google.protobuf import timestamp_pb2
 
 from execgw.client import AsyncExecutionClient, market
+from execgw.server.telemetry.tracing import EXPORT_DELAY_S
 from execgw.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -281,11 +284,23 @@ def gateway_process(
 
 def process_tree_cpu_s(pid: int) -> float | None:
     """CPU seconds used so far by process `pid` and its running children (a gateway and
-    its span export process); None where /proc cannot tell (no such process, no /proc)."""
+    its span export process, which a worker thread may have restarted); None where
+    /proc cannot tell (no such process, or no children lists: it would leave the export
+    process out)."""
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        children = []
+        return None
+    children: list[str] = []
+    listed = False
+    for task in tasks:
+        try:
+            children += Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            listed = True
+        except OSError:
+            continue  # a thread gone meanwhile
+    if not listed:
+        return None
     total = None
     for each in (pid, *map(int, children)):
         try:
@@ -293,25 +308,39 @@ def process_tree_cpu_s(pid: int) -> float | None:
         except OSError:
             continue  # gone meanwhile
         fields = stat[stat.rindex(")") + 2 :].split()
-        total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return total
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 async def settled(
-    pid: int, *, first_s: float = 1.2, quiet_s: float = 0.2, most_s: float = 5.0
+    pid: int,
+    *,
+    first_s: float = EXPORT_DELAY_S + 0.2,
+    quiet_s: float = 0.2,
+    most_s: float = 5.0,
 ) -> None:
     """Wait until process `pid` and its children are idle: first `first_s` (past a batch
-    processor's 1 s export delay), then until a `quiet_s` spell in which they used under
-    5% of a core, at most `most_s` in all. Where /proc cannot tell, only the first wait."""
+    processor's export delay, after which it exports a last partial batch), then until
+    a `quiet_s` spell in which they used at most one clock tick of CPU; about `most_s`
+    at most. Where /proc cannot tell, only the first wait."""
     deadline = time.monotonic() + most_s
     await asyncio.sleep(first_s)
     used = process_tree_cpu_s(pid)
     while used is not None and time.monotonic() < deadline:
         await asyncio.sleep(quiet_s)
         now = process_tree_cpu_s(pid)
-        if now is None or now - used < 0.05 * quiet_s:
+        # Whole ticks: /proc counts in them, so a fraction of one means nothing.
+        if now is None or round((now - used) * CLOCK_TICKS) <= 1:
             return
         used = now
+
+
+async def wait_until_ready(target: str) -> None:
+    async with AsyncExecutionClient(target, timeout=30) as client:
+        await client.wait_ready(20)
 
 
 def telemetry_extra(tmp: Path, rep: int | str) -> str:
@@ -465,7 +494,7 @@ async def echo_rate(
         async def call(i: int) -> None:
             await method(payloads[i], metadata=metadata, timeout=10)
 
-        await run_concurrently(min(n, 200), concurrency, call)  # warm-up
+        await run_concurrently(min(n, WARM_CALLS), concurrency, call)  # warm-up
         return await run_concurrently(n, concurrency, call)
 
 
@@ -491,7 +520,7 @@ async def submit_stream_rate(target: str, n: int) -> float:
             assert seen == count
             return count / (time.perf_counter() - started)
 
-        await run(min(n, 200))  # warm-up
+        await run(min(n, WARM_CALLS))  # warm-up
         return await run(n)
 
 
@@ -499,7 +528,7 @@ async def publish_quote(client: AsyncExecutionClient) -> None:
     await client.publish_quotes([market_data_pb2.Quote(symbol="NSE:INFY", ltp=1500.0)])
 
 
-# Calls each submit_rate makes before the measured ones (fewer when it measures fewer).
+# Calls a rate measurement makes before the measured ones (fewer when it measures fewer).
 WARM_CALLS = 200
 
 
@@ -1161,8 +1190,8 @@ async def main(args: argparse.Namespace) -> None:
         traced: list[float] = []
         # Each repetition's telemetry on / off, with jsonl and with OTLP.
         telemetry_ratios: list[float] = []
-        # The same repetitions' gateway CPU per order, on / off (jsonl).
-        cpu_ratios: list[float] = []
+        # The same repetitions' gateway CPU per order, on / off (jsonl, OTLP).
+        cpu_ratios: dict[str, list[float]] = {"traced": [], "otlp": []}
         otlp: list[float] = []
         otlp_ratios: list[float] = []
         stream_echoes: list[float] = []
@@ -1205,6 +1234,12 @@ async def main(args: argparse.Namespace) -> None:
                         started[which] = running.enter_context(
                             gateway_process(tmp, f"{which}{rep}", 512, extra=extra)
                         )
+                # All up and idle before the first run: one still starting (its export
+                # process too) would slow the runs of the others.
+                for target, _ in started.values():
+                    await wait_until_ready(target)
+                for _, proc in started.values():
+                    await settled(proc.pid, first_s=0.0)
                 for index, which in enumerate(order):
                     target, proc = started[which]
                     cpu_before = process_tree_cpu_s(proc.pid)
@@ -1218,9 +1253,11 @@ async def main(args: argparse.Namespace) -> None:
                     cpu_after = process_tree_cpu_s(proc.pid)
                     if cpu_before is not None and cpu_after is not None:
                         # The gateway's and its export process's CPU for the run's
-                        # orders (its warm-up calls included): less swayed than a rate
-                        # by what else the machine runs meanwhile.
-                        per_order_us = (cpu_after - cpu_before) / (args.n + WARM_CALLS) * 1e6
+                        # orders (its warm-up calls included; and its client's connecting
+                        # and the wait until idle, when it is all but idle): less swayed
+                        # than a rate by what else the machine runs meanwhile.
+                        calls = args.n + min(args.n, WARM_CALLS)
+                        per_order_us = (cpu_after - cpu_before) / calls * 1e6
                         report.measured(
                             f"{row}: gateway CPU per order",
                             per_order_us,
@@ -1234,8 +1271,9 @@ async def main(args: argparse.Namespace) -> None:
             if not quick:
                 traced.extend(runs["traced"])
                 telemetry_ratios.append(sum(runs["traced"]) / sum(runs["group"]))
-                if cpu_runs["group"] and cpu_runs["traced"]:
-                    cpu_ratios.append(sum(cpu_runs["traced"]) / sum(cpu_runs["group"]))
+                for kind, ratios in cpu_ratios.items():
+                    if cpu_runs["group"] and cpu_runs[kind]:
+                        ratios.append(sum(cpu_runs[kind]) / sum(cpu_runs["group"]))
                 otlp.extend(runs["otlp"])
                 otlp_ratios.append(sum(runs["otlp"]) / sum(runs["group"]))
             if not quick:
@@ -1309,16 +1347,15 @@ async def main(args: argparse.Namespace) -> None:
             f"{cost_row} (median of the repetitions' ratios)", cost, "ratio", group_row, cost
         )
         print(f"{'':<4}each repetition's: " + ", ".join(f"{r:.3f}" for r in ratios), flush=True)
-    if cpu_ratios:
-        cpu_cost = median(cpu_ratios)
+    for kind, label in (("traced", "telemetry on"), ("otlp", "telemetry on (OTLP)")):
+        ratios = cpu_ratios[kind]
+        if not ratios:
+            continue
+        cpu_cost = median(ratios)
         report.row(
-            "gateway CPU per order, telemetry on / off (median of the repetitions' ratios)",
-            cpu_cost,
-            "ratio",
-            f"{group_row}: gateway CPU per order",
-            cpu_cost,
+            f"gateway CPU per order, {label} / off (median)", cpu_cost, "ratio", None, cpu_cost
         )
-        print(f"{'':<4}each repetition's: " + ", ".join(f"{r:.3f}" for r in cpu_ratios), flush=True)
+        print(f"{'':<4}each repetition's: " + ", ".join(f"{r:.3f}" for r in ratios), flush=True)
     stream_echo, stream = median(stream_echoes), median(streams)
     report.row(echo_stream, stream_echo, "msgs/s")
     report.row(stream_row, stream, "msgs/s", echo_stream, stream / stream_echo)

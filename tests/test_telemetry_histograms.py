@@ -33,7 +33,8 @@ RESOURCE = Resource({"service.name": "execgw-test"})
 tracer = TracerProvider().get_tracer("test")
 
 # (value, attributes, sampled span?): values on bounds, between them, past the last,
-# zero; a session that is no dimension; measurements in and out of sampled spans.
+# zero; a session that is no dimension; measurements in and out of sampled spans;
+# dimensions given falsy values, or None.
 MEASUREMENTS: list[tuple[float, dict[str, Any], bool]] = [
     (0.0, {"rpc.method": "SubmitOrder", "execgw.status": "FILLED"}, False),
     (0.001, {"rpc.method": "SubmitOrder", "execgw.status": "FILLED", "s": "a"}, True),
@@ -42,6 +43,10 @@ MEASUREMENTS: list[tuple[float, dict[str, Any], bool]] = [
     (1.0, {"rpc.method": "GetOrder"}, False),
     (7.5, {"rpc.method": "GetOrder", "s": "c"}, True),
     (0.01, {"rpc.method": "SubmitOrder", "execgw.status": "FILLED", "s": "d"}, True),
+    # Falsy values are values (a status code of 0 is gRPC's OK), and so is a None given.
+    (0.02, {"rpc.method": "", "execgw.status": 0, "s": False}, True),
+    (0.03, {"rpc.method": None, "s": "e"}, True),
+    (0.04, {"execgw.status": None}, False),
 ]
 IGNORED = [(-1.0, {"rpc.method": "GetOrder"}), (math.nan, {}), (math.inf, {})]
 

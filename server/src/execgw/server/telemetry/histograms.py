@@ -45,9 +45,10 @@ from opentelemetry.util.types import AttributeValue
 
 _SAMPLED = TraceFlags.SAMPLED
 
-# What a histogram is split by: its dimensions' values, in key order (None: absent;
-# an attribute is never None).
-_Key = tuple[AttributeValue | None, ...]
+# What a histogram is split by: its dimensions' values, in key order (_ABSENT: not given).
+_Key = tuple[object, ...]
+# A dimension a measurement did not give (a None it gave is a value, as for the SDK).
+_ABSENT = object()
 # A sampled measurement: value, time, its span's context, and its attributes as given
 # (those not among the dimensions go on the exemplar, picked out when collected).
 _Exemplar = tuple[float, int, SpanContext, dict[str, AttributeValue]]
@@ -136,7 +137,7 @@ class BucketHistogram:
         self.description = description
         self.boundaries = tuple(float(b) for b in boundaries)
         self._dimensions = tuple(sorted(dimensions))
-        self._no_key: _Key = (None,) * len(self._dimensions)
+        self._no_key: _Key = (_ABSENT,) * len(self._dimensions)
         self._series: list[_Series] = []
 
     def series(self, temporality: AggregationTemporality) -> _Series:
@@ -150,7 +151,11 @@ class BucketHistogram:
             return
         # Per measurement only what is cheap (the order path records one per call);
         # the attribute sets are made when collected.
-        key = tuple(map(attributes.get, self._dimensions)) if attributes else self._no_key
+        key: _Key = self._no_key
+        if attributes:
+            given: Mapping[str, object] = attributes
+            # Each dimension's value, or _ABSENT (a None given is a value, as for the SDK).
+            key = tuple(map(given.get, self._dimensions, self._no_key))
         # OpenTelemetry's buckets hold (previous bound, bound]: a value on a bound is in
         # the bucket that bound closes.
         bucket = bisect_left(self.boundaries, value)
@@ -170,7 +175,11 @@ class BucketHistogram:
         dimensions = self._dimensions
         points = [
             HistogramDataPoint(
-                attributes={k: v for k, v in zip(dimensions, key, strict=True) if v is not None},
+                attributes={
+                    k: v  # type: ignore[misc]
+                    for k, v in zip(dimensions, key, strict=True)
+                    if v is not _ABSENT
+                },
                 start_time_unix_nano=point.start_ns,
                 time_unix_nano=now,
                 count=point.count,
