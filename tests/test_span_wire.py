@@ -5,8 +5,10 @@ exporter reads) and the same counts of what the SDK's limits dropped."""
 from __future__ import annotations
 
 import marshal
+import tempfile
 import threading
 from enum import Enum, IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,6 +24,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import TraceFlags
 
 from execgw.server.telemetry import span_wire
+from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
 from execgw.server.telemetry.span_wire import (
     ReceivedResource,
     SpanReceiver,
@@ -31,9 +34,9 @@ from execgw.server.telemetry.span_wire import (
 from execgw.server.telemetry.spans import GatewayTracer
 
 if TYPE_CHECKING:
-    from tests.span_samples import REMOTE, Tag, gateway_spans
+    from tests.span_samples import REMOTE, SAMPLED, Tag, gateway_spans
 else:
-    from span_samples import REMOTE, Tag, gateway_spans
+    from span_samples import REMOTE, SAMPLED, Tag, gateway_spans
 
 
 def _crossed(sender: SpanSender, receiver: SpanReceiver, spans: list[ReadableSpan]) -> list[Any]:
@@ -281,3 +284,92 @@ def test_a_received_resource_hashes_and_compares_as_a_resource() -> None:
     assert plain == received
     assert received != ReceivedResource({**attributes, "n": 4}, "https://s")
     assert {plain: 1}[received] == 1
+
+
+def _jsonl_both_ways(tmp_path: Path, batches: list[list[ReadableSpan]]) -> tuple[bytes, bytes]:
+    """The JSON lines of these batches as the export process writes them (straight
+    from the wire tuples) and as the spans rebuilt from them write: through one sender
+    and a real marshal, each way with a receiver of its own."""
+    sender = SpanSender()
+    rebuilt, straight = SpanReceiver(), SpanReceiver()
+    by_spans = JsonLinesSpanExporter(tmp_path / "rebuilt.jsonl")
+    by_wire = JsonLinesSpanExporter(tmp_path / "straight.jsonl")
+    for spans in batches:
+        payload = marshal.dumps(("spans", sender.batch(spans)))
+        by_spans.export(rebuilt.spans(marshal.loads(payload)[1]))
+        by_wire.export_wire(marshal.loads(payload)[1], straight)
+    by_spans.shutdown()
+    by_wire.shutdown()
+    return (tmp_path / "straight.jsonl").read_bytes(), (tmp_path / "rebuilt.jsonl").read_bytes()
+
+
+def test_the_export_process_writes_a_crossed_batchs_lines_as_its_rebuilt_spans_would(
+    tmp_path: Path,
+) -> None:
+    """Straight from the tuples for the gateway's own spans, the general path for the
+    rest (a status, a remote context, a trace state, drops, an event with no time), in
+    batches that share a resource sent once."""
+    spans = gateway_spans()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=1, max_events=1))
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    sdk = provider.get_tracer("someone.else")
+    theirs = sdk.start_span("theirs", attributes={"a": 1, "b": 2}, links=[trace.Link(REMOTE)])
+    theirs.add_event("one", {"x": 1})
+    theirs.add_event("two")
+    theirs.end()
+    # A plain span but for its trace state (its remote parent's).
+    GatewayTracer("execgw.test", provider=provider).start_span(
+        "in a traced call", context=trace.set_span_in_context(trace.NonRecordingSpan(REMOTE))
+    ).end()
+    # Plain spans (a local context without trace state) but for a status, and for an
+    # event without a time.
+    failed = GatewayTracer("execgw.test", provider=provider).start_span("failed")
+    failed.set_status(trace.Status(trace.StatusCode.ERROR, "broker said no"))
+    failed.end()
+    no_time = ReadableSpan(
+        "no time",
+        context=SAMPLED,
+        resource=Resource({}),
+        events=[span_wire._received_event("e", {"k": "v"}, None)],
+        start_time=1,
+        end_time=2,
+    )
+    batches = [spans[:2], spans[2:], [*recorded.get_finished_spans(), no_time], spans]
+    straight, rebuilt = _jsonl_both_ways(tmp_path, batches)
+    assert straight == rebuilt
+    assert straight.count(b"\n") == sum(len(b) for b in batches)
+
+
+def test_a_line_msgspec_cannot_write_goes_alone_the_same_way_from_the_tuples(
+    tmp_path: Path,
+) -> None:
+    provider = TracerProvider()
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    tracer = GatewayTracer("execgw.test", provider=provider)
+    for attributes in ({"ok": "x"}, {"bad": "\ud800"}, {"ok": "y"}):
+        tracer.start_span("s", attributes=attributes).end()
+    straight, rebuilt = _jsonl_both_ways(tmp_path, [list(recorded.get_finished_spans())])
+    assert straight == rebuilt
+    assert straight.count(b"\n") == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(attributes=st.dictionaries(st.text(min_size=1, max_size=10), _VALUES, max_size=6))
+def test_any_valid_attributes_write_the_same_lines_from_the_tuples(
+    attributes: dict[str, Any],
+) -> None:
+    provider = TracerProvider()
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    tracer = GatewayTracer("execgw.test", provider=provider)
+    with tracer.start_as_current_span("parent", attributes=attributes) as parent:
+        # Linked to a local context (no trace state): its line comes from the tuple too.
+        link = trace.Link(parent.get_span_context(), {"k": 1})
+        span = tracer.start_span("s", attributes=attributes, links=[link])
+        span.add_event("e", attributes)
+        span.end()
+    with tempfile.TemporaryDirectory() as directory:
+        straight, rebuilt = _jsonl_both_ways(Path(directory), [list(recorded.get_finished_spans())])
+    assert straight == rebuilt

@@ -104,7 +104,10 @@ def serve(exporter: SpanExporter, source: IO[bytes], answers: _Answers) -> None:
                 continue
             if kind == "spans":
                 try:
-                    exporter.export(receiver.spans(message[1]))
+                    if isinstance(exporter, JsonLinesSpanExporter):
+                        exporter.export_wire(message[1], receiver)
+                    else:
+                        exporter.export(receiver.spans(message[1]))
                 except Exception:  # an exporter's bug loses this batch, not the next
                     log.exception("exporting %d spans failed", len(message[1][2]))
             elif kind == "flush":

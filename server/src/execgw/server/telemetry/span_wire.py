@@ -265,18 +265,28 @@ class SpanReceiver:
         self._scopes: dict[int, InstrumentationScope] = {}
 
     def spans(self, batch: WireBatch) -> list[ReadableSpan]:
-        resources, scopes, wire = batch
+        self.take_shared(batch)
+        # An order's spans share their parent (the call's span): each context made once.
+        contexts: dict[WireContext, SpanContext] = {}
+        return [self.span(span, contexts) for span in batch[2]]
+
+    def take_shared(self, batch: WireBatch) -> None:
+        """What the batch sends for the first time, that its spans (and later ones) name."""
+        resources, scopes, _ = batch
         for key, (attributes, schema_url) in resources.items():
             self._resources[key] = ReceivedResource(attributes, schema_url)
         for key, (name, version, scope_schema_url, scope_attributes) in scopes.items():
             self._scopes[key] = InstrumentationScope(
                 name, version, scope_schema_url, scope_attributes
             )
-        # An order's spans share their parent (the call's span): each context made once.
-        contexts: dict[WireContext, SpanContext] = {}
-        return [self._span(span, contexts) for span in wire]
 
-    def _span(self, wire: WireSpan, contexts: dict[WireContext, SpanContext]) -> ReadableSpan:
+    def resource(self, key: int) -> Resource:
+        """A resource taken from this or an earlier batch."""
+        return self._resources[key]
+
+    def span(self, wire: WireSpan, contexts: dict[WireContext, SpanContext]) -> ReadableSpan:
+        """One span of a batch whose shared part was taken; `contexts`: those made for
+        the batch's spans so far."""
         (
             name,
             context,
