@@ -15,13 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import TraceFlags
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from execgw.server.telemetry import span_wire
 from execgw.server.telemetry.jsonl import JsonLinesSpanExporter
@@ -307,8 +308,8 @@ def test_the_export_process_writes_a_crossed_batchs_lines_as_its_rebuilt_spans_w
     tmp_path: Path,
 ) -> None:
     """Straight from the tuples for the gateway's own spans, the general path for the
-    rest (a status, a remote context, a trace state, drops, an event with no time), in
-    batches that share a resource sent once."""
+    rest (a status, a remote context, a trace state, drops, on the span or on an event
+    or a link), in batches that share a resource sent once."""
     spans = gateway_spans()
     provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=1, max_events=1))
     recorded = InMemorySpanExporter()
@@ -322,20 +323,32 @@ def test_the_export_process_writes_a_crossed_batchs_lines_as_its_rebuilt_spans_w
     GatewayTracer("execgw.test", provider=provider).start_span(
         "in a traced call", context=trace.set_span_in_context(trace.NonRecordingSpan(REMOTE))
     ).end()
-    # Plain spans (a local context without trace state) but for a status, and for an
-    # event without a time.
+    # Plain spans (a local context without trace state) but for a status; for an event
+    # or a link whose attributes the SDK's limits cut; and plain ones linked to a
+    # remote context without trace state.
     failed = GatewayTracer("execgw.test", provider=provider).start_span("failed")
     failed.set_status(trace.Status(trace.StatusCode.ERROR, "broker said no"))
     failed.end()
-    no_time = ReadableSpan(
-        "no time",
-        context=SAMPLED,
-        resource=Resource({}),
-        events=[span_wire._received_event("e", {"k": "v"}, None)],
-        start_time=1,
-        end_time=2,
-    )
-    batches = [spans[:2], spans[2:], [*recorded.get_finished_spans(), no_time], spans]
+    cut = BoundedAttributes(maxlen=1, attributes={"a": 1, "b": 2}, immutable=True)
+    remote_plain = SpanContext(0xAB, 0xCD, True, TraceFlags(TraceFlags.SAMPLED))
+    by_hand = [
+        ReadableSpan(
+            name,
+            context=SAMPLED,
+            resource=Resource({"by": "hand"}),
+            attributes={"k": "v"},
+            events=events,
+            links=links,
+            start_time=1_700_000_000_123_456_789,
+            end_time=1_700_000_001_000_000_000,
+        )
+        for name, events, links in (
+            ("event cut", [Event("e", cut, timestamp=5)], []),
+            ("link cut", [], [trace.Link(SAMPLED, cut)]),
+            ("remote link", [Event("e", {"x": 1}, timestamp=5)], [trace.Link(remote_plain)]),
+        )
+    ]
+    batches = [spans[:2], spans[2:], [*recorded.get_finished_spans(), *by_hand], spans]
     straight, rebuilt = _jsonl_both_ways(tmp_path, batches)
     assert straight == rebuilt
     assert straight.count(b"\n") == sum(len(b) for b in batches)
@@ -344,15 +357,20 @@ def test_the_export_process_writes_a_crossed_batchs_lines_as_its_rebuilt_spans_w
 def test_a_line_msgspec_cannot_write_goes_alone_the_same_way_from_the_tuples(
     tmp_path: Path,
 ) -> None:
+    """In the span's attributes, or in an event's (the tuple's line fails as it is made,
+    and the span is rebuilt)."""
     provider = TracerProvider()
     recorded = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(recorded))
     tracer = GatewayTracer("execgw.test", provider=provider)
     for attributes in ({"ok": "x"}, {"bad": "\ud800"}, {"ok": "y"}):
         tracer.start_span("s", attributes=attributes).end()
+    in_event = tracer.start_span("event")
+    in_event.add_event("e", {"bad": "\ud800"})
+    in_event.end()
     straight, rebuilt = _jsonl_both_ways(tmp_path, [list(recorded.get_finished_spans())])
     assert straight == rebuilt
-    assert straight.count(b"\n") == 3
+    assert straight.count(b"\n") == 4
 
 
 @settings(max_examples=40, deadline=None)

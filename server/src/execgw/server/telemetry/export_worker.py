@@ -104,7 +104,7 @@ def serve(exporter: SpanExporter, source: IO[bytes], answers: _Answers) -> None:
                 continue
             if kind == "spans":
                 try:
-                    if isinstance(exporter, JsonLinesSpanExporter):
+                    if type(exporter) is JsonLinesSpanExporter:
                         exporter.export_wire(message[1], receiver)
                     else:
                         exporter.export(receiver.spans(message[1]))

@@ -8,7 +8,8 @@ order path (it runs in the export process, telemetry.export_worker; a test or an
 application may run it in-process, sharing the interpreter too):
 - a span whose attributes are a plain dict (the gateway's own, as the export process
   receives them) becomes a `_Line` struct, and a whole batch is encoded by msgspec in
-  one call;
+  one call; in the export process, straight from the tuples the span crossed as
+  (`export_wire`), with no ReadableSpan rebuilt;
 - what the spans of a batch repeat is formatted once: the resource, the trace id an
   order's spans share, the parent id its stages share, the second their times fall in.
 Any other span (a status, a trace state, attributes not in a plain dict) takes the
@@ -34,7 +35,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.span import TraceState
 
-from execgw.server.telemetry.span_wire import SpanReceiver, WireBatch, WireContext, WireSpan
+from execgw.server.telemetry.span_wire import (
+    RESOURCE_KEY_AT,
+    SpanReceiver,
+    WireBatch,
+    WireContext,
+    WireSpan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +72,6 @@ class _Line(msgspec.Struct):
 
 _KINDS = {kind: str(kind) for kind in SpanKind}
 _WIRE_KINDS = {kind.value: text for kind, text in _KINDS.items()}
-# Where a WireSpan holds its resource's key.
-_RESOURCE_KEY = 10
 _NO_TRACE_STATE = repr(TraceState())
 _UNSET_STATUS = {"status_code": StatusCode.UNSET.name}
 _UNSET_STATUS_JSON = msgspec.Raw(msgspec.json.encode(_UNSET_STATUS))
@@ -140,8 +145,8 @@ class JsonLinesSpanExporter(SpanExporter):
         resource_key: int | None = None
         encoded_resource = _EMPTY
         for index, wire in enumerate(batch[2]):
-            if index == 0 or wire[_RESOURCE_KEY] != resource_key:
-                resource_key = wire[_RESOURCE_KEY]
+            if index == 0 or wire[RESOURCE_KEY_AT] != resource_key:
+                resource_key = wire[RESOURCE_KEY_AT]
                 encoded_resource = self._resource(receiver.resource(resource_key))
             try:
                 line = _wire_line(wire, hexes, encoded_resource, encode)
@@ -333,8 +338,10 @@ def _wire_line(
         return None
     encoded_events = _EMPTY
     if events:
-        if any(event[2] is None for event in events):
-            return None  # a time the general path writes as null
+        if any(event[2] is None or len(event) > 3 for event in events):
+            # No time (the rebuilt Event takes one), or attributes the SDK's limits cut:
+            # as the rebuilt span has them.
+            return None
         encoded_events = msgspec.Raw(
             encode(
                 [
@@ -345,8 +352,8 @@ def _wire_line(
         )
     encoded_links = _EMPTY
     if links:
-        if any(len(link[0]) != 3 and link[0][4] for link in links):
-            return None  # a trace state
+        if any((len(link[0]) != 3 and link[0][4]) or len(link) > 2 for link in links):
+            return None  # a trace state, or attributes the SDK's limits cut
         encoded_links = msgspec.Raw(
             encode(
                 [

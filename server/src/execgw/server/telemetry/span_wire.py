@@ -1,5 +1,6 @@
 """Finished spans as they cross to the span export process: tuples of builtins,
-marshalled a batch at a time, and rebuilt there as ReadableSpans for its exporter.
+marshalled a batch at a time, and rebuilt there as ReadableSpans for its exporter (the
+jsonl exporter writes most of them straight from the tuples: jsonl.export_wire).
 
 A span becomes a tuple of builtins (ints, strings, dicts, tuples) and is marshalled in
 ~2 µs, against ~5 for its JSON line and ~26 for its OTLP message: that encoding, the
@@ -33,6 +34,8 @@ WireContext = tuple[int, int, int] | tuple[int, int, bool, int, tuple[tuple[str,
 # (name, context, parent, kind, start, end, attributes, events, links, status,
 #  resource key, scope key, dropped (attributes, events, links))
 WireSpan = tuple[Any, ...]
+# Where a WireSpan holds its resource's key.
+RESOURCE_KEY_AT = 10
 # (resources sent for the first time: key -> (attributes, schema_url); scopes sent for
 #  the first time: key -> (name, version, schema_url, attributes); the spans)
 WireBatch = tuple[
