@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from kiteconnect import KiteConnect
 
 from execgw.server.anchors import HeadAnchorRecorder
 from execgw.server.api import reflection_v1
@@ -47,9 +47,11 @@ from execgw.server.venues.factory import build_venue
 from execgw.server.venues.factory import describe as describe_venue
 from execgw.server.venues.factory import venue_name as build_venue_name
 from execgw.server.venues.kite.credentials import KiteCredentials, MissingCredentials
-from execgw.server.venues.kite.link import KiteLink
 from execgw.server.venues.kite.postback import PostbackServer
 from execgw.v1 import gateway_pb2, gateway_pb2_grpc, market_data_pb2, market_data_pb2_grpc
+
+if TYPE_CHECKING:
+    from execgw.server.venues.kite.link import KiteLink
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,12 @@ class Gateway:
         self.port = 0
 
     def _build_link(self, credentials: KiteCredentials) -> tuple[KiteLink, PostbackServer | None]:
+        # Imported only for a live broker: the kiteconnect package loads its ticker,
+        # which imports Twisted and installs its reactor (~0.2 s of every start).
+        from kiteconnect import KiteConnect
+
+        from execgw.server.venues.kite.link import KiteLink
+
         settings = self.config.broker.kite
         kite = KiteConnect(
             credentials.api_key,
