@@ -282,6 +282,10 @@ def gateway_process(
         proc.wait(timeout=30)
 
 
+# /proc's unit of CPU time, per second.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def process_tree_cpu_s(pid: int) -> float | None:
     """CPU seconds used so far by process `pid` and its running children (a gateway and
     its span export process, which a worker thread may have restarted); None where
@@ -310,9 +314,6 @@ def process_tree_cpu_s(pid: int) -> float | None:
         fields = stat[stat.rindex(")") + 2 :].split()
         total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return total
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def settled(

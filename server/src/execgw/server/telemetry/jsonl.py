@@ -342,14 +342,7 @@ def _wire_line(
             # No time (the rebuilt Event takes one), or attributes the SDK's limits cut:
             # as the rebuilt span has them.
             return None
-        encoded_events = msgspec.Raw(
-            encode(
-                [
-                    {"name": e[0], "timestamp": _iso_text(e[2]), "attributes": dict(e[1] or {})}
-                    for e in events
-                ]
-            )
-        )
+        encoded_events = msgspec.Raw(encode([_event_fields(e[0], e[2], e[1]) for e in events]))
     encoded_links = _EMPTY
     if links:
         if any((len(link[0]) != 3 and link[0][4]) or len(link) > 2 for link in links):
@@ -358,11 +351,7 @@ def _wire_line(
             encode(
                 [
                     {
-                        "context": {
-                            "trace_id": f"0x{k[0][0]:032x}",
-                            "span_id": f"0x{k[0][1]:016x}",
-                            "trace_state": _NO_TRACE_STATE,
-                        },
+                        "context": _context_fields(k[0][0], k[0][1], _NO_TRACE_STATE),
                         "attributes": dict(k[1] or {}),
                     }
                     for k in links
@@ -399,11 +388,12 @@ def _direct_links(links: Sequence[Link], encode: Callable[[Any], bytes]) -> msgs
 
 
 def _event_entry(event: Event) -> dict[str, Any]:
-    return {
-        "name": event.name,
-        "timestamp": _iso(event.timestamp),
-        "attributes": dict(event.attributes or {}),
-    }
+    return _event_fields(event.name, event.timestamp, event.attributes)
+
+
+def _event_fields(name: str, timestamp: int | None, attributes: Any) -> dict[str, Any]:
+    """An event's object, from an Event's fields or a wire event's."""
+    return {"name": name, "timestamp": _iso(timestamp), "attributes": dict(attributes or {})}
 
 
 def _link_entry(link: Link) -> dict[str, Any]:
@@ -414,10 +404,17 @@ def _context(context: SpanContext | None) -> dict[str, str] | None:
     if context is None:
         return None
     state = context.trace_state
+    return _context_fields(
+        context.trace_id, context.span_id, repr(state) if state else _NO_TRACE_STATE
+    )
+
+
+def _context_fields(trace_id: int, span_id: int, trace_state: str) -> dict[str, str]:
+    """A context's object, from a SpanContext's fields or a wire context's."""
     return {
-        "trace_id": f"0x{context.trace_id:032x}",
-        "span_id": f"0x{context.span_id:016x}",
-        "trace_state": repr(state) if state else _NO_TRACE_STATE,
+        "trace_id": f"0x{trace_id:032x}",
+        "span_id": f"0x{span_id:016x}",
+        "trace_state": trace_state,
     }
 
 
